@@ -1,0 +1,1 @@
+//! Activity calls and app events as the portal sends them (being written).
