@@ -1,1 +1,0 @@
-//! Activity calls and app events as the portal sends them (being written).
