@@ -1,1 +1,50 @@
-//! The Bitrix24 REST client (being written).
+//! The Bitrix24 REST client: credentials, envelopes, error classes, token refresh, `batch`, the
+//! per-portal rate limiter, domain moves and typed business-process methods (protocol doc §1,
+//! §3–5).
+//!
+//! The host builds the shared parts once and one [`RestClient`] per portal:
+//!
+//! ```no_run
+//! # async fn demo(tokens: b24::rest::OAuthTokens) -> Result<(), b24::rest::Error> {
+//! use std::sync::Arc;
+//! use b24::rest::*;
+//!
+//! let http = HttpClient::new()?;                                  // once per process
+//! let limiters = LimiterRegistry::new(RateLimits::STANDARD);      // once per process
+//! let app = AppCredentials { client_id: "app.1".into(), client_secret: "s".into() };
+//! let client = RestClient::builder(Credentials::OAuth { tokens, app })
+//!     .http_client(http)
+//!     .limiter_from(&limiters)
+//!     .token_sink(Arc::new(DiscardTokens))
+//!     .build()?;
+//! let sent = client.event_send(&EventSend::new("token").value("approved", "Y")).await;
+//! match sent {
+//!     Ok(_) => {}
+//!     Err(e) if e.is_retryable() => { /* later, not before e.retry_at() */ }
+//!     Err(e) => { /* permanent or token: give up with e's reason */ }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod batch;
+mod bizproc;
+mod client;
+mod credentials;
+mod envelope;
+mod error;
+mod limiter;
+mod oauth;
+
+pub use batch::{BatchCommand, BatchEntry, BatchOutcome, BatchResults, MAX_BATCH_COMMANDS};
+pub use bizproc::{
+    ActionKind, ActivityChanges, ActivityDefinition, ActivityFilter, AppInfo, EventSend,
+    FilterRule, LocalizedText, OrderedMap, PropertyDefinition, PropertyType, YesNo,
+};
+pub use client::{
+    DEFAULT_TIMEOUT, DomainMove, HttpClient, MoveSink, RestClient, RestClientBuilder,
+};
+pub use credentials::{AppCredentials, Credentials, OAuthTokens, TokenPlacement, WebhookUrl};
+pub use envelope::{Response, Time, php_map, php_object};
+pub use error::{ApiError, Error, ErrorClass, RefreshError};
+pub use limiter::{LimiterRegistry, PortalLimiter, RateLimits};
+pub use oauth::{DiscardTokens, RefreshedTokens, SinkError, SinkFuture, TokenSink};

@@ -1,0 +1,593 @@
+//! Typed business-process methods: activity and robot registration (protocol doc §1),
+//! `bizproc.event.send` and `bizproc.activity.log` (§3), and `app.info`.
+//!
+//! Parameter names are sent upper-case as the docs write them (the portal upper-cases keys
+//! anyway, §1.2); the keys inside a property definition use the docs' `Name`/`Type`/… casing.
+//! Maps whose order the portal keeps (PROPERTIES, RETURN_PROPERTIES, OPTIONS) are
+//! [`OrderedMap`]s, so the designer shows properties in the order they were declared.
+
+use std::collections::BTreeMap;
+
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use super::client::RestClient;
+use super::envelope::Response;
+use super::error::Error;
+
+/// Text in one language, or per language: `{"en": "…", "de": "…"}` (§1.2: a plain string is
+/// stored for every language; lookup is exact language → EN → `*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LocalizedText {
+    Text(String),
+    ByLanguage(BTreeMap<String, String>),
+}
+
+impl From<&str> for LocalizedText {
+    fn from(text: &str) -> Self {
+        LocalizedText::Text(text.to_owned())
+    }
+}
+
+impl From<String> for LocalizedText {
+    fn from(text: String) -> Self {
+        LocalizedText::Text(text)
+    }
+}
+
+/// Bitrix24's `Y`/`N` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum YesNo {
+    #[serde(rename = "Y")]
+    Yes,
+    #[serde(rename = "N")]
+    No,
+}
+
+impl From<bool> for YesNo {
+    fn from(flag: bool) -> Self {
+        if flag { YesNo::Yes } else { YesNo::No }
+    }
+}
+
+/// A map serialized as a JSON object in insertion order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrderedMap<V>(pub Vec<(String, V)>);
+
+impl<V> OrderedMap<V> {
+    pub fn new() -> Self {
+        OrderedMap(Vec::new())
+    }
+
+    /// Appends an entry (a later entry with the same key wins on the portal, as in PHP).
+    pub fn insert(&mut self, key: impl Into<String>, value: V) -> &mut Self {
+        self.0.push((key.into(), value));
+        self
+    }
+}
+
+impl<K: Into<String>, V> FromIterator<(K, V)> for OrderedMap<V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        OrderedMap(iter.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+}
+
+impl<V: Serialize> Serialize for OrderedMap<V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// A property's type (§1.5). The portal does not validate it on new versions; `Other` carries
+/// document-specific types such as `UF:crm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PropertyType {
+    Bool,
+    Date,
+    Datetime,
+    Double,
+    File,
+    Int,
+    Select,
+    String,
+    Text,
+    User,
+    Other(std::string::String),
+}
+
+impl PropertyType {
+    pub fn as_str(&self) -> &str {
+        match self {
+            PropertyType::Bool => "bool",
+            PropertyType::Date => "date",
+            PropertyType::Datetime => "datetime",
+            PropertyType::Double => "double",
+            PropertyType::File => "file",
+            PropertyType::Int => "int",
+            PropertyType::Select => "select",
+            PropertyType::String => "string",
+            PropertyType::Text => "text",
+            PropertyType::User => "user",
+            PropertyType::Other(other) => other,
+        }
+    }
+}
+
+impl Serialize for PropertyType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// One input or output property of an activity (§1.5).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PropertyDefinition {
+    pub name: LocalizedText,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<LocalizedText>,
+    #[serde(rename = "Type")]
+    pub kind: PropertyType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required: Option<YesNo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multiple: Option<YesNo>,
+    /// A value or an expression such as `{=Document:NAME}`; for `select`, an option key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// For `select`: option key → label. Keys keep their case (§1.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<OrderedMap<LocalizedText>>,
+}
+
+impl PropertyDefinition {
+    /// A property with a name and a type; the rest unset.
+    pub fn new(name: impl Into<LocalizedText>, kind: PropertyType) -> Self {
+        PropertyDefinition {
+            name: name.into(),
+            description: None,
+            kind,
+            required: None,
+            multiple: None,
+            default: None,
+            options: None,
+        }
+    }
+
+    pub fn description(mut self, description: impl Into<LocalizedText>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+
+    pub fn required(mut self, required: bool) -> Self {
+        self.required = Some(required.into());
+        self
+    }
+
+    pub fn multiple(mut self, multiple: bool) -> Self {
+        self.multiple = Some(multiple.into());
+        self
+    }
+
+    pub fn default_value(mut self, default: impl Into<Value>) -> Self {
+        self.default = Some(default.into());
+        self
+    }
+
+    pub fn options<K: Into<String>, L: Into<LocalizedText>>(
+        mut self,
+        options: impl IntoIterator<Item = (K, L)>,
+    ) -> Self {
+        self.options = Some(options.into_iter().map(|(k, l)| (k, l.into())).collect());
+        self
+    }
+}
+
+/// One FILTER rule (§1.6): a distribution name (`b24`, `box`) or a document-type prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum FilterRule {
+    Distribution(String),
+    DocumentType(Vec<String>),
+}
+
+/// Where an activity is offered (§1.6). Hides it from designer lists only; not a permission.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub struct ActivityFilter {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<FilterRule>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<FilterRule>,
+}
+
+/// An activity or robot as `bizproc.activity.add` / `bizproc.robot.add` take it (§1.2).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub struct ActivityDefinition {
+    /// `^[a-z0-9.\-_]+$`, at most 128 characters, unique per app across activities and robots.
+    pub code: String,
+    /// The public HTTPS URL the portal calls.
+    pub handler: String,
+    /// The default "Run as" user, whose token the handler receives. Always set it (§6.5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_user_id: Option<u64>,
+    /// Whether the workflow waits for `bizproc.event.send`. Always send it explicitly (§2.7).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_subscription: Option<YesNo>,
+    pub name: LocalizedText,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<LocalizedText>,
+    /// Input properties: id (`^[a-z][a-z0-9_]*$`) → definition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub properties: Option<OrderedMap<PropertyDefinition>>,
+    /// Output properties, set by `bizproc.event.send`'s RETURN_VALUES.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_properties: Option<OrderedMap<PropertyDefinition>>,
+    /// `[module, entity, type]`, e.g. `["crm", "CCrmDocumentDeal", "DEAL"]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_type: Option<[String; 3]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<ActivityFilter>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_placement: Option<YesNo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement_handler: Option<String>,
+}
+
+impl ActivityDefinition {
+    /// A definition with the required fields; the rest unset.
+    pub fn new(
+        code: impl Into<String>,
+        handler: impl Into<String>,
+        name: impl Into<LocalizedText>,
+    ) -> Self {
+        ActivityDefinition {
+            code: code.into(),
+            handler: handler.into(),
+            auth_user_id: None,
+            use_subscription: None,
+            name: name.into(),
+            description: None,
+            properties: None,
+            return_properties: None,
+            document_type: None,
+            filter: None,
+            use_placement: None,
+            placement_handler: None,
+        }
+    }
+}
+
+/// The FIELDS of `bizproc.activity.update` / `bizproc.robot.update` (§1.3): only the fields
+/// that are set change; PROPERTIES and RETURN_PROPERTIES replace the whole map.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub struct ActivityChanges {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_user_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_subscription: Option<YesNo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<LocalizedText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<LocalizedText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub properties: Option<OrderedMap<PropertyDefinition>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_properties: Option<OrderedMap<PropertyDefinition>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_type: Option<[String; 3]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<ActivityFilter>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_placement: Option<YesNo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement_handler: Option<String>,
+}
+
+impl From<&ActivityDefinition> for ActivityChanges {
+    /// Every field of a definition as an update, e.g. to bring an existing registration in line.
+    fn from(d: &ActivityDefinition) -> Self {
+        ActivityChanges {
+            handler: Some(d.handler.clone()),
+            auth_user_id: d.auth_user_id,
+            use_subscription: d.use_subscription,
+            name: Some(d.name.clone()),
+            description: d.description.clone(),
+            properties: d.properties.clone(),
+            return_properties: d.return_properties.clone(),
+            document_type: d.document_type.clone(),
+            filter: d.filter.clone(),
+            use_placement: d.use_placement,
+            placement_handler: d.placement_handler.clone(),
+        }
+    }
+}
+
+/// Which registration table row kind a method works on (§1.1: one table, an `IS_ROBOT` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    /// A BP designer action, `bizproc.activity.*`.
+    Activity,
+    /// A CRM automation rule, `bizproc.robot.*`.
+    Robot,
+}
+
+impl ActionKind {
+    fn method(self, verb: &str) -> String {
+        match self {
+            ActionKind::Activity => format!("bizproc.activity.{verb}"),
+            ActionKind::Robot => format!("bizproc.robot.{verb}"),
+        }
+    }
+}
+
+/// `bizproc.event.send` (§3.1): returns an activity's result and lets the workflow continue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub struct EventSend {
+    /// The `event_token` exactly as the activity call carried it.
+    pub event_token: String,
+    /// Output property id → value. Matched case-insensitively; unknown ids are ignored.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub return_values: Map<String, Value>,
+    /// A line for the workflow log (shown only if the template logs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_message: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+struct ActivityLog<'a> {
+    event_token: &'a str,
+    log_message: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+struct ByCode<'a> {
+    code: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+struct Update<'a> {
+    code: &'a str,
+    fields: &'a ActivityChanges,
+}
+
+/// `app.info`'s result. Field types vary between portal versions, so the uncertain ones stay
+/// JSON values; everything else lands in `other`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct AppInfo {
+    #[serde(rename = "ID", default)]
+    pub id: Option<Value>,
+    #[serde(rename = "CODE", default)]
+    pub code: Option<String>,
+    #[serde(rename = "VERSION", default)]
+    pub version: Option<Value>,
+    /// `L`/`F`/`D`/`T`/`P`/`S` (§2.3). Not for licensing decisions (§4.4).
+    #[serde(rename = "STATUS", default)]
+    pub status: Option<String>,
+    #[serde(rename = "INSTALLED", default)]
+    pub installed: Option<Value>,
+    #[serde(rename = "PAYMENT_EXPIRED", default)]
+    pub payment_expired: Option<Value>,
+    #[serde(rename = "DAYS", default)]
+    pub days: Option<Value>,
+    #[serde(rename = "LICENSE", default)]
+    pub license: Option<String>,
+    #[serde(rename = "LANGUAGE_ID", default)]
+    pub language_id: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+impl RestClient {
+    /// `bizproc.activity.add` or `bizproc.robot.add` (§1.2). Needs an app's OAuth token of an
+    /// administrator; a webhook gets 403 `ACCESS_DENIED` (§1.1).
+    pub async fn action_add(
+        &self,
+        kind: ActionKind,
+        definition: &ActivityDefinition,
+    ) -> Result<Response<bool>, Error> {
+        self.call_as(&kind.method("add"), definition).await
+    }
+
+    /// `bizproc.activity.update` or `bizproc.robot.update` (§1.3).
+    pub async fn action_update(
+        &self,
+        kind: ActionKind,
+        code: &str,
+        changes: &ActivityChanges,
+    ) -> Result<Response<bool>, Error> {
+        self.call_as(&kind.method("update"), &Update { code, fields: changes }).await
+    }
+
+    /// `bizproc.activity.delete` or `bizproc.robot.delete` (§1.4).
+    pub async fn action_delete(
+        &self,
+        kind: ActionKind,
+        code: &str,
+    ) -> Result<Response<bool>, Error> {
+        self.call_as(&kind.method("delete"), &ByCode { code }).await
+    }
+
+    /// `bizproc.activity.list` or `bizproc.robot.list` (§1.4): this app's CODEs of that kind.
+    pub async fn action_list(&self, kind: ActionKind) -> Result<Response<Vec<String>>, Error> {
+        self.call_as(&kind.method("list"), &()).await
+    }
+
+    /// `bizproc.activity.add`.
+    pub async fn activity_add(
+        &self,
+        definition: &ActivityDefinition,
+    ) -> Result<Response<bool>, Error> {
+        self.action_add(ActionKind::Activity, definition).await
+    }
+
+    /// `bizproc.activity.update`.
+    pub async fn activity_update(
+        &self,
+        code: &str,
+        changes: &ActivityChanges,
+    ) -> Result<Response<bool>, Error> {
+        self.action_update(ActionKind::Activity, code, changes).await
+    }
+
+    /// `bizproc.activity.delete`.
+    pub async fn activity_delete(&self, code: &str) -> Result<Response<bool>, Error> {
+        self.action_delete(ActionKind::Activity, code).await
+    }
+
+    /// `bizproc.activity.list`.
+    pub async fn activity_list(&self) -> Result<Response<Vec<String>>, Error> {
+        self.action_list(ActionKind::Activity).await
+    }
+
+    /// `bizproc.robot.add`.
+    pub async fn robot_add(
+        &self,
+        definition: &ActivityDefinition,
+    ) -> Result<Response<bool>, Error> {
+        self.action_add(ActionKind::Robot, definition).await
+    }
+
+    /// `bizproc.robot.update`.
+    pub async fn robot_update(
+        &self,
+        code: &str,
+        changes: &ActivityChanges,
+    ) -> Result<Response<bool>, Error> {
+        self.action_update(ActionKind::Robot, code, changes).await
+    }
+
+    /// `bizproc.robot.delete`.
+    pub async fn robot_delete(&self, code: &str) -> Result<Response<bool>, Error> {
+        self.action_delete(ActionKind::Robot, code).await
+    }
+
+    /// `bizproc.robot.list`.
+    pub async fn robot_list(&self) -> Result<Response<Vec<String>>, Error> {
+        self.action_list(ActionKind::Robot).await
+    }
+
+    /// `bizproc.event.send` (§3.1). `true` also when the portal ignored it (activity already
+    /// closed, stale token); errors per §3.3: `ACCESS_DENIED` and `"404"` are permanent,
+    /// `"423"` retryable.
+    pub async fn event_send(&self, event: &EventSend) -> Result<Response<bool>, Error> {
+        self.call_as("bizproc.event.send", event).await
+    }
+
+    /// `bizproc.activity.log` (§3.2): a line in the workflow log; the activity stays open.
+    pub async fn activity_log(
+        &self,
+        event_token: &str,
+        log_message: &str,
+    ) -> Result<Response<bool>, Error> {
+        self.call_as("bizproc.activity.log", &ActivityLog { event_token, log_message }).await
+    }
+
+    /// `app.info`: the app's status on this portal; also a cheap check that a token works.
+    pub async fn app_info(&self) -> Result<Response<AppInfo>, Error> {
+        self.call_as("app.info", &()).await
+    }
+}
+
+impl EventSend {
+    /// A result with no return values and no log line.
+    pub fn new(event_token: impl Into<String>) -> Self {
+        EventSend { event_token: event_token.into(), return_values: Map::new(), log_message: None }
+    }
+
+    /// Adds one return value.
+    pub fn value(mut self, property: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.return_values.insert(property.into(), value.into());
+        self
+    }
+
+    /// Sets the log line.
+    pub fn log(mut self, message: impl Into<String>) -> Self {
+        self.log_message = Some(message.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn definition_serializes_with_the_docs_names_in_declared_order() {
+        let mut definition = ActivityDefinition::new(
+            "check_credit_limit",
+            "https://act.example.com/h",
+            LocalizedText::ByLanguage([("en".into(), "Check".into())].into()),
+        );
+        definition.auth_user_id = Some(1);
+        definition.use_subscription = Some(YesNo::Yes);
+        definition.properties = Some(
+            [
+                ("zeta", PropertyDefinition::new("Zeta", PropertyType::Int).required(true)),
+                (
+                    "alpha",
+                    PropertyDefinition::new("Alpha", PropertyType::Select)
+                        .options([("b", "B"), ("a", "A")])
+                        .default_value("a"),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        definition.document_type = Some(["crm".into(), "CCrmDocumentDeal".into(), "DEAL".into()]);
+        let text = serde_json::to_string(&definition).unwrap();
+        assert!(text.starts_with(r#"{"CODE":"check_credit_limit","HANDLER":"https://act.example.com/h","AUTH_USER_ID":1,"USE_SUBSCRIPTION":"Y","NAME":{"en":"Check"}"#), "{text}");
+        assert!(text.contains(r#""PROPERTIES":{"zeta":{"Name":"Zeta","Type":"int","Required":"Y"},"alpha":{"Name":"Alpha","Type":"select","Default":"a","Options":{"b":"B","a":"A"}}}"#), "{text}");
+        assert!(text.contains(r#""DOCUMENT_TYPE":["crm","CCrmDocumentDeal","DEAL"]"#));
+        assert!(!text.contains("RETURN_PROPERTIES"));
+    }
+
+    #[test]
+    fn event_send_omits_empty_parts() {
+        let bare = serde_json::to_value(EventSend::new("t")).unwrap();
+        assert_eq!(bare, json!({"EVENT_TOKEN": "t"}));
+        let full = serde_json::to_value(EventSend::new("t").value("ok", "Y").log("done")).unwrap();
+        assert_eq!(
+            full,
+            json!({"EVENT_TOKEN": "t", "RETURN_VALUES": {"ok": "Y"}, "LOG_MESSAGE": "done"})
+        );
+    }
+
+    #[test]
+    fn filter_rules_are_strings_or_prefixes() {
+        let filter = ActivityFilter {
+            include: vec![FilterRule::DocumentType(vec!["crm".into()])],
+            exclude: vec![FilterRule::Distribution("box".into())],
+        };
+        assert_eq!(
+            serde_json::to_value(filter).unwrap(),
+            json!({"INCLUDE": [["crm"]], "EXCLUDE": ["box"]})
+        );
+    }
+
+    #[test]
+    fn app_info_keeps_unknown_fields() {
+        let info: AppInfo = serde_json::from_value(json!({
+            "ID": 7, "CODE": "local.x", "VERSION": 1, "STATUS": "L", "INSTALLED": true, "LICENSE": "de_project",
+            "LICENSE_FAMILY": "project"
+        }))
+        .unwrap();
+        assert_eq!(info.status.as_deref(), Some("L"));
+        assert_eq!(info.other.get("LICENSE_FAMILY"), Some(&json!("project")));
+    }
+}

@@ -1,0 +1,155 @@
+//! The per-portal request pacer: a GCRA leaky bucket (governor) that waits instead of failing.
+//!
+//! Bitrix24 drains each portal's bucket at 2 requests/s with a burst threshold of 50 (Enterprise:
+//! 5/s, 250); above it the portal answers 503 `QUERY_LIMIT_EXCEEDED` (protocol doc §5.6). The
+//! bucket is per portal (per source IP, even across apps), so every client of one portal in this
+//! process must share one limiter: the host creates one [`LimiterRegistry`] and hands each
+//! client the [`PortalLimiter`] for its portal.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+/// A drain rate and a burst threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    /// Requests per second the bucket drains.
+    pub per_second: f64,
+    /// How many requests may go at once when the bucket is empty.
+    pub burst: NonZeroU32,
+}
+
+impl RateLimits {
+    /// Every plan but Enterprise: 2/s, burst 50.
+    pub const STANDARD: RateLimits = RateLimits { per_second: 2.0, burst: non_zero(50) };
+    /// Enterprise plans: 5/s, burst 250.
+    pub const ENTERPRISE: RateLimits = RateLimits { per_second: 5.0, burst: non_zero(250) };
+
+    /// The governor quota: one cell replenished every `1 / per_second` seconds. A rate that is
+    /// not a positive finite number falls back to 2/s.
+    fn quota(&self) -> Quota {
+        let rate = if self.per_second.is_finite() && self.per_second > 0.0 {
+            self.per_second
+        } else {
+            tracing::warn!(rate = self.per_second, "invalid rate limit, using 2/s");
+            RateLimits::STANDARD.per_second
+        };
+        let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+        let quota = Quota::with_period(period).unwrap_or(Quota::per_second(NonZeroU32::MIN));
+        quota.allow_burst(self.burst)
+    }
+}
+
+/// A burst size for constants; zero becomes one.
+const fn non_zero(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(n) => n,
+        None => NonZeroU32::MIN,
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits::STANDARD
+    }
+}
+
+/// The limiter of one portal. Cheap to clone; clones share the bucket.
+#[derive(Clone)]
+pub struct PortalLimiter {
+    bucket: Arc<DefaultDirectRateLimiter>,
+    limits: RateLimits,
+}
+
+impl PortalLimiter {
+    /// A limiter of its own, not shared through a registry.
+    pub fn new(limits: RateLimits) -> PortalLimiter {
+        PortalLimiter { bucket: Arc::new(RateLimiter::direct(limits.quota())), limits }
+    }
+
+    /// Waits until one more request fits in the bucket.
+    pub async fn acquire(&self) {
+        self.bucket.until_ready().await;
+    }
+
+    /// The limits this bucket was built with.
+    pub fn limits(&self) -> RateLimits {
+        self.limits
+    }
+}
+
+impl std::fmt::Debug for PortalLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortalLimiter").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+/// One limiter per portal, created on first use. The host makes one registry at start-up and
+/// asks it for each portal's limiter; the key is the portal's domain (`host[:port]`, lower-cased)
+/// unless the host chooses another stable key such as `member_id`.
+#[derive(Debug)]
+pub struct LimiterRegistry {
+    default: RateLimits,
+    portals: Mutex<HashMap<String, PortalLimiter>>,
+}
+
+impl LimiterRegistry {
+    /// A registry whose portals get `default` limits unless told otherwise.
+    pub fn new(default: RateLimits) -> LimiterRegistry {
+        LimiterRegistry { default, portals: Mutex::new(HashMap::new()) }
+    }
+
+    /// The limiter of `portal`, created with the default limits if it is new.
+    pub fn portal(&self, portal: &str) -> PortalLimiter {
+        self.portal_with(portal, self.default)
+    }
+
+    /// The limiter of `portal`, created with `limits` if it is new (an existing limiter keeps
+    /// its limits: one portal has one bucket).
+    pub fn portal_with(&self, portal: &str, limits: RateLimits) -> PortalLimiter {
+        let key = portal.to_ascii_lowercase();
+        let mut portals = self.portals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        portals.entry(key).or_insert_with(|| PortalLimiter::new(limits)).clone()
+    }
+}
+
+impl Default for LimiterRegistry {
+    fn default() -> Self {
+        LimiterRegistry::new(RateLimits::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn one_portal_gets_one_bucket() {
+        let registry = LimiterRegistry::default();
+        let a = registry.portal("Example.bitrix24.com");
+        let b = registry.portal("example.bitrix24.com");
+        assert!(Arc::ptr_eq(&a.bucket, &b.bucket));
+        let other = registry.portal("other.bitrix24.com");
+        assert!(!Arc::ptr_eq(&a.bucket, &other.bucket));
+    }
+
+    #[tokio::test]
+    async fn burst_passes_at_once_and_the_rest_waits_at_the_drain_rate() {
+        let limiter =
+            PortalLimiter::new(RateLimits { per_second: 20.0, burst: NonZeroU32::new(5).unwrap() });
+        let started = Instant::now();
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        assert!(started.elapsed() < Duration::from_millis(40), "burst should not wait");
+        for _ in 0..4 {
+            limiter.acquire().await;
+        }
+        // Four more at 20/s take about 200 ms.
+        assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
+    }
+}

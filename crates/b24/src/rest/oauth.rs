@@ -1,0 +1,345 @@
+//! OAuth token refresh (protocol doc §4.1): one refresh at a time per portal, new tokens handed
+//! to the host through a [`TokenSink`].
+//!
+//! The flow: a call fails with 401 `expired_token` → [`TokenState::refresh`] → one
+//! `GET <server_endpoint host>/oauth/token/?grant_type=refresh_token&…` → the call is repeated
+//! once. Concurrent callers that hit `expired_token` with the same token wait on one gate; the
+//! first one refreshes and bumps a generation counter, the others see the new generation and
+//! reuse its token (or its failure) instead of refreshing again. Every refresh issues a new
+//! refresh token and invalidates the old one, so two refreshes racing would lose one of them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use url::Url;
+
+use super::credentials::{AppCredentials, OAuthTokens};
+use super::error::{ApiError, Error, RefreshError};
+
+/// What a sink returns: a boxed future, so the trait stays object-safe.
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+/// Any error the host's sink reports; the client logs it and carries on with the new token.
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where the host keeps tokens. Called after every successful refresh, before the call that
+/// needed it is repeated, and awaited: once it returns, the old refresh token is useless and
+/// the new one must be the one stored (the host stores it encrypted).
+pub trait TokenSink: Send + Sync {
+    /// Persist the tokens of `portal` (its `member_id`).
+    fn store<'a>(&'a self, tokens: &'a RefreshedTokens) -> SinkFuture<'a>;
+}
+
+/// A sink that only drops the tokens; for clients whose tokens need not outlive the process.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DiscardTokens;
+
+impl TokenSink for DiscardTokens {
+    fn store<'a>(&'a self, _tokens: &'a RefreshedTokens) -> SinkFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A sink that forwards every refresh into a channel, for hosts that persist on another task.
+impl TokenSink for tokio::sync::mpsc::UnboundedSender<RefreshedTokens> {
+    fn store<'a>(&'a self, tokens: &'a RefreshedTokens) -> SinkFuture<'a> {
+        let sent = self.send(tokens.clone()).map_err(|e| -> SinkError { Box::new(e) });
+        Box::pin(async move { sent })
+    }
+}
+
+/// The token set an `/oauth/token/` refresh returned (§4.1), as handed to the [`TokenSink`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct RefreshedTokens {
+    /// The portal these tokens belong to (stable across domain moves).
+    pub member_id: String,
+    /// The portal's domain as the client knows it now.
+    pub domain: String,
+    pub access_token: String,
+    /// The new refresh token. If an old portal's auth server sent none, the previous one is kept.
+    pub refresh_token: Option<String>,
+    /// Unix time the new access token expires.
+    pub expires: Option<i64>,
+    pub scope: Option<String>,
+    pub user_id: Option<u64>,
+}
+
+impl std::fmt::Debug for RefreshedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshedTokens")
+            .field("member_id", &self.member_id)
+            .field("domain", &self.domain)
+            .field("expires", &self.expires)
+            .field("scope", &self.scope)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The access token a request was sent with, and which generation of tokens it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct IssuedToken {
+    pub token: String,
+    pub generation: u64,
+}
+
+/// The live tokens of one OAuth client, and the single-flight refresh gate.
+pub(crate) struct TokenState {
+    app: AppCredentials,
+    server_endpoint: Url,
+    member_id: String,
+    sink: Arc<dyn TokenSink>,
+    live: Mutex<Live>,
+    /// Held for the whole refresh, including the sink: refreshes of one portal never overlap.
+    gate: tokio::sync::Mutex<()>,
+}
+
+struct Live {
+    access_token: String,
+    refresh_token: Option<String>,
+    expires: Option<i64>,
+    generation: u64,
+    /// The last failed refresh: the generation it tried to replace, when, and why.
+    failure: Option<(u64, Instant, Arc<RefreshError>)>,
+}
+
+impl TokenState {
+    pub(crate) fn new(tokens: &OAuthTokens, app: AppCredentials, sink: Arc<dyn TokenSink>) -> Self {
+        TokenState {
+            app,
+            server_endpoint: tokens.server_endpoint.clone(),
+            member_id: tokens.member_id.clone(),
+            sink,
+            live: Mutex::new(Live {
+                access_token: tokens.access_token.clone(),
+                refresh_token: tokens.refresh_token.clone(),
+                expires: tokens.expires,
+                generation: 0,
+                failure: None,
+            }),
+            gate: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn member_id(&self) -> &str {
+        &self.member_id
+    }
+
+    fn live(&self) -> MutexGuard<'_, Live> {
+        // A panic while holding this lock cannot leave `Live` half-written (only whole-field
+        // assignments happen under it), so a poisoned lock is still consistent.
+        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The token to send now.
+    pub(crate) fn current(&self) -> IssuedToken {
+        let live = self.live();
+        IssuedToken { token: live.access_token.clone(), generation: live.generation }
+    }
+
+    /// Replaces the tokens from outside (e.g. fresh `auth[...]` from an activity call).
+    pub(crate) fn replace(
+        &self,
+        access_token: String,
+        refresh_token: Option<String>,
+        expires: Option<i64>,
+    ) {
+        let mut live = self.live();
+        live.access_token = access_token;
+        if refresh_token.is_some() {
+            live.refresh_token = refresh_token;
+        }
+        live.expires = expires;
+        live.generation += 1;
+        live.failure = None;
+    }
+
+    /// Renews the token that `stale` was, unless another caller already did: then its result
+    /// (new token or failure) is reused. `domain` is reported to the sink.
+    pub(crate) async fn refresh(
+        &self,
+        http: &reqwest::Client,
+        timeout: Duration,
+        method: &str,
+        stale: &IssuedToken,
+        domain: &str,
+    ) -> Result<IssuedToken, Error> {
+        let waiting_since = Instant::now();
+        let _gate = self.gate.lock().await;
+        let refresh_token = {
+            let live = self.live();
+            if live.generation != stale.generation {
+                tracing::debug!(member_id = %self.member_id, "token already refreshed by another call");
+                return Ok(IssuedToken {
+                    token: live.access_token.clone(),
+                    generation: live.generation,
+                });
+            }
+            if let Some((generation, at, failure)) = &live.failure
+                && *generation == stale.generation
+                && *at >= waiting_since
+            {
+                return Err(Error::Refresh { method: method.to_owned(), source: failure.clone() });
+            }
+            live.refresh_token.clone()
+        };
+        let Some(refresh_token) = refresh_token else {
+            return Err(Error::NoRefreshToken { method: method.to_owned() });
+        };
+
+        tracing::info!(member_id = %self.member_id, "refreshing the access token");
+        let answer =
+            request_refresh(http, timeout, &self.server_endpoint, &self.app, &refresh_token).await;
+        let fresh = match answer {
+            Ok(fresh) => fresh,
+            Err(failure) => {
+                tracing::warn!(member_id = %self.member_id, error = %failure, "token refresh failed");
+                let failure = Arc::new(failure);
+                self.live().failure = Some((stale.generation, Instant::now(), failure.clone()));
+                return Err(Error::Refresh { method: method.to_owned(), source: failure });
+            }
+        };
+
+        let issued = {
+            let mut live = self.live();
+            live.access_token = fresh.access_token.clone();
+            if fresh.refresh_token.is_some() {
+                live.refresh_token = fresh.refresh_token.clone();
+            }
+            live.expires = fresh.expires;
+            live.generation += 1;
+            live.failure = None;
+            IssuedToken { token: live.access_token.clone(), generation: live.generation }
+        };
+        let stored = RefreshedTokens {
+            member_id: self.member_id.clone(),
+            domain: domain.to_owned(),
+            access_token: fresh.access_token,
+            refresh_token: fresh.refresh_token.or(Some(refresh_token)),
+            expires: fresh.expires,
+            scope: fresh.scope,
+            user_id: fresh.user_id,
+        };
+        if let Err(error) = self.sink.store(&stored).await {
+            tracing::error!(member_id = %self.member_id, error = %error,
+                "the token sink failed; the new tokens live in memory only");
+        }
+        Ok(issued)
+    }
+}
+
+/// The token JSON of §4.1. Numbers may arrive as strings from PHP, hence the lenient types.
+#[derive(Debug, Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    expires: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    expires_in: Option<i64>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    user_id: Option<i64>,
+}
+
+struct Fresh {
+    access_token: String,
+    refresh_token: Option<String>,
+    expires: Option<i64>,
+    scope: Option<String>,
+    user_id: Option<u64>,
+}
+
+/// `<scheme>://<server_endpoint host>/oauth/token/` (§4.1: the path is on the auth server's host,
+/// not under its `/rest/`).
+pub(crate) fn token_url(server_endpoint: &Url) -> Url {
+    let mut url = server_endpoint.clone();
+    url.set_path("/oauth/token/");
+    url.set_query(None);
+    url.set_fragment(None);
+    url
+}
+
+async fn request_refresh(
+    http: &reqwest::Client,
+    timeout: Duration,
+    server_endpoint: &Url,
+    app: &AppCredentials,
+    refresh_token: &str,
+) -> Result<Fresh, RefreshError> {
+    let response = http
+        .get(token_url(server_endpoint))
+        .query(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", app.client_id.as_str()),
+            ("client_secret", app.client_secret.as_str()),
+            ("refresh_token", refresh_token),
+        ])
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(RefreshError::Transport)?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(RefreshError::Transport)?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|source| RefreshError::Unreadable { status, source })?;
+    if let Some(error) = value.as_object().and_then(ApiError::from_object) {
+        return Err(RefreshError::Rejected { status, error });
+    }
+    if !(200..300).contains(&status) {
+        let error = ApiError {
+            code: format!("HTTP_{status}"),
+            description: "the auth server answered without an error envelope".into(),
+            extra: serde_json::Map::new(),
+        };
+        return Err(RefreshError::Rejected { status, error });
+    }
+    let answer: TokenAnswer = serde_json::from_value(value)
+        .map_err(|source| RefreshError::Unreadable { status, source })?;
+    let expires = answer.expires.or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(i64::try_from(now.as_secs()).ok()? + answer.expires_in?)
+    });
+    Ok(Fresh {
+        access_token: answer.access_token,
+        refresh_token: answer.refresh_token.filter(|t| !t.is_empty()),
+        expires,
+        scope: answer.scope,
+        user_id: answer.user_id.and_then(|id| u64::try_from(id).ok()),
+    })
+}
+
+fn lenient_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_url_is_on_the_auth_server_host_not_under_rest() {
+        let endpoint = Url::parse("https://oauth.bitrix.info/rest/").unwrap();
+        assert_eq!(token_url(&endpoint).as_str(), "https://oauth.bitrix.info/oauth/token/");
+        let local = Url::parse("http://127.0.0.1:8080/rest/").unwrap();
+        assert_eq!(token_url(&local).as_str(), "http://127.0.0.1:8080/oauth/token/");
+    }
+
+    #[test]
+    fn token_answer_accepts_strings_for_numbers() {
+        let a: TokenAnswer = serde_json::from_str(
+            r#"{"access_token":"a","refresh_token":"r","expires":"1780319382","expires_in":3600,"user_id":"67"}"#,
+        )
+        .unwrap();
+        assert_eq!((a.expires, a.expires_in, a.user_id), (Some(1780319382), Some(3600), Some(67)));
+    }
+}
