@@ -18,7 +18,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 pub struct RateLimits {
     /// Requests per second the bucket drains.
     pub per_second: f64,
-    /// How many requests may go at once when the bucket is empty.
+    /// The portal's burst threshold: how many requests it takes at once when its bucket is
+    /// empty. The limiter lets one fewer through at once (see `quota`).
     pub burst: NonZeroU32,
 }
 
@@ -28,8 +29,12 @@ impl RateLimits {
     /// Enterprise plans: 5/s, burst 250.
     pub const ENTERPRISE: RateLimits = RateLimits { per_second: 5.0, burst: non_zero(250) };
 
-    /// The governor quota: one cell replenished every `1 / per_second` seconds. A rate that is
-    /// not a positive finite number falls back to 2/s.
+    /// The governor quota: one cell replenished every `1 / per_second` seconds, and a burst one
+    /// below the portal's threshold. That one request of headroom absorbs jitter on the way:
+    /// requests admitted here reach the portal a little later and unevenly (connection set-up,
+    /// scheduling), and without headroom a late first burst and a prompt next request can pile
+    /// up over the threshold. One request covers `1 / per_second` of jitter (0.5 s at 2/s).
+    /// A rate that is not a positive finite number falls back to 2/s.
     fn quota(&self) -> Quota {
         let rate = if self.per_second.is_finite() && self.per_second > 0.0 {
             self.per_second
@@ -39,7 +44,8 @@ impl RateLimits {
         };
         let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
         let quota = Quota::with_period(period).unwrap_or(Quota::per_second(NonZeroU32::MIN));
-        quota.allow_burst(self.burst)
+        let burst = NonZeroU32::new(self.burst.get() - 1).unwrap_or(NonZeroU32::MIN);
+        quota.allow_burst(burst)
     }
 }
 
@@ -140,8 +146,9 @@ mod tests {
     #[tokio::test]
     async fn burst_passes_at_once_and_the_rest_waits_at_the_drain_rate() {
         let limiter =
-            PortalLimiter::new(RateLimits { per_second: 20.0, burst: NonZeroU32::new(5).unwrap() });
+            PortalLimiter::new(RateLimits { per_second: 20.0, burst: NonZeroU32::new(6).unwrap() });
         let started = Instant::now();
+        // A threshold of 6 lets 5 through at once (one request of headroom).
         for _ in 0..5 {
             limiter.acquire().await;
         }

@@ -1,0 +1,229 @@
+//! Every error class as the portal produces it: permanent refusals, retryable conditions,
+//! and transport failures.
+
+use std::time::{Duration, SystemTime};
+
+use b24::rest::{
+    ActivityDefinition, Credentials, Error, ErrorClass, EventSend, HttpClient, RestClient,
+    WebhookUrl,
+};
+use b24_emulator::{Faults, PortalSpec, ServerErrorBurst};
+
+use crate::rest_methods::credit_check;
+use crate::support::{TestPortal, eventually};
+
+fn assert_api(error: &Error, code: &str, class: ErrorClass) {
+    assert_eq!(error.code(), Some(code), "{error:?}");
+    assert_eq!(error.class(), class, "{error:?}");
+}
+
+#[tokio::test]
+async fn validation_errors_are_permanent() {
+    let t = TestPortal::start().await;
+    let client = t.client();
+
+    let bad_code = ActivityDefinition::new("no spaces allowed", &t.handler, "x");
+    let error = client.activity_add(&bad_code).await.unwrap_err();
+    assert_api(&error, "ERROR_ACTIVITY_VALIDATION_FAILURE", ErrorClass::Permanent);
+    assert!(!error.is_retryable());
+
+    let bad_handler = ActivityDefinition::new("ok_code", "http://localhost/h", "x");
+    let error = client.activity_add(&bad_handler).await.unwrap_err();
+    assert_api(&error, "ERROR_WRONG_HANDLER_URL", ErrorClass::Permanent);
+
+    client.activity_add(&credit_check("twice", &t.handler)).await.unwrap();
+    let error = client.robot_add(&credit_check("twice", &t.handler)).await.unwrap_err();
+    assert_api(&error, "ERROR_ACTIVITY_ALREADY_INSTALLED", ErrorClass::Permanent);
+
+    let error = client.activity_delete("never_added").await.unwrap_err();
+    assert_api(&error, "ERROR_ACTIVITY_NOT_FOUND", ErrorClass::Permanent);
+}
+
+#[tokio::test]
+async fn webhook_cannot_register_and_that_is_permanent() {
+    let t = TestPortal::start().await;
+    let error = t.webhook().activity_add(&credit_check("hooked", &t.handler)).await.unwrap_err();
+    assert_api(&error, "ACCESS_DENIED", ErrorClass::Permanent);
+    assert!(matches!(error, Error::Api { status: Some(403), .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn forged_event_token_is_access_denied_and_permanent() {
+    let t = TestPortal::start().await;
+    let client = t.client();
+    client.activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
+    let wf = t.start_waiting_workflow("check_credit_limit").await;
+
+    // Same payload, signature flipped.
+    let (payload, signature) = wf.event_token.rsplit_once('.').unwrap();
+    let flipped: String = signature.chars().map(|c| if c == '0' { '1' } else { '0' }).collect();
+    let forged = format!("{payload}.{flipped}");
+    let error = client.event_send(&EventSend::new(forged)).await.unwrap_err();
+    assert_api(&error, "ACCESS_DENIED", ErrorClass::Permanent);
+    assert!(!t.is_closed(&wf.workflow_id));
+}
+
+#[tokio::test]
+async fn event_send_after_the_workflow_closed_is_404_and_permanent() {
+    let t = TestPortal::start().await;
+    let client = t.client();
+    client.activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
+    let wf = t.start_waiting_workflow("check_credit_limit").await;
+    client.event_send(&EventSend::new(&wf.event_token)).await.unwrap();
+    // The workflow runs on for a moment after the activity closes (another send is a no-op
+    // then); once its instance is gone, the portal answers "404".
+    eventually(Duration::from_secs(10), || t.workflow(&wf.workflow_id).finished.then_some(()))
+        .await;
+
+    let error = client.event_send(&EventSend::new(&wf.event_token)).await.unwrap_err();
+    assert_api(&error, "404", ErrorClass::Permanent);
+}
+
+#[tokio::test]
+async fn locked_workflow_423_is_retryable() {
+    let spec = PortalSpec {
+        unlimited: true,
+        lock_window: Duration::from_secs(30),
+        ..PortalSpec::default()
+    };
+    let t = TestPortal::start_with(spec).await;
+    let client = t.client();
+    client.activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
+    let wf = t.start_waiting_workflow("check_credit_limit").await;
+
+    let error = client.event_send(&EventSend::new(&wf.event_token)).await.unwrap_err();
+    assert_api(&error, "423", ErrorClass::Retryable);
+    assert!(error.is_retryable());
+    assert!(!t.is_closed(&wf.workflow_id));
+}
+
+#[tokio::test]
+async fn operating_limit_429_is_retryable_with_the_reset_time() {
+    let t = TestPortal::start().await;
+    t.emu
+        .set_faults(
+            &t.portal.domain,
+            Faults {
+                operating_limit: Some(Duration::from_secs(1)),
+                operating_cost: Some(Duration::from_secs(2)),
+                ..Faults::default()
+            },
+        )
+        .unwrap();
+    let client = t.client();
+
+    // The first call is charged 2 s against a 1 s budget; the next one is refused.
+    let first = client.activity_list().await.unwrap();
+    assert!(first.time.is_some());
+    let error = client.activity_list().await.unwrap_err();
+    assert_api(&error, "OPERATION_TIME_LIMIT", ErrorClass::Retryable);
+    assert!(matches!(error, Error::Api { status: Some(429), .. }), "{error:?}");
+    let retry_at = error.retry_at().expect("429 carries operating_reset_at");
+    let now = SystemTime::now();
+    assert!(retry_at > now, "reset time {retry_at:?} is in the future");
+    assert!(retry_at < now + Duration::from_secs(601), "within the ten-minute window");
+}
+
+#[tokio::test]
+async fn server_error_burst_is_retryable_and_passes() {
+    let t = TestPortal::start().await;
+    t.emu
+        .set_faults(
+            &t.portal.domain,
+            Faults {
+                server_errors: Some(ServerErrorBurst { count: 2, status: 500 }),
+                ..Faults::default()
+            },
+        )
+        .unwrap();
+    let client = t.client();
+
+    for _ in 0..2 {
+        let error = client.app_info().await.unwrap_err();
+        assert!(error.is_retryable(), "{error:?}");
+        assert!(
+            matches!(
+                error,
+                Error::Api { status: Some(500), .. } | Error::UnexpectedAnswer { status: 500, .. }
+            ),
+            "{error:?}"
+        );
+    }
+    client.app_info().await.unwrap();
+}
+
+#[tokio::test]
+async fn overload_503_is_retryable() {
+    let t = TestPortal::start().await;
+    t.emu
+        .set_faults(
+            &t.portal.domain,
+            Faults {
+                server_errors: Some(ServerErrorBurst { count: 1, status: 503 }),
+                ..Faults::default()
+            },
+        )
+        .unwrap();
+    let error = t.client().app_info().await.unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Retryable, "{error:?}");
+}
+
+#[tokio::test]
+async fn unknown_method_is_permanent() {
+    let t = TestPortal::start().await;
+    let error = t.client().call("bizproc.no.such.method", &()).await.unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Permanent, "{error:?}");
+    assert!(matches!(error, Error::Api { status: Some(404), .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn unknown_access_token_is_permanent() {
+    let t = TestPortal::start().await;
+    let mut tokens = t.tokens();
+    tokens.access_token = "forged".repeat(10);
+    let error = t.oauth_with(tokens).build().unwrap().app_info().await.unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Permanent, "{error:?}");
+    assert!(matches!(error, Error::Api { status: Some(401 | 403), .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn connection_refused_is_retryable() {
+    // A port that was free a moment ago: nothing listens there.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let hook = WebhookUrl::parse(&format!("http://{addr}/rest/1/secret/")).unwrap();
+    let client = RestClient::builder(Credentials::Webhook(hook))
+        .http_client(HttpClient::new().unwrap())
+        .build()
+        .unwrap();
+    let error = client.app_info().await.unwrap_err();
+    assert!(matches!(error, Error::Transport { .. }), "{error:?}");
+    assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn a_portal_that_does_not_answer_times_out_and_is_retryable() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let hook = WebhookUrl::parse(&format!("http://{addr}/rest/1/secret/")).unwrap();
+    let client = RestClient::builder(Credentials::Webhook(hook))
+        .http_client(HttpClient::new().unwrap())
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let error = client.app_info().await.unwrap_err();
+    match &error {
+        Error::Transport { source, .. } => assert!(source.is_timeout(), "{source:?}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(error.is_retryable());
+    silent.abort();
+}

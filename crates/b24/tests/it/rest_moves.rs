@@ -1,0 +1,58 @@
+//! A renamed portal: the 302 is not followed blindly, the POST is re-sent to the new host and
+//! the move reported (protocol doc §5.1).
+
+use std::sync::Arc;
+
+use b24::rest::DomainMove;
+
+use crate::rest_methods::credit_check;
+use crate::support::{RecordingMoves, TestPortal};
+
+#[tokio::test]
+async fn moved_portal_gets_the_post_resent_and_the_move_reported() {
+    let t = TestPortal::start().await;
+    let moves = Arc::new(RecordingMoves::default());
+    let client = t.oauth().move_sink(moves.clone()).build().unwrap();
+    let old = t.portal.domain.clone();
+
+    let new = t.emu.move_portal(&old).await.unwrap();
+    // A POST with a body: had it turned into a GET, the registration would be missing.
+    let added = client.activity_add(&credit_check("after_move", &t.handler)).await.unwrap();
+    assert!(added.result);
+    let expected = DomainMove {
+        member_id: Some(t.portal.member_id.clone()),
+        old_domain: old.clone(),
+        new_domain: new.clone(),
+    };
+    assert_eq!(added.moved.as_ref(), Some(&expected));
+    assert_eq!(*moves.moves.lock().unwrap(), vec![expected.clone()]);
+    assert_eq!(client.domain(), new);
+    assert_eq!(client.last_move(), Some(expected));
+    assert_eq!(client.client_endpoint().unwrap().as_str(), format!("http://{new}/rest/"));
+
+    // Later calls go straight to the new host.
+    let listed = client.activity_list().await.unwrap();
+    assert_eq!(listed.result, vec!["after_move".to_owned()]);
+    assert!(listed.moved.is_none());
+    assert_eq!(moves.moves.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn moved_portal_webhook_keeps_its_path_on_the_new_host() {
+    let t = TestPortal::start().await;
+    t.client().activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
+    let wf = t.start_waiting_workflow("check_credit_limit").await;
+    let hook = t.webhook();
+
+    let new = t.emu.move_portal(&t.portal.domain).await.unwrap();
+    let sent = hook.event_send(&b24::rest::EventSend::new(&wf.event_token)).await.unwrap();
+    assert!(sent.result);
+    assert_eq!(sent.moved.map(|m| m.new_domain), Some(new.clone()));
+    let url = hook.webhook_url().unwrap();
+    assert_eq!(
+        url.url().host_str().map(|h| format!("{h}:{}", url.url().port().unwrap())),
+        Some(new)
+    );
+    assert!(url.url().path().starts_with("/rest/1/"), "the webhook's path survives");
+    assert!(t.is_closed(&wf.workflow_id));
+}

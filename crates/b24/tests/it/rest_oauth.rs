@@ -1,0 +1,157 @@
+//! OAuth refresh: once on `expired_token`, single flight across concurrent calls, new tokens
+//! handed to the sink, failures classified.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use b24::rest::{Error, ErrorClass};
+use b24_emulator::Faults;
+
+use crate::support::{RecordingSink, TestPortal};
+
+#[tokio::test]
+async fn expired_token_is_refreshed_once_and_the_call_repeated() {
+    let t = TestPortal::start().await;
+    let sink = Arc::new(RecordingSink::default());
+    let client = t.oauth().token_sink(sink.clone()).build().unwrap();
+    client.app_info().await.unwrap();
+
+    t.emu.expire_tokens(&t.portal.domain).unwrap();
+    let info = client.app_info().await.unwrap();
+    assert!(info.result.status.is_some());
+
+    let stored = sink.all();
+    assert_eq!(stored.len(), 1, "exactly one refresh");
+    let fresh = &stored[0];
+    assert_ne!(fresh.access_token, t.install.access_token);
+    let new_refresh = fresh.refresh_token.clone().expect("a new refresh token");
+    assert_ne!(new_refresh, t.install.refresh_token, "every refresh issues a new refresh token");
+    assert_eq!(fresh.member_id, t.portal.member_id);
+    assert_eq!(fresh.domain, t.portal.domain);
+
+    // The portal saw: ok, expired, ok (the repeat).
+    let errors = t.recorded_errors(&t.portal.domain);
+    assert_eq!(errors, vec![None, Some("expired_token".to_owned()), None]);
+
+    // The new refresh token is the live one: a second expiry refreshes again with it.
+    t.emu.expire_tokens(&t.portal.domain).unwrap();
+    client.app_info().await.unwrap();
+    let stored = sink.all();
+    assert_eq!(stored.len(), 2);
+    assert_ne!(stored[1].refresh_token.as_deref(), Some(new_refresh.as_str()));
+}
+
+#[tokio::test]
+async fn concurrent_calls_with_an_expired_token_share_one_refresh() {
+    let t = TestPortal::start().await;
+    let sink = Arc::new(RecordingSink::default());
+    let client = t.oauth().token_sink(sink.clone()).build().unwrap();
+    t.emu.expire_tokens(&t.portal.domain).unwrap();
+
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.app_info().await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+
+    // One refresh: the sink saw one token set, and the old refresh token was only spent once
+    // (a second refresh with it would have been `invalid_grant` and failed a call above).
+    assert_eq!(sink.all().len(), 1);
+    let expired = t
+        .recorded_errors(&t.portal.domain)
+        .iter()
+        .filter(|e| e.as_deref() == Some("expired_token"))
+        .count();
+    assert!((1..=12).contains(&expired), "{expired}");
+}
+
+#[tokio::test]
+async fn token_expired_again_after_refresh_is_a_token_error_not_a_loop() {
+    let t = TestPortal::start().await;
+    let sink = Arc::new(RecordingSink::default());
+    let client = t.oauth().token_sink(sink.clone()).build().unwrap();
+    // Tokens issued from now on are born expired.
+    t.emu
+        .set_faults(
+            &t.portal.domain,
+            Faults { access_token_lifetime: Some(Duration::ZERO), ..Faults::default() },
+        )
+        .unwrap();
+    t.emu.expire_tokens(&t.portal.domain).unwrap();
+
+    let error = client.app_info().await.unwrap_err();
+    assert_eq!(error.code(), Some("expired_token"), "{error:?}");
+    assert_eq!(error.class(), ErrorClass::Token);
+    assert_eq!(sink.all().len(), 1, "refreshed exactly once");
+    let expired = t
+        .recorded_errors(&t.portal.domain)
+        .iter()
+        .filter(|e| e.as_deref() == Some("expired_token"))
+        .count();
+    assert_eq!(expired, 2, "the call and its single repeat");
+}
+
+#[tokio::test]
+async fn invalid_refresh_token_is_permanent() {
+    let t = TestPortal::start().await;
+    let mut tokens = t.tokens();
+    tokens.refresh_token = Some("not-a-refresh-token".into());
+    let sink = Arc::new(RecordingSink::default());
+    let client = t.oauth_with(tokens).token_sink(sink.clone()).build().unwrap();
+    t.emu.expire_tokens(&t.portal.domain).unwrap();
+
+    let error = client.app_info().await.unwrap_err();
+    assert!(matches!(error, Error::Refresh { .. }), "{error:?}");
+    assert_eq!(error.code(), Some("invalid_grant"));
+    assert_eq!(error.class(), ErrorClass::Permanent);
+    assert!(sink.all().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_a_failed_refresh_too() {
+    let t = TestPortal::start().await;
+    let mut tokens = t.tokens();
+    tokens.refresh_token = Some("not-a-refresh-token".into());
+    let client = t.oauth_with(tokens).build().unwrap();
+    t.emu.expire_tokens(&t.portal.domain).unwrap();
+
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.app_info().await })
+        })
+        .collect();
+    for call in calls {
+        let error = call.await.unwrap().unwrap_err();
+        assert_eq!(error.class(), ErrorClass::Permanent, "{error:?}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_refresh_token_an_expired_token_is_a_token_error() {
+    let t = TestPortal::start().await;
+    let mut tokens = t.tokens();
+    tokens.refresh_token = None;
+    let client = t.oauth_with(tokens).build().unwrap();
+    t.emu.expire_tokens(&t.portal.domain).unwrap();
+
+    let error = client.app_info().await.unwrap_err();
+    assert!(matches!(error, Error::NoRefreshToken { .. }), "{error:?}");
+    assert_eq!(error.class(), ErrorClass::Token);
+}
+
+#[tokio::test]
+async fn replaced_tokens_are_used_for_later_calls() {
+    let t = TestPortal::start().await;
+    let mut tokens = t.tokens();
+    tokens.access_token = "stale".into();
+    let client = t.oauth_with(tokens).build().unwrap();
+    assert!(client.app_info().await.is_err());
+
+    client.replace_tokens(t.install.access_token.clone(), None, None);
+    client.app_info().await.unwrap();
+}

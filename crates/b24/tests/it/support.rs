@@ -1,0 +1,181 @@
+//! Test fixtures: an emulated portal with the app installed, clients for it, recording sinks.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use b24::rest::{
+    AppCredentials, Credentials, DomainMove, HttpClient, MoveSink, OAuthTokens, RefreshedTokens,
+    RestClient, RestClientBuilder, SinkFuture, TokenSink, WebhookUrl,
+};
+use b24_emulator::{
+    AppSpec, Emulator, EmulatorConfig, Installation, Portal, PortalSpec, StartedWorkflow,
+    WorkflowSpec, WorkflowState, WorkflowStatus,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use url::Url;
+
+/// One emulator with one portal and one installed app.
+pub struct TestPortal {
+    pub emu: Emulator,
+    pub portal: Portal,
+    pub app: AppCredentials,
+    pub install: Installation,
+    /// A handler URL that accepts activity calls (a 200-answering listener on 127.0.0.1).
+    pub handler: String,
+}
+
+impl TestPortal {
+    /// A portal with no rate limit, so tests that are not about limits run at full speed.
+    pub async fn start() -> TestPortal {
+        TestPortal::start_with(PortalSpec { unlimited: true, ..PortalSpec::default() }).await
+    }
+
+    pub async fn start_with(spec: PortalSpec) -> TestPortal {
+        let emu = Emulator::start(EmulatorConfig::default()).await.expect("emulator starts");
+        let portal = emu.create_portal(spec).await.expect("portal starts");
+        let registered =
+            emu.register_app(AppSpec { scope: "bizproc,crm".into(), ..AppSpec::default() });
+        let install =
+            emu.install_app(&portal.domain, &registered.client_id).await.expect("app installs");
+        let app = AppCredentials {
+            client_id: registered.client_id.clone(),
+            client_secret: registered.client_secret.clone(),
+        };
+        let handler = spawn_handler().await;
+        TestPortal { emu, portal, app, install, handler }
+    }
+
+    /// The tokens the install handed out.
+    pub fn tokens(&self) -> OAuthTokens {
+        OAuthTokens {
+            client_endpoint: Url::parse(&self.install.client_endpoint).expect("client_endpoint"),
+            server_endpoint: Url::parse(&self.install.server_endpoint).expect("server_endpoint"),
+            access_token: self.install.access_token.clone(),
+            refresh_token: Some(self.install.refresh_token.clone()),
+            expires: i64::try_from(self.install.expires).ok(),
+            member_id: self.install.member_id.clone(),
+            domain: self.install.domain.clone(),
+        }
+    }
+
+    /// A builder for an OAuth client of the installed app.
+    pub fn oauth(&self) -> RestClientBuilder {
+        self.oauth_with(self.tokens())
+    }
+
+    pub fn oauth_with(&self, tokens: OAuthTokens) -> RestClientBuilder {
+        RestClient::builder(Credentials::OAuth { tokens, app: self.app.clone() })
+            .http_client(HttpClient::new().expect("http client"))
+            .timeout(Duration::from_secs(10))
+    }
+
+    pub fn client(&self) -> RestClient {
+        self.oauth().build().expect("client builds")
+    }
+
+    /// A client on an inbound webhook of admin user 1.
+    pub fn webhook(&self) -> RestClient {
+        let url = self.emu.create_webhook(&self.portal.domain, 1, "bizproc").expect("webhook");
+        RestClient::builder(Credentials::Webhook(WebhookUrl::parse(&url).expect("webhook url")))
+            .http_client(HttpClient::new().expect("http client"))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client builds")
+    }
+
+    /// The error codes of every REST call the portal recorded, in order.
+    pub fn recorded_errors(&self, domain: &str) -> Vec<Option<String>> {
+        self.emu.rest_calls(domain).into_iter().map(|c| c.error).collect()
+    }
+}
+
+/// A TokenSink that remembers every token set it was given.
+#[derive(Default)]
+pub struct RecordingSink {
+    pub stored: Mutex<Vec<RefreshedTokens>>,
+}
+
+impl RecordingSink {
+    pub fn all(&self) -> Vec<RefreshedTokens> {
+        self.stored.lock().expect("sink lock").clone()
+    }
+}
+
+impl TokenSink for RecordingSink {
+    fn store<'a>(&'a self, tokens: &'a RefreshedTokens) -> SinkFuture<'a> {
+        Box::pin(async move {
+            // Persisting takes a while in real life; make racing callers notice if the gate leaks.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.stored.lock().expect("sink lock").push(tokens.clone());
+            Ok(())
+        })
+    }
+}
+
+/// A MoveSink that remembers every move.
+#[derive(Default)]
+pub struct RecordingMoves {
+    pub moves: Mutex<Vec<DomainMove>>,
+}
+
+impl MoveSink for RecordingMoves {
+    fn moved(&self, change: &DomainMove) {
+        self.moves.lock().expect("moves lock").push(change.clone());
+    }
+}
+
+/// A bare-bones HTTP endpoint on 127.0.0.1 that answers every request `200 OK`: the activity
+/// handler the portal calls (what it receives is the intake's business, not the client's).
+pub async fn spawn_handler() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind handler");
+    let addr = listener.local_addr().expect("handler addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), socket.read(&mut buf)).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/handler")
+}
+
+/// Polls `check` until it yields a value or `deadline` passes.
+pub async fn eventually<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < until, "condition not met within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestPortal {
+    /// Starts a workflow that reaches activity `code` and waits for its result.
+    pub async fn start_waiting_workflow(&self, code: &str) -> StartedWorkflow {
+        let spec = WorkflowSpec {
+            domain: self.portal.domain.clone(),
+            code: code.to_owned(),
+            properties: serde_json::json!({"company_id": 42, "amount": 1500.5}),
+            ..WorkflowSpec::default()
+        };
+        let started = self.emu.start_workflow(spec).await.expect("workflow starts");
+        assert!(started.use_subscription, "the test activities wait for event.send");
+        started
+    }
+
+    /// The workflow as the portal sees it now.
+    pub fn workflow(&self, workflow_id: &str) -> WorkflowState {
+        self.emu.workflow(&self.portal.domain, workflow_id).expect("workflow exists")
+    }
+
+    pub fn is_closed(&self, workflow_id: &str) -> bool {
+        self.workflow(workflow_id).status == WorkflowStatus::Closed
+    }
+}
