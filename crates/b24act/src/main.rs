@@ -1,1 +1,86 @@
-fn main() {}
+//! The `b24act` command line: parses arguments, sets up logging, runs one subcommand.
+//!
+//! Exit codes: 0 success, 1 a runtime error (printed once with its whole chain), 2 bad usage.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "b24act", version, about = "Hosts custom Bitrix24 business-process actions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Bitrix24 emulator in the foreground: a fake OAuth server, portals and workflows,
+    /// driven through its JSON control API (see the README). Stops on Ctrl-C or SIGTERM.
+    Emulator {
+        /// Address of the OAuth server and control API. Portals get their own ports on the
+        /// same host.
+        #[arg(long, env = "B24ACT_EMULATOR_LISTEN", default_value = "127.0.0.1:8024")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("b24act: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Emulator { listen } => run_emulator(listen).await,
+        }
+    })
+}
+
+async fn run_emulator(listen: SocketAddr) -> anyhow::Result<()> {
+    let config = b24_emulator::EmulatorConfig { listen, portal_host: listen.ip() };
+    let emulator = b24_emulator::Emulator::start(config)
+        .await
+        .with_context(|| format!("starting the emulator on {listen}"))?;
+    println!("Bitrix24 emulator ready");
+    println!("  control API:     {}/control/", emulator.control_url());
+    println!("  OAuth server:    {}", emulator.oauth_token_url());
+    println!("Press Ctrl-C to stop.");
+    emulator.serve_until(shutdown_signal()).await;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM (how service managers and `kill` stop a process).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; stop with Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

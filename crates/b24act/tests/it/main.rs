@@ -1,0 +1,3 @@
+//! The `b24act` binary, driven as a user drives it: a real process, real HTTP on loopback.
+
+mod emulator_command;
