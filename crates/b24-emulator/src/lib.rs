@@ -1,1 +1,407 @@
-//! placeholder
+//! A fake Bitrix24 portal for tests and demos, written from `bitrix24-protocol.md`, not from the
+//! `b24` client's types, so a shared misunderstanding cannot hide.
+//!
+//! [`Emulator::start`] binds one listener that is both the OAuth server (the `oauth.bitrix.info`
+//! stand-in: `/oauth/token/`, `/rest/app.info`) and the JSON control API under `/control/...`
+//! (see `CONTROL_API.md`). Every portal gets its own listener, so its domain is
+//! `127.0.0.1:PORT` and its REST endpoint `http://127.0.0.1:PORT/rest/`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), b24_emulator::EmulatorError> {
+//! use b24_emulator::{AppSpec, Emulator, EmulatorConfig, PortalSpec, WorkflowSpec};
+//! let emu = Emulator::start(EmulatorConfig::default()).await?;
+//! let portal = emu.create_portal(PortalSpec::default()).await?;
+//! let app = emu.register_app(AppSpec { scope: "bizproc".into(), ..Default::default() });
+//! let inst = emu.install_app(&portal.domain, &app.client_id).await?;
+//! // … register an activity with inst.access_token, then:
+//! let wf = emu
+//!     .start_workflow(WorkflowSpec { domain: portal.domain.clone(), code: "my_code".into(), ..Default::default() })
+//!     .await?;
+//! let state = emu.workflow(&portal.domain, &wf.workflow_id)?;
+//! # let _ = state; Ok(()) }
+//! ```
+
+mod app;
+mod batch;
+mod clock;
+mod control;
+mod dispatch;
+mod error;
+mod event_token;
+mod faults;
+mod ids;
+mod limits;
+mod oauth;
+mod param;
+mod portal;
+mod registry;
+mod rest;
+mod state;
+mod workflow;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::any;
+use serde::{Deserialize, Serialize};
+
+pub use app::{App, AppSpec, Installation};
+pub use error::EmulatorError;
+pub use faults::{Faults, ServerErrorBurst};
+pub use oauth::TokenSet;
+pub use portal::{Portal, PortalSpec, RecordedCall};
+pub use registry::RegistrationInfo;
+pub use workflow::{
+    DEFAULT_LOG_MESSAGE, Delivery, StartedWorkflow, WorkflowSpec, WorkflowState, WorkflowStatus,
+};
+
+use state::Shared;
+
+/// Where the emulator listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmulatorConfig {
+    /// The OAuth server + control API listener (default `127.0.0.1:0`, a free port).
+    pub listen: SocketAddr,
+    /// The IP portal listeners bind on (each on a free port unless `PortalSpec::listen` is set).
+    pub portal_host: IpAddr,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            portal_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
+/// Aborts every listener when the last owning [`Emulator`] handle is dropped.
+struct ShutdownGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        self.shared.abort_all();
+    }
+}
+
+/// A running emulator. Cheap to clone; the listeners stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct Emulator {
+    shared: Arc<Shared>,
+    /// `None` in the handle the control API uses, so the server does not keep itself alive.
+    _guard: Option<Arc<ShutdownGuard>>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator").field("control_url", &self.shared.main_url).finish()
+    }
+}
+
+impl Emulator {
+    /// Binds the OAuth server + control API listener and starts serving.
+    pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        // reqwest with `rustls-no-provider` needs a process-wide provider even for plain HTTP
+        // in some builds; installing twice is harmless and reports an error we can ignore.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| EmulatorError::Bind { addr: config.listen.to_string(), source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind { addr: config.listen.to_string(), source })?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(EmulatorError::HttpClient)?;
+        let shared = Shared::new(http, format!("http://{addr}"), config.portal_host);
+        let handle = Emulator { shared: shared.clone(), _guard: None };
+        let router = Router::new()
+            .route("/oauth/token/", any(oauth::token_endpoint))
+            .route("/oauth/token", any(oauth::token_endpoint))
+            .merge(rest::oauth_router())
+            .with_state(shared.clone())
+            .nest("/control", control::router(handle));
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "emulator listener stopped");
+            }
+        });
+        shared.track(task.abort_handle());
+        tracing::info!(url = shared.main_url, "Bitrix24 emulator listening");
+        Ok(Emulator { shared: shared.clone(), _guard: Some(Arc::new(ShutdownGuard { shared })) })
+    }
+
+    /// `http://127.0.0.1:P`; the control API lives under `/control/...`.
+    pub fn control_url(&self) -> String {
+        self.shared.main_url.clone()
+    }
+
+    /// `http://127.0.0.1:P/rest/`, the `server_endpoint` in every token set; `/oauth/token/` is
+    /// on the same host.
+    pub fn oauth_server_endpoint(&self) -> String {
+        self.shared.server_endpoint()
+    }
+
+    /// `http://127.0.0.1:P/oauth/token/`
+    pub fn oauth_token_url(&self) -> String {
+        format!("{}/oauth/token/", self.shared.main_url)
+    }
+
+    /// Runs until `shutdown` completes, then stops every listener of this emulator (for the
+    /// `b24act emulator` foreground command).
+    pub async fn serve_until(self, shutdown: impl Future<Output = ()>) {
+        shutdown.await;
+        tracing::info!("Bitrix24 emulator shutting down");
+        self.shared.abort_all();
+    }
+
+    /// Starts a portal on its own listener.
+    pub async fn create_portal(&self, spec: PortalSpec) -> Result<Portal, EmulatorError> {
+        portal::create(&self.shared, self.shared.portal_host, spec).await
+    }
+
+    /// A portal by any of its domains (old domains of a moved portal lead to the current one).
+    pub fn portal(&self, domain: &str) -> Result<Portal, EmulatorError> {
+        Ok(self.shared.lock().portal(domain)?.handle())
+    }
+
+    /// Every portal, in creation order.
+    pub fn portals(&self) -> Vec<Portal> {
+        self.shared.lock().portals.iter().map(|p| p.handle()).collect()
+    }
+
+    /// Registers an OAuth app (replacing one with the same `client_id`).
+    pub fn register_app(&self, spec: AppSpec) -> App {
+        app::register(&self.shared, spec)
+    }
+
+    /// Every registered app.
+    pub fn apps(&self) -> Vec<App> {
+        self.shared.lock().apps.values().cloned().collect()
+    }
+
+    /// Installs an app on a portal: tokens for the first admin, ONAPPINSTALL to the install URL
+    /// (awaited), and what the event carried.
+    pub async fn install_app(
+        &self,
+        domain: &str,
+        client_id: &str,
+    ) -> Result<Installation, EmulatorError> {
+        app::install(&self.shared, domain, client_id).await
+    }
+
+    /// Installs the next version: wipes the app's registrations (§1.1) and sends ONAPPUPDATE.
+    pub async fn update_app(
+        &self,
+        domain: &str,
+        client_id: &str,
+    ) -> Result<Installation, EmulatorError> {
+        app::update(&self.shared, domain, client_id).await
+    }
+
+    /// Uninstalls an app ("clear data" off): wipes registrations, revokes tokens, sends
+    /// ONAPPUNINSTALL without tokens.
+    pub async fn uninstall_app(&self, domain: &str, client_id: &str) -> Result<(), EmulatorError> {
+        app::uninstall(&self.shared, domain, client_id, false).await.map(|_| ())
+    }
+
+    /// Uninstalls with the "clear data" option (`data[CLEAN]=1`); returns the install URL's status.
+    pub async fn uninstall_app_clean(
+        &self,
+        domain: &str,
+        client_id: &str,
+    ) -> Result<Option<u16>, EmulatorError> {
+        app::uninstall(&self.shared, domain, client_id, true).await
+    }
+
+    /// Issues a token pair for any user of an installed app (e.g. a non-admin).
+    pub fn issue_token(
+        &self,
+        domain: &str,
+        client_id: &str,
+        user_id: u64,
+    ) -> Result<TokenSet, EmulatorError> {
+        let mut state = self.shared.lock();
+        let portal = state.portal_index(domain)?;
+        if !state.portals[portal].is_installed(client_id) {
+            return Err(EmulatorError::NotInstalled {
+                domain: domain.into(),
+                client_id: client_id.into(),
+            });
+        }
+        oauth::issue(&self.shared, &mut state, portal, client_id, user_id)
+    }
+
+    /// Issues an authorization code for `grant_type=authorization_code` (lives 30 s, §4.1).
+    pub fn authorization_code(
+        &self,
+        domain: &str,
+        client_id: &str,
+        user_id: u64,
+    ) -> Result<String, EmulatorError> {
+        let mut state = self.shared.lock();
+        let portal = state.portal_index(domain)?;
+        state.app(client_id)?;
+        Ok(oauth::issue_code(&mut state, portal, client_id, user_id))
+    }
+
+    /// Creates an incoming webhook; returns `http://127.0.0.1:Q/rest/<user_id>/<secret>/`.
+    pub fn create_webhook(
+        &self,
+        domain: &str,
+        user_id: u64,
+        scope: &str,
+    ) -> Result<String, EmulatorError> {
+        let mut state = self.shared.lock();
+        let p = state.portal_mut(domain)?;
+        let secret = ids::secret(16).to_lowercase();
+        p.webhooks.push(portal::Webhook {
+            user_id,
+            secret: secret.clone(),
+            scope: scope.to_owned(),
+        });
+        Ok(format!("http://{}/rest/{user_id}/{secret}/", p.domain))
+    }
+
+    /// Replaces the portal's faults (and restarts any server-error burst).
+    pub fn set_faults(&self, domain: &str, faults: Faults) -> Result<(), EmulatorError> {
+        self.shared.lock().portal_mut(domain)?.set_faults(faults);
+        Ok(())
+    }
+
+    /// The portal's current faults.
+    pub fn faults(&self, domain: &str) -> Result<Faults, EmulatorError> {
+        Ok(self.shared.lock().portal(domain)?.faults.clone())
+    }
+
+    /// Sets the leaky bucket `(drain per second, burst)`, or switches it off with `None`; the
+    /// bucket starts empty.
+    pub fn set_rate_limit(
+        &self,
+        domain: &str,
+        rate: Option<(f64, u32)>,
+    ) -> Result<(), EmulatorError> {
+        let mut state = self.shared.lock();
+        let p = state.portal_mut(domain)?;
+        match rate {
+            Some(rate) => {
+                p.spec.rate = rate;
+                p.spec.unlimited = false;
+            }
+            None => p.spec.unlimited = true,
+        }
+        p.bucket.reset();
+        Ok(())
+    }
+
+    /// Every access token issued so far on the portal now answers 401 `expired_token`.
+    pub fn expire_tokens(&self, domain: &str) -> Result<(), EmulatorError> {
+        let mut state = self.shared.lock();
+        let portal = state.portal_index(domain)?;
+        state.tokens.expire_portal(portal);
+        Ok(())
+    }
+
+    /// Moves the portal to a new listener and returns the new domain; the old domain answers
+    /// 302 with `Location` on the new host for every request (§5.1).
+    pub async fn move_portal(&self, domain: &str) -> Result<String, EmulatorError> {
+        portal::relocate(&self.shared, self.shared.portal_host, domain).await
+    }
+
+    /// Runs one registered activity or robot: the call is built now and sent in the background.
+    pub async fn start_workflow(
+        &self,
+        spec: WorkflowSpec,
+    ) -> Result<StartedWorkflow, EmulatorError> {
+        dispatch::start(&self.shared, spec).await
+    }
+
+    /// A workflow's current state.
+    pub fn workflow(
+        &self,
+        domain: &str,
+        workflow_id: &str,
+    ) -> Result<WorkflowState, EmulatorError> {
+        let mut state = self.shared.lock();
+        let p = state.portal_mut(domain)?;
+        let wf =
+            p.workflows.get_mut(workflow_id).ok_or_else(|| EmulatorError::UnknownWorkflow {
+                domain: domain.to_owned(),
+                workflow_id: workflow_id.to_owned(),
+            })?;
+        Ok(wf.state())
+    }
+
+    /// Every workflow started on the portal, oldest first.
+    pub fn workflows(&self, domain: &str) -> Result<Vec<WorkflowState>, EmulatorError> {
+        let mut state = self.shared.lock();
+        Ok(state.portal_mut(domain)?.workflows.values_mut().map(|w| w.state()).collect())
+    }
+
+    /// Polls a workflow until `done` holds or `timeout` passes; returns the last state seen.
+    pub async fn wait_for_workflow(
+        &self,
+        domain: &str,
+        workflow_id: &str,
+        timeout: Duration,
+        done: impl Fn(&WorkflowState) -> bool,
+    ) -> Result<WorkflowState, EmulatorError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.workflow(domain, workflow_id)?;
+            if done(&state) || Instant::now() >= deadline {
+                return Ok(state);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Ends the workflow instance now (as if it completed or an admin terminated it): later
+    /// `event.send` calls answer "404".
+    pub fn finish_workflow(&self, domain: &str, workflow_id: &str) -> Result<(), EmulatorError> {
+        let mut state = self.shared.lock();
+        let p = state.portal_mut(domain)?;
+        let wf =
+            p.workflows.get_mut(workflow_id).ok_or_else(|| EmulatorError::UnknownWorkflow {
+                domain: domain.to_owned(),
+                workflow_id: workflow_id.to_owned(),
+            })?;
+        wf.terminated = true;
+        Ok(())
+    }
+
+    /// Every activity and robot registered on the portal.
+    pub fn registrations(&self, domain: &str) -> Result<Vec<RegistrationInfo>, EmulatorError> {
+        Ok(self.shared.lock().portal(domain)?.registry.all().map(|r| r.info()).collect())
+    }
+
+    /// Every REST request the portal received, oldest first (empty for an unknown domain).
+    pub fn rest_calls(&self, domain: &str) -> Vec<RecordedCall> {
+        self.shared.lock().portal(domain).map(|p| p.calls.clone()).unwrap_or_default()
+    }
+}
+
+/// Starts an emulator with `config`, logs its URL, and serves until `shutdown` completes.
+/// `on_ready` receives the running emulator first (e.g. to print `control_url()` or set up a
+/// demo portal).
+pub async fn serve_until<F, R>(
+    config: EmulatorConfig,
+    on_ready: F,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), EmulatorError>
+where
+    F: FnOnce(&Emulator) -> R,
+    R: Future<Output = Result<(), EmulatorError>>,
+{
+    let emu = Emulator::start(config).await?;
+    on_ready(&emu).await?;
+    emu.serve_until(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! OAuth apps and their life cycle on a portal: install, update and uninstall, each announced
+//! to the app's install URL as ONAPPINSTALL / ONAPPUPDATE / ONAPPUNINSTALL (protocol doc §4.3).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock;
+use crate::error::EmulatorError;
+use crate::ids;
+use crate::oauth::{self, TokenSet};
+use crate::param::{Array, Param, to_form_array};
+use crate::state::Shared;
+
+/// The HTTP timeout for event POSTs, as the portal's own client uses (§2.1).
+pub(crate) const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The User-Agent of the Bitrix24 queue server (§2.2, third-party logs).
+pub(crate) const USER_AGENT: &str = "Bitrix24 Webhook Engine";
+
+/// What to register with the OAuth server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppSpec {
+    /// Generated as `local.<13 hex>.<8 digits>` when absent.
+    pub client_id: Option<String>,
+    /// Generated when absent.
+    pub client_secret: Option<String>,
+    /// Where ONAPPINSTALL / ONAPPUPDATE / ONAPPUNINSTALL are POSTed; no events when absent.
+    pub install_url: Option<String>,
+    /// Comma-separated scopes, e.g. `bizproc,crm`.
+    pub scope: String,
+    /// The status letter in `auth[status]` (`L` local, `F` free, `P` paid, …).
+    pub status: String,
+    /// The app version installed first; every update adds one.
+    pub version: u32,
+}
+
+impl Default for AppSpec {
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            client_secret: None,
+            install_url: None,
+            scope: "bizproc".into(),
+            status: "L".into(),
+            version: 1,
+        }
+    }
+}
+
+/// An app known to the OAuth server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    /// The app's local ID (what `app.info` reports as `ID`).
+    pub id: u64,
+    pub client_id: String,
+    pub client_secret: String,
+    pub install_url: Option<String>,
+    pub scope: String,
+    pub status: String,
+    pub version: u32,
+}
+
+impl App {
+    pub(crate) fn scopes(&self) -> Vec<String> {
+        self.scope.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+    }
+}
+
+/// An app's installation on one portal.
+#[derive(Debug, Clone)]
+pub(crate) struct InstallState {
+    pub(crate) installed: bool,
+    pub(crate) version: u32,
+    pub(crate) application_token: String,
+}
+
+/// What ONAPPINSTALL (or ONAPPUPDATE) carried, plus how the install URL answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installation {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires: u64,
+    pub expires_in: u64,
+    pub scope: String,
+    pub domain: String,
+    pub server_endpoint: String,
+    pub status: String,
+    pub client_endpoint: String,
+    pub member_id: String,
+    pub user_id: u64,
+    pub application_token: String,
+    /// The installed version.
+    pub version: u32,
+    /// The install URL's HTTP status; `None` without an install URL or when it was unreachable.
+    pub event_status: Option<u16>,
+}
+
+/// Registers (or replaces) an app.
+pub(crate) fn register(shared: &Shared, spec: AppSpec) -> App {
+    let mut state = shared.lock();
+    let client_id = spec.client_id.unwrap_or_else(|| {
+        let wf = ids::workflow_id();
+        format!("local.{wf}")
+    });
+    let id = state.apps.get(&client_id).map_or(state.apps.len() as u64 + 1, |a| a.id);
+    let app = App {
+        id,
+        client_secret: spec.client_secret.unwrap_or_else(|| ids::secret(50)),
+        client_id: client_id.clone(),
+        install_url: spec.install_url,
+        scope: spec.scope,
+        status: spec.status,
+        version: spec.version.max(1),
+    };
+    state.apps.insert(client_id, app.clone());
+    app
+}
+
+/// Which life-cycle event to announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Install,
+    Update { previous: u32 },
+}
+
+/// Installs the app: mints tokens for the portal's first admin and POSTs ONAPPINSTALL.
+pub(crate) async fn install(
+    shared: &Arc<Shared>,
+    domain: &str,
+    client_id: &str,
+) -> Result<Installation, EmulatorError> {
+    let (url, body, mut inst) = {
+        let mut state = shared.lock();
+        let portal = state.portal_index(domain)?;
+        let app = state.app(client_id)?.clone();
+        let p = &mut state.portals[portal];
+        let application_token = p.application_token(&app);
+        p.installs.insert(
+            client_id.to_owned(),
+            InstallState { installed: true, version: app.version, application_token },
+        );
+        let user = p.first_admin();
+        let tokens = oauth::issue(shared, &mut state, portal, client_id, user)?;
+        let inst = installation(&state.portals[portal], &app, tokens)?;
+        let body =
+            lifecycle_body(Lifecycle::Install, &inst, &state.portals[portal].spec.language_id);
+        (app.install_url, body, inst)
+    };
+    tracing::info!(domain, client_id, "app installed");
+    inst.event_status = post_event(shared, url.as_deref(), body).await;
+    Ok(inst)
+}
+
+/// Updates the app to its next version: wipes its registrations (§1.1), mints tokens and POSTs
+/// ONAPPUPDATE.
+pub(crate) async fn update(
+    shared: &Arc<Shared>,
+    domain: &str,
+    client_id: &str,
+) -> Result<Installation, EmulatorError> {
+    let (url, body, mut inst) = {
+        let mut state = shared.lock();
+        let portal = state.portal_index(domain)?;
+        let app = state.app(client_id)?.clone();
+        let p = &mut state.portals[portal];
+        let install = p.installs.get_mut(client_id).filter(|i| i.installed).ok_or_else(|| {
+            EmulatorError::NotInstalled {
+                domain: domain.to_owned(),
+                client_id: client_id.to_owned(),
+            }
+        })?;
+        let previous = install.version;
+        install.version += 1;
+        // onRestAppUpdate calls onRestAppDelete: every activity and robot of the app is gone.
+        p.registry.wipe_app(client_id);
+        let user = p.first_admin();
+        let tokens = oauth::issue(shared, &mut state, portal, client_id, user)?;
+        let inst = installation(&state.portals[portal], &app, tokens)?;
+        let body = lifecycle_body(
+            Lifecycle::Update { previous },
+            &inst,
+            &state.portals[portal].spec.language_id,
+        );
+        (app.install_url, body, inst)
+    };
+    tracing::info!(domain, client_id, version = inst.version, "app updated");
+    inst.event_status = post_event(shared, url.as_deref(), body).await;
+    Ok(inst)
+}
+
+/// Uninstalls the app: wipes its registrations, revokes its tokens and POSTs ONAPPUNINSTALL,
+/// which carries no tokens (§4.3). Returns the install URL's HTTP status.
+pub(crate) async fn uninstall(
+    shared: &Arc<Shared>,
+    domain: &str,
+    client_id: &str,
+    clean: bool,
+) -> Result<Option<u16>, EmulatorError> {
+    let (url, body) = {
+        let mut state = shared.lock();
+        let portal = state.portal_index(domain)?;
+        let app = state.app(client_id)?.clone();
+        let server_endpoint = shared.server_endpoint();
+        let p = &mut state.portals[portal];
+        let install = p.installs.get_mut(client_id).filter(|i| i.installed).ok_or_else(|| {
+            EmulatorError::NotInstalled {
+                domain: domain.to_owned(),
+                client_id: client_id.to_owned(),
+            }
+        })?;
+        install.installed = false;
+        let application_token = install.application_token.clone();
+        p.registry.wipe_app(client_id);
+        let mut form = Array::new();
+        form.insert("event".into(), Param::str("ONAPPUNINSTALL"));
+        form.insert(
+            "data".into(),
+            Param::map([
+                ("LANGUAGE_ID", Param::str(&p.spec.language_id)),
+                ("CLEAN", Param::str(if clean { "1" } else { "0" })),
+            ]),
+        );
+        form.insert("ts".into(), Param::str(clock::unix_secs(SystemTime::now()).to_string()));
+        form.insert(
+            "auth".into(),
+            Param::map([
+                ("domain", Param::str(&p.domain)),
+                ("server_endpoint", Param::str(server_endpoint)),
+                ("client_endpoint", Param::str(p.client_endpoint())),
+                ("member_id", Param::str(&p.member_id)),
+                ("application_token", Param::str(application_token)),
+            ]),
+        );
+        state.tokens.revoke(portal, client_id);
+        (app.install_url, phpform::encode(&to_form_array(&form)))
+    };
+    tracing::info!(domain, client_id, "app uninstalled");
+    Ok(post_event(shared, url.as_deref(), body).await)
+}
+
+fn installation(
+    portal: &crate::portal::PortalState,
+    app: &App,
+    tokens: TokenSet,
+) -> Result<Installation, EmulatorError> {
+    let install =
+        portal.installs.get(&app.client_id).ok_or_else(|| EmulatorError::NotInstalled {
+            domain: portal.domain.clone(),
+            client_id: app.client_id.clone(),
+        })?;
+    Ok(Installation {
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        expires: tokens.expires,
+        expires_in: tokens.expires_in,
+        scope: tokens.scope,
+        domain: tokens.domain,
+        server_endpoint: tokens.server_endpoint,
+        status: tokens.status,
+        client_endpoint: tokens.client_endpoint,
+        member_id: tokens.member_id,
+        user_id: tokens.user_id,
+        application_token: install.application_token.clone(),
+        version: install.version,
+        event_status: None,
+    })
+}
+
+/// The ONAPPINSTALL / ONAPPUPDATE form body, `auth[...]` in the order of §2.2.
+fn lifecycle_body(kind: Lifecycle, inst: &Installation, language_id: &str) -> String {
+    let mut form = Array::new();
+    let (event, data) = match kind {
+        Lifecycle::Install => (
+            "ONAPPINSTALL",
+            Param::map([
+                ("VERSION", Param::str(inst.version.to_string())),
+                ("ACTIVE", Param::str("Y")),
+                ("INSTALLED", Param::str("Y")),
+                ("LANGUAGE_ID", Param::str(language_id)),
+            ]),
+        ),
+        Lifecycle::Update { previous } => (
+            "ONAPPUPDATE",
+            Param::map([
+                ("VERSION", Param::str(inst.version.to_string())),
+                ("PREVIOUS_VERSION", Param::str(previous.to_string())),
+                ("LANGUAGE_ID", Param::str(language_id)),
+            ]),
+        ),
+    };
+    form.insert("event".into(), Param::str(event));
+    form.insert("data".into(), data);
+    form.insert("ts".into(), Param::str(clock::unix_secs(SystemTime::now()).to_string()));
+    form.insert(
+        "auth".into(),
+        Param::map([
+            ("access_token", Param::str(&inst.access_token)),
+            ("expires", Param::str(inst.expires.to_string())),
+            ("expires_in", Param::str(inst.expires_in.to_string())),
+            ("scope", Param::str(&inst.scope)),
+            ("domain", Param::str(&inst.domain)),
+            ("server_endpoint", Param::str(&inst.server_endpoint)),
+            ("status", Param::str(&inst.status)),
+            ("client_endpoint", Param::str(&inst.client_endpoint)),
+            ("member_id", Param::str(&inst.member_id)),
+            ("user_id", Param::str(inst.user_id.to_string())),
+            ("refresh_token", Param::str(&inst.refresh_token)),
+            ("application_token", Param::str(&inst.application_token)),
+        ]),
+    );
+    phpform::encode(&to_form_array(&form))
+}
+
+/// POSTs an event form and returns the HTTP status, or `None` when there is no URL or the
+/// request failed (logged; the portal ignores failures, §2.6).
+async fn post_event(shared: &Shared, url: Option<&str>, body: String) -> Option<u16> {
+    let url = url?;
+    let sent = shared
+        .http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(reqwest::header::USER_AGENT, USER_AGENT)
+        .timeout(EVENT_TIMEOUT)
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(resp) => Some(resp.status().as_u16()),
+        Err(e) => {
+            tracing::warn!(url, error = %e, "event POST failed");
+            None
+        }
+    }
+}

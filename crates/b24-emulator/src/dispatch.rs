@@ -1,0 +1,320 @@
+//! Running an activity: building the handler call exactly as Bitrix24 sends it (field order
+//! §2.2, payload §2.3, value serialization §2.4, signed token §3.4) and delivering it in the
+//! background with the portal's faults applied.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::Rng;
+
+use crate::app::{EVENT_TIMEOUT, USER_AGENT};
+use crate::clock;
+use crate::error::EmulatorError;
+use crate::event_token::{self, TokenParts};
+use crate::ids;
+use crate::oauth;
+use crate::param::{Array, Param, php_number, to_form_array};
+use crate::registry::Registration;
+use crate::state::Shared;
+use crate::workflow::{Delivery, StartedWorkflow, Workflow, WorkflowSpec, WorkflowStatus};
+
+/// The gap before the first resend in `retry_non_2xx` mode; doubles per attempt.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+
+/// How the background task delivers one call.
+struct Plan {
+    portal: usize,
+    workflow_id: String,
+    url: String,
+    body: String,
+    delay: Duration,
+    drop: bool,
+    copies: u32,
+    retries: u32,
+}
+
+/// Starts one workflow: builds and records the call, then sends it in the background.
+pub(crate) async fn start(
+    shared: &Arc<Shared>,
+    spec: WorkflowSpec,
+) -> Result<StartedWorkflow, EmulatorError> {
+    let (started, plan) = prepare(shared, spec)?;
+    tracing::info!(workflow_id = started.workflow_id, handler = started.handler, "dispatching");
+    let shared = shared.clone();
+    tokio::spawn(async move { deliver(&shared, plan).await });
+    Ok(started)
+}
+
+fn prepare(shared: &Shared, spec: WorkflowSpec) -> Result<(StartedWorkflow, Plan), EmulatorError> {
+    let mut state = shared.lock();
+    let portal = state.portal_index(&spec.domain)?;
+    let p = &state.portals[portal];
+    let matches: Vec<&Registration> = p
+        .registry
+        .all()
+        .filter(|r| r.code == spec.code)
+        .filter(|r| spec.client_id.as_ref().is_none_or(|c| *c == r.client_id))
+        .collect();
+    let reg = match matches.as_slice() {
+        [one] => (*one).clone(),
+        [] => {
+            return Err(EmulatorError::UnknownCode {
+                domain: spec.domain.clone(),
+                code: spec.code.clone(),
+            });
+        }
+        _ => {
+            return Err(EmulatorError::AmbiguousCode {
+                domain: spec.domain.clone(),
+                code: spec.code.clone(),
+            });
+        }
+    };
+    let application_token = p
+        .installs
+        .get(&reg.client_id)
+        .filter(|i| i.installed)
+        .map(|i| i.application_token.clone())
+        .ok_or_else(|| EmulatorError::NotInstalled {
+            domain: spec.domain.clone(),
+            client_id: reg.client_id.clone(),
+        })?;
+    let faults = p.faults.clone();
+    let (domain, member_id, client_endpoint) =
+        (p.domain.clone(), p.member_id.clone(), p.client_endpoint());
+    let parts = TokenParts {
+        workflow_id: ids::workflow_id(),
+        activity_name: ids::activity_name(),
+        event_id: ids::event_id(),
+    };
+    let event_token = event_token::sign(&p.signer_key, &parts);
+
+    // §2.7: 'Y' only if the registration says exactly 'Y'; an empty value is the admin's choice.
+    let use_subscription = match reg.use_subscription.as_str() {
+        "Y" => true,
+        "" => spec.use_subscription.unwrap_or(false),
+        _ => false,
+    };
+    let run_as = spec.run_as_user.unwrap_or(u64::try_from(reg.auth_user_id).unwrap_or(0));
+    let tokens = if run_as > 0 && !faults.omit_tokens {
+        Some(oauth::issue(shared, &mut state, portal, &reg.client_id, run_as)?)
+    } else {
+        None
+    };
+
+    let mut form = Array::new();
+    form.insert("workflow_id".into(), Param::str(&parts.workflow_id));
+    form.insert("code".into(), Param::str(&reg.code));
+    let document_id =
+        spec.document_id.clone().unwrap_or_else(|| strings(&["crm", "CCrmDocumentDeal", "DEAL_1"]));
+    let document_type =
+        spec.document_type.clone().unwrap_or_else(|| strings(&["crm", "CCrmDocumentDeal", "DEAL"]));
+    form.insert("document_id".into(), Param::list(document_id.into_iter().map(Param::Str)));
+    form.insert("document_type".into(), Param::list(document_type.into_iter().map(Param::Str)));
+    form.insert("event_token".into(), Param::str(&event_token));
+    form.insert("properties".into(), properties(&reg, &spec.properties));
+    form.insert("use_subscription".into(), Param::str(if use_subscription { "Y" } else { "N" }));
+    form.insert("timeout_duration".into(), Param::str(spec.timeout_duration.to_string()));
+    form.insert("ts".into(), Param::str(clock::unix_secs(SystemTime::now()).to_string()));
+    let mut auth = Array::new();
+    let mut put = |k: &str, v: String| {
+        auth.insert(k.to_owned(), Param::Str(v));
+    };
+    match &tokens {
+        Some(t) => {
+            put("access_token", t.access_token.clone());
+            put("expires", t.expires.to_string());
+            put("expires_in", t.expires_in.to_string());
+            put("scope", t.scope.clone());
+            put("domain", domain.clone());
+            put("server_endpoint", shared.server_endpoint());
+            put("status", t.status.clone());
+            put("client_endpoint", client_endpoint.clone());
+            put("member_id", member_id.clone());
+            put("user_id", t.user_id.to_string());
+            if !faults.omit_refresh_token {
+                put("refresh_token", t.refresh_token.clone());
+            }
+            put("application_token", application_token);
+        }
+        None => {
+            // No "Run as" user or the omit_tokens fault: what an event without sendAuth keeps.
+            put("domain", domain.clone());
+            put("server_endpoint", shared.server_endpoint());
+            put("client_endpoint", client_endpoint.clone());
+            put("member_id", member_id.clone());
+            put("application_token", application_token);
+        }
+    }
+    form.insert("auth".into(), Param::Array(auth));
+    let body = phpform::encode(&to_form_array(&form));
+
+    let now = Instant::now();
+    let workflow = Workflow {
+        workflow_id: parts.workflow_id.clone(),
+        code: reg.code.clone(),
+        activity_name: parts.activity_name.clone(),
+        event_id: parts.event_id.clone(),
+        event_token: event_token.clone(),
+        use_subscription,
+        timeout_duration: spec.timeout_duration,
+        started: now,
+        started_at: SystemTime::now(),
+        // USE_SUBSCRIPTION=N closes the activity right after dispatch (§2.6).
+        status: if use_subscription { WorkflowStatus::Waiting } else { WorkflowStatus::Closed },
+        closed_at: (!use_subscription).then_some(now),
+        finish_after: spec.finish_after,
+        terminated: false,
+        return_properties: reg.return_properties.clone(),
+        return_values: Array::new(),
+        log: Vec::new(),
+        deliveries: Vec::new(),
+        handler: reg.handler.clone(),
+        body: body.clone(),
+    };
+    state.portals[portal].workflows.insert(parts.workflow_id.clone(), workflow);
+
+    let jitter = if faults.call_jitter.is_zero() {
+        Duration::ZERO
+    } else {
+        rand::rng().random_range(Duration::ZERO..=faults.call_jitter)
+    };
+    let plan = Plan {
+        portal,
+        workflow_id: parts.workflow_id.clone(),
+        url: reg.handler.clone(),
+        body: body.clone(),
+        delay: faults.call_delay + jitter,
+        drop: faults.drop_calls,
+        copies: if faults.duplicate_calls { 2 } else { 1 },
+        retries: faults.retry_non_2xx,
+    };
+    let started = StartedWorkflow {
+        workflow_id: parts.workflow_id,
+        activity_name: parts.activity_name,
+        event_id: parts.event_id,
+        event_token,
+        handler: reg.handler,
+        body,
+        use_subscription,
+    };
+    Ok((started, plan))
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `properties[...]` in registration order; a value of an empty list vanishes when encoded.
+fn properties(reg: &Registration, given: &serde_json::Value) -> Param {
+    let given = given.as_object();
+    let mut out = Array::new();
+    for (id, definition) in &reg.properties {
+        let empty = Array::new();
+        let definition = definition.as_array().unwrap_or(&empty);
+        let value = match given.and_then(|g| g.get(id)) {
+            Some(v) => Param::from_json(v),
+            None => definition.get("DEFAULT").cloned().unwrap_or(Param::Null),
+        };
+        out.insert(id.clone(), externalize(definition, value));
+    }
+    Param::Array(out)
+}
+
+/// CBPHelper::getBool as the designer reads `Multiple`/`Required`.
+fn php_bool_flag(v: Option<&Param>) -> bool {
+    match v {
+        Some(Param::Str(s)) => matches!(s.as_str(), "Y" | "y" | "1" | "true"),
+        Some(Param::Bool(b)) => *b,
+        Some(Param::Num(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+        _ => false,
+    }
+}
+
+/// §2.4: converts the designer's value the way the handler receives it. Truthy values are
+/// externalized by type; a multiple property wraps a scalar into a list; `null` becomes `''`.
+fn externalize(definition: &Array, value: Param) -> Param {
+    let ty = definition
+        .get("TYPE")
+        .and_then(Param::php_string)
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "string".to_owned())
+        .to_lowercase();
+    let multiple = php_bool_flag(definition.get("MULTIPLE"));
+    match value {
+        Param::Array(items) => Param::list(items.into_values().map(|v| scalar(&ty, v))),
+        v if multiple && v.truthy() => Param::list([scalar(&ty, v)]),
+        v => scalar(&ty, v),
+    }
+}
+
+/// One scalar as a form string, by property type.
+fn scalar(ty: &str, value: Param) -> Param {
+    let text = match (ty, value) {
+        (_, Param::Null) => String::new(),
+        ("bool", Param::Bool(b)) => if b { "Y" } else { "N" }.to_owned(),
+        ("bool", Param::Num(n)) => if n.as_f64() == Some(0.0) { "N" } else { "Y" }.to_owned(),
+        ("user", Param::Num(n)) => format!("user_{}", php_number(&n)),
+        ("user", Param::Str(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("user_{s}")
+        }
+        (_, Param::Bool(b)) => if b { "1" } else { "0" }.to_owned(),
+        (_, Param::Num(n)) => php_number(&n),
+        (_, Param::Str(s)) => s,
+        (_, Param::Array(a)) => return Param::Array(a),
+    };
+    Param::Str(text)
+}
+
+/// Sends the call (after any delay), honouring drop / duplicate / retry faults, and records
+/// every attempt on the workflow. The handler's answer is otherwise ignored (§2.2).
+async fn deliver(shared: &Arc<Shared>, plan: Plan) {
+    if !plan.delay.is_zero() {
+        tokio::time::sleep(plan.delay).await;
+    }
+    if plan.drop {
+        record(shared, &plan, None, Some("dropped by fault injection".to_owned()));
+        tracing::info!(workflow_id = plan.workflow_id, "activity call dropped (fault)");
+        return;
+    }
+    for _ in 0..plan.copies {
+        let mut backoff = RETRY_BASE;
+        for attempt in 0..=plan.retries {
+            let sent = shared
+                .http
+                .post(&plan.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(reqwest::header::USER_AGENT, USER_AGENT)
+                .timeout(EVENT_TIMEOUT)
+                .body(plan.body.clone())
+                .send()
+                .await;
+            let ok = match sent {
+                Ok(resp) => {
+                    let status = resp.status();
+                    record(shared, &plan, Some(status.as_u16()), None);
+                    status.is_success()
+                }
+                Err(e) => {
+                    tracing::warn!(workflow_id = plan.workflow_id, error = %e, "activity call failed");
+                    record(shared, &plan, None, Some(e.to_string()));
+                    false
+                }
+            };
+            if ok || attempt == plan.retries {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+}
+
+fn record(shared: &Shared, plan: &Plan, status: Option<u16>, error: Option<String>) {
+    let mut state = shared.lock();
+    let workflow =
+        state.portals.get_mut(plan.portal).and_then(|p| p.workflows.get_mut(&plan.workflow_id));
+    if let Some(wf) = workflow {
+        wf.deliveries.push(Delivery { at: SystemTime::now(), status, error });
+    }
+}

@@ -1,0 +1,32 @@
+//! The emulator's own errors (set-up and control operations; REST errors are wire data instead).
+
+/// Why an emulator operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("cannot bind a listener on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("no portal with domain `{0}`")]
+    UnknownPortal(String),
+    #[error("no app with client_id `{0}`")]
+    UnknownApp(String),
+    #[error("an app with client_id `{0}` already exists")]
+    DuplicateApp(String),
+    #[error("app `{client_id}` is not installed on `{domain}`")]
+    NotInstalled { domain: String, client_id: String },
+    #[error("no activity or robot `{code}` is registered on `{domain}`")]
+    UnknownCode { domain: String, code: String },
+    #[error(
+        "code `{code}` is registered by several apps on `{domain}`; set WorkflowSpec::client_id"
+    )]
+    AmbiguousCode { domain: String, code: String },
+    #[error("no workflow `{workflow_id}` on `{domain}`")]
+    UnknownWorkflow { domain: String, workflow_id: String },
+    #[error("invalid specification: {0}")]
+    InvalidSpec(String),
+}

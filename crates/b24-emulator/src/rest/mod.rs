@@ -1,0 +1,213 @@
+//! The portal's REST endpoint: `/rest/<method>[.json]` and `/rest/<user>/<secret>/<method>`,
+//! request decoding (JSON, PHP form, query, §5.1), the load limits and fault injection that act
+//! on whole HTTP requests, and the domain-move redirect.
+
+mod auth;
+mod envelope;
+pub(crate) mod methods;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+pub(crate) use auth::{Caller, Credential};
+pub(crate) use envelope::{RestError, Success, time_object};
+
+use crate::param::{Array, Param, from_form_array};
+use crate::state::Shared;
+
+/// The largest request body the portal reads.
+const BODY_LIMITS: phpform::Limits =
+    phpform::Limits { max_body_bytes: 8 * 1024 * 1024, max_depth: 64, max_fields: 100_000 };
+
+/// One portal listener: the domain it was bound as (a moved portal keeps its old listener).
+#[derive(Clone)]
+struct Listener {
+    shared: Arc<Shared>,
+    domain: String,
+}
+
+/// The router a portal listener serves.
+pub(crate) fn portal_router(shared: Arc<Shared>, domain: String) -> Router {
+    Router::new().fallback(portal_request).with_state(Listener { shared, domain })
+}
+
+/// The REST routes of the OAuth server (`/rest/app.info` for the trusted check, §4.4).
+pub(crate) fn oauth_router() -> Router<Arc<Shared>> {
+    Router::new().route("/rest/{method}", axum::routing::any(oauth_request))
+}
+
+/// Where a `/rest/...` path points.
+struct Route {
+    method: String,
+    webhook: Option<(String, String)>,
+}
+
+fn parse_route(path: &str) -> Option<Route> {
+    let rest = path.strip_prefix("/rest/")?;
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let (webhook, name) = match segments.as_slice() {
+        [name] => (None, *name),
+        [user, secret, name] => (Some(((*user).to_owned(), (*secret).to_owned())), *name),
+        _ => return None,
+    };
+    // `.json` is the default format; `.xml` is answered in JSON too. Names are lower-cased (§5.1).
+    let name = name.strip_suffix(".json").or_else(|| name.strip_suffix(".xml")).unwrap_or(name);
+    Some(Route { method: name.to_lowercase(), webhook })
+}
+
+/// Query string, then body (JSON when the Content-Type says so, else `parse_str`), merged with
+/// the body winning, like `array_merge($_GET, $body)` (§5.1).
+fn read_params(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Array, RestError> {
+    let query = uri.query().unwrap_or("");
+    let mut params =
+        phpform::decode(query.as_bytes(), &BODY_LIMITS).map(|f| from_form_array(&f)).map_err(
+            |e| RestError::bad_request("ERROR_ARGUMENT", format!("Bad query string: {e}")),
+        )?;
+    if body.is_empty() {
+        return Ok(params);
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    let decoded = if is_json {
+        match serde_json::from_slice::<Param>(body) {
+            Ok(Param::Array(a)) => a,
+            Ok(_) => Array::new(),
+            Err(e) => {
+                return Err(RestError::bad_request(
+                    "ERROR_ARGUMENT",
+                    format!("Bad JSON body: {e}"),
+                ));
+            }
+        }
+    } else {
+        phpform::decode(body, &BODY_LIMITS)
+            .map(|f| from_form_array(&f))
+            .map_err(|e| RestError::bad_request("ERROR_ARGUMENT", format!("Bad form body: {e}")))?
+    };
+    params.extend(decoded);
+    Ok(params)
+}
+
+async fn portal_request(
+    AxState(l): AxState<Listener>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut state = l.shared.lock();
+    let Ok(portal) = state.portal_index(&l.domain) else {
+        return envelope::json_response(404, &RestError::method_not_found().body());
+    };
+    let current = state.portals[portal].domain.clone();
+    if current != l.domain {
+        // The portal was renamed: every request gets 302 to the same path on the new host (§5.1).
+        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let location = format!("http://{current}{path}");
+        let mut resp = StatusCode::FOUND.into_response();
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        return resp;
+    }
+    let Some(route) = parse_route(uri.path()) else {
+        return envelope::json_response(404, &RestError::method_not_found().body());
+    };
+    let _span = tracing::debug_span!("rest", portal = current, method = route.method).entered();
+    let start = SystemTime::now();
+
+    let p = &mut state.portals[portal];
+    if p.server_errors_left > 0 {
+        p.server_errors_left -= 1;
+        let status = p.faults.server_errors.map_or(500, |b| b.status);
+        let error = if status == 503 {
+            RestError::new(503, "OVERLOAD_LIMIT", "REST API is blocked due to overload.")
+        } else {
+            RestError::new(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+        };
+        methods::record(&mut state, portal, &route.method, "none", Err(&error), false);
+        return envelope::json_response(error.status, &error.body());
+    }
+    let (rate, threshold) = p.spec.rate;
+    if !p.spec.unlimited && !p.bucket.admit(rate, threshold) {
+        let error = RestError::new(503, "QUERY_LIMIT_EXCEEDED", "Too many requests");
+        methods::record(&mut state, portal, &route.method, "none", Err(&error), false);
+        return envelope::json_response(503, &error.body());
+    }
+
+    let mut params = match read_params(&uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => {
+            methods::record(&mut state, portal, &route.method, "none", Err(&e), false);
+            return envelope::json_response(e.status, &e.body());
+        }
+    };
+    let credential = match route.webhook {
+        Some((user_id, secret)) => {
+            params.shift_remove("auth");
+            Credential::Webhook { user_id, secret }
+        }
+        None => auth::take_credential(&headers, &mut params),
+    };
+    let outcome = methods::call(&mut state, portal, &route.method, params, &credential, false);
+    let finish = SystemTime::now();
+    match outcome.result {
+        Ok(success) => {
+            methods::record(&mut state, portal, &route.method, &outcome.caller, Ok(200), false);
+            let time = time_object(start, finish, outcome.processing, outcome.operating);
+            envelope::json_response(200, &envelope::success_body(&success, time))
+        }
+        Err(e) => {
+            tracing::debug!(code = e.code, "REST error");
+            methods::record(&mut state, portal, &route.method, &outcome.caller, Err(&e), false);
+            envelope::json_response(e.status, &e.body())
+        }
+    }
+}
+
+/// `/rest/app.info` on the OAuth server: the same answer as the portal, for the token's portal.
+async fn oauth_request(
+    AxState(shared): AxState<Arc<Shared>>,
+    axum::extract::Path(method): axum::extract::Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let start = SystemTime::now();
+    let name = method.strip_suffix(".json").unwrap_or(&method).to_lowercase();
+    if name != "app.info" {
+        return envelope::json_response(404, &RestError::method_not_found().body());
+    }
+    let mut params = match read_params(&uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => return envelope::json_response(e.status, &e.body()),
+    };
+    let state = shared.lock();
+    let credential = auth::take_credential(&headers, &mut params);
+    let portal = match &credential {
+        Credential::Token(t) => match state.tokens.check(t) {
+            crate::oauth::TokenCheck::Valid(t) => Some(t.portal),
+            _ => None,
+        },
+        _ => None,
+    };
+    let result = match portal {
+        Some(portal) => auth::authenticate(&state, portal, &credential)
+            .and_then(|caller| methods::app_info(&state, portal, &caller)),
+        None => auth::authenticate(&state, usize::MAX, &credential).map(|_| Param::Null),
+    };
+    match result {
+        Ok(info) => {
+            let time = time_object(start, SystemTime::now(), std::time::Duration::ZERO, None);
+            envelope::json_response(200, &envelope::success_body(&Success::from(info), time))
+        }
+        Err(e) => envelope::json_response(e.status, &e.body()),
+    }
+}

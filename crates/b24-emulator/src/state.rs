@@ -1,0 +1,100 @@
+//! The emulator's shared state: every app, portal and token behind one lock.
+//!
+//! REST methods run synchronously under the lock (they only read and write memory); everything
+//! that waits (handler calls, install events) copies what it needs out first and never holds the
+//! lock across an `.await`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use indexmap::IndexMap;
+use tokio::task::AbortHandle;
+
+use crate::app::App;
+use crate::error::EmulatorError;
+use crate::oauth::TokenStore;
+use crate::portal::PortalState;
+
+/// What every listener and background task shares.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// The client for handler calls and install events.
+    pub(crate) http: reqwest::Client,
+    /// `http://127.0.0.1:P`, the OAuth server and control API.
+    pub(crate) main_url: String,
+    /// The address portal listeners bind on (port 0 each).
+    pub(crate) portal_host: IpAddr,
+    /// Listener tasks, aborted when the emulator is dropped.
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+/// The mutable world.
+#[derive(Default)]
+pub(crate) struct State {
+    /// OAuth apps by `client_id`.
+    pub(crate) apps: IndexMap<String, App>,
+    /// Portals, indexed by a stable number (their domain can move).
+    pub(crate) portals: Vec<PortalState>,
+    /// Every domain a portal ever had → the portal. A domain that is not the portal's current
+    /// one answers 302 (§5.1).
+    pub(crate) domains: HashMap<String, usize>,
+    pub(crate) tokens: TokenStore,
+}
+
+impl Shared {
+    pub(crate) fn new(http: reqwest::Client, main_url: String, portal_host: IpAddr) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            http,
+            main_url,
+            portal_host,
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Locks the state. A panic while holding the lock cannot leave it half-written in a way
+    /// that matters to a test double, so poisoning is ignored.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `http://127.0.0.1:P/rest/`, the `server_endpoint` of every token set.
+    pub(crate) fn server_endpoint(&self) -> String {
+        format!("{}/rest/", self.main_url)
+    }
+
+    pub(crate) fn track(&self, task: AbortHandle) {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+    }
+
+    pub(crate) fn abort_all(&self) {
+        for task in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl State {
+    /// The portal a domain belongs to, following moves.
+    pub(crate) fn portal_index(&self, domain: &str) -> Result<usize, EmulatorError> {
+        self.domains
+            .get(domain)
+            .copied()
+            .ok_or_else(|| EmulatorError::UnknownPortal(domain.to_owned()))
+    }
+
+    pub(crate) fn portal(&self, domain: &str) -> Result<&PortalState, EmulatorError> {
+        let i = self.portal_index(domain)?;
+        self.portals.get(i).ok_or_else(|| EmulatorError::UnknownPortal(domain.to_owned()))
+    }
+
+    pub(crate) fn portal_mut(&mut self, domain: &str) -> Result<&mut PortalState, EmulatorError> {
+        let i = self.portal_index(domain)?;
+        self.portals.get_mut(i).ok_or_else(|| EmulatorError::UnknownPortal(domain.to_owned()))
+    }
+
+    pub(crate) fn app(&self, client_id: &str) -> Result<&App, EmulatorError> {
+        self.apps.get(client_id).ok_or_else(|| EmulatorError::UnknownApp(client_id.to_owned()))
+    }
+}

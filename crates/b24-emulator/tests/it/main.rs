@@ -1,0 +1,14 @@
+//! Integration tests of the Bitrix24 emulator: real HTTP on 127.0.0.1 with reqwest and phpform,
+//! checked against the protocol document (never against the `b24` client).
+
+mod support;
+
+mod batch;
+mod control;
+mod dispatch;
+mod events;
+mod faults;
+mod limits;
+mod oauth;
+mod registration;
+mod rest;
