@@ -19,7 +19,7 @@ pub struct RateLimits {
     /// Requests per second the bucket drains.
     pub per_second: f64,
     /// The portal's burst threshold: how many requests it takes at once when its bucket is
-    /// empty. The limiter lets one fewer through at once (see `quota`).
+    /// empty. The limiter lets a little fewer through at once (see [`JITTER_ALLOWANCE`]).
     pub burst: NonZeroU32,
 }
 
@@ -29,12 +29,13 @@ impl RateLimits {
     /// Enterprise plans: 5/s, burst 250.
     pub const ENTERPRISE: RateLimits = RateLimits { per_second: 5.0, burst: non_zero(250) };
 
-    /// The governor quota: one cell replenished every `1 / per_second` seconds, and a burst one
-    /// below the portal's threshold. That one request of headroom absorbs jitter on the way:
-    /// requests admitted here reach the portal a little later and unevenly (connection set-up,
-    /// scheduling), and without headroom a late first burst and a prompt next request can pile
-    /// up over the threshold. One request covers `1 / per_second` of jitter (0.5 s at 2/s).
-    /// A rate that is not a positive finite number falls back to 2/s.
+    /// The governor quota: one cell replenished every `1 / per_second` seconds, and a burst
+    /// [`JITTER_ALLOWANCE`] worth of requests below the portal's threshold (at least one
+    /// request). Requests reach the portal later than the limiter admits them, and unevenly
+    /// (connection set-up, scheduling); with no headroom, a late first burst followed by a prompt
+    /// next request piles up over the threshold. At 2/s, burst 50 the limiter lets 49 through
+    /// at once; at 5/s, burst 250, 247. A rate that is not a positive finite number falls back
+    /// to 2/s.
     fn quota(&self) -> Quota {
         let rate = if self.per_second.is_finite() && self.per_second > 0.0 {
             self.per_second
@@ -44,10 +45,19 @@ impl RateLimits {
         };
         let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
         let quota = Quota::with_period(period).unwrap_or(Quota::per_second(NonZeroU32::MIN));
-        let burst = NonZeroU32::new(self.burst.get() - 1).unwrap_or(NonZeroU32::MIN);
-        quota.allow_burst(burst)
+        quota.allow_burst(self.admitted_burst(rate))
+    }
+
+    /// The burst the limiter itself allows: the threshold minus the jitter headroom.
+    fn admitted_burst(&self, rate: f64) -> NonZeroU32 {
+        // Saturating float-to-int cast; the headroom is small and positive.
+        let headroom = ((rate * JITTER_ALLOWANCE.as_secs_f64()).ceil() as u32).max(1);
+        NonZeroU32::new(self.burst.get().saturating_sub(headroom)).unwrap_or(NonZeroU32::MIN)
     }
 }
+
+/// How much delivery jitter the limiter leaves room for, in time at the drain rate.
+pub const JITTER_ALLOWANCE: Duration = Duration::from_millis(500);
 
 /// A burst size for constants; zero becomes one.
 const fn non_zero(n: u32) -> NonZeroU32 {
@@ -134,6 +144,15 @@ mod tests {
     use std::time::Instant;
 
     #[test]
+    fn headroom_is_half_a_second_of_requests_and_at_least_one() {
+        let burst = |limits: RateLimits| limits.admitted_burst(limits.per_second).get();
+        assert_eq!(burst(RateLimits::STANDARD), 49);
+        assert_eq!(burst(RateLimits::ENTERPRISE), 247);
+        let tiny = RateLimits { per_second: 100.0, burst: NonZeroU32::new(3).unwrap() };
+        assert_eq!(burst(tiny), 1);
+    }
+
+    #[test]
     fn one_portal_gets_one_bucket() {
         let registry = LimiterRegistry::default();
         let a = registry.portal("Example.bitrix24.com");
@@ -145,10 +164,12 @@ mod tests {
 
     #[tokio::test]
     async fn burst_passes_at_once_and_the_rest_waits_at_the_drain_rate() {
-        let limiter =
-            PortalLimiter::new(RateLimits { per_second: 20.0, burst: NonZeroU32::new(6).unwrap() });
+        let limiter = PortalLimiter::new(RateLimits {
+            per_second: 20.0,
+            burst: NonZeroU32::new(15).unwrap(),
+        });
         let started = Instant::now();
-        // A threshold of 6 lets 5 through at once (one request of headroom).
+        // A threshold of 15 at 20/s lets 5 through at once (10 requests = 0.5 s of headroom).
         for _ in 0..5 {
             limiter.acquire().await;
         }

@@ -46,5 +46,5 @@ pub use client::{
 pub use credentials::{AppCredentials, Credentials, OAuthTokens, TokenPlacement, WebhookUrl};
 pub use envelope::{Response, Time, php_map, php_object};
 pub use error::{ApiError, Error, ErrorClass, RefreshError};
-pub use limiter::{LimiterRegistry, PortalLimiter, RateLimits};
+pub use limiter::{JITTER_ALLOWANCE, LimiterRegistry, PortalLimiter, RateLimits};
 pub use oauth::{DiscardTokens, RefreshedTokens, SinkError, SinkFuture, TokenSink};

@@ -84,6 +84,8 @@ impl std::fmt::Debug for RefreshedTokens {
 pub(crate) struct IssuedToken {
     pub token: String,
     pub generation: u64,
+    /// When the call took it: a refresh that failed after this moment is this call's failure too.
+    pub taken_at: Instant,
 }
 
 /// The live tokens of one OAuth client, and the single-flight refresh gate.
@@ -137,7 +139,11 @@ impl TokenState {
     /// The token to send now.
     pub(crate) fn current(&self) -> IssuedToken {
         let live = self.live();
-        IssuedToken { token: live.access_token.clone(), generation: live.generation }
+        IssuedToken {
+            token: live.access_token.clone(),
+            generation: live.generation,
+            taken_at: Instant::now(),
+        }
     }
 
     /// Replaces the tokens from outside (e.g. fresh `auth[...]` from an activity call).
@@ -157,8 +163,10 @@ impl TokenState {
         live.failure = None;
     }
 
-    /// Renews the token that `stale` was, unless another caller already did: then its result
-    /// (new token or failure) is reused. `domain` is reported to the sink.
+    /// Renews the token that `stale` was, unless another caller already did: then its result is
+    /// reused — the new token, or the failure of a refresh that ended after this call took its
+    /// token (calls that overlapped a failed refresh share it; later calls try afresh).
+    /// `domain` is reported to the sink.
     pub(crate) async fn refresh(
         &self,
         http: &reqwest::Client,
@@ -167,7 +175,6 @@ impl TokenState {
         stale: &IssuedToken,
         domain: &str,
     ) -> Result<IssuedToken, Error> {
-        let waiting_since = Instant::now();
         let _gate = self.gate.lock().await;
         let refresh_token = {
             let live = self.live();
@@ -176,11 +183,12 @@ impl TokenState {
                 return Ok(IssuedToken {
                     token: live.access_token.clone(),
                     generation: live.generation,
+                    taken_at: Instant::now(),
                 });
             }
             if let Some((generation, at, failure)) = &live.failure
                 && *generation == stale.generation
-                && *at >= waiting_since
+                && *at >= stale.taken_at
             {
                 return Err(Error::Refresh { method: method.to_owned(), source: failure.clone() });
             }
@@ -212,7 +220,11 @@ impl TokenState {
             live.expires = fresh.expires;
             live.generation += 1;
             live.failure = None;
-            IssuedToken { token: live.access_token.clone(), generation: live.generation }
+            IssuedToken {
+                token: live.access_token.clone(),
+                generation: live.generation,
+                taken_at: Instant::now(),
+            }
         };
         let stored = RefreshedTokens {
             member_id: self.member_id.clone(),

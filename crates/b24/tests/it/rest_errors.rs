@@ -188,18 +188,23 @@ async fn unknown_access_token_is_permanent() {
 
 #[tokio::test]
 async fn connection_refused_is_retryable() {
-    // A port that was free a moment ago: nothing listens there.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    // A port held by a socket that is bound but not listening: connections to it are refused,
+    // and no other test can grab the port meanwhile.
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = holder.local_addr().unwrap();
     let hook = WebhookUrl::parse(&format!("http://{addr}/rest/1/secret/")).unwrap();
     let client = RestClient::builder(Credentials::Webhook(hook))
         .http_client(HttpClient::new().unwrap())
         .build()
         .unwrap();
     let error = client.app_info().await.unwrap_err();
-    assert!(matches!(error, Error::Transport { .. }), "{error:?}");
+    match &error {
+        Error::Transport { source, .. } => assert!(source.is_connect(), "{source:?}"),
+        other => panic!("expected a refused connection, got {other:?}"),
+    }
     assert!(error.is_retryable());
+    drop(holder);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use b24::rest::{Error, ErrorClass};
 use b24_emulator::Faults;
 
-use crate::support::{RecordingSink, TestPortal};
+use crate::support::{CountingAuthServer, RecordingSink, TestPortal};
 
 #[tokio::test]
 async fn expired_token_is_refreshed_once_and_the_call_repeated() {
@@ -44,8 +44,11 @@ async fn expired_token_is_refreshed_once_and_the_call_repeated() {
 #[tokio::test]
 async fn concurrent_calls_with_an_expired_token_share_one_refresh() {
     let t = TestPortal::start().await;
+    let auth = CountingAuthServer::start(t.emu.oauth_token_url()).await;
+    let mut tokens = t.tokens();
+    tokens.server_endpoint = auth.server_endpoint.clone();
     let sink = Arc::new(RecordingSink::default());
-    let client = t.oauth().token_sink(sink.clone()).build().unwrap();
+    let client = t.oauth_with(tokens).token_sink(sink.clone()).build().unwrap();
     t.emu.expire_tokens(&t.portal.domain).unwrap();
 
     let calls: Vec<_> = (0..12)
@@ -58,8 +61,9 @@ async fn concurrent_calls_with_an_expired_token_share_one_refresh() {
         call.await.unwrap().unwrap();
     }
 
-    // One refresh: the sink saw one token set, and the old refresh token was only spent once
-    // (a second refresh with it would have been `invalid_grant` and failed a call above).
+    // One refresh went out, the sink saw one token set (a second refresh with the spent token
+    // would also have been `invalid_grant` and failed a call above).
+    assert_eq!(auth.count(), 1, "exactly one /oauth/token/ request");
     assert_eq!(sink.all().len(), 1);
     let expired = t
         .recorded_errors(&t.portal.domain)
@@ -114,7 +118,9 @@ async fn invalid_refresh_token_is_permanent() {
 #[tokio::test]
 async fn concurrent_callers_share_a_failed_refresh_too() {
     let t = TestPortal::start().await;
+    let auth = CountingAuthServer::start(t.emu.oauth_token_url()).await;
     let mut tokens = t.tokens();
+    tokens.server_endpoint = auth.server_endpoint.clone();
     tokens.refresh_token = Some("not-a-refresh-token".into());
     let client = t.oauth_with(tokens).build().unwrap();
     t.emu.expire_tokens(&t.portal.domain).unwrap();
@@ -129,6 +135,7 @@ async fn concurrent_callers_share_a_failed_refresh_too() {
         let error = call.await.unwrap().unwrap_err();
         assert_eq!(error.class(), ErrorClass::Permanent, "{error:?}");
     }
+    assert_eq!(auth.count(), 1, "callers that waited reuse the failure instead of retrying it");
 }
 
 #[tokio::test]

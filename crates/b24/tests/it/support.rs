@@ -1,8 +1,10 @@
 //! Test fixtures: an emulated portal with the app installed, clients for it, recording sinks.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::RawQuery;
 use b24::rest::{
     AppCredentials, Credentials, DomainMove, HttpClient, MoveSink, OAuthTokens, RefreshedTokens,
     RestClient, RestClientBuilder, SinkFuture, TokenSink, WebhookUrl,
@@ -177,5 +179,48 @@ impl TestPortal {
 
     pub fn is_closed(&self, workflow_id: &str) -> bool {
         self.workflow(workflow_id).status == WorkflowStatus::Closed
+    }
+}
+
+/// A stand-in auth server that counts `/oauth/token/` requests and forwards each to the
+/// emulator's, so a test can see how many refreshes actually went out.
+pub struct CountingAuthServer {
+    /// The `server_endpoint` to give the client: `http://127.0.0.1:P/rest/`.
+    pub server_endpoint: Url,
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl CountingAuthServer {
+    pub async fn start(forward_to: String) -> CountingAuthServer {
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let app = axum::Router::new().route(
+            "/oauth/token/",
+            axum::routing::get(move |RawQuery(query): RawQuery| {
+                let (counter, http, target) = (counter.clone(), http.clone(), forward_to.clone());
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let url = format!("{target}?{}", query.unwrap_or_default());
+                    let answer = http.get(url).send().await.expect("emulator's auth server");
+                    let status =
+                        axum::http::StatusCode::from_u16(answer.status().as_u16()).expect("status");
+                    let body = answer.bytes().await.expect("auth body");
+                    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind auth");
+        let addr = listener.local_addr().expect("auth addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let server_endpoint = Url::parse(&format!("http://{addr}/rest/")).expect("endpoint");
+        CountingAuthServer { server_endpoint, requests }
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 }
