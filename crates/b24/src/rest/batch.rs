@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::Value;
 
-use super::client::RestClient;
+use super::client::{DomainMove, RestClient};
 use super::envelope::{self, Response};
 use super::error::{ApiError, Error};
 
@@ -105,6 +105,8 @@ pub struct BatchResults {
     pub entries: Vec<BatchEntry>,
     /// How many `batch` requests were sent.
     pub requests: usize,
+    /// Set when a request found the portal renamed and was re-sent to its new address (§5.1).
+    pub moved: Option<DomainMove>,
 }
 
 impl BatchResults {
@@ -139,6 +141,7 @@ impl RestClient {
 
         let mut entries = Vec::with_capacity(commands.len());
         let mut requests = 0;
+        let mut moved = None;
         let mut stop: Option<BatchStop> = None;
         for chunk in commands.chunks(MAX_BATCH_COMMANDS) {
             if let Some(stop) = &stop {
@@ -161,6 +164,7 @@ impl RestClient {
                     continue;
                 }
             };
+            moved = response.moved.or(moved);
             let mut parsed = ChunkResult::from_result(response.result);
             let mut failed = false;
             for command in chunk {
@@ -176,7 +180,7 @@ impl RestClient {
                 stop = Some(BatchStop::Halted);
             }
         }
-        Ok(BatchResults { entries, requests })
+        Ok(BatchResults { entries, requests, moved })
     }
 }
 

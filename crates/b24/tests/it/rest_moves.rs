@@ -56,3 +56,14 @@ async fn moved_portal_webhook_keeps_its_path_on_the_new_host() {
     assert!(url.url().path().starts_with("/rest/1/"), "the webhook's path survives");
     assert!(t.is_closed(&wf.workflow_id));
 }
+
+#[tokio::test]
+async fn batch_to_a_moved_portal_reports_the_move() {
+    let t = TestPortal::start().await;
+    let client = t.client();
+    let new = t.emu.move_portal(&t.portal.domain).await.unwrap();
+    let commands = vec![b24::rest::BatchCommand::new("a", "bizproc.activity.list", &()).unwrap()];
+    let results = client.batch(&commands, false).await.unwrap();
+    assert!(results.all_ok(), "{results:?}");
+    assert_eq!(results.moved.map(|m| m.new_domain), Some(new));
+}
