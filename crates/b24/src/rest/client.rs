@@ -446,25 +446,34 @@ impl RestClient {
         if host_of(&target).is_empty() || host_of(&target) == host_of(from) {
             return Err(bad());
         }
-        let change = {
+        let (change, first) = {
             let mut endpoint = self.endpoint();
             let mut base = endpoint.base.clone();
             base.set_scheme(target.scheme()).map_err(|()| bad())?;
             base.set_host(target.host_str()).map_err(|_| bad())?;
             base.set_port(target.port()).map_err(|()| bad())?;
-            let change = DomainMove {
-                member_id: self.inner.member_id.clone(),
-                old_domain: endpoint.domain.clone(),
-                new_domain: host_of(&base),
-            };
-            endpoint.base = base;
-            endpoint.domain = change.new_domain.clone();
-            endpoint.last_move = Some(change.clone());
-            change
+            let new_domain = host_of(&base);
+            match &endpoint.last_move {
+                // A concurrent call already followed this move: re-send, report it once.
+                Some(known) if endpoint.domain == new_domain => (known.clone(), false),
+                _ => {
+                    let change = DomainMove {
+                        member_id: self.inner.member_id.clone(),
+                        old_domain: endpoint.domain.clone(),
+                        new_domain,
+                    };
+                    endpoint.base = base;
+                    endpoint.domain = change.new_domain.clone();
+                    endpoint.last_move = Some(change.clone());
+                    (change, true)
+                }
+            }
         };
-        tracing::warn!(old = %change.old_domain, new = %change.new_domain, "portal moved; re-sending");
-        if let Some(sink) = &self.inner.move_sink {
-            sink.moved(&change);
+        if first {
+            tracing::warn!(old = %change.old_domain, new = %change.new_domain, "portal moved; re-sending");
+            if let Some(sink) = &self.inner.move_sink {
+                sink.moved(&change);
+            }
         }
         Ok(change)
     }

@@ -67,3 +67,32 @@ async fn batch_to_a_moved_portal_reports_the_move() {
     assert!(results.all_ok(), "{results:?}");
     assert_eq!(results.moved.map(|m| m.new_domain), Some(new));
 }
+
+#[tokio::test]
+async fn concurrent_calls_to_a_moved_portal_report_the_move_once() {
+    let t = TestPortal::start().await;
+    let moves = Arc::new(RecordingMoves::default());
+    let client = t.oauth().move_sink(moves.clone()).build().unwrap();
+    let old = t.portal.domain.clone();
+    let new = t.emu.move_portal(&old).await.unwrap();
+
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.activity_list().await })
+        })
+        .collect();
+    for call in calls {
+        let response = call.await.unwrap().unwrap();
+        if let Some(change) = response.moved {
+            assert_eq!(
+                (change.old_domain.as_str(), change.new_domain.as_str()),
+                (old.as_str(), new.as_str())
+            );
+        }
+    }
+    let seen = moves.moves.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].old_domain, old);
+    assert_eq!(client.domain(), new);
+}
