@@ -162,6 +162,8 @@ async fn newcomer_flow_from_emulator_start_to_a_returned_result() {
         .unwrap();
     assert_eq!(call.workflow_id, workflow_id);
     assert_eq!(call.code, "check_credit_limit");
+    let order: Vec<&str> = call.properties.keys().map(String::as_str).collect();
+    assert_eq!(order, ["company_id", "approvers"], "properties come in registration order (§2.2)");
     assert_eq!(call.properties["company_id"], PropertyValue::Scalar("42".into()));
     assert_eq!(
         call.properties["approvers"],
