@@ -1,6 +1,6 @@
 //! The control API: JSON over HTTP under `/control/...`, mirroring the Rust API of
 //! [`crate::Emulator`] so tests in other languages and the CLI can drive the emulator
-//! (documented route by route in `CONTROL_API.md`).
+//! (documented route by route in the README's "Control API" section).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
