@@ -286,7 +286,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn command_string_is_php_encoded() {
+    fn command_string_is_php_encoded_in_the_order_given() {
         let command = BatchCommand::new(
             "k",
             "bizproc.event.send",
@@ -296,8 +296,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             command.to_command_string(),
-            "bizproc.event.send?EVENT_TOKEN=a%7Cb.c&LOG_MESSAGE=f%C3%BCnf+%26+sechs\
-             &RETURN_VALUES%5Bok%5D=Y&RETURN_VALUES%5Bsum%5D=1.5"
+            "bizproc.event.send?EVENT_TOKEN=a%7Cb.c&RETURN_VALUES%5Bok%5D=Y\
+             &RETURN_VALUES%5Bsum%5D=1.5&LOG_MESSAGE=f%C3%BCnf+%26+sechs"
         );
         let bare = BatchCommand::new("k", "app.info", &json!({})).unwrap();
         assert_eq!(bare.to_command_string(), "app.info");
