@@ -4,6 +4,7 @@
 //!   typed values (protocol doc §2.2–2.5, §4.3).
 //! - [`rest`]: the REST client — OAuth and webhook credentials, envelopes, error classes, token
 //!   refresh, `batch`, the per-portal rate limiter, domain moves, typed methods (§3–5).
+//! - [`secret`]: tokens and the app's client secret as types whose `Debug` redacts them.
 
 #![allow(
     clippy::result_large_err,
@@ -14,3 +15,4 @@
 
 pub mod incoming;
 pub mod rest;
+pub mod secret;

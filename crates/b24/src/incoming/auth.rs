@@ -6,46 +6,7 @@ use url::Url;
 
 use super::IncomingError;
 use super::fields::Form;
-
-/// Declares a string newtype for a secret: `Debug` shows only that it is there, so a logged
-/// struct never leaks portal access.
-macro_rules! secret {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq)]
-        pub struct $name(String);
-
-        impl $name {
-            pub fn new(value: impl Into<String>) -> Self {
-                $name(value.into())
-            }
-
-            /// The secret itself, for the one place that must send or store it.
-            pub fn expose(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(concat!(stringify!($name), "(<redacted>)"))
-            }
-        }
-    };
-}
-
-secret!(
-    /// The per-(portal, app) secret in every call and event; compare it in constant time (§4.4).
-    ApplicationToken
-);
-secret!(
-    /// An OAuth access token: lives one hour (§4.1).
-    AccessToken
-);
-secret!(
-    /// An OAuth refresh token: lives 180 days, replaced by every refresh (§4.1).
-    RefreshToken
-);
+use crate::secret::{AccessToken, ApplicationToken, RefreshToken};
 
 /// The portal's id (`auth[member_id]`, 32 hex characters on real portals).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,9 +28,11 @@ impl fmt::Display for MemberId {
     }
 }
 
-/// The tokens minted for the "Run as" user (calls) or the installing admin (events).
+/// The tokens that came in `auth[...]`: minted for the "Run as" user (calls) or the installing
+/// admin (events). Without the endpoints and the portal's identity; for the token set a REST
+/// client is built from, see [`crate::rest::OAuthTokens::from_auth`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OAuthTokens {
+pub struct AuthTokens {
     pub access_token: AccessToken,
     /// Absent on older portals, which sent `sendRefreshToken:false` (§2.1).
     pub refresh_token: Option<RefreshToken>,
@@ -87,7 +50,7 @@ pub struct Auth {
     pub application_token: ApplicationToken,
     pub client_endpoint: Option<Url>,
     pub server_endpoint: Option<Url>,
-    pub tokens: Option<OAuthTokens>,
+    pub tokens: Option<AuthTokens>,
     pub scope: Option<String>,
     pub user_id: Option<u64>,
     /// `L`/`F`/`D`/`T`/`P`/`S`; never to be trusted for licensing (§6.9).
@@ -99,7 +62,7 @@ impl Auth {
         let field = |key| ["auth", key];
         let tokens = match form.non_empty_str(&field("access_token"))? {
             None => None,
-            Some(access) => Some(OAuthTokens {
+            Some(access) => Some(AuthTokens {
                 access_token: AccessToken::new(access),
                 refresh_token: form.non_empty_str(&field("refresh_token"))?.map(RefreshToken::new),
                 expires: form.optional_int(&field("expires"))?,

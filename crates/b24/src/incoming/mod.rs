@@ -11,7 +11,8 @@ mod event;
 mod fields;
 mod token;
 
-pub use auth::{AccessToken, ApplicationToken, Auth, MemberId, OAuthTokens, RefreshToken};
+pub use crate::secret::{AccessToken, ApplicationToken, RefreshToken};
+pub use auth::{Auth, AuthTokens, MemberId};
 pub use call::{ActivityCall, DocumentId, DocumentType, PropertyValue};
 pub use event::{AppEvent, AppEventKind};
 pub use fields::IncomingError;

@@ -7,9 +7,11 @@
 //! [`OrderedMap`]s, so the designer shows properties in the order they were declared.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::str::FromStr;
 
 use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::client::RestClient;
@@ -122,6 +124,38 @@ impl PropertyType {
 impl Serialize for PropertyType {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Reads the ten documented names in any case (`Int` and `int` alike); anything else is kept
+/// as written in [`PropertyType::Other`]. Never fails.
+impl FromStr for PropertyType {
+    type Err = Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const KNOWN: [(&str, PropertyType); 10] = [
+            ("bool", PropertyType::Bool),
+            ("date", PropertyType::Date),
+            ("datetime", PropertyType::Datetime),
+            ("double", PropertyType::Double),
+            ("file", PropertyType::File),
+            ("int", PropertyType::Int),
+            ("select", PropertyType::Select),
+            ("string", PropertyType::String),
+            ("text", PropertyType::Text),
+            ("user", PropertyType::User),
+        ];
+        Ok(KNOWN
+            .into_iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map_or_else(|| PropertyType::Other(s.to_owned()), |(_, kind)| kind))
+    }
+}
+
+impl<'de> Deserialize<'de> for PropertyType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Ok(name.parse().unwrap_or_else(|never: Infallible| match never {}))
     }
 }
 
@@ -526,6 +560,37 @@ impl EventSend {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn property_type_round_trips_and_reads_any_case() {
+        let all = [
+            PropertyType::Bool,
+            PropertyType::Date,
+            PropertyType::Datetime,
+            PropertyType::Double,
+            PropertyType::File,
+            PropertyType::Int,
+            PropertyType::Select,
+            PropertyType::String,
+            PropertyType::Text,
+            PropertyType::User,
+            PropertyType::Other("UF:crm".into()),
+        ];
+        for kind in all {
+            let text = serde_json::to_string(&kind).unwrap();
+            assert_eq!(serde_json::from_str::<PropertyType>(&text).unwrap(), kind, "{text}");
+            assert_eq!(kind.as_str().parse::<PropertyType>(), Ok(kind.clone()));
+        }
+        assert_eq!(
+            serde_json::from_value::<PropertyType>(json!("DateTime")).unwrap(),
+            PropertyType::Datetime
+        );
+        assert_eq!("INT".parse::<PropertyType>(), Ok(PropertyType::Int));
+        assert_eq!("Bool".parse::<PropertyType>(), Ok(PropertyType::Bool));
+        assert_eq!("UF:Crm".parse::<PropertyType>(), Ok(PropertyType::Other("UF:Crm".into())));
+        assert_eq!("".parse::<PropertyType>(), Ok(PropertyType::Other(String::new())));
+        assert!(serde_json::from_value::<PropertyType>(json!(5)).is_err());
+    }
 
     #[test]
     fn definition_serializes_with_the_docs_names_in_declared_order() {

@@ -19,6 +19,7 @@ use super::envelope::{self, Envelope, Response};
 use super::error::{ApiError, Error};
 use super::limiter::{LimiterRegistry, PortalLimiter, RateLimits};
 use super::oauth::{DiscardTokens, IssuedToken, TokenSink, TokenState};
+use crate::secret::{AccessToken, RefreshToken};
 
 /// Bitrix24 cuts a REST request off after 60 s (§5.6); waiting longer is pointless.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -279,8 +280,8 @@ impl RestClient {
     /// A refresh token of `None` keeps the current one. No effect on webhook clients.
     pub fn replace_tokens(
         &self,
-        access_token: String,
-        refresh_token: Option<String>,
+        access_token: AccessToken,
+        refresh_token: Option<RefreshToken>,
         expires: Option<i64>,
     ) {
         if let Auth::OAuth(state) = &self.inner.auth {
@@ -373,7 +374,7 @@ impl RestClient {
                 .timeout(self.inner.timeout)
                 .body(body.clone());
             if let (Some(token), TokenPlacement::Bearer) = (token, self.inner.placement) {
-                request = request.bearer_auth(&token.token);
+                request = request.bearer_auth(token.token.expose());
             }
             let response = request
                 .send()
@@ -408,7 +409,7 @@ impl RestClient {
         let (Some(token), TokenPlacement::AuthParam) = (token, self.inner.placement) else {
             return Ok(params.to_vec());
         };
-        let auth = serde_json::to_vec(&token.token)
+        let auth = serde_json::to_vec(token.token.expose())
             .map_err(|source| Error::Encode { method: method.to_owned(), source })?;
         // `params` is a compact JSON object from `params_object`: `{}` or `{"k":…}`.
         let rest = params.get(1..).unwrap_or(b"}");

@@ -4,6 +4,8 @@
 use url::Url;
 
 use super::error::Error;
+use crate::incoming::Auth;
+use crate::secret::{AccessToken, ClientSecret, RefreshToken};
 
 /// Credentials for one portal.
 #[derive(Debug, Clone)]
@@ -17,16 +19,17 @@ pub enum Credentials {
     Webhook(WebhookUrl),
 }
 
-/// The OAuth token set of one installation, named as in `auth[...]` (§2.3, §4.3).
-#[derive(Clone, PartialEq, Eq)]
+/// The OAuth token set of one installation, with the endpoints it is used at; named as in
+/// `auth[...]` (§2.3, §4.3). Build it from an incoming call or event with [`Self::from_auth`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthTokens {
     /// `https://<portal>/rest/`: where REST methods are called.
     pub client_endpoint: Url,
     /// `https://oauth.bitrix.info/rest/`: its host serves `/oauth/token/` for refreshing.
     pub server_endpoint: Url,
-    pub access_token: String,
+    pub access_token: AccessToken,
     /// Absent on older portals (§2.3); then an expired token cannot be renewed.
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<RefreshToken>,
     /// Unix time the access token expires. Informative only: the client refreshes on
     /// `expired_token`, never ahead of time (§4.1).
     pub expires: Option<i64>,
@@ -35,34 +38,37 @@ pub struct OAuthTokens {
     pub domain: String,
 }
 
-impl std::fmt::Debug for OAuthTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuthTokens")
-            .field("client_endpoint", &self.client_endpoint.as_str())
-            .field("server_endpoint", &self.server_endpoint.as_str())
-            .field("access_token", &"<redacted>")
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "<redacted>"))
-            .field("expires", &self.expires)
-            .field("member_id", &self.member_id)
-            .field("domain", &self.domain)
-            .finish()
+impl OAuthTokens {
+    /// The token set an activity call or app event carried in `auth[...]`, or `None` if it lacks
+    /// one of the three things a client cannot do without:
+    ///
+    /// - the access token: it is what every call is made with. It is missing when "Run as"
+    ///   resolves to nobody and always on ONAPPUNINSTALL (§2.3);
+    /// - `client_endpoint`: the only reliable address of the portal's REST API; guessing
+    ///   `https://<domain>/rest/` from the domain would be wrong for portals served elsewhere;
+    /// - `server_endpoint`: the auth server that refreshes the token. Without it the token
+    ///   would die within the hour, and `oauth.bitrix.info` is not everyone's auth server.
+    ///
+    /// The refresh token stays optional: older portals never send it (§2.1).
+    pub fn from_auth(auth: &Auth) -> Option<OAuthTokens> {
+        let tokens = auth.tokens.as_ref()?;
+        Some(OAuthTokens {
+            client_endpoint: auth.client_endpoint.clone()?,
+            server_endpoint: auth.server_endpoint.clone()?,
+            access_token: tokens.access_token.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+            expires: tokens.expires,
+            member_id: auth.member_id.as_str().to_owned(),
+            domain: auth.domain.clone(),
+        })
     }
 }
 
 /// The app's OAuth registration: needed only to refresh tokens.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppCredentials {
     pub client_id: String,
-    pub client_secret: String,
-}
-
-impl std::fmt::Debug for AppCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppCredentials")
-            .field("client_id", &self.client_id)
-            .field("client_secret", &"<redacted>")
-            .finish()
-    }
+    pub client_secret: ClientSecret,
 }
 
 /// Where the access token travels (§4.1: the portal takes the first of `Authorization: Bearer`,
@@ -115,5 +121,59 @@ pub(crate) fn redact(url: &str) -> String {
     match Url::parse(url) {
         Ok(parsed) => format!("{}://{}/…", parsed.scheme(), host_of(&parsed)),
         Err(_) => "<unparsable>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::incoming::{ActivityCall, Limits};
+
+    fn call(name: &str) -> ActivityCall {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/testdata/php-encoded")
+            .join(format!("{name}.body"));
+        let body =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+        ActivityCall::from_form(body.trim_ascii_end(), &Limits::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    #[test]
+    fn from_auth_takes_the_tokens_and_endpoints_of_a_call() {
+        let call = call("call-basic");
+        let tokens = OAuthTokens::from_auth(&call.auth).expect("call-basic carries tokens");
+        assert_eq!(tokens.client_endpoint.as_str(), "https://example.bitrix24.com/rest/");
+        assert_eq!(tokens.server_endpoint.as_str(), "https://oauth.bitrix.info/rest/");
+        assert!(tokens.access_token.expose().starts_with("5d971c68"));
+        assert!(tokens.refresh_token.as_ref().unwrap().expose().starts_with("4d164468"));
+        assert_eq!(tokens.expires, Some(1746704221));
+        assert_eq!(tokens.member_id, "3d906b2a32030386ccc7274d2313a01b");
+        assert_eq!(tokens.domain, "example.bitrix24.com");
+        let shown = format!("{tokens:?}");
+        assert!(!shown.contains("5d971c68") && !shown.contains("4d164468"), "{shown}");
+    }
+
+    #[test]
+    fn from_auth_needs_a_token_and_both_endpoints() {
+        assert_eq!(OAuthTokens::from_auth(&call("call-no-tokens").auth), None);
+        let mut auth = call("call-basic").auth;
+        auth.client_endpoint = None;
+        assert_eq!(OAuthTokens::from_auth(&auth), None);
+        let mut auth = call("call-basic").auth;
+        auth.server_endpoint = None;
+        assert_eq!(OAuthTokens::from_auth(&auth), None);
+    }
+
+    #[test]
+    fn app_credentials_debug_hides_the_secret() {
+        let app = AppCredentials {
+            client_id: "app.1".into(),
+            client_secret: ClientSecret::new("s3cret"),
+        };
+        let shown = format!("{app:?}");
+        assert!(shown.contains("app.1") && !shown.contains("s3cret"), "{shown}");
     }
 }

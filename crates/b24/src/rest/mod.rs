@@ -5,13 +5,16 @@
 //! The host builds the shared parts once and one [`RestClient`] per portal:
 //!
 //! ```no_run
-//! # async fn demo(tokens: b24::rest::OAuthTokens) -> Result<(), b24::rest::Error> {
+//! # async fn demo(call: b24::incoming::ActivityCall) -> Result<(), b24::rest::Error> {
 //! use std::sync::Arc;
 //! use b24::rest::*;
+//! use b24::secret::ClientSecret;
 //!
 //! let http = HttpClient::new()?;                                  // once per process
 //! let limiters = LimiterRegistry::new(RateLimits::STANDARD);      // once per process
-//! let app = AppCredentials { client_id: "app.1".into(), client_secret: "s".into() };
+//! let app = AppCredentials { client_id: "app.1".into(), client_secret: ClientSecret::new("s") };
+//! // The tokens that came with the call (or the ones the host stored):
+//! let Some(tokens) = OAuthTokens::from_auth(&call.auth) else { return Ok(()) };
 //! let client = RestClient::builder(Credentials::OAuth { tokens, app })
 //!     .http_client(http)
 //!     .limiter_from(&limiters)

@@ -18,6 +18,7 @@ use url::Url;
 
 use super::credentials::{AppCredentials, OAuthTokens};
 use super::error::{ApiError, Error, RefreshError};
+use crate::secret::{AccessToken, RefreshToken};
 
 /// What a sink returns: a boxed future, so the trait stays object-safe.
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
@@ -52,37 +53,25 @@ impl TokenSink for tokio::sync::mpsc::UnboundedSender<RefreshedTokens> {
 }
 
 /// The token set an `/oauth/token/` refresh returned (§4.1), as handed to the [`TokenSink`].
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshedTokens {
     /// The portal these tokens belong to (stable across domain moves).
     pub member_id: String,
     /// The portal's domain as the client knows it now.
     pub domain: String,
-    pub access_token: String,
+    pub access_token: AccessToken,
     /// The new refresh token. If an old portal's auth server sent none, the previous one is kept.
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<RefreshToken>,
     /// Unix time the new access token expires.
     pub expires: Option<i64>,
     pub scope: Option<String>,
     pub user_id: Option<u64>,
 }
 
-impl std::fmt::Debug for RefreshedTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RefreshedTokens")
-            .field("member_id", &self.member_id)
-            .field("domain", &self.domain)
-            .field("expires", &self.expires)
-            .field("scope", &self.scope)
-            .field("user_id", &self.user_id)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The access token a request was sent with, and which generation of tokens it came from.
 #[derive(Debug, Clone)]
 pub(crate) struct IssuedToken {
-    pub token: String,
+    pub token: AccessToken,
     pub generation: u64,
     /// When the call took it: a refresh that failed after this moment is this call's failure too.
     pub taken_at: Instant,
@@ -100,8 +89,8 @@ pub(crate) struct TokenState {
 }
 
 struct Live {
-    access_token: String,
-    refresh_token: Option<String>,
+    access_token: AccessToken,
+    refresh_token: Option<RefreshToken>,
     expires: Option<i64>,
     generation: u64,
     /// The last failed refresh: the generation it tried to replace, when, and why.
@@ -149,8 +138,8 @@ impl TokenState {
     /// Replaces the tokens from outside (e.g. fresh `auth[...]` from an activity call).
     pub(crate) fn replace(
         &self,
-        access_token: String,
-        refresh_token: Option<String>,
+        access_token: AccessToken,
+        refresh_token: Option<RefreshToken>,
         expires: Option<i64>,
     ) {
         let mut live = self.live();
@@ -244,7 +233,8 @@ impl TokenState {
 }
 
 /// The token JSON of §4.1. Numbers may arrive as strings from PHP, hence the lenient types.
-#[derive(Debug, Deserialize)]
+/// Holds the raw tokens, so it has no `Debug`; they become secret types in [`Fresh`].
+#[derive(Deserialize)]
 struct TokenAnswer {
     access_token: String,
     #[serde(default)]
@@ -260,8 +250,8 @@ struct TokenAnswer {
 }
 
 struct Fresh {
-    access_token: String,
-    refresh_token: Option<String>,
+    access_token: AccessToken,
+    refresh_token: Option<RefreshToken>,
     expires: Option<i64>,
     scope: Option<String>,
     user_id: Option<u64>,
@@ -282,15 +272,15 @@ async fn request_refresh(
     timeout: Duration,
     server_endpoint: &Url,
     app: &AppCredentials,
-    refresh_token: &str,
+    refresh_token: &RefreshToken,
 ) -> Result<Fresh, RefreshError> {
     let response = http
         .get(token_url(server_endpoint))
         .query(&[
             ("grant_type", "refresh_token"),
             ("client_id", app.client_id.as_str()),
-            ("client_secret", app.client_secret.as_str()),
-            ("refresh_token", refresh_token),
+            ("client_secret", app.client_secret.expose()),
+            ("refresh_token", refresh_token.expose()),
         ])
         .timeout(timeout)
         .send()
@@ -318,8 +308,8 @@ async fn request_refresh(
         Some(i64::try_from(now.as_secs()).ok()? + answer.expires_in?)
     });
     Ok(Fresh {
-        access_token: answer.access_token,
-        refresh_token: answer.refresh_token.filter(|t| !t.is_empty()),
+        access_token: AccessToken::new(answer.access_token),
+        refresh_token: answer.refresh_token.filter(|t| !t.is_empty()).map(RefreshToken::new),
         expires,
         scope: answer.scope,
         user_id: answer.user_id.and_then(|id| u64::try_from(id).ok()),
@@ -344,6 +334,21 @@ mod tests {
         assert_eq!(token_url(&endpoint).as_str(), "https://oauth.bitrix.info/oauth/token/");
         let local = Url::parse("http://127.0.0.1:8080/rest/").unwrap();
         assert_eq!(token_url(&local).as_str(), "http://127.0.0.1:8080/oauth/token/");
+    }
+
+    #[test]
+    fn refreshed_tokens_debug_shows_no_token() {
+        let tokens = RefreshedTokens {
+            member_id: "m1".into(),
+            domain: "example.bitrix24.com".into(),
+            access_token: AccessToken::new("acc-s3cret"),
+            refresh_token: Some(RefreshToken::new("ref-s3cret")),
+            expires: Some(1),
+            scope: None,
+            user_id: Some(1),
+        };
+        let shown = format!("{tokens:?}");
+        assert!(shown.contains("example.bitrix24.com") && !shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use b24::rest::{
     ActivityDefinition, Credentials, Error, ErrorClass, EventSend, HttpClient, RestClient,
     WebhookUrl,
 };
+use b24::secret::AccessToken;
 use b24_emulator::{Faults, PortalSpec, ServerErrorBurst};
 
 use crate::rest_methods::credit_check;
@@ -180,7 +181,7 @@ async fn unknown_method_is_permanent() {
 async fn unknown_access_token_is_permanent() {
     let t = TestPortal::start().await;
     let mut tokens = t.tokens();
-    tokens.access_token = "forged".repeat(10);
+    tokens.access_token = AccessToken::new("forged".repeat(10));
     let error = t.oauth_with(tokens).build().unwrap().app_info().await.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Permanent, "{error:?}");
     assert!(matches!(error, Error::Api { status: Some(401 | 403), .. }), "{error:?}");

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use b24::rest::{Error, ErrorClass};
+use b24::secret::{AccessToken, RefreshToken};
 use b24_emulator::Faults;
 
 use crate::support::{CountingAuthServer, RecordingSink, TestPortal};
@@ -23,9 +24,13 @@ async fn expired_token_is_refreshed_once_and_the_call_repeated() {
     let stored = sink.all();
     assert_eq!(stored.len(), 1, "exactly one refresh");
     let fresh = &stored[0];
-    assert_ne!(fresh.access_token, t.install.access_token);
+    assert_ne!(fresh.access_token.expose(), t.install.access_token);
     let new_refresh = fresh.refresh_token.clone().expect("a new refresh token");
-    assert_ne!(new_refresh, t.install.refresh_token, "every refresh issues a new refresh token");
+    assert_ne!(
+        new_refresh.expose(),
+        t.install.refresh_token,
+        "every refresh issues a new refresh token"
+    );
     assert_eq!(fresh.member_id, t.portal.member_id);
     assert_eq!(fresh.domain, t.portal.domain);
 
@@ -38,7 +43,7 @@ async fn expired_token_is_refreshed_once_and_the_call_repeated() {
     client.app_info().await.unwrap();
     let stored = sink.all();
     assert_eq!(stored.len(), 2);
-    assert_ne!(stored[1].refresh_token.as_deref(), Some(new_refresh.as_str()));
+    assert_ne!(stored[1].refresh_token.as_ref(), Some(&new_refresh));
 }
 
 #[tokio::test]
@@ -103,7 +108,7 @@ async fn token_expired_again_after_refresh_is_a_token_error_not_a_loop() {
 async fn invalid_refresh_token_is_permanent() {
     let t = TestPortal::start().await;
     let mut tokens = t.tokens();
-    tokens.refresh_token = Some("not-a-refresh-token".into());
+    tokens.refresh_token = Some(RefreshToken::new("not-a-refresh-token"));
     let sink = Arc::new(RecordingSink::default());
     let client = t.oauth_with(tokens).token_sink(sink.clone()).build().unwrap();
     t.emu.expire_tokens(&t.portal.domain).unwrap();
@@ -121,7 +126,7 @@ async fn concurrent_callers_share_a_failed_refresh_too() {
     let auth = CountingAuthServer::start(t.emu.oauth_token_url()).await;
     let mut tokens = t.tokens();
     tokens.server_endpoint = auth.server_endpoint.clone();
-    tokens.refresh_token = Some("not-a-refresh-token".into());
+    tokens.refresh_token = Some(RefreshToken::new("not-a-refresh-token"));
     let client = t.oauth_with(tokens).build().unwrap();
     t.emu.expire_tokens(&t.portal.domain).unwrap();
 
@@ -155,10 +160,10 @@ async fn without_a_refresh_token_an_expired_token_is_a_token_error() {
 async fn replaced_tokens_are_used_for_later_calls() {
     let t = TestPortal::start().await;
     let mut tokens = t.tokens();
-    tokens.access_token = "stale".into();
+    tokens.access_token = AccessToken::new("stale");
     let client = t.oauth_with(tokens).build().unwrap();
     assert!(client.app_info().await.is_err());
 
-    client.replace_tokens(t.install.access_token.clone(), None, None);
+    client.replace_tokens(AccessToken::new(t.install.access_token.clone()), None, None);
     client.app_info().await.unwrap();
 }

@@ -9,6 +9,7 @@ use b24::rest::{
     AppCredentials, Credentials, DomainMove, HttpClient, MoveSink, OAuthTokens, RefreshedTokens,
     RestClient, RestClientBuilder, SinkFuture, TokenSink, WebhookUrl,
 };
+use b24::secret::{AccessToken, ClientSecret, RefreshToken};
 use b24_emulator::{
     AppSpec, Emulator, EmulatorConfig, Installation, Portal, PortalSpec, StartedWorkflow,
     WorkflowSpec, WorkflowState, WorkflowStatus,
@@ -41,7 +42,7 @@ impl TestPortal {
             emu.install_app(&portal.domain, &registered.client_id).await.expect("app installs");
         let app = AppCredentials {
             client_id: registered.client_id.clone(),
-            client_secret: registered.client_secret.clone(),
+            client_secret: ClientSecret::new(registered.client_secret.clone()),
         };
         let handler = spawn_handler().await;
         TestPortal { emu, portal, app, install, handler }
@@ -52,8 +53,8 @@ impl TestPortal {
         OAuthTokens {
             client_endpoint: Url::parse(&self.install.client_endpoint).expect("client_endpoint"),
             server_endpoint: Url::parse(&self.install.server_endpoint).expect("server_endpoint"),
-            access_token: self.install.access_token.clone(),
-            refresh_token: Some(self.install.refresh_token.clone()),
+            access_token: AccessToken::new(self.install.access_token.clone()),
+            refresh_token: Some(RefreshToken::new(self.install.refresh_token.clone())),
             expires: i64::try_from(self.install.expires).ok(),
             member_id: self.install.member_id.clone(),
             domain: self.install.domain.clone(),

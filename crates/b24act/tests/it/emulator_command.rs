@@ -11,6 +11,7 @@ use axum::body::Bytes;
 use axum::routing::post;
 use b24::incoming::{ActivityCall, AppEvent, AppEventKind, Limits, PropertyValue};
 use b24::rest::{AppCredentials, Credentials, EventSend, OAuthTokens, RestClient};
+use b24::secret::ClientSecret;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -179,13 +180,13 @@ async fn newcomer_flow_from_emulator_start_to_a_returned_result() {
         tokens: OAuthTokens {
             client_endpoint: call.auth.client_endpoint.clone().unwrap(),
             server_endpoint: call.auth.server_endpoint.clone().unwrap(),
-            access_token: call_tokens.access_token.expose().to_owned(),
-            refresh_token: call_tokens.refresh_token.as_ref().map(|t| t.expose().to_owned()),
+            access_token: call_tokens.access_token.clone(),
+            refresh_token: call_tokens.refresh_token.clone(),
             expires: call_tokens.expires,
             member_id: call.auth.member_id.as_str().to_owned(),
             domain: call.auth.domain.clone(),
         },
-        app: AppCredentials { client_id, client_secret },
+        app: AppCredentials { client_id, client_secret: ClientSecret::new(client_secret) },
     })
     .build()
     .unwrap();
