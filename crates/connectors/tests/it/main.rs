@@ -1,0 +1,43 @@
+//! Integration tests of the connectors crate: the renderer, the mapping, the registry, and the
+//! `http` connector's config checks.
+
+mod http_config;
+mod mapping;
+mod registry;
+mod template;
+
+use std::sync::Arc;
+
+use connectors::{Connector, ConnectorRequest, DocumentId, Registry};
+use serde_json::{Value, json};
+
+/// A call as the host would hand it over: company 42, amount 1500.5, two managers, on a deal.
+pub fn call() -> ConnectorRequest {
+    ConnectorRequest::new(
+        "job-1",
+        "check_credit_limit",
+        DocumentId::new("crm", "CCrmDocumentDeal", "DEAL_7"),
+    )
+    .with_property("company_id", 42)
+    .with_property("amount", 1500.5)
+    .with_property("managers", json!(["user_1", "user_7"]))
+    .with_property("urgent", true)
+}
+
+/// An `http` connector from the settings of an `[actions.connector]` table (without `kind`).
+pub fn http(settings: Value) -> Arc<dyn Connector> {
+    build_http(settings).unwrap_or_else(|e| panic!("config is valid: {e}"))
+}
+
+pub fn build_http(mut settings: Value) -> Result<Arc<dyn Connector>, connectors::ConfigError> {
+    settings["kind"] = json!("http");
+    Registry::new().build(&settings)
+}
+
+/// The config error's text for these `http` settings.
+pub fn config_error(settings: Value) -> String {
+    match build_http(settings) {
+        Ok(_) => panic!("config should be rejected"),
+        Err(e) => e.to_string(),
+    }
+}
