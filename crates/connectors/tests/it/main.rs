@@ -1,7 +1,10 @@
 //! Integration tests of the connectors crate: the renderer, the mapping, the registry, and the
-//! `http` connector's config checks.
+//! `http` connector against a fake finance API on 127.0.0.1.
 
+mod fake_api;
 mod http_config;
+mod http_errors;
+mod http_request;
 mod mapping;
 mod registry;
 mod template;
