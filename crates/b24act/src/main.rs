@@ -3,8 +3,10 @@
 //! Exit codes: 0 success, 1 a runtime error (printed once with its whole chain), 2 bad usage.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
+use b24act::config::Config;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -16,6 +18,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Load and validate a configuration file (with its B24ACT__* environment overrides) and
+    /// report every problem, naming the key; nothing is started or sent.
+    CheckConfig {
+        #[arg(long, env = "B24ACT_CONFIG", default_value = "b24act.toml")]
+        config: PathBuf,
+    },
     /// Run the Bitrix24 emulator in the foreground: a fake OAuth server, portals and workflows,
     /// driven through its JSON control API (see the README). Stops on Ctrl-C or SIGTERM.
     Emulator {
@@ -48,9 +56,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         match cli.command {
+            Command::CheckConfig { config } => check_config(&config),
             Command::Emulator { listen } => run_emulator(listen).await,
         }
     })
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let codes: Vec<&str> = config.actions.iter().map(|a| a.code.as_str()).collect();
+    println!("{}: valid; {} action(s): {}", path.display(), codes.len(), codes.join(", "));
+    Ok(())
 }
 
 async fn run_emulator(listen: SocketAddr) -> anyhow::Result<()> {

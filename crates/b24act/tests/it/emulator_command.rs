@@ -175,17 +175,8 @@ async fn newcomer_flow_from_emulator_start_to_a_returned_result() {
     assert_eq!(call.auth.application_token, event.auth.application_token);
 
     // Our REST client returns the result; the workflow closes with it.
-    let call_tokens = call.auth.tokens.as_ref().expect("run-as user 1 gets tokens");
     let rest = RestClient::builder(Credentials::OAuth {
-        tokens: OAuthTokens {
-            client_endpoint: call.auth.client_endpoint.clone().unwrap(),
-            server_endpoint: call.auth.server_endpoint.clone().unwrap(),
-            access_token: call_tokens.access_token.clone(),
-            refresh_token: call_tokens.refresh_token.clone(),
-            expires: call_tokens.expires,
-            member_id: call.auth.member_id.as_str().to_owned(),
-            domain: call.auth.domain.clone(),
-        },
+        tokens: OAuthTokens::from_auth(&call.auth).expect("run-as user 1 gets tokens"),
         app: AppCredentials { client_id, client_secret: ClientSecret::new(client_secret) },
     })
     .build()

@@ -1,0 +1,185 @@
+//! Configuration: one TOML file plus environment overrides, read into one typed tree and
+//! validated once at start, with errors that name the key (`actions[0].retry.max_wait: …`).
+//!
+//! This is the only module that reads the environment. An override is
+//! `B24ACT__<SECTION>__<KEY>=value`, path segments joined by `__`, array elements by index:
+//! `B24ACT__APP__CLIENT_SECRET=…`, `B24ACT__ACTIONS__0__CONNECTOR__URL=…`. A value keeps the type
+//! of the file's value at that path; a new value is a boolean, integer or float when it reads as
+//! one, and a string otherwise (write `'"123"'` for a string of digits).
+//!
+//! Built on `toml` and `serde_path_to_error` rather than the `config` crate: the latter folds
+//! key case, and Bitrix24 property ids keep theirs (§1.2); and this way every deserialization
+//! error carries its exact path.
+
+mod model;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use model::*;
+use serde::Deserialize;
+
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "B24ACT__";
+
+/// A configured secret: never shown by `Debug` (the config is logged at start).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not valid TOML")]
+    Syntax { path: String, source: Box<toml::de::Error> },
+    #[error("environment variable {variable}: {problem}")]
+    Environment { variable: String, problem: String },
+    #[error("{key}: {message}")]
+    Value { key: String, message: String },
+    #[error("{} problem(s) in the configuration:\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// One broken rule, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies the process environment's overrides, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, std::env::vars())
+    }
+
+    /// [`Config::load`] with the environment given explicitly (tests pass their own).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        Config::from_toml(&text, &shown, env)
+    }
+
+    /// Parses TOML text (`origin` names it in errors), applies overrides, validates.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut tree: toml::Table = toml::from_str(text).map_err(|source| ConfigError::Syntax {
+            path: origin.to_owned(),
+            source: Box::new(source),
+        })?;
+        let mut overrides: Vec<(String, String)> =
+            env.into_iter().filter(|(name, _)| name.starts_with(ENV_PREFIX)).collect();
+        overrides.sort();
+        for (variable, value) in overrides {
+            apply_override(&mut tree, &variable, &value)
+                .map_err(|problem| ConfigError::Environment { variable, problem })?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+                ConfigError::Value { key: e.path().to_string(), message: e.inner().to_string() }
+            })?;
+        let problems = validate::problems(&config);
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+    }
+}
+
+/// Sets `B24ACT__A__B__0__C=value` at `a.b[0].c`, creating tables on the way.
+fn apply_override(tree: &mut toml::Table, variable: &str, raw: &str) -> Result<(), String> {
+    let path: Vec<String> =
+        variable[ENV_PREFIX.len()..].split("__").map(str::to_ascii_lowercase).collect();
+    if path.iter().any(String::is_empty) {
+        return Err("empty path segment (use `__` only between keys)".to_owned());
+    }
+    let mut root = toml::Value::Table(std::mem::take(tree));
+    let outcome = set_path(&mut root, &path, raw);
+    if let toml::Value::Table(table) = root {
+        *tree = table;
+    }
+    outcome
+}
+
+fn set_path(node: &mut toml::Value, path: &[String], raw: &str) -> Result<(), String> {
+    let Some((segment, rest)) = path.split_first() else { return Ok(()) };
+    let child = match node {
+        toml::Value::Table(table) => {
+            if rest.is_empty() {
+                let value = typed_like(table.get(segment.as_str()), raw);
+                table.insert(segment.clone(), value);
+                return Ok(());
+            }
+            table.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        }
+        toml::Value::Array(items) => {
+            let count = items.len();
+            let index: usize =
+                segment.parse().map_err(|_| format!("`{segment}` is not an index into a list"))?;
+            let item = items
+                .get_mut(index)
+                .ok_or_else(|| format!("index {index} is past the {count} configured elements"))?;
+            if rest.is_empty() {
+                *item = typed_like(Some(item), raw);
+                return Ok(());
+            }
+            item
+        }
+        other => return Err(format!("cannot set `{segment}` inside a {}", other.type_str())),
+    };
+    set_path(child, rest, raw)
+}
+
+/// Reads an override as the type already configured at its key, else by its looks.
+fn typed_like(existing: Option<&toml::Value>, raw: &str) -> toml::Value {
+    use toml::Value;
+    if let Some(quoted) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        return Value::String(quoted.to_owned());
+    }
+    let parsed = match existing {
+        Some(Value::String(_)) => None,
+        Some(Value::Integer(_)) => raw.parse().ok().map(Value::Integer),
+        Some(Value::Float(_)) => raw.parse().ok().map(Value::Float),
+        Some(Value::Boolean(_)) => raw.parse().ok().map(Value::Boolean),
+        _ => raw
+            .parse()
+            .map(Value::Boolean)
+            .or_else(|_| raw.parse().map(Value::Integer))
+            .or_else(|_| raw.parse().map(Value::Float))
+            .ok(),
+    };
+    parsed.unwrap_or_else(|| Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,267 @@
+//! The typed configuration tree: what a TOML file (plus environment overrides) declares.
+//!
+//! Defaults live here, next to the fields; the rules that need more than one field are in
+//! `validate.rs`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use b24::rest::{LocalizedText, PropertyType};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use url::Url;
+
+use super::Secret;
+
+/// Everything b24act needs to run, after validation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub app: AppConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub workers: WorkersConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub actions: Vec<ActionConfig>,
+}
+
+/// The Bitrix24 app b24act acts as.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The OAuth `client_id` (`local.…` for local apps, `app.…` for Market apps).
+    pub client_id: String,
+    /// The OAuth `client_secret`, used only to refresh tokens.
+    pub client_secret: Secret,
+    /// Where portals reach this server, e.g. `https://b24act.example.com/`. Handler URLs are
+    /// `<public_url>bitrix/actions/<code>`; the install handler is `<public_url>bitrix/install`.
+    pub public_url: Url,
+}
+
+/// The HTTP server that takes calls and install events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The largest request body accepted (protocol calls are a few KiB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_body_bytes: 1024 * 1024 }
+    }
+}
+
+/// Where jobs, attempts and installations are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite:<path>` (the file is created on first start) or `postgres://…`.
+    #[serde(default = "default_store_url")]
+    pub url: Secret,
+    /// 32 bytes as 64 hex characters (`openssl rand -hex 32`): encrypts portal tokens at rest,
+    /// so a copied database file does not leak portal access.
+    pub encryption_key: Secret,
+}
+
+fn default_store_url() -> Secret {
+    Secret::new("sqlite:b24act.db")
+}
+
+/// The workers that run connectors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// How many jobs run at once.
+    pub concurrency: usize,
+    /// How long a claimed job belongs to its worker; a job whose worker died runs again after
+    /// this. Must exceed every action's `attempt_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self { concurrency: 8, lease: Duration::from_secs(5 * 60) }
+    }
+}
+
+/// Returning results with `bizproc.event.send`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// The portal's leaky-bucket drain rate (protocol §5.6: 2/s, Enterprise 5/s).
+    pub rate_per_second: f64,
+    /// The portal's burst threshold (50, Enterprise 250).
+    pub burst: u32,
+    /// First wait after a failed delivery; doubles up to `retry_cap`.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_cap: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            rate_per_second: 2.0,
+            burst: 50,
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+/// An activity (BP designer) or a robot (CRM automation), protocol §1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    #[default]
+    Activity,
+    Robot,
+}
+
+/// One action b24act hosts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    /// The registered `CODE`: `[a-z0-9.\-_]`, at most 128 characters (§1.2).
+    pub code: String,
+    #[serde(default)]
+    pub kind: ActionKind,
+    /// A string, or a table by language: `name = { en = "…", ru = "…" }`.
+    pub name: LocalizedText,
+    #[serde(default)]
+    pub description: Option<LocalizedText>,
+    /// The default "Run as" user, whose token the call carries (§6.5).
+    #[serde(default = "default_auth_user_id")]
+    pub auth_user_id: u64,
+    /// Whether the workflow waits for the result. With `false`, the work runs and only log
+    /// lines are sent.
+    #[serde(default = "default_true")]
+    pub use_subscription: bool,
+    #[serde(default)]
+    pub properties: IndexMap<String, PropertyConfig>,
+    #[serde(default)]
+    pub return_properties: IndexMap<String, PropertyConfig>,
+    pub connector: ConnectorConfig,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
+}
+
+fn default_auth_user_id() -> u64 {
+    1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// An input or return property (§1.5).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertyConfig {
+    pub name: LocalizedText,
+    #[serde(default)]
+    pub description: Option<LocalizedText>,
+    #[serde(rename = "type", default = "default_property_type")]
+    pub kind: PropertyType,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub multiple: bool,
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+    /// For `select`: option key → label.
+    #[serde(default)]
+    pub options: IndexMap<String, LocalizedText>,
+}
+
+fn default_property_type() -> PropertyType {
+    PropertyType::String
+}
+
+/// Which connector runs the action, and its own settings (checked by the connector).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConnectorConfig {
+    pub kind: String,
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How long and how often to retry a failing connector (design.md §2.4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Give up this long after the call arrived (or earlier, when the portal's own
+    /// `timeout_duration` ends first).
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Wait before the second attempt; doubles each time up to `backoff_cap`.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_cap: Duration,
+    /// Each wait is shortened by a random share of up to this fraction (0 to 1), so retries
+    /// from many jobs spread out.
+    pub jitter: f64,
+    /// One connector attempt is abandoned after this long.
+    #[serde(with = "humantime_serde")]
+    pub attempt_timeout: Duration,
+    /// When the portal set a timeout, finish this long before it, so the result (or the
+    /// fallback) arrives while the activity still waits (§2.7).
+    #[serde(with = "humantime_serde")]
+    pub deadline_margin: Duration,
+    /// Write a line to the workflow's log on each retry (`bizproc.activity.log`).
+    pub log_retries: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_secs(30 * 60),
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(5 * 60),
+            jitter: 0.2,
+            attempt_timeout: Duration::from_secs(30),
+            deadline_margin: Duration::from_secs(30),
+            log_retries: true,
+        }
+    }
+}
+
+/// What happens when the connector fails for good or the deadline passes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FailurePolicy {
+    /// Return these values (by return-property id) and a log line, so the workflow goes on.
+    /// `{reason}` in the message is replaced by why the work failed.
+    Fallback {
+        #[serde(default)]
+        values: IndexMap<String, serde_json::Value>,
+        #[serde(default = "default_fallback_message")]
+        log_message: String,
+    },
+    /// Keep the job as dead for an operator (`b24act jobs retry`); nothing is sent, so the
+    /// workflow waits until its own timeout.
+    DeadLetter,
+}
+
+impl Default for FailurePolicy {
+    /// A fallback with no values: the workflow goes on with the return properties' defaults
+    /// and learns why from the log, rather than hanging.
+    fn default() -> Self {
+        FailurePolicy::Fallback { values: IndexMap::new(), log_message: default_fallback_message() }
+    }
+}
+
+fn default_fallback_message() -> String {
+    "b24act could not complete the action: {reason}".to_owned()
+}

@@ -1,0 +1,268 @@
+//! Loading and validating configurations: a complete example, overrides, and each rule's message.
+
+use std::time::Duration;
+
+use b24::rest::PropertyType;
+use serde_json::json;
+
+use super::*;
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// A complete configuration: the credit-limit action of design.md §2.
+fn example() -> String {
+    format!(
+        r#"
+[app]
+client_id = "local.6571a1b2c3d4e5.12345678"
+client_secret = "s3cret"
+public_url = "https://b24act.example.com/"
+
+[store]
+url = "sqlite:/var/lib/b24act/b24act.db"
+encryption_key = "{KEY}"
+
+[workers]
+concurrency = 4
+
+[[actions]]
+code = "check_credit_limit"
+name = {{ en = "Check credit limit", ru = "Проверить кредитный лимит" }}
+description = "Asks the finance system for the company's limit and debt"
+
+[actions.properties.company_id]
+name = "Company ID"
+type = "int"
+required = true
+
+[actions.properties.amount]
+name = "Amount"
+type = "double"
+required = true
+
+[actions.return_properties.available_limit]
+name = "Available limit"
+type = "double"
+
+[actions.return_properties.approval_required]
+name = "Approval required"
+type = "bool"
+
+[actions.return_properties.reason]
+name = "Reason"
+
+[actions.connector]
+kind = "http"
+url = "https://finance.example.com/limits/{{{{properties.company_id}}}}"
+
+[actions.retry]
+max_wait = "30m"
+attempt_timeout = "10s"
+
+[actions.on_failure]
+mode = "fallback"
+log_message = "Finance system unavailable: {{reason}}"
+values = {{ approval_required = true, reason = "finance system unavailable" }}
+"#
+    )
+}
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::from_toml(text, "b24act.toml", env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+fn problems_of(text: &str) -> Vec<String> {
+    match load(text, &[]) {
+        Err(ConfigError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
+        other => panic!("expected validation problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_complete_example_loads_with_defaults_filled_in() {
+    let config = load(&example(), &[]).unwrap();
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.workers.concurrency, 4);
+    assert_eq!(config.delivery.burst, 50);
+    let action = &config.actions[0];
+    assert_eq!(action.code, "check_credit_limit");
+    assert!(action.use_subscription);
+    assert_eq!(action.auth_user_id, 1);
+    let ids: Vec<&str> = action.return_properties.keys().map(String::as_str).collect();
+    assert_eq!(ids, ["available_limit", "approval_required", "reason"], "declared order is kept");
+    assert_eq!(action.properties["company_id"].kind, PropertyType::Int);
+    assert_eq!(action.return_properties["reason"].kind, PropertyType::String);
+    assert_eq!(action.retry.max_wait, Duration::from_secs(1800));
+    assert_eq!(action.retry.backoff_cap, Duration::from_secs(300), "default");
+    assert_eq!(action.connector.kind, "http");
+    assert_eq!(
+        action.connector.settings["url"],
+        json!("https://finance.example.com/limits/{{properties.company_id}}")
+    );
+    let FailurePolicy::Fallback { values, log_message } = &action.on_failure else {
+        panic!("fallback")
+    };
+    assert_eq!(values["approval_required"], json!(true));
+    assert_eq!(log_message, "Finance system unavailable: {reason}");
+}
+
+#[test]
+fn secrets_are_not_in_debug_output() {
+    let shown = format!("{:?}", load(&example(), &[]).unwrap());
+    assert!(!shown.contains("s3cret") && !shown.contains(KEY), "{shown}");
+}
+
+#[test]
+fn environment_overrides_keep_types_and_reach_into_lists() {
+    let config = load(
+        &example(),
+        &[
+            ("B24ACT__APP__CLIENT_SECRET", "from-env"),
+            ("B24ACT__WORKERS__CONCURRENCY", "16"),
+            ("B24ACT__SERVER__LISTEN", "0.0.0.0:9000"),
+            ("B24ACT__ACTIONS__0__CONNECTOR__URL", "https://other.example.com/"),
+            ("B24ACT__ACTIONS__0__RETRY__MAX_WAIT", "5m"),
+            ("UNRELATED", "ignored"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.app.client_secret.expose(), "from-env");
+    assert_eq!(config.workers.concurrency, 16);
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(config.actions[0].connector.settings["url"], json!("https://other.example.com/"));
+    assert_eq!(config.actions[0].retry.max_wait, Duration::from_secs(300));
+}
+
+#[test]
+fn a_digit_only_secret_from_the_environment_stays_a_string() {
+    let config = load(&example(), &[("B24ACT__APP__CLIENT_SECRET", "123456")]).unwrap();
+    assert_eq!(config.app.client_secret.expose(), "123456");
+}
+
+#[test]
+fn bad_overrides_name_the_variable() {
+    let err = load(&example(), &[("B24ACT__ACTIONS__3__CODE", "x")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "environment variable B24ACT__ACTIONS__3__CODE: index 3 is past the 1 configured elements"
+    );
+    let err = load(&example(), &[("B24ACT__APP__CLIENT_ID__X", "x")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "environment variable B24ACT__APP__CLIENT_ID__X: cannot set `x` inside a string"
+    );
+}
+
+#[test]
+fn type_errors_name_the_key() {
+    let text = example().replace("attempt_timeout = \"10s\"", "attempt_timeout = \"ten seconds\"");
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(err.starts_with("actions[0].retry.attempt_timeout: "), "{err}");
+    let text = example().replace("concurrency = 4", "concurrency = \"many\"");
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(err.starts_with("workers.concurrency: invalid type: string \"many\""), "{err}");
+    let text = example().replace("[workers]", "[workers]\nthreads = 2");
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(
+        err.starts_with("workers.threads: unknown field `threads`")
+            || err.starts_with("workers: unknown field `threads`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let err = load("[app\nclient_id = 1", &[]).unwrap_err();
+    assert_eq!(err.to_string(), "b24act.toml is not valid TOML");
+    let cause = std::error::Error::source(&err).expect("the parser's error is kept").to_string();
+    assert!(cause.contains("line 1"), "{cause}");
+}
+
+#[test]
+fn portal_registration_rules_are_checked_locally() {
+    let text = example()
+        .replace("code = \"check_credit_limit\"", "code = \"check credit limit!\"")
+        .replace("[actions.properties.amount]", "[actions.properties.2amount]")
+        .replace("[actions.return_properties.reason]", "[actions.return_properties.Title]");
+    let problems = problems_of(&text);
+    assert!(problems.contains(&"actions[0].code: `check credit limit!` has characters outside [a-z0-9.-_] (\"Wrong activity code!\", §1.2)".to_owned()), "{problems:#?}");
+    assert!(problems.contains(&"actions[0].properties.2amount: `2amount` is not a valid property id [a-z][a-z0-9_]* (\"Wrong property key\", §1.2)".to_owned()), "{problems:#?}");
+    assert!(problems.contains(&"actions[0].return_properties.Title: `Title` is reserved by the activity itself; the portal would skip it (§1.5)".to_owned()), "{problems:#?}");
+    // The fallback names `reason`, which is now gone.
+    assert!(
+        problems.contains(
+            &"actions[0].on_failure.values.reason: is not a declared return property".to_owned()
+        ),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn a_key_in_both_maps_and_a_long_code_are_refused() {
+    let long = "a".repeat(129);
+    let text = example()
+        .replace("code = \"check_credit_limit\"", &format!("code = \"{long}\""))
+        .replace("[actions.return_properties.reason]", "[actions.return_properties.Amount]");
+    let problems = problems_of(&text);
+    assert!(
+        problems
+            .contains(&"actions[0].code: is 129 characters, over Bitrix24's 128 (§1.2)".to_owned()),
+        "{problems:#?}"
+    );
+    assert!(problems.contains(&"actions[0].return_properties.Amount: is also an input property; the portal would skip it (§1.5)".to_owned()), "{problems:#?}");
+}
+
+#[test]
+fn fallback_values_must_fit_their_declared_types() {
+    let text = example().replace("approval_required = true", "approval_required = \"perhaps\"");
+    assert_eq!(
+        problems_of(&text),
+        [
+            "actions[0].on_failure.values.approval_required: expected true/false or \"Y\"/\"N\", got \"perhaps\""
+        ]
+    );
+}
+
+#[test]
+fn runtime_settings_are_checked() {
+    let text = example()
+        .replace(KEY, "short")
+        .replace("sqlite:/var/lib/b24act/b24act.db", "mysql://db/b24act")
+        .replace("https://b24act.example.com/", "http://localhost:8080/")
+        .replace("attempt_timeout = \"10s\"", "attempt_timeout = \"10m\"");
+    let problems = problems_of(&text);
+    let keys: Vec<&str> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
+    assert_eq!(
+        keys,
+        ["app.public_url", "store.url", "store.encryption_key", "actions[0].retry.attempt_timeout"],
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn duplicate_codes_and_no_subscription_with_return_values_are_refused() {
+    let action = &example()[example().find("[[actions]]").unwrap()..];
+    let twice = format!("{}\n{action}", example());
+    assert!(
+        problems_of(&twice)
+            .iter()
+            .any(|p| p.starts_with("actions[1].code: `check_credit_limit` is declared twice"))
+    );
+    let text =
+        example().replace("description = \"Asks", "use_subscription = false\ndescription = \"Asks");
+    assert!(problems_of(&text).iter().any(|p| {
+        p.starts_with("actions[0].return_properties: return values need use_subscription = true")
+    }));
+}
+
+#[test]
+fn select_properties_need_options_and_a_default_among_them() {
+    let text = example().replace(
+        "[actions.properties.amount]",
+        "[actions.properties.priority]\nname = \"Priority\"\ntype = \"select\"\ndefault = \"urgent\"\noptions = { low = \"Low\", high = \"High\" }\n\n[actions.properties.amount]",
+    );
+    assert_eq!(
+        problems_of(&text),
+        ["actions[0].properties.priority.default: `urgent` is not one of the options low, high"]
+    );
+}

@@ -1,0 +1,262 @@
+//! The rules a configuration must keep, checked before anything is sent to a portal: Bitrix24's
+//! own registration rules (protocol §1.2–1.5) and the consistency b24act needs.
+
+use std::collections::HashSet;
+
+use b24::rest::{LocalizedText, PropertyType};
+use indexmap::IndexMap;
+
+use super::{ActionConfig, Config, FailurePolicy, Problem, PropertyConfig};
+use crate::values::{self, Shape};
+
+/// Bitrix24 rejects longer codes with a save error (§1.2, DB validator).
+const MAX_CODE_LENGTH: usize = 128;
+
+/// Property ids the activity constructor sets itself; a property with one of these ids is
+/// silently skipped by the portal (§1.5, "Reserved property IDs").
+const RESERVED_PROPERTY_IDS: [&str; 8] = [
+    "Title",
+    "UseSubscription",
+    "IsTimeout",
+    "AuthUserId",
+    "SetStatusMessage",
+    "StatusMessage",
+    "TimeoutDuration",
+    "TimeoutDurationType",
+];
+
+/// Every broken rule; empty when the configuration is good.
+pub(super) fn problems(config: &Config) -> Vec<Problem> {
+    let mut found = Problems::default();
+    check_app(config, &mut found);
+    check_runtime(config, &mut found);
+    let mut codes = HashSet::new();
+    if config.actions.is_empty() {
+        found.add("actions", "no action is declared: add an [[actions]] table");
+    }
+    for (index, action) in config.actions.iter().enumerate() {
+        let key = format!("actions[{index}]");
+        if !action.code.is_empty() && !codes.insert(action.code.as_str()) {
+            found.add(
+                format!("{key}.code"),
+                format!(
+                    "`{}` is declared twice (activities and robots share one namespace, §1.1)",
+                    action.code
+                ),
+            );
+        }
+        check_action(config, action, &key, &mut found);
+    }
+    found.0
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { key: key.into(), message: message.into() });
+    }
+}
+
+fn check_app(config: &Config, found: &mut Problems) {
+    if config.app.client_id.trim().is_empty() {
+        found.add("app.client_id", "must not be empty");
+    }
+    if config.app.client_secret.expose().is_empty() {
+        found.add("app.client_secret", "must not be empty");
+    }
+    let url = &config.app.public_url;
+    if !matches!(url.scheme(), "http" | "https") {
+        found.add(
+            "app.public_url",
+            format!("scheme `{}` is not http or https (§1.2)", url.scheme()),
+        );
+    }
+    // The portal rejects a handler whose host has no dot, or starts with one (§1.2).
+    let host = url.host_str().unwrap_or_default();
+    if host.find('.').is_none_or(|dot| dot == 0) {
+        found.add(
+            "app.public_url",
+            format!("host `{host}` would be refused by Bitrix24, which needs a dot in the handler's host (§1.2); use a real domain or 127.0.0.1"),
+        );
+    }
+}
+
+fn check_runtime(config: &Config, found: &mut Problems) {
+    let url = config.store.url.expose();
+    if !["sqlite:", "postgres://", "postgresql://"].iter().any(|scheme| url.starts_with(scheme)) {
+        let scheme = url.split(':').next().unwrap_or_default();
+        found.add("store.url", format!("scheme `{scheme}` is neither sqlite: nor postgres://"));
+    }
+    let key = config.store.encryption_key.expose();
+    if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        found.add(
+            "store.encryption_key",
+            format!(
+                "must be 32 bytes as 64 hex characters (`openssl rand -hex 32`), got {} characters",
+                key.len()
+            ),
+        );
+    }
+    if config.server.max_body_bytes == 0 {
+        found.add("server.max_body_bytes", "must be more than 0");
+    }
+    if config.workers.concurrency == 0 {
+        found.add("workers.concurrency", "must be at least 1");
+    }
+    if !(config.delivery.rate_per_second > 0.0 && config.delivery.rate_per_second.is_finite()) {
+        found.add("delivery.rate_per_second", "must be a positive number");
+    }
+    if config.delivery.burst == 0 {
+        found.add("delivery.burst", "must be at least 1");
+    }
+    if config.delivery.retry_base.is_zero()
+        || config.delivery.retry_base > config.delivery.retry_cap
+    {
+        found.add("delivery.retry_base", "must be more than 0 and at most delivery.retry_cap");
+    }
+}
+
+fn check_action(config: &Config, action: &ActionConfig, key: &str, found: &mut Problems) {
+    check_code(&action.code, &format!("{key}.code"), found);
+    if is_empty(&action.name) {
+        found.add(format!("{key}.name"), "must not be empty (\"Empty activity NAME!\", §1.7)");
+    }
+    check_properties(&action.properties, &format!("{key}.properties"), found);
+    check_properties(&action.return_properties, &format!("{key}.return_properties"), found);
+    let inputs: HashSet<String> =
+        action.properties.keys().map(|k| k.to_ascii_lowercase()).collect();
+    for id in action.return_properties.keys() {
+        if inputs.contains(&id.to_ascii_lowercase()) {
+            found.add(
+                format!("{key}.return_properties.{id}"),
+                "is also an input property; the portal would skip it (§1.5)",
+            );
+        }
+    }
+    if !action.use_subscription && !action.return_properties.is_empty() {
+        found.add(
+            format!("{key}.return_properties"),
+            "return values need use_subscription = true: nothing is returned to a workflow that does not wait (§6.6)",
+        );
+    }
+    let retry = &action.retry;
+    let retry_key = format!("{key}.retry");
+    if retry.max_wait.is_zero() {
+        found.add(format!("{retry_key}.max_wait"), "must be more than 0");
+    }
+    if retry.backoff_base.is_zero() || retry.backoff_base > retry.backoff_cap {
+        found.add(
+            format!("{retry_key}.backoff_base"),
+            "must be more than 0 and at most backoff_cap",
+        );
+    }
+    if !(0.0..=1.0).contains(&retry.jitter) {
+        found.add(format!("{retry_key}.jitter"), "must be between 0 and 1");
+    }
+    if retry.attempt_timeout.is_zero() {
+        found.add(format!("{retry_key}.attempt_timeout"), "must be more than 0");
+    }
+    if retry.attempt_timeout >= config.workers.lease {
+        found.add(
+            format!("{retry_key}.attempt_timeout"),
+            format!(
+                "must be shorter than workers.lease ({}), or a slow attempt would run twice",
+                humantime::format_duration(config.workers.lease)
+            ),
+        );
+    }
+    if let FailurePolicy::Fallback { values, .. } = &action.on_failure {
+        check_fallback(action, values, &format!("{key}.on_failure.values"), found);
+    }
+}
+
+fn check_code(code: &str, key: &str, found: &mut Problems) {
+    if code.is_empty() {
+        found.add(key, "must not be empty (\"Empty activity code!\", §1.7)");
+    } else if !code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
+        found.add(
+            key,
+            format!("`{code}` has characters outside [a-z0-9.-_] (\"Wrong activity code!\", §1.2)"),
+        );
+    } else if code.len() > MAX_CODE_LENGTH {
+        found.add(
+            key,
+            format!("is {} characters, over Bitrix24's {MAX_CODE_LENGTH} (§1.2)", code.len()),
+        );
+    }
+}
+
+fn check_properties(
+    properties: &IndexMap<String, PropertyConfig>,
+    key: &str,
+    found: &mut Problems,
+) {
+    for (id, property) in properties {
+        let at = format!("{key}.{id}");
+        let mut chars = id.chars();
+        let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !well_formed {
+            found.add(&at, format!("`{id}` is not a valid property id [a-z][a-z0-9_]* (\"Wrong property key\", §1.2)"));
+        }
+        if RESERVED_PROPERTY_IDS.iter().any(|reserved| reserved.eq_ignore_ascii_case(id)) {
+            found.add(
+                &at,
+                format!(
+                    "`{id}` is reserved by the activity itself; the portal would skip it (§1.5)"
+                ),
+            );
+        }
+        if is_empty(&property.name) {
+            found.add(format!("{at}.name"), "must not be empty (\"Empty property NAME\", §1.7)");
+        }
+        if let PropertyType::Other(other) = &property.kind {
+            found.add(
+                format!("{at}.type"),
+                format!("`{other}` is not one of string, text, int, double, bool, date, datetime, select, user, file"),
+            );
+        }
+        let options: Vec<&str> = property.options.keys().map(String::as_str).collect();
+        if property.kind == PropertyType::Select && options.is_empty() {
+            found.add(format!("{at}.options"), "a select property needs at least one option");
+        }
+        if property.kind != PropertyType::Select && !options.is_empty() {
+            found.add(format!("{at}.options"), "options are only for select properties");
+        }
+        if let Some(default) = &property.default {
+            let shape =
+                Shape { kind: &property.kind, multiple: property.multiple, options: &options };
+            if let Err(problem) = values::to_return_value(shape, default) {
+                found.add(format!("{at}.default"), problem);
+            }
+        }
+    }
+}
+
+fn check_fallback(
+    action: &ActionConfig,
+    fallback: &IndexMap<String, serde_json::Value>,
+    key: &str,
+    found: &mut Problems,
+) {
+    for (id, value) in fallback {
+        let Some(property) = action.return_properties.get(id) else {
+            found.add(format!("{key}.{id}"), "is not a declared return property");
+            continue;
+        };
+        let options: Vec<&str> = property.options.keys().map(String::as_str).collect();
+        let shape = Shape { kind: &property.kind, multiple: property.multiple, options: &options };
+        if let Err(problem) = values::to_return_value(shape, value) {
+            found.add(format!("{key}.{id}"), problem);
+        }
+    }
+}
+
+fn is_empty(text: &LocalizedText) -> bool {
+    match text {
+        LocalizedText::Text(s) => s.trim().is_empty(),
+        LocalizedText::ByLanguage(by_language) => by_language.values().all(|s| s.trim().is_empty()),
+    }
+}
