@@ -1,0 +1,263 @@
+//! Opening a store: connection pools per backend, SQLite's durability settings, embedded
+//! migrations, and the macros that run one body of SQL code against either backend.
+//!
+//! Queries are checked at run time (sqlx's compile-time macros check one database only). Each
+//! operation is written once inside [`write_tx!`] or [`read!`]; the macro expands it for
+//! SQLite and for PostgreSQL, so both get native types and the same statements, and the few
+//! places where the dialects differ branch on [`Dialect`].
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::address::{Backend, redact_url};
+use crate::error::{Error, Result};
+
+/// The connection pools of an open store.
+pub(crate) enum Db {
+    /// SQLite allows one writer at a time: all writes go through a single connection (no lock
+    /// contention, no busy waits inside the process), reads through a pool of read-only ones.
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// Which SQL dialect a macro-expanded body is running against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Encrypts installation secrets at rest.
+    pub key: crate::StoreKey,
+    /// Connections to PostgreSQL, or read connections to SQLite (SQLite has one writer).
+    pub max_connections: u32,
+    /// How long SQLite waits for another process holding the write lock (the CLI next to
+    /// `serve`, for instance) before reporting the database busy.
+    pub busy_timeout: Duration,
+}
+
+impl StoreOptions {
+    /// Defaults: 8 connections, 5 s busy timeout.
+    pub fn new(key: crate::StoreKey) -> StoreOptions {
+        StoreOptions { key, max_connections: 8, busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<Db> {
+    match Backend::from_url(url)? {
+        Backend::Sqlite => connect_sqlite(url, options).await,
+        Backend::Postgres => connect_postgres(url, options).await,
+    }
+}
+
+async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Db> {
+    let shown = redact_url(url);
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Err(Error::InMemory { url: shown });
+    }
+    let base = SqliteConnectOptions::from_str(url)
+        .map_err(|source| Error::InvalidUrl { url: shown.clone(), source })?
+        .busy_timeout(options.busy_timeout)
+        .foreign_keys(true);
+    let path = base.get_filename().to_path_buf();
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(Error::MissingDirectory {
+            path: path.display().to_string(),
+            dir: dir.display().to_string(),
+        });
+    }
+    // WAL plus synchronous=FULL: a commit returns only once the WAL is on disk, so an
+    // acknowledged job survives a power loss; readers never block the writer.
+    let writer_options = base
+        .clone()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(writer_options)
+        .await
+        .map_err(|source| Error::Open { url: shown.clone(), source })?;
+    migrate(&writer, Dialect::Sqlite, &shown).await?;
+    let reader = SqlitePoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .connect_with(base.read_only(true))
+        .await
+        .map_err(|source| Error::Open { url: shown.clone(), source })?;
+    Ok(Db::Sqlite { writer, reader })
+}
+
+async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Db> {
+    let shown = redact_url(url);
+    let connect = PgConnectOptions::from_str(url)
+        .map_err(|source| Error::InvalidUrl { url: shown.clone(), source })?;
+    let pool = PgPoolOptions::new()
+        .max_connections(options.max_connections.max(2))
+        .connect_with(connect)
+        .await
+        .map_err(|source| Error::Open { url: shown.clone(), source })?;
+    migrate(&pool, Dialect::Postgres, &shown).await?;
+    Ok(Db::Postgres(pool))
+}
+
+/// The embedded migrations of one dialect, in order. Applied ones are recorded in
+/// `_sqlx_migrations` with a checksum, so reopening applies nothing twice and an edited
+/// migration is refused.
+fn migrator(dialect: Dialect) -> Migrator {
+    let files: &[(i64, &'static str, &'static str)] = match dialect {
+        Dialect::Sqlite => &[(
+            1,
+            "jobs attempts installations",
+            include_str!("../migrations/sqlite/0001_init.sql"),
+        )],
+        Dialect::Postgres => &[(
+            1,
+            "jobs attempts installations",
+            include_str!("../migrations/postgres/0001_init.sql"),
+        )],
+    };
+    Migrator::with_migrations(
+        files
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(*sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+async fn migrate<DB>(pool: &sqlx::Pool<DB>, dialect: Dialect, shown: &str) -> Result<()>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    migrator(dialect)
+        .run(pool)
+        .await
+        .map_err(|source| Error::Migrate { url: shown.to_owned(), source })
+}
+
+/// An error inside a macro-expanded body: a driver error (named by the macro's operation) or a
+/// store error raised by the body itself.
+pub(crate) enum Failure {
+    Sql(sqlx::Error),
+    Store(Error),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Failure {
+        Failure::Sql(error)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure::Store(error)
+    }
+}
+
+impl Failure {
+    pub(crate) fn into_error(self, operation: &'static str) -> Error {
+        match self {
+            Failure::Sql(source) => Error::Database { operation, source },
+            Failure::Store(error) => error,
+        }
+    }
+}
+
+/// Pins a body's output type so `?` inside an `async` block knows where to convert to.
+pub(crate) fn body<T, F>(future: F) -> F
+where
+    F: Future<Output = std::result::Result<T, Failure>>,
+{
+    future
+}
+
+/// Runs `$body` in one write transaction and commits it (SQLite: `BEGIN IMMEDIATE`, so the
+/// write lock is taken up front and a read-then-write never fails half-way). Inside, `$tx` is
+/// the transaction (use `&mut *$tx` as the executor), `$dialect` a [`Dialect`], and `?` works
+/// on driver and store errors alike. An error rolls the transaction back.
+macro_rules! write_tx {
+    ($store:expr, $operation:literal, |$tx:ident, $dialect:ident| $body:block) => {{
+        match &$store.db {
+            $crate::backend::Db::Sqlite { writer, .. } => {
+                #[allow(unused_variables)]
+                let $dialect = $crate::backend::Dialect::Sqlite;
+                let mut $tx = writer
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err($crate::error::db($operation))?;
+                let out = $crate::backend::body(async { $body })
+                    .await
+                    .map_err(|failure| failure.into_error($operation))?;
+                $tx.commit().await.map_err($crate::error::db($operation))?;
+                out
+            }
+            $crate::backend::Db::Postgres(pool) => {
+                #[allow(unused_variables)]
+                let $dialect = $crate::backend::Dialect::Postgres;
+                let mut $tx = pool.begin().await.map_err($crate::error::db($operation))?;
+                let out = $crate::backend::body(async { $body })
+                    .await
+                    .map_err(|failure| failure.into_error($operation))?;
+                $tx.commit().await.map_err($crate::error::db($operation))?;
+                out
+            }
+        }
+    }};
+}
+
+/// Runs `$body` with `$pool` a pool to read from (SQLite: the read-only connections).
+macro_rules! read {
+    ($store:expr, $operation:literal, |$pool:ident, $dialect:ident| $body:block) => {{
+        match &$store.db {
+            $crate::backend::Db::Sqlite { reader, .. } => {
+                #[allow(unused_variables)]
+                let $dialect = $crate::backend::Dialect::Sqlite;
+                let $pool = reader;
+                $crate::backend::body(async { $body })
+                    .await
+                    .map_err(|failure| failure.into_error($operation))?
+            }
+            $crate::backend::Db::Postgres(pool) => {
+                #[allow(unused_variables)]
+                let $dialect = $crate::backend::Dialect::Postgres;
+                let $pool = pool;
+                $crate::backend::body(async { $body })
+                    .await
+                    .map_err(|failure| failure.into_error($operation))?
+            }
+        }
+    }};
+}
+
+pub(crate) use {read, write_tx};
+
+/// Milliseconds in `duration`, saturating.
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
