@@ -1,0 +1,105 @@
+//! Opening a store: URLs, migrations on reopen, SQLite's durability settings, clear errors.
+
+use serde_json::json;
+use store::{Backend, Error, JobState, Store, StoreKey, StoreOptions, redact_url};
+
+use crate::support::{LEASE, T0, TestDb, both_backends, call, enqueue_new, key};
+
+both_backends!(migrations_are_idempotent_on_reopen_and_data_survives,);
+
+async fn migrations_are_idempotent_on_reopen_and_data_survives(db: TestDb) {
+    let store = db.open().await;
+    let id = enqueue_new(&store, &[call("p1", "a")], T0).await[0];
+    let claimed = store.claim_due("w", T0, LEASE, 1).await.unwrap().remove(0);
+    assert!(
+        store.complete(&claimed.lease, &json!({ "kept": true }), T0).await.unwrap().is_applied()
+    );
+    store.close().await;
+
+    for _ in 0..2 {
+        let reopened = db.open().await;
+        let job = reopened.job(id).await.unwrap().unwrap().job;
+        assert_eq!((job.state, job.result), (JobState::Delivering, Some(json!({ "kept": true }))));
+        reopened.close().await;
+    }
+    let migrations = db.raw_bytes("SELECT checksum FROM _sqlx_migrations").await;
+    assert_eq!(migrations.len(), 1, "each migration applied once");
+}
+
+#[tokio::test]
+async fn an_unknown_scheme_is_named_without_the_password() {
+    let error = Store::open("mysql://admin:hunter2@db.internal/b24act", StoreOptions::new(key()))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, Error::UnsupportedScheme { ref scheme, .. } if scheme == "mysql"),
+        "{error:?}"
+    );
+    assert!(
+        message.contains("`mysql`") && message.contains("mysql://admin:***@db.internal/b24act"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+
+    let error = Store::open("/var/lib/b24act.db", StoreOptions::new(key())).await.unwrap_err();
+    assert!(matches!(error, Error::UnsupportedScheme { .. }), "{error:?}");
+}
+
+#[test]
+fn urls_are_shown_without_passwords() {
+    assert_eq!(
+        redact_url("postgres://app:s3cret@db:5432/b24act"),
+        "postgres://app:***@db:5432/b24act"
+    );
+    assert_eq!(redact_url("postgres://app@db/b24act"), "postgres://app@db/b24act");
+    assert_eq!(
+        redact_url("postgres://db/b24act?user=app&password=s3cret"),
+        "postgres://db/b24act?user=app&password=***"
+    );
+    assert_eq!(redact_url("sqlite:/var/lib/b24act/store.db"), "sqlite:/var/lib/b24act/store.db");
+    assert_eq!(Backend::from_url("postgresql://x/y").unwrap(), Backend::Postgres);
+    assert_eq!(Backend::from_url("SQLITE:store.db").unwrap(), Backend::Sqlite);
+}
+
+#[tokio::test]
+async fn a_sqlite_file_in_a_missing_directory_is_a_clear_error() {
+    let url = format!("sqlite:{}/no-such-dir-b24act/sub/store.db", std::env::temp_dir().display());
+    let error = Store::open(&url, StoreOptions::new(key())).await.unwrap_err();
+    assert!(matches!(error, Error::MissingDirectory { .. }), "{error:?}");
+    assert!(error.to_string().contains("no-such-dir-b24act/sub` does not exist"), "{error}");
+
+    let error = Store::open("sqlite::memory:", StoreOptions::new(key())).await.unwrap_err();
+    assert!(matches!(error, Error::InMemory { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_sqlite_store_is_created_on_first_start_in_wal_mode_with_full_sync() {
+    let dir = std::env::temp_dir().join(format!("b24act-store-wal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fresh.db");
+    let _ = std::fs::remove_file(&path);
+    let url = format!("sqlite:{}", path.display());
+
+    let store = Store::open(&url, StoreOptions::new(key())).await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    assert!(path.exists());
+    store.close().await;
+
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let mode: String =
+        sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(mode, "wal");
+    conn.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn store_keys_come_from_hex_and_never_show() {
+    let key = StoreKey::from_hex(&"0f".repeat(32)).unwrap();
+    assert_eq!(format!("{key:?}"), "StoreKey(***)");
+    assert!(StoreKey::from_hex("abc").is_err());
+    assert!(StoreKey::from_hex(&"zz".repeat(32)).is_err());
+    assert!(StoreKey::from_hex(&format!(" {} \n", "A0".repeat(32))).is_ok());
+}
