@@ -8,7 +8,7 @@
 //!              └── claim_due ─┘   (a running job whose lease expired is due again)
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -250,9 +250,9 @@ impl Store {
             .collect::<Result<Vec<String>>>()?;
         // The first occurrence of each token is inserted; later ones in the batch are duplicates.
         let mut firsts: Vec<usize> = Vec::with_capacity(jobs.len());
-        let mut seen: HashMap<&str, ()> = HashMap::with_capacity(jobs.len());
+        let mut seen: HashSet<&str> = HashSet::with_capacity(jobs.len());
         for (index, job) in jobs.iter().enumerate() {
-            if seen.insert(job.event_token.as_str(), ()).is_none() {
+            if seen.insert(job.event_token.as_str()) {
                 firsts.push(index);
             }
         }
@@ -307,11 +307,11 @@ impl Store {
             Ok((created, existing))
         });
 
-        let mut reported: HashMap<&str, ()> = HashMap::with_capacity(jobs.len());
+        let mut reported: HashSet<&str> = HashSet::with_capacity(jobs.len());
         jobs.iter()
             .map(|job| {
                 let token = job.event_token.as_str();
-                let first = reported.insert(token, ()).is_none();
+                let first = reported.insert(token);
                 match (created.get(token), existing.get(token)) {
                     (Some(&id), _) if first => Ok(Enqueued::Created(id)),
                     (Some(&id), _) | (None, Some(&id)) => Ok(Enqueued::Duplicate(id)),
