@@ -1,0 +1,209 @@
+//! The actions this host runs, compiled once from the configuration: each declared action with
+//! its connector built, and the conversions its declared properties imply.
+
+use std::sync::Arc;
+
+use b24::incoming::PropertyValue;
+use b24::rest::{
+    ActionKind as RestActionKind, ActivityDefinition, OrderedMap, PropertyDefinition, YesNo,
+};
+use connectors::{Connector, Registry};
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::config::{ActionConfig, ActionKind, Config, FailurePolicy, PropertyConfig};
+use crate::values::{self, Shape};
+
+/// Where portals POST calls: `<public_url>bitrix/actions/<code>`.
+pub const ACTIONS_PATH: &str = "bitrix/actions/";
+/// Where portals POST ONAPPINSTALL / ONAPPUPDATE / ONAPPUNINSTALL.
+pub const INSTALL_PATH: &str = "bitrix/install";
+
+/// Every configured action, by code.
+pub struct Catalog {
+    actions: IndexMap<String, Arc<Action>>,
+}
+
+/// One action and its connector.
+pub struct Action {
+    pub config: ActionConfig,
+    pub connector: Arc<dyn Connector>,
+}
+
+/// A connector's settings were refused; `key` is the full path (`actions[0].connector.url`).
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct CatalogError {
+    pub key: String,
+    pub message: String,
+}
+
+impl Catalog {
+    /// Builds every action's connector from its `[actions.connector]` table.
+    pub fn build(config: &Config, registry: &Registry) -> Result<Catalog, CatalogError> {
+        let mut actions = IndexMap::new();
+        for (index, action) in config.actions.iter().enumerate() {
+            let mut table = action.connector.settings.clone();
+            table.insert("kind".to_owned(), Value::String(action.connector.kind.clone()));
+            let connector = registry.build(&Value::Object(table)).map_err(|e| CatalogError {
+                key: format!("actions[{index}].{}", e.key()),
+                message: e.message().to_owned(),
+            })?;
+            actions.insert(
+                action.code.clone(),
+                Arc::new(Action { config: action.clone(), connector }),
+            );
+        }
+        Ok(Catalog { actions })
+    }
+
+    pub fn get(&self, code: &str) -> Option<&Arc<Action>> {
+        self.actions.get(code)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Action>> {
+        self.actions.values()
+    }
+}
+
+/// The handler URL an action is registered with.
+pub fn handler_url(public_url: &Url, code: &str) -> Url {
+    join(public_url, &format!("{ACTIONS_PATH}{code}"))
+}
+
+/// The install handler URL.
+pub fn install_url(public_url: &Url) -> Url {
+    join(public_url, INSTALL_PATH)
+}
+
+fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}/{path}"));
+    url
+}
+
+fn shape_of<'a>(property: &'a PropertyConfig, options: &'a [&'a str]) -> Shape<'a> {
+    Shape { kind: &property.kind, multiple: property.multiple, options }
+}
+
+impl Action {
+    /// The registration this action sends to `bizproc.activity.add` / `bizproc.robot.add`.
+    pub fn definition(&self, public_url: &Url) -> (RestActionKind, ActivityDefinition) {
+        let c = &self.config;
+        let mut definition = ActivityDefinition::new(
+            c.code.clone(),
+            handler_url(public_url, &c.code).to_string(),
+            c.name.clone(),
+        );
+        definition.description = c.description.clone();
+        definition.auth_user_id = Some(c.auth_user_id);
+        // Always explicit: an empty value behaves differently for robots and activities (§2.7).
+        definition.use_subscription = Some(YesNo::from(c.use_subscription));
+        definition.properties = Some(property_definitions(&c.properties));
+        definition.return_properties = Some(property_definitions(&c.return_properties));
+        let kind = match c.kind {
+            ActionKind::Activity => RestActionKind::Activity,
+            ActionKind::Robot => RestActionKind::Robot,
+        };
+        (kind, definition)
+    }
+
+    /// The call's properties as typed JSON, checked against the declaration. An error names the
+    /// property (`properties[amount]: …`) and means the job resolves through the failure policy.
+    pub fn typed_properties(
+        &self,
+        sent: &IndexMap<String, PropertyValue>,
+    ) -> Result<Map<String, Value>, String> {
+        let mut typed = Map::new();
+        for (id, property) in &self.config.properties {
+            let options: Vec<&str> = property.options.keys().map(String::as_str).collect();
+            let value = match sent.get(id) {
+                Some(value) => values::from_call(shape_of(property, &options), value)
+                    .map_err(|problem| format!("properties[{id}]: {problem}"))?,
+                None => Value::Null,
+            };
+            let missing = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
+            if missing && property.required {
+                return Err(format!("properties[{id}]: required, but the call carried no value"));
+            }
+            if !value.is_null() {
+                typed.insert(id.clone(), value);
+            }
+        }
+        Ok(typed)
+    }
+
+    /// The connector's outputs as the portal should store them, by declared return property.
+    /// Outputs that are not declared are dropped: the portal would ignore them anyway (§3.1).
+    pub fn return_values(
+        &self,
+        outputs: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, String> {
+        let mut values = Map::new();
+        for (id, property) in &self.config.return_properties {
+            let Some(output) = outputs.get(id) else { continue };
+            let options: Vec<&str> = property.options.keys().map(String::as_str).collect();
+            let converted = values::to_return_value(shape_of(property, &options), output)
+                .map_err(|problem| format!("return value `{id}`: {problem}"))?;
+            values.insert(id.clone(), converted);
+        }
+        Ok(values)
+    }
+
+    /// The result the failure policy returns, with `{reason}` filled in; `None` for dead-letter.
+    pub fn fallback(&self, reason: &str) -> Option<(Map<String, Value>, String)> {
+        match &self.config.on_failure {
+            FailurePolicy::Fallback { values, log_message } => {
+                let outputs: Map<String, Value> =
+                    values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                // Validated at start (config::validate), so conversion cannot fail here; an
+                // empty map is the safe answer if it ever did.
+                let converted = self.return_values(&outputs).unwrap_or_default();
+                Some((converted, log_message.replace("{reason}", reason)))
+            }
+            FailurePolicy::DeadLetter => None,
+        }
+    }
+}
+
+fn property_definitions(
+    properties: &IndexMap<String, PropertyConfig>,
+) -> OrderedMap<PropertyDefinition> {
+    properties
+        .iter()
+        .map(|(id, p)| {
+            let mut definition = PropertyDefinition::new(p.name.clone(), p.kind.clone())
+                .required(p.required)
+                .multiple(p.multiple);
+            if let Some(description) = &p.description {
+                definition = definition.description(description.clone());
+            }
+            if let Some(default) = &p.default {
+                definition = definition.default_value(default.clone());
+            }
+            if !p.options.is_empty() {
+                definition =
+                    definition.options(p.options.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            (id.clone(), definition)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_urls_join_under_the_public_url() {
+        let base = Url::parse("https://b24act.example.com/").unwrap();
+        assert_eq!(
+            handler_url(&base, "check").as_str(),
+            "https://b24act.example.com/bitrix/actions/check"
+        );
+        let nested = Url::parse("https://example.com/hooks").unwrap();
+        assert_eq!(install_url(&nested).as_str(), "https://example.com/hooks/bitrix/install");
+    }
+}

@@ -1,0 +1,72 @@
+//! The shared state of one running host: configuration, store, actions and portal clients.
+//! Intake, install, workers and outbox each get an `Arc<Host>`.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use b24::rest::{HttpClient, LimiterRegistry, RateLimits};
+use connectors::Registry;
+use store::{Store, StoreKey, StoreOptions};
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::portals::Portals;
+
+/// Everything the host's parts share.
+pub struct Host {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub catalog: Catalog,
+    pub portals: Portals,
+    /// This process's name in leases (`lease_owner`), unique per start.
+    pub node_id: String,
+}
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store.encryption_key")]
+    Key(#[source] store::Error),
+    #[error("opening the store at {0}")]
+    Store(String, #[source] store::Error),
+    #[error("building the connectors")]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error("building the HTTP client")]
+    Http(#[from] b24::rest::Error),
+}
+
+impl Host {
+    /// Opens the store (creating and migrating it) and builds every connector with `registry`
+    /// (the built-in kinds plus any registered from Rust).
+    pub async fn open(config: Config, registry: &Registry) -> Result<Host, StartError> {
+        let key =
+            StoreKey::from_hex(config.store.encryption_key.expose()).map_err(StartError::Key)?;
+        let url = config.store.url.expose();
+        let store = Store::open(url, StoreOptions::new(key))
+            .await
+            .map_err(|source| StartError::Store(store::redact_url(url), source))?;
+        let catalog = Catalog::build(&config, registry)?;
+        let limits = RateLimits {
+            per_second: config.delivery.rate_per_second,
+            burst: NonZeroU32::new(config.delivery.burst).unwrap_or(NonZeroU32::MIN),
+        };
+        let store = Arc::new(store);
+        let portals = Portals::new(
+            store.clone(),
+            HttpClient::new()?,
+            LimiterRegistry::new(limits),
+            config.app.client_id.clone(),
+            config.app.client_secret.expose().to_owned(),
+        );
+        let node_id = format!("{}-{}", hostname(), std::process::id());
+        Ok(Host { config, store, catalog, portals, node_id })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "b24act".to_owned())
+}

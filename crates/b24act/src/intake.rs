@@ -1,0 +1,244 @@
+//! Intake: the HTTP endpoint portals POST activity calls to. It authenticates the call, decodes
+//! it, checks its properties, stores it durably and answers 200 — and never calls Bitrix24 or a
+//! connector (design.md §3). Concurrent calls are committed together (group commit): one
+//! transaction and one fsync acknowledge a whole batch.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use b24::incoming::{ActivityCall, ApplicationToken, Limits};
+use store::{Enqueued, InstallationStatus, NewJob, Store};
+use subtle::ConstantTimeEq;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::clock;
+use crate::host::Host;
+use crate::payload::{self, JobPayload, PAYLOAD_VERSION};
+
+/// The most calls one transaction commits.
+const MAX_GROUP: usize = 512;
+/// How long a portal's credentials are trusted from memory before the store is asked again.
+/// Install events on this node refresh it at once; this bounds staleness across nodes.
+const AUTH_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// The intake's shared state.
+pub struct Intake {
+    host: Arc<Host>,
+    committer: mpsc::Sender<Pending>,
+    portals: PortalAuthCache,
+}
+
+/// Route: `POST /bitrix/actions/{code}`.
+pub fn router(intake: Arc<Intake>) -> Router {
+    Router::new().route("/bitrix/actions/{code}", post(take_call)).with_state(intake)
+}
+
+impl Intake {
+    /// Starts the committer task, which stores calls in groups and pokes `jobs_arrived` after
+    /// each commit so idle workers wake at once.
+    pub fn start(host: Arc<Host>, jobs_arrived: Arc<Notify>) -> Arc<Intake> {
+        let (sender, receiver) = mpsc::channel(MAX_GROUP * 8);
+        tokio::spawn(commit_groups(host.store.clone(), receiver, jobs_arrived));
+        Arc::new(Intake {
+            portals: PortalAuthCache::new(host.store.clone()),
+            host,
+            committer: sender,
+        })
+    }
+
+    /// Drops what is remembered of a portal's credentials (after an install event).
+    pub fn forget_portal(&self, member_id: &str) {
+        self.portals.forget(member_id);
+    }
+}
+
+/// What a call is answered with when it is refused; nothing is stored.
+type Refusal = (StatusCode, String);
+
+async fn take_call(
+    State(intake): State<Arc<Intake>>,
+    Path(code): Path<String>,
+    body: Bytes,
+) -> Result<&'static str, Refusal> {
+    let received_at = clock::now_ms();
+    let limits =
+        Limits { max_body_bytes: intake.host.config.server.max_body_bytes, ..Limits::default() };
+    let call = ActivityCall::from_form(&body, &limits).map_err(|e| {
+        tracing::warn!(error = %e, code, "refused a call that does not decode");
+        (StatusCode::BAD_REQUEST, e.to_string())
+    })?;
+    let member_id = call.auth.member_id.as_str().to_owned();
+    let span = tracing::info_span!("call", portal = %member_id, code = %call.code, workflow = %call.workflow_id);
+    let _entered = span.enter();
+    intake.portals.authenticate(&member_id, &call.auth.application_token).await?;
+    if call.code != code {
+        tracing::warn!(path_code = %code, "call's code differs from its handler URL");
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("field `code`: `{}` was posted to the handler of `{code}`", call.code),
+        ));
+    }
+    let job = new_job(&intake.host, &call, received_at);
+    let (reply, answer) = oneshot::channel();
+    let unavailable = || (StatusCode::SERVICE_UNAVAILABLE, "b24act is shutting down".to_owned());
+    intake.committer.send(Pending { job, reply }).await.map_err(|_| unavailable())?;
+    match answer.await.map_err(|_| unavailable())? {
+        Ok(Enqueued::Created(id)) => tracing::info!(job = id.0, "call stored"),
+        Ok(Enqueued::Duplicate(id)) => tracing::info!(job = id.0, "duplicate call: already stored"),
+        Err(error) => {
+            // Bitrix24 does not resend a call (§2.6): this one is lost unless the store recovers
+            // and the portal's admin restarts the workflow. Say so loudly.
+            tracing::error!(%error, "COULD NOT STORE A CALL: the workflow will wait for its timeout");
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the call could not be stored".to_owned(),
+            ));
+        }
+    }
+    Ok("OK")
+}
+
+/// The job for a call. A call whose properties do not fit the declaration, or for an action no
+/// longer configured, is still stored: the worker resolves it through the failure policy (or
+/// leaves it dead for an operator), so nothing is lost and the workflow does not hang.
+fn new_job(host: &Host, call: &ActivityCall, received_at: i64) -> NewJob {
+    let (payload, deadline_at) = match host.catalog.get(&call.code) {
+        Some(action) => {
+            let typed = action.typed_properties(&call.properties);
+            if let Err(problem) = &typed {
+                tracing::warn!(%problem, "call's properties are invalid; the failure policy will answer");
+            }
+            (
+                JobPayload::from_call(call, typed),
+                payload::deadline(received_at, call, &action.config.retry),
+            )
+        }
+        None => {
+            tracing::error!(
+                "call for an action that is not configured; stored as dead for an operator"
+            );
+            let problem = format!("action `{}` is not configured on this host", call.code);
+            (JobPayload::from_call(call, Err(problem)), received_at)
+        }
+    };
+    NewJob {
+        member_id: call.auth.member_id.as_str().to_owned(),
+        action_code: call.code.clone(),
+        event_token: call.event_token.as_str().to_owned(),
+        workflow_id: call.workflow_id.clone(),
+        payload: serde_json::to_value(&payload).unwrap_or_default(),
+        payload_version: PAYLOAD_VERSION,
+        waits_for_result: call.waits_for_result,
+        deadline_at,
+    }
+}
+
+/// A call waiting for its group's commit.
+struct Pending {
+    job: NewJob,
+    reply: oneshot::Sender<Result<Enqueued, String>>,
+}
+
+/// Takes every call waiting (up to [`MAX_GROUP`]), commits them in one transaction, answers
+/// each. While a commit runs the next group gathers, so throughput grows with load.
+async fn commit_groups(
+    store: Arc<Store>,
+    mut receiver: mpsc::Receiver<Pending>,
+    jobs_arrived: Arc<Notify>,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while receiver.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let jobs: Vec<NewJob> = group.iter().map(|pending| pending.job.clone()).collect();
+        match store.enqueue(&jobs, clock::now_ms()).await {
+            Ok(outcomes) => {
+                for (pending, outcome) in group.drain(..).zip(outcomes) {
+                    let _ = pending.reply.send(Ok(outcome));
+                }
+                jobs_arrived.notify_waiters();
+                jobs_arrived.notify_one();
+            }
+            Err(error) => {
+                let message = format!("{error:#}");
+                for pending in group.drain(..) {
+                    let _ = pending.reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Who may post calls: a known, installed portal presenting its `application_token` (§4.4).
+struct PortalAuthCache {
+    store: Arc<Store>,
+    known: Mutex<HashMap<String, (ApplicationToken, Instant)>>,
+}
+
+impl PortalAuthCache {
+    fn new(store: Arc<Store>) -> Self {
+        PortalAuthCache { store, known: Mutex::new(HashMap::new()) }
+    }
+
+    async fn authenticate(
+        &self,
+        member_id: &str,
+        presented: &ApplicationToken,
+    ) -> Result<(), Refusal> {
+        let expected = match self.cached(member_id) {
+            Some(expected) => Some(expected),
+            None => {
+                let installation = self.store.installation(member_id).await.map_err(|error| {
+                    tracing::error!(%error, "cannot read installations");
+                    (StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable".to_owned())
+                })?;
+                let expected = installation
+                    .filter(|i| i.status == InstallationStatus::Active)
+                    .map(|i| ApplicationToken::new(i.application_token));
+                // Only installed portals are remembered: one that installs through another node
+                // must not be refused from a stale "unknown".
+                if let Some(token) = &expected {
+                    self.remember(member_id, token.clone());
+                }
+                expected
+            }
+        };
+        let Some(expected) = expected else {
+            tracing::warn!("refused a call from a portal where the app is not installed");
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                format!("auth[member_id]: portal `{member_id}` has not installed this app"),
+            ));
+        };
+        let equal: bool = expected.expose().as_bytes().ct_eq(presented.expose().as_bytes()).into();
+        if !equal {
+            tracing::warn!("refused a call with a wrong application_token");
+            return Err((
+                StatusCode::FORBIDDEN,
+                "auth[application_token]: does not match the installation".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn cached(&self, member_id: &str) -> Option<ApplicationToken> {
+        let known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        known
+            .get(member_id)
+            .filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL)
+            .map(|(token, _)| token.clone())
+    }
+
+    fn remember(&self, member_id: &str, token: ApplicationToken) {
+        let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        known.insert(member_id.to_owned(), (token, Instant::now()));
+    }
+
+    fn forget(&self, member_id: &str) {
+        self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(member_id);
+    }
+}
