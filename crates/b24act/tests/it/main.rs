@@ -1,3 +1,6 @@
 //! The `b24act` binary, driven as a user drives it: a real process, real HTTP on loopback.
 
 mod emulator_command;
+mod host_fixture;
+mod outbox;
+mod worker;

@@ -1,0 +1,291 @@
+//! The outbox: stored results returned with `bizproc.event.send`, one `batch` of up to 50 per
+//! portal at a time, paced by the portal's limiter (design.md §3, protocol §3.1, §3.3, §5.5).
+//!
+//! Each command's outcome decides its job alone: accepted → `done` (never sent again);
+//! `"423"`, rate limits, 5xx, network trouble, commands the portal did not run, or an access
+//! token the client could not renew → sent again after a backoff; `ACCESS_DENIED`, `"404"` and
+//! other permanent refusals → `dead` with the portal's reason. A stored result is sent exactly
+//! as stored, never recomputed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use b24::rest::{BatchCommand, BatchOutcome, ErrorClass, EventSend};
+use store::{AttemptOutcome, Delivery, Fenced, JobId, MAX_BATCH, PortalBatch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::backoff;
+use crate::clock;
+use crate::host::Host;
+use crate::payload::{JobResult, millis};
+use crate::portals::PortalError;
+use crate::worker::{IDLE_PAUSE, Wakeups, chain, pause_until_due, report_task};
+
+/// The REST method results go back with.
+pub const EVENT_SEND: &str = "bizproc.event.send";
+
+/// The largest random share cut from a redelivery wait, so many jobs refused together (a rate
+/// limit, a portal outage) do not all come back in the same second.
+const DELIVERY_JITTER: f64 = 0.2;
+
+/// Sends results until `cancel`, sleeping until the store's next wake-up or a poke on
+/// [`Wakeups::results`]; a round in flight finishes before it returns.
+pub async fn run(host: Arc<Host>, wakeups: Arc<Wakeups>, cancel: CancellationToken) {
+    tracing::info!("outbox started");
+    while !cancel.is_cancelled() {
+        let now = clock::now_ms();
+        let pause = match run_once(&host, now).await {
+            // More may be due (over 50 for one portal): go again at once.
+            Ok(handled) if handled > 0 => continue,
+            Ok(_) => pause_until_due(&host, now).await,
+            Err(error) => {
+                tracing::error!(error = %chain(&error), "cannot claim deliveries; trying again shortly");
+                IDLE_PAUSE
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = wakeups.results.notified() => {}
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+    tracing::info!("outbox stopped");
+}
+
+/// One round at time `now`: claims the results due, at most 50 per portal, sends one `batch`
+/// per portal (portals in parallel) and records each outcome. Returns how many results were
+/// handled (delivered, rescheduled or dead).
+pub async fn run_once(host: &Arc<Host>, now: i64) -> Result<usize, store::Error> {
+    let batches = host
+        .store
+        .claim_deliveries(&host.node_id, now, host.config.workers.lease, MAX_BATCH)
+        .await?;
+    let handled = batches.iter().map(|batch| batch.jobs.len()).sum();
+    let clock = RoundClock { at_claim: now, since: Instant::now() };
+    let mut portals = JoinSet::new();
+    for batch in batches {
+        let span =
+            tracing::info_span!("delivery", portal = %batch.member_id, results = batch.jobs.len());
+        portals.spawn(deliver(host.clone(), batch, clock).instrument(span));
+    }
+    while let Some(ended) = portals.join_next().await {
+        report_task(ended);
+    }
+    Ok(handled)
+}
+
+/// The round's time: the `now` it claimed at, moved on by the real time since.
+#[derive(Debug, Clone, Copy)]
+struct RoundClock {
+    at_claim: i64,
+    since: Instant,
+}
+
+impl RoundClock {
+    fn now(&self) -> i64 {
+        let elapsed = i64::try_from(self.since.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.at_claim.saturating_add(elapsed)
+    }
+}
+
+/// What to do with one result after a send.
+enum Verdict {
+    Delivered,
+    Retry { reason: String, not_before: Option<SystemTime> },
+    Dead { reason: String },
+}
+
+/// Sends one portal's batch and records every job's outcome.
+async fn deliver(host: Arc<Host>, batch: PortalBatch, clock: RoundClock) {
+    let PortalBatch { member_id, jobs } = batch;
+    let client = match host.portals.client(&member_id).await {
+        Ok(client) => client,
+        Err(error) => {
+            let reason = format!("no client for the portal: {}", chain(&error));
+            let verdict = match error {
+                PortalError::Unknown(_)
+                | PortalError::Uninstalled(_)
+                | PortalError::BadEndpoint { .. } => Verdict::Dead { reason },
+                PortalError::Store(_) | PortalError::Client(_) => {
+                    Verdict::Retry { reason, not_before: None }
+                }
+            };
+            let now = clock.now();
+            for job in &jobs {
+                record(&host, job, &verdict, now).await;
+            }
+            return;
+        }
+    };
+
+    let mut commands = Vec::with_capacity(jobs.len());
+    let mut sending = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match command(&job) {
+            Ok(command) => {
+                commands.push(command);
+                sending.push(job);
+            }
+            Err(reason) => record(&host, &job, &Verdict::Dead { reason }, clock.now()).await,
+        }
+    }
+    if sending.is_empty() {
+        return;
+    }
+
+    let sent = client.batch(&commands, false).await;
+    let now = clock.now();
+    let mut outcomes: HashMap<String, BatchOutcome> = match sent {
+        Ok(results) => {
+            results.entries.into_iter().map(|entry| (entry.key, entry.outcome)).collect()
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "batch request failed; every result in it is sent again later");
+            if error.class() == ErrorClass::Token {
+                // Read the installation again next time: a reinstall may have brought new tokens.
+                host.portals.forget(&member_id);
+            }
+            let verdict =
+                Verdict::Retry { reason: rest_reason(&error), not_before: error.retry_at() };
+            for job in &sending {
+                record(&host, job, &verdict, now).await;
+            }
+            return;
+        }
+    };
+
+    let mut delivered: Vec<JobId> = Vec::with_capacity(sending.len());
+    for job in &sending {
+        let verdict = match outcomes.remove(&key(job)) {
+            Some(BatchOutcome::Ok(_)) => Verdict::Delivered,
+            Some(BatchOutcome::Failed(error)) => match error.class() {
+                ErrorClass::Retryable => {
+                    Verdict::Retry { reason: rest_reason(&error), not_before: error.retry_at() }
+                }
+                ErrorClass::Token => {
+                    host.portals.forget(&member_id);
+                    Verdict::Retry { reason: rest_reason(&error), not_before: None }
+                }
+                ErrorClass::Permanent => Verdict::Dead { reason: rest_reason(&error) },
+            },
+            Some(BatchOutcome::Unsent(error)) => {
+                Verdict::Retry { reason: rest_reason(&error), not_before: error.retry_at() }
+            }
+            Some(BatchOutcome::Skipped) | None => Verdict::Retry {
+                reason: format!("{EVENT_SEND}: the portal did not run the command"),
+                not_before: None,
+            },
+        };
+        match verdict {
+            Verdict::Delivered => delivered.push(job.id),
+            other => record(&host, job, &other, now).await,
+        }
+    }
+    if delivered.is_empty() {
+        return;
+    }
+    match host.store.delivered(&delivered, now).await {
+        Ok(moved) => tracing::info!(delivered = moved, "results delivered"),
+        // The jobs stay `delivering` and are sent again when their lease expires; the portal
+        // ignores a second event.send for a closed activity (§3.3).
+        Err(error) => tracing::error!(error = %chain(&error), "results delivered but not recorded"),
+    }
+}
+
+/// Records a failed send: a retry after the backoff, or a dead job.
+async fn record(host: &Host, job: &Delivery, verdict: &Verdict, now: i64) {
+    let recorded = match verdict {
+        Verdict::Delivered => return,
+        Verdict::Retry { reason, not_before } => {
+            let delivery = &host.config.delivery;
+            let wait = backoff::delay(
+                delivery.retry_base,
+                delivery.retry_cap,
+                DELIVERY_JITTER,
+                job.attempt,
+                rand::random(),
+            );
+            let mut next = now.saturating_add(millis(wait));
+            if let Some(asked) = not_before.and_then(|at| at.duration_since(UNIX_EPOCH).ok()) {
+                next = next.max(millis(asked));
+            }
+            tracing::warn!(job_id = %job.id, attempt = job.attempt, %reason, retry_in_ms = next - now, "result not delivered; sending again later");
+            host.store
+                .delivery_retry(&job.lease, next, AttemptOutcome::Retryable, reason, now)
+                .await
+        }
+        Verdict::Dead { reason } => {
+            tracing::error!(job_id = %job.id, attempt = job.attempt, %reason, "result refused for good; job is dead");
+            host.store.delivery_dead(&job.lease, reason, now).await
+        }
+    };
+    match recorded {
+        Ok(Fenced::Applied) => {}
+        Ok(Fenced::LeaseLost) => {
+            tracing::debug!(job_id = %job.id, "lease lost before the send was recorded; outcome dropped")
+        }
+        Err(error) => {
+            tracing::error!(job_id = %job.id, error = %chain(&error), "send outcome not recorded")
+        }
+    }
+}
+
+/// The `batch` key of a job's command.
+fn key(job: &Delivery) -> String {
+    format!("job{}", job.id)
+}
+
+/// The `bizproc.event.send` command for a stored result, exactly as stored.
+fn command(job: &Delivery) -> Result<BatchCommand, String> {
+    let result: JobResult = serde_json::from_value(job.result.clone())
+        .map_err(|error| format!("the stored result is unreadable: {error}"))?;
+    let event = EventSend {
+        event_token: job.event_token.clone(),
+        return_values: result.return_values,
+        log_message: result.log_message,
+    };
+    BatchCommand::new(key(job), EVENT_SEND, &event)
+        .map_err(|error| format!("the stored result cannot be encoded: {error}"))
+}
+
+/// A REST error as an operator reads it in the job's history. Only the error's own text (and a
+/// refresh's), never its sources: a transport error's URL may carry OAuth secrets.
+fn rest_reason(error: &b24::rest::Error) -> String {
+    match error {
+        b24::rest::Error::Refresh { source, .. } => format!("{error}: {source}"),
+        _ => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use b24::rest::{ApiError, Error, RefreshError};
+
+    use super::*;
+
+    #[test]
+    fn a_refused_refresh_keeps_the_auth_servers_answer() {
+        let error = Error::Refresh {
+            method: "batch".into(),
+            source: Arc::new(RefreshError::Rejected {
+                status: 400,
+                error: ApiError {
+                    code: "invalid_grant".into(),
+                    description: "refresh token revoked".into(),
+                    extra: serde_json::Map::new(),
+                },
+            }),
+        };
+        let reason = rest_reason(&error);
+        assert!(
+            reason.starts_with("batch: access token expired and could not be refreshed: "),
+            "{reason}"
+        );
+        assert!(reason.contains("invalid_grant"), "{reason}");
+    }
+}
