@@ -2,5 +2,6 @@
 
 mod emulator_command;
 mod host_fixture;
+mod operator_cli;
 mod outbox;
 mod worker;

@@ -1,0 +1,527 @@
+//! `b24act jobs list | show | retry | cancel`: the operator's view of the job store (SQLite or
+//! PostgreSQL, whichever the configuration names), as aligned text or, with `--json`, for scripts.
+//!
+//! The store enforces the rules (a stored result is never recomputed, finished jobs cannot be
+//! cancelled); this module parses the arguments, calls it and says what happened. Nothing
+//! secret is printed: the store URL is redacted and installation data is never read.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use serde_json::{Value, json};
+use store::{
+    Attempt, Backend, Job, JobDetail, JobFilter, JobId, JobState, Retried, StateCounts, Store,
+    StoreKey, StoreOptions,
+};
+
+use crate::clock::now_ms;
+use crate::config::Config;
+
+/// The version of the `--json` output; bumped when a field changes meaning or disappears.
+pub const JSON_FORMAT_VERSION: u32 = 1;
+
+/// The most jobs one `list` page may hold.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// `b24act jobs …`: what an operator asks of the store.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first, with the number of jobs in each state underneath.
+    ///
+    /// A full page ends with the command that shows the next one (`--before` the last id).
+    List {
+        /// Only jobs in this state.
+        #[arg(long, value_parser = state_parser())]
+        state: Option<JobState>,
+        /// Only jobs of this portal (its `member_id`).
+        #[arg(long, value_name = "MEMBER_ID")]
+        portal: Option<String>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 50, value_parser = limit_parser())]
+        limit: u32,
+        /// Only jobs older than this one (its id): the next page after a full one.
+        #[arg(long, value_name = "ID", value_parser = job_id_parser())]
+        before: Option<i64>,
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job: every field, its payload and stored result, and every execution and
+    /// delivery attempt with its outcome and error.
+    Show {
+        /// The job's id (the first column of `jobs list`).
+        #[arg(value_parser = job_id_parser())]
+        id: i64,
+        /// Print JSON for scripts instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a job again now, or send its result again.
+    ///
+    /// A job with a stored result whose delivery died (the portal refused it) has that same
+    /// result sent again; it is never recomputed. A dead job without a result, or one waiting to
+    /// retry, runs again now. Jobs that are queued, running, delivering or done are refused.
+    Retry {
+        /// The job's id.
+        #[arg(value_parser = job_id_parser())]
+        id: i64,
+        /// Give the job a new deadline this long from now (`30m`, `2h`, `1day`). Without it the
+        /// old deadline stays, and a job past its deadline resolves through its failure policy
+        /// at once instead of running.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        deadline_in: Option<Duration>,
+    },
+    /// Stop a job that has not finished: it becomes dead with the reason "cancelled by
+    /// operator" and a worker or sender holding it loses its lease. Nothing is sent to the
+    /// portal. Done and dead jobs are refused.
+    Cancel {
+        /// The job's id.
+        #[arg(value_parser = job_id_parser())]
+        id: i64,
+    },
+}
+
+fn state_parser() -> impl TypedValueParser<Value = JobState> {
+    PossibleValuesParser::new(JobState::ALL.map(JobState::as_str)).try_map(|name: String| {
+        JobState::parse(&name).ok_or_else(|| format!("unknown job state `{name}`"))
+    })
+}
+
+fn limit_parser() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=i64::from(MAX_LIST_LIMIT))
+}
+
+fn job_id_parser() -> clap::builder::RangedI64ValueParser<i64> {
+    clap::value_parser!(i64).range(1..)
+}
+
+/// Opens the store the configuration names, runs `command` and writes its report to `out`.
+///
+/// Errors (an unknown job, a retry or cancel the store refuses, an unreachable store) are
+/// returned for the caller to print once; their messages never contain the store's password.
+pub async fn run(
+    config: &Config,
+    command: JobsCommand,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let outcome = execute(&store, command, out).await;
+    store.close().await;
+    outcome
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let url = config.store.url.expose();
+    let key =
+        StoreKey::from_hex(config.store.encryption_key.expose()).context("store.encryption_key")?;
+    if Backend::from_url(url)? == Backend::Sqlite
+        && let Some(path) = sqlite_path(url)
+        && !path.exists()
+    {
+        // Opening would create an empty store and list nothing: most likely a wrong path.
+        anyhow::bail!(
+            "no store at `{}` (store.url): start `b24act serve` with this configuration first, \
+             or fix the path",
+            path.display()
+        );
+    }
+    let options = StoreOptions { max_connections: 2, ..StoreOptions::new(key) };
+    // The store's errors name the URL already, without its password.
+    Ok(Store::open(url, options).await?)
+}
+
+/// The file a `sqlite:` URL names (`sqlite:/abs`, `sqlite:///abs`, `sqlite:rel.db`, with an
+/// optional `?query`).
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.get("sqlite:".len()..)?;
+    let rest = rest.split_once('?').map_or(rest, |(path, _)| path);
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    (!rest.is_empty()).then(|| PathBuf::from(rest))
+}
+
+async fn execute(store: &Store, command: JobsCommand, out: &mut impl Write) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::List { state, portal, limit, before, json } => {
+            let filter = JobFilter { state, member_id: portal, before: before.map(JobId), limit };
+            let jobs = store.list_jobs(&filter).await?;
+            let counts = store.state_counts().await?;
+            if json {
+                write_json(out, &list_json(&jobs, &counts, &filter))
+            } else {
+                write_list(out, &jobs, &counts, &filter)
+            }
+        }
+        JobsCommand::Show { id, json } => {
+            let id = JobId(id);
+            let detail = store.job(id).await?.ok_or(store::Error::JobNotFound(id))?;
+            if json { write_json(out, &detail_json(&detail)) } else { write_detail(out, &detail) }
+        }
+        JobsCommand::Retry { id, deadline_in } => {
+            let id = JobId(id);
+            let now = now_ms();
+            let deadline_at = deadline_in.map(|wait| now.saturating_add(millis(wait)));
+            let retried = store.retry_job(id, deadline_at, now).await?;
+            let job = store.job(id).await?.ok_or(store::Error::JobNotFound(id))?.job;
+            match retried {
+                Retried::Requeued => {
+                    writeln!(
+                        out,
+                        "job {id} requeued: it runs again now (attempt {})",
+                        job.attempts + 1
+                    )?;
+                }
+                Retried::Redelivering => {
+                    let kind =
+                        job.result_kind.map_or(String::new(), |kind| format!("{} ", kind.as_str()));
+                    writeln!(
+                        out,
+                        "job {id} will be redelivered: its stored {kind}result is sent again now, \
+                         not recomputed"
+                    )?;
+                }
+            }
+            let deadline = timestamp(job.deadline_at);
+            if deadline_at.is_some() {
+                writeln!(out, "new deadline: {deadline}")?;
+            } else if retried == Retried::Requeued && job.deadline_at <= now {
+                writeln!(
+                    out,
+                    "note: its deadline passed ({deadline}), so it resolves through the failure \
+                     policy at once; retry with --deadline-in to let it run"
+                )?;
+            } else if retried == Retried::Requeued {
+                writeln!(out, "deadline: {deadline}")?;
+            }
+            Ok(())
+        }
+        JobsCommand::Cancel { id } => {
+            let id = JobId(id);
+            store.cancel_job(id, now_ms()).await?;
+            writeln!(
+                out,
+                "job {id} cancelled: it is dead with the reason \"{}\"; \
+                 nothing was sent to the portal",
+                store::CANCELLED_BY_OPERATOR
+            )?;
+            Ok(())
+        }
+    }
+}
+
+fn write_list(
+    out: &mut impl Write,
+    jobs: &[Job],
+    counts: &StateCounts,
+    filter: &JobFilter,
+) -> anyhow::Result<()> {
+    if jobs.is_empty() {
+        writeln!(out, "no jobs match")?;
+    } else {
+        let mut table = Table::new([
+            "ID",
+            "STATE",
+            "PORTAL",
+            "CODE",
+            "ATTEMPTS",
+            "DELIVERIES",
+            "CREATED",
+            "UPDATED",
+        ]);
+        for job in jobs {
+            table.row([
+                job.id.to_string(),
+                job.state.to_string(),
+                job.member_id.clone(),
+                job.action_code.clone(),
+                job.attempts.to_string(),
+                job.delivery_attempts.to_string(),
+                timestamp(job.created_at),
+                timestamp(job.updated_at),
+            ]);
+        }
+        table.write(out)?;
+    }
+    if let Some(next) = next_page(jobs, filter) {
+        let mut command = String::from("b24act jobs list");
+        if let Some(state) = filter.state {
+            command.push_str(&format!(" --state {state}"));
+        }
+        if let Some(portal) = &filter.member_id {
+            command.push_str(&format!(" --portal {portal}"));
+        }
+        if filter.limit != JobFilter::default().limit {
+            command.push_str(&format!(" --limit {}", filter.limit));
+        }
+        writeln!(out, "more: {command} --before {next}")?;
+    }
+    let summary: Vec<String> =
+        JobState::ALL.iter().map(|state| format!("{} {state}", counts.get(*state))).collect();
+    writeln!(out, "all jobs: {}", summary.join(", "))?;
+    Ok(())
+}
+
+/// The `--before` of the next page: the last id of a full page.
+fn next_page(jobs: &[Job], filter: &JobFilter) -> Option<JobId> {
+    let full = u32::try_from(jobs.len()).is_ok_and(|shown| shown >= filter.limit);
+    if full { jobs.last().map(|job| job.id) } else { None }
+}
+
+fn write_detail(out: &mut impl Write, detail: &JobDetail) -> anyhow::Result<()> {
+    let job = &detail.job;
+    let fields: [(&str, String); 19] = [
+        ("state", job.state.to_string()),
+        ("dead reason", optional(job.dead_reason.clone())),
+        ("portal", job.member_id.clone()),
+        ("action", job.action_code.clone()),
+        ("workflow", job.workflow_id.clone()),
+        ("event token", job.event_token.clone()),
+        ("waits for result", if job.waits_for_result { "yes" } else { "no" }.to_owned()),
+        ("deadline", timestamp(job.deadline_at)),
+        ("attempts", job.attempts.to_string()),
+        ("next run", optional(job.next_run_at.map(timestamp))),
+        ("lease owner", optional(job.lease_owner.clone())),
+        ("lease until", optional(job.lease_until.map(timestamp))),
+        ("result kind", optional(job.result_kind.map(|kind| kind.as_str().to_owned()))),
+        ("deliveries", job.delivery_attempts.to_string()),
+        ("next delivery", optional(job.next_delivery_at.map(timestamp))),
+        ("delivered", optional(job.delivered_at.map(timestamp))),
+        ("created", timestamp(job.created_at)),
+        ("updated", timestamp(job.updated_at)),
+        ("payload version", job.payload_version.to_string()),
+    ];
+    let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0) + 1;
+    writeln!(out, "job {}", job.id)?;
+    for (name, value) in fields {
+        writeln!(out, "  {:<width$} {value}", format!("{name}:"), width = width)?;
+    }
+    writeln!(out, "  payload:")?;
+    write_indented_json(out, &job.payload)?;
+    match &job.result {
+        Some(result) => {
+            writeln!(out, "  result:")?;
+            write_indented_json(out, result)?;
+        }
+        None => writeln!(out, "  result: -")?,
+    }
+    writeln!(out)?;
+    if detail.attempts.is_empty() {
+        writeln!(out, "no attempts yet")?;
+        return Ok(());
+    }
+    writeln!(out, "attempts:")?;
+    let mut table =
+        Table::new(["KIND", "#", "WORKER", "STARTED", "FINISHED", "OUTCOME", "ERROR"]).indent(2);
+    for attempt in &detail.attempts {
+        table.row([
+            attempt.kind.as_str().to_owned(),
+            attempt.number.to_string(),
+            attempt.worker.clone(),
+            timestamp(attempt.started_at),
+            optional(attempt.finished_at.map(timestamp)),
+            attempt.outcome.map_or_else(|| "under way".to_owned(), |o| o.as_str().to_owned()),
+            optional(attempt.error.clone()),
+        ]);
+    }
+    table.write(out)?;
+    Ok(())
+}
+
+fn write_indented_json(out: &mut impl Write, value: &Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    for line in text.lines() {
+        writeln!(out, "    {line}")?;
+    }
+    Ok(())
+}
+
+fn write_json(out: &mut impl Write, value: &Value) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn list_json(jobs: &[Job], counts: &StateCounts, filter: &JobFilter) -> Value {
+    let counts: serde_json::Map<String, Value> = JobState::ALL
+        .iter()
+        .map(|state| (state.as_str().to_owned(), json!(counts.get(*state))))
+        .collect();
+    json!({
+        "version": JSON_FORMAT_VERSION,
+        "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
+        "next_before": next_page(jobs, filter).map(|id| id.0),
+        "counts": counts,
+    })
+}
+
+fn detail_json(detail: &JobDetail) -> Value {
+    json!({
+        "version": JSON_FORMAT_VERSION,
+        "job": job_json(&detail.job),
+        "attempts": detail.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
+    })
+}
+
+/// A job with its times as Unix milliseconds, named as the store's columns.
+fn job_json(job: &Job) -> Value {
+    json!({
+        "id": job.id.0,
+        "state": job.state.as_str(),
+        "member_id": job.member_id,
+        "action_code": job.action_code,
+        "event_token": job.event_token,
+        "workflow_id": job.workflow_id,
+        "payload": job.payload,
+        "payload_version": job.payload_version,
+        "waits_for_result": job.waits_for_result,
+        "deadline_at": job.deadline_at,
+        "attempts": job.attempts,
+        "next_run_at": job.next_run_at,
+        "lease_owner": job.lease_owner,
+        "lease_until": job.lease_until,
+        "result": job.result,
+        "result_kind": job.result_kind.map(|kind| kind.as_str()),
+        "delivery_attempts": job.delivery_attempts,
+        "next_delivery_at": job.next_delivery_at,
+        "delivered_at": job.delivered_at,
+        "dead_reason": job.dead_reason,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    })
+}
+
+fn attempt_json(attempt: &Attempt) -> Value {
+    json!({
+        "kind": attempt.kind.as_str(),
+        "number": attempt.number,
+        "worker": attempt.worker,
+        "started_at": attempt.started_at,
+        "finished_at": attempt.finished_at,
+        "outcome": attempt.outcome.map(|outcome| outcome.as_str()),
+        "error": attempt.error,
+    })
+}
+
+fn optional(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "-".to_owned())
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Unix milliseconds as a UTC time to the second: `2026-11-24 03:10:05Z`.
+pub fn timestamp(unix_ms: i64) -> String {
+    let seconds = unix_ms.div_euclid(1000);
+    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}Z")
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+struct Table<const N: usize> {
+    indent: usize,
+    rows: Vec<[String; N]>,
+}
+
+impl<const N: usize> Table<N> {
+    fn new(headers: [&str; N]) -> Table<N> {
+        Table { indent: 0, rows: vec![headers.map(str::to_owned)] }
+    }
+
+    fn indent(self, indent: usize) -> Table<N> {
+        Table { indent, ..self }
+    }
+
+    fn row(&mut self, cells: [String; N]) {
+        self.rows.push(cells);
+    }
+
+    fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut widths = [0usize; N];
+        for row in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        for row in &self.rows {
+            let mut line = " ".repeat(self.indent);
+            for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
+                if column + 1 == N {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:<width$}  "));
+                }
+            }
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_to_the_second() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00Z");
+        assert_eq!(timestamp(1_700_000_000_000), "2023-11-14 22:13:20Z");
+        assert_eq!(timestamp(1_795_489_805_999), "2026-11-24 03:10:05Z");
+        assert_eq!(timestamp(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(timestamp(-1), "1969-12-31 23:59:59Z");
+    }
+
+    #[test]
+    fn timestamps_agree_with_humantime_over_four_centuries() {
+        let mut ms = 0_i64;
+        while ms < 13_000_000_000_000 {
+            let expected = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs()),
+            )
+            .to_string()
+            .replace('T', " ");
+            assert_eq!(timestamp(ms), expected);
+            ms += 7_777_777_777;
+        }
+    }
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(sqlite_path("sqlite:/var/b.db"), Some(PathBuf::from("/var/b.db")));
+        assert_eq!(sqlite_path("sqlite:///var/b.db"), Some(PathBuf::from("/var/b.db")));
+        assert_eq!(sqlite_path("sqlite:b.db?mode=rwc"), Some(PathBuf::from("b.db")));
+        assert_eq!(sqlite_path("sqlite:"), None);
+    }
+
+    #[test]
+    fn tables_align_columns_without_trailing_spaces() {
+        let mut table = Table::new(["ID", "STATE", "ERROR"]);
+        table.row(["1234".to_owned(), "dead".to_owned(), String::new()]);
+        table.row(["5".to_owned(), "queued".to_owned(), "HTTP 503".to_owned()]);
+        let mut out = Vec::new();
+        table.write(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "ID    STATE   ERROR\n1234  dead\n5     queued  HTTP 503\n"
+        );
+    }
+}

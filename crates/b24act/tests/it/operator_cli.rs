@@ -1,0 +1,731 @@
+//! `b24act jobs list | show | retry | cancel` as an operator uses it: arguments parsed as typed,
+//! a configuration file naming the store, jobs put in every state through the store's own API.
+//! Each scenario runs on SQLite (a file in a fresh directory) and on PostgreSQL (a fresh
+//! database per test) when `B24ACT_TEST_POSTGRES_URL` is set; otherwise it says SKIPPED.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use b24act::clock::now_ms;
+use b24act::config::Config;
+use b24act::operator_cli::{self, JobsCommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use serde_json::{Value, json};
+use store::{
+    AttemptOutcome, CANCELLED_BY_OPERATOR, Enqueued, JobId, JobState, Lease, NewJob, Store,
+    StoreKey, StoreOptions,
+};
+
+/// The variable that names the PostgreSQL server for the PostgreSQL leg.
+const POSTGRES_URL_VAR: &str = "B24ACT_TEST_POSTGRES_URL";
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// 2023-11-14 22:13:20Z: the jobs' clock, long past, so their deadlines have passed for real.
+const T0: i64 = 1_700_000_000_000;
+
+/// The deadline of every job created here.
+const DEADLINE: i64 = T0 + 30 * 60 * 1000;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Declares each listed `async fn(Operator)` as a test on both backends: `sqlite::NAME` and
+/// `postgres::NAME`.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::with_operator(super::Backend::Sqlite, stringify!($name), super::$name)
+                        .await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::with_operator(super::Backend::Postgres, stringify!($name), super::$name)
+                        .await
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    list_shows_jobs_newest_first_with_counts_by_state,
+    list_filters_by_state_and_portal,
+    list_pages_with_before_and_says_how_to_get_the_next_page,
+    show_prints_every_field_the_payload_the_result_and_every_attempt,
+    retry_requeues_a_dead_job_and_can_extend_its_deadline,
+    retry_redelivers_a_dead_delivery_without_recomputing_it,
+    retry_refuses_a_job_that_is_still_pending,
+    cancel_ends_a_queued_job,
+    cancel_of_a_running_job_closes_its_attempt,
+    cancel_of_a_done_job_is_refused_and_changes_nothing,
+    unknown_ids_are_reported_by_every_command,
+    json_output_carries_every_field_for_scripts,
+);
+
+async fn list_shows_jobs_newest_first_with_counts_by_state(op: Operator) {
+    op.done("p1", "a", T0).await;
+    op.dead("p2", "b", T0 + 10_000).await;
+    op.queued("p1", "c", T0 + 20_000).await;
+
+    assert_eq!(
+        op.ok(&["list"]).await,
+        "\
+ID  STATE   PORTAL  CODE                ATTEMPTS  DELIVERIES  CREATED               UPDATED
+3   queued  p1      check_credit_limit  0         0           2023-11-14 22:13:40Z  2023-11-14 22:13:40Z
+2   dead    p2      check_credit_limit  1         0           2023-11-14 22:13:30Z  2023-11-14 22:13:31Z
+1   done    p1      check_credit_limit  1         1           2023-11-14 22:13:20Z  2023-11-14 22:13:24Z
+all jobs: 1 queued, 0 running, 0 retry_wait, 0 delivering, 1 done, 1 dead
+"
+    );
+}
+
+async fn list_filters_by_state_and_portal(op: Operator) {
+    let a = op.done("p1", "a", T0).await;
+    let b = op.dead("p2", "b", T0 + 10_000).await;
+    let c = op.queued("p1", "c", T0 + 20_000).await;
+
+    assert_eq!(ids_listed(&op.ok(&["list", "--state", "dead"]).await), [b]);
+    assert_eq!(ids_listed(&op.ok(&["list", "--portal", "p1"]).await), [c, a]);
+    assert_eq!(ids_listed(&op.ok(&["list", "--portal", "p1", "--state", "done"]).await), [a]);
+
+    let none = op.ok(&["list", "--portal", "p2", "--state", "done"]).await;
+    assert_eq!(
+        none,
+        "no jobs match\n\
+         all jobs: 1 queued, 0 running, 0 retry_wait, 0 delivering, 1 done, 1 dead\n",
+        "the counts underneath are the whole queue's"
+    );
+}
+
+async fn list_pages_with_before_and_says_how_to_get_the_next_page(op: Operator) {
+    let mut ids = Vec::new();
+    for (n, token) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+        ids.push(op.queued("p1", token, T0 + 1000 * n as i64).await);
+    }
+    let newest_first: Vec<JobId> = ids.iter().rev().copied().collect();
+
+    let first = op.ok(&["list", "--limit", "2"]).await;
+    assert_eq!(ids_listed(&first), newest_first[..2]);
+    let hint = format!("more: b24act jobs list --limit 2 --before {}\n", newest_first[1]);
+    assert!(first.contains(&hint), "{first}");
+
+    let before = newest_first[1].to_string();
+    let second = op.ok(&["list", "--limit", "2", "--before", &before]).await;
+    assert_eq!(ids_listed(&second), newest_first[2..4]);
+
+    let before = newest_first[3].to_string();
+    let last = op.ok(&["list", "--limit", "2", "--before", &before]).await;
+    assert_eq!(ids_listed(&last), newest_first[4..]);
+    assert!(!last.contains("more:"), "a page that is not full is the last: {last}");
+
+    let filtered = op.ok(&["list", "--state", "queued", "--portal", "p1", "--limit", "4"]).await;
+    let hint = format!(
+        "more: b24act jobs list --state queued --portal p1 --limit 4 --before {}\n",
+        newest_first[3]
+    );
+    assert!(filtered.contains(&hint), "the hint keeps the filters: {filtered}");
+}
+
+async fn show_prints_every_field_the_payload_the_result_and_every_attempt(op: Operator) {
+    let id = op.enqueue("p1", "a", T0).await;
+    let first = op.claim(id, "worker-1", T0 + 1000).await;
+    let later =
+        op.store.retry_later(&first, T0 + 61_000, AttemptOutcome::Retryable, "HTTP 503", T0 + 2000);
+    assert!(later.await.unwrap().is_applied());
+    let second = op.claim(id, "worker-2", T0 + 61_000).await;
+    assert!(op.store.complete(&second, &result(), T0 + 62_000).await.unwrap().is_applied());
+    op.deliver(id, "sender-1", T0 + 63_000).await;
+    assert_eq!(op.store.delivered(&[id], T0 + 64_000).await.unwrap(), 1);
+
+    assert_eq!(
+        op.ok(&["show", &id.to_string()]).await,
+        format!(
+            "\
+job {id}
+  state:            done
+  dead reason:      -
+  portal:           p1
+  action:           check_credit_limit
+  workflow:         wf-a
+  event token:      wf-a|A1|a.sig
+  waits for result: yes
+  deadline:         2023-11-14 22:43:20Z
+  attempts:         2
+  next run:         -
+  lease owner:      -
+  lease until:      -
+  result kind:      success
+  deliveries:       1
+  next delivery:    -
+  delivered:        2023-11-14 22:14:24Z
+  created:          2023-11-14 22:13:20Z
+  updated:          2023-11-14 22:14:24Z
+  payload version:  1
+  payload:
+    {{
+      \"document_id\": [
+        \"crm\",
+        \"CCrmDocumentDeal\",
+        \"DEAL_1\"
+      ],
+      \"properties\": {{
+        \"company_id\": 42,
+        \"amount\": 1500.5
+      }}
+    }}
+  result:
+    {{
+      \"return_values\": {{
+        \"available_limit\": 250000.5,
+        \"approval_required\": \"N\"
+      }},
+      \"log_message\": \"Limit checked\"
+    }}
+
+attempts:
+  KIND     #  WORKER    STARTED               FINISHED              OUTCOME    ERROR
+  execute  1  worker-1  2023-11-14 22:13:21Z  2023-11-14 22:13:22Z  retryable  HTTP 503
+  execute  2  worker-2  2023-11-14 22:14:21Z  2023-11-14 22:14:22Z  ok         -
+  deliver  1  sender-1  2023-11-14 22:14:23Z  2023-11-14 22:14:24Z  ok         -
+"
+        )
+    );
+}
+
+async fn retry_requeues_a_dead_job_and_can_extend_its_deadline(op: Operator) {
+    let id = op.dead("p1", "a", T0).await;
+    let shown = op.ok(&["show", &id.to_string()]).await;
+    assert!(shown.contains("  dead reason:      HTTP 401: unauthorized\n"), "{shown}");
+
+    let retried = op.ok(&["retry", &id.to_string()]).await;
+    assert_eq!(
+        retried,
+        format!(
+            "job {id} requeued: it runs again now (attempt 2)\n\
+             note: its deadline passed (2023-11-14 22:43:20Z), so it resolves through the failure \
+             policy at once; retry with --deadline-in to let it run\n"
+        )
+    );
+    let job = op.job(id).await;
+    assert_eq!((job.state, job.dead_reason, job.deadline_at), (JobState::Queued, None, DEADLINE));
+
+    // It dies again; this time the operator gives it two more hours.
+    let lease = op.claim(id, "w", now_ms()).await;
+    let killed = op.store.kill(&lease, AttemptOutcome::Fatal, "HTTP 401: unauthorized", now_ms());
+    assert!(killed.await.unwrap().is_applied());
+    let before = now_ms();
+    let retried = op.ok(&["retry", &id.to_string(), "--deadline-in", "2h"]).await;
+    let after = now_ms();
+    let job = op.job(id).await;
+    assert_eq!(job.state, JobState::Queued);
+    let two_hours = 2 * 3600 * 1000;
+    assert!((before + two_hours..=after + two_hours).contains(&job.deadline_at));
+    assert_eq!(
+        retried,
+        format!(
+            "job {id} requeued: it runs again now (attempt 3)\nnew deadline: {}\n",
+            operator_cli::timestamp(job.deadline_at)
+        )
+    );
+    let again = op.claim(id, "w", now_ms()).await;
+    assert_eq!(again.number(), 3);
+}
+
+async fn retry_redelivers_a_dead_delivery_without_recomputing_it(op: Operator) {
+    let id = op.dead_in_delivery("p1", "a", T0).await;
+    let shown = op.ok(&["show", &id.to_string()]).await;
+    assert!(shown.contains("  dead reason:      ACCESS_DENIED: the app was removed\n"), "{shown}");
+    assert!(shown.contains("  result kind:      success\n"), "{shown}");
+
+    let retried = op.ok(&["retry", &id.to_string()]).await;
+    assert_eq!(
+        retried,
+        format!(
+            "job {id} will be redelivered: its stored success result is sent again now, not \
+             recomputed\n"
+        )
+    );
+    let job = op.job(id).await;
+    assert_eq!((job.state, job.attempts, job.dead_reason), (JobState::Delivering, 1, None));
+    assert_eq!(job.result, Some(result()), "the stored result is kept as it was");
+    assert!(op.store.claim_due("w", now_ms(), LEASE, 10).await.unwrap().is_empty());
+    let resent = op.store.claim_deliveries("s", now_ms(), LEASE, 50).await.unwrap();
+    assert_eq!(resent[0].jobs[0].result, result());
+}
+
+async fn retry_refuses_a_job_that_is_still_pending(op: Operator) {
+    let done = op.done("p1", "a", T0).await;
+    let queued = op.queued("p1", "b", T0 + 1000).await;
+
+    assert_eq!(
+        op.err(&["retry", &queued.to_string()]).await,
+        format!("cannot retry job {queued}: it is queued")
+    );
+    assert_eq!(
+        op.err(&["retry", &done.to_string()]).await,
+        format!("cannot retry job {done}: it is done")
+    );
+    assert_eq!(op.job(queued).await.state, JobState::Queued);
+}
+
+async fn cancel_ends_a_queued_job(op: Operator) {
+    let id = op.queued("p1", "a", T0).await;
+
+    assert_eq!(
+        op.ok(&["cancel", &id.to_string()]).await,
+        format!(
+            "job {id} cancelled: it is dead with the reason \"cancelled by operator\"; nothing \
+             was sent to the portal\n"
+        )
+    );
+    let job = op.job(id).await;
+    assert_eq!(
+        (job.state, job.dead_reason.as_deref()),
+        (JobState::Dead, Some(CANCELLED_BY_OPERATOR))
+    );
+    assert!(op.store.claim_due("w", now_ms(), LEASE, 10).await.unwrap().is_empty());
+    let listed = op.ok(&["list", "--state", "dead"]).await;
+    assert_eq!(ids_listed(&listed), [id]);
+}
+
+async fn cancel_of_a_running_job_closes_its_attempt(op: Operator) {
+    let id = op.enqueue("p1", "a", T0).await;
+    let lease = op.claim(id, "worker-1", T0 + 1000).await;
+
+    op.ok(&["cancel", &id.to_string()]).await;
+    let shown = op.ok(&["show", &id.to_string()]).await;
+    let attempt = shown.lines().find(|line| line.starts_with("  execute  1")).unwrap();
+    assert!(attempt.ends_with("cancelled  cancelled by operator"), "{shown}");
+    assert!(
+        !op.store.complete(&lease, &result(), now_ms()).await.unwrap().is_applied(),
+        "the worker lost its lease"
+    );
+}
+
+async fn cancel_of_a_done_job_is_refused_and_changes_nothing(op: Operator) {
+    let id = op.done("p1", "a", T0).await;
+    let before = op.job(id).await;
+
+    assert_eq!(
+        op.err(&["cancel", &id.to_string()]).await,
+        format!("cannot cancel job {id}: it is done")
+    );
+    assert_eq!(op.job(id).await, before);
+}
+
+async fn unknown_ids_are_reported_by_every_command(op: Operator) {
+    op.queued("p1", "a", T0).await;
+    for command in ["show", "retry", "cancel"] {
+        assert_eq!(op.err(&[command, "4242"]).await, "job 4242 does not exist", "{command}");
+    }
+    assert_eq!(op.err(&["show", "4242", "--json"]).await, "job 4242 does not exist");
+}
+
+async fn json_output_carries_every_field_for_scripts(op: Operator) {
+    let a = op.dead_in_delivery("p1", "a", T0).await;
+    let b = op.queued("p2", "b", T0 + 10_000).await;
+
+    let list: Value = serde_json::from_str(&op.ok(&["list", "--json", "--limit", "1"]).await)
+        .expect("list --json prints JSON");
+    assert_eq!(list["version"], 1);
+    assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["jobs"][0]["id"], b.0);
+    assert_eq!(list["jobs"][0]["state"], "queued");
+    assert_eq!(list["jobs"][0]["member_id"], "p2");
+    assert_eq!(list["next_before"], b.0);
+    assert_eq!(
+        list["counts"],
+        json!({"queued": 1, "running": 0, "retry_wait": 0, "delivering": 0, "done": 0, "dead": 1})
+    );
+
+    let show: Value = serde_json::from_str(&op.ok(&["show", &a.to_string(), "--json"]).await)
+        .expect("show --json prints JSON");
+    let job = &show["job"];
+    assert_eq!(job["id"], a.0);
+    assert_eq!(job["state"], "dead");
+    assert_eq!(job["dead_reason"], "ACCESS_DENIED: the app was removed");
+    assert_eq!(job["result"], result());
+    assert_eq!(job["result_kind"], "success");
+    assert_eq!(job["payload"], payload());
+    assert_eq!(job["deadline_at"], DEADLINE);
+    assert_eq!(job["created_at"], T0);
+    assert_eq!(
+        show["attempts"],
+        json!([
+            {"kind": "execute", "number": 1, "worker": "w", "started_at": T0 + 1,
+             "finished_at": T0 + 2, "outcome": "ok", "error": null},
+            {"kind": "deliver", "number": 1, "worker": "s", "started_at": T0 + 3,
+             "finished_at": T0 + 4, "outcome": "fatal",
+             "error": "ACCESS_DENIED: the app was removed"},
+        ])
+    );
+}
+
+// Scenarios that need no database of their own.
+
+#[test]
+fn arguments_parse_as_documented() {
+    Cli::command().debug_assert();
+    assert_eq!(
+        parse(&["list"]),
+        Ok(JobsCommand::List { state: None, portal: None, limit: 50, before: None, json: false })
+    );
+    assert_eq!(
+        parse(&["retry", "7", "--deadline-in", "1h 30m"]),
+        Ok(JobsCommand::Retry { id: 7, deadline_in: Some(Duration::from_secs(5400)) })
+    );
+    let unknown_state = parse(&["list", "--state", "stuck"]).unwrap_err();
+    assert!(
+        unknown_state
+            .contains("[possible values: queued, running, retry_wait, delivering, done, dead]"),
+        "{unknown_state}"
+    );
+    for bad in [
+        &["show", "0"][..],
+        &["show", "abc"],
+        &["cancel"],
+        &["list", "--limit", "0"],
+        &["list", "--limit", "1001"],
+        &["retry", "1", "--deadline-in", "soon"],
+    ] {
+        assert!(parse(bad).is_err(), "{bad:?} is refused");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_sqlite_store_is_reported_not_created() {
+    let dir = TempDir::new("missing_sqlite");
+    let db = dir.path().join("elsewhere.db");
+    let config = write_config(dir.path(), &format!("sqlite:{}", db.display()));
+
+    let error = run(&config, &["list"]).await.unwrap_err();
+    assert!(error.starts_with(&format!("no store at `{}` (store.url)", db.display())), "{error}");
+    assert!(!db.exists(), "the CLI does not create an empty store");
+}
+
+#[tokio::test]
+async fn a_bad_store_url_is_reported_without_its_password() {
+    let dir = TempDir::new("bad_url");
+    let config = write_config(dir.path(), "postgres://operator:hunter2@127.0.0.1:port/b24act");
+
+    let error = run(&config, &["list"]).await.unwrap_err();
+    assert!(
+        error.starts_with("invalid store URL `postgres://operator:***@127.0.0.1:port/b24act`"),
+        "{error}"
+    );
+    assert!(!error.contains("hunter2"), "{error}");
+}
+
+// The operator and the store behind it.
+
+/// What a test works with: the configuration the CLI reads, and the same store opened directly
+/// to put jobs in place and look at them afterwards.
+struct Operator {
+    config: Config,
+    store: Store,
+}
+
+impl Operator {
+    /// Runs `b24act jobs ARGS…` and returns what it printed, or its error as `main` prints it.
+    async fn run(&self, args: &[&str]) -> Result<String, String> {
+        run(&self.config, args).await
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        self.run(args).await.unwrap_or_else(|error| panic!("jobs {args:?} failed: {error}"))
+    }
+
+    async fn err(&self, args: &[&str]) -> String {
+        match self.run(args).await {
+            Ok(out) => panic!("jobs {args:?} succeeded, printing:\n{out}"),
+            Err(error) => error,
+        }
+    }
+
+    async fn job(&self, id: JobId) -> store::Job {
+        self.store.job(id).await.unwrap().expect("the job exists").job
+    }
+
+    async fn enqueue(&self, member: &str, token: &str, at: i64) -> JobId {
+        match self.store.enqueue(&[call(member, token)], at).await.unwrap()[..] {
+            [Enqueued::Created(id)] => id,
+            ref other => panic!("expected one new job, got {other:?}"),
+        }
+    }
+
+    /// Claims job `id` for `worker`; it must be the only job due.
+    async fn claim(&self, id: JobId, worker: &str, at: i64) -> Lease {
+        let claimed = self.store.claim_due(worker, at, LEASE, 10).await.unwrap();
+        assert_eq!(claimed.iter().map(|job| job.id).collect::<Vec<_>>(), [id]);
+        claimed[0].lease.clone()
+    }
+
+    /// Claims job `id`'s delivery for `sender`; it must be the only one due.
+    async fn deliver(&self, id: JobId, sender: &str, at: i64) -> Lease {
+        let batches = self.store.claim_deliveries(sender, at, LEASE, 50).await.unwrap();
+        let claimed: Vec<JobId> =
+            batches.iter().flat_map(|batch| batch.jobs.iter().map(|job| job.id)).collect();
+        assert_eq!(claimed, [id]);
+        batches[0].jobs[0].lease.clone()
+    }
+
+    async fn queued(&self, member: &str, token: &str, at: i64) -> JobId {
+        self.enqueue(member, token, at).await
+    }
+
+    /// A job whose connector failed for good with no fallback: `dead` after one attempt.
+    async fn dead(&self, member: &str, token: &str, at: i64) -> JobId {
+        let id = self.enqueue(member, token, at).await;
+        let lease = self.claim(id, "w", at + 1).await;
+        let kill =
+            self.store.kill(&lease, AttemptOutcome::Fatal, "HTTP 401: unauthorized", at + 1000);
+        assert!(kill.await.unwrap().is_applied());
+        id
+    }
+
+    /// A job whose result was computed and delivered: `done`.
+    async fn done(&self, member: &str, token: &str, at: i64) -> JobId {
+        let id = self.enqueue(member, token, at).await;
+        let lease = self.claim(id, "w", at + 1).await;
+        assert!(self.store.complete(&lease, &result(), at + 2).await.unwrap().is_applied());
+        self.deliver(id, "s", at + 3).await;
+        assert_eq!(self.store.delivered(&[id], at + 4000).await.unwrap(), 1);
+        id
+    }
+
+    /// A job whose result the portal refused for good: `dead`, its result kept.
+    async fn dead_in_delivery(&self, member: &str, token: &str, at: i64) -> JobId {
+        let id = self.enqueue(member, token, at).await;
+        let lease = self.claim(id, "w", at + 1).await;
+        assert!(self.store.complete(&lease, &result(), at + 2).await.unwrap().is_applied());
+        let sending = self.deliver(id, "s", at + 3).await;
+        let refused =
+            self.store.delivery_dead(&sending, "ACCESS_DENIED: the app was removed", at + 4);
+        assert!(refused.await.unwrap().is_applied());
+        id
+    }
+}
+
+fn call(member: &str, token: &str) -> NewJob {
+    NewJob {
+        member_id: member.to_owned(),
+        action_code: "check_credit_limit".to_owned(),
+        event_token: format!("wf-{token}|A1|{token}.sig"),
+        workflow_id: format!("wf-{token}"),
+        payload: payload(),
+        payload_version: 1,
+        waits_for_result: true,
+        deadline_at: DEADLINE,
+    }
+}
+
+/// A job payload as the intake writes it (`b24act::payload::JobPayload`, version 1).
+fn payload() -> Value {
+    json!({
+        "document_id": ["crm", "CCrmDocumentDeal", "DEAL_1"],
+        "properties": { "company_id": 42, "amount": 1500.5 },
+    })
+}
+
+/// A stored result as the worker writes it (`b24act::payload::JobResult`).
+fn result() -> Value {
+    json!({
+        "return_values": { "available_limit": 250000.5, "approval_required": "N" },
+        "log_message": "Limit checked",
+    })
+}
+
+/// The ids in the first column of a `jobs list` table.
+fn ids_listed(table: &str) -> Vec<JobId> {
+    table
+        .lines()
+        .skip(1)
+        .map_while(|line| line.split_whitespace().next()?.parse().ok().map(JobId))
+        .collect()
+}
+
+/// `b24act jobs …` as the binary parses it.
+#[derive(Debug, Parser)]
+#[command(name = "b24act")]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Debug, Subcommand)]
+enum Top {
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+fn parse(args: &[&str]) -> Result<JobsCommand, String> {
+    let argv = ["b24act", "jobs"].iter().chain(args);
+    match Cli::try_parse_from(argv) {
+        Ok(Cli { command: Top::Jobs { command } }) => Ok(command),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Parses `args` as `b24act jobs ARGS…` and runs the command with the configuration at
+/// `config`; an error comes back as `main` prints it (`{:#}`, the whole chain).
+async fn run(config: &Config, args: &[&str]) -> Result<String, String> {
+    let command = parse(args).unwrap_or_else(|usage| panic!("jobs {args:?}: {usage}"));
+    let mut out = Vec::new();
+    match operator_cli::run(config, command, &mut out).await {
+        Ok(()) => Ok(String::from_utf8(out).expect("UTF-8 output")),
+        Err(error) => Err(format!("{error:#}")),
+    }
+}
+
+/// Writes a complete configuration whose store is `store_url` into `dir` and loads it as
+/// `b24act` does.
+fn write_config(dir: &Path, store_url: &str) -> Config {
+    let text = format!(
+        r#"
+[app]
+client_id = "local.6571a1b2c3d4e5.12345678"
+client_secret = "s3cret"
+public_url = "https://b24act.example.com/"
+
+[store]
+url = "{store_url}"
+encryption_key = "{KEY}"
+
+[[actions]]
+code = "check_credit_limit"
+name = "Check credit limit"
+
+[actions.properties.company_id]
+name = "Company ID"
+type = "int"
+required = true
+
+[actions.return_properties.available_limit]
+name = "Available limit"
+type = "double"
+
+[actions.connector]
+kind = "http"
+url = "https://finance.example.com/limits/{{{{properties.company_id}}}}"
+"#
+    );
+    let path = dir.join("b24act.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load_with_env(&path, []).unwrap_or_else(|error| panic!("{error:#}"))
+}
+
+// One suite, two backends.
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs `test` with a fresh store on `backend` and a configuration naming it; removes the store
+/// afterwards even when the test panics, then re-raises the panic.
+async fn with_operator<F, Fut>(backend: Backend, name: &str, test: F)
+where
+    F: FnOnce(Operator) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = TempDir::new(name);
+    let (url, database) = match backend {
+        Backend::Sqlite => (format!("sqlite:{}", dir.path().join("b24act.db").display()), None),
+        Backend::Postgres => {
+            let Ok(server) = std::env::var(POSTGRES_URL_VAR) else {
+                // Straight to the process's stderr: libtest captures `eprintln!` of passing
+                // tests, and a skipped leg must be seen.
+                let notice =
+                    format!("SKIPPED (set {POSTGRES_URL_VAR}): operator_cli::postgres::{name}\n");
+                let _ = std::io::stderr().write_all(notice.as_bytes());
+                return;
+            };
+            let database = unique_name(name);
+            psql(&server, &format!("CREATE DATABASE \"{database}\""));
+            (with_database(&server, &database), Some((server, database)))
+        }
+    };
+    let config = write_config(dir.path(), &url);
+    // The store the server would have created before an operator looks at it.
+    let store = Store::open(&url, StoreOptions::new(StoreKey::from_hex(KEY).unwrap()))
+        .await
+        .unwrap_or_else(|error| panic!("cannot open {url}: {error:?}"));
+    let outcome = tokio::spawn(test(Operator { config, store })).await;
+    if let Some((server, database)) = database {
+        psql(&server, &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"));
+    }
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+/// Runs one statement with `psql` (the PostgreSQL client that comes with the server): this
+/// crate talks to databases only through the store, which creates none.
+fn psql(server: &str, sql: &str) {
+    let output = std::process::Command::new("psql")
+        .args([server, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("the PostgreSQL leg runs `psql` to create its database: {error}")
+        });
+    assert!(
+        output.status.success(),
+        "psql -c '{sql}' failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `server` with its database path replaced by `database`.
+fn with_database(server: &str, database: &str) -> String {
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (server, String::new()),
+    };
+    let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{authority}/{database}{query}")
+}
+
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test, run or process uses (a directory, a database).
+fn unique_name(test: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let short: String = test.chars().take(24).collect();
+    format!("b24act_ops_{short}_{}_{sequence}_{nanos}", std::process::id())
+}
+
+/// A fresh directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(unique_name(test));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
