@@ -174,3 +174,40 @@ async fn results_for_a_portal_that_is_not_installed_are_dead() {
     let reason = detail.job.dead_reason.unwrap_or_default();
     assert!(reason.contains("is not installed"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_refused_event_token_makes_the_delivery_dead_with_the_reason() {
+    let t = TestHost::start().await;
+    let call = t.call(CHECK, HALF_HOUR_MS).await;
+    let token = t.workflow(&call).event_token;
+    // Same workflow, a signature the portal did not make.
+    let forged = format!(
+        "{}.{}",
+        token.rsplit_once('.').map_or(token.as_str(), |(payload, _)| payload),
+        "0".repeat(64)
+    );
+    let job = store::NewJob {
+        member_id: t.portal.member_id.clone(),
+        action_code: CHECK.into(),
+        event_token: forged,
+        workflow_id: call.workflow_id.clone(),
+        payload: serde_json::json!({"document_id": ["crm", "CCrmDocumentDeal", "DEAL_1"], "properties": {}}),
+        payload_version: b24act::payload::PAYLOAD_VERSION,
+        waits_for_result: true,
+        deadline_at: t.t0 + HALF_HOUR_MS,
+    };
+    let id = t.host.store.enqueue(&[job], t.t0).await.unwrap()[0].id();
+    // Both results go out in one batch; each command decides its own job.
+    assert_eq!(t.work_at(0).await, 2);
+    assert_eq!(t.deliver_at(1_000).await, 2);
+    let detail = t.host.store.job(id).await.unwrap().unwrap();
+    assert_eq!(detail.job.state, JobState::Dead);
+    let reason = detail.job.dead_reason.unwrap_or_default();
+    assert!(reason.contains("ACCESS_DENIED"), "{reason}");
+    assert_eq!(
+        t.job(&call).await.job.state,
+        JobState::Done,
+        "the genuine result in the same batch went through"
+    );
+    assert_eq!(t.workflow(&call).status, WorkflowStatus::Closed);
+}
