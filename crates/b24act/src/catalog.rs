@@ -46,8 +46,12 @@ impl Catalog {
         for (index, action) in config.actions.iter().enumerate() {
             let mut table = action.connector.settings.clone();
             table.insert("kind".to_owned(), Value::String(action.connector.kind.clone()));
+            // The connector names keys inside its own table; the full path starts at the action.
             let connector = registry.build(&Value::Object(table)).map_err(|e| CatalogError {
-                key: format!("actions[{index}].{}", e.key()),
+                key: match e.key() {
+                    "" => format!("actions[{index}].connector"),
+                    key => format!("actions[{index}].connector.{key}"),
+                },
                 message: e.message().to_owned(),
             })?;
             actions.insert(
@@ -195,6 +199,34 @@ fn property_definitions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CONFIG: &str = r#"
+[app]
+client_id = "local.x"
+client_secret = "s"
+public_url = "https://b24act.example.com/"
+[store]
+encryption_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+[[actions]]
+code = "check"
+name = "Check"
+[actions.connector]
+kind = "http"
+url = "URL"
+"#;
+
+    fn build(url: &str) -> Result<Catalog, CatalogError> {
+        let config =
+            Config::from_toml(&CONFIG.replace("URL", url), "test", std::iter::empty()).unwrap();
+        Catalog::build(&config, &Registry::new())
+    }
+
+    #[test]
+    fn connector_errors_name_the_full_key() {
+        let error = build("/relative").err().unwrap();
+        assert_eq!(error.to_string(), "actions[0].connector.url: relative URL without a base");
+        assert!(build("https://finance.example.com/{{properties.company_id}}").is_ok());
+    }
 
     #[test]
     fn handler_urls_join_under_the_public_url() {

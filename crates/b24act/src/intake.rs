@@ -15,11 +15,12 @@ use axum::routing::post;
 use b24::incoming::{ActivityCall, ApplicationToken, Limits};
 use store::{Enqueued, InstallationStatus, NewJob, Store};
 use subtle::ConstantTimeEq;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::clock;
 use crate::host::Host;
 use crate::payload::{self, JobPayload, PAYLOAD_VERSION};
+use crate::worker::Wakeups;
 
 /// The most calls one transaction commits.
 const MAX_GROUP: usize = 512;
@@ -40,11 +41,11 @@ pub fn router(intake: Arc<Intake>) -> Router {
 }
 
 impl Intake {
-    /// Starts the committer task, which stores calls in groups and pokes `jobs_arrived` after
-    /// each commit so idle workers wake at once.
-    pub fn start(host: Arc<Host>, jobs_arrived: Arc<Notify>) -> Arc<Intake> {
+    /// Starts the committer task, which stores calls in groups and wakes the workers after
+    /// each commit.
+    pub fn start(host: Arc<Host>, wakeups: Arc<Wakeups>) -> Arc<Intake> {
         let (sender, receiver) = mpsc::channel(MAX_GROUP * 8);
-        tokio::spawn(commit_groups(host.store.clone(), receiver, jobs_arrived));
+        tokio::spawn(commit_groups(host.store.clone(), receiver, wakeups));
         Arc::new(Intake {
             portals: PortalAuthCache::new(host.store.clone()),
             host,
@@ -150,7 +151,7 @@ struct Pending {
 async fn commit_groups(
     store: Arc<Store>,
     mut receiver: mpsc::Receiver<Pending>,
-    jobs_arrived: Arc<Notify>,
+    wakeups: Arc<Wakeups>,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while receiver.recv_many(&mut group, MAX_GROUP).await > 0 {
@@ -160,8 +161,7 @@ async fn commit_groups(
                 for (pending, outcome) in group.drain(..).zip(outcomes) {
                     let _ = pending.reply.send(Ok(outcome));
                 }
-                jobs_arrived.notify_waiters();
-                jobs_arrived.notify_one();
+                wakeups.job_arrived();
             }
             Err(error) => {
                 let message = format!("{error:#}");

@@ -6,6 +6,7 @@
 //! stores the result or the fallback; the outbox returns it with `bizproc.event.send`, batched
 //! per portal. [`install`] keeps portals, tokens and registrations in step.
 
+pub mod app;
 pub mod backoff;
 pub mod catalog;
 pub mod clock;

@@ -18,11 +18,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the host: take calls from portals, run the actions, return the results. Stops on
+    /// Ctrl-C or SIGTERM, letting running attempts finish.
+    Serve {
+        #[arg(long, env = "B24ACT_CONFIG", default_value = "b24act.toml")]
+        config: PathBuf,
+    },
     /// Load and validate a configuration file (with its B24ACT__* environment overrides) and
-    /// report every problem, naming the key; nothing is started or sent.
+    /// each action's connector settings, reporting problems by key; nothing is started or sent.
     CheckConfig {
         #[arg(long, env = "B24ACT_CONFIG", default_value = "b24act.toml")]
         config: PathBuf,
+    },
+    /// Inspect and steer jobs in the store the configuration names (SQLite or PostgreSQL).
+    Jobs {
+        #[arg(long, env = "B24ACT_CONFIG", default_value = "b24act.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: b24act::operator_cli::JobsCommand,
     },
     /// Run the Bitrix24 emulator in the foreground: a fake OAuth server, portals and workflows,
     /// driven through its JSON control API (see the README). Stops on Ctrl-C or SIGTERM.
@@ -36,10 +49,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let default_filter = "info";
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -56,14 +70,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         match cli.command {
+            Command::Serve { config } => serve(&config).await,
             Command::CheckConfig { config } => check_config(&config),
+            Command::Jobs { config, command } => {
+                let config = Config::load(&config)?;
+                b24act::operator_cli::run(&config, command, &mut std::io::stdout()).await
+            }
             Command::Emulator { listen } => run_emulator(listen).await,
         }
     })
 }
 
+async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let public_url = config.app.public_url.clone();
+    let running = b24act::app::start(config, &connectors::Registry::new()).await?;
+    println!("b24act serving on http://{}", running.addr);
+    println!("  install handler: {}", b24act::catalog::install_url(&public_url));
+    for action in running.host.catalog.iter() {
+        let code = &action.config.code;
+        println!("  action {code}: {}", b24act::catalog::handler_url(&public_url, code));
+    }
+    shutdown_signal().await;
+    tracing::info!("stopping: letting running attempts finish");
+    running.shutdown().await;
+    Ok(())
+}
+
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    // Each connector checks its own settings when built (URL templates, pointers, …).
+    b24act::catalog::Catalog::build(&config, &connectors::Registry::new())?;
     let codes: Vec<&str> = config.actions.iter().map(|a| a.code.as_str()).collect();
     println!("{}: valid; {} action(s): {}", path.display(), codes.len(), codes.join(", "));
     Ok(())

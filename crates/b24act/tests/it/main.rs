@@ -1,7 +1,10 @@
 //! The `b24act` binary, driven as a user drives it: a real process, real HTTP on loopback.
 
+mod crash;
 mod emulator_command;
 mod host_fixture;
 mod operator_cli;
 mod outbox;
+mod serve;
+mod support;
 mod worker;

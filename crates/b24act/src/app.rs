@@ -1,0 +1,146 @@
+//! Assembling and running the host: one HTTP server (intake, install handler, health), the
+//! workers and the outbox, in one process, stopped together by one cancellation token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::get;
+use connectors::Registry;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::host::{Host, StartError};
+use crate::install::{self, Installer};
+use crate::intake::{self, Intake};
+use crate::worker::Wakeups;
+use crate::{outbox, worker};
+
+/// A started host. Dropping it does not stop it: call [`Running::shutdown`].
+pub struct Running {
+    /// Where the HTTP server listens (the configured address, with the real port if it was 0).
+    pub addr: SocketAddr,
+    pub host: Arc<Host>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("listening on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the store, builds the connectors, binds `server.listen`, and starts the server, the
+/// workers and the outbox. Actions are registered again on every installed portal in the
+/// background, so a changed configuration reaches the portals at start.
+pub async fn start(config: Config, registry: &Registry) -> Result<Running, RunError> {
+    let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| RunError::Listen { addr: listen, source })?;
+    start_on(listener, config, registry).await
+}
+
+/// [`start`] on a listener the caller bound (tests bind port 0 first, so the configured
+/// `public_url` can name the real port).
+pub async fn start_on(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    registry: &Registry,
+) -> Result<Running, RunError> {
+    let listen = config.server.listen;
+    let addr = listener.local_addr().map_err(|source| RunError::Listen { addr: listen, source })?;
+    let host = Arc::new(Host::open(config, registry).await?);
+
+    let cancel = CancellationToken::new();
+    let wakeups = Arc::new(Wakeups::default());
+    let intake = Intake::start(host.clone(), wakeups.clone());
+    let installer = Arc::new(Installer { host: host.clone(), intake: intake.clone() });
+    let router = router(host.clone(), intake, installer);
+
+    let mut tasks = JoinSet::new();
+    let server_cancel = cancel.clone();
+    tasks.spawn(async move {
+        let server =
+            axum::serve(listener, router).with_graceful_shutdown(server_cancel.cancelled_owned());
+        if let Err(error) = server.await {
+            tracing::error!(%error, "HTTP server stopped");
+        }
+    });
+    tasks.spawn(worker::run(host.clone(), wakeups.clone(), cancel.clone()));
+    tasks.spawn(outbox::run(host.clone(), wakeups, cancel.clone()));
+    tasks.spawn(register_everywhere(host.clone()));
+    tracing::info!(%addr, node = %host.node_id, actions = host.catalog.iter().count(), "b24act serving");
+    Ok(Running { addr, host, cancel, tasks })
+}
+
+impl Running {
+    /// Stops taking calls, lets running attempts and deliveries finish, and waits for all.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.host.store.close().await;
+    }
+
+    /// Completes when the host was told to stop.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}
+
+/// Every route of the host.
+pub fn router(host: Arc<Host>, intake: Arc<Intake>, installer: Arc<Installer>) -> Router {
+    let limit = host.config.server.max_body_bytes;
+    Router::new()
+        .merge(intake::router(intake))
+        .merge(install::router(installer))
+        .merge(Router::new().route("/health", get(health)).with_state(host))
+        .layer(DefaultBodyLimit::max(limit))
+}
+
+/// `GET /health`: 200 with the jobs by state while the store answers, 503 otherwise.
+async fn health(State(host): State<Arc<Host>>) -> (axum::http::StatusCode, Json<Value>) {
+    match host.store.state_counts().await {
+        Ok(counts) => {
+            let by_state: serde_json::Map<String, Value> = store::JobState::ALL
+                .iter()
+                .map(|state| (state.as_str().to_owned(), json!(counts.get(*state))))
+                .collect();
+            (
+                axum::http::StatusCode::OK,
+                Json(json!({"status": "ok", "node": host.node_id, "jobs": by_state})),
+            )
+        }
+        Err(error) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "store unavailable", "error": format!("{error:#}")})),
+        ),
+    }
+}
+
+async fn register_everywhere(host: Arc<Host>) {
+    match host.store.installations().await {
+        Ok(installations) => {
+            for installation in
+                installations.into_iter().filter(|i| i.status == store::InstallationStatus::Active)
+            {
+                tokio::spawn(install::register_with_retries(host.clone(), installation.member_id));
+            }
+        }
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "cannot list installations to register actions")
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `b24act serve` killed with SIGKILL in the middle of a job and started again: the job runs
+//! again after its lease expires, finishes once, and its result is sent once.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use b24_emulator::{AppSpec, Emulator, EmulatorConfig, PortalSpec, WorkflowSpec, WorkflowStatus};
+use b24act::fake_api::{Behaviour, FakeApi};
+use store::{JobFilter, JobId, JobState, StoreKey, StoreOptions};
+
+use crate::support::{CLIENT_ID, CLIENT_SECRET, CODE, KEY, Options, TempDir, config_text, number};
+
+/// A `b24act serve` process; killed when dropped.
+struct Server(Child);
+
+impl Server {
+    fn start(config: &std::path::Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_b24act"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn b24act serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            let line =
+                lines.next().expect("b24act serve printed its address before exiting").unwrap();
+            if line.starts_with("b24act serving on") {
+                break;
+            }
+        }
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server(child)
+    }
+
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_interrupted_by_sigkill_finishes_once_after_restart() {
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let domain = emulator
+        .create_portal(PortalSpec { unlimited: true, ..PortalSpec::default() })
+        .await
+        .unwrap()
+        .domain;
+    let api = FakeApi::start(1).await.unwrap();
+    let dir = TempDir::new();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let store_url = format!("sqlite:{}/b24act.db", dir.0.display());
+    let options = Options { lease: "3s", attempt_timeout: "2500ms", ..Options::default() };
+    let config = dir.0.join("b24act.toml");
+    std::fs::write(&config, config_text(listen, &store_url, &api.url(), &options)).unwrap();
+    emulator.register_app(AppSpec {
+        client_id: Some(CLIENT_ID.into()),
+        client_secret: Some(CLIENT_SECRET.into()),
+        install_url: Some(format!("http://{listen}/bitrix/install")),
+        scope: "bizproc,crm".into(),
+        ..AppSpec::default()
+    });
+
+    let server = Server::start(&config);
+    assert_eq!(emulator.install_app(&domain, CLIENT_ID).await.unwrap().event_status, Some(200));
+    wait(
+        || emulator.registrations(&domain).unwrap().iter().any(|r| r.code == CODE),
+        "registration",
+    )
+    .await;
+
+    // The API answers slowly: the first attempt is still in flight when the process dies.
+    api.set(Behaviour { latency: Duration::from_secs(2), ..Behaviour::default() });
+    let spec = WorkflowSpec {
+        domain: domain.clone(),
+        code: CODE.into(),
+        properties: serde_json::json!({"company_id": 12}),
+        finish_after: None,
+        ..WorkflowSpec::default()
+    };
+    let workflow_id = emulator.start_workflow(spec).await.unwrap().workflow_id;
+    wait(|| api.counts().0 >= 1, "the first attempt reaches the API").await;
+    server.kill();
+    api.set(Behaviour::default());
+
+    let _restarted = Server::start(&config);
+    let state = emulator
+        .wait_for_workflow(&domain, &workflow_id, Duration::from_secs(20), |s| {
+            s.status != WorkflowStatus::Waiting
+        })
+        .await
+        .unwrap();
+    assert_eq!(number(&state.return_values["limit"]), FakeApi::credit_of(12).0);
+
+    let store = store::Store::open(&store_url, StoreOptions::new(StoreKey::from_hex(KEY).unwrap()))
+        .await
+        .unwrap();
+    let mut done = false;
+    for _ in 0..200 {
+        if store.state_counts().await.unwrap().get(JobState::Done) == 1 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(done, "the job ends done");
+    let jobs = store.list_jobs(&JobFilter::default()).await.unwrap();
+    assert_eq!(jobs.len(), 1, "one job");
+    let detail = store.job(JobId(jobs[0].id.0)).await.unwrap().unwrap();
+    assert_eq!(detail.job.attempts, 2, "run again once after the crash: {:#?}", detail.attempts);
+    let sends =
+        emulator.rest_calls(&domain).iter().filter(|c| c.method == "bizproc.event.send").count();
+    assert_eq!(sends, 1, "the result was sent once");
+}
+
+async fn wait(condition: impl Fn() -> bool, what: &str) {
+    for _ in 0..400 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

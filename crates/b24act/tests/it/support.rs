@@ -1,0 +1,284 @@
+//! A whole deployment for end-to-end tests: the emulator as the portal, the host on a real
+//! SQLite file (or PostgreSQL) in a temp dir, and a flaky API behind an `http` action. The app
+//! is installed the real way (ONAPPINSTALL → app.info → registration).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use b24_emulator::{
+    AppSpec, Emulator, EmulatorConfig, PortalSpec, WorkflowSpec, WorkflowState, WorkflowStatus,
+};
+use b24act::app::{self, Running};
+use b24act::config::Config;
+use b24act::fake_api::FakeApi;
+use serde_json::Value;
+
+pub const CLIENT_ID: &str = "local.b24act.test";
+pub const CLIENT_SECRET: &str = "test-secret";
+pub const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+pub const CODE: &str = "check_credit";
+
+/// Knobs a test turns.
+pub struct Options {
+    pub portal: PortalSpec,
+    pub max_wait: &'static str,
+    /// `None`: a SQLite file in the temp dir.
+    pub store_url: Option<String>,
+    pub lease: &'static str,
+    pub attempt_timeout: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            portal: PortalSpec { unlimited: true, ..PortalSpec::default() },
+            max_wait: "20s",
+            store_url: None,
+            lease: "3s",
+            attempt_timeout: "1s",
+        }
+    }
+}
+
+/// A temp dir removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let unique = format!("b24act-it-{}-{}", std::process::id(), rand_suffix());
+        let path = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    u64::from(nanos) ^ (NEXT.fetch_add(1, Ordering::Relaxed) << 32)
+}
+
+pub struct TestApp {
+    pub emulator: Emulator,
+    pub domain: String,
+    pub api: FakeApi,
+    pub running: Option<Running>,
+    pub config_text: String,
+    /// Holds the store's directory until the test ends.
+    pub _dir: TempDir,
+    pub listen: std::net::SocketAddr,
+}
+
+/// The configuration of the test deployment: one `http` action asking the fake API for a
+/// company's credit, with a fallback that names the reason.
+pub fn config_text(
+    listen: std::net::SocketAddr,
+    store_url: &str,
+    api_url: &str,
+    options: &Options,
+) -> String {
+    format!(
+        r#"
+[app]
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+public_url = "http://{listen}/"
+
+[server]
+listen = "{listen}"
+
+[store]
+url = "{store_url}"
+encryption_key = "{KEY}"
+
+[workers]
+concurrency = 8
+lease = "{lease}"
+
+[delivery]
+retry_base = "100ms"
+retry_cap = "1s"
+
+[[actions]]
+code = "{CODE}"
+name = {{ en = "Check credit" }}
+
+[actions.properties.company_id]
+name = "Company"
+type = "int"
+required = true
+
+[actions.return_properties.limit]
+name = "Limit"
+type = "double"
+
+[actions.return_properties.debt]
+name = "Debt"
+type = "double"
+
+[actions.return_properties.unavailable]
+name = "Finance system unavailable"
+type = "bool"
+
+[actions.connector]
+kind = "http"
+method = "GET"
+url = "{api_url}/companies/{{{{properties.company_id}}}}/credit"
+
+[actions.connector.response]
+limit = "/limit"
+debt = "/debt"
+
+[actions.retry]
+max_wait = "{max_wait}"
+backoff_base = "100ms"
+backoff_cap = "400ms"
+jitter = 0.1
+attempt_timeout = "{attempt_timeout}"
+deadline_margin = "1s"
+
+[actions.on_failure]
+mode = "fallback"
+log_message = "Finance system unavailable: {{reason}}"
+values = {{ unavailable = true }}
+"#,
+        lease = options.lease,
+        max_wait = options.max_wait,
+        attempt_timeout = options.attempt_timeout,
+    )
+}
+
+impl TestApp {
+    pub async fn start(options: Options) -> TestApp {
+        let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        let portal = emulator.create_portal(options.portal.clone()).await.unwrap();
+        let api = FakeApi::start(7).await.unwrap();
+        let dir = TempDir::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listen = listener.local_addr().unwrap();
+        let store_url = options
+            .store_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}/b24act.db", dir.0.display()));
+        let config_text = config_text(listen, &store_url, &api.url(), &options);
+        emulator.register_app(AppSpec {
+            client_id: Some(CLIENT_ID.into()),
+            client_secret: Some(CLIENT_SECRET.into()),
+            install_url: Some(format!("http://{listen}/bitrix/install")),
+            scope: "bizproc,crm".into(),
+            ..AppSpec::default()
+        });
+        let mut test = TestApp {
+            emulator,
+            domain: portal.domain,
+            api,
+            running: None,
+            config_text,
+            _dir: dir,
+            listen,
+        };
+        test.start_host(listener).await;
+        let installed = test.emulator.install_app(&test.domain, CLIENT_ID).await.unwrap();
+        assert_eq!(installed.event_status, Some(200), "the host took ONAPPINSTALL");
+        test.wait_until("the action is registered", Duration::from_secs(10), |t| {
+            t.emulator.registrations(&t.domain).unwrap().iter().any(|r| r.code == CODE)
+        })
+        .await;
+        test
+    }
+
+    /// Starts the host on `listener` with the test's store and configuration.
+    pub async fn start_host(&mut self, listener: tokio::net::TcpListener) {
+        let config = Config::from_toml(&self.config_text, "test", std::iter::empty()).unwrap();
+        let running = app::start_on(listener, config, &connectors::Registry::new()).await.unwrap();
+        self.running = Some(running);
+    }
+
+    pub fn store(&self) -> &store::Store {
+        &self.running.as_ref().expect("host running").host.store
+    }
+
+    /// Starts a workflow running the action for `company_id`; returns its id.
+    pub async fn start_workflow(&self, company_id: u64, timeout_duration: u64) -> String {
+        let spec = WorkflowSpec {
+            domain: self.domain.clone(),
+            code: CODE.into(),
+            properties: serde_json::json!({"company_id": company_id}),
+            timeout_duration,
+            finish_after: None,
+            ..WorkflowSpec::default()
+        };
+        self.emulator.start_workflow(spec).await.unwrap().workflow_id
+    }
+
+    pub fn workflow(&self, id: &str) -> WorkflowState {
+        self.emulator.workflow(&self.domain, id).unwrap()
+    }
+
+    /// Waits until the workflow's activity is no longer waiting.
+    pub async fn wait_closed(&self, id: &str, within: Duration) -> WorkflowState {
+        let deadline = Instant::now() + within;
+        loop {
+            let state = self.workflow(id);
+            if state.status != WorkflowStatus::Waiting {
+                return state;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "workflow {id} still waiting after {within:?}: {state:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls `condition` until it holds or `within` passes.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        within: Duration,
+        condition: impl Fn(&TestApp) -> bool,
+    ) {
+        let deadline = Instant::now() + within;
+        while !condition(self) {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `count` jobs are in `state`.
+    pub async fn wait_for_jobs(&self, state: store::JobState, count: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let now = self.store().state_counts().await.unwrap().get(state);
+            if now == count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{now} jobs {state:?}, expected {count}, after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// How many times the portal received a method (inside batches too).
+    pub fn calls_of(&self, method: &str) -> usize {
+        self.emulator.rest_calls(&self.domain).iter().filter(|c| c.method == method).count()
+    }
+}
+
+pub fn number(value: &Value) -> f64 {
+    match value {
+        Value::Number(n) => n.as_f64().unwrap(),
+        Value::String(s) => s.parse().unwrap(),
+        other => panic!("not a number: {other}"),
+    }
+}
