@@ -3,6 +3,7 @@
 mod crash;
 mod emulator_command;
 mod host_fixture;
+mod install;
 mod operator_cli;
 mod outbox;
 mod serve;

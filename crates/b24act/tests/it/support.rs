@@ -17,6 +17,8 @@ pub const CLIENT_ID: &str = "local.b24act.test";
 pub const CLIENT_SECRET: &str = "test-secret";
 pub const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 pub const CODE: &str = "check_credit";
+/// An action whose workflow does not wait (`use_subscription = false`).
+pub const NOTIFY_CODE: &str = "tell_finance";
 
 /// Knobs a test turns.
 pub struct Options {
@@ -149,6 +151,23 @@ deadline_margin = "1s"
 mode = "fallback"
 log_message = "Finance system unavailable: {{reason}}"
 values = {{ unavailable = true }}
+
+[[actions]]
+code = "{NOTIFY_CODE}"
+name = "Tell finance"
+use_subscription = false
+
+[actions.properties.company_id]
+name = "Company"
+type = "int"
+
+[actions.retry]
+attempt_timeout = "{attempt_timeout}"
+
+[actions.connector]
+kind = "http"
+method = "GET"
+url = "{api_url}/companies/{{{{properties.company_id}}}}/credit"
 "#,
         lease = options.lease,
         max_wait = options.max_wait,
