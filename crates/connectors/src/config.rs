@@ -55,21 +55,16 @@ pub fn from_value<T: DeserializeOwned>(settings: Value) -> Result<T, ConfigError
     })
 }
 
-/// Parses a duration as written in config: `"500ms"`, `"10s"`, `"2m"`, `"1h"`, or a bare number of
+/// Parses a duration as written in config: `"500ms"`, `"10s"`, `"2m"`, `"1h 30m"`, or a bare number of
 /// seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit.trim() {
-        "ms" => number / 1000.0,
-        "" | "s" => number,
-        "m" | "min" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(seconds).ok()
+    // A bare number is seconds; anything else reads as in the host's own settings (`500ms`,
+    // `10s`, `2m`, `1h 30m`), so every duration in a configuration reads the same.
+    match text.parse::<f64>() {
+        Ok(seconds) => Duration::try_from_secs_f64(seconds).ok(),
+        Err(_) => humantime::parse_duration(text).ok(),
+    }
 }
 
 /// `#[serde(deserialize_with = "…")]` for an optional [`parse_duration`] value.
