@@ -70,6 +70,7 @@ both_backends!(
     cancel_of_a_done_job_is_refused_and_changes_nothing,
     unknown_ids_are_reported_by_every_command,
     json_output_carries_every_field_for_scripts,
+    the_binary_reports_on_stdout_and_fails_with_documented_exit_codes,
 );
 
 async fn list_shows_jobs_newest_first_with_counts_by_state(op: Operator) {
@@ -371,7 +372,77 @@ async fn json_output_carries_every_field_for_scripts(op: Operator) {
     );
 }
 
+async fn the_binary_reports_on_stdout_and_fails_with_documented_exit_codes(op: Operator) {
+    let dead = op.dead("p1", "a", T0).await;
+    let queued = op.queued("p2", "b", T0 + 10_000).await;
+    let (dead_id, queued_id) = (dead.to_string(), queued.to_string());
+
+    let listed = op.binary(&["list", "--config"]).await;
+    assert_eq!(listed.code, Some(0), "{listed:?}");
+    assert_eq!(ids_listed(&listed.stdout), [queued, dead]);
+    assert!(
+        listed.stdout.ends_with(
+            "all jobs: 1 queued, 0 running, 0 retry_wait, 0 delivering, 0 done, 1 dead\n"
+        )
+    );
+
+    let shown = op.binary(&["show", &dead_id, "--config"]).await;
+    assert_eq!(shown.code, Some(0), "{shown:?}");
+    assert!(shown.stdout.contains("  dead reason:      HTTP 401: unauthorized\n"), "{shown:?}");
+
+    let retried = op.binary(&["retry", &dead_id, "--deadline-in", "1h", "--config"]).await;
+    assert_eq!(retried.code, Some(0), "{retried:?}");
+    assert!(retried.stdout.starts_with(&format!("job {dead} requeued")), "{retried:?}");
+    assert_eq!(op.job(dead).await.state, JobState::Queued);
+
+    let cancelled = op.binary(&["cancel", &queued_id, "--config"]).await;
+    assert_eq!(cancelled.code, Some(0), "{cancelled:?}");
+    let again = op.binary(&["cancel", &queued_id, "--config"]).await;
+    assert_eq!(again.code, Some(1), "a refused command exits 1: {again:?}");
+    assert!(
+        again
+            .stderr
+            .lines()
+            .any(|line| line == format!("b24act: cannot cancel job {queued}: it is dead")),
+        "the error is printed once, prefixed: {again:?}"
+    );
+    assert!(again.stdout.is_empty(), "{again:?}");
+
+    let unknown = op.binary(&["show", "4242", "--config"]).await;
+    assert_eq!(unknown.code, Some(1), "{unknown:?}");
+    assert!(
+        unknown.stderr.lines().any(|line| line == "b24act: job 4242 does not exist"),
+        "{unknown:?}"
+    );
+
+    let usage = op.binary(&["list", "--state", "stuck", "--config"]).await;
+    assert_eq!(usage.code, Some(2), "bad usage exits 2: {usage:?}");
+    assert!(usage.stderr.contains("possible values: queued, running"), "{usage:?}");
+
+    for output in [&listed, &shown, &retried, &cancelled, &again, &unknown] {
+        for secret in [KEY, "s3cret"] {
+            assert!(
+                !output.stdout.contains(secret) && !output.stderr.contains(secret),
+                "{output:?}"
+            );
+        }
+    }
+}
+
 // Scenarios that need no database of their own.
+
+#[test]
+fn the_binary_offers_the_jobs_commands() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_b24act"))
+        .args(["jobs", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    for command in ["list", "show", "retry", "cancel", "--config"] {
+        assert!(help.contains(command), "`b24act jobs --help` mentions {command}:\n{help}");
+    }
+}
 
 #[test]
 fn arguments_parse_as_documented() {
@@ -406,7 +477,7 @@ fn arguments_parse_as_documented() {
 async fn a_missing_sqlite_store_is_reported_not_created() {
     let dir = TempDir::new("missing_sqlite");
     let db = dir.path().join("elsewhere.db");
-    let config = write_config(dir.path(), &format!("sqlite:{}", db.display()));
+    let (config, _) = write_config(dir.path(), &format!("sqlite:{}", db.display()));
 
     let error = run(&config, &["list"]).await.unwrap_err();
     assert!(error.starts_with(&format!("no store at `{}` (store.url)", db.display())), "{error}");
@@ -416,7 +487,7 @@ async fn a_missing_sqlite_store_is_reported_not_created() {
 #[tokio::test]
 async fn a_bad_store_url_is_reported_without_its_password() {
     let dir = TempDir::new("bad_url");
-    let config = write_config(dir.path(), "postgres://operator:hunter2@127.0.0.1:port/b24act");
+    let (config, _) = write_config(dir.path(), "postgres://operator:hunter2@127.0.0.1:port/b24act");
 
     let error = run(&config, &["list"]).await.unwrap_err();
     assert!(
@@ -432,13 +503,44 @@ async fn a_bad_store_url_is_reported_without_its_password() {
 /// to put jobs in place and look at them afterwards.
 struct Operator {
     config: Config,
+    /// Where `config` was written, for the binary.
+    config_path: PathBuf,
     store: Store,
+}
+
+/// What a `b24act` process did.
+#[derive(Debug)]
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
 }
 
 impl Operator {
     /// Runs `b24act jobs ARGS…` and returns what it printed, or its error as `main` prints it.
     async fn run(&self, args: &[&str]) -> Result<String, String> {
         run(&self.config, args).await
+    }
+
+    /// Runs the real `b24act jobs ARGS… PATH`: `args` end with `--config`, followed here by the
+    /// configuration's path.
+    async fn binary(&self, args: &[&str]) -> Output {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_b24act"));
+        command
+            .arg("jobs")
+            .args(args)
+            .arg(&self.config_path)
+            .env_remove("B24ACT_CONFIG")
+            .stdin(std::process::Stdio::null());
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("the process runner")
+            .expect("run b24act");
+        Output {
+            code: output.status.code(),
+            stdout: String::from_utf8(output.stdout).expect("UTF-8 stdout"),
+            stderr: String::from_utf8(output.stderr).expect("UTF-8 stderr"),
+        }
     }
 
     async fn ok(&self, args: &[&str]) -> String {
@@ -590,8 +692,8 @@ async fn run(config: &Config, args: &[&str]) -> Result<String, String> {
 }
 
 /// Writes a complete configuration whose store is `store_url` into `dir` and loads it as
-/// `b24act` does.
-fn write_config(dir: &Path, store_url: &str) -> Config {
+/// `b24act` does; returns it with its path.
+fn write_config(dir: &Path, store_url: &str) -> (Config, PathBuf) {
     let text = format!(
         r#"
 [app]
@@ -623,7 +725,8 @@ url = "https://finance.example.com/limits/{{{{properties.company_id}}}}"
     );
     let path = dir.join("b24act.toml");
     std::fs::write(&path, text).unwrap();
-    Config::load_with_env(&path, []).unwrap_or_else(|error| panic!("{error:#}"))
+    let config = Config::load_with_env(&path, []).unwrap_or_else(|error| panic!("{error:#}"));
+    (config, path)
 }
 
 // One suite, two backends.
@@ -658,12 +761,12 @@ where
             (with_database(&server, &database), Some((server, database)))
         }
     };
-    let config = write_config(dir.path(), &url);
+    let (config, config_path) = write_config(dir.path(), &url);
     // The store the server would have created before an operator looks at it.
     let store = Store::open(&url, StoreOptions::new(StoreKey::from_hex(KEY).unwrap()))
         .await
         .unwrap_or_else(|error| panic!("cannot open {url}: {error:?}"));
-    let outcome = tokio::spawn(test(Operator { config, store })).await;
+    let outcome = tokio::spawn(test(Operator { config, config_path, store })).await;
     if let Some((server, database)) = database {
         psql(&server, &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"));
     }
