@@ -59,11 +59,21 @@ fn main() -> std::process::ExitCode {
         .init();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`b24act jobs list | head`): nothing is wrong.
+        Err(error) if is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("b24act: {error:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
