@@ -1,0 +1,3 @@
+//! Integration tests of the fakes: each fake's API shapes and its fault injection, over HTTP.
+
+mod finance;
