@@ -87,6 +87,29 @@ pub mod unix {
     }
 }
 
+/// Serde adapter: an `Option<SystemTime>` as fractional Unix seconds or `null`.
+pub mod opt_unix {
+    use super::{SystemTime, UNIX_EPOCH};
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_some(&super::unix_f64(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|secs| {
+                let since = Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)?;
+                Ok(UNIX_EPOCH + since)
+            })
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,6 +125,10 @@ pub struct WorkflowState {
     pub body: String,
     #[serde(with = "clock::unix")]
     pub started_at: SystemTime,
+    /// When the activity stopped waiting (`event.send`, the timeout, or dispatch with
+    /// USE_SUBSCRIPTION=N); `None` while it waits.
+    #[serde(with = "clock::opt_unix")]
+    pub closed_at: Option<SystemTime>,
 }
 
 /// The portal's record of one workflow instance.
@@ -198,6 +202,10 @@ impl Workflow {
             handler: self.handler.clone(),
             body: self.body.clone(),
             started_at: self.started_at,
+            // The monotonic moment of closing, placed on the wall clock relative to the start.
+            closed_at: self
+                .closed_at
+                .map(|closed| self.started_at + closed.saturating_duration_since(self.started)),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod fake_api;
 pub mod host;
 pub mod install;

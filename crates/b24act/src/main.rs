@@ -45,11 +45,20 @@ enum Command {
         #[arg(long, env = "B24ACT_EMULATOR_LISTEN", default_value = "127.0.0.1:8024")]
         listen: SocketAddr,
     },
+    /// Run a self-contained demo: the emulator, the host on a temporary SQLite file and a flaky
+    /// API in this process; a few hundred workflows through an `http` action with injected
+    /// failures and an outage; a summary. Fails if a workflow hangs or a result is sent twice.
+    /// Logs only errors unless RUST_LOG says otherwise.
+    Demo(b24act::demo::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let default_filter = "info";
+    // The demo prints its own progress; its logs would drown it.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "error",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -87,6 +96,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 b24act::operator_cli::run(&config, command, &mut std::io::stdout()).await
             }
             Command::Emulator { listen } => run_emulator(listen).await,
+            Command::Demo(args) => {
+                b24act::demo::run(args, &mut std::io::stdout()).await?;
+                Ok(())
+            }
         }
     })
 }

@@ -1,12 +1,12 @@
 //! `bizproc.event.send` and `bizproc.activity.log`: semantics and errors of §3.1–§3.3, waiting and
 //! timeouts of §2.7.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use b24_emulator::{Faults, PortalSpec, StartedWorkflow, WorkflowSpec, WorkflowStatus};
 use serde_json::json;
 
-use crate::support::{World, err, post_json};
+use crate::support::{World, err, get_json, post_json};
 
 async fn waiting(w: &World, spec: impl FnOnce(WorkflowSpec) -> WorkflowSpec) -> StartedWorkflow {
     w.register(
@@ -173,4 +173,56 @@ async fn use_subscription_n_closes_right_after_dispatch() {
     w.emu.finish_workflow(&w.portal.domain, &wf.workflow_id).unwrap();
     let (status, body) = w.call("bizproc.event.send", json!({"EVENT_TOKEN": wf.event_token})).await;
     assert_eq!((status, err(&body).0), (400, "404"));
+}
+
+#[tokio::test]
+async fn closed_at_is_null_while_waiting_and_marks_each_way_of_closing() {
+    let w = World::new().await;
+    let sent = waiting(&w, |s| s).await;
+    let url = format!(
+        "{}/control/portals/{}/workflows/{}",
+        w.emu.control_url(),
+        w.portal.domain,
+        sent.workflow_id
+    );
+    let (_, state) = get_json(&w.http, &url).await;
+    assert_eq!(state["closed_at"], json!(null), "{state}");
+    assert_eq!(w.emu.workflow(&w.portal.domain, &sent.workflow_id).unwrap().closed_at, None);
+
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before_send = SystemTime::now();
+    let (status, _) = w.call("bizproc.event.send", json!({"EVENT_TOKEN": sent.event_token})).await;
+    assert_eq!(status, 200);
+    let state = w.emu.workflow(&w.portal.domain, &sent.workflow_id).unwrap();
+    let closed = state.closed_at.unwrap();
+    assert!(closed >= before_send && closed <= SystemTime::now(), "{state:?}");
+    assert!(closed.duration_since(state.started_at).unwrap() >= Duration::from_millis(50));
+    let (_, json_state) = get_json(&w.http, &url).await;
+    let closed_secs = closed.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((json_state["closed_at"].as_f64().unwrap() - closed_secs).abs() < 1e-3, "{json_state}");
+
+    // The timeout closes the activity at `started_at + timeout_duration`.
+    let timed = w
+        .emu
+        .start_workflow(WorkflowSpec { timeout_duration: 1, ..w.workflow("wait", json!({})) })
+        .await
+        .unwrap();
+    let state = w
+        .emu
+        .wait_for_workflow(&w.portal.domain, &timed.workflow_id, Duration::from_secs(5), |s| {
+            s.status != WorkflowStatus::Waiting
+        })
+        .await
+        .unwrap();
+    assert_eq!(state.status, WorkflowStatus::TimedOut);
+    let after = state.closed_at.unwrap().duration_since(state.started_at).unwrap();
+    assert!(after.abs_diff(Duration::from_secs(1)) < Duration::from_millis(5), "{after:?}");
+
+    // USE_SUBSCRIPTION=N closes it at dispatch.
+    w.register("bizproc.activity.add", json!({"CODE": "fire_and_forget", "USE_SUBSCRIPTION": "N"}))
+        .await;
+    let fired = w.emu.start_workflow(w.workflow("fire_and_forget", json!({}))).await.unwrap();
+    let state = w.emu.workflow(&w.portal.domain, &fired.workflow_id).unwrap();
+    let after = state.closed_at.unwrap().duration_since(state.started_at).unwrap();
+    assert!(after < Duration::from_millis(50), "{after:?}");
 }

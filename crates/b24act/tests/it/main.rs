@@ -1,6 +1,7 @@
 //! The `b24act` binary, driven as a user drives it: a real process, real HTTP on loopback.
 
 mod crash;
+mod demo;
 mod emulator_command;
 mod host_fixture;
 mod install;
