@@ -7,6 +7,7 @@
 //! - [`template`]: `{{properties.x}}` templates, escaped for URLs and headers or kept typed in JSON.
 //! - [`mapping`]: return values picked from a JSON response by JSON pointer.
 //! - [`http`]: the `http` connector.
+//! - [`onec`]: the `onec` connector (1C:Enterprise through its standard OData interface).
 //!
 //! A connector knows nothing of the host's HTTP server, its store or Bitrix24: it gets the call's
 //! typed properties and document id and returns JSON values by return-property id.
@@ -51,6 +52,7 @@ pub mod config;
 pub mod connector;
 pub mod http;
 pub mod mapping;
+pub mod onec;
 pub mod registry;
 pub mod template;
 

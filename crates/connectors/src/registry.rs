@@ -37,6 +37,7 @@ impl Registry {
     pub fn new() -> Registry {
         let mut registry = Registry::empty();
         registry.register("http", |config: HttpConfig| HttpConnector::new(config));
+        registry.register("onec", crate::onec::OneCConnector::new);
         registry
     }
 

@@ -4,3 +4,4 @@
 //! here is a mock: connectors talk to them over HTTP exactly as they would to the real system.
 
 pub mod finance;
+pub mod onec;

@@ -53,7 +53,7 @@
 //! Header values, the query string and bodies are never logged or put in error messages.
 
 mod config;
-mod error;
+pub(crate) mod error;
 
 use std::time::Duration;
 
@@ -108,14 +108,7 @@ impl HttpConnector {
     /// Checks the config and builds the connector with its own HTTP client (rustls on `ring`, no
     /// redirects, system proxy settings honoured).
     pub fn new(config: HttpConfig) -> Result<HttpConnector, ConfigError> {
-        // Fails only if a provider is already installed, which is just as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("b24act/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ConfigError::new("", "cannot set up an HTTP client").with_source(e))?;
-        HttpConnector::with_client(config, client)
+        HttpConnector::with_client(config, client()?)
     }
 
     /// Checks the config and builds the connector on a client of the caller's (to share a
@@ -328,6 +321,18 @@ impl Connector for HttpConnector {
     }
 }
 
+/// The HTTP client the built-in connectors use: rustls on `ring`, no redirects (a 3xx is an
+/// answer to report, not to follow with the credentials), system proxy settings honoured.
+pub(crate) fn client() -> Result<reqwest::Client, ConfigError> {
+    // Fails only if a provider is already installed, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("b24act/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ConfigError::new("", "cannot set up an HTTP client").with_source(e))
+}
+
 /// Parses the URL template: absolute http(s), placeholders only after the host.
 fn parse_url(source: &str) -> Result<Template, ConfigError> {
     let template = Template::parse(source).map_err(|e| template_error("url", e))?;
@@ -370,7 +375,7 @@ fn check_statuses(key: &str, statuses: &[u16]) -> Result<(), ConfigError> {
 }
 
 /// Reads the body, refusing more than `limit` bytes.
-async fn read_limited(
+pub(crate) async fn read_limited(
     mut response: Response,
     limit: usize,
     timeout: Duration,
@@ -399,7 +404,12 @@ async fn excerpt(mut response: Response) -> String {
             Ok(None) | Err(_) => break,
         }
     }
-    let text = String::from_utf8_lossy(&bytes);
+    excerpt_of(&bytes)
+}
+
+/// The start of a body, on one line, at most [`EXCERPT_CHARS`] characters.
+pub(crate) fn excerpt_of(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
     let mut line: String =
         text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(EXCERPT_CHARS).collect();
     if line.chars().count() == EXCERPT_CHARS {

@@ -6,6 +6,7 @@ mod http_config;
 mod http_errors;
 mod http_request;
 mod mapping;
+mod onec;
 mod registry;
 mod template;
 

@@ -1,3 +1,4 @@
 //! Integration tests of the fakes: each fake's API shapes and its fault injection, over HTTP.
 
 mod finance;
+mod onec;
