@@ -8,6 +8,7 @@
 //! - [`mapping`]: return values picked from a JSON response by JSON pointer.
 //! - [`http`]: the `http` connector.
 //! - [`onec`]: the `onec` connector (1C:Enterprise through its standard OData interface).
+//! - [`credit_limit`]: the `credit_limit` connector (a credit check against a finance API).
 //!
 //! A connector knows nothing of the host's HTTP server, its store or Bitrix24: it gets the call's
 //! typed properties and document id and returns JSON values by return-property id.
@@ -50,6 +51,7 @@
 
 pub mod config;
 pub mod connector;
+pub mod credit_limit;
 pub mod http;
 pub mod mapping;
 pub mod onec;

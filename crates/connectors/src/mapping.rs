@@ -111,7 +111,7 @@ impl ResponseMapping {
 }
 
 /// RFC 6901 syntax: empty, or `/`-prefixed reference tokens where `~` is followed by `0` or `1`.
-fn check_pointer(pointer: &str) -> Result<(), &'static str> {
+pub(crate) fn check_pointer(pointer: &str) -> Result<(), &'static str> {
     if !pointer.is_empty() && !pointer.starts_with('/') {
         return Err("it must be empty (the whole body) or start with `/`");
     }

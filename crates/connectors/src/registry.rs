@@ -38,6 +38,7 @@ impl Registry {
         let mut registry = Registry::empty();
         registry.register("http", |config: HttpConfig| HttpConnector::new(config));
         registry.register("onec", crate::onec::OneCConnector::new);
+        registry.register("credit_limit", crate::credit_limit::CreditLimitConnector::new);
         registry
     }
 

@@ -290,7 +290,7 @@ fn parse_placeholder(text: &str, at: usize) -> Result<Placeholder, TemplateError
 }
 
 /// Bitrix24 property ids: a letter, then letters, digits and `_` (protocol §1.2).
-fn is_property_id(id: &str) -> bool {
+pub(crate) fn is_property_id(id: &str) -> bool {
     let mut chars = id.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -154,28 +154,32 @@ impl StatusPolicy {
     ///   the size limit: fatal — the same input gives the same failure.
     pub fn classify(&self, endpoint: &str, error: HttpError) -> ConnectorError {
         let reason = format!("{endpoint}: {error}");
-        let class = match &error {
+        let class = match self.retry_delay(&error) {
+            Some(Some(after)) => ConnectorError::retryable(reason).with_retry_after(after),
+            Some(None) => ConnectorError::retryable(reason),
+            None => ConnectorError::fatal(reason),
+        };
+        class.with_source(error)
+    }
+
+    /// The decision behind [`classify`](Self::classify), for connectors that wrap [`HttpError`]
+    /// in an error of their own: `None` when fatal, `Some(retry_after)` when retryable.
+    pub(crate) fn retry_delay(&self, error: &HttpError) -> Option<Option<Duration>> {
+        match error {
             HttpError::Timeout { .. } | HttpError::Connect { .. } | HttpError::Transport { .. } => {
-                ConnectorError::retryable(reason)
+                Some(None)
             }
             HttpError::Status { status, retry_after, .. } if self.is_retryable(*status) => {
-                let retryable = ConnectorError::retryable(reason);
-                match retry_after {
-                    Some(after) => retryable.with_retry_after(*after),
-                    None => retryable,
-                }
+                Some(*retry_after)
             }
-            HttpError::InvalidBody { .. } if self.retry_on_invalid_body => {
-                ConnectorError::retryable(reason)
-            }
+            HttpError::InvalidBody { .. } if self.retry_on_invalid_body => Some(None),
             HttpError::Status { .. }
             | HttpError::InvalidBody { .. }
             | HttpError::Render { .. }
             | HttpError::Url { .. }
             | HttpError::HeaderValue { .. }
             | HttpError::TooLarge { .. }
-            | HttpError::Mapping(_) => ConnectorError::fatal(reason),
-        };
-        class.with_source(error)
+            | HttpError::Mapping(_) => None,
+        }
     }
 }

@@ -64,6 +64,7 @@ use tracing::Instrument;
 use url::{Position, Url};
 
 pub use config::HttpConfig;
+pub(crate) use config::without_query;
 pub use error::HttpError;
 
 use crate::config::ConfigError;
@@ -334,7 +335,7 @@ pub(crate) fn client() -> Result<reqwest::Client, ConfigError> {
 }
 
 /// Parses the URL template: absolute http(s), placeholders only after the host.
-fn parse_url(source: &str) -> Result<Template, ConfigError> {
+pub(crate) fn parse_url(source: &str) -> Result<Template, ConfigError> {
     let template = Template::parse(source).map_err(|e| template_error("url", e))?;
     if let Some(at) = template.first_placeholder_at() {
         // Everything before the path: `scheme://authority`.

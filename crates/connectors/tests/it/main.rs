@@ -1,6 +1,7 @@
 //! Integration tests of the connectors crate: the renderer, the mapping, the registry, and the
 //! `http` connector against a fake finance API on 127.0.0.1.
 
+mod credit_limit;
 mod fake_api;
 mod http_config;
 mod http_errors;

@@ -91,11 +91,11 @@ fn custom_config_errors_name_the_key() {
 #[test]
 fn kinds_are_listed_and_unknown_or_missing_kinds_are_errors() {
     let registry = registry();
-    assert_eq!(registry.kinds().collect::<Vec<_>>(), ["echo", "http"]);
+    assert_eq!(registry.kinds().collect::<Vec<_>>(), ["credit_limit", "echo", "http", "onec"]);
     let error = |table| registry.build(&table).err().map(|e| e.to_string()).unwrap();
     assert_eq!(
         error(json!({ "kind": "htp" })),
-        "connector.kind: unknown connector `htp`; known: echo, http"
+        "connector.kind: unknown connector `htp`; known: credit_limit, echo, http, onec"
     );
     assert_eq!(
         error(json!({ "url": "x" })),
