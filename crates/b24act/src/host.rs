@@ -11,6 +11,7 @@ use store::{Store, StoreKey, StoreOptions};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::portals::Portals;
+use crate::progress::ProgressLines;
 
 /// Everything the host's parts share.
 pub struct Host {
@@ -18,6 +19,8 @@ pub struct Host {
     pub store: Arc<Store>,
     pub catalog: Catalog,
     pub portals: Portals,
+    /// Workflow-log lines waiting for room in the outbox's batches.
+    pub progress: ProgressLines,
     /// This process's name in leases (`lease_owner`), unique per start.
     pub node_id: String,
 }
@@ -59,7 +62,7 @@ impl Host {
             config.app.client_secret.expose().to_owned(),
         );
         let node_id = format!("{}-{}", hostname(), std::process::id());
-        Ok(Host { config, store, catalog, portals, node_id })
+        Ok(Host { config, store, catalog, portals, progress: ProgressLines::default(), node_id })
     }
 }
 

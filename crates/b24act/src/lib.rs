@@ -20,5 +20,6 @@ pub mod operator_cli;
 pub mod outbox;
 pub mod payload;
 pub mod portals;
+pub mod progress;
 pub mod values;
 pub mod worker;

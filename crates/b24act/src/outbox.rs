@@ -1,6 +1,10 @@
 //! The outbox: stored results returned with `bizproc.event.send`, one `batch` of up to 50 per
 //! portal at a time, paced by the portal's limiter (design.md §3, protocol §3.1, §3.3, §5.5).
 //!
+//! Progress lines waiting for the same portal (`progress.rs`) ride in the room the results leave
+//! in its batch — ahead of them, so a line reaches the activity before its result closes it — or
+//! in a batch of their own when no result is due; they never take a result's place.
+//!
 //! Each command's outcome decides its job alone: accepted → `done` (never sent again);
 //! `"423"`, rate limits, 5xx, network trouble, commands the portal did not run, or an access
 //! token the client could not renew → sent again after a backoff; `ACCESS_DENIED`, `"404"` and
@@ -22,10 +26,13 @@ use crate::clock;
 use crate::host::Host;
 use crate::payload::{JobResult, millis};
 use crate::portals::PortalError;
+use crate::progress::ProgressLine;
 use crate::worker::{IDLE_PAUSE, Wakeups, chain, pause_until_due, report_task};
 
 /// The REST method results go back with.
 pub const EVENT_SEND: &str = "bizproc.event.send";
+/// The REST method progress lines go with.
+pub const ACTIVITY_LOG: &str = "bizproc.activity.log";
 
 /// The largest random share cut from a redelivery wait, so many jobs refused together (a rate
 /// limit, a portal outage) do not all come back in the same second.
@@ -56,20 +63,32 @@ pub async fn run(host: Arc<Host>, wakeups: Arc<Wakeups>, cancel: CancellationTok
 }
 
 /// One round at time `now`: claims the results due, at most 50 per portal, sends one `batch`
-/// per portal (portals in parallel) and records each outcome. Returns how many results were
-/// handled (delivered, rescheduled or dead).
+/// per portal (portals in parallel) with the progress lines that fit beside them, and records
+/// each result's outcome. Returns how many results and lines were sent or settled.
 pub async fn run_once(host: &Arc<Host>, now: i64) -> Result<usize, store::Error> {
-    let batches = host
+    let mut batches = host
         .store
         .claim_deliveries(&host.node_id, now, host.config.workers.lease, MAX_BATCH)
         .await?;
-    let handled = batches.iter().map(|batch| batch.jobs.len()).sum();
+    // Portals with lines but no result due get a batch of lines alone.
+    for member_id in host.progress.portals() {
+        if !batches.iter().any(|batch| batch.member_id == member_id) {
+            batches.push(PortalBatch { member_id, jobs: Vec::new() });
+        }
+    }
+    let mut handled = 0;
     let clock = RoundClock { at_claim: now, since: Instant::now() };
     let mut portals = JoinSet::new();
     for batch in batches {
-        let span =
-            tracing::info_span!("delivery", portal = %batch.member_id, results = batch.jobs.len());
-        portals.spawn(deliver(host.clone(), batch, clock).instrument(span));
+        let lines = host.progress.take(&batch.member_id, MAX_BATCH - batch.jobs.len());
+        handled += batch.jobs.len() + lines.len();
+        let span = tracing::info_span!(
+            "delivery",
+            portal = %batch.member_id,
+            results = batch.jobs.len(),
+            lines = lines.len()
+        );
+        portals.spawn(deliver(host.clone(), batch, lines, clock).instrument(span));
     }
     while let Some(ended) = portals.join_next().await {
         report_task(ended);
@@ -98,12 +117,16 @@ enum Verdict {
     Dead { reason: String },
 }
 
-/// Sends one portal's batch and records every job's outcome.
-async fn deliver(host: Arc<Host>, batch: PortalBatch, clock: RoundClock) {
+/// Sends one portal's batch — its progress lines, then its results — and records every
+/// result's outcome. Lines are best effort: one that fails is only logged.
+async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, clock: RoundClock) {
     let PortalBatch { member_id, jobs } = batch;
     let client = match host.portals.client(&member_id).await {
         Ok(client) => client,
         Err(error) => {
+            if !lines.is_empty() {
+                tracing::warn!(dropped = lines.len(), error = %chain(&error), "progress lines dropped: no client for the portal");
+            }
             let reason = format!("no client for the portal: {}", chain(&error));
             let verdict = match error {
                 PortalError::Unknown(_)
@@ -121,7 +144,15 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, clock: RoundClock) {
         }
     };
 
-    let mut commands = Vec::with_capacity(jobs.len());
+    let mut commands = Vec::with_capacity(lines.len() + jobs.len());
+    for (index, line) in lines.iter().enumerate() {
+        let params =
+            serde_json::json!({"EVENT_TOKEN": line.event_token, "LOG_MESSAGE": line.message});
+        match BatchCommand::new(format!("log{index}"), ACTIVITY_LOG, &params) {
+            Ok(command) => commands.push(command),
+            Err(error) => tracing::warn!(%error, "progress line dropped: it cannot be encoded"),
+        }
+    }
     let mut sending = Vec::with_capacity(jobs.len());
     for job in jobs {
         match command(&job) {
@@ -132,7 +163,7 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, clock: RoundClock) {
             Err(reason) => record(&host, &job, &Verdict::Dead { reason }, clock.now()).await,
         }
     }
-    if sending.is_empty() {
+    if commands.is_empty() {
         return;
     }
 
@@ -141,6 +172,10 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, clock: RoundClock) {
     let mut outcomes: HashMap<String, BatchOutcome> = match sent {
         Ok(results) => {
             results.entries.into_iter().map(|entry| (entry.key, entry.outcome)).collect()
+        }
+        Err(error) if sending.is_empty() => {
+            tracing::warn!(dropped = lines.len(), error = %error, "progress lines not written to the workflow log");
+            return;
         }
         Err(error) => {
             tracing::warn!(error = %error, "batch request failed; every result in it is sent again later");
@@ -157,6 +192,13 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, clock: RoundClock) {
         }
     };
 
+    let unwritten = outcomes
+        .iter()
+        .filter(|(key, outcome)| key.starts_with("log") && !matches!(outcome, BatchOutcome::Ok(_)))
+        .count();
+    if unwritten > 0 {
+        tracing::warn!(unwritten, "progress lines not written to the workflow log");
+    }
     let mut delivered: Vec<JobId> = Vec::with_capacity(sending.len());
     for job in &sending {
         let verdict = match outcomes.remove(&key(job)) {

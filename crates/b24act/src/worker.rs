@@ -3,7 +3,8 @@
 //! job — through transitions fenced by the job's lease (design.md §3).
 //!
 //! - [`Workers::run_once`] claims as many due jobs as there are free slots, runs them and waits
-//!   for them (and their progress lines): tests step it with explicit times.
+//!   for them: tests step it with explicit times. Progress lines go to the outbox's queue
+//!   (`progress.rs`), not straight to the portal.
 //! - [`run`] loops until cancelled, sleeping until the store's next wake-up, a poke on
 //!   [`Wakeups::jobs`], or a slot freeing up; on cancel it stops claiming and lets running
 //!   attempts finish.
@@ -12,7 +13,7 @@
 //! failure policy and the worker carries on.
 
 use std::any::Any;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use connectors::{ConnectorError, ConnectorRequest, DocumentId, Outputs};
@@ -83,8 +84,6 @@ pub struct Workers {
 struct Shared {
     host: Arc<Host>,
     wakeups: Arc<Wakeups>,
-    /// Progress lines on their way to `bizproc.activity.log`: best effort, off the job's slot.
-    progress: Mutex<JoinSet<()>>,
 }
 
 impl Workers {
@@ -92,7 +91,7 @@ impl Workers {
     pub fn new(host: Arc<Host>, wakeups: Arc<Wakeups>) -> Workers {
         let name = host.node_id.clone();
         let slots = Arc::new(Semaphore::new(host.config.workers.concurrency.max(1)));
-        let shared = Arc::new(Shared { host, wakeups, progress: Mutex::new(JoinSet::new()) });
+        let shared = Arc::new(Shared { host, wakeups });
         Workers { shared, name, slots }
     }
 
@@ -103,22 +102,18 @@ impl Workers {
     }
 
     /// One step at time `now`: claims due jobs up to the free slots, runs each in its own task
-    /// and waits for all of them and their progress lines. Returns how many were claimed.
+    /// and waits for all of them. Returns how many were claimed.
     pub async fn run_once(&self, now: i64) -> Result<usize, store::Error> {
         let mut running = JoinSet::new();
         let claimed = self.claim(now, &mut running).await?;
         while let Some(ended) = running.join_next().await {
             report_task(ended);
         }
-        let mut progress = std::mem::take(&mut *self.shared.progress_lines());
-        while let Some(ended) = progress.join_next().await {
-            report_task(ended);
-        }
         Ok(claimed)
     }
 
     /// Claims and runs jobs until `cancel`; then claims nothing more and waits for the jobs in
-    /// flight and their progress lines.
+    /// flight.
     pub async fn run(self, cancel: CancellationToken) {
         tracing::info!(worker = %self.name, slots = self.slots.available_permits(), "workers started");
         let mut running = JoinSet::new();
@@ -126,7 +121,6 @@ impl Workers {
             while let Some(ended) = running.try_join_next() {
                 report_task(ended);
             }
-            self.shared.reap_progress();
             let now = clock::now_ms();
             let free = self.slots.available_permits();
             let pause = match self.claim(now, &mut running).await {
@@ -148,10 +142,6 @@ impl Workers {
         }
         tracing::info!(worker = %self.name, running = running.len(), "workers stopping; letting attempts finish");
         while let Some(ended) = running.join_next().await {
-            report_task(ended);
-        }
-        let mut progress = std::mem::take(&mut *self.shared.progress_lines());
-        while let Some(ended) = progress.join_next().await {
             report_task(ended);
         }
     }
@@ -233,17 +223,6 @@ enum Ran {
 }
 
 impl Shared {
-    fn progress_lines(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
-        self.progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn reap_progress(&self) {
-        let mut lines = self.progress_lines();
-        while let Some(ended) = lines.try_join_next() {
-            report_task(ended);
-        }
-    }
-
     /// Runs one claimed job to its next state.
     async fn process(&self, job: &ClaimedJob, clock: JobClock) -> Result<(), JobError> {
         let Some(action) = self.host.catalog.get(&job.action_code).cloned() else {
@@ -382,29 +361,11 @@ impl Shared {
         }
     }
 
-    /// Writes `line` to the workflow's log in the background; a failure only logs a warning.
+    /// Queues `line` for the workflow's log; the outbox sends it in the room results leave in
+    /// its batches (see `progress.rs`), so lines never cost results their place.
     fn progress_line(&self, job: &ClaimedJob, line: String) {
-        let host = self.host.clone();
-        let member_id = job.member_id.clone();
-        let event_token = job.event_token.clone();
-        let task = async move {
-            let written = match host.portals.client(&member_id).await {
-                Ok(client) => client
-                    .activity_log(&event_token, &line)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            if let Err(error) = written {
-                tracing::warn!(%error, "progress line not written to the workflow log");
-            }
-        };
-        let mut lines = self.progress_lines();
-        while let Some(ended) = lines.try_join_next() {
-            report_task(ended);
-        }
-        lines.spawn(task.instrument(tracing::Span::current()));
+        self.host.progress.push(&job.member_id, &job.event_token, line);
+        self.wakeups.result_stored();
     }
 }
 

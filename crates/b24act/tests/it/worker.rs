@@ -88,7 +88,9 @@ async fn retryable_failures_write_progress_lines_then_the_result_is_delivered_on
     let second_retry = t.job(&call).await.job.next_run_at.expect("a retry time");
     assert!(second_retry - (t.t0 + MINUTE_MS) >= 4_000, "the second wait doubles");
     assert_eq!(t.work_at(2 * MINUTE_MS).await, 1);
-    assert_eq!(t.deliver_at(2 * MINUTE_MS + 1_000).await, 1);
+    // The result and the two progress lines, which ride in the same batch ahead of it.
+    assert_eq!(t.deliver_at(2 * MINUTE_MS + 1_000).await, 3);
+    assert_eq!(t.rest_calls("batch").len(), 1, "lines cost no request of their own");
 
     let workflow = t.workflow(&call);
     assert_eq!(workflow.status, WorkflowStatus::Closed);
@@ -134,7 +136,8 @@ async fn retrying_past_the_deadline_sends_the_fallback_with_the_reason() {
     let reason = "gave up after 2 attempts: finance API unreachable";
     assert_eq!(detail.attempts[1].error.as_deref(), Some(reason));
 
-    assert_eq!(t.deliver_at(4_000).await, 1);
+    // The fallback and the first attempt's progress line.
+    assert_eq!(t.deliver_at(4_000).await, 2);
     let workflow = t.workflow(&call);
     assert_eq!(workflow.status, WorkflowStatus::Closed);
     assert_eq!(workflow.return_values["approval_required"], "Y");
@@ -255,7 +258,8 @@ async fn an_attempt_that_outlives_its_timeout_is_abandoned_and_retried() {
     assert_eq!(t.connector.calls()[0].attempt_timeout, Some(Duration::from_millis(300)));
 
     assert_eq!(t.work_at(MINUTE_MS).await, 1);
-    assert_eq!(t.deliver_at(MINUTE_MS + 1_000).await, 1);
+    // The result and the first attempt's progress line.
+    assert_eq!(t.deliver_at(MINUTE_MS + 1_000).await, 2);
     let workflow = t.workflow(&call);
     assert_eq!(workflow.status, WorkflowStatus::Closed);
     assert!(
