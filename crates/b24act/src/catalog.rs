@@ -156,12 +156,18 @@ impl Action {
         Ok(values)
     }
 
-    /// The result the failure policy returns, with `{reason}` filled in; `None` for dead-letter.
+    /// The result the failure policy returns, with `{reason}` filled in — in the log message
+    /// and in string values, so a `reason` return property can carry it to the workflow;
+    /// `None` for dead-letter.
     pub fn fallback(&self, reason: &str) -> Option<(Map<String, Value>, String)> {
         match &self.config.on_failure {
             FailurePolicy::Fallback { values, log_message } => {
+                let fill = |value: &Value| match value {
+                    Value::String(text) => Value::String(text.replace("{reason}", reason)),
+                    other => other.clone(),
+                };
                 let outputs: Map<String, Value> =
-                    values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    values.iter().map(|(k, v)| (k.clone(), fill(v))).collect();
                 // Validated at start (config::validate), so conversion cannot fail here; an
                 // empty map is the safe answer if it ever did.
                 let converted = self.return_values(&outputs).unwrap_or_default();
@@ -219,6 +225,21 @@ url = "URL"
         let config =
             Config::from_toml(&CONFIG.replace("URL", url), "test", std::iter::empty()).unwrap();
         Catalog::build(&config, &Registry::new())
+    }
+
+    #[test]
+    fn fallback_fills_the_reason_into_the_log_and_string_values() {
+        let text = CONFIG.replace("URL", "https://finance.example.com/")
+            + "[actions.return_properties.why]\nname = \"Why\"\n\
+               [actions.return_properties.manual]\nname = \"Manual\"\ntype = \"bool\"\n\
+               [actions.on_failure]\nmode = \"fallback\"\nlog_message = \"failed: {reason}\"\n\
+               values = { why = \"Sent to a person: {reason}\", manual = true }\n";
+        let config = Config::from_toml(&text, "test", std::iter::empty()).unwrap();
+        let catalog = Catalog::build(&config, &Registry::new()).unwrap();
+        let (values, log) = catalog.get("check").unwrap().fallback("finance API down").unwrap();
+        assert_eq!(log, "failed: finance API down");
+        assert_eq!(values["why"], "Sent to a person: finance API down");
+        assert_eq!(values["manual"], "Y");
     }
 
     #[test]

@@ -242,7 +242,7 @@ impl Default for RetryPolicy {
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FailurePolicy {
     /// Return these values (by return-property id) and a log line, so the workflow goes on.
-    /// `{reason}` in the message is replaced by why the work failed.
+    /// `{reason}` in the message and in string values is replaced by why the work failed.
     Fallback {
         #[serde(default)]
         values: IndexMap<String, serde_json::Value>,
