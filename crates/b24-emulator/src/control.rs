@@ -3,7 +3,7 @@
 //! (documented route by route in the README's "Control API" section).
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,7 +12,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::{AppSpec, Emulator, EmulatorError, Faults, PortalSpec, WorkflowSpec};
+use crate::{
+    AppSpec, DocumentSpec, Emulator, EmulatorError, Faults, PortalSpec, TaskCompletion,
+    WorkflowSpec, WorkflowTemplate,
+};
 
 /// The control routes, relative to `/control`.
 pub(crate) fn router(emu: Emulator) -> Router {
@@ -33,6 +36,17 @@ pub(crate) fn router(emu: Emulator) -> Router {
         .route("/portals/{domain}/workflows", post(start_workflow).get(list_workflows))
         .route("/portals/{domain}/workflows/{workflow_id}", get(get_workflow))
         .route("/portals/{domain}/workflows/{workflow_id}/finish", post(finish_workflow))
+        .route("/portals/{domain}/documents", post(create_document).get(list_documents))
+        .route(
+            "/portals/{domain}/documents/{module}/{entity}/{id}",
+            get(get_document).patch(update_document),
+        )
+        .route("/portals/{domain}/templates", post(create_template).get(list_templates))
+        .route("/portals/{domain}/templates/{template_id}", get(get_template))
+        .route("/portals/{domain}/templates/{template_id}/start", post(start_template))
+        .route("/portals/{domain}/tasks", get(list_tasks))
+        .route("/portals/{domain}/tasks/{task_id}", get(get_task))
+        .route("/portals/{domain}/tasks/{task_id}/complete", post(complete_task))
         .route("/portals/{domain}/registrations", get(registrations))
         .route("/portals/{domain}/calls", get(calls))
         .with_state(emu)
@@ -47,7 +61,10 @@ impl From<EmulatorError> for ControlError {
             EmulatorError::UnknownPortal(_)
             | EmulatorError::UnknownApp(_)
             | EmulatorError::UnknownCode { .. }
-            | EmulatorError::UnknownWorkflow { .. } => StatusCode::NOT_FOUND,
+            | EmulatorError::UnknownWorkflow { .. }
+            | EmulatorError::UnknownDocument { .. }
+            | EmulatorError::UnknownTemplate { .. }
+            | EmulatorError::UnknownTask { .. } => StatusCode::NOT_FOUND,
             EmulatorError::Bind { .. } | EmulatorError::HttpClient(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -274,4 +291,114 @@ async fn registrations(State(emu): State<Emulator>, Path(domain): Path<String>) 
 async fn calls(State(emu): State<Emulator>, Path(domain): Path<String>) -> Reply {
     emu.portal(&domain)?;
     ok(emu.rest_calls(&domain))
+}
+
+async fn create_document(
+    State(emu): State<Emulator>,
+    Path(domain): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    let spec: DocumentSpec = body(&bytes)?;
+    ok(emu.create_document(&domain, spec)?)
+}
+
+async fn list_documents(State(emu): State<Emulator>, Path(domain): Path<String>) -> Reply {
+    ok(emu.documents(&domain)?)
+}
+
+async fn get_document(
+    State(emu): State<Emulator>,
+    Path((domain, module, entity, id)): Path<(String, String, String, String)>,
+) -> Reply {
+    ok(emu.document(&domain, &[module, entity, id])?)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FieldsRequest {
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn update_document(
+    State(emu): State<Emulator>,
+    Path((domain, module, entity, id)): Path<(String, String, String, String)>,
+    bytes: Bytes,
+) -> Reply {
+    let req: FieldsRequest = body(&bytes)?;
+    ok(emu.update_document(&domain, &[module, entity, id], req.fields)?)
+}
+
+async fn create_template(
+    State(emu): State<Emulator>,
+    Path(domain): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    let template: WorkflowTemplate = body(&bytes)?;
+    ok(emu.create_template(&domain, template)?)
+}
+
+async fn list_templates(State(emu): State<Emulator>, Path(domain): Path<String>) -> Reply {
+    ok(emu.templates(&domain)?)
+}
+
+async fn get_template(
+    State(emu): State<Emulator>,
+    Path((domain, template_id)): Path<(String, u64)>,
+) -> Reply {
+    ok(emu.template(&domain, template_id)?)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct StartRequest {
+    document_id: Vec<String>,
+}
+
+async fn start_template(
+    State(emu): State<Emulator>,
+    Path((domain, template_id)): Path<(String, u64)>,
+    bytes: Bytes,
+) -> Reply {
+    let req: StartRequest = body(&bytes)?;
+    let workflow_id = emu.start_template(&domain, template_id, &req.document_id).await?;
+    ok(json!({ "workflow_id": workflow_id }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct TaskQuery {
+    /// `open` for the tasks still waiting; `all` or nothing for every task.
+    status: Option<String>,
+}
+
+async fn list_tasks(
+    State(emu): State<Emulator>,
+    Path(domain): Path<String>,
+    Query(query): Query<TaskQuery>,
+) -> Reply {
+    match query.status.as_deref() {
+        None | Some("") | Some("all") => ok(emu.tasks(&domain)?),
+        Some("open") => ok(emu.open_tasks(&domain)?),
+        Some(other) => Err(ControlError(
+            StatusCode::BAD_REQUEST,
+            format!("status must be `open` or `all`, not `{other}`"),
+        )),
+    }
+}
+
+async fn get_task(
+    State(emu): State<Emulator>,
+    Path((domain, task_id)): Path<(String, u64)>,
+) -> Reply {
+    ok(emu.task(&domain, task_id)?)
+}
+
+async fn complete_task(
+    State(emu): State<Emulator>,
+    Path((domain, task_id)): Path<(String, u64)>,
+    bytes: Bytes,
+) -> Reply {
+    let completion: TaskCompletion = serde_json::from_slice(&bytes)
+        .map_err(|e| ControlError(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))?;
+    ok(emu.complete_task(&domain, task_id, completion)?)
 }

@@ -1,6 +1,7 @@
-//! Running an activity: building the handler call exactly as Bitrix24 sends it (field order
-//! §2.2, payload §2.3, value serialization §2.4, signed token §3.4) and delivering it in the
-//! background with the portal's faults applied.
+//! Running an activity: finding its registration, building the handler call exactly as
+//! Bitrix24 sends it (field order §2.2, payload §2.3, value serialization §2.4, signed token
+//! §3.4) and delivering it in the background with the portal's faults applied. Single-activity
+//! workflows and template steps both come through here, from [`crate::engine`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,17 +15,21 @@ use crate::event_token::{self, TokenParts};
 use crate::ids;
 use crate::oauth;
 use crate::param::{Array, Param, php_number, to_form_array};
+use crate::portal::PortalState;
 use crate::registry::Registration;
-use crate::state::Shared;
-use crate::workflow::{Delivery, StartedWorkflow, Workflow, WorkflowSpec, WorkflowStatus};
+use crate::state::{Shared, State};
+use crate::template::ActivityStep;
+use crate::workflow::{ActivityRun, Delivery, WorkflowStatus};
 
 /// The gap before the first resend in `retry_non_2xx` mode; doubles per attempt.
 const RETRY_BASE: Duration = Duration::from_millis(200);
 
 /// How the background task delivers one call.
-struct Plan {
+pub(crate) struct Plan {
     portal: usize,
     workflow_id: String,
+    /// The index of the activity run in the workflow.
+    activity: usize,
     url: String,
     body: String,
     delay: Duration,
@@ -33,40 +38,36 @@ struct Plan {
     retries: u32,
 }
 
-/// Starts one workflow: builds and records the call, then sends it in the background.
-pub(crate) async fn start(
-    shared: &Arc<Shared>,
-    spec: WorkflowSpec,
-) -> Result<StartedWorkflow, EmulatorError> {
-    let (started, plan) = prepare(shared, spec)?;
-    tracing::info!(workflow_id = started.workflow_id, handler = started.handler, "dispatching");
-    let shared = shared.clone();
-    tokio::spawn(async move { deliver(&shared, plan).await });
-    Ok(started)
+/// Starts deliveries in the background.
+pub(crate) fn spawn_deliveries(shared: &Arc<Shared>, plans: Vec<Plan>) {
+    for plan in plans {
+        tracing::info!(workflow_id = plan.workflow_id, handler = plan.url, "dispatching");
+        let shared = shared.clone();
+        tokio::spawn(async move { deliver(&shared, plan).await });
+    }
 }
 
-fn prepare(shared: &Shared, spec: WorkflowSpec) -> Result<(StartedWorkflow, Plan), EmulatorError> {
-    let mut state = shared.lock();
-    let portal = state.portal_index(&spec.domain)?;
-    let p = &state.portals[portal];
+/// The one registration `code` names on the portal, and its app's `application_token`.
+pub(crate) fn resolve(
+    p: &PortalState,
+    code: &str,
+    client_id: Option<&str>,
+) -> Result<(Registration, String), EmulatorError> {
     let matches: Vec<&Registration> = p
         .registry
         .all()
-        .filter(|r| r.code == spec.code)
-        .filter(|r| spec.client_id.as_ref().is_none_or(|c| *c == r.client_id))
+        .filter(|r| r.code == code)
+        .filter(|r| client_id.is_none_or(|c| c == r.client_id))
         .collect();
     let reg = match matches.as_slice() {
         [one] => (*one).clone(),
         [] => {
-            return Err(EmulatorError::UnknownCode {
-                domain: spec.domain.clone(),
-                code: spec.code.clone(),
-            });
+            return Err(EmulatorError::UnknownCode { domain: p.domain.clone(), code: code.into() });
         }
         _ => {
             return Err(EmulatorError::AmbiguousCode {
-                domain: spec.domain.clone(),
-                code: spec.code.clone(),
+                domain: p.domain.clone(),
+                code: code.into(),
             });
         }
     };
@@ -76,15 +77,42 @@ fn prepare(shared: &Shared, spec: WorkflowSpec) -> Result<(StartedWorkflow, Plan
         .filter(|i| i.installed)
         .map(|i| i.application_token.clone())
         .ok_or_else(|| EmulatorError::NotInstalled {
-            domain: spec.domain.clone(),
+            domain: p.domain.clone(),
             client_id: reg.client_id.clone(),
         })?;
+    Ok((reg, application_token))
+}
+
+/// What the call is about besides the step itself.
+pub(crate) struct CallContext<'a> {
+    pub(crate) workflow_id: &'a str,
+    /// The index the new run will have in the workflow's activities.
+    pub(crate) activity: usize,
+    pub(crate) document_id: &'a [String],
+    pub(crate) document_type: &'a [String],
+}
+
+/// Builds the call of one activity step with its evaluated `properties`: the run to record on
+/// the workflow and the plan to deliver it.
+pub(crate) fn build(
+    shared: &Shared,
+    state: &mut State,
+    portal: usize,
+    step: &ActivityStep,
+    properties_given: &serde_json::Value,
+    cx: &CallContext<'_>,
+) -> Result<(ActivityRun, Plan), EmulatorError> {
+    let p = state
+        .portals
+        .get(portal)
+        .ok_or_else(|| EmulatorError::UnknownPortal(portal.to_string()))?;
+    let (reg, application_token) = resolve(p, &step.code, step.client_id.as_deref())?;
     let faults = p.faults.clone();
     let (domain, member_id, client_endpoint) =
         (p.domain.clone(), p.member_id.clone(), p.client_endpoint());
     let parts = TokenParts {
-        workflow_id: ids::workflow_id(),
-        activity_name: ids::activity_name(),
+        workflow_id: cx.workflow_id.to_owned(),
+        activity_name: step.name.clone(),
         event_id: ids::event_id(),
     };
     let event_token = event_token::sign(&p.signer_key, &parts);
@@ -92,12 +120,12 @@ fn prepare(shared: &Shared, spec: WorkflowSpec) -> Result<(StartedWorkflow, Plan
     // §2.7: 'Y' only if the registration says exactly 'Y'; an empty value is the admin's choice.
     let use_subscription = match reg.use_subscription.as_str() {
         "Y" => true,
-        "" => spec.use_subscription.unwrap_or(false),
+        "" => step.use_subscription.unwrap_or(false),
         _ => false,
     };
-    let run_as = spec.run_as_user.unwrap_or(u64::try_from(reg.auth_user_id).unwrap_or(0));
+    let run_as = step.run_as_user.unwrap_or(u64::try_from(reg.auth_user_id).unwrap_or(0));
     let tokens = if run_as > 0 && !faults.omit_tokens {
-        Some(oauth::issue(shared, &mut state, portal, &reg.client_id, run_as)?)
+        Some(oauth::issue(shared, state, portal, &reg.client_id, run_as)?)
     } else {
         None
     };
@@ -105,16 +133,12 @@ fn prepare(shared: &Shared, spec: WorkflowSpec) -> Result<(StartedWorkflow, Plan
     let mut form = Array::new();
     form.insert("workflow_id".into(), Param::str(&parts.workflow_id));
     form.insert("code".into(), Param::str(&reg.code));
-    let document_id =
-        spec.document_id.clone().unwrap_or_else(|| strings(&["crm", "CCrmDocumentDeal", "DEAL_1"]));
-    let document_type =
-        spec.document_type.clone().unwrap_or_else(|| strings(&["crm", "CCrmDocumentDeal", "DEAL"]));
-    form.insert("document_id".into(), Param::list(document_id.into_iter().map(Param::Str)));
-    form.insert("document_type".into(), Param::list(document_type.into_iter().map(Param::Str)));
+    form.insert("document_id".into(), Param::list(cx.document_id.iter().map(Param::str)));
+    form.insert("document_type".into(), Param::list(cx.document_type.iter().map(Param::str)));
     form.insert("event_token".into(), Param::str(&event_token));
-    form.insert("properties".into(), properties(&reg, &spec.properties));
+    form.insert("properties".into(), properties(&reg, properties_given));
     form.insert("use_subscription".into(), Param::str(if use_subscription { "Y" } else { "N" }));
-    form.insert("timeout_duration".into(), Param::str(spec.timeout_duration.to_string()));
+    form.insert("timeout_duration".into(), Param::str(step.timeout_duration.to_string()));
     form.insert("ts".into(), Param::str(clock::unix_secs(SystemTime::now()).to_string()));
     let mut auth = Array::new();
     let mut put = |k: &str, v: String| {
@@ -150,29 +174,24 @@ fn prepare(shared: &Shared, spec: WorkflowSpec) -> Result<(StartedWorkflow, Plan
     let body = phpform::encode(&to_form_array(&form));
 
     let now = Instant::now();
-    let workflow = Workflow {
-        workflow_id: parts.workflow_id.clone(),
+    let run = ActivityRun {
         code: reg.code.clone(),
         activity_name: parts.activity_name.clone(),
         event_id: parts.event_id.clone(),
-        event_token: event_token.clone(),
+        event_token,
         use_subscription,
-        timeout_duration: spec.timeout_duration,
+        timeout_duration: step.timeout_duration,
         started: now,
         started_at: SystemTime::now(),
         // USE_SUBSCRIPTION=N closes the activity right after dispatch (§2.6).
         status: if use_subscription { WorkflowStatus::Waiting } else { WorkflowStatus::Closed },
         closed_at: (!use_subscription).then_some(now),
-        finish_after: spec.finish_after,
-        terminated: false,
         return_properties: reg.return_properties.clone(),
         return_values: Array::new(),
-        log: Vec::new(),
         deliveries: Vec::new(),
         handler: reg.handler.clone(),
         body: body.clone(),
     };
-    state.portals[portal].workflows.insert(parts.workflow_id.clone(), workflow);
 
     let jitter = if faults.call_jitter.is_zero() {
         Duration::ZERO
@@ -181,28 +200,16 @@ fn prepare(shared: &Shared, spec: WorkflowSpec) -> Result<(StartedWorkflow, Plan
     };
     let plan = Plan {
         portal,
-        workflow_id: parts.workflow_id.clone(),
-        url: reg.handler.clone(),
-        body: body.clone(),
+        workflow_id: parts.workflow_id,
+        activity: cx.activity,
+        url: reg.handler,
+        body,
         delay: faults.call_delay + jitter,
         drop: faults.drop_calls,
         copies: if faults.duplicate_calls { 2 } else { 1 },
         retries: faults.retry_non_2xx,
     };
-    let started = StartedWorkflow {
-        workflow_id: parts.workflow_id,
-        activity_name: parts.activity_name,
-        event_id: parts.event_id,
-        event_token,
-        handler: reg.handler,
-        body,
-        use_subscription,
-    };
-    Ok((started, plan))
-}
-
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
+    Ok((run, plan))
 }
 
 /// `properties[...]` in registration order; a value of an empty list vanishes when encoded.
@@ -312,9 +319,12 @@ async fn deliver(shared: &Arc<Shared>, plan: Plan) {
 
 fn record(shared: &Shared, plan: &Plan, status: Option<u16>, error: Option<String>) {
     let mut state = shared.lock();
-    let workflow =
-        state.portals.get_mut(plan.portal).and_then(|p| p.workflows.get_mut(&plan.workflow_id));
-    if let Some(wf) = workflow {
-        wf.deliveries.push(Delivery { at: SystemTime::now(), status, error });
+    let run = state
+        .portals
+        .get_mut(plan.portal)
+        .and_then(|p| p.workflows.get_mut(&plan.workflow_id))
+        .and_then(|wf| wf.activities.get_mut(plan.activity));
+    if let Some(run) = run {
+        run.deliveries.push(Delivery { at: SystemTime::now(), status, error });
     }
 }

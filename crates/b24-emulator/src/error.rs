@@ -27,6 +27,14 @@ pub enum EmulatorError {
     AmbiguousCode { domain: String, code: String },
     #[error("no workflow `{workflow_id}` on `{domain}`")]
     UnknownWorkflow { domain: String, workflow_id: String },
+    #[error("no document `{document_id}` on `{domain}`")]
+    UnknownDocument { domain: String, document_id: String },
+    #[error("no workflow template {template_id} on `{domain}`")]
+    UnknownTemplate { domain: String, template_id: u64 },
+    #[error("no task {task_id} on `{domain}`")]
+    UnknownTask { domain: String, task_id: u64 },
+    #[error("task {task_id} is not open: it is completed or its workflow has ended")]
+    TaskClosed { task_id: u64 },
     #[error("invalid specification: {0}")]
     InvalidSpec(String),
 }

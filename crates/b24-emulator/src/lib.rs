@@ -20,14 +20,39 @@
 //! let state = emu.workflow(&portal.domain, &wf.workflow_id)?;
 //! # let _ = state; Ok(()) }
 //! ```
+//!
+//! Business processes run as templates on documents: a REST activity, If-Then-Else, a task for a
+//! user, setting a document field, a log line ([`WorkflowTemplate`]; the reference case is
+//! [`templates::credit_approval`]):
+//!
+//! ```no_run
+//! # async fn demo(emu: b24_emulator::Emulator, domain: &str) -> Result<(), b24_emulator::EmulatorError> {
+//! use b24_emulator::{DocumentSpec, TaskCompletion, TaskOutcome, templates};
+//! let mut fields = serde_json::Map::new();
+//! fields.insert("COMPANY_ID".into(), 1001.into());
+//! fields.insert("OPPORTUNITY".into(), 9000.into());
+//! let deal = emu.create_document(domain, DocumentSpec { fields, ..Default::default() })?;
+//! let template = emu.create_template(domain, templates::credit_approval("check_credit"))?;
+//! let workflow_id = emu.start_template(domain, template.id, &deal.document_id).await?;
+//! // … the handler answers with approval_required = Y; the CFO (user 7) gets a task:
+//! for task in emu.open_tasks(domain)? {
+//!     let done = TaskCompletion { outcome: TaskOutcome::Approved, comment: String::new() };
+//!     emu.complete_task(domain, task.task_id, done)?;
+//! }
+//! let state = emu.workflow(domain, &workflow_id)?; // process_status, steps, activities, tasks
+//! # let _ = state; Ok(()) }
+//! ```
 
 mod app;
 mod batch;
 mod clock;
 mod control;
 mod dispatch;
+mod document;
+mod engine;
 mod error;
 mod event_token;
+mod expr;
 mod faults;
 mod ids;
 mod limits;
@@ -37,6 +62,9 @@ mod portal;
 mod registry;
 mod rest;
 mod state;
+mod task;
+mod template;
+pub mod templates;
 mod workflow;
 
 use std::future::Future;
@@ -49,13 +77,21 @@ use axum::routing::any;
 use serde::{Deserialize, Serialize};
 
 pub use app::{App, AppSpec, Installation};
+pub use document::{Document, DocumentSpec};
+pub use engine::{ACTIVITY_NOT_INSTALLED, APP_NOT_FOUND};
 pub use error::EmulatorError;
 pub use faults::{Faults, ServerErrorBurst};
 pub use oauth::TokenSet;
 pub use portal::{Portal, PortalSpec, RecordedCall};
 pub use registry::RegistrationInfo;
+pub use task::{CompletedBy, TaskCompletion, TaskState, TaskStatus};
+pub use template::{
+    ActivityStep, CompareOp, Condition, IfElseStep, LogStep, SetFieldStep, Step, TaskOutcome,
+    TaskStep, WorkflowTemplate,
+};
 pub use workflow::{
-    DEFAULT_LOG_MESSAGE, Delivery, StartedWorkflow, WorkflowSpec, WorkflowState, WorkflowStatus,
+    ActivityState, DEFAULT_LOG_MESSAGE, Delivery, ProcessStatus, StartedWorkflow, StepKind,
+    StepRecord, StepStatus, WorkflowSpec, WorkflowState, WorkflowStatus,
 };
 
 use state::Shared;
@@ -320,7 +356,7 @@ impl Emulator {
         &self,
         spec: WorkflowSpec,
     ) -> Result<StartedWorkflow, EmulatorError> {
-        dispatch::start(&self.shared, spec).await
+        engine::start_single(&self.shared, spec)
     }
 
     /// A workflow's current state.
@@ -331,18 +367,163 @@ impl Emulator {
     ) -> Result<WorkflowState, EmulatorError> {
         let mut state = self.shared.lock();
         let p = state.portal_mut(domain)?;
-        let wf =
-            p.workflows.get_mut(workflow_id).ok_or_else(|| EmulatorError::UnknownWorkflow {
-                domain: domain.to_owned(),
-                workflow_id: workflow_id.to_owned(),
-            })?;
-        Ok(wf.state())
+        let now = Instant::now();
+        engine::advance(p, workflow_id, now);
+        let wf = p.workflows.get(workflow_id).ok_or_else(|| EmulatorError::UnknownWorkflow {
+            domain: domain.to_owned(),
+            workflow_id: workflow_id.to_owned(),
+        })?;
+        Ok(wf.state(now))
     }
 
     /// Every workflow started on the portal, oldest first.
     pub fn workflows(&self, domain: &str) -> Result<Vec<WorkflowState>, EmulatorError> {
         let mut state = self.shared.lock();
-        Ok(state.portal_mut(domain)?.workflows.values_mut().map(|w| w.state()).collect())
+        let p = state.portal_mut(domain)?;
+        let now = Instant::now();
+        let ids: Vec<String> = p.workflows.keys().cloned().collect();
+        for id in &ids {
+            engine::advance(p, id, now);
+        }
+        Ok(p.workflows.values().map(|w| w.state(now)).collect())
+    }
+
+    /// Creates a document (e.g. a deal with `COMPANY_ID`, `OPPORTUNITY`, `STAGE_ID`).
+    pub fn create_document(
+        &self,
+        domain: &str,
+        spec: DocumentSpec,
+    ) -> Result<Document, EmulatorError> {
+        document::create(self.shared.lock().portal_mut(domain)?, spec)
+    }
+
+    /// A document by its `[module, entity, id]`.
+    pub fn document(
+        &self,
+        domain: &str,
+        document_id: &[String],
+    ) -> Result<Document, EmulatorError> {
+        let state = self.shared.lock();
+        let p = state.portal(domain)?;
+        p.documents
+            .get(&document::key(document_id))
+            .cloned()
+            .ok_or_else(|| document::unknown(domain, document_id))
+    }
+
+    /// Every document of the portal, in creation order.
+    pub fn documents(&self, domain: &str) -> Result<Vec<Document>, EmulatorError> {
+        Ok(self.shared.lock().portal(domain)?.documents.values().cloned().collect())
+    }
+
+    /// Sets the given fields of a document (others keep their values).
+    pub fn update_document(
+        &self,
+        domain: &str,
+        document_id: &[String],
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Document, EmulatorError> {
+        let mut state = self.shared.lock();
+        let p = state.portal_mut(domain)?;
+        let doc = p
+            .documents
+            .get_mut(&document::key(document_id))
+            .ok_or_else(|| document::unknown(domain, document_id))?;
+        doc.fields.extend(fields);
+        Ok(doc.clone())
+    }
+
+    /// Validates and stores a workflow template; returns it with its new `id` and every
+    /// activity and task step named.
+    pub fn create_template(
+        &self,
+        domain: &str,
+        template: WorkflowTemplate,
+    ) -> Result<WorkflowTemplate, EmulatorError> {
+        let (mut template, program) = template::prepare(template)?;
+        let mut state = self.shared.lock();
+        let p = state.portal_mut(domain)?;
+        p.next_template += 1;
+        template.id = p.next_template;
+        p.templates.insert(template.id, (template.clone(), Arc::new(program)));
+        Ok(template)
+    }
+
+    /// A stored template.
+    pub fn template(
+        &self,
+        domain: &str,
+        template_id: u64,
+    ) -> Result<WorkflowTemplate, EmulatorError> {
+        let state = self.shared.lock();
+        let p = state.portal(domain)?;
+        p.templates.get(&template_id).map(|(t, _)| t.clone()).ok_or_else(|| {
+            EmulatorError::UnknownTemplate { domain: domain.to_owned(), template_id }
+        })
+    }
+
+    /// Every stored template of the portal.
+    pub fn templates(&self, domain: &str) -> Result<Vec<WorkflowTemplate>, EmulatorError> {
+        Ok(self.shared.lock().portal(domain)?.templates.values().map(|(t, _)| t.clone()).collect())
+    }
+
+    /// Starts a stored template on a document of its type; returns the workflow ID. The first
+    /// steps run before this returns; the rest in the background. The instance is finished
+    /// (`event.send` answers "404") as soon as the last step is done.
+    pub async fn start_template(
+        &self,
+        domain: &str,
+        template_id: u64,
+        document_id: &[String],
+    ) -> Result<String, EmulatorError> {
+        engine::start_template(&self.shared, domain, template_id, document_id)
+    }
+
+    /// Every task of the portal's workflows, oldest first.
+    pub fn tasks(&self, domain: &str) -> Result<Vec<TaskState>, EmulatorError> {
+        let mut state = self.shared.lock();
+        let p = state.portal_mut(domain)?;
+        let now = Instant::now();
+        let ids: Vec<String> = p.workflows.keys().cloned().collect();
+        for id in &ids {
+            engine::advance(p, id, now);
+        }
+        let mut tasks: Vec<TaskState> =
+            p.workflows.values().flat_map(|w| w.tasks.iter().map(|t| t.state.clone())).collect();
+        tasks.sort_by_key(|t| t.task_id);
+        Ok(tasks)
+    }
+
+    /// The tasks still waiting for their users (a terminated workflow's tasks are not).
+    pub fn open_tasks(&self, domain: &str) -> Result<Vec<TaskState>, EmulatorError> {
+        let mut tasks = self.tasks(domain)?;
+        let state = self.shared.lock();
+        let p = state.portal(domain)?;
+        tasks.retain(|t| {
+            t.status == TaskStatus::Open
+                && p.workflows.get(&t.workflow_id).is_some_and(|w| w.ended.is_none())
+        });
+        Ok(tasks)
+    }
+
+    /// One task.
+    pub fn task(&self, domain: &str, task_id: u64) -> Result<TaskState, EmulatorError> {
+        self.tasks(domain)?
+            .into_iter()
+            .find(|t| t.task_id == task_id)
+            .ok_or_else(|| EmulatorError::UnknownTask { domain: domain.to_owned(), task_id })
+    }
+
+    /// Completes an open task as its user would; the workflow continues at once.
+    pub fn complete_task(
+        &self,
+        domain: &str,
+        task_id: u64,
+        completion: TaskCompletion,
+    ) -> Result<TaskState, EmulatorError> {
+        let mut state = self.shared.lock();
+        let p = state.portal_mut(domain)?;
+        engine::complete_task(p, task_id, completion.outcome, completion.comment)
     }
 
     /// Polls a workflow until `done` holds or `timeout` passes; returns the last state seen.
@@ -368,12 +549,19 @@ impl Emulator {
     pub fn finish_workflow(&self, domain: &str, workflow_id: &str) -> Result<(), EmulatorError> {
         let mut state = self.shared.lock();
         let p = state.portal_mut(domain)?;
+        let now = Instant::now();
+        engine::advance(p, workflow_id, now);
         let wf =
             p.workflows.get_mut(workflow_id).ok_or_else(|| EmulatorError::UnknownWorkflow {
                 domain: domain.to_owned(),
                 workflow_id: workflow_id.to_owned(),
             })?;
+        if wf.ended.is_none() {
+            wf.process = ProcessStatus::Terminated;
+            wf.ended = Some(now);
+        }
         wf.terminated = true;
+        wf.wake.notify_one();
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! Portals: their specification, their per-portal state, and their own HTTP listener whose
 //! address is the portal's domain (`127.0.0.1:Q`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::{App, InstallState};
 use crate::clock;
+use crate::document::Document;
 use crate::error::EmulatorError;
 use crate::faults::Faults;
 use crate::ids;
@@ -17,6 +19,7 @@ use crate::limits::{LeakyBucket, OperatingLedger};
 use crate::registry::Registry;
 use crate::rest;
 use crate::state::Shared;
+use crate::template::{Program, WorkflowTemplate};
 use crate::workflow::Workflow;
 
 /// How a portal behaves. `PortalSpec::default()` is a non-Enterprise cloud portal: a leaky
@@ -130,6 +133,15 @@ pub(crate) struct PortalState {
     pub(crate) webhooks: Vec<Webhook>,
     pub(crate) workflows: IndexMap<String, Workflow>,
     pub(crate) calls: Vec<RecordedCall>,
+    /// Documents by `document::key` of their ID.
+    pub(crate) documents: IndexMap<String, Document>,
+    pub(crate) next_document: u64,
+    /// Stored templates and their compiled programs, by ID.
+    pub(crate) templates: IndexMap<u64, (WorkflowTemplate, Arc<Program>)>,
+    pub(crate) next_template: u64,
+    pub(crate) next_task_id: u64,
+    /// Which workflow holds each task.
+    pub(crate) task_index: HashMap<u64, String>,
 }
 
 impl PortalState {
@@ -148,6 +160,12 @@ impl PortalState {
             webhooks: Vec::new(),
             workflows: IndexMap::new(),
             calls: Vec::new(),
+            documents: IndexMap::new(),
+            next_document: 0,
+            templates: IndexMap::new(),
+            next_template: 0,
+            next_task_id: 0,
+            task_index: HashMap::new(),
         }
     }
 

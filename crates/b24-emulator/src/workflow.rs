@@ -1,19 +1,26 @@
-//! Workflow instances waiting on one activity: their states (Waiting, Closed, TimedOut), the
-//! timeout, and `bizproc.event.send` / `bizproc.activity.log` (protocol doc §2.7, §3).
+//! Workflow instances: their activities (Waiting, Closed, TimedOut) with the timeout, their
+//! tasks and step records, and `bizproc.event.send` / `bizproc.activity.log` (protocol doc
+//! §2.7, §3). A single-activity workflow is a one-step program; [`crate::engine`] runs both.
 //!
 //! Time-driven transitions are evaluated when the workflow is looked at, against the clock, so
 //! a timeout fires exactly at `started + timeout_duration` without a timer task: whoever asks
 //! first (a REST call or a test reading the state) sees it already happened.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::clock;
+use crate::engine;
 use crate::event_token;
-use crate::param::{Array, Param, upper_keys};
+use crate::ids;
+use crate::param::{Array, Param, get_ci, upper_keys};
 use crate::portal::PortalState;
 use crate::rest::RestError;
+use crate::task::{Task, TaskState};
+use crate::template::Program;
 
 /// The tracking-log line `event.send` writes without a `LOG_MESSAGE` (§3.1, BPRA lang file).
 pub const DEFAULT_LOG_MESSAGE: &str = "Received application response";
@@ -91,6 +98,59 @@ pub enum WorkflowStatus {
     TimedOut,
 }
 
+/// Where the whole workflow stands (for a single-activity workflow: `WaitingForActivity`, then
+/// `Completed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcessStatus {
+    /// Between steps (e.g. an activity about to be dispatched).
+    Running,
+    /// An activity waits for `event.send` or its timeout.
+    WaitingForActivity,
+    /// A task waits for its user or its timer.
+    WaitingForTask,
+    /// The last step is done.
+    Completed,
+    /// A step failed; `error` says why (e.g. "Application activity is not installed.").
+    Failed,
+    /// Ended by [`crate::Emulator::finish_workflow`] before it completed.
+    Terminated,
+}
+
+/// What kind of step a [`StepRecord`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Activity,
+    IfElse,
+    Task,
+    SetField,
+    Log,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepStatus {
+    Running,
+    Done,
+    Failed,
+}
+
+/// One executed step, in execution order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub kind: StepKind,
+    /// The step's name (activities, tasks, labelled branches), else empty.
+    pub name: String,
+    pub status: StepStatus,
+    /// What happened: "closed by event.send", "timed out (IsTimeout = 1)", the condition and
+    /// the branch taken, the field set, the task's outcome, or the error.
+    pub detail: String,
+    #[serde(with = "clock::unix")]
+    pub started_at: SystemTime,
+    #[serde(with = "clock::opt_unix")]
+    pub finished_at: Option<SystemTime>,
+}
+
 /// One attempt to deliver the activity call to its handler.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -102,7 +162,33 @@ pub struct Delivery {
     pub error: Option<String>,
 }
 
-/// A workflow as tests inspect it.
+/// One activity execution of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityState {
+    /// The step's name, which is also `activity_name`.
+    pub name: String,
+    pub code: String,
+    pub activity_name: String,
+    pub event_id: String,
+    pub event_token: String,
+    pub status: WorkflowStatus,
+    pub is_timeout: bool,
+    /// Return values by their registered IDs (matched case-insensitively, §3.1).
+    pub return_values: serde_json::Value,
+    pub deliveries: Vec<Delivery>,
+    pub use_subscription: bool,
+    pub timeout_duration: u64,
+    pub handler: String,
+    pub body: String,
+    #[serde(with = "clock::unix")]
+    pub started_at: SystemTime,
+    #[serde(with = "clock::opt_unix")]
+    pub closed_at: Option<SystemTime>,
+}
+
+/// A workflow as tests inspect it. The fields from `code` to `closed_at` describe the latest
+/// activity (the only one of a single-activity workflow); before a template's first activity
+/// they are empty and `status` is `Closed`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowState {
     pub workflow_id: String,
@@ -116,7 +202,7 @@ pub struct WorkflowState {
     pub is_timeout: bool,
     /// Return values by their registered IDs (matched case-insensitively, §3.1).
     pub return_values: serde_json::Value,
-    /// Tracking-log lines (`LOG_MESSAGE`, `activity.log`).
+    /// Tracking-log lines (`LOG_MESSAGE`, `activity.log`, log steps).
     pub log: Vec<String>,
     pub deliveries: Vec<Delivery>,
     pub use_subscription: bool,
@@ -129,12 +215,24 @@ pub struct WorkflowState {
     /// USE_SUBSCRIPTION=N); `None` while it waits.
     #[serde(with = "clock::opt_unix")]
     pub closed_at: Option<SystemTime>,
+    /// The template this workflow runs; `None` for a single-activity workflow.
+    pub template_id: Option<u64>,
+    pub document_id: Vec<String>,
+    pub process_status: ProcessStatus,
+    /// Why the workflow failed.
+    pub error: Option<String>,
+    /// When the last step finished or the workflow failed or was terminated.
+    #[serde(with = "clock::opt_unix")]
+    pub ended_at: Option<SystemTime>,
+    pub steps: Vec<StepRecord>,
+    /// Every activity execution, oldest first.
+    pub activities: Vec<ActivityState>,
+    pub tasks: Vec<TaskState>,
 }
 
-/// The portal's record of one workflow instance.
+/// One activity execution as the engine keeps it.
 #[derive(Debug, Clone)]
-pub(crate) struct Workflow {
-    pub(crate) workflow_id: String,
+pub(crate) struct ActivityRun {
     pub(crate) code: String,
     pub(crate) activity_name: String,
     pub(crate) event_id: String,
@@ -145,57 +243,59 @@ pub(crate) struct Workflow {
     pub(crate) started_at: SystemTime,
     pub(crate) status: WorkflowStatus,
     pub(crate) closed_at: Option<Instant>,
-    pub(crate) finish_after: Option<Duration>,
-    pub(crate) terminated: bool,
     pub(crate) return_properties: Array,
     pub(crate) return_values: Array,
-    pub(crate) log: Vec<String>,
     pub(crate) deliveries: Vec<Delivery>,
     pub(crate) handler: String,
     pub(crate) body: String,
 }
 
-impl Workflow {
+impl ActivityRun {
     /// Applies the timeout if its moment has passed (§2.7: IsTimeout = 1, close).
     pub(crate) fn advance(&mut self, now: Instant) {
-        if self.status != WorkflowStatus::Waiting || self.timeout_duration == 0 {
-            return;
-        }
-        let due = self.started + Duration::from_secs(self.timeout_duration);
-        if now >= due {
+        if let Some(due) = self.timeout_due()
+            && now >= due
+        {
             self.status = WorkflowStatus::TimedOut;
             self.closed_at = Some(due);
-            tracing::info!(workflow_id = self.workflow_id, "activity timed out");
+            tracing::info!(activity_name = self.activity_name, "activity timed out");
         }
     }
 
-    /// Whether the instance row is gone (finished or terminated).
-    pub(crate) fn finished(&self, now: Instant) -> bool {
-        self.terminated
-            || match (self.closed_at, self.finish_after) {
-                (Some(closed), Some(after)) => now >= closed + after,
-                _ => false,
-            }
+    /// When the timeout fires, while the activity waits and has one.
+    pub(crate) fn timeout_due(&self) -> Option<Instant> {
+        (self.status == WorkflowStatus::Waiting && self.timeout_duration > 0)
+            .then(|| self.started + Duration::from_secs(self.timeout_duration))
     }
 
-    pub(crate) fn state(&mut self) -> WorkflowState {
-        let now = Instant::now();
-        self.advance(now);
-        let mut return_values = Param::Array(self.return_values.clone()).to_json();
-        if self.return_values.is_empty() {
-            return_values = serde_json::Value::Object(serde_json::Map::new());
+    /// A value for `{=name:value}`: a return value, or the built-in `IsTimeout`.
+    pub(crate) fn value(&self, name: &str) -> serde_json::Value {
+        if name.eq_ignore_ascii_case("IsTimeout") {
+            return serde_json::Value::from(u8::from(self.status == WorkflowStatus::TimedOut));
         }
-        WorkflowState {
-            workflow_id: self.workflow_id.clone(),
+        get_ci(&self.return_values, name).map_or(serde_json::Value::Null, Param::to_json)
+    }
+
+    /// An instant of this run on the wall clock.
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.started_at + at.saturating_duration_since(self.started)
+    }
+
+    fn state(&self) -> ActivityState {
+        let return_values = if self.return_values.is_empty() {
+            serde_json::Value::Object(serde_json::Map::new())
+        } else {
+            Param::Array(self.return_values.clone()).to_json()
+        };
+        ActivityState {
+            name: self.activity_name.clone(),
             code: self.code.clone(),
             activity_name: self.activity_name.clone(),
             event_id: self.event_id.clone(),
             event_token: self.event_token.clone(),
             status: self.status,
-            finished: self.finished(now),
             is_timeout: self.status == WorkflowStatus::TimedOut,
             return_values,
-            log: self.log.clone(),
             deliveries: self.deliveries.clone(),
             use_subscription: self.use_subscription,
             timeout_duration: self.timeout_duration,
@@ -203,9 +303,129 @@ impl Workflow {
             body: self.body.clone(),
             started_at: self.started_at,
             // The monotonic moment of closing, placed on the wall clock relative to the start.
-            closed_at: self
-                .closed_at
-                .map(|closed| self.started_at + closed.saturating_duration_since(self.started)),
+            closed_at: self.closed_at.map(|closed| self.wall(closed)),
+        }
+    }
+}
+
+/// What the workflow waits for at its program counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Nothing: the engine can run the instruction at `pc`.
+    Nothing,
+    /// The activity at `pc` must be dispatched, which needs the whole emulator (tokens, HTTP);
+    /// the workflow's driver does it.
+    Dispatch,
+    /// `activities[i]` to close.
+    Activity(usize),
+    /// `tasks[i]` to be completed.
+    Task(usize),
+}
+
+/// The portal's record of one workflow instance.
+#[derive(Debug)]
+pub(crate) struct Workflow {
+    pub(crate) workflow_id: String,
+    pub(crate) template_id: Option<u64>,
+    pub(crate) document_id: Vec<String>,
+    pub(crate) document_type: Vec<String>,
+    pub(crate) program: Arc<Program>,
+    pub(crate) pc: usize,
+    pub(crate) wait: Wait,
+    pub(crate) process: ProcessStatus,
+    pub(crate) error: Option<String>,
+    pub(crate) started: Instant,
+    pub(crate) started_at: SystemTime,
+    pub(crate) ended: Option<Instant>,
+    pub(crate) finish_after: Option<Duration>,
+    pub(crate) terminated: bool,
+    pub(crate) activities: Vec<ActivityRun>,
+    pub(crate) tasks: Vec<Task>,
+    pub(crate) steps: Vec<StepRecord>,
+    pub(crate) log: Vec<String>,
+    /// Wakes the driver task of a template workflow (a dispatch is due, or a timer changed).
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl Workflow {
+    pub(crate) fn new(
+        program: Arc<Program>,
+        template_id: Option<u64>,
+        document_id: Vec<String>,
+        document_type: Vec<String>,
+        finish_after: Option<Duration>,
+    ) -> Workflow {
+        Workflow {
+            workflow_id: ids::workflow_id(),
+            template_id,
+            document_id,
+            document_type,
+            program,
+            pc: 0,
+            wait: Wait::Nothing,
+            process: ProcessStatus::Running,
+            error: None,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            ended: None,
+            finish_after,
+            terminated: false,
+            activities: Vec::new(),
+            tasks: Vec::new(),
+            steps: Vec::new(),
+            log: Vec::new(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Whether the instance row is gone: terminated, or ended `finish_after` ago.
+    pub(crate) fn finished(&self, now: Instant) -> bool {
+        self.terminated
+            || match (self.ended, self.finish_after) {
+                (Some(ended), Some(after)) => now >= ended + after,
+                _ => false,
+            }
+    }
+
+    /// An instant of this workflow on the wall clock.
+    pub(crate) fn wall(&self, at: Instant) -> SystemTime {
+        self.started_at + at.saturating_duration_since(self.started)
+    }
+
+    /// The state as of `now`; the caller has advanced the engine to `now` first.
+    pub(crate) fn state(&self, now: Instant) -> WorkflowState {
+        let latest = self.activities.last().map(ActivityRun::state);
+        let latest = latest.as_ref();
+        let text = |f: fn(&ActivityState) -> &String| latest.map(f).cloned().unwrap_or_default();
+        WorkflowState {
+            workflow_id: self.workflow_id.clone(),
+            code: text(|a| &a.code),
+            activity_name: text(|a| &a.activity_name),
+            event_id: text(|a| &a.event_id),
+            event_token: text(|a| &a.event_token),
+            status: latest.map_or(WorkflowStatus::Closed, |a| a.status),
+            finished: self.finished(now),
+            is_timeout: latest.is_some_and(|a| a.is_timeout),
+            return_values: latest.map_or_else(
+                || serde_json::Value::Object(serde_json::Map::new()),
+                |a| a.return_values.clone(),
+            ),
+            log: self.log.clone(),
+            deliveries: latest.map(|a| a.deliveries.clone()).unwrap_or_default(),
+            use_subscription: latest.is_some_and(|a| a.use_subscription),
+            timeout_duration: latest.map_or(0, |a| a.timeout_duration),
+            handler: text(|a| &a.handler),
+            body: text(|a| &a.body),
+            started_at: latest.map_or(self.started_at, |a| a.started_at),
+            closed_at: latest.and_then(|a| a.closed_at),
+            template_id: self.template_id,
+            document_id: self.document_id.clone(),
+            process_status: self.process,
+            error: self.error.clone(),
+            ended_at: self.ended.map(|at| self.wall(at)),
+            steps: self.steps.clone(),
+            activities: self.activities.iter().map(ActivityRun::state).collect(),
+            tasks: self.tasks.iter().map(|t| t.state.clone()).collect(),
         }
     }
 }
@@ -236,39 +456,50 @@ pub(crate) fn external_event(
     };
     let lock_window = portal.lock_window();
     let now = Instant::now();
-    let Some(wf) = portal.workflows.get_mut(&parts.workflow_id) else {
+    let workflow_id = parts.workflow_id.clone();
+    if !portal.workflows.contains_key(&workflow_id) {
+        return Err(not_found());
+    }
+    engine::advance(portal, &workflow_id, now);
+    let Some(wf) = portal.workflows.get_mut(&workflow_id) else {
         return Err(not_found());
     };
-    wf.advance(now);
     if wf.finished(now) {
         return Err(not_found());
     }
-    if now < wf.started + lock_window {
+    if wf.activities.last().is_some_and(|run| now < run.started + lock_window) {
         // The persister still owns the instance right after dispatch (§2.9, §3.3).
         return Err(RestError::bad_request("423", "The workflow is hung or being executed"));
     }
     // Closed activity, another activity or a stale event ID: a silent no-op (§3.1 steps 1, 3).
-    if wf.status != WorkflowStatus::Waiting
-        || wf.activity_name != parts.activity_name
-        || wf.event_id != parts.event_id
-    {
+    let Wait::Activity(current) = wf.wait else {
         return Ok(Param::Bool(true));
-    }
-    wf.log.push(log_line);
+    };
+    let Some(run) = wf.activities.get_mut(current).filter(|run| {
+        run.status == WorkflowStatus::Waiting
+            && run.activity_name == parts.activity_name
+            && run.event_id == parts.event_id
+    }) else {
+        return Ok(Param::Bool(true));
+    };
     if log_only {
+        wf.log.push(log_line);
         return Ok(Param::Bool(true));
     }
     if let Some(Param::Array(values)) = params.get("RETURN_VALUES") {
         for (name, value) in values {
-            let registered = wf.return_properties.keys().find(|id| id.eq_ignore_ascii_case(name));
+            let registered = run.return_properties.keys().find(|id| id.eq_ignore_ascii_case(name));
             if let Some(id) = registered.cloned() {
-                wf.return_values.insert(id, value.clone());
+                run.return_values.insert(id, value.clone());
             }
         }
     }
-    wf.status = WorkflowStatus::Closed;
-    wf.closed_at = Some(now);
-    tracing::info!(workflow_id = wf.workflow_id, "activity closed by event.send");
+    run.status = WorkflowStatus::Closed;
+    run.closed_at = Some(now);
+    wf.log.push(log_line);
+    tracing::info!(workflow_id, "activity closed by event.send");
+    // The workflow continues from here (§3.1 step 6).
+    engine::advance(portal, &workflow_id, now);
     Ok(Param::Bool(true))
 }
 

@@ -12,3 +12,4 @@ mod limits;
 mod oauth;
 mod registration;
 mod rest;
+mod templates;
