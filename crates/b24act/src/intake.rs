@@ -16,6 +16,7 @@ use b24::incoming::{ActivityCall, ApplicationToken, Limits};
 use store::{Enqueued, InstallationStatus, NewJob, Store};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::clock;
 use crate::host::Host;
@@ -76,7 +77,19 @@ async fn take_call(
     })?;
     let member_id = call.auth.member_id.as_str().to_owned();
     let span = tracing::info_span!("call", portal = %member_id, code = %call.code, workflow = %call.workflow_id);
-    let _entered = span.enter();
+    // Instrumented, not entered: a guard held across `.await` leaks the span into whatever else
+    // runs on the thread (log lines grew without bound and tracing-subscriber panicked under load).
+    store_call(intake, call, code, member_id, received_at).instrument(span).await
+}
+
+/// Authenticates a decoded call, commits it with its group and answers.
+async fn store_call(
+    intake: Arc<Intake>,
+    call: ActivityCall,
+    code: String,
+    member_id: String,
+    received_at: i64,
+) -> Result<&'static str, Refusal> {
     intake.portals.authenticate(&member_id, &call.auth.application_token).await?;
     if call.code != code {
         tracing::warn!(path_code = %code, "call's code differs from its handler URL");
