@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod bench;
 pub mod catalog;
 pub mod clock;
 pub mod config;

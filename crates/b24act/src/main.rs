@@ -50,6 +50,10 @@ enum Command {
     /// failures and an outage; a summary. Fails if a workflow hangs or a result is sent twice.
     /// Logs only errors unless RUST_LOG says otherwise.
     Demo(b24act::demo::DemoArgs),
+    /// Measure a real `b24act serve` on SQLite against design.md §6: intake throughput and ack
+    /// latency, results per second under the portal's limit, call-to-result latency, memory
+    /// with a backlog. Prints a table; BENCHMARKS.md has the figures and the commands.
+    Bench(b24act::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +61,8 @@ fn main() -> std::process::ExitCode {
     // The demo prints its own progress; its logs would drown it.
     let default_filter = match cli.command {
         Command::Demo(_) => "error",
+        // The bench's table is its output; its in-process emulator would log every workflow.
+        Command::Bench(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -96,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 b24act::operator_cli::run(&config, command, &mut std::io::stdout()).await
             }
             Command::Emulator { listen } => run_emulator(listen).await,
+            Command::Bench(args) => b24act::bench::run(args, &mut std::io::stdout()).await,
             Command::Demo(args) => {
                 b24act::demo::run(args, &mut std::io::stdout()).await?;
                 Ok(())

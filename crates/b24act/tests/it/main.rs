@@ -1,5 +1,6 @@
 //! The `b24act` binary, driven as a user drives it: a real process, real HTTP on loopback.
 
+mod bench;
 mod crash;
 mod demo;
 mod emulator_command;

@@ -1,0 +1,333 @@
+//! One deployment under test: the emulator (a portal) and a JSON API in this process, and
+//! `b24act serve` as a child process on a SQLite file in a temp dir, with the app installed the
+//! real way (ONAPPINSTALL → `app.info` → `bizproc.activity.add`).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use b24_emulator::{AppSpec, Emulator, EmulatorConfig, PortalSpec, StartedWorkflow, WorkflowSpec};
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode, Uri};
+use serde_json::Value;
+
+use super::BenchArgs;
+use super::load::Conn;
+use super::measure::{self, Memory};
+use crate::fake_api::{Behaviour, FakeApi};
+
+pub const CLIENT_ID: &str = "local.b24act.bench";
+const CLIENT_SECRET: &str = "bench-secret";
+/// The action every scenario runs: an `http` connector asking the API for a company's credit.
+pub const CODE: &str = "bench_credit";
+/// How long the server may take to start and install.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the API behind the action answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// At once: the connector costs a loopback round trip.
+    Instant,
+    /// Never within the attempt's timeout: every worker slot stays busy, so further jobs stay
+    /// queued (a backlog behind a slow API).
+    Hanging,
+}
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub portal: PortalSpec,
+    /// The server's `delivery.rate_per_second` and `delivery.burst`.
+    pub delivery: (f64, u32),
+    pub api: Api,
+    pub workers: usize,
+}
+
+/// A running deployment. Dropping it kills the server and removes its files.
+pub struct Deployment {
+    /// Declared first so it is dropped (killed) first.
+    pub server: ServerProcess,
+    pub emulator: Emulator,
+    pub domain: String,
+    /// The API the action calls; held so it answers as long as the deployment runs.
+    _api: FakeApi,
+    dir: TempDir,
+}
+
+impl Deployment {
+    pub async fn start(setup: &Setup, args: &BenchArgs, server_exe: &Path) -> anyhow::Result<Self> {
+        let log_filter = args.server_log.as_str();
+        let emulator =
+            Emulator::start(EmulatorConfig::default()).await.context("starting the emulator")?;
+        let domain = emulator.create_portal(setup.portal.clone()).await?.domain;
+        let api = FakeApi::start(1).await.context("starting the JSON API")?;
+        if setup.api == Api::Hanging {
+            api.set(Behaviour { latency: Duration::from_secs(24 * 3600), ..Behaviour::default() });
+        }
+        let mut dir = TempDir::new()?;
+        if args.keep_files {
+            dir.keep = true;
+            eprintln!("keeping the server's files in {}", dir.path.display());
+        }
+        // A free port for the server; bound again by the server an instant later.
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let config_path = dir.path.join("b24act.toml");
+        std::fs::write(&config_path, config_text(setup, listen, &dir.db_path(), &api.url()))?;
+        emulator.register_app(AppSpec {
+            client_id: Some(CLIENT_ID.into()),
+            client_secret: Some(CLIENT_SECRET.into()),
+            install_url: Some(format!("http://{listen}/bitrix/install")),
+            scope: "bizproc,crm".into(),
+            ..AppSpec::default()
+        });
+        let server =
+            ServerProcess::spawn(server_exe, &config_path, &dir.path.join("serve.log"), log_filter)
+                .await?;
+        let deployment = Deployment { server, emulator, domain, _api: api, dir };
+        let installed = deployment.emulator.install_app(&deployment.domain, CLIENT_ID).await?;
+        if installed.event_status != Some(200) {
+            bail!("the server answered ONAPPINSTALL with {:?}", installed.event_status);
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !deployment.emulator.registrations(&deployment.domain)?.iter().any(|r| r.code == CODE)
+        {
+            if Instant::now() > deadline {
+                bail!("the action was not registered within {START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(deployment)
+    }
+
+    /// Starts a workflow running the action for `company_id` (no timeout).
+    pub async fn start_workflow(&self, company_id: u64) -> anyhow::Result<StartedWorkflow> {
+        let spec = WorkflowSpec {
+            domain: self.domain.clone(),
+            code: CODE.into(),
+            properties: serde_json::json!({"company_id": company_id}),
+            timeout_duration: 0,
+            ..WorkflowSpec::default()
+        };
+        Ok(self.emulator.start_workflow(spec).await?)
+    }
+
+    /// The server's jobs by state, from `GET /health`.
+    pub async fn job_counts(&self) -> anyhow::Result<JobCounts> {
+        let mut conn = Conn::open(self.server.addr).await?;
+        let path: Uri = "/health".parse()?;
+        let (status, body) = conn.send(Method::GET, &path, Bytes::new()).await?;
+        if status != StatusCode::OK {
+            bail!("GET /health answered {status}: {}", String::from_utf8_lossy(&body));
+        }
+        let health: Value = serde_json::from_slice(&body).context("GET /health: not JSON")?;
+        let count = |state: &str| health["jobs"][state].as_u64().unwrap_or(0);
+        let total = health["jobs"]
+            .as_object()
+            .map_or(0, |by_state| by_state.values().filter_map(Value::as_u64).sum::<u64>());
+        Ok(JobCounts { queued: count("queued"), running: count("running"), total })
+    }
+
+    /// The SQLite database with its write-ahead log, in bytes.
+    pub fn store_bytes(&self) -> u64 {
+        let db = self.dir.db_path();
+        let wal = PathBuf::from(format!("{}-wal", db.display()));
+        [db, wal].iter().filter_map(|path| std::fs::metadata(path).ok()).map(|m| m.len()).sum()
+    }
+}
+
+/// Jobs by state, as the server reports them.
+#[derive(Debug, Clone, Copy)]
+pub struct JobCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub total: u64,
+}
+
+fn config_text(setup: &Setup, listen: SocketAddr, db: &Path, api_url: &str) -> String {
+    let key: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+    // A hanging API needs attempts that outlast the run; an instant one the product's defaults.
+    let (lease, attempt_timeout) = match setup.api {
+        Api::Hanging => ("3h", "2h"),
+        Api::Instant => ("5m", "30s"),
+    };
+    let (rate, burst) = setup.delivery;
+    format!(
+        r#"
+[app]
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+public_url = "http://{listen}/"
+
+[server]
+listen = "{listen}"
+
+[store]
+url = "sqlite:{db}"
+encryption_key = "{key}"
+
+[workers]
+concurrency = {workers}
+lease = "{lease}"
+
+[delivery]
+rate_per_second = {rate:?}
+burst = {burst}
+
+[[actions]]
+code = "{CODE}"
+name = {{ en = "Benchmark: check credit" }}
+
+[actions.properties.company_id]
+name = "Company"
+type = "int"
+required = true
+
+[actions.return_properties.limit]
+name = "Limit"
+type = "double"
+
+[actions.return_properties.debt]
+name = "Debt"
+type = "double"
+
+[actions.connector]
+kind = "http"
+method = "GET"
+url = "{api_url}/companies/{{{{properties.company_id}}}}/credit"
+
+[actions.connector.response]
+limit = "/limit"
+debt = "/debt"
+
+[actions.retry]
+max_wait = "4h"
+attempt_timeout = "{attempt_timeout}"
+
+[actions.on_failure]
+mode = "fallback"
+log_message = "Finance system unavailable: {{reason}}"
+"#,
+        db = db.display(),
+        workers = setup.workers,
+    )
+}
+
+/// `b24act serve` as a child process; killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    async fn spawn(
+        exe: &Path,
+        config: &Path,
+        log: &Path,
+        log_filter: &str,
+    ) -> anyhow::Result<ServerProcess> {
+        let log_file = std::fs::File::create(log)?;
+        let mut command = Command::new(exe);
+        command
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", log_filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        // The bench's own configuration must not leak into the server's through overrides.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("B24ACT_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child =
+            command.spawn().with_context(|| format!("starting {} serve", exe.display()))?;
+        let stdout = child.stdout.take().context("the server's stdout")?;
+        let (ready, address) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Reads every line, so the server never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("b24act serving on http://") {
+                    let _ = ready.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let mut server = ServerProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log: log.to_path_buf(),
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(addr) = address.try_recv() {
+                server.addr = addr.parse().with_context(|| format!("server address `{addr}`"))?;
+                return Ok(server);
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!("the server exited with {status}: {}", server.log_tail());
+            }
+            if Instant::now() > deadline {
+                bail!("the server did not start within {START_TIMEOUT:?}: {}", server.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn memory(&self) -> anyhow::Result<Memory> {
+        measure::memory(self.pid())
+    }
+
+    /// The last lines of the server's log, for an error message.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temp dir removed when dropped, unless kept.
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempDir {
+    fn new() -> anyhow::Result<TempDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let unique =
+            format!("b24act-bench-{}-{nanos}-{}", std::process::id(), rand::random::<u32>());
+        let path = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(TempDir { path, keep: false })
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.path.join("b24act.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

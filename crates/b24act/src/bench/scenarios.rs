@@ -1,0 +1,431 @@
+//! The scenarios: each starts its own deployment, drives it, and reports what it measured
+//! against the targets of design.md §6.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::bail;
+use b24_emulator::{PortalSpec, RecordedCall, WorkflowState, WorkflowStatus};
+
+use super::deployment::{Api, CODE, Deployment, Setup};
+use super::load::{self, Calls, LoadResult};
+use super::measure::{CpuMeter, CpuShare, Latencies, megabytes};
+use super::report::{Row, ScenarioReport, Target};
+use super::{BenchArgs, Scenario};
+
+/// design.md §6.
+const ACKS_PER_SECOND: f64 = 10_000.0;
+const ACK_P99_MS_AT_1000: f64 = 2.0;
+const RESULTS_PER_SECOND_LIMITED: f64 = 95.0;
+const CALL_TO_RESULT_P50_MS: f64 = 20.0;
+const RSS_MB: f64 = 100.0;
+const RSS_QUEUED_JOBS: u64 = 100_000;
+
+/// The portal limit of the `limited` scenario (Bitrix24's default: 2 requests/s, burst 50).
+const PORTAL_RATE: (f64, u32) = (2.0, 50);
+/// How long the workflows may make no progress before the run stops waiting for them.
+const STALL: Duration = Duration::from_secs(60);
+/// How long the template call may take to be accepted.
+const TEMPLATE_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub async fn run(
+    scenario: Scenario,
+    args: &BenchArgs,
+    server: &Path,
+) -> anyhow::Result<ScenarioReport> {
+    match scenario {
+        Scenario::Intake => intake(args, server).await,
+        Scenario::Latency => latency(args, server).await,
+        Scenario::Limited => limited(args, server).await,
+        Scenario::E2e => end_to_end(args, server).await,
+        Scenario::Rss => rss(args, server).await,
+    }
+}
+
+/// Workers held by an API that never answers: calls pile up as queued jobs, and only the intake
+/// uses the server's CPU.
+fn backlog_setup(args: &BenchArgs) -> Setup {
+    Setup {
+        portal: PortalSpec { unlimited: true, ..PortalSpec::default() },
+        delivery: PORTAL_RATE,
+        api: Api::Hanging,
+        workers: args.workers,
+    }
+}
+
+async fn intake(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> {
+    let deployment = Deployment::start(&backlog_setup(args), args, server).await?;
+    let calls = template_calls(&deployment).await?;
+    let addr = deployment.server.addr;
+    let warmup = (args.intake_calls / 20).min(2_000);
+    if warmup > 0 {
+        load::closed_loop(addr, &calls, args.connections, warmup, args.intake_duration).await?;
+    }
+    let stored_before = deployment.job_counts().await?.total;
+    let cpu = CpuMeter::start(deployment.server.pid())?;
+    let mut result =
+        load::closed_loop(addr, &calls, args.connections, args.intake_calls, args.intake_duration)
+            .await?;
+    let share = cpu.stop()?;
+    let stored = deployment.job_counts().await?.total - stored_before;
+    let latencies = Latencies::new(std::mem::take(&mut result.latencies_us));
+
+    let mut report = ScenarioReport::new("intake");
+    let rate = result.accepted as f64 / result.elapsed.as_secs_f64();
+    report.row(
+        Row::new("accepted calls/s", rate, "calls/s").target(Target::AtLeast(ACKS_PER_SECOND)),
+    );
+    ack_rows(&mut report, "", &latencies);
+    report.row(Row::new("calls accepted (200)", result.accepted as f64, "calls"));
+    report.row(Row::new("jobs stored by them", stored as f64, "jobs"));
+    report.row(Row::new("errors", result.errors() as f64, "calls").target(Target::AtMost(0.0)));
+    cpu_rows(&mut report, "", share);
+    report.note(format!(
+        "closed loop: {} keep-alive connections, {} calls in {:.1} s after {warmup} warm-up calls",
+        args.connections,
+        result.accepted + result.errors(),
+        result.elapsed.as_secs_f64()
+    ));
+    note_problem(&mut report, &result);
+    report.note(format!("server log filter: {}", args.server_log));
+    Ok(report)
+}
+
+async fn latency(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> {
+    let deployment = Deployment::start(&backlog_setup(args), args, server).await?;
+    let calls = template_calls(&deployment).await?;
+    let mut report = ScenarioReport::new("latency");
+    for &rate in &args.rates {
+        let rate = f64::from(rate);
+        let total = (rate * args.rate_duration.as_secs_f64()).ceil().max(1.0) as u64;
+        let cpu = CpuMeter::start(deployment.server.pid())?;
+        let mut result =
+            load::open_loop(deployment.server.addr, &calls, args.connections, rate, total).await?;
+        let share = cpu.stop()?;
+        let latencies = Latencies::new(std::mem::take(&mut result.latencies_us));
+        let lag = Latencies::new(std::mem::take(&mut result.lag_us));
+        let at = format!("@{rate:.0}/s ");
+        let achieved = result.accepted as f64 / result.elapsed.as_secs_f64();
+        report.row(Row::new(format!("{at}accepted calls/s"), achieved, "calls/s"));
+        report.row(Row::new(format!("{at}ack p50"), latencies.quantile_ms(0.5), "ms"));
+        let p99 = Row::new(format!("{at}ack p99"), latencies.quantile_ms(0.99), "ms");
+        report.row(if rate == 1_000.0 {
+            p99.target(Target::AtMost(ACK_P99_MS_AT_1000))
+        } else {
+            p99
+        });
+        report.row(Row::new(format!("{at}ack max"), latencies.max_ms(), "ms"));
+        report.row(
+            Row::new(format!("{at}errors"), result.errors() as f64, "calls")
+                .target(Target::AtMost(0.0)),
+        );
+        cpu_rows(&mut report, &at, share);
+        report.row(Row::new(format!("{at}generator timer lag p99"), lag.quantile_ms(0.99), "ms"));
+        report.note(format!(
+            "{at}open loop: {total} calls scheduled over {:.1} s on {} connections",
+            total as f64 / rate,
+            args.connections
+        ));
+        note_problem(&mut report, &result);
+    }
+    report.note(
+        "latency counts from the scheduled send time when the connection was still busy (no \
+         coordinated omission), else from the actual send",
+    );
+    Ok(report)
+}
+
+async fn limited(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> {
+    let setup = Setup {
+        portal: PortalSpec { rate: PORTAL_RATE, unlimited: false, ..PortalSpec::default() },
+        delivery: PORTAL_RATE,
+        api: Api::Instant,
+        workers: args.workers,
+    };
+    let deployment = Deployment::start(&setup, args, server).await?;
+    // Let the installation's calls drain from the portal's bucket, as they would in real life.
+    let drain = Duration::from_secs_f64(f64::from(PORTAL_RATE.1) / PORTAL_RATE.0);
+    tokio::time::sleep(drain.min(Duration::from_secs(5))).await;
+    let since = SystemTime::now();
+    let dispatch = Instant::now();
+    for i in 0..args.limited_workflows {
+        deployment.start_workflow(i as u64 + 1).await?;
+        if i % 100 == 99 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let dispatched_in = dispatch.elapsed();
+    let states = wait_closed(&deployment, args.limited_workflows).await?;
+    let calls: Vec<RecordedCall> = deployment
+        .emulator
+        .rest_calls(&deployment.domain)
+        .into_iter()
+        .filter(|c| c.at >= since)
+        .collect();
+    let memory = deployment.server.memory()?;
+
+    let closed = closed_times(&states);
+    let mut report = ScenarioReport::new("limited");
+    report.row(Row::new("results delivered", closed.len() as f64, "results"));
+    if let (Some(first), Some(last)) = (states.iter().map(|s| s.started_at).min(), closed.last()) {
+        let span = seconds_between(first, *last);
+        report.row(Row::new("overall results/s", closed.len() as f64 / span, "results/s"));
+    }
+    let batches: Vec<SystemTime> = calls
+        .iter()
+        .filter(|c| c.method == "batch" && !c.in_batch && c.status == 200)
+        .map(|c| c.at)
+        .collect();
+    let burst = usize::try_from(PORTAL_RATE.1).unwrap_or(usize::MAX);
+    match (batches.get(burst), batches.last()) {
+        (Some(&from), Some(&to)) if to > from => {
+            // Each batch's results close before the portal records the batch, and after the
+            // batch before it: (from, to] holds exactly the batches after the burst's last one.
+            let results = closed.iter().filter(|&&t| t > from && t <= to).count();
+            let rate = results as f64 / seconds_between(from, to);
+            report.row(
+                Row::new("steady results/s after the burst", rate, "results/s")
+                    .target(Target::AtLeast(RESULTS_PER_SECOND_LIMITED)),
+            );
+            report.note(format!(
+                "steady state: {results} results in the {} batches after the first {burst} (the \
+                 portal's burst), over {:.1} s",
+                batches.len() - burst - 1,
+                seconds_between(from, to)
+            ));
+        }
+        _ => report.note(format!(
+            "no steady state: {} batches, all within the portal's burst of {burst}; raise \
+             --limited-workflows well above {}",
+            batches.len(),
+            burst * 50
+        )),
+    }
+    let sent_in_batches =
+        calls.iter().filter(|c| c.method == "bizproc.event.send" && c.in_batch).count();
+    let sent_alone =
+        calls.iter().filter(|c| c.method == "bizproc.event.send" && !c.in_batch).count();
+    report.row(Row::new("batch calls", batches.len() as f64, "calls"));
+    if !batches.is_empty() {
+        report.row(Row::new(
+            "event.send per batch (mean)",
+            sent_in_batches as f64 / batches.len() as f64,
+            "commands",
+        ));
+    }
+    report.row(Row::new("event.send outside a batch", sent_alone as f64, "calls"));
+    let limited_answers =
+        calls.iter().filter(|c| c.error.as_deref() == Some("QUERY_LIMIT_EXCEEDED")).count();
+    report.row(
+        Row::new("QUERY_LIMIT_EXCEEDED answers", limited_answers as f64, "answers")
+            .target(Target::AtMost(0.0)),
+    );
+    report.row(Row::new("calls not accepted by intake", not_accepted(&states) as f64, "calls"));
+    report.row(Row::new("server peak RSS", megabytes(memory.peak_bytes), "MB"));
+    report.note(format!(
+        "{} workflows started in {:.1} s on a portal limited to {}/s, burst {}; server \
+         delivery.rate_per_second = {}, burst = {}; {} workers; instant API",
+        args.limited_workflows,
+        dispatched_in.as_secs_f64(),
+        PORTAL_RATE.0,
+        PORTAL_RATE.1,
+        PORTAL_RATE.0,
+        PORTAL_RATE.1,
+        args.workers
+    ));
+    Ok(report)
+}
+
+async fn end_to_end(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> {
+    let unlimited = 100_000;
+    let setup = Setup {
+        portal: PortalSpec { unlimited: true, ..PortalSpec::default() },
+        delivery: (f64::from(unlimited), unlimited),
+        api: Api::Instant,
+        workers: args.workers,
+    };
+    let deployment = Deployment::start(&setup, args, server).await?;
+    let rate = f64::from(args.e2e_rate);
+    let cpu = CpuMeter::start(deployment.server.pid())?;
+    let start = Instant::now();
+    for i in 0..args.e2e_workflows {
+        tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+        deployment.start_workflow(i as u64 + 1).await?;
+    }
+    let states = wait_closed(&deployment, args.e2e_workflows).await?;
+    let share = cpu.stop()?;
+    let latencies = Latencies::from_durations(
+        states
+            .iter()
+            .filter(|s| s.status == WorkflowStatus::Closed)
+            .filter_map(|s| s.closed_at?.duration_since(s.started_at).ok()),
+    );
+    let calls = deployment.emulator.rest_calls(&deployment.domain);
+    let batches = calls.iter().filter(|c| c.method == "batch" && !c.in_batch).count();
+
+    let mut report = ScenarioReport::new("e2e");
+    report.row(
+        Row::new("call → result p50", latencies.quantile_ms(0.5), "ms")
+            .target(Target::AtMost(CALL_TO_RESULT_P50_MS)),
+    );
+    report.row(Row::new("call → result p99", latencies.quantile_ms(0.99), "ms"));
+    report.row(Row::new("call → result max", latencies.max_ms(), "ms"));
+    report.row(Row::new("results delivered", latencies.len() as f64, "results"));
+    report.row(Row::new("calls not accepted by intake", not_accepted(&states) as f64, "calls"));
+    report.row(Row::new("batch calls", batches as f64, "calls"));
+    cpu_rows(&mut report, "", share);
+    report.note(format!(
+        "{} workflows started at {rate:.0}/s on an unlimited portal (server limiter {unlimited}/s); \
+         {} workers; instant API; from the portal's dispatch to its event.send (emulator clock)",
+        args.e2e_workflows, args.workers
+    ));
+    Ok(report)
+}
+
+async fn rss(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> {
+    let deployment = Deployment::start(&backlog_setup(args), args, server).await?;
+    let calls = template_calls(&deployment).await?;
+    let idle = deployment.server.memory()?;
+    // The template's job holds one worker slot; the others take the first calls.
+    let to_send = args.queued + args.workers as u64 - 1;
+    let result = load::closed_loop(
+        deployment.server.addr,
+        &calls,
+        args.connections,
+        to_send,
+        args.scenario_timeout,
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut counts = deployment.job_counts().await?;
+    while counts.queued < args.queued || counts.running < args.workers as u64 {
+        if Instant::now() > deadline {
+            bail!(
+                "expected {} queued and {} running jobs, the server reports {counts:?}",
+                args.queued,
+                args.workers
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        counts = deployment.job_counts().await?;
+    }
+    // Let the server settle (no more calls, workers waiting) before reading its memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let memory = deployment.server.memory()?;
+
+    let mut report = ScenarioReport::new("rss");
+    report.row(Row::new("jobs queued", counts.queued as f64, "jobs"));
+    report.row(Row::new("jobs running (held by the API)", counts.running as f64, "jobs"));
+    let rss = Row::new("server RSS (VmRSS)", megabytes(memory.rss_bytes), "MB");
+    report.row(if counts.queued >= RSS_QUEUED_JOBS {
+        rss.target(Target::AtMost(RSS_MB))
+    } else {
+        rss
+    });
+    report.row(Row::new("server peak RSS (VmHWM)", megabytes(memory.peak_bytes), "MB"));
+    report.row(Row::new("server RSS before the calls", megabytes(idle.rss_bytes), "MB"));
+    report.row(Row::new("store on disk (db + wal)", megabytes(deployment.store_bytes()), "MB"));
+    report.row(Row::new(
+        "intake while filling",
+        result.accepted as f64 / result.elapsed.as_secs_f64(),
+        "calls/s",
+    ));
+    report.row(Row::new("errors", result.errors() as f64, "calls").target(Target::AtMost(0.0)));
+    report.note(format!(
+        "{} calls through intake on {} connections while {} workers wait on an API that does \
+         not answer; memory read 2 s after the last call",
+        result.accepted + result.errors(),
+        args.connections,
+        args.workers
+    ));
+    note_problem(&mut report, &result);
+    Ok(report)
+}
+
+/// Runs one workflow through the portal and returns calls made from its body, once the server
+/// has accepted it (so the portal, the token and the action are known to work).
+async fn template_calls(deployment: &Deployment) -> anyhow::Result<Arc<Calls>> {
+    let started = deployment.start_workflow(1).await?;
+    let deadline = Instant::now() + TEMPLATE_TIMEOUT;
+    loop {
+        let state = deployment.emulator.workflow(&deployment.domain, &started.workflow_id)?;
+        match state.deliveries.last() {
+            Some(delivery) if delivery.status == Some(200) => break,
+            Some(delivery) => bail!(
+                "the server did not accept the template call: {:?} {:?}; {}",
+                delivery.status,
+                delivery.error,
+                deployment.server.log_tail()
+            ),
+            None if Instant::now() > deadline => bail!("the template call was not delivered"),
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    Ok(Arc::new(Calls::from_body(&started.body, CODE)?))
+}
+
+/// Waits until `expected` workflows stopped waiting, or nothing changed for [`STALL`]; returns
+/// every workflow's state.
+async fn wait_closed(
+    deployment: &Deployment,
+    expected: usize,
+) -> anyhow::Result<Vec<WorkflowState>> {
+    let mut last_closed = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let states = deployment.emulator.workflows(&deployment.domain)?;
+        let closed = states.iter().filter(|s| s.status != WorkflowStatus::Waiting).count();
+        if closed >= expected {
+            return Ok(states);
+        }
+        if closed > last_closed {
+            (last_closed, last_progress) = (closed, Instant::now());
+        } else if last_progress.elapsed() > STALL {
+            tracing::warn!(closed, expected, "workflows stopped closing; reporting what closed");
+            return Ok(states);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// When each workflow closed with a result, in order.
+fn closed_times(states: &[WorkflowState]) -> Vec<SystemTime> {
+    let mut times: Vec<SystemTime> = states
+        .iter()
+        .filter(|s| s.status == WorkflowStatus::Closed)
+        .filter_map(|s| s.closed_at)
+        .collect();
+    times.sort_unstable();
+    times
+}
+
+/// Workflows whose call the server did not answer 200.
+fn not_accepted(states: &[WorkflowState]) -> usize {
+    states.iter().filter(|s| !s.deliveries.iter().any(|d| d.status == Some(200))).count()
+}
+
+fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
+    to.duration_since(from).map_or(0.0, |d| d.as_secs_f64()).max(f64::EPSILON)
+}
+
+fn ack_rows(report: &mut ScenarioReport, prefix: &str, latencies: &Latencies) {
+    report.row(Row::new(format!("{prefix}ack p50"), latencies.quantile_ms(0.5), "ms"));
+    report.row(Row::new(format!("{prefix}ack p99"), latencies.quantile_ms(0.99), "ms"));
+    report.row(Row::new(format!("{prefix}ack max"), latencies.max_ms(), "ms"));
+}
+
+fn cpu_rows(report: &mut ScenarioReport, prefix: &str, share: CpuShare) {
+    report.row(Row::new(format!("{prefix}server CPU"), share.server_cores, "cores"));
+    report.row(Row::new(
+        format!("{prefix}bench process CPU (generator, emulator, API)"),
+        share.bench_cores,
+        "cores",
+    ));
+}
+
+fn note_problem(report: &mut ScenarioReport, result: &LoadResult) {
+    if let Some(problem) = &result.first_problem {
+        report.note(format!("first error: {problem}"));
+    }
+}
