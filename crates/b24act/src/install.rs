@@ -19,6 +19,7 @@ use b24::rest::{
 use b24::secret::ClientSecret;
 use store::{InstallationStatus, NewInstallation};
 use subtle::ConstantTimeEq;
+use tracing::Instrument;
 
 use crate::clock;
 use crate::host::Host;
@@ -50,9 +51,16 @@ async fn take_event(
         tracing::warn!(error = %e, "refused an install event that does not decode");
         (StatusCode::BAD_REQUEST, e.to_string())
     })?;
+    let span =
+        tracing::info_span!("install_event", portal = %event.auth.member_id, kind = ?event.kind);
+    // Instrumented, not entered: a span guard held across `.await` leaks into other tasks'
+    // events (the intake met exactly that under load).
+    handle_event(&installer, event).instrument(span).await
+}
+
+async fn handle_event(installer: &Installer, event: AppEvent) -> Result<&'static str, Refusal> {
+    let host = &installer.host;
     let member_id = event.auth.member_id.as_str().to_owned();
-    let span = tracing::info_span!("install_event", portal = %member_id, kind = ?event.kind);
-    let _entered = span.enter();
     match event.kind {
         AppEventKind::Install | AppEventKind::Update => {
             let tokens = OAuthTokens::from_auth(&event.auth).ok_or_else(|| {
