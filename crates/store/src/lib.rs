@@ -67,7 +67,8 @@ impl Store {
     /// Closes every connection, waiting for queries in flight.
     pub async fn close(&self) {
         match &self.db {
-            backend::Db::Sqlite { writer, reader } => {
+            backend::Db::Sqlite { writer, reader, checkpoints } => {
+                checkpoints.stop();
                 reader.close().await;
                 writer.close().await;
             }

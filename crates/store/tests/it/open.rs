@@ -95,6 +95,35 @@ async fn a_sqlite_store_is_created_on_first_start_in_wal_mode_with_full_sync() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test]
+async fn the_wal_is_checkpointed_in_the_background_not_by_commits() {
+    let dir = std::env::temp_dir().join(format!("b24act-store-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ckpt.db");
+    let _ = std::fs::remove_file(&path);
+    let store =
+        Store::open(&format!("sqlite:{}", path.display()), StoreOptions::new(key())).await.unwrap();
+    // Past SQLite's 1,000-page automatic threshold several times over.
+    let before = std::fs::metadata(&path).unwrap().len();
+    for batch in 0..40 {
+        let jobs: Vec<_> = (0..250).map(|n| call("p1", &format!("t{batch}-{n}"))).collect();
+        enqueue_new(&store, &jobs, T0).await;
+    }
+    // With automatic checkpoints off, only the background checkpointer moves pages into the
+    // database file: it must have grown, soon, without any commit doing it.
+    let mut grown = false;
+    for _ in 0..100 {
+        if std::fs::metadata(&path).unwrap().len() > before + 1_000_000 {
+            grown = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(grown, "the database file never received the WAL's pages");
+}
+
 #[test]
 fn store_keys_come_from_hex_and_never_show() {
     let key = StoreKey::from_hex(&"0f".repeat(32)).unwrap();
