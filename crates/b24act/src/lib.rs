@@ -22,5 +22,6 @@ pub mod outbox;
 pub mod payload;
 pub mod portals;
 pub mod progress;
+pub mod sandbox;
 pub mod values;
 pub mod worker;

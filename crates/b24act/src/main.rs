@@ -45,9 +45,10 @@ enum Command {
         #[arg(long, env = "B24ACT_EMULATOR_LISTEN", default_value = "127.0.0.1:8024")]
         listen: SocketAddr,
     },
-    /// Run a self-contained demo: the emulator, the host on a temporary SQLite file and a flaky
-    /// API in this process; a few hundred workflows through an `http` action with injected
-    /// failures and an outage; a summary. Fails if a workflow hangs or a result is sent twice.
+    /// Run a self-contained demo: the emulator, the host on a temporary SQLite file and a fake
+    /// finance system in this process, running the reference case (shipment requests through
+    /// a credit check, the CFO for the rest) with time compressed; a summary. Fails if a
+    /// workflow hangs, a result is sent twice or a decision contradicts the finance system.
     /// Logs only errors unless RUST_LOG says otherwise.
     Demo(b24act::demo::DemoArgs),
     /// Measure a real `b24act serve` on SQLite against design.md §6: intake throughput and ack

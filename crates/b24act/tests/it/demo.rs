@@ -1,23 +1,85 @@
-//! `b24act demo`: in-process with a small configuration, asserting on the summary, and as the
-//! real binary, asserting on what it prints and its exit code.
+//! `b24act demo`: the reference case and the generic scenario in-process with small
+//! configurations, asserting on the summaries, and as the real binary, asserting on what it
+//! prints and its exit code.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use b24act::demo::{self, DemoArgs};
+use b24act::demo::{self, DemoArgs, Outcome, Scenario};
 
 use crate::support::TempDir;
 
+/// The reference case at ×600: 40 requests over 4.5 s; the finance system is in maintenance
+/// from 0.75 s to 4.25 s, longer than the 3 s max wait, so the requests that arrive early in it
+/// go to the CFO as unreachable and the later ones wait it out.
+fn small_credit_case() -> DemoArgs {
+    DemoArgs {
+        workflows: 40,
+        time_factor: 600.0,
+        arrivals: Duration::from_secs(45 * 60),
+        maintenance_at: Duration::from_secs(7 * 60 + 30),
+        maintenance_for: Duration::from_secs(35 * 60),
+        cfo_response: Duration::from_secs(5 * 60),
+        seed: 3,
+        rate: 5.0,
+        ..DemoArgs::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_workflow_closes_once_with_a_result_or_the_fallback_through_failures_and_an_outage() {
+async fn the_reference_case_approves_some_automatically_and_routes_the_rest_to_the_cfo_with_why() {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let report = demo::run(small_credit_case(), &mut out).await.unwrap();
+    let printed = String::from_utf8(out).unwrap();
+    let Outcome::Credit(summary) = &report.outcome else { panic!("not the credit case") };
+
+    assert_eq!(summary.requests, 40, "{printed}");
+    assert_eq!((summary.hung, summary.failed, summary.wrong), (0, 0, 0), "{printed}");
+    assert_eq!(summary.auto_approved + summary.routed_to_cfo(), 40, "{printed}");
+    assert!(summary.auto_approved > 0, "{printed}");
+    assert!(summary.cfo_over_limit > 0, "{printed}");
+    assert!(summary.cfo_unreachable > 0, "the window outlasts the max wait: {printed}");
+    assert_eq!(
+        summary.unreachable_reasons.iter().map(|(_, n)| n).sum::<usize>(),
+        summary.cfo_unreachable,
+        "{printed}"
+    );
+    assert!(
+        summary.unreachable_reasons.iter().any(|(reason, _)| reason.contains("503")),
+        "{printed}"
+    );
+    assert_eq!(summary.cfo_approved + summary.cfo_rejected, summary.routed_to_cfo(), "{printed}");
+    // Every automatic approval is within the limit by the book (`wrong` is 0), and only the
+    // unreachable ones within it can have gone to the CFO.
+    assert!(summary.auto_approved <= summary.within_limit_by_book, "{printed}");
+    assert!(summary.retries > 0 && summary.finance_unavailable > 0, "{printed}");
+    assert_eq!((summary.jobs, summary.dead), (40, 0), "{printed}");
+    assert_eq!((summary.event_sends, summary.duplicate_sends), (40, 0), "{printed}");
+    assert_eq!(summary.query_limit_exceeded, 0, "{printed}");
+    let auto = summary.auto_cycle;
+    assert_eq!(auto.wall.count, summary.auto_approved);
+    assert!(auto.wall.p50 <= auto.wall.p90 && auto.wall.p90 <= auto.wall.max);
+    assert_eq!(auto.real.max, auto.wall.max.mul_f64(600.0));
+    assert_eq!(summary.cfo_cycle.wall.count, summary.routed_to_cfo());
+    assert!(report.problems().is_empty());
+    for line in ["approved automatically", "routed to the CFO", "unreachable past the max wait"] {
+        assert!(printed.contains(line), "no `{line}` in:\n{printed}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_every_workflow_closes_once_with_a_result_or_the_fallback_through_an_outage() {
     // 40 starts over 2 s; the API is down from 0.25 s to 1.75 s, longer than the max wait, so
     // the jobs that arrive early in the outage fall back and the later ones retry and succeed.
     let args = DemoArgs {
+        scenario: Scenario::Generic,
         workflows: 40,
         start_rate: 20.0,
-        failure_rate: 0.2,
+        failure_rate: Some(0.2),
         outage: Duration::from_millis(1500),
-        max_wait: Duration::from_secs(1),
+        max_wait: Some(Duration::from_secs(1)),
         seed: 3,
         rate: 5.0,
         burst: 50,
@@ -25,8 +87,9 @@ async fn every_workflow_closes_once_with_a_result_or_the_fallback_through_failur
     };
     let started = Instant::now();
     let mut out = Vec::new();
-    let summary = demo::run(args, &mut out).await.unwrap();
+    let report = demo::run(args, &mut out).await.unwrap();
     let printed = String::from_utf8(out).unwrap();
+    let Outcome::Generic(summary) = &report.outcome else { panic!("not the generic scenario") };
 
     assert_eq!(summary.started, 40, "{printed}");
     assert_eq!(summary.hung, 0, "{printed}");
@@ -60,11 +123,12 @@ async fn every_workflow_closes_once_with_a_result_or_the_fallback_through_failur
 }
 
 #[test]
-fn the_binary_runs_the_demo_prints_the_summary_and_keeps_the_store_when_asked() {
+fn the_binary_runs_the_generic_demo_prints_the_summary_and_keeps_the_store_when_asked() {
     let dir = TempDir::new();
     let db = dir.0.join("kept.db");
     let output = Command::new(env!("CARGO_BIN_EXE_b24act"))
-        .args(["demo", "--workflows", "30", "--start-rate", "30", "--failure-rate", "0.2"])
+        .args(["demo", "--scenario", "generic", "--workflows", "30", "--start-rate", "30"])
+        .args(["--failure-rate", "0.2"])
         .args(["--outage", "0.5", "--max-wait", "2", "--rate", "0", "--seed", "5"])
         .arg("--keep-db")
         .arg(&db)
@@ -117,4 +181,67 @@ fn the_binary_runs_the_demo_prints_the_summary_and_keeps_the_store_when_asked() 
         .unwrap();
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}
+
+#[test]
+fn the_binary_runs_the_reference_case_and_prints_the_shares_and_the_cycle_time() {
+    let output = Command::new(env!("CARGO_BIN_EXE_b24act"))
+        .args(["demo", "--requests", "24", "--time-factor", "900", "--arrivals", "30m"])
+        .args(["--maintenance-at", "5m", "--maintenance-for", "40m", "--cfo-response", "5m"])
+        .args(["--rate", "0", "--seed", "4"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {:?}\n{stdout}\n{stderr}", output.status);
+    let value_of = |label: &str| -> String {
+        let line = stdout
+            .lines()
+            .find(|line| line.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` line in:\n{stdout}"));
+        line.trim_start()[label.len()..].trim().to_owned()
+    };
+    let count = |label: &str| -> usize {
+        value_of(label).split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value_of("shipment requests"), "24");
+    assert_eq!(count("approved automatically") + count("routed to the CFO"), 24, "{stdout}");
+    assert_eq!(value_of("hung (must be 0)"), "0");
+    assert_eq!(value_of("decisions against the book (must be 0)"), "0");
+    assert_eq!(value_of("QUERY_LIMIT_EXCEEDED (must be 0)"), "0");
+    assert!(value_of("results sent").ends_with("sent twice: 0 (must be 0)"), "{stdout}");
+    assert!(stdout.contains("unreachable past the max wait (30m)"), "{stdout}");
+    assert!(value_of("approved automatically").contains('%'), "{stdout}");
+    assert!(stdout.contains("real p50 "), "{stdout}");
+    assert!(stderr.trim().is_empty(), "{stderr}");
+}
+
+#[test]
+fn the_help_explains_every_knob() {
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_b24act")).args(["demo", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{help}");
+    for flag in [
+        "--scenario",
+        "--requests",
+        "--failure-rate",
+        "--max-wait",
+        "--seed",
+        "--rate",
+        "--burst",
+        "--log-retries",
+        "--keep-db",
+        "--all-connectors",
+        "--time-factor",
+        "--arrivals",
+        "--maintenance-at",
+        "--maintenance-for",
+        "--cfo-response",
+        "--start-rate",
+        "--outage",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
 }
