@@ -13,7 +13,6 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod demo;
-pub mod fake_api;
 pub mod host;
 pub mod install;
 pub mod intake;

@@ -1,6 +1,6 @@
-//! One deployment under test: the emulator (a portal) and a JSON API in this process, and
-//! `b24act serve` as a child process on a SQLite file in a temp dir, with the app installed the
-//! real way (ONAPPINSTALL → `app.info` → `bizproc.activity.add`).
+//! One deployment under test: the emulator (a portal) and the fake finance API in this process,
+//! and `b24act serve` as a child process on a SQLite file in a temp dir, with the app installed
+//! the real way (ONAPPINSTALL → `app.info` → `bizproc.activity.add`) by [`crate::sandbox`].
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -10,7 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use b24_emulator::{AppSpec, Emulator, EmulatorConfig, PortalSpec, StartedWorkflow, WorkflowSpec};
+use b24_emulator::{Emulator, PortalSpec, StartedWorkflow, WorkflowSpec};
+use fakes::finance::{Behaviour, FinanceApi};
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode, Uri};
 use serde_json::Value;
@@ -18,7 +19,7 @@ use serde_json::Value;
 use super::BenchArgs;
 use super::load::Conn;
 use super::measure::{self, Memory};
-use crate::fake_api::{Behaviour, FakeApi};
+use crate::sandbox::{AppIdentity, Sandbox};
 
 pub const CLIENT_ID: &str = "local.b24act.bench";
 const CLIENT_SECRET: &str = "bench-secret";
@@ -54,17 +55,15 @@ pub struct Deployment {
     pub emulator: Emulator,
     pub domain: String,
     /// The API the action calls; held so it answers as long as the deployment runs.
-    _api: FakeApi,
+    _api: FinanceApi,
     dir: TempDir,
 }
 
 impl Deployment {
     pub async fn start(setup: &Setup, args: &BenchArgs, server_exe: &Path) -> anyhow::Result<Self> {
         let log_filter = args.server_log.as_str();
-        let emulator =
-            Emulator::start(EmulatorConfig::default()).await.context("starting the emulator")?;
-        let domain = emulator.create_portal(setup.portal.clone()).await?.domain;
-        let api = FakeApi::start(1).await.context("starting the JSON API")?;
+        let sandbox = Sandbox::start(setup.portal.clone()).await?;
+        let api = FinanceApi::start(1).await.context("starting the fake finance API")?;
         if setup.api == Api::Hanging {
             api.set(Behaviour { latency: Duration::from_secs(24 * 3600), ..Behaviour::default() });
         }
@@ -76,35 +75,20 @@ impl Deployment {
         // A free port for the server; bound again by the server an instant later.
         let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let config_path = dir.path.join("b24act.toml");
-        std::fs::write(&config_path, config_text(setup, listen, &dir.db_path(), &api.url()))?;
-        emulator.register_app(AppSpec {
-            client_id: Some(CLIENT_ID.into()),
-            client_secret: Some(CLIENT_SECRET.into()),
-            install_url: Some(format!("http://{listen}/bitrix/install")),
-            scope: "bizproc,crm".into(),
-            ..AppSpec::default()
-        });
+        std::fs::write(&config_path, config_text(setup, listen, &dir.db_path(), &api))?;
+        sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
         let server =
             ServerProcess::spawn(server_exe, &config_path, &dir.path.join("serve.log"), log_filter)
                 .await?;
-        let deployment = Deployment { server, emulator, domain, _api: api, dir };
-        let installed = deployment.emulator.install_app(&deployment.domain, CLIENT_ID).await?;
-        if installed.event_status != Some(200) {
-            bail!("the server answered ONAPPINSTALL with {:?}", installed.event_status);
-        }
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !deployment.emulator.registrations(&deployment.domain)?.iter().any(|r| r.code == CODE)
-        {
-            if Instant::now() > deadline {
-                bail!("the action was not registered within {START_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(deployment)
+        sandbox.install(CLIENT_ID, &[CODE], START_TIMEOUT).await?;
+        let Sandbox { emulator, domain } = sandbox;
+        Ok(Deployment { server, emulator, domain, _api: api, dir })
     }
 
-    /// Starts a workflow running the action for `company_id` (no timeout).
+    /// Starts a workflow running the action for `company_id` (no timeout); ids past the fake's
+    /// book wrap around into it, so every call gets an answer.
     pub async fn start_workflow(&self, company_id: u64) -> anyhow::Result<StartedWorkflow> {
+        let company_id = 1 + company_id.saturating_sub(1) % fakes::finance::SEEDED_COMPANIES;
         let spec = WorkflowSpec {
             domain: self.domain.clone(),
             code: CODE.into(),
@@ -147,7 +131,7 @@ pub struct JobCounts {
     pub total: u64,
 }
 
-fn config_text(setup: &Setup, listen: SocketAddr, db: &Path, api_url: &str) -> String {
+fn config_text(setup: &Setup, listen: SocketAddr, db: &Path, api: &FinanceApi) -> String {
     let key: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
     // A hanging API needs attempts that outlast the run; an instant one the product's defaults.
     let (lease, attempt_timeout) = match setup.api {
@@ -197,11 +181,12 @@ type = "double"
 [actions.connector]
 kind = "http"
 method = "GET"
-url = "{api_url}/companies/{{{{properties.company_id}}}}/credit"
+url = "{api_url}/api/v1/companies/{{{{properties.company_id}}}}/credit"
+headers = {{ Authorization = "Bearer {token}" }}
 
 [actions.connector.response]
-limit = "/limit"
-debt = "/debt"
+limit = "/credit_limit"
+debt = "/current_debt"
 
 [actions.retry]
 max_wait = "4h"
@@ -213,6 +198,8 @@ log_message = "Finance system unavailable: {{reason}}"
 "#,
         db = db.display(),
         workers = setup.workers,
+        api_url = api.url(),
+        token = api.token(),
     )
 }
 

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use b24_emulator::{AppSpec, Emulator, EmulatorConfig, PortalSpec, WorkflowSpec, WorkflowStatus};
-use b24act::fake_api::{Behaviour, FakeApi};
+use fakes::finance::{Behaviour, FinanceApi};
 use store::{JobFilter, JobId, JobState, StoreKey, StoreOptions};
 
 use crate::support::{CLIENT_ID, CLIENT_SECRET, CODE, KEY, Options, TempDir, config_text, number};
@@ -59,13 +59,13 @@ async fn a_job_interrupted_by_sigkill_finishes_once_after_restart() {
         .await
         .unwrap()
         .domain;
-    let api = FakeApi::start(1).await.unwrap();
+    let api = FinanceApi::start(1).await.unwrap();
     let dir = TempDir::new();
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let store_url = format!("sqlite:{}/b24act.db", dir.0.display());
     let options = Options { lease: "3s", attempt_timeout: "2500ms", ..Options::default() };
     let config = dir.0.join("b24act.toml");
-    std::fs::write(&config, config_text(listen, &store_url, &api.url(), &options)).unwrap();
+    std::fs::write(&config, config_text(listen, &store_url, &api, &options)).unwrap();
     emulator.register_app(AppSpec {
         client_id: Some(CLIENT_ID.into()),
         client_secret: Some(CLIENT_SECRET.into()),
@@ -92,7 +92,7 @@ async fn a_job_interrupted_by_sigkill_finishes_once_after_restart() {
         ..WorkflowSpec::default()
     };
     let workflow_id = emulator.start_workflow(spec).await.unwrap().workflow_id;
-    wait(|| api.counts().0 >= 1, "the first attempt reaches the API").await;
+    wait(|| api.counts().requests >= 1, "the first attempt reaches the API").await;
     server.kill();
     api.set(Behaviour::default());
 
@@ -103,7 +103,7 @@ async fn a_job_interrupted_by_sigkill_finishes_once_after_restart() {
         })
         .await
         .unwrap();
-    assert_eq!(number(&state.return_values["limit"]), FakeApi::credit_of(12).0);
+    assert_eq!(number(&state.return_values["limit"]), api.company(12).unwrap().0);
 
     let store = store::Store::open(&store_url, StoreOptions::new(StoreKey::from_hex(KEY).unwrap()))
         .await

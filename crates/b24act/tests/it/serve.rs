@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use b24_emulator::{Faults, PortalSpec, WorkflowStatus};
-use b24act::fake_api::{Behaviour, FakeApi};
+use fakes::finance::Behaviour;
 use serde_json::json;
 use store::{JobFilter, JobState};
 
@@ -97,7 +97,7 @@ async fn happy_path_returns_the_apis_answer_once(store_url: Option<String>) {
     let app = TestApp::start(options(store_url)).await;
     let id = app.start_workflow(42, 0).await;
     let state = app.wait_closed(&id, Duration::from_secs(10)).await;
-    let (limit, debt) = FakeApi::credit_of(42);
+    let (limit, debt) = app.api.company(42).unwrap();
     assert_eq!(state.status, WorkflowStatus::Closed);
     assert_eq!(number(&state.return_values["limit"]), limit, "{state:?}");
     assert_eq!(number(&state.return_values["debt"]), debt, "{state:?}");
@@ -110,8 +110,10 @@ async fn api_down_then_up_is_retried_with_log_lines_until_the_result(store_url: 
     let app = TestApp::start(options(store_url)).await;
     app.api.set(Behaviour { down: true, ..Behaviour::default() });
     let id = app.start_workflow(7, 0).await;
-    app.wait_until("three failed attempts", Duration::from_secs(10), |app| app.api.counts().1 >= 3)
-        .await;
+    app.wait_until("three failed attempts", Duration::from_secs(10), |app| {
+        app.api.counts().failures() >= 3
+    })
+    .await;
     assert_eq!(
         app.workflow(&id).status,
         WorkflowStatus::Waiting,
@@ -119,7 +121,7 @@ async fn api_down_then_up_is_retried_with_log_lines_until_the_result(store_url: 
     );
     app.api.set(Behaviour::default());
     let state = app.wait_closed(&id, Duration::from_secs(10)).await;
-    assert_eq!(number(&state.return_values["limit"]), FakeApi::credit_of(7).0);
+    assert_eq!(number(&state.return_values["limit"]), app.api.company(7).unwrap().0);
     let progress = state.log.iter().filter(|line| line.contains("retrying")).count();
     assert!(progress >= 2, "progress lines in the workflow log: {:?}", state.log);
     assert_eq!(app.calls_of("bizproc.event.send"), 1);
@@ -230,7 +232,7 @@ async fn invalid_properties_resolve_through_the_failure_policy(store_url: Option
         "the log names the field: {:?}",
         state.log
     );
-    assert_eq!(app.api.counts().0, 0, "the connector never ran");
+    assert_eq!(app.api.counts().requests, 0, "the connector never ran");
 }
 
 async fn an_expired_token_is_refreshed_during_delivery(store_url: Option<String>) {
@@ -240,7 +242,7 @@ async fn an_expired_token_is_refreshed_during_delivery(store_url: Option<String>
     app.emulator.expire_tokens(&app.domain).unwrap();
     let id = app.start_workflow(9, 0).await;
     let state = app.wait_closed(&id, Duration::from_secs(10)).await;
-    assert_eq!(number(&state.return_values["limit"]), FakeApi::credit_of(9).0);
+    assert_eq!(number(&state.return_values["limit"]), app.api.company(9).unwrap().0);
     let after = app.store().installation(&member_id).await.unwrap().unwrap().refresh_token;
     assert_ne!(before, after, "the new refresh token was stored");
 }

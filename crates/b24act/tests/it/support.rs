@@ -1,16 +1,15 @@
 //! A whole deployment for end-to-end tests: the emulator as the portal, the host on a real
-//! SQLite file (or PostgreSQL) in a temp dir, and a flaky API behind an `http` action. The app
-//! is installed the real way (ONAPPINSTALL → app.info → registration).
+//! SQLite file (or PostgreSQL) in a temp dir, and the fake finance system behind an `http`
+//! action. The set-up is `b24act::sandbox`'s, as in the demo and the bench: the app is installed
+//! the real way (ONAPPINSTALL → app.info → registration).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use b24_emulator::{
-    AppSpec, Emulator, EmulatorConfig, PortalSpec, WorkflowSpec, WorkflowState, WorkflowStatus,
-};
-use b24act::app::{self, Running};
-use b24act::config::Config;
-use b24act::fake_api::FakeApi;
+use b24_emulator::{Emulator, PortalSpec, WorkflowSpec, WorkflowState, WorkflowStatus};
+use b24act::app::Running;
+use b24act::sandbox::{self, AppIdentity, Sandbox};
+use fakes::finance::FinanceApi;
 use serde_json::Value;
 
 pub const CLIENT_ID: &str = "local.b24act.test";
@@ -71,7 +70,7 @@ fn rand_suffix() -> u64 {
 pub struct TestApp {
     pub emulator: Emulator,
     pub domain: String,
-    pub api: FakeApi,
+    pub api: FinanceApi,
     pub running: Option<Running>,
     pub config_text: String,
     /// Holds the store's directory until the test ends.
@@ -79,12 +78,13 @@ pub struct TestApp {
     pub listen: std::net::SocketAddr,
 }
 
-/// The configuration of the test deployment: one `http` action asking the fake API for a
-/// company's credit, with a fallback that names the reason.
+/// The configuration of the test deployment: one `http` action asking the fake finance API
+/// for a company's credit (its limit and debt as `limit` and `debt`), with a fallback that
+/// names the reason.
 pub fn config_text(
     listen: std::net::SocketAddr,
     store_url: &str,
-    api_url: &str,
+    api: &FinanceApi,
     options: &Options,
 ) -> String {
     format!(
@@ -133,11 +133,12 @@ type = "bool"
 [actions.connector]
 kind = "http"
 method = "GET"
-url = "{api_url}/companies/{{{{properties.company_id}}}}/credit"
+url = "{api_url}/api/v1/companies/{{{{properties.company_id}}}}/credit"
+headers = {{ Authorization = "Bearer {token}" }}
 
 [actions.connector.response]
-limit = "/limit"
-debt = "/debt"
+limit = "/credit_limit"
+debt = "/current_debt"
 
 [actions.retry]
 max_wait = "{max_wait}"
@@ -167,8 +168,11 @@ attempt_timeout = "{attempt_timeout}"
 [actions.connector]
 kind = "http"
 method = "GET"
-url = "{api_url}/companies/{{{{properties.company_id}}}}/credit"
+url = "{api_url}/api/v1/companies/{{{{properties.company_id}}}}/credit"
+headers = {{ Authorization = "Bearer {token}" }}
 "#,
+        api_url = api.url(),
+        token = api.token(),
         lease = options.lease,
         max_wait = options.max_wait,
         attempt_timeout = options.attempt_timeout,
@@ -177,27 +181,19 @@ url = "{api_url}/companies/{{{{properties.company_id}}}}/credit"
 
 impl TestApp {
     pub async fn start(options: Options) -> TestApp {
-        let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
-        let portal = emulator.create_portal(options.portal.clone()).await.unwrap();
-        let api = FakeApi::start(7).await.unwrap();
+        let sandbox = Sandbox::start(options.portal.clone()).await.unwrap();
+        let api = FinanceApi::start(7).await.unwrap();
         let dir = TempDir::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let listen = listener.local_addr().unwrap();
+        let (listener, listen) = sandbox::loopback_listener().await.unwrap();
         let store_url = options
             .store_url
             .clone()
             .unwrap_or_else(|| format!("sqlite:{}/b24act.db", dir.0.display()));
-        let config_text = config_text(listen, &store_url, &api.url(), &options);
-        emulator.register_app(AppSpec {
-            client_id: Some(CLIENT_ID.into()),
-            client_secret: Some(CLIENT_SECRET.into()),
-            install_url: Some(format!("http://{listen}/bitrix/install")),
-            scope: "bizproc,crm".into(),
-            ..AppSpec::default()
-        });
+        let config_text = config_text(listen, &store_url, &api, &options);
+        sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
         let mut test = TestApp {
-            emulator,
-            domain: portal.domain,
+            emulator: sandbox.emulator.clone(),
+            domain: sandbox.domain.clone(),
             api,
             running: None,
             config_text,
@@ -205,19 +201,14 @@ impl TestApp {
             listen,
         };
         test.start_host(listener).await;
-        let installed = test.emulator.install_app(&test.domain, CLIENT_ID).await.unwrap();
-        assert_eq!(installed.event_status, Some(200), "the host took ONAPPINSTALL");
-        test.wait_until("the action is registered", Duration::from_secs(10), |t| {
-            t.emulator.registrations(&t.domain).unwrap().iter().any(|r| r.code == CODE)
-        })
-        .await;
+        sandbox.install(CLIENT_ID, &[CODE], Duration::from_secs(10)).await.unwrap();
         test
     }
 
     /// Starts the host on `listener` with the test's store and configuration.
     pub async fn start_host(&mut self, listener: tokio::net::TcpListener) {
-        let config = Config::from_toml(&self.config_text, "test", std::iter::empty()).unwrap();
-        let running = app::start_on(listener, config, &connectors::Registry::new()).await.unwrap();
+        let registry = connectors::Registry::new();
+        let running = sandbox::start_host(listener, &self.config_text, &registry).await.unwrap();
         self.running = Some(running);
     }
 
