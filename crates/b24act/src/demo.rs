@@ -11,6 +11,7 @@
 //! its rate limit.
 
 pub mod credit;
+mod deployment;
 pub mod examples;
 pub mod generic;
 

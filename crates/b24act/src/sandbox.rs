@@ -2,7 +2,7 @@
 //! share: the emulator with one portal, the app registered on it with its install URL, a host
 //! (in this process with [`Deployment`], or a `b24act serve` child the caller starts), and the
 //! install done the real way (ONAPPINSTALL → `app.info` → `bizproc.activity.add`), waited for
-//! until every action is registered.
+//! until every action is registered; [`host_config`] writes the host's configuration.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use b24_emulator::{AppSpec, Emulator, EmulatorConfig, PortalSpec};
 
+pub mod host_config;
+
 use crate::app::{self, Running};
 use crate::config::Config;
+
+pub use host_config::{
+    FinanceCreditCheck, HostConfig, config_duration, finance_credit_connector, retry_table,
+    toml_escape,
+};
 
 /// How long the host may take to register its actions after ONAPPINSTALL.
 pub const REGISTRATION_WITHIN: Duration = Duration::from_secs(30);
@@ -105,40 +112,6 @@ pub async fn loopback_listener() -> anyhow::Result<(tokio::net::TcpListener, Soc
         tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
     let addr = listener.local_addr().context("reading the listener's address")?;
     Ok((listener, addr))
-}
-
-/// The `[app]`, `[server]` and `[store]` tables of a host listening on `listen`, with a fresh
-/// random encryption key; the caller appends workers, delivery and actions.
-pub fn base_config(app: &AppIdentity, listen: SocketAddr, store_url: &str) -> String {
-    let key: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        r#"
-[app]
-client_id = "{client_id}"
-client_secret = "{client_secret}"
-public_url = "http://{listen}/"
-
-[server]
-listen = "{listen}"
-
-[store]
-url = "{store_url}"
-encryption_key = "{key}"
-"#,
-        client_id = toml_escape(&app.client_id),
-        client_secret = toml_escape(&app.client_secret),
-        store_url = toml_escape(store_url),
-    )
-}
-
-/// A string's content for a TOML basic string.
-pub fn toml_escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-/// A duration as the configuration writes it (`1m 30s`, `250ms`).
-pub fn config_duration(duration: Duration) -> String {
-    humantime::format_duration(duration).to_string()
 }
 
 /// The portal, and the host running in this process with the app installed.

@@ -19,7 +19,8 @@ use serde_json::Value;
 use super::BenchArgs;
 use super::load::Conn;
 use super::measure::{self, Memory};
-use crate::sandbox::{AppIdentity, Sandbox};
+use crate::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
+use crate::sandbox::{AppIdentity, FinanceCreditCheck, HostConfig, Sandbox, TempDir};
 
 pub const CLIENT_ID: &str = "local.b24act.bench";
 const CLIENT_SECRET: &str = "bench-secret";
@@ -67,19 +68,23 @@ impl Deployment {
         if setup.api == Api::Hanging {
             api.set(Behaviour { latency: Duration::from_secs(24 * 3600), ..Behaviour::default() });
         }
-        let mut dir = TempDir::new()?;
+        let mut dir = TempDir::new("b24act-bench").context("creating a temp dir")?;
         if args.keep_files {
-            dir.keep = true;
-            eprintln!("keeping the server's files in {}", dir.path.display());
+            dir.keep();
+            eprintln!("keeping the server's files in {}", dir.path().display());
         }
         // A free port for the server; bound again by the server an instant later.
         let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let config_path = dir.path.join("b24act.toml");
-        std::fs::write(&config_path, config_text(setup, listen, &dir.db_path(), &api))?;
+        let config_path = dir.path().join("b24act.toml");
+        std::fs::write(&config_path, config_text(setup, listen, &db_path(&dir), &api))?;
         sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
-        let server =
-            ServerProcess::spawn(server_exe, &config_path, &dir.path.join("serve.log"), log_filter)
-                .await?;
+        let server = ServerProcess::spawn(
+            server_exe,
+            &config_path,
+            &dir.path().join("serve.log"),
+            log_filter,
+        )
+        .await?;
         sandbox.install(CLIENT_ID, &[CODE], START_TIMEOUT).await?;
         let Sandbox { emulator, domain } = sandbox;
         Ok(Deployment { server, emulator, domain, _api: api, dir })
@@ -117,10 +122,15 @@ impl Deployment {
 
     /// The SQLite database with its write-ahead log, in bytes.
     pub fn store_bytes(&self) -> u64 {
-        let db = self.dir.db_path();
+        let db = db_path(&self.dir);
         let wal = PathBuf::from(format!("{}-wal", db.display()));
         [db, wal].iter().filter_map(|path| std::fs::metadata(path).ok()).map(|m| m.len()).sum()
     }
+}
+
+/// The server's SQLite database in the deployment's directory.
+fn db_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("b24act.db")
 }
 
 /// Jobs by state, as the server reports them.
@@ -132,75 +142,31 @@ pub struct JobCounts {
 }
 
 fn config_text(setup: &Setup, listen: SocketAddr, db: &Path, api: &FinanceApi) -> String {
-    let key: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
     // A hanging API needs attempts that outlast the run; an instant one the product's defaults.
     let (lease, attempt_timeout) = match setup.api {
-        Api::Hanging => ("3h", "2h"),
-        Api::Instant => ("5m", "30s"),
+        Api::Hanging => (Duration::from_secs(3 * 3600), Duration::from_secs(2 * 3600)),
+        Api::Instant => (Duration::from_secs(5 * 60), Duration::from_secs(30)),
     };
-    let (rate, burst) = setup.delivery;
-    format!(
-        r#"
-[app]
-client_id = "{CLIENT_ID}"
-client_secret = "{CLIENT_SECRET}"
-public_url = "http://{listen}/"
-
-[server]
-listen = "{listen}"
-
-[store]
-url = "sqlite:{db}"
-encryption_key = "{key}"
-
-[workers]
-concurrency = {workers}
-lease = "{lease}"
-
-[delivery]
-rate_per_second = {rate:?}
-burst = {burst}
-
-[[actions]]
-code = "{CODE}"
-name = {{ en = "Benchmark: check credit" }}
-
-[actions.properties.company_id]
-name = "Company"
-type = "int"
-required = true
-
-[actions.return_properties.limit]
-name = "Limit"
-type = "double"
-
-[actions.return_properties.debt]
-name = "Debt"
-type = "double"
-
-[actions.connector]
-kind = "http"
-method = "GET"
-url = "{api_url}/api/v1/companies/{{{{properties.company_id}}}}/credit"
-headers = {{ Authorization = "Bearer {token}" }}
-
-[actions.connector.response]
-limit = "/credit_limit"
-debt = "/current_debt"
-
-[actions.retry]
-max_wait = "4h"
-attempt_timeout = "{attempt_timeout}"
-
-[actions.on_failure]
-mode = "fallback"
-log_message = "Finance system unavailable: {{reason}}"
-"#,
-        db = db.display(),
-        workers = setup.workers,
-        api_url = api.url(),
-        token = api.token(),
-    )
+    let (rate_per_second, burst) = setup.delivery;
+    let check = FinanceCreditCheck {
+        code: CODE,
+        name: "Benchmark: check credit",
+        api,
+        retry: RetryPolicy {
+            max_wait: Duration::from_secs(4 * 3600),
+            attempt_timeout,
+            ..RetryPolicy::default()
+        },
+        flags_unavailable: false,
+    };
+    let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
+    HostConfig {
+        workers: WorkersConfig { concurrency: setup.workers, lease },
+        delivery: DeliveryConfig { rate_per_second, burst, ..DeliveryConfig::default() },
+        actions: vec![check.to_toml()],
+        ..HostConfig::new(&app, listen, format!("sqlite:{}", db.display()))
+    }
+    .to_toml()
 }
 
 /// `b24act serve` as a child process; killed when dropped.
@@ -285,36 +251,5 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A temp dir removed when dropped, unless kept.
-struct TempDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl TempDir {
-    fn new() -> anyhow::Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let unique =
-            format!("b24act-bench-{}-{nanos}-{}", std::process::id(), rand::random::<u32>());
-        let path = std::env::temp_dir().join(unique);
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(TempDir { path, keep: false })
-    }
-
-    fn db_path(&self) -> PathBuf {
-        self.path.join("b24act.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
     }
 }

@@ -29,17 +29,21 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, ensure};
 use b24_emulator::templates::{CHECK_STEP, CreditApproval};
 use b24_emulator::{
-    DocumentSpec, PortalSpec, ProcessStatus, StepKind, TaskCompletion, TaskOutcome, WorkflowState,
+    DocumentSpec, ProcessStatus, StepKind, TaskCompletion, TaskOutcome, WorkflowState,
 };
 use fakes::finance::{Behaviour, FinanceApi, SEEDED_COMPANIES};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use store::{JobFilter, JobState, ResultKind};
+use store::ResultKind;
 
-use super::generic::keep_config;
-use super::{DemoArgs, Latency, kept_config_path, row, seconds};
-use crate::sandbox::{self, AppIdentity, Deployment, TempDir, config_duration};
+use super::deployment::{
+    DemoDeployment, JobTotals, PortalCalls, all_jobs, delivery, jobs_settled, most_frequent_first,
+    portal_limit, print_summary,
+};
+use super::{DemoArgs, Latency, row, seconds};
+use crate::config::{RetryPolicy, WorkersConfig};
+use crate::sandbox::{AppIdentity, Deployment, HostConfig, retry_table};
 
 /// The demo app's OAuth client id on the emulator.
 pub const CLIENT_ID: &str = "local.b24act.demo";
@@ -83,8 +87,6 @@ struct Settings {
     failure_rate: f64,
     cfo_response: Duration,
     seed: u64,
-    rate: f64,
-    burst: u32,
     log_retries: bool,
 }
 
@@ -103,8 +105,6 @@ impl Settings {
             failure_rate: args.failure_rate.unwrap_or(FAILURE_RATE),
             cfo_response: args.cfo_response,
             seed: args.seed,
-            rate: args.rate,
-            burst: args.burst,
             log_retries: args.log_retries,
         };
         ensure!(
@@ -321,26 +321,22 @@ fn config_text(
     listen: SocketAddr,
     store_url: &str,
     api: &FinanceApi,
+    args: &DemoArgs,
     settings: &Settings,
 ) -> String {
-    let limited = settings.rate > 0.0;
-    let (rate, burst) = if limited { (settings.rate, settings.burst) } else { (1000.0, 1000) };
     let attempt_timeout = settings.compress(ATTEMPT_TIMEOUT);
     let lease = (attempt_timeout * 4).max(Duration::from_secs(10));
-    let mut text = sandbox::base_config(app, listen, store_url);
-    let _ = write!(
-        text,
+    let retry = RetryPolicy {
+        max_wait: settings.compress(settings.max_wait),
+        backoff_base: settings.compress(BACKOFF_BASE),
+        backoff_cap: settings.compress(BACKOFF_CAP),
+        jitter: 0.2,
+        attempt_timeout,
+        deadline_margin: settings.compress(DEADLINE_MARGIN),
+        log_retries: settings.log_retries,
+    };
+    let action = format!(
         r#"
-[workers]
-concurrency = 16
-lease = "{lease}"
-
-[delivery]
-rate_per_second = {rate:?}
-burst = {burst}
-retry_base = "100ms"
-retry_cap = "1s"
-
 [[actions]]
 code = "{CODE}"
 name = {{ en = "Check credit limit", ru = "Проверить кредитный лимит" }}
@@ -374,32 +370,23 @@ url = "{api_url}/api/v1/companies/{{{{properties.company_id}}}}/credit"
 
 [actions.connector.auth]
 bearer = "{token}"
-
-[actions.retry]
-max_wait = "{max_wait}"
-backoff_base = "{backoff_base}"
-backoff_cap = "{backoff_cap}"
-jitter = 0.2
-attempt_timeout = "{attempt_timeout}"
-deadline_margin = "{deadline_margin}"
-log_retries = {log_retries}
-
+{retry}
 [actions.on_failure]
 mode = "fallback"
 log_message = "Credit check failed, sent to manual approval: {{reason}}"
 values = {{ approval_required = true, reason = "Manual approval: {{reason}}" }}
 "#,
-        lease = config_duration(lease),
         api_url = api.url(),
         token = api.token(),
-        max_wait = config_duration(settings.compress(settings.max_wait)),
-        backoff_base = config_duration(settings.compress(BACKOFF_BASE)),
-        backoff_cap = config_duration(settings.compress(BACKOFF_CAP)),
-        attempt_timeout = config_duration(attempt_timeout),
-        deadline_margin = config_duration(settings.compress(DEADLINE_MARGIN)),
-        log_retries = settings.log_retries,
+        retry = retry_table(&retry),
     );
-    text
+    HostConfig {
+        workers: WorkersConfig { concurrency: 16, lease },
+        delivery: delivery(args),
+        actions: vec![action],
+        ..HostConfig::new(app, listen, store_url)
+    }
+    .to_toml()
 }
 
 /// Who asks for how much: companies drawn from the book, amounts spread around what each has
@@ -456,31 +443,12 @@ fn cfo_decides(book: Option<(f64, f64)>, amount: f64, rng: &mut StdRng) -> TaskC
 pub async fn run(args: &DemoArgs, out: &mut impl std::io::Write) -> anyhow::Result<CreditSummary> {
     let settings = Settings::of(args)?;
     let wall = Instant::now();
-    let temp = TempDir::new("b24act-demo").context("creating a temp dir for the store")?;
-    let store_path = match &args.keep_db {
-        Some(path) => path.clone(),
-        None => temp.path().join("b24act-demo.db"),
-    };
-    let api = FinanceApi::start(settings.seed).await.context("starting the fake finance API")?;
     let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
-    let limited = settings.rate > 0.0;
-    let portal = PortalSpec {
-        rate: (settings.rate, settings.burst),
-        unlimited: !limited,
-        ..PortalSpec::default()
-    };
-    let store_url = format!("sqlite:{}", store_path.display());
-    let deployment = Deployment::start(
-        portal,
-        &app,
-        &[CODE],
-        |listen| config_text(&app, listen, &store_url, &api, &settings),
-        &connectors::Registry::new(),
-    )
+    let demo = DemoDeployment::start(args, &app, CODE, |listen, store_url, api| {
+        config_text(&app, listen, store_url, api, args, &settings)
+    })
     .await?;
-    if let Some(path) = &args.keep_db {
-        keep_config(path, &deployment.config_text)?;
-    }
+    let (deployment, api) = (&demo.deployment, &demo.api);
     let template = CreditApproval {
         client_id: Some(CLIENT_ID.into()),
         cfo_user_id: CFO,
@@ -515,34 +483,20 @@ pub async fn run(args: &DemoArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         humantime::format_duration(m_from),
         humantime::format_duration(m_until),
         humantime::format_duration(settings.cfo_response),
-        if limited {
-            format!("{}/s, burst {}", settings.rate, settings.burst)
-        } else {
-            "off".to_owned()
-        },
-        store_path.display()
+        portal_limit(args),
+        demo.store_path.display()
     )?;
 
-    let run =
-        Run { deployment: &deployment, api: &api, settings: &settings, template: template.id };
+    let run = Run { deployment, api, settings: &settings, template: template.id };
     let requests = run.drive(out).await;
     let collected = match requests {
         Ok(requests) => run.collect(&requests).await,
         Err(error) => Err(error),
     };
-    deployment.running.shutdown().await;
+    demo.deployment.running.shutdown().await;
     let mut summary = collected?;
     summary.wall_time = wall.elapsed();
-    writeln!(out, "\nSummary")?;
-    write!(out, "{}", summary.render())?;
-    if let Some(path) = &args.keep_db {
-        writeln!(
-            out,
-            "\nThe store is kept: b24act jobs list --config {}",
-            kept_config_path(path).display()
-        )?;
-    }
-    out.flush()?;
+    print_summary(&summary.render(), args, out)?;
     Ok(summary)
 }
 
@@ -689,8 +643,7 @@ impl Run<'_> {
         if running {
             return Ok(false);
         }
-        let counts = self.deployment.store().state_counts().await?;
-        Ok(counts.queued + counts.running + counts.retry_wait + counts.delivering == 0)
+        jobs_settled(self.deployment.store()).await
     }
 
     async fn progress(
@@ -727,24 +680,17 @@ impl Run<'_> {
     /// Reads the emulator, the store and the fake, and works out the summary.
     async fn collect(&self, requests: &[Request]) -> anyhow::Result<CreditSummary> {
         let s = self.settings;
-        let store = self.deployment.store();
-        let mut jobs = Vec::new();
-        let mut filter = JobFilter { limit: 500, ..JobFilter::default() };
-        loop {
-            let page = store.list_jobs(&filter).await?;
-            let Some(last) = page.last() else { break };
-            filter.before = Some(last.id);
-            jobs.extend(page);
-        }
+        let jobs = all_jobs(self.deployment.store()).await?;
         let by_workflow: HashMap<&str, &store::Job> =
             jobs.iter().map(|job| (job.workflow_id.as_str(), job)).collect();
+        let totals = JobTotals::of(&jobs);
         let mut summary = CreditSummary {
             requests: requests.len(),
             time_factor: s.factor,
             max_wait: s.max_wait,
-            jobs: jobs.len(),
-            dead: jobs.iter().filter(|j| j.state == JobState::Dead).count(),
-            retries: jobs.iter().map(|j| u64::from(j.attempts.saturating_sub(1))).sum(),
+            jobs: totals.jobs,
+            dead: totals.dead,
+            retries: totals.retries,
             ..CreditSummary::default()
         };
         let (mut auto, mut cfo) = (Vec::new(), Vec::new());
@@ -823,19 +769,13 @@ impl Run<'_> {
         };
         summary.auto_cycle = cycle_of(auto);
         summary.cfo_cycle = cycle_of(cfo);
-        let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
-        reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        summary.unreachable_reasons = reasons;
+        summary.unreachable_reasons = most_frequent_first(reasons);
 
-        let calls = emulator.rest_calls(self.domain());
-        summary.rest_requests = calls.iter().filter(|c| !c.in_batch).count();
-        summary.batches = calls.iter().filter(|c| c.method == "batch").count();
-        summary.event_sends = calls
-            .iter()
-            .filter(|c| c.method == "bizproc.event.send" && c.status == 200 && c.error.is_none())
-            .count();
-        summary.query_limit_exceeded =
-            calls.iter().filter(|c| c.error.as_deref() == Some("QUERY_LIMIT_EXCEEDED")).count();
+        let calls = PortalCalls::of(&emulator.rest_calls(self.domain()));
+        summary.rest_requests = calls.rest_requests;
+        summary.batches = calls.batches;
+        summary.event_sends = calls.event_sends;
+        summary.query_limit_exceeded = calls.query_limit_exceeded;
         let closed = summary.auto_approved + summary.routed_to_cfo();
         summary.duplicate_sends = summary.event_sends.saturating_sub(closed);
         let counts = self.api.counts();

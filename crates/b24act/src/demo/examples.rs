@@ -11,7 +11,8 @@ use b24_emulator::{PortalSpec, WorkflowSpec, WorkflowStatus};
 use fakes::onec::{self, Fault, OneC};
 use serde_json::{Value, json};
 
-use crate::sandbox::{self, AppIdentity, Deployment, TempDir};
+use crate::config::{RetryPolicy, WorkersConfig};
+use crate::sandbox::{AppIdentity, Deployment, HostConfig, TempDir, retry_table, toml_escape};
 
 const CLIENT_ID: &str = "local.b24act.examples";
 const CLIENT_SECRET: &str = "examples-secret";
@@ -158,14 +159,15 @@ async fn run_one(
 
 /// README's `onec` example against the fake: price and stock by SKU.
 fn onec_config(app: &AppIdentity, listen: SocketAddr, store_url: &str, base_url: &str) -> String {
-    let mut text = sandbox::base_config(app, listen, store_url);
-    let _ = write!(
-        text,
+    let retry = RetryPolicy {
+        max_wait: Duration::from_secs(10),
+        backoff_base: Duration::from_millis(100),
+        backoff_cap: Duration::from_millis(500),
+        attempt_timeout: Duration::from_secs(2),
+        ..RetryPolicy::default()
+    };
+    let action = format!(
         r#"
-[workers]
-concurrency = 4
-lease = "10s"
-
 [[actions]]
 code = "{ONEC_CODE}"
 name = "Цена и остаток товара (1С)"
@@ -219,21 +221,21 @@ available = {{ pointer = "/stock/0/ВНаличииBalance", default = 0 }}
 
 [actions.connector.flags]
 in_stock = {{ pointer = "/stock/0/ВНаличииBalance", above = 0 }}
-
-[actions.retry]
-max_wait = "10s"
-backoff_base = "100ms"
-backoff_cap = "500ms"
-attempt_timeout = "2s"
-
+{retry}
 [actions.on_failure]
 mode = "fallback"
 log_message = "1C lookup failed: {{reason}}"
 values = {{ error = "{{reason}}" }}
 "#,
-        user = sandbox::toml_escape(onec::USER),
-        password = sandbox::toml_escape(onec::PASSWORD),
+        user = toml_escape(onec::USER),
+        password = toml_escape(onec::PASSWORD),
         retail = onec::keys::RETAIL,
+        retry = retry_table(&retry),
     );
-    text
+    HostConfig {
+        workers: WorkersConfig { concurrency: 4, lease: Duration::from_secs(10) },
+        actions: vec![action],
+        ..HostConfig::new(app, listen, store_url)
+    }
+    .to_toml()
 }

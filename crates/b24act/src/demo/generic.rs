@@ -8,17 +8,21 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, ensure};
-use b24_emulator::{PortalSpec, WorkflowSpec, WorkflowState, WorkflowStatus};
+use anyhow::ensure;
+use b24_emulator::{WorkflowSpec, WorkflowState, WorkflowStatus};
 use fakes::finance::{Behaviour, FinanceApi};
 use serde_json::Value;
-use store::{AttemptKind, JobFilter, JobState, ResultKind};
+use store::{AttemptKind, ResultKind};
 
-use super::{DemoArgs, kept_config_path, row, seconds};
-use crate::sandbox::{self, AppIdentity, Deployment, TempDir, config_duration};
+use super::deployment::{
+    DemoDeployment, JobTotals, PortalCalls, all_jobs, delivery, jobs_settled, most_frequent_first,
+    portal_limit, print_summary,
+};
+use super::{DemoArgs, row, seconds};
+use crate::config::{RetryPolicy, WorkersConfig};
+use crate::sandbox::{AppIdentity, Deployment, FinanceCreditCheck, HostConfig};
 
 /// The demo app's OAuth client id on the emulator.
 pub const CLIENT_ID: &str = "local.b24act.demo";
@@ -44,9 +48,6 @@ struct Settings {
     failure_rate: f64,
     outage: Duration,
     max_wait: Duration,
-    seed: u64,
-    rate: f64,
-    burst: u32,
     log_retries: bool,
 }
 
@@ -62,9 +63,6 @@ impl Settings {
             failure_rate: args.failure_rate.unwrap_or(FAILURE_RATE),
             outage: args.outage,
             max_wait: args.max_wait.unwrap_or(MAX_WAIT),
-            seed: args.seed,
-            rate: args.rate,
-            burst: args.burst,
             log_retries: args.log_retries,
         })
     }
@@ -224,75 +222,31 @@ fn config_text(
     listen: SocketAddr,
     store_url: &str,
     api: &FinanceApi,
+    args: &DemoArgs,
     settings: &Settings,
 ) -> String {
-    let limited = settings.rate > 0.0;
-    let (rate, burst) = if limited { (settings.rate, settings.burst) } else { (1000.0, 1000) };
-    let mut text = sandbox::base_config(app, listen, store_url);
-    let _ = write!(
-        text,
-        r#"
-[workers]
-concurrency = 16
-lease = "10s"
-
-[delivery]
-rate_per_second = {rate:?}
-burst = {burst}
-retry_base = "100ms"
-retry_cap = "1s"
-
-[[actions]]
-code = "{CODE}"
-name = {{ en = "Check credit" }}
-
-[actions.properties.company_id]
-name = "Company"
-type = "int"
-required = true
-
-[actions.return_properties.limit]
-name = "Limit"
-type = "double"
-
-[actions.return_properties.debt]
-name = "Debt"
-type = "double"
-
-[actions.return_properties.unavailable]
-name = "Finance system unavailable"
-type = "bool"
-
-[actions.connector]
-kind = "http"
-method = "GET"
-url = "{api_url}/api/v1/companies/{{{{properties.company_id}}}}/credit"
-headers = {{ Authorization = "Bearer {token}" }}
-
-[actions.connector.response]
-limit = "/credit_limit"
-debt = "/current_debt"
-
-[actions.retry]
-max_wait = "{max_wait}"
-backoff_base = "100ms"
-backoff_cap = "1s"
-jitter = 0.2
-attempt_timeout = "1s"
-deadline_margin = "1s"
-log_retries = {log_retries}
-
-[actions.on_failure]
-mode = "fallback"
-log_message = "Finance system unavailable: {{reason}}"
-values = {{ unavailable = true }}
-"#,
-        api_url = api.url(),
-        token = api.token(),
-        max_wait = config_duration(settings.max_wait),
-        log_retries = settings.log_retries,
-    );
-    text
+    let check = FinanceCreditCheck {
+        code: CODE,
+        name: "Check credit",
+        api,
+        retry: RetryPolicy {
+            max_wait: settings.max_wait,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
+            jitter: 0.2,
+            attempt_timeout: Duration::from_secs(1),
+            deadline_margin: Duration::from_secs(1),
+            log_retries: settings.log_retries,
+        },
+        flags_unavailable: true,
+    };
+    HostConfig {
+        workers: WorkersConfig { concurrency: 16, lease: Duration::from_secs(10) },
+        delivery: delivery(args),
+        actions: vec![check.to_toml()],
+        ..HostConfig::new(app, listen, store_url)
+    }
+    .to_toml()
 }
 
 /// When the fake API is down, measured from the first start.
@@ -318,31 +272,12 @@ impl Outage {
 pub async fn run(args: &DemoArgs, out: &mut impl std::io::Write) -> anyhow::Result<DemoSummary> {
     let settings = Settings::of(args)?;
     let wall = Instant::now();
-    let temp = TempDir::new("b24act-demo").context("creating a temp dir for the store")?;
-    let store_path = match &args.keep_db {
-        Some(path) => path.clone(),
-        None => temp.path().join("b24act-demo.db"),
-    };
-    let api = FinanceApi::start(settings.seed).await.context("starting the fake finance API")?;
     let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
-    let limited = settings.rate > 0.0;
-    let portal = PortalSpec {
-        rate: (settings.rate, settings.burst),
-        unlimited: !limited,
-        ..PortalSpec::default()
-    };
-    let store_url = format!("sqlite:{}", store_path.display());
-    let deployment = Deployment::start(
-        portal,
-        &app,
-        &[CODE],
-        |listen| config_text(&app, listen, &store_url, &api, &settings),
-        &connectors::Registry::new(),
-    )
+    let demo = DemoDeployment::start(args, &app, CODE, |listen, store_url, api| {
+        config_text(&app, listen, store_url, api, args, &settings)
+    })
     .await?;
-    if let Some(path) = &args.keep_db {
-        keep_config(path, &deployment.config_text)?;
-    }
+    let (deployment, api) = (&demo.deployment, &demo.api);
     let start_phase = Duration::from_secs_f64(settings.workflows as f64 / settings.start_rate);
     let outage = Outage::centred(start_phase, settings.outage);
     writeln!(
@@ -359,40 +294,20 @@ pub async fn run(args: &DemoArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         outage.from.as_secs_f64(),
         outage.until.as_secs_f64(),
         seconds(settings.max_wait),
-        if limited {
-            format!("{}/s, burst {}", settings.rate, settings.burst)
-        } else {
-            "off".to_owned()
-        },
-        store_path.display()
+        portal_limit(args),
+        demo.store_path.display()
     )?;
 
-    let drive = drive(&deployment, &api, &settings, outage, start_phase, out).await;
+    let drive = drive(deployment, api, &settings, outage, start_phase, out).await;
     let collected = match drive {
-        Ok(ids) => collect(&deployment, &api, &ids).await,
+        Ok(ids) => collect(deployment, api, &ids).await,
         Err(error) => Err(error),
     };
-    deployment.running.shutdown().await;
+    demo.deployment.running.shutdown().await;
     let mut summary = collected?;
     summary.wall_time = wall.elapsed();
-    writeln!(out, "\nSummary")?;
-    write!(out, "{}", summary.render())?;
-    if let Some(path) = &args.keep_db {
-        writeln!(
-            out,
-            "\nThe store is kept: b24act jobs list --config {}",
-            kept_config_path(path).display()
-        )?;
-    }
-    out.flush()?;
+    print_summary(&summary.render(), args, out)?;
     Ok(summary)
-}
-
-/// Writes the host's configuration next to a kept store.
-pub(crate) fn keep_config(db: &Path, config_text: &str) -> anyhow::Result<()> {
-    let config_path = kept_config_path(db);
-    std::fs::write(&config_path, config_text)
-        .with_context(|| format!("writing {}", config_path.display()))
 }
 
 async fn drive(
@@ -466,8 +381,7 @@ async fn settled(deployment: &Deployment) -> anyhow::Result<bool> {
     if waiting {
         return Ok(false);
     }
-    let counts = deployment.store().state_counts().await?;
-    Ok(counts.queued + counts.running + counts.retry_wait + counts.delivering == 0)
+    jobs_settled(deployment.store()).await
 }
 
 async fn progress(
@@ -506,24 +420,13 @@ async fn collect(
     ids: &[(String, u64)],
 ) -> anyhow::Result<DemoSummary> {
     let store = deployment.store();
-    let mut jobs = Vec::new();
-    let mut filter = JobFilter { limit: 500, ..JobFilter::default() };
-    loop {
-        let page = store.list_jobs(&filter).await?;
-        let Some(last) = page.last() else { break };
-        filter.before = Some(last.id);
-        jobs.extend(page);
-    }
+    let jobs = all_jobs(store).await?;
     let by_workflow: HashMap<&str, &store::Job> =
         jobs.iter().map(|job| (job.workflow_id.as_str(), job)).collect();
 
-    let mut summary = DemoSummary {
-        started: ids.len(),
-        jobs: jobs.len(),
-        dead: jobs.iter().filter(|j| j.state == JobState::Dead).count(),
-        retries: jobs.iter().map(|j| u64::from(j.attempts.saturating_sub(1))).sum(),
-        ..DemoSummary::default()
-    };
+    let JobTotals { jobs: stored, dead, retries } = JobTotals::of(&jobs);
+    let mut summary =
+        DemoSummary { started: ids.len(), jobs: stored, dead, retries, ..DemoSummary::default() };
     let mut all = Vec::new();
     let mut clean = Vec::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -556,23 +459,14 @@ async fn collect(
     }
     summary.latency = Latency::of(all);
     summary.latency_clean = Latency::of(clean);
-    let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    summary.fallback_reasons = reasons;
+    summary.fallback_reasons = most_frequent_first(reasons);
 
-    let calls = deployment.emulator().rest_calls(deployment.domain());
-    summary.rest_requests = calls.iter().filter(|c| !c.in_batch).count();
-    summary.batches = calls.iter().filter(|c| c.method == "batch").count();
-    summary.event_sends = calls
-        .iter()
-        .filter(|c| c.method == "bizproc.event.send" && c.status == 200 && c.error.is_none())
-        .count();
-    summary.activity_log_lines = calls
-        .iter()
-        .filter(|c| c.method == "bizproc.activity.log" && c.status == 200 && c.error.is_none())
-        .count();
-    summary.query_limit_exceeded =
-        calls.iter().filter(|c| c.error.as_deref() == Some("QUERY_LIMIT_EXCEEDED")).count();
+    let calls = PortalCalls::of(&deployment.emulator().rest_calls(deployment.domain()));
+    summary.rest_requests = calls.rest_requests;
+    summary.batches = calls.batches;
+    summary.event_sends = calls.event_sends;
+    summary.activity_log_lines = calls.activity_log_lines;
+    summary.query_limit_exceeded = calls.query_limit_exceeded;
     summary.duplicate_sends =
         summary.event_sends.saturating_sub(summary.with_result + summary.with_fallback);
     let counts = api.counts();

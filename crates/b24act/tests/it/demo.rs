@@ -138,13 +138,7 @@ fn the_binary_runs_the_generic_demo_prints_the_summary_and_keeps_the_store_when_
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "exit {:?}\n{stdout}\n{stderr}", output.status);
-    let value_of = |label: &str| -> String {
-        let line = stdout
-            .lines()
-            .find(|line| line.trim_start().starts_with(label))
-            .unwrap_or_else(|| panic!("no `{label}` line in:\n{stdout}"));
-        line.trim_start()[label.len()..].trim().to_owned()
-    };
+    let value_of = |label: &str| summary_value(&stdout, label);
     assert_eq!(value_of("workflows started"), "30");
     assert_eq!(value_of("hung (must be 0)"), "0");
     assert_eq!(value_of("wrong results (must be 0)"), "0");
@@ -195,13 +189,7 @@ fn the_binary_runs_the_reference_case_and_prints_the_shares_and_the_cycle_time()
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "exit {:?}\n{stdout}\n{stderr}", output.status);
-    let value_of = |label: &str| -> String {
-        let line = stdout
-            .lines()
-            .find(|line| line.trim_start().starts_with(label))
-            .unwrap_or_else(|| panic!("no `{label}` line in:\n{stdout}"));
-        line.trim_start()[label.len()..].trim().to_owned()
-    };
+    let value_of = |label: &str| summary_value(&stdout, label);
     let count = |label: &str| -> usize {
         value_of(label).split_whitespace().next().unwrap().parse().unwrap()
     };
@@ -215,6 +203,15 @@ fn the_binary_runs_the_reference_case_and_prints_the_shares_and_the_cycle_time()
     assert!(value_of("approved automatically").contains('%'), "{stdout}");
     assert!(stdout.contains("real p50 "), "{stdout}");
     assert!(stderr.trim().is_empty(), "{stderr}");
+}
+
+/// The value on the summary line `label` of what the demo printed.
+fn summary_value(stdout: &str, label: &str) -> String {
+    let line = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no `{label}` line in:\n{stdout}"));
+    line.trim_start()[label.len()..].trim().to_owned()
 }
 
 #[test]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use b24_emulator::{Emulator, PortalSpec, WorkflowSpec, WorkflowState, WorkflowStatus};
 use b24act::app::Running;
-use b24act::sandbox::{self, AppIdentity, Sandbox};
+use b24act::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
+use b24act::sandbox::{self, AppIdentity, FinanceCreditCheck, HostConfig, Sandbox};
 use fakes::finance::FinanceApi;
 use serde_json::Value;
 
@@ -80,79 +81,32 @@ pub struct TestApp {
 
 /// The configuration of the test deployment: one `http` action asking the fake finance API
 /// for a company's credit (its limit and debt as `limit` and `debt`), with a fallback that
-/// names the reason.
+/// names the reason, and one that only tells finance (its workflow does not wait).
 pub fn config_text(
     listen: std::net::SocketAddr,
     store_url: &str,
     api: &FinanceApi,
     options: &Options,
 ) -> String {
-    format!(
+    let duration = |text: &str| humantime::parse_duration(text).unwrap();
+    let attempt_timeout = duration(options.attempt_timeout);
+    let check = FinanceCreditCheck {
+        code: CODE,
+        name: "Check credit",
+        api,
+        retry: RetryPolicy {
+            max_wait: duration(options.max_wait),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_millis(400),
+            jitter: 0.1,
+            attempt_timeout,
+            deadline_margin: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        },
+        flags_unavailable: true,
+    };
+    let notify = format!(
         r#"
-[app]
-client_id = "{CLIENT_ID}"
-client_secret = "{CLIENT_SECRET}"
-public_url = "http://{listen}/"
-
-[server]
-listen = "{listen}"
-
-[store]
-url = "{store_url}"
-encryption_key = "{KEY}"
-
-[workers]
-concurrency = 8
-lease = "{lease}"
-
-[delivery]
-retry_base = "100ms"
-retry_cap = "1s"
-
-[[actions]]
-code = "{CODE}"
-name = {{ en = "Check credit" }}
-
-[actions.properties.company_id]
-name = "Company"
-type = "int"
-required = true
-
-[actions.return_properties.limit]
-name = "Limit"
-type = "double"
-
-[actions.return_properties.debt]
-name = "Debt"
-type = "double"
-
-[actions.return_properties.unavailable]
-name = "Finance system unavailable"
-type = "bool"
-
-[actions.connector]
-kind = "http"
-method = "GET"
-url = "{api_url}/api/v1/companies/{{{{properties.company_id}}}}/credit"
-headers = {{ Authorization = "Bearer {token}" }}
-
-[actions.connector.response]
-limit = "/credit_limit"
-debt = "/current_debt"
-
-[actions.retry]
-max_wait = "{max_wait}"
-backoff_base = "100ms"
-backoff_cap = "400ms"
-jitter = 0.1
-attempt_timeout = "{attempt_timeout}"
-deadline_margin = "1s"
-
-[actions.on_failure]
-mode = "fallback"
-log_message = "Finance system unavailable: {{reason}}"
-values = {{ unavailable = true }}
-
 [[actions]]
 code = "{NOTIFY_CODE}"
 name = "Tell finance"
@@ -161,22 +115,22 @@ use_subscription = false
 [actions.properties.company_id]
 name = "Company"
 type = "int"
-
-[actions.retry]
-attempt_timeout = "{attempt_timeout}"
-
-[actions.connector]
-kind = "http"
-method = "GET"
-url = "{api_url}/api/v1/companies/{{{{properties.company_id}}}}/credit"
-headers = {{ Authorization = "Bearer {token}" }}
-"#,
-        api_url = api.url(),
-        token = api.token(),
-        lease = options.lease,
-        max_wait = options.max_wait,
-        attempt_timeout = options.attempt_timeout,
-    )
+{retry}{connector}"#,
+        retry = sandbox::retry_table(&RetryPolicy { attempt_timeout, ..RetryPolicy::default() }),
+        connector = sandbox::finance_credit_connector(api),
+    );
+    HostConfig {
+        encryption_key: KEY.into(),
+        workers: WorkersConfig { concurrency: 8, lease: duration(options.lease) },
+        delivery: DeliveryConfig {
+            retry_base: Duration::from_millis(100),
+            retry_cap: Duration::from_secs(1),
+            ..DeliveryConfig::default()
+        },
+        actions: vec![check.to_toml(), notify],
+        ..HostConfig::new(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen, store_url)
+    }
+    .to_toml()
 }
 
 impl TestApp {

@@ -1,0 +1,193 @@
+//! What both demo scenarios share: the deployment with the fake finance API and the store's
+//! file, the host's delivery pace, the tallies read back at the end (jobs, the portal's REST
+//! calls, fallback reasons) and the closing summary.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use b24_emulator::{PortalSpec, RecordedCall};
+use fakes::finance::FinanceApi;
+use store::{JobFilter, JobState};
+
+use super::{DemoArgs, kept_config_path};
+use crate::config::DeliveryConfig;
+use crate::sandbox::{AppIdentity, Deployment, TempDir};
+
+/// A scenario's portal and host, the fake finance API behind its action, and the store's file.
+pub(crate) struct DemoDeployment {
+    pub deployment: Deployment,
+    pub api: FinanceApi,
+    /// The SQLite store: in a temp dir, or at `--keep-db`.
+    pub store_path: PathBuf,
+    /// Holds the temp dir until the run ends.
+    _temp: TempDir,
+}
+
+impl DemoDeployment {
+    /// Starts the fake finance API (seeded with `--seed`), the portal (limited by `--rate` and
+    /// `--burst`, unlimited at rate 0) and the host with the configuration `config` builds,
+    /// installs the app until `code` is registered, and with `--keep-db` writes the
+    /// configuration next to the store.
+    pub async fn start(
+        args: &DemoArgs,
+        app: &AppIdentity,
+        code: &str,
+        config: impl FnOnce(SocketAddr, &str, &FinanceApi) -> String,
+    ) -> anyhow::Result<DemoDeployment> {
+        let temp = TempDir::new("b24act-demo").context("creating a temp dir for the store")?;
+        let store_path = match &args.keep_db {
+            Some(path) => path.clone(),
+            None => temp.path().join("b24act-demo.db"),
+        };
+        let api = FinanceApi::start(args.seed).await.context("starting the fake finance API")?;
+        let portal = PortalSpec {
+            rate: (args.rate, args.burst),
+            unlimited: !portal_is_limited(args),
+            ..PortalSpec::default()
+        };
+        let store_url = format!("sqlite:{}", store_path.display());
+        let deployment = Deployment::start(
+            portal,
+            app,
+            &[code],
+            |listen| config(listen, &store_url, &api),
+            &connectors::Registry::new(),
+        )
+        .await?;
+        if let Some(path) = &args.keep_db {
+            let config_path = kept_config_path(path);
+            std::fs::write(&config_path, &deployment.config_text)
+                .with_context(|| format!("writing {}", config_path.display()))?;
+        }
+        Ok(DemoDeployment { deployment, api, store_path, _temp: temp })
+    }
+}
+
+/// Prints the summary and, with `--keep-db`, how to look at the jobs.
+pub(crate) fn print_summary(
+    summary: &str,
+    args: &DemoArgs,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    writeln!(out, "\nSummary")?;
+    write!(out, "{summary}")?;
+    if let Some(path) = &args.keep_db {
+        writeln!(
+            out,
+            "\nThe store is kept: b24act jobs list --config {}",
+            kept_config_path(path).display()
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Whether the portal has a rate limit (`--rate` above 0).
+fn portal_is_limited(args: &DemoArgs) -> bool {
+    args.rate > 0.0
+}
+
+/// The portal's limit as the demo's header prints it: `2/s, burst 50` or `off`.
+pub(crate) fn portal_limit(args: &DemoArgs) -> String {
+    if portal_is_limited(args) {
+        format!("{}/s, burst {}", args.rate, args.burst)
+    } else {
+        "off".to_owned()
+    }
+}
+
+/// The host's `[delivery]`: paced like the portal (practically unpaced when the portal has no
+/// limit), retrying a failed delivery quickly.
+pub(crate) fn delivery(args: &DemoArgs) -> DeliveryConfig {
+    let (rate_per_second, burst) =
+        if portal_is_limited(args) { (args.rate, args.burst) } else { (1000.0, 1000) };
+    DeliveryConfig {
+        rate_per_second,
+        burst,
+        retry_base: Duration::from_millis(100),
+        retry_cap: Duration::from_secs(1),
+    }
+}
+
+/// Every job the host stored, newest first.
+pub(crate) async fn all_jobs(store: &store::Store) -> anyhow::Result<Vec<store::Job>> {
+    let mut jobs = Vec::new();
+    let mut filter = JobFilter { limit: 500, ..JobFilter::default() };
+    loop {
+        let page = store.list_jobs(&filter).await?;
+        let Some(last) = page.last() else { break };
+        filter.before = Some(last.id);
+        jobs.extend(page);
+    }
+    Ok(jobs)
+}
+
+/// The stored jobs' totals every summary shows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JobTotals {
+    pub jobs: usize,
+    /// Jobs that ended dead: nothing was sent for them.
+    pub dead: usize,
+    /// Execution attempts beyond the first, over all jobs.
+    pub retries: u64,
+}
+
+impl JobTotals {
+    pub fn of(jobs: &[store::Job]) -> JobTotals {
+        JobTotals {
+            jobs: jobs.len(),
+            dead: jobs.iter().filter(|j| j.state == JobState::Dead).count(),
+            retries: jobs.iter().map(|j| u64::from(j.attempts.saturating_sub(1))).sum(),
+        }
+    }
+}
+
+/// No job has anything left to do: none queued, running, waiting to retry or delivering.
+pub(crate) async fn jobs_settled(store: &store::Store) -> anyhow::Result<bool> {
+    let counts = store.state_counts().await?;
+    Ok(counts.queued + counts.running + counts.retry_wait + counts.delivering == 0)
+}
+
+/// What the portal received, as every summary counts it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PortalCalls {
+    /// Every REST request, batch sub-commands not counted separately.
+    pub rest_requests: usize,
+    pub batches: usize,
+    /// `bizproc.event.send` commands the portal accepted.
+    pub event_sends: usize,
+    /// `bizproc.activity.log` commands the portal accepted.
+    pub activity_log_lines: usize,
+    pub query_limit_exceeded: usize,
+}
+
+impl PortalCalls {
+    pub fn of(calls: &[RecordedCall]) -> PortalCalls {
+        let accepted = |method: &str| {
+            calls
+                .iter()
+                .filter(|c| c.method == method && c.status == 200 && c.error.is_none())
+                .count()
+        };
+        PortalCalls {
+            rest_requests: calls.iter().filter(|c| !c.in_batch).count(),
+            batches: calls.iter().filter(|c| c.method == "batch").count(),
+            event_sends: accepted("bizproc.event.send"),
+            activity_log_lines: accepted("bizproc.activity.log"),
+            query_limit_exceeded: calls
+                .iter()
+                .filter(|c| c.error.as_deref() == Some("QUERY_LIMIT_EXCEEDED"))
+                .count(),
+        }
+    }
+}
+
+/// Reasons with their counts, the most frequent first (ties in the reasons' order).
+pub(crate) fn most_frequent_first(reasons: BTreeMap<String, usize>) -> Vec<(String, usize)> {
+    let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    reasons
+}
