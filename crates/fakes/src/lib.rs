@@ -3,5 +3,8 @@
 //! (unavailable windows, slow answers, rate limits). Tests and `b24act demo` use them; nothing
 //! here is a mock: connectors talk to them over HTTP exactly as they would to the real system.
 
+pub mod faults;
 pub mod finance;
+pub mod graph;
 pub mod onec;
+pub mod telegram;

@@ -1,0 +1,323 @@
+//! Fault injection shared by the Telegram and Microsoft Graph fakes: the [`Behaviour`] a test
+//! sets at run time (down, unavailable windows, the next requests failing, a rate limit, latency),
+//! the verdict each request gets, and a listener that really closes while the fake is "refusing
+//! connections".
+//!
+//! Time is Tokio's clock, measured from the fake's start, so a test with a paused clock controls
+//! windows and latency too.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How a fake is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Down {
+    /// Every request answers this status (502, 503, 504) in the system's own shape for it.
+    Status(u16),
+    /// The port is closed: connecting fails with "connection refused".
+    Refuse,
+}
+
+/// An unavailable window `[from, to)`, measured from the fake's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from: Duration,
+    pub to: Duration,
+    pub how: Down,
+}
+
+/// What one of the next requests gets instead of the normal answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// This status, in the system's own error shape for it (e.g. Telegram's 401
+    /// `Unauthorized`, Graph's 401 `InvalidAuthenticationToken`, nginx's 502 page).
+    Status(u16),
+    /// 429, asking to come back after this long.
+    RateLimited(Duration),
+    /// This status (503, say) with `Retry-After` set to this long, in whole seconds.
+    RetryAfter(u16, Duration),
+    /// The normal answer, after this long.
+    Slow(Duration),
+}
+
+/// A fixed-window rate limit: at most `requests` per `per`, counted from the first request in
+/// the window; the rest answer 429 with the time left in the window (whole seconds, at least 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+/// How a fake behaves; change it at any time with the fake's `set`/`update`. The default is
+/// healthy, fast and unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Behaviour {
+    /// Unavailable until changed.
+    pub down: Option<Down>,
+    /// Unavailable windows, measured from the fake's start.
+    pub windows: Vec<Window>,
+    /// The next requests fail this way, one each, in order (popped as requests arrive).
+    pub fail_next: VecDeque<Failure>,
+    /// Every answer waits this long first.
+    pub latency: Duration,
+    /// At most so many requests per window; the rest answer 429.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Behaviour {
+    pub fn healthy() -> Behaviour {
+        Behaviour::default()
+    }
+
+    /// Adds an unavailable window from `from` to `to` after the fake started.
+    pub fn down_between(mut self, from: Duration, to: Duration, how: Down) -> Behaviour {
+        self.windows.push(Window { from, to, how });
+        self
+    }
+
+    /// Whether the port should be closed at `since_start`.
+    fn refusing(&self, since_start: Duration) -> bool {
+        self.down == Some(Down::Refuse)
+            || self
+                .windows
+                .iter()
+                .any(|w| w.how == Down::Refuse && (w.from..w.to).contains(&since_start))
+    }
+
+    /// The next window edge after `since_start`, when the listener may have to change.
+    fn next_edge(&self, since_start: Duration) -> Option<Duration> {
+        self.windows
+            .iter()
+            .filter(|w| w.how == Down::Refuse)
+            .flat_map(|w| [w.from, w.to])
+            .filter(|edge| *edge > since_start)
+            .min()
+    }
+}
+
+/// What a request gets, decided once under the behaviour's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Answer this status in the system's own shape, with `Retry-After` if given.
+    Status(u16, Option<Duration>),
+    /// 429 with this delay.
+    RateLimited(Duration),
+    /// The normal answer.
+    Proceed,
+}
+
+/// The current rate-limit window.
+struct RateWindow {
+    start: Instant,
+    count: u32,
+}
+
+/// A fake's behaviour and the state fault injection needs.
+pub(crate) struct Faults {
+    started: Instant,
+    behaviour: Mutex<Behaviour>,
+    window: Mutex<RateWindow>,
+    /// Bumped on every change, so the listener's supervisor re-checks.
+    changed: watch::Sender<u64>,
+    /// The last change the supervisor has applied.
+    applied: watch::Sender<u64>,
+}
+
+impl Faults {
+    pub(crate) fn new() -> Faults {
+        let now = Instant::now();
+        Faults {
+            started: now,
+            behaviour: Mutex::new(Behaviour::default()),
+            window: Mutex::new(RateWindow { start: now, count: 0 }),
+            changed: watch::Sender::new(0),
+            applied: watch::Sender::new(0),
+        }
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub(crate) fn behaviour(&self) -> Behaviour {
+        lock(&self.behaviour).clone()
+    }
+
+    /// Changes the behaviour and waits until the listener matches it (closed while refusing).
+    pub(crate) async fn update(&self, change: impl FnOnce(&mut Behaviour)) {
+        change(&mut lock(&self.behaviour));
+        let mut generation = 0;
+        self.changed.send_modify(|g| {
+            *g += 1;
+            generation = *g;
+        });
+        let mut applied = self.applied.subscribe();
+        // Fails only when the supervisor is gone (the fake stopped): nothing left to wait for.
+        let _ = applied.wait_for(|done| *done >= generation).await;
+    }
+
+    /// Waits the latency, then decides the request's fate.
+    pub(crate) async fn verdict(&self) -> Verdict {
+        let (latency, slow) = {
+            let mut behaviour = lock(&self.behaviour);
+            let slow = match behaviour.fail_next.front() {
+                Some(Failure::Slow(delay)) => {
+                    let delay = *delay;
+                    behaviour.fail_next.pop_front();
+                    Some(delay)
+                }
+                _ => None,
+            };
+            (behaviour.latency, slow)
+        };
+        let wait = latency + slow.unwrap_or_default();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let now = Instant::now();
+        let since_start = now.saturating_duration_since(self.started);
+        let mut behaviour = lock(&self.behaviour);
+        if let Some(Down::Status(status)) = behaviour.down {
+            return Verdict::Status(status, None);
+        }
+        if let Some(window) =
+            behaviour.windows.iter().find(|w| (w.from..w.to).contains(&since_start))
+        {
+            // A refusing window closes the port; a request that got in just before still fails.
+            let status = match window.how {
+                Down::Status(status) => status,
+                Down::Refuse => 503,
+            };
+            return Verdict::Status(status, None);
+        }
+        if slow.is_none() {
+            match behaviour.fail_next.pop_front() {
+                Some(Failure::Status(status)) => return Verdict::Status(status, None),
+                Some(Failure::RetryAfter(status, after)) => {
+                    return Verdict::Status(status, Some(after));
+                }
+                Some(Failure::RateLimited(after)) => return Verdict::RateLimited(after),
+                Some(Failure::Slow(_)) | None => {}
+            }
+        }
+        if let Some(limit) = behaviour.rate_limit {
+            let mut window = lock(&self.window);
+            let age = now.saturating_duration_since(window.start);
+            if age >= limit.per {
+                *window = RateWindow { start: now, count: 0 };
+            } else if window.count >= limit.requests {
+                let left = limit.per.saturating_sub(age);
+                return Verdict::RateLimited(Duration::from_secs(whole_seconds(left)));
+            }
+            window.count += 1;
+        }
+        Verdict::Proceed
+    }
+}
+
+/// Serves `router` on `addr`'s listener until `stop`, closing the port while the behaviour says
+/// to refuse connections and opening it again (same port) afterwards.
+pub(crate) fn serve(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    faults: Arc<Faults>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut listener = Some(listener);
+        let mut serving: Option<CancellationToken> = None;
+        let mut changed = faults.changed.subscribe();
+        loop {
+            let generation = *changed.borrow_and_update();
+            let since_start = faults.elapsed();
+            let behaviour = faults.behaviour();
+            let refusing = behaviour.refusing(since_start);
+            match (&serving, refusing) {
+                (Some(running), true) => {
+                    running.cancel();
+                    serving = None;
+                    wait_until_closed(addr).await;
+                    tracing::debug!(name, %addr, "fake refuses connections");
+                }
+                (None, true) => {
+                    // Changed to refusing before the first serve: close the port we hold.
+                    if listener.take().is_some() {
+                        tracing::debug!(name, %addr, "fake refuses connections");
+                    }
+                }
+                (None, false) => {
+                    let open = match listener.take() {
+                        Some(open) => Ok(open),
+                        None => tokio::net::TcpListener::bind(addr).await,
+                    };
+                    match open {
+                        Ok(open) => {
+                            let running = stop.child_token();
+                            let until = running.clone();
+                            let router = router.clone();
+                            tokio::spawn(async move {
+                                let server = axum::serve(open, router)
+                                    .with_graceful_shutdown(until.cancelled_owned());
+                                if let Err(error) = server.await {
+                                    tracing::error!(name, %error, "fake stopped");
+                                }
+                            });
+                            serving = Some(running);
+                        }
+                        Err(error) => {
+                            tracing::error!(name, %addr, %error, "fake cannot listen again");
+                        }
+                    }
+                }
+                (Some(_), false) => {}
+            }
+            faults.applied.send_replace(generation);
+            let edge = behaviour.next_edge(since_start);
+            tokio::select! {
+                () = stop.cancelled() => break,
+                result = changed.changed() => if result.is_err() { break },
+                () = sleep_until_edge(faults.started, edge) => {}
+            }
+        }
+        if let Some(running) = serving {
+            running.cancel();
+        }
+    });
+}
+
+/// Waits until connecting to `addr` is refused: axum drops the listener in its own task soon
+/// after the shutdown signal, and a change to "refuse" is applied only once it has.
+async fn wait_until_closed(addr: SocketAddr) {
+    for _ in 0..1_000 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tracing::warn!(%addr, "the fake's port is still open a second after closing it");
+}
+
+async fn sleep_until_edge(started: Instant, edge: Option<Duration>) {
+    match edge {
+        Some(edge) => tokio::time::sleep_until(started + edge).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whole seconds for a `Retry-After` or `retry_after`, at least 1.
+pub(crate) fn whole_seconds(after: Duration) -> u64 {
+    after.as_secs_f64().ceil().max(1.0) as u64
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

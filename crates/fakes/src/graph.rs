@@ -1,0 +1,929 @@
+//! A fake of the Microsoft identity platform's token endpoint and of Microsoft Graph's
+//! SharePoint document libraries: client-credentials tokens that expire, and simple uploads with
+//! conflict behaviour, in the real request and response shapes, with fault injection.
+//!
+//! Two servers, as in real life two hosts: [`GraphApi::identity_url`] stands for
+//! `https://login.microsoftonline.com`, [`GraphApi::graph_url`] for `https://graph.microsoft.com`.
+//! Each has its own [`Behaviour`] (so a test can rate-limit Graph while tokens still come).
+//!
+//! # Identity platform
+//!
+//! `POST /{tenant}/oauth2/v2.0/token`, form body `grant_type=client_credentials&client_id=…&
+//! client_secret=…&scope=https://graph.microsoft.com/.default`:
+//!
+//! | case | status | body |
+//! |---|---|---|
+//! | issued | 200 | `{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ…"}` |
+//! | wrong secret | 401 | `{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided. …","error_codes":[7000215],…}` |
+//! | unknown client | 400 | `unauthorized_client`, AADSTS700016 |
+//! | unknown tenant | 400 | `invalid_request`, AADSTS90002 |
+//! | other grant, bad scope, missing parameter | 400 | `unsupported_grant_type` / `invalid_scope` / `invalid_request` |
+//!
+//! Tokens live [`GraphApi::set_token_lifetime`] (default 3599 s, as Entra ID says in
+//! `expires_in`); [`GraphApi::expire_tokens`] ends every token issued so far at once.
+//!
+//! # Graph
+//!
+//! `PUT /v1.0/sites/{site-id}/drives/{drive-id}/root:/{folder}/{file-name}:/content` with the
+//! bytes as the body (up to 4 MB, a simple upload) and `Authorization: Bearer <token>`;
+//! `?@microsoft.graph.conflictBehavior=fail|replace|rename` (default `replace`). Missing folders
+//! are created; names compare case-insensitively, as in SharePoint.
+//!
+//! | case | status | body |
+//! |---|---|---|
+//! | created | 201 | a `driveItem`: `id`, `name`, `webUrl`, `size`, `createdDateTime`, `file.mimeType`, `parentReference`, … |
+//! | replaced | 200 | the same item (same `id`), new content |
+//! | renamed | 201 | a new item named `report 1.md` |
+//! | exists, `fail` | 409 | `{"error":{"code":"nameAlreadyExists","message":"The specified item name already exists. Name: report.md",…}}` |
+//! | no, unknown or expired token | 401, `WWW-Authenticate` | `{"error":{"code":"InvalidAuthenticationToken","message":"…"}}` |
+//! | unknown site or drive | 404 | `itemNotFound` |
+//! | over 4 MB | 413 | `invalidRequest` |
+//! | rate limited | 429, `Retry-After` | `activityLimitReached` |
+//! | unavailable | 503 (or as set) | `serviceNotAvailable` |
+//!
+//! Every accepted upload is kept ([`GraphApi::uploads`]), and the library's current files can be
+//! read back ([`GraphApi::file`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::{self, Behaviour, Faults, Verdict, lock};
+
+/// The tenant that exists from the start (its domain; [`TENANT_ID`] works as well).
+pub const TENANT: &str = "contoso.onmicrosoft.com";
+/// The same tenant's id.
+pub const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+/// The app registration that exists from the start.
+pub const CLIENT_ID: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
+/// Its secret, unless [`GraphApi::set_client_secret`] says otherwise.
+pub const DEFAULT_CLIENT_SECRET: &str = "Qx58Q~fake.secret-for-b24act~tests0123456";
+/// The only scope client credentials may ask Graph for.
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// The document library that exists from the start: its site id …
+pub const SITE_ID: &str = "contoso.sharepoint.com,2c712604-1370-44e7-a1f5-426573005fd7,2d2244c3-251a-49ea-93a8-39d1fd42ce5b";
+/// … its drive id …
+pub const DRIVE_ID: &str = "b!BCZxLHATvUOh9UJlcwBf1w0S7ZVrYmRLk6g50f1Czls0nCFRvcoJSoBQs8ZsTKsC";
+/// … and the web address of its root folder.
+pub const LIBRARY_WEB_URL: &str =
+    "https://contoso.sharepoint.com/sites/approvals/Shared%20Documents";
+/// The largest body a simple upload takes.
+pub const MAX_SIMPLE_UPLOAD: usize = 4 * 1024 * 1024;
+/// What `expires_in` says by default.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
+
+/// One accepted upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub site_id: String,
+    pub drive_id: String,
+    /// The item's path as requested, decoded, without a leading `/`: `Approvals/DEAL_7.md`.
+    pub path: String,
+    /// The name it was stored under (differs from the requested one after a `rename`).
+    pub stored_as: String,
+    pub bytes: Vec<u8>,
+    /// The `Content-Type` sent, if any.
+    pub content_type: Option<String>,
+    /// `@microsoft.graph.conflictBehavior` as sent, if any.
+    pub conflict_behavior: Option<String>,
+    /// 201 (created) or 200 (replaced).
+    pub status: u16,
+    /// The `driveItem` id answered.
+    pub item_id: String,
+}
+
+/// A running fake identity platform and Graph on 127.0.0.1; both stop when dropped.
+pub struct GraphApi {
+    identity_addr: SocketAddr,
+    graph_addr: SocketAddr,
+    state: Arc<GraphState>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for GraphApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphApi")
+            .field("identity", &self.identity_addr)
+            .field("graph", &self.graph_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+struct GraphState {
+    identity_faults: Arc<Faults>,
+    graph_faults: Arc<Faults>,
+    client_secret: Mutex<String>,
+    token_lifetime: Mutex<Duration>,
+    /// Access token → when it expires.
+    tokens: Mutex<BTreeMap<String, Instant>>,
+    /// `(site id, drive id)` → the library.
+    libraries: Mutex<BTreeMap<(String, String), Library>>,
+    uploads: Mutex<Vec<Upload>>,
+    token_requests: AtomicU64,
+    graph_requests: AtomicU64,
+    next_id: AtomicU64,
+}
+
+struct Library {
+    web_url: String,
+    /// Lower-cased path → the file.
+    files: BTreeMap<String, Item>,
+}
+
+#[derive(Clone)]
+struct Item {
+    id: String,
+    /// The path as stored (original case), without a leading `/`.
+    path: String,
+    bytes: Vec<u8>,
+    created: SystemTime,
+    modified: SystemTime,
+    version: u64,
+}
+
+impl GraphApi {
+    /// Starts both servers on 127.0.0.1 on free ports, with the tenant [`TENANT`], the app
+    /// [`CLIENT_ID`]/[`DEFAULT_CLIENT_SECRET`] and the library [`SITE_ID`]/[`DRIVE_ID`].
+    pub async fn start() -> std::io::Result<GraphApi> {
+        let identity = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let identity_addr = identity.local_addr()?;
+        let graph = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let graph_addr = graph.local_addr()?;
+        let library = Library { web_url: LIBRARY_WEB_URL.to_owned(), files: BTreeMap::new() };
+        let state = Arc::new(GraphState {
+            identity_faults: Arc::new(Faults::new()),
+            graph_faults: Arc::new(Faults::new()),
+            client_secret: Mutex::new(DEFAULT_CLIENT_SECRET.to_owned()),
+            token_lifetime: Mutex::new(DEFAULT_TOKEN_LIFETIME),
+            tokens: Mutex::new(BTreeMap::new()),
+            libraries: Mutex::new(BTreeMap::from([(
+                (SITE_ID.to_owned(), DRIVE_ID.to_owned()),
+                library,
+            )])),
+            uploads: Mutex::new(Vec::new()),
+            token_requests: AtomicU64::new(0),
+            graph_requests: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+        });
+        let stop = CancellationToken::new();
+        let identity_router = Router::new().fallback(token).with_state(state.clone());
+        faults::serve(
+            "entra-id",
+            identity,
+            identity_addr,
+            identity_router,
+            state.identity_faults.clone(),
+            stop.clone(),
+        );
+        let graph_router = Router::new().fallback(graph_request).with_state(state.clone());
+        faults::serve(
+            "graph",
+            graph,
+            graph_addr,
+            graph_router,
+            state.graph_faults.clone(),
+            stop.clone(),
+        );
+        tracing::debug!(%identity_addr, %graph_addr, "fake identity platform and Graph started");
+        Ok(GraphApi { identity_addr, graph_addr, state, stop })
+    }
+
+    /// `http://127.0.0.1:PORT`, the connector's `authority` (really
+    /// `https://login.microsoftonline.com`).
+    pub fn identity_url(&self) -> String {
+        format!("http://{}", self.identity_addr)
+    }
+
+    /// `http://127.0.0.1:PORT`, the connector's `graph_url` (really `https://graph.microsoft.com`).
+    pub fn graph_url(&self) -> String {
+        format!("http://{}", self.graph_addr)
+    }
+
+    /// The secret the app registration accepts now.
+    pub fn client_secret(&self) -> String {
+        lock(&self.state.client_secret).clone()
+    }
+
+    /// Accepts only this secret from now on (a rotated secret).
+    pub fn set_client_secret(&self, secret: impl Into<String>) {
+        *lock(&self.state.client_secret) = secret.into();
+    }
+
+    /// How long tokens issued from now on live (and what `expires_in` says, in whole seconds).
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        *lock(&self.state.token_lifetime) = lifetime;
+    }
+
+    /// Ends every token issued so far: Graph answers 401 `InvalidAuthenticationToken` to them,
+    /// although their `expires_in` has not run out (a revocation, or clocks that disagree).
+    pub fn expire_tokens(&self) {
+        let now = Instant::now();
+        lock(&self.state.tokens).values_mut().for_each(|expiry| *expiry = now);
+    }
+
+    /// Adds an empty document library.
+    pub fn add_library(&self, site_id: &str, drive_id: &str, web_url: &str) {
+        lock(&self.state.libraries).insert(
+            (site_id.to_owned(), drive_id.to_owned()),
+            Library { web_url: web_url.to_owned(), files: BTreeMap::new() },
+        );
+    }
+
+    /// Puts a file in the default library, as if someone had uploaded it (to test conflicts).
+    pub fn put_file(&self, path: &str, bytes: &[u8]) {
+        let id = self.state.item_id();
+        let now = SystemTime::now();
+        let mut libraries = lock(&self.state.libraries);
+        if let Some(library) = libraries.get_mut(&(SITE_ID.to_owned(), DRIVE_ID.to_owned())) {
+            let path = path.trim_start_matches('/').to_owned();
+            library.files.insert(
+                path.to_lowercase(),
+                Item { id, path, bytes: bytes.to_vec(), created: now, modified: now, version: 1 },
+            );
+        }
+    }
+
+    /// A file's current content in the default library, by path (`Approvals/DEAL_7.md`,
+    /// case-insensitive).
+    pub fn file(&self, path: &str) -> Option<Vec<u8>> {
+        self.file_in(SITE_ID, DRIVE_ID, path)
+    }
+
+    /// A file's current content in a library.
+    pub fn file_in(&self, site_id: &str, drive_id: &str, path: &str) -> Option<Vec<u8>> {
+        let libraries = lock(&self.state.libraries);
+        let library = libraries.get(&(site_id.to_owned(), drive_id.to_owned()))?;
+        let key = path.trim_start_matches('/').to_lowercase();
+        library.files.get(&key).map(|item| item.bytes.clone())
+    }
+
+    /// The paths in the default library, sorted (lower-cased).
+    pub fn paths(&self) -> Vec<String> {
+        lock(&self.state.libraries)
+            .get(&(SITE_ID.to_owned(), DRIVE_ID.to_owned()))
+            .map(|library| library.files.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every accepted upload, oldest first.
+    pub fn uploads(&self) -> Vec<Upload> {
+        lock(&self.state.uploads).clone()
+    }
+
+    /// Requests to the token endpoint so far, whatever their answer.
+    pub fn token_requests(&self) -> u64 {
+        self.state.token_requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests to Graph so far, whatever their answer.
+    pub fn graph_requests(&self) -> u64 {
+        self.state.graph_requests.load(Ordering::Relaxed)
+    }
+
+    /// Replaces Graph's behaviour; returns once its port matches it.
+    pub async fn set(&self, behaviour: Behaviour) {
+        self.state.graph_faults.update(|b| *b = behaviour).await;
+    }
+
+    /// Changes Graph's behaviour in place.
+    pub async fn update(&self, change: impl FnOnce(&mut Behaviour)) {
+        self.state.graph_faults.update(change).await;
+    }
+
+    /// Graph's behaviour now.
+    pub fn behaviour(&self) -> Behaviour {
+        self.state.graph_faults.behaviour()
+    }
+
+    /// Replaces the token endpoint's behaviour; returns once its port matches it.
+    pub async fn set_identity(&self, behaviour: Behaviour) {
+        self.state.identity_faults.update(|b| *b = behaviour).await;
+    }
+
+    /// Changes the token endpoint's behaviour in place.
+    pub async fn update_identity(&self, change: impl FnOnce(&mut Behaviour)) {
+        self.state.identity_faults.update(change).await;
+    }
+}
+
+impl Drop for GraphApi {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl GraphState {
+    /// A SharePoint-looking item id: `01` and 32 base-32 characters.
+    fn item_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        let mut mixed = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x2545_f491_4f6c_dd1d;
+        let mut id = String::from("01");
+        for i in 0..32 {
+            if i == 16 {
+                mixed = mixed.rotate_left(17) ^ n;
+            }
+            id.push(char::from(ALPHABET[(mixed & 31) as usize]));
+            mixed = mixed.rotate_right(5);
+        }
+        id
+    }
+}
+
+// ---- identity platform ----
+
+fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
+    let trace = uuid_like(u64::from(code) ^ 0x7ace);
+    let timestamp = rfc3339(SystemTime::now());
+    let body = json!({
+        "error": error,
+        "error_description": format!(
+            "{description} Trace ID: {trace} Correlation ID: {trace} Timestamp: {timestamp}"
+        ),
+        "error_codes": [code],
+        "timestamp": timestamp,
+        "trace_id": trace,
+        "correlation_id": trace,
+        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+fn identity_failure(status: u16, retry_after: Option<Duration>) -> Response {
+    let mut response = match status {
+        401 => aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7_000_215,
+            "AADSTS7000215: Invalid client secret provided.",
+        ),
+        429 => aad_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            50_196,
+            "AADSTS50196: The server terminated an operation because it encountered a client request loop.",
+        ),
+        400..=499 => aad_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            "invalid_request",
+            900_144,
+            "AADSTS900144: The request is not valid.",
+        ),
+        _ => aad_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            "temporarily_unavailable",
+            90_033,
+            "AADSTS90033: A transient error has occurred. Please try again.",
+        ),
+    };
+    set_retry_after(&mut response, retry_after);
+    response
+}
+
+fn set_retry_after(response: &mut Response, after: Option<Duration>) {
+    if let Some(after) = after
+        && let Ok(value) = HeaderValue::from_str(&faults::whole_seconds(after).to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+}
+
+async fn token(
+    State(state): State<Arc<GraphState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.token_requests.fetch_add(1, Ordering::Relaxed);
+    match state.identity_faults.verdict().await {
+        Verdict::Status(status, after) => return identity_failure(status, after),
+        Verdict::RateLimited(after) => return identity_failure(429, Some(after)),
+        Verdict::Proceed => {}
+    }
+    let Some(tenant) =
+        uri.path().strip_prefix('/').and_then(|p| p.strip_suffix("/oauth2/v2.0/token"))
+    else {
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    };
+    if method != Method::POST {
+        return aad_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            900_561,
+            "AADSTS900561: The endpoint only accepts POST requests.",
+        );
+    }
+    if tenant != TENANT && tenant != TENANT_ID {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90_002,
+            &format!(
+                "AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
+        );
+    }
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let form = if is_form { form_pairs(&body) } else { BTreeMap::new() };
+    let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let missing = |name: &str| {
+        aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900_144,
+            &format!(
+                "AADSTS900144: The request body must contain the following parameter: '{name}'."
+            ),
+        )
+    };
+    let Some(grant_type) = field("grant_type") else { return missing("grant_type") };
+    if grant_type != "client_credentials" {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70_003,
+            &format!("AADSTS70003: The app requested an unsupported grant type '{grant_type}'."),
+        );
+    }
+    let Some(client_id) = field("client_id") else { return missing("client_id") };
+    if client_id != CLIENT_ID {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700_016,
+            &format!(
+                "AADSTS700016: Application with identifier '{client_id}' was not found in the directory '{tenant}'."
+            ),
+        );
+    }
+    let Some(scope) = field("scope") else { return missing("scope") };
+    if scope != GRAPH_SCOPE {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            1_002_012,
+            &format!(
+                "AADSTS1002012: The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+            ),
+        );
+    }
+    let Some(secret) = field("client_secret") else { return missing("client_secret") };
+    if secret != *lock(&state.client_secret) {
+        return aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7_000_215,
+            &format!(
+                "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{CLIENT_ID}'."
+            ),
+        );
+    }
+    let lifetime = *lock(&state.token_lifetime);
+    let n = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let access_token = format!(
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2dyYXBoLm1pY3Jvc29mdC5jb20ifQ.{}",
+        uuid_like(n).replace('-', "")
+    );
+    lock(&state.tokens).insert(access_token.clone(), Instant::now() + lifetime);
+    let expires_in = lifetime.as_secs();
+    axum::Json(json!({
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "ext_expires_in": expires_in,
+        "access_token": access_token,
+    }))
+    .into_response()
+}
+
+// ---- Graph ----
+
+fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({
+        "error": {
+            "code": code,
+            "message": message,
+            "innerError": {
+                "date": rfc3339(SystemTime::now()),
+                "request-id": uuid_like(u64::from(status.as_u16())),
+                "client-request-id": uuid_like(u64::from(status.as_u16()) ^ 0xc1),
+            },
+        },
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+fn unauthenticated(message: &str) -> Response {
+    let mut response = graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(
+            "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"00000003-0000-0000-c000-000000000000\"",
+        ),
+    );
+    response
+}
+
+fn graph_failure(status: u16, retry_after: Option<Duration>) -> Response {
+    let mut response = match status {
+        401 => unauthenticated("Access token has expired or is not yet valid."),
+        403 => graph_error(
+            StatusCode::FORBIDDEN,
+            "accessDenied",
+            "Either scp or roles claim need to be present in the token.",
+        ),
+        404 => {
+            graph_error(StatusCode::NOT_FOUND, "itemNotFound", "The resource could not be found.")
+        }
+        423 => graph_error(
+            StatusCode::LOCKED,
+            "resourceLocked",
+            "The resource you are attempting to access is locked",
+        ),
+        429 => graph_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "activityLimitReached",
+            "The request has been throttled",
+        ),
+        500 => graph_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "generalException",
+            "An unspecified error has occurred.",
+        ),
+        other => graph_error(
+            StatusCode::from_u16(other).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            "serviceNotAvailable",
+            "The service is temporarily unavailable. Please retry after the time in the Retry-After header.",
+        ),
+    };
+    set_retry_after(&mut response, retry_after);
+    response
+}
+
+/// The parts of `/v1.0/sites/{site}/drives/{drive}/root:/{path}:/content`, decoded.
+fn content_path(path: &str) -> Option<(String, String, String)> {
+    let rest = path.strip_prefix("/v1.0/sites/")?;
+    let (site, rest) = rest.split_once("/drives/")?;
+    let (drive, rest) = rest.split_once("/root:/")?;
+    let item = rest.strip_suffix(":/content")?;
+    Some((percent_decode(site)?, percent_decode(drive)?, percent_decode(item)?))
+}
+
+/// Characters SharePoint does not allow in a file or folder name.
+const INVALID_NAME_CHARACTERS: &[char] = &['"', '*', ':', '<', '>', '?', '\\', '|'];
+
+async fn graph_request(
+    State(state): State<Arc<GraphState>>,
+    method: Method,
+    uri: Uri,
+    query: Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.graph_requests.fetch_add(1, Ordering::Relaxed);
+    match state.graph_faults.verdict().await {
+        Verdict::Status(status, after) => return graph_failure(status, after),
+        Verdict::RateLimited(after) => return graph_failure(429, Some(after)),
+        Verdict::Proceed => {}
+    }
+    // Authentication comes before routing, as on Graph.
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty());
+    let Some(bearer) = bearer else { return unauthenticated("Access token is empty.") };
+    match lock(&state.tokens).get(bearer) {
+        None => {
+            return unauthenticated(
+                "IDX14100: JWT is not well formed, there are no dots (.).\nThe token needs to be in JWS or JWE Compact Serialization Format.",
+            );
+        }
+        Some(expiry) if *expiry <= Instant::now() => {
+            return unauthenticated("Lifetime validation failed, the token is expired.");
+        }
+        Some(_) => {}
+    }
+    let Some((site_id, drive_id, path)) = content_path(uri.path()) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "invalidRequest",
+            "Invalid request: this fake knows PUT …/root:/{path}:/content only",
+        );
+    };
+    if method != Method::PUT {
+        return graph_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalidRequest",
+            "The method is not allowed for this resource.",
+        );
+    }
+    let conflict = query.get("@microsoft.graph.conflictBehavior").cloned();
+    if conflict.as_deref().is_some_and(|c| !matches!(c, "fail" | "replace" | "rename")) {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "invalidRequest",
+            "Invalid value for @microsoft.graph.conflictBehavior.",
+        );
+    }
+    if body.len() > MAX_SIMPLE_UPLOAD {
+        return graph_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalidRequest",
+            "The request body is larger than a simple upload takes (4 MB); use an upload session.",
+        );
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    if segments.iter().any(|s| {
+        s.is_empty() || s.trim() != *s || s.ends_with('.') || s.contains(INVALID_NAME_CHARACTERS)
+    }) {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "invalidRequest",
+            "The provided name contains invalid characters.",
+        );
+    }
+
+    let mut libraries = lock(&state.libraries);
+    let Some(library) = libraries.get_mut(&(site_id.clone(), drive_id.clone())) else {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "itemNotFound",
+            "Requested site or drive could not be found",
+        );
+    };
+    let now = SystemTime::now();
+    let key = path.to_lowercase();
+    let (status, item) = match (library.files.get_mut(&key), conflict.as_deref()) {
+        (Some(_), Some("fail")) => {
+            let name = segments.last().copied().unwrap_or_default();
+            return graph_error(
+                StatusCode::CONFLICT,
+                "nameAlreadyExists",
+                &format!("The specified item name already exists. Name: {name}"),
+            );
+        }
+        (Some(existing), None | Some("replace")) => {
+            existing.bytes = body.to_vec();
+            existing.modified = now;
+            existing.version += 1;
+            (StatusCode::OK, existing.clone())
+        }
+        (Some(_), Some(_)) => {
+            let (folder, name) = split_path(&path);
+            let (stem, extension) = match name.rfind('.') {
+                Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
+                _ => (name, ""),
+            };
+            let free = (1..)
+                .map(|n| join_path(folder, &format!("{stem} {n}{extension}")))
+                .find(|candidate| !library.files.contains_key(&candidate.to_lowercase()))
+                .unwrap_or_else(|| path.clone());
+            let item = Item {
+                id: state.item_id(),
+                path: free.clone(),
+                bytes: body.to_vec(),
+                created: now,
+                modified: now,
+                version: 1,
+            };
+            library.files.insert(free.to_lowercase(), item.clone());
+            (StatusCode::CREATED, item)
+        }
+        (None, _) => {
+            let item = Item {
+                id: state.item_id(),
+                path: path.clone(),
+                bytes: body.to_vec(),
+                created: now,
+                modified: now,
+                version: 1,
+            };
+            library.files.insert(key, item.clone());
+            (StatusCode::CREATED, item)
+        }
+    };
+    let answer = drive_item(&item, &site_id, &drive_id, &library.web_url);
+    drop(libraries);
+    lock(&state.uploads).push(Upload {
+        site_id,
+        drive_id,
+        path: path.clone(),
+        stored_as: item.path.clone(),
+        bytes: item.bytes.clone(),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        conflict_behavior: conflict,
+        status: status.as_u16(),
+        item_id: item.id.clone(),
+    });
+    (status, axum::Json(answer)).into_response()
+}
+
+fn split_path(path: &str) -> (&str, &str) {
+    match path.rsplit_once('/') {
+        Some((folder, name)) => (folder, name),
+        None => ("", path),
+    }
+}
+
+fn join_path(folder: &str, name: &str) -> String {
+    if folder.is_empty() { name.to_owned() } else { format!("{folder}/{name}") }
+}
+
+fn drive_item(item: &Item, site_id: &str, drive_id: &str, web_root: &str) -> Value {
+    let (folder, name) = split_path(&item.path);
+    let folder_name = folder.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("root");
+    let etag_guid = uuid_like(item.id.len() as u64 ^ item.id.bytes().map(u64::from).sum::<u64>())
+        .to_uppercase();
+    json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#driveItem",
+        "createdDateTime": rfc3339(item.created),
+        "eTag": format!("\"{{{etag_guid}}},{}\"", item.version),
+        "id": item.id,
+        "lastModifiedDateTime": rfc3339(item.modified),
+        "name": name,
+        "webUrl": format!("{web_root}/{}", percent_encode_path(&item.path)),
+        "cTag": format!("\"c:{{{etag_guid}}},{}\"", item.version),
+        "size": item.bytes.len(),
+        "createdBy": { "application": { "id": CLIENT_ID, "displayName": "b24act" } },
+        "lastModifiedBy": { "application": { "id": CLIENT_ID, "displayName": "b24act" } },
+        "parentReference": {
+            "driveType": "documentLibrary",
+            "driveId": drive_id,
+            "id": format!("01{}", folder_name.len()),
+            "name": folder_name,
+            "path": format!("/drives/{drive_id}/root:{}", if folder.is_empty() { String::new() } else { format!("/{folder}") }),
+            "siteId": site_id,
+        },
+        "file": { "mimeType": mime_type(name) },
+        "fileSystemInfo": {
+            "createdDateTime": rfc3339(item.created),
+            "lastModifiedDateTime": rfc3339(item.modified),
+        },
+    })
+}
+
+/// SharePoint infers the type from the extension.
+fn mime_type(name: &str) -> &'static str {
+    let extension = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match extension.as_str() {
+        "txt" => "text/plain",
+        "md" | "markdown" => "text/markdown",
+        "htm" | "html" => "text/html",
+        "csv" => "text/csv",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "pdf" => "application/pdf",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs (`+` is a space), later keys winning.
+fn form_pairs(body: &[u8]) -> BTreeMap<String, String> {
+    let text = String::from_utf8_lossy(body);
+    text.split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Some((
+                percent_decode(&key.replace('+', " "))?,
+                percent_decode(&value.replace('+', " "))?,
+            ))
+        })
+        .collect()
+}
+
+/// `%XX` decoded; `None` when an escape is broken or the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Percent-encodes a path for a web URL, keeping `/` and RFC 3986's unreserved characters.
+fn percent_encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// A GUID-shaped string derived from `n`.
+fn uuid_like(n: u64) -> String {
+    let a = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let b = a.rotate_left(29) ^ 0xd1b5_4a32_d192_ed03;
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        b >> 52,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// `2024-05-01T12:34:56Z` (UTC, whole seconds), as Graph writes dates.
+fn rfc3339(at: SystemTime) -> String {
+    let seconds = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = (seconds / 86_400) as i64;
+    let time = seconds % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        time / 3_600,
+        (time / 60) % 60,
+        time % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_210_096)),
+            "2024-02-29T12:34:56Z"
+        );
+    }
+
+    #[test]
+    fn content_paths_decode() {
+        let (site, drive, item) =
+            content_path("/v1.0/sites/a.sharepoint.com,1,2/drives/b!x/root:/Approvals/%D0%A1%D0%B4%20x.md:/content")
+                .unwrap();
+        assert_eq!(
+            (site.as_str(), drive.as_str(), item.as_str()),
+            ("a.sharepoint.com,1,2", "b!x", "Approvals/Сд x.md")
+        );
+    }
+
+    #[test]
+    fn item_ids_look_like_sharepoints() {
+        let state_ids: Vec<String> = (0..3)
+            .map(|n| {
+                let a = GraphState {
+                    identity_faults: Arc::new(Faults::new()),
+                    graph_faults: Arc::new(Faults::new()),
+                    client_secret: Mutex::new(String::new()),
+                    token_lifetime: Mutex::new(DEFAULT_TOKEN_LIFETIME),
+                    tokens: Mutex::new(BTreeMap::new()),
+                    libraries: Mutex::new(BTreeMap::new()),
+                    uploads: Mutex::new(Vec::new()),
+                    token_requests: AtomicU64::new(0),
+                    graph_requests: AtomicU64::new(0),
+                    next_id: AtomicU64::new(n),
+                };
+                a.item_id()
+            })
+            .collect();
+        assert!(state_ids.iter().all(|id| id.len() == 34 && id.starts_with("01")));
+        assert_ne!(state_ids[0], state_ids[1]);
+    }
+}
