@@ -9,6 +9,9 @@
 //! - [`http`]: the `http` connector.
 //! - [`onec`]: the `onec` connector (1C:Enterprise through its standard OData interface).
 //! - [`credit_limit`]: the `credit_limit` connector (a credit check against a finance API).
+//! - [`telegram`]: the `telegram` connector (a message from a bot to a chat).
+//! - [`sharepoint`]: the `sharepoint` connector (a document in a SharePoint library via Graph).
+//! - [`secret`]: secrets in settings, kept out of `Debug` and reasons.
 //!
 //! A connector knows nothing of the host's HTTP server, its store or Bitrix24: it gets the call's
 //! typed properties and document id and returns JSON values by return-property id.
@@ -56,6 +59,9 @@ pub mod http;
 pub mod mapping;
 pub mod onec;
 pub mod registry;
+pub mod secret;
+pub mod sharepoint;
+pub mod telegram;
 pub mod template;
 
 pub use config::ConfigError;

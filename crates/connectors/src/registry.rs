@@ -33,12 +33,14 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The built-in kinds: `http`.
+    /// The built-in kinds: `http`, `onec`, `credit_limit`, `telegram` and `sharepoint`.
     pub fn new() -> Registry {
         let mut registry = Registry::empty();
         registry.register("http", |config: HttpConfig| HttpConnector::new(config));
         registry.register("onec", crate::onec::OneCConnector::new);
         registry.register("credit_limit", crate::credit_limit::CreditLimitConnector::new);
+        registry.register("telegram", crate::telegram::TelegramConnector::new);
+        registry.register("sharepoint", crate::sharepoint::SharePointConnector::new);
         registry
     }
 

@@ -131,6 +131,26 @@ pub enum Escape {
     /// For a header value: refuses control characters (CR and LF above all, which would let a
     /// value add headers), keeps the rest as UTF-8 bytes.
     Header,
+    /// For HTML text and attribute values (Telegram's `HTML` parse mode, HTML documents): `&`,
+    /// `<`, `>`, `"` and `'` become `&amp;`, `&lt;`, `&gt;`, `&quot;` and `&#39;`, so a value
+    /// cannot open or close a tag.
+    Html,
+    /// For Telegram's `MarkdownV2` text outside `code`/`pre` entities: each of
+    /// ``_ * [ ] ( ) ~ ` > # + - = | { } . ! \`` gets a `\` in front, so a value shows as typed
+    /// and cannot open or close an entity.
+    TelegramMarkdownV2,
+    /// For CommonMark text: ``\ ` * _ [ ] < > | ~ &`` always get a `\`, and so do the characters
+    /// that start a block where the value or one of its lines starts (`# `, `- `, `+ `, `1. `,
+    /// `1) `, `---`, `===`). `2024-05-01`, `-5` and `1.5` stay as they are.
+    Markdown,
+    /// For one CSV field (RFC 4180): a value with `,`, `;`, `"`, CR or LF is quoted with `"`
+    /// doubled; a value that a spreadsheet would run as a formula (starting with `=`, `+`, `-`,
+    /// `@`, tab or CR, and not a number) gets a `'` in front. Put the placeholder as a whole
+    /// field, without quotes around it.
+    CsvField,
+    /// For a SharePoint/OneDrive file or folder name: `" * : < > ? / \ |` and control
+    /// characters become `_`, so a value cannot add a folder or break the name.
+    FileName,
 }
 
 /// RFC 3986 unreserved characters stay; everything else is encoded.
@@ -356,8 +376,82 @@ fn push_escaped(
             }
             out.push_str(text);
         }
+        Escape::Html => {
+            for c in text.chars() {
+                match c {
+                    '&' => out.push_str("&amp;"),
+                    '<' => out.push_str("&lt;"),
+                    '>' => out.push_str("&gt;"),
+                    '"' => out.push_str("&quot;"),
+                    '\'' => out.push_str("&#39;"),
+                    c => out.push(c),
+                }
+            }
+        }
+        Escape::TelegramMarkdownV2 => {
+            for c in text.chars() {
+                if "_*[]()~`>#+-=|{}.!\\".contains(c) {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+        }
+        Escape::Markdown => push_markdown(out, text),
+        Escape::CsvField => push_csv_field(out, text),
+        Escape::FileName => out.extend(
+            text.chars().map(|c| if c.is_control() || "\"*:<>?/\\|".contains(c) { '_' } else { c }),
+        ),
     }
     Ok(())
+}
+
+/// See [`Escape::Markdown`].
+fn push_markdown(out: &mut String, text: &str) {
+    for (index, line) in text.split('\n').enumerate() {
+        if index > 0 {
+            out.push('\n');
+        }
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        out.push_str(&line[..indent]);
+        let body = &line[indent..];
+        let digits = body.len() - body.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let mut chars = body.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
+            // A block marker needs a space (or the line's end) after it: `- x`, `# x`, `1. x`;
+            // `-5`, `#tag` and `1.5` are plain text. `---` and `===` are rules and headings.
+            let next = chars.peek().map(|&(_, next)| next);
+            let ends_marker = next.is_none_or(|n| n == ' ' || n == '\t');
+            let block_marker = at == 0 && "#-+=".contains(c) && (ends_marker || next == Some(c));
+            let list_number =
+                (1..=9).contains(&digits) && at == digits && (c == '.' || c == ')') && ends_marker;
+            if block_marker || list_number || "\\`*_[]<>|~&".contains(c) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+}
+
+/// See [`Escape::CsvField`].
+fn push_csv_field(out: &mut String, text: &str) {
+    let formula =
+        text.starts_with(['=', '+', '-', '@', '\t', '\r']) && text.parse::<f64>().is_err();
+    let quoted = text.contains([',', ';', '"', '\r', '\n']);
+    if quoted {
+        out.push('"');
+    }
+    if formula {
+        out.push('\'');
+    }
+    for c in text.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    if quoted {
+        out.push('"');
+    }
 }
 
 /// A JSON document whose strings are templates, for request bodies.

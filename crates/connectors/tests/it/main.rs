@@ -9,6 +9,8 @@ mod http_request;
 mod mapping;
 mod onec;
 mod registry;
+mod sharepoint;
+mod telegram;
 mod template;
 
 use std::sync::Arc;

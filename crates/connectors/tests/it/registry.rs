@@ -91,11 +91,14 @@ fn custom_config_errors_name_the_key() {
 #[test]
 fn kinds_are_listed_and_unknown_or_missing_kinds_are_errors() {
     let registry = registry();
-    assert_eq!(registry.kinds().collect::<Vec<_>>(), ["credit_limit", "echo", "http", "onec"]);
+    assert_eq!(
+        registry.kinds().collect::<Vec<_>>(),
+        ["credit_limit", "echo", "http", "onec", "sharepoint", "telegram"]
+    );
     let error = |table| registry.build(&table).err().map(|e| e.to_string()).unwrap();
     assert_eq!(
         error(json!({ "kind": "htp" })),
-        "connector.kind: unknown connector `htp`; known: credit_limit, echo, http, onec"
+        "connector.kind: unknown connector `htp`; known: credit_limit, echo, http, onec, sharepoint, telegram"
     );
     assert_eq!(
         error(json!({ "url": "x" })),

@@ -1,0 +1,839 @@
+//! The `sharepoint` connector: creates a document in a SharePoint document library through
+//! Microsoft Graph — an app token from the client-credentials flow, then a simple upload of
+//! content rendered from a template — and returns the item's id and web URL.
+//!
+//! # Config
+//!
+//! ```toml
+//! [actions.connector]
+//! kind = "sharepoint"
+//! tenant = "contoso.onmicrosoft.com"     # or the tenant id
+//! client_id = "6731de76-14a6-49ae-97bc-6eba6914391e"
+//! client_secret = "Qx58Q~…"              # the host resolves secrets before us
+//! site_id = "contoso.sharepoint.com,2c712604-…,2d2244c3-…"
+//! drive_id = "b!BCZxLHATvU…"             # the document library
+//! folder = "Approvals/{{document.id}}"   # optional; missing folders are created
+//! file_name = "credit-check-{{document.id}}.md"
+//! format = "markdown"                    # text | markdown | html | csv: how values are escaped
+//! conflict = "replace"                   # replace (default) | rename | fail
+//! content = """
+//! # Credit check for {{properties.company_name}}
+//!
+//! Amount: {{properties.amount}} RUB, requested in {{document.id}}.
+//! """
+//! timeout = "30s"                        # per attempt; the host's attempt timeout applies too
+//! document_id_property = "document_id"   # the return property that gets the item id
+//! document_url_property = "document_url" # … and its web URL
+//! # authority = "https://login.microsoftonline.com"   # defaults; other clouds or a fake
+//! # graph_url = "https://graph.microsoft.com"
+//! # scope = "https://graph.microsoft.com/.default"
+//! ```
+//!
+//! The app registration needs the `Sites.ReadWrite.All` (or `Sites.Selected` with write on the
+//! site) application permission, with admin consent.
+//!
+//! # Names and content
+//!
+//! `folder` and `file_name` are templates; values put in are made safe as names
+//! ([`Escape::FileName`]: `/`, `:`, `*`, `?`… become `_`), so a value cannot add a folder;
+//! the template's own `/` separate folders. Leading and trailing spaces and trailing dots of each
+//! name are dropped, as SharePoint would refuse them. `content` is a template whose values are
+//! escaped for `format` ([`Escape::Markdown`], [`Escape::Html`], [`Escape::CsvField`], as is for
+//! `text`), sent as `text/plain`, `text/markdown`, `text/html` or `text/csv` in UTF-8. A simple
+//! upload takes up to 4 MB; larger content is a fatal error.
+//!
+//! # Conflicts, and running twice
+//!
+//! `replace` (Graph's default) overwrites a file of the same name and keeps its id; `rename`
+//! stores the new one as `name 1.md`; `fail` makes an existing file a fatal error. Jobs run at
+//! least once: after a crash between Graph's answer and the host's record the upload runs
+//! again, which `replace` makes harmless, `rename` turns into a second file, and `fail` into a
+//! failed job.
+//!
+//! # Tokens
+//!
+//! The token is cached until a minute before it expires (a tenth of its lifetime for short
+//! ones) and shared by concurrent calls: one request fetches it while the others wait. A 401
+//! `InvalidAuthenticationToken` from Graph (a token revoked, or clocks that disagree) drops it,
+//! fetches one new token and uploads once more; a second 401 is fatal. There is no other retry
+//! loop here: the host retries.
+//!
+//! # Errors
+//!
+//! [`SharePointError`], classified in one place: timeouts, connection failures, 5xx, 429 and 423
+//! (the file is locked) are retryable, after `Retry-After` when given; the identity platform
+//! refusing the credentials (`invalid_client`, an unknown tenant or app), 403, 404 (site or
+//! drive), 409 `nameAlreadyExists` with `conflict = "fail"` and other 4xx are fatal, with the
+//! service's code and message in the reason. The client secret and tokens are never logged or
+//! put in reasons; `Debug` shows `<redacted>`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tracing::Instrument;
+use url::Url;
+
+use crate::config::ConfigError;
+use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
+use crate::http::error::{StatusPolicy, retry_after};
+use crate::http::{HttpError, client, excerpt_of, read_limited};
+use crate::secret::Secret;
+use crate::template::{Escape, Placeholder, RenderError, Template, TemplateError, is_property_id};
+
+/// When neither the connector nor the host sets a timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest body of a simple upload.
+pub const MAX_SIMPLE_UPLOAD: usize = 4 * 1024 * 1024;
+
+/// Answers (tokens, driveItems, errors) are small; anything bigger is not one.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// A cached token is dropped this long before it expires (or a tenth of its lifetime if less).
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
+/// How values are escaped in the content, and the content type it is sent as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Text,
+    Markdown,
+    Html,
+    Csv,
+}
+
+impl Format {
+    fn escape(self) -> Escape {
+        match self {
+            Format::Text => Escape::Text,
+            Format::Markdown => Escape::Markdown,
+            Format::Html => Escape::Html,
+            Format::Csv => Escape::CsvField,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; charset=utf-8",
+            Format::Markdown => "text/markdown; charset=utf-8",
+            Format::Html => "text/html; charset=utf-8",
+            Format::Csv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
+/// What happens when the file already exists (`@microsoft.graph.conflictBehavior`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conflict {
+    /// Overwrite it, keeping its id (Graph's default; harmless when a job runs twice).
+    #[default]
+    Replace,
+    /// Store the new file as `name 1.ext`.
+    Rename,
+    /// A fatal error.
+    Fail,
+}
+
+impl Conflict {
+    fn as_str(self) -> &'static str {
+        match self {
+            Conflict::Replace => "replace",
+            Conflict::Rename => "rename",
+            Conflict::Fail => "fail",
+        }
+    }
+}
+
+/// Settings of the `sharepoint` connector; see the [module docs](self). `Debug` redacts the
+/// client secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharePointConfig {
+    /// The tenant's id or a verified domain (`contoso.onmicrosoft.com`).
+    pub tenant: String,
+    /// The app registration's application (client) id.
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Default `https://login.microsoftonline.com`.
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    /// Default `https://graph.microsoft.com`; `/v1.0` is appended.
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// Default `https://graph.microsoft.com/.default`.
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    /// `hostname,site-collection-id,web-id`.
+    pub site_id: String,
+    /// The document library's drive id.
+    pub drive_id: String,
+    /// A template; `/` separates folders; empty: the library's root.
+    #[serde(default)]
+    pub folder: String,
+    /// A template.
+    pub file_name: String,
+    /// A template; values escaped for `format`.
+    pub content: String,
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default)]
+    pub conflict: Conflict,
+    /// For the whole attempt (token and upload); the host's attempt timeout applies too.
+    #[serde(default, deserialize_with = "crate::config::optional_duration")]
+    pub timeout: Option<Duration>,
+    /// The return property that gets the item id. Default `document_id`.
+    #[serde(default = "default_id_property")]
+    pub document_id_property: String,
+    /// The return property that gets the item's web URL. Default `document_url`.
+    #[serde(default = "default_url_property")]
+    pub document_url_property: String,
+}
+
+fn default_authority() -> String {
+    "https://login.microsoftonline.com".to_owned()
+}
+
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com".to_owned()
+}
+
+fn default_scope() -> String {
+    "https://graph.microsoft.com/.default".to_owned()
+}
+
+fn default_id_property() -> String {
+    "document_id".to_owned()
+}
+
+fn default_url_property() -> String {
+    "document_url".to_owned()
+}
+
+/// The `sharepoint` connector's own error. Messages never contain the secret or a token.
+#[derive(Debug, thiserror::Error)]
+pub enum SharePointError {
+    /// The call's values do not fit a template (a property is missing).
+    #[error("{template}: {source}")]
+    Render {
+        /// `folder`, `file_name` or `content`.
+        template: &'static str,
+        #[source]
+        source: RenderError,
+    },
+    /// A folder or file name rendered to nothing usable.
+    #[error("{template} renders an empty name{}", if .path.is_empty() { String::new() } else { format!(" in `{}`", .path) })]
+    EmptyName { template: &'static str, path: String },
+    /// The content is over a simple upload's limit.
+    #[error("the content is {size} bytes; a simple upload takes up to {MAX_SIMPLE_UPLOAD}")]
+    TooLarge { size: usize },
+    /// The exchange failed below the service: timeout, connection, a status without its JSON
+    /// error. `service` is `token endpoint` or `Graph`.
+    #[error("{service}: {source}")]
+    Http {
+        service: &'static str,
+        #[source]
+        source: HttpError,
+    },
+    /// The identity platform's error answer (`{"error", "error_description"}`).
+    #[error("the identity platform answered {status}: {error}: {description}")]
+    Token { status: StatusCode, error: String, description: String, retry_after: Option<Duration> },
+    /// Graph's error answer (`{"error": {"code", "message"}}`).
+    #[error("Graph answered {status} {code}: {message}{}", graph_hint(*.status, .code))]
+    Graph { status: StatusCode, code: String, message: String, retry_after: Option<Duration> },
+    /// The file exists and `conflict = "fail"`.
+    #[error(
+        "`{path}` already exists in the library and conflict = \"fail\" (Graph: nameAlreadyExists); \
+         set conflict to \"replace\" or \"rename\", or make file_name unique"
+    )]
+    Exists { path: String },
+    /// A 2xx that is not what the service promises.
+    #[error("{service} answered in an unexpected shape: {problem}")]
+    Malformed { service: &'static str, problem: String },
+}
+
+fn graph_hint(status: StatusCode, code: &str) -> &'static str {
+    match (status.as_u16(), code) {
+        (401, _) => " (a freshly issued token was refused too)",
+        (403, _) => {
+            " (the app needs the Sites.ReadWrite.All or Sites.Selected application permission, with admin consent)"
+        }
+        (404, _) => " (check site_id and drive_id)",
+        _ => "",
+    }
+}
+
+impl SharePointError {
+    /// The one place a SharePoint failure becomes retryable or fatal; `SharePoint: ` goes in
+    /// front of the reason. Failures below the services are classified by the `http`
+    /// connector's rule and keep its [`HttpError`] as the source.
+    pub fn classify(self) -> ConnectorError {
+        let error = match self {
+            SharePointError::Http { service, source } => {
+                return StatusPolicy::default().classify(&format!("SharePoint {service}"), source);
+            }
+            other => other,
+        };
+        let retry = match &error {
+            SharePointError::Token { status, retry_after, .. }
+                if *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() =>
+            {
+                Some(*retry_after)
+            }
+            SharePointError::Graph { status, retry_after, .. }
+                if *status == StatusCode::TOO_MANY_REQUESTS
+                    || *status == StatusCode::LOCKED
+                    || status.is_server_error() =>
+            {
+                Some(*retry_after)
+            }
+            _ => None,
+        };
+        let reason = format!("SharePoint: {error}");
+        let class = match retry {
+            Some(Some(after)) => ConnectorError::retryable(reason).with_retry_after(after),
+            Some(None) => ConnectorError::retryable(reason),
+            None => ConnectorError::fatal(reason),
+        };
+        class.with_source(error)
+    }
+}
+
+/// An access token and when to stop using it.
+struct CachedToken {
+    value: Secret,
+    refresh_at: Instant,
+}
+
+/// The `sharepoint` connector, built from a checked [`SharePointConfig`].
+pub struct SharePointConnector {
+    client: reqwest::Client,
+    token_url: Url,
+    client_id: String,
+    client_secret: Secret,
+    scope: String,
+    /// `…/v1.0/sites/{site}/drives/{drive}`.
+    drive_url: Url,
+    folder: Template,
+    file_name: Template,
+    content: Template,
+    format: Format,
+    conflict: Conflict,
+    timeout: Option<Duration>,
+    document_id_property: String,
+    document_url_property: String,
+    /// Held while a token is fetched, so concurrent calls wait for one fetch.
+    token: Mutex<Option<CachedToken>>,
+}
+
+impl std::fmt::Debug for SharePointConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharePointConnector")
+            .field("drive", &self.drive_url.as_str())
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("conflict", &self.conflict)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharePointConnector {
+    /// Checks the config and builds the connector with its own HTTP client.
+    pub fn new(config: SharePointConfig) -> Result<SharePointConnector, ConfigError> {
+        SharePointConnector::with_client(config, client()?)
+    }
+
+    /// Checks the config and builds the connector on a client of the caller's.
+    pub fn with_client(
+        config: SharePointConfig,
+        client: reqwest::Client,
+    ) -> Result<SharePointConnector, ConfigError> {
+        let tenant = config.tenant.trim();
+        if tenant.is_empty()
+            || !tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(ConfigError::new(
+                "tenant",
+                "expected the tenant id or a domain such as contoso.onmicrosoft.com",
+            ));
+        }
+        if config.client_id.trim().is_empty() {
+            return Err(ConfigError::new("client_id", "empty"));
+        }
+        if config.client_secret.is_empty() {
+            return Err(ConfigError::new("client_secret", "empty"));
+        }
+        let mut token_url = base_url("authority", &config.authority)?;
+        push_segments(&mut token_url, &[tenant, "oauth2", "v2.0", "token"]);
+        for (key, value) in [("site_id", &config.site_id), ("drive_id", &config.drive_id)] {
+            if value.trim().is_empty() || value.contains(['/', '?', '#']) {
+                return Err(ConfigError::new(key, "expected a Graph id (no `/`, `?` or `#`)"));
+            }
+        }
+        let mut drive_url = base_url("graph_url", &config.graph_url)?;
+        push_segments(
+            &mut drive_url,
+            &["v1.0", "sites", config.site_id.trim(), "drives", config.drive_id.trim()],
+        );
+        if config.scope.trim().is_empty() {
+            return Err(ConfigError::new("scope", "empty"));
+        }
+
+        let folder = Template::parse(&config.folder).map_err(|e| template_error("folder", e))?;
+        check_literal_names("folder", &folder, true)?;
+        let file_name =
+            Template::parse(&config.file_name).map_err(|e| template_error("file_name", e))?;
+        if config.file_name.trim().is_empty() {
+            return Err(ConfigError::new("file_name", "empty"));
+        }
+        check_literal_names("file_name", &file_name, false)?;
+        let content = Template::parse(&config.content).map_err(|e| template_error("content", e))?;
+        if config.timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new("timeout", "must be longer than zero"));
+        }
+        for (key, id) in [
+            ("document_id_property", &config.document_id_property),
+            ("document_url_property", &config.document_url_property),
+        ] {
+            if !is_property_id(id) {
+                return Err(ConfigError::new(
+                    key,
+                    "not a property id (letters, digits and `_`, starting with a letter)",
+                ));
+            }
+        }
+        if config.document_id_property == config.document_url_property {
+            return Err(ConfigError::new("document_url_property", "same as document_id_property"));
+        }
+        Ok(SharePointConnector {
+            client,
+            token_url,
+            client_id: config.client_id.trim().to_owned(),
+            client_secret: config.client_secret,
+            scope: config.scope.trim().to_owned(),
+            drive_url,
+            folder,
+            file_name,
+            content,
+            format: config.format,
+            conflict: config.conflict,
+            timeout: config.timeout,
+            document_id_property: config.document_id_property,
+            document_url_property: config.document_url_property,
+            token: Mutex::new(None),
+        })
+    }
+
+    /// The item's path in the library, as names: folders then the file.
+    fn item_path(&self, request: &ConnectorRequest) -> Result<Vec<String>, SharePointError> {
+        let folder = self
+            .folder
+            .render(request, Escape::FileName)
+            .map_err(|source| SharePointError::Render { template: "folder", source })?;
+        let mut names = Vec::new();
+        for raw in folder.split('/').filter(|segment| !segment.trim().is_empty()) {
+            match clean_name(raw) {
+                Some(name) => names.push(name),
+                None => {
+                    return Err(SharePointError::EmptyName {
+                        template: "folder",
+                        path: names.join("/"),
+                    });
+                }
+            }
+        }
+        let file = self
+            .file_name
+            .render(request, Escape::FileName)
+            .map_err(|source| SharePointError::Render { template: "file_name", source })?;
+        let file = clean_name(&file).ok_or_else(|| SharePointError::EmptyName {
+            template: "file_name",
+            path: names.join("/"),
+        })?;
+        names.push(file);
+        Ok(names)
+    }
+
+    /// A valid token: the cached one unless it is `stale` (refused by Graph) or due, else a new
+    /// one. Concurrent callers wait for one fetch.
+    async fn token(
+        &self,
+        stale: Option<&Secret>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Secret, SharePointError> {
+        let mut cached = self.token.lock().await;
+        if let Some(token) = cached.as_ref()
+            && Instant::now() < token.refresh_at
+            && stale != Some(&token.value)
+        {
+            return Ok(token.value.clone());
+        }
+        *cached = None;
+        let fresh = self.fetch_token(deadline, timeout).await?;
+        let value = fresh.value.clone();
+        *cached = Some(fresh);
+        Ok(value)
+    }
+
+    async fn fetch_token(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<CachedToken, SharePointError> {
+        const SERVICE: &str = "token endpoint";
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("client_secret", self.client_secret.expose())
+            .append_pair("scope", &self.scope)
+            .finish();
+        let asked_at = Instant::now();
+        let response = self
+            .client
+            .post(self.token_url.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .timeout(remaining(deadline))
+            .send()
+            .await
+            .map_err(|e| http_error(SERVICE, HttpError::from_reqwest(e, timeout)))?;
+        let status = response.status();
+        tracing::debug!(status = status.as_u16(), "token endpoint answered");
+        let header_retry_after = retry_after(response.headers());
+        let bytes = read_limited(response, MAX_ANSWER_BYTES, timeout)
+            .await
+            .map_err(|e| http_error(SERVICE, e))?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<TokenError>(&bytes) {
+                Ok(answer) => SharePointError::Token {
+                    status,
+                    error: self.client_secret.scrub(&answer.error).into_owned(),
+                    description: self
+                        .client_secret
+                        .scrub(first_sentences(answer.error_description.as_deref()))
+                        .into_owned(),
+                    retry_after: header_retry_after,
+                },
+                Err(_) => http_error(
+                    SERVICE,
+                    HttpError::Status {
+                        status,
+                        retry_after: header_retry_after,
+                        body: self.client_secret.scrub(&excerpt_of(&bytes)).into_owned(),
+                    },
+                ),
+            });
+        }
+        let answer: TokenAnswer = serde_json::from_slice(&bytes).map_err(|e| {
+            SharePointError::Malformed { service: SERVICE, problem: format!("not a token: {e}") }
+        })?;
+        if !answer.token_type.eq_ignore_ascii_case("bearer") || answer.access_token.is_empty() {
+            return Err(SharePointError::Malformed {
+                service: SERVICE,
+                problem: "not a bearer token".to_owned(),
+            });
+        }
+        let lifetime = Duration::from_secs(answer.expires_in.seconds());
+        let margin = EXPIRY_MARGIN.min(lifetime / 10);
+        tracing::debug!(expires_in = lifetime.as_secs(), "got an access token");
+        Ok(CachedToken {
+            value: Secret::new(answer.access_token),
+            refresh_at: asked_at + lifetime.saturating_sub(margin),
+        })
+    }
+
+    /// PUTs the content; `Ok(None)` on a 401 `InvalidAuthenticationToken`.
+    async fn upload(
+        &self,
+        url: &Url,
+        token: &Secret,
+        content: &str,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Option<(StatusCode, Value)>, SharePointError> {
+        const SERVICE: &str = "Graph";
+        let response = self
+            .client
+            .put(url.clone())
+            .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+            .header(CONTENT_TYPE, self.format.content_type())
+            .body(content.to_owned())
+            .timeout(remaining(deadline))
+            .send()
+            .await
+            .map_err(|e| http_error(SERVICE, HttpError::from_reqwest(e, timeout)))?;
+        let status = response.status();
+        tracing::debug!(status = status.as_u16(), "Graph answered");
+        let header_retry_after = retry_after(response.headers());
+        let bytes = read_limited(response, MAX_ANSWER_BYTES, timeout)
+            .await
+            .map_err(|e| http_error(SERVICE, e))?;
+        if !status.is_success() {
+            let Ok(GraphErrorAnswer { error }) = serde_json::from_slice(&bytes) else {
+                return Err(http_error(
+                    SERVICE,
+                    HttpError::Status {
+                        status,
+                        retry_after: header_retry_after,
+                        body: excerpt_of(&bytes),
+                    },
+                ));
+            };
+            if status == StatusCode::UNAUTHORIZED && error.code == "InvalidAuthenticationToken" {
+                return Ok(None);
+            }
+            return Err(SharePointError::Graph {
+                status,
+                code: error.code,
+                message: token.scrub(&error.message).into_owned(),
+                retry_after: header_retry_after,
+            });
+        }
+        let item = serde_json::from_slice(&bytes).map_err(|e| SharePointError::Malformed {
+            service: SERVICE,
+            problem: format!("not a driveItem: {e}"),
+        })?;
+        Ok(Some((status, item)))
+    }
+
+    /// Uploads with the cached token; on a 401 `InvalidAuthenticationToken`, once more with a
+    /// new one.
+    async fn upload_with_token(
+        &self,
+        url: &Url,
+        content: &str,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Value), SharePointError> {
+        let token = self.token(None, deadline, timeout).await?;
+        if let Some(answer) = self.upload(url, &token, content, deadline, timeout).await? {
+            return Ok(answer);
+        }
+        tracing::debug!("Graph refused the token; fetching a new one, once");
+        let fresh = self.token(Some(&token), deadline, timeout).await?;
+        match self.upload(url, &fresh, content, deadline, timeout).await? {
+            Some(answer) => Ok(answer),
+            None => Err(SharePointError::Graph {
+                status: StatusCode::UNAUTHORIZED,
+                code: "InvalidAuthenticationToken".to_owned(),
+                message: "Graph refused the token".to_owned(),
+                retry_after: None,
+            }),
+        }
+    }
+
+    async fn create(
+        &self,
+        request: &ConnectorRequest,
+        timeout: Duration,
+    ) -> Result<Outputs, SharePointError> {
+        let deadline = Instant::now() + timeout;
+        let names = self.item_path(request)?;
+        let path = names.join("/");
+        let content = self
+            .content
+            .render(request, self.format.escape())
+            .map_err(|source| SharePointError::Render { template: "content", source })?;
+        if content.len() > MAX_SIMPLE_UPLOAD {
+            return Err(SharePointError::TooLarge { size: content.len() });
+        }
+        let url = self.content_url(&names);
+        let (status, item) = self
+            .upload_with_token(&url, &content, deadline, timeout)
+            .await
+            .map_err(|error| match error {
+                SharePointError::Graph { status: StatusCode::CONFLICT, code, .. }
+                    if code == "nameAlreadyExists" =>
+                {
+                    SharePointError::Exists { path: path.clone() }
+                }
+                other => other,
+            })?;
+        let field = |name: &str| {
+            item.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
+                SharePointError::Malformed {
+                    service: "Graph",
+                    problem: format!("the driveItem has no `{name}`"),
+                }
+            })
+        };
+        let id = field("id")?;
+        let web_url = field("webUrl")?;
+        let stored = item.get("name").and_then(Value::as_str).unwrap_or_default();
+        let done = if status == StatusCode::CREATED { "created" } else { "replaced" };
+        let renamed = if stored.is_empty() || path.ends_with(stored) {
+            String::new()
+        } else {
+            format!(" as `{stored}`")
+        };
+        Ok(Outputs::new()
+            .with(self.document_id_property.clone(), id)
+            .with(self.document_url_property.clone(), web_url.clone())
+            .with_log(format!(
+                "SharePoint: {done} `{path}`{renamed} ({} bytes): {web_url}",
+                content.len()
+            )))
+    }
+
+    /// `…/drives/{drive}/root:/{folder…}/{name}:/content?@microsoft.graph.conflictBehavior=…`
+    fn content_url(&self, names: &[String]) -> Url {
+        let mut url = self.drive_url.clone();
+        let last = names.len().saturating_sub(1);
+        let mut segments: Vec<String> = vec!["root:".to_owned()];
+        for (index, name) in names.iter().enumerate() {
+            segments.push(if index == last { format!("{name}:") } else { name.clone() });
+        }
+        segments.push("content".to_owned());
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        push_segments(&mut url, &segments);
+        url.query_pairs_mut()
+            .append_pair("@microsoft.graph.conflictBehavior", self.conflict.as_str());
+        url
+    }
+}
+
+impl Connector for SharePointConnector {
+    fn run<'a>(
+        &'a self,
+        request: &'a ConnectorRequest,
+    ) -> BoxFuture<'a, Result<Outputs, ConnectorError>> {
+        let timeout = match (self.timeout, request.attempt_timeout) {
+            (Some(own), Some(host)) => own.min(host),
+            (own, host) => own.or(host).unwrap_or(DEFAULT_TIMEOUT),
+        };
+        let span =
+            tracing::debug_span!("sharepoint", job_id = %request.job_id, attempt = request.attempt);
+        Box::pin(
+            async move { self.create(request, timeout).await.map_err(SharePointError::classify) }
+                .instrument(span),
+        )
+    }
+
+    fn contract(&self) -> Option<Contract> {
+        let inputs = self
+            .folder
+            .placeholders()
+            .chain(self.file_name.placeholders())
+            .chain(self.content.placeholders())
+            .filter_map(|p| match p {
+                Placeholder::Property { id, optional: false } => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        let outputs =
+            BTreeSet::from([self.document_id_property.clone(), self.document_url_property.clone()]);
+        Some(Contract { inputs, outputs })
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    token_type: String,
+    /// A number on the v2.0 endpoint; some proxies and older endpoints send a string.
+    expires_in: Seconds,
+    access_token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Seconds {
+    Number(u64),
+    Text(String),
+}
+
+impl Seconds {
+    fn seconds(&self) -> u64 {
+        match self {
+            Seconds::Number(n) => *n,
+            Seconds::Text(text) => text.trim().parse().unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenError {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GraphErrorAnswer {
+    error: GraphErrorBody,
+}
+
+#[derive(Deserialize)]
+struct GraphErrorBody {
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// The identity platform's description up to its trace ids, which only clutter a reason.
+fn first_sentences(description: Option<&str>) -> &str {
+    let description = description.unwrap_or("no description");
+    let end = description.find(" Trace ID:").unwrap_or(description.len());
+    description[..end].trim()
+}
+
+fn http_error(service: &'static str, source: HttpError) -> SharePointError {
+    SharePointError::Http { service, source }
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+}
+
+/// A name as SharePoint takes it: no surrounding spaces, no trailing dots; `None` if nothing
+/// is left, or `.`/`..`.
+fn clean_name(raw: &str) -> Option<String> {
+    let name = raw.trim().trim_end_matches('.').trim_end();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// An absolute http(s) URL without query or fragment, trailing `/` dropped.
+fn base_url(key: &str, text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text.trim().trim_end_matches('/'))
+        .map_err(|e| ConfigError::new(key, e.to_string()).with_source(e))?;
+    if !matches!(url.scheme(), "http" | "https") || url.query().is_some() || url.cannot_be_a_base()
+    {
+        return Err(ConfigError::new(key, "expected an http(s) URL without a query"));
+    }
+    Ok(url)
+}
+
+fn push_segments(url: &mut Url, segments: &[&str]) {
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+}
+
+/// The template's own text may not hold characters SharePoint refuses in names (`/` separates
+/// folders in `folder`).
+fn check_literal_names(key: &str, template: &Template, folders: bool) -> Result<(), ConfigError> {
+    let literal = template.literal_text();
+    let bad: &[char] = if folders {
+        &['"', '*', ':', '<', '>', '?', '\\', '|']
+    } else {
+        &['"', '*', ':', '<', '>', '?', '\\', '|', '/']
+    };
+    match literal.chars().find(|c| bad.contains(c) || c.is_control()) {
+        Some(c) => Err(ConfigError::new(
+            key,
+            format!("`{}` is not allowed in a SharePoint name", c.escape_default()),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn template_error(key: &str, error: TemplateError) -> ConfigError {
+    ConfigError::new(key, error.to_string()).with_source(error)
+}

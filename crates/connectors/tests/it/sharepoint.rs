@@ -1,0 +1,507 @@
+//! The `sharepoint` connector against the fake identity platform and Graph: the file and bytes
+//! the library gets, escaping for each format, names made safe, conflict behaviour, token caching
+//! and the one refresh on a refused token, every error class, and no secret in reasons or `Debug`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use connectors::sharepoint::{SharePointConfig, SharePointConnector, SharePointError};
+use connectors::template::{Escape, Template};
+use connectors::{Connector, ConnectorError, ConnectorRequest, DocumentId, Registry};
+use fakes::faults::{Down, Failure};
+use fakes::graph::{
+    CLIENT_ID, DEFAULT_CLIENT_SECRET, DRIVE_ID, GraphApi, LIBRARY_WEB_URL, SITE_ID, TENANT,
+};
+use serde_json::{Value, json};
+
+async fn start() -> GraphApi {
+    GraphApi::start().await.expect("the fake Graph starts")
+}
+
+/// The README's example, pointed at the fake.
+fn settings(graph: &GraphApi) -> Value {
+    json!({
+        "kind": "sharepoint",
+        "tenant": TENANT,
+        "client_id": CLIENT_ID,
+        "client_secret": DEFAULT_CLIENT_SECRET,
+        "authority": graph.identity_url(),
+        "graph_url": graph.graph_url(),
+        "site_id": SITE_ID,
+        "drive_id": DRIVE_ID,
+        "folder": "Approvals/{{document.id}}",
+        "file_name": "credit-check-{{document.id}}.md",
+        "format": "markdown",
+        "content": "# Credit check for {{properties.company_name}}\n\nAmount: {{properties.amount}} RUB, requested in {{document.id}}.\n",
+        "timeout": "5s",
+    })
+}
+
+fn build(settings: &Value) -> Result<Arc<dyn Connector>, connectors::ConfigError> {
+    Registry::new().build(settings)
+}
+
+fn connector(settings: &Value) -> Arc<dyn Connector> {
+    build(settings).unwrap_or_else(|e| panic!("config is valid: {e}"))
+}
+
+fn config_error(settings: &Value) -> String {
+    match build(settings) {
+        Ok(_) => panic!("config should be rejected"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn call() -> ConnectorRequest {
+    ConnectorRequest::new(
+        "job-1",
+        "archive_check",
+        DocumentId::new("crm", "CCrmDocumentDeal", "DEAL_7"),
+    )
+    .with_property("company_name", "Ромашка")
+    .with_property("amount", 1500.5)
+}
+
+/// Neither the reason nor the `Debug` of the error and its sources holds the secret.
+fn assert_no_secret(error: &ConnectorError) {
+    let mut texts = vec![error.to_string(), format!("{error:?}")];
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        texts.push(cause.to_string());
+        source = cause.source();
+    }
+    for text in texts {
+        assert!(!text.contains(DEFAULT_CLIENT_SECRET), "the secret leaked: {text}");
+        assert!(!text.contains("eyJ0eXAi"), "a token leaked: {text}");
+    }
+}
+
+fn sharepoint_error(error: &ConnectorError) -> &SharePointError {
+    std::error::Error::source(error)
+        .and_then(|s| s.downcast_ref::<SharePointError>())
+        .expect("the source is the connector's own error")
+}
+
+#[tokio::test]
+async fn creates_the_document_and_returns_its_id_and_url() {
+    let graph = start().await;
+    let outputs = connector(&settings(&graph)).run(&call()).await.expect("created");
+    let uploads = graph.uploads();
+    assert_eq!(uploads.len(), 1);
+    let upload = &uploads[0];
+    assert_eq!(upload.path, "Approvals/DEAL_7/credit-check-DEAL_7.md");
+    assert_eq!(upload.status, 201);
+    assert_eq!(upload.conflict_behavior.as_deref(), Some("replace"));
+    assert_eq!(upload.content_type.as_deref(), Some("text/markdown; charset=utf-8"));
+    assert_eq!(
+        String::from_utf8(upload.bytes.clone()).expect("UTF-8"),
+        "# Credit check for Ромашка\n\nAmount: 1500.5 RUB, requested in DEAL\\_7.\n"
+    );
+    assert_eq!(outputs.values["document_id"], upload.item_id.as_str());
+    assert_eq!(
+        outputs.values["document_url"],
+        format!("{LIBRARY_WEB_URL}/Approvals/DEAL_7/credit-check-DEAL_7.md")
+    );
+    assert!(
+        outputs.log.as_deref().is_some_and(|l| l.starts_with(
+            "SharePoint: created `Approvals/DEAL_7/credit-check-DEAL_7.md` (77 bytes): https://"
+        )),
+        "{:?}",
+        outputs.log
+    );
+}
+
+#[tokio::test]
+async fn the_token_is_cached_across_calls() {
+    let graph = start().await;
+    let connector = connector(&settings(&graph));
+    for _ in 0..3 {
+        connector.run(&call()).await.expect("uploaded");
+    }
+    assert_eq!(graph.token_requests(), 1);
+    assert_eq!(graph.graph_requests(), 3);
+}
+
+#[tokio::test]
+async fn concurrent_calls_fetch_one_token() {
+    let graph = start().await;
+    graph.update_identity(|b| b.latency = Duration::from_millis(200)).await;
+    let connector = connector(&settings(&graph));
+    let calls: Vec<ConnectorRequest> = (0..5)
+        .map(|n| {
+            let mut request = call();
+            request.document.id = format!("DEAL_{n}");
+            request
+        })
+        .collect();
+    let results = futures_join(connector.clone(), calls).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(graph.token_requests(), 1, "single flight");
+    assert_eq!(graph.uploads().len(), 5);
+}
+
+async fn futures_join(
+    connector: Arc<dyn Connector>,
+    calls: Vec<ConnectorRequest>,
+) -> Vec<Result<connectors::Outputs, ConnectorError>> {
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|request| {
+            let connector = connector.clone();
+            tokio::spawn(async move { connector.run(&request).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("the task ran"));
+    }
+    results
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refreshed_once_and_the_upload_succeeds() {
+    let graph = start().await;
+    let connector = connector(&settings(&graph));
+    connector.run(&call()).await.expect("first upload");
+    graph.expire_tokens();
+    let outputs = connector.run(&call()).await.expect("refreshed and uploaded");
+    assert!(outputs.values.contains_key("document_id"));
+    assert_eq!(graph.token_requests(), 2);
+    assert_eq!(graph.graph_requests(), 3, "one refused, one retried");
+}
+
+#[tokio::test]
+async fn a_short_lived_token_is_renewed_before_it_expires() {
+    let graph = start().await;
+    graph.set_token_lifetime(Duration::from_secs(1));
+    let connector = connector(&settings(&graph));
+    connector.run(&call()).await.expect("first upload");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    connector.run(&call()).await.expect("second upload");
+    assert_eq!(graph.token_requests(), 2);
+    assert_eq!(graph.graph_requests(), 2, "no request with an expired token");
+}
+
+#[tokio::test]
+async fn a_token_refused_twice_is_fatal_without_a_loop() {
+    let graph = start().await;
+    graph
+        .update(|b| {
+            b.fail_next.extend([Failure::Status(401), Failure::Status(401), Failure::Status(401)])
+        })
+        .await;
+    let error = connector(&settings(&graph)).run(&call()).await.unwrap_err();
+    assert!(!error.is_retryable());
+    assert!(
+        error
+            .reason()
+            .starts_with("SharePoint: Graph answered 401 Unauthorized InvalidAuthenticationToken"),
+        "{error}"
+    );
+    assert_eq!(graph.token_requests(), 2);
+    assert_eq!(graph.graph_requests(), 2);
+    assert_no_secret(&error);
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_fatal_and_not_echoed() {
+    let graph = start().await;
+    graph.set_client_secret("rotated~secret");
+    let error = connector(&settings(&graph)).run(&call()).await.unwrap_err();
+    assert!(!error.is_retryable());
+    assert_eq!(
+        error.reason(),
+        "SharePoint: the identity platform answered 401 Unauthorized: invalid_client: AADSTS7000215: \
+         Invalid client secret provided. Ensure the secret being sent in the request is the client \
+         secret value, not the client secret ID, for a secret added to app \
+         '6731de76-14a6-49ae-97bc-6eba6914391e'."
+    );
+    assert!(matches!(sharepoint_error(&error), SharePointError::Token { .. }));
+    assert_no_secret(&error);
+    assert_eq!(graph.graph_requests(), 0);
+}
+
+#[tokio::test]
+async fn an_unknown_tenant_is_fatal() {
+    let graph = start().await;
+    let mut settings = settings(&graph);
+    settings["tenant"] = json!("fabrikam.onmicrosoft.com");
+    let error = connector(&settings).run(&call()).await.unwrap_err();
+    assert!(!error.is_retryable());
+    assert!(
+        error.reason().contains("AADSTS90002: Tenant 'fabrikam.onmicrosoft.com' not found"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn conflict_fail_is_fatal_and_names_the_path() {
+    let graph = start().await;
+    graph.put_file("Approvals/DEAL_7/credit-check-DEAL_7.md", b"someone else's");
+    let mut settings = settings(&graph);
+    settings["conflict"] = json!("fail");
+    let error = connector(&settings).run(&call()).await.unwrap_err();
+    assert!(!error.is_retryable());
+    assert_eq!(
+        error.reason(),
+        "SharePoint: `Approvals/DEAL_7/credit-check-DEAL_7.md` already exists in the library and \
+         conflict = \"fail\" (Graph: nameAlreadyExists); set conflict to \"replace\" or \"rename\", \
+         or make file_name unique"
+    );
+    assert_eq!(
+        graph.file("Approvals/DEAL_7/credit-check-DEAL_7.md").as_deref(),
+        Some(&b"someone else's"[..])
+    );
+}
+
+#[tokio::test]
+async fn conflict_replace_keeps_the_id_and_rename_makes_a_second_file() {
+    let graph = start().await;
+    let replace = connector(&settings(&graph));
+    let first = replace.run(&call()).await.expect("created");
+    let again = replace.run(&call()).await.expect("replaced");
+    assert_eq!(first.values["document_id"], again.values["document_id"]);
+    assert!(again.log.as_deref().is_some_and(|l| l.starts_with("SharePoint: replaced")));
+
+    let mut settings = settings(&graph);
+    settings["conflict"] = json!("rename");
+    let renamed = connector(&settings).run(&call()).await.expect("renamed");
+    assert_ne!(renamed.values["document_id"], first.values["document_id"]);
+    assert!(
+        renamed.values["document_url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("credit-check-DEAL_7%201.md"))
+    );
+    assert!(
+        renamed.log.as_deref().is_some_and(|l| l.contains("as `credit-check-DEAL_7 1.md`")),
+        "{:?}",
+        renamed.log
+    );
+    assert_eq!(graph.paths().len(), 2);
+}
+
+#[tokio::test]
+async fn names_are_made_safe_and_folders_cannot_be_added_by_values() {
+    let graph = start().await;
+    let mut settings = settings(&graph);
+    settings["folder"] = json!("Deals/{{properties.company_name}}");
+    settings["file_name"] = json!("{{properties.title}}.txt");
+    settings["format"] = json!("text");
+    settings["content"] = json!("{{properties.title}}");
+    let request = call()
+        .with_property("company_name", "../A/B: \"C\"?")
+        .with_property("title", "Q1 * report | <draft> ");
+    connector(&settings).run(&request).await.expect("uploaded");
+    let upload = &graph.uploads()[0];
+    assert_eq!(upload.path, "Deals/.._A_B_ _C__/Q1 _ report _ _draft_ .txt");
+    assert_eq!(upload.bytes, b"Q1 * report | <draft> ");
+    assert_eq!(upload.content_type.as_deref(), Some("text/plain; charset=utf-8"));
+}
+
+#[tokio::test]
+async fn html_and_csv_values_are_escaped() {
+    let graph = start().await;
+    let mut settings = settings(&graph);
+    settings["format"] = json!("html");
+    settings["file_name"] = json!("{{document.id}}.html");
+    settings["content"] = json!("<p>{{properties.company_name}}</p>");
+    let request = call().with_property("company_name", "<script>alert('x')</script> & Co");
+    connector(&settings).run(&request).await.expect("uploaded");
+    assert_eq!(
+        graph.file("Approvals/DEAL_7/DEAL_7.html").as_deref(),
+        Some("<p>&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; Co</p>".as_bytes())
+    );
+
+    settings["format"] = json!("csv");
+    settings["file_name"] = json!("{{document.id}}.csv");
+    settings["content"] =
+        json!("company,amount\n{{properties.company_name}},{{properties.amount}}\n");
+    let request = call().with_property("company_name", "=HYPERLINK(\"x\"), Inc");
+    connector(&settings).run(&request).await.expect("uploaded");
+    assert_eq!(
+        String::from_utf8(graph.file("Approvals/DEAL_7/DEAL_7.csv").expect("stored"))
+            .expect("UTF-8"),
+        "company,amount\n\"'=HYPERLINK(\"\"x\"\"), Inc\",1500.5\n"
+    );
+}
+
+#[tokio::test]
+async fn throttling_and_unavailability_are_retryable_with_retry_after() {
+    let graph = start().await;
+    let connector = connector(&settings(&graph));
+    graph.update(|b| b.fail_next.push_back(Failure::RateLimited(Duration::from_secs(7)))).await;
+    let error = connector.run(&call()).await.unwrap_err();
+    assert!(error.is_retryable());
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+    assert!(
+        error
+            .reason()
+            .starts_with("SharePoint: Graph answered 429 Too Many Requests activityLimitReached"),
+        "{error}"
+    );
+    assert_no_secret(&error);
+
+    graph.update(|b| b.fail_next.push_back(Failure::RetryAfter(503, Duration::from_secs(2)))).await;
+    let error = connector.run(&call()).await.unwrap_err();
+    assert!(error.is_retryable());
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(2)));
+    assert!(error.reason().contains("serviceNotAvailable"), "{error}");
+
+    graph.update(|b| b.fail_next.push_back(Failure::Status(423))).await;
+    assert!(connector.run(&call()).await.unwrap_err().is_retryable(), "a locked file");
+
+    graph
+        .update_identity(|b| {
+            b.fail_next.push_back(Failure::RetryAfter(503, Duration::from_secs(5)))
+        })
+        .await;
+    graph.expire_tokens();
+    let error = connector.run(&call()).await.unwrap_err();
+    assert!(error.is_retryable());
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(5)));
+    assert!(
+        error.reason().starts_with("SharePoint: the identity platform answered 503"),
+        "{error}"
+    );
+
+    connector.run(&call()).await.expect("recovered");
+}
+
+#[tokio::test]
+async fn unreachable_and_slow_services_are_retryable() {
+    let graph = start().await;
+    let connector = connector(&settings(&graph));
+    graph.update_identity(|b| b.down = Some(Down::Refuse)).await;
+    let error = connector.run(&call()).await.unwrap_err();
+    assert!(error.is_retryable());
+    assert!(error.reason().starts_with("SharePoint token endpoint: could not connect"), "{error}");
+    graph.update_identity(|b| b.down = None).await;
+
+    graph.update(|b| b.latency = Duration::from_secs(10)).await;
+    let mut request = call();
+    request.attempt_timeout = Some(Duration::from_millis(300));
+    let error = connector.run(&request).await.unwrap_err();
+    assert!(error.is_retryable());
+    assert_eq!(error.reason(), "SharePoint Graph: no answer within 300ms");
+    assert_no_secret(&error);
+}
+
+#[tokio::test]
+async fn a_wrong_library_and_denied_access_are_fatal() {
+    let graph = start().await;
+    let mut settings = settings(&graph);
+    settings["drive_id"] = json!("b!nope");
+    let error = connector(&settings).run(&call()).await.unwrap_err();
+    assert!(!error.is_retryable());
+    assert!(
+        error.reason().contains("404 Not Found itemNotFound")
+            && error.reason().ends_with("(check site_id and drive_id)"),
+        "{error}"
+    );
+
+    let graph = start().await;
+    graph.update(|b| b.fail_next.push_back(Failure::Status(403))).await;
+    let error = connector(&self::settings(&graph)).run(&call()).await.unwrap_err();
+    assert!(!error.is_retryable());
+    assert!(error.reason().contains("Sites.ReadWrite.All"), "{error}");
+}
+
+#[tokio::test]
+async fn content_over_four_megabytes_is_fatal_before_any_request() {
+    let graph = start().await;
+    let mut settings = settings(&graph);
+    settings["format"] = json!("text");
+    settings["content"] = json!("{{properties.blob}}");
+    let request = call().with_property("blob", "x".repeat(4 * 1024 * 1024 + 1));
+    let error = connector(&settings).run(&request).await.unwrap_err();
+    assert!(!error.is_retryable());
+    assert!(error.reason().contains("a simple upload takes up to 4194304"), "{error}");
+    assert_eq!(graph.token_requests() + graph.graph_requests(), 0);
+}
+
+#[tokio::test]
+async fn a_name_that_renders_empty_is_fatal() {
+    let graph = start().await;
+    let mut settings = settings(&graph);
+    settings["file_name"] = json!("{{properties.title}}");
+    let request = call().with_property("title", " .. ");
+    let error = connector(&settings).run(&request).await.unwrap_err();
+    assert!(!error.is_retryable());
+    assert_eq!(error.reason(), "SharePoint: file_name renders an empty name in `Approvals/DEAL_7`");
+}
+
+#[tokio::test]
+async fn the_contract_and_debug() {
+    let graph = start().await;
+    let mut settings = settings(&graph);
+    settings["document_id_property"] = json!("sp_id");
+    let connector = connector(&settings);
+    let contract = connector.contract().expect("a contract");
+    assert_eq!(contract.inputs.into_iter().collect::<Vec<_>>(), ["amount", "company_name"]);
+    assert_eq!(contract.outputs.into_iter().collect::<Vec<_>>(), ["document_url", "sp_id"]);
+    settings.as_object_mut().map(|m| m.remove("kind"));
+    let config: SharePointConfig = serde_json::from_value(settings).expect("parses");
+    assert!(!format!("{config:?}").contains(DEFAULT_CLIENT_SECRET));
+    let connector = SharePointConnector::new(config).expect("valid");
+    let debug = format!("{connector:?}");
+    assert!(!debug.contains(DEFAULT_CLIENT_SECRET) && debug.contains("<redacted>"), "{debug}");
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let base = json!({
+        "kind": "sharepoint", "tenant": TENANT, "client_id": CLIENT_ID,
+        "client_secret": DEFAULT_CLIENT_SECRET, "site_id": SITE_ID, "drive_id": DRIVE_ID,
+        "file_name": "x.md", "content": "x",
+    });
+    let with = |key: &str, value: Value| {
+        let mut settings = base.clone();
+        settings[key] = value;
+        config_error(&settings)
+    };
+    assert!(with("tenant", json!("a/b")).starts_with("connector.tenant: expected"));
+    assert!(with("client_secret", json!("")).starts_with("connector.client_secret: empty"));
+    assert!(with("drive_id", json!("a/b")).starts_with("connector.drive_id: expected a Graph id"));
+    assert!(
+        with("file_name", json!("a/b.md")).starts_with("connector.file_name: `/` is not allowed")
+    );
+    assert!(with("folder", json!("a:b")).starts_with("connector.folder: `:` is not allowed"));
+    assert!(
+        with("conflict", json!("overwrite")).starts_with("connector.conflict: unknown variant")
+    );
+    assert!(with("format", json!("pdf")).starts_with("connector.format: unknown variant"));
+    assert!(with("authority", json!("not a url")).starts_with("connector.authority:"));
+    assert!(
+        with("document_url_property", json!("document_id"))
+            .starts_with("connector.document_url_property: same")
+    );
+    let missing = {
+        let mut settings = base.clone();
+        settings.as_object_mut().map(|m| m.remove("content"));
+        config_error(&settings)
+    };
+    assert!(missing.starts_with("connector: missing field `content`"), "{missing}");
+    assert!(!with("tenant", json!("a/b")).contains(DEFAULT_CLIENT_SECRET));
+}
+
+#[test]
+fn markdown_escaping_defuses_markup_and_keeps_plain_values_readable() {
+    let template = Template::parse("{{properties.v}}").expect("parses");
+    for (value, expected) in [
+        ("2024-05-01", "2024-05-01"),
+        ("-5", "-5"),
+        ("1.5", "1.5"),
+        ("#tag", "#tag"),
+        ("- item", "\\- item"),
+        ("# head", "\\# head"),
+        ("1. one", "1\\. one"),
+        ("a\n---", "a\n\\---"),
+        (
+            "*x* _y_ <b> [l](u) `c` a|b ~s~ AT&T",
+            "\\*x\\* \\_y\\_ \\<b\\> \\[l\\](u) \\`c\\` a\\|b \\~s\\~ AT\\&T",
+        ),
+    ] {
+        let request = call().with_property("v", value);
+        assert_eq!(template.render(&request, Escape::Markdown).expect("renders"), expected);
+    }
+}
