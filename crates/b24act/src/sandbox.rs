@@ -17,8 +17,8 @@ use crate::app::{self, Running};
 use crate::config::Config;
 
 pub use host_config::{
-    FinanceCreditCheck, HostConfig, config_duration, finance_credit_connector, retry_table,
-    toml_escape,
+    ActionTable, FinanceCreditCheck, HostConfig, config_duration, finance_credit_connector,
+    retry_table, toml_escape,
 };
 
 /// How long the host may take to register its actions after ONAPPINSTALL.

@@ -1,6 +1,8 @@
 //! `b24act demo --all-connectors`: a few workflows through each of the other built-in connectors,
 //! each against its fake, with the emulator as the portal and the host in between; prints what
-//! came back. Today: `onec` (price and stock by SKU from a fake 1C over OData).
+//! came back: `onec` (price and stock by SKU from a fake 1C over OData), `telegram` (a message
+//! to a chat through a fake Bot API) and `sharepoint` (a document in a library through a fake
+//! Microsoft Graph). The connector tables are public: the end-to-end tests run the same ones.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -8,16 +10,39 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use b24_emulator::{PortalSpec, WorkflowSpec, WorkflowStatus};
+use fakes::faults::Failure;
+use fakes::graph::{self, GraphApi};
 use fakes::onec::{self, Fault, OneC};
+use fakes::telegram::{self, BotApi};
 use serde_json::{Value, json};
 
 use crate::config::{RetryPolicy, WorkersConfig};
-use crate::sandbox::{AppIdentity, Deployment, HostConfig, TempDir, retry_table, toml_escape};
+use crate::sandbox::{ActionTable, AppIdentity, Deployment, HostConfig, TempDir, toml_escape};
 
 const CLIENT_ID: &str = "local.b24act.examples";
 const CLIENT_SECRET: &str = "examples-secret";
 /// The `onec` example's action.
 pub const ONEC_CODE: &str = "item_price_stock";
+/// The `onec` example's inputs and return values.
+pub const ONEC_PROPERTIES: &[(&str, &str)] = &[("sku", "string")];
+pub const ONEC_RETURNS: &[(&str, &str)] = &[
+    ("name", "string"),
+    ("price", "double"),
+    ("available", "double"),
+    ("in_stock", "bool"),
+    ("error", "string"),
+];
+/// The `telegram` example's action.
+pub const TELEGRAM_CODE: &str = "notify_sales";
+pub const TELEGRAM_PROPERTIES: &[(&str, &str)] =
+    &[("company_name", "string"), ("amount", "double")];
+pub const TELEGRAM_RETURNS: &[(&str, &str)] = &[("message_id", "int"), ("error", "string")];
+/// The `sharepoint` example's action.
+pub const SHAREPOINT_CODE: &str = "archive_check";
+pub const SHAREPOINT_PROPERTIES: &[(&str, &str)] =
+    &[("company_name", "string"), ("amount", "double")];
+pub const SHAREPOINT_RETURNS: &[(&str, &str)] =
+    &[("document_id", "string"), ("document_url", "string"), ("error", "string")];
 /// How long one example workflow may take before it counts as hung.
 const WITHIN: Duration = Duration::from_secs(20);
 
@@ -57,8 +82,7 @@ impl Example {
     fn render(&self) -> String {
         let mut text = format!("\n`{}` example\n", self.connector);
         for run in &self.runs {
-            let fault =
-                run.fault.as_deref().map(|f| format!(" (1C first: {f})")).unwrap_or_default();
+            let fault = run.fault.as_deref().map(|f| format!(" (first: {f})")).unwrap_or_default();
             let _ = writeln!(text, "  {}{fault}", run.input);
             if !run.closed {
                 let _ = writeln!(text, "    HUNG: still waiting after {WITHIN:?}");
@@ -74,28 +98,28 @@ impl Example {
 }
 
 /// Runs every example, printing each as it finishes.
-pub async fn run(seed: u64, out: &mut impl std::io::Write) -> anyhow::Result<Vec<Example>> {
-    let onec = onec_example(seed).await.context("the `onec` example")?;
-    write!(out, "{}", onec.render())?;
-    out.flush()?;
-    Ok(vec![onec])
+pub async fn run(_seed: u64, out: &mut impl std::io::Write) -> anyhow::Result<Vec<Example>> {
+    let mut examples = Vec::new();
+    for (name, example) in [
+        ("onec", onec_example().await),
+        ("telegram", telegram_example().await),
+        ("sharepoint", sharepoint_example().await),
+    ] {
+        let example = example.with_context(|| format!("the `{name}` example"))?;
+        write!(out, "{}", example.render())?;
+        out.flush()?;
+        examples.push(example);
+    }
+    Ok(examples)
 }
 
 /// Price and stock by SKU from a fake 1C: found, out of stock, no price, unknown, and 1C
 /// unavailable for the first two attempts.
-async fn onec_example(_seed: u64) -> anyhow::Result<Example> {
+async fn onec_example() -> anyhow::Result<Example> {
     let onec = OneC::start().await.context("starting the fake 1C")?;
-    let temp = TempDir::new("b24act-examples").context("creating a temp dir")?;
-    let store_url = format!("sqlite:{}", temp.path().join("examples.db").display());
-    let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
-    let deployment = Deployment::start(
-        PortalSpec { unlimited: true, ..PortalSpec::default() },
-        &app,
-        &[ONEC_CODE],
-        |listen| onec_config(&app, listen, &store_url, &onec.base_url()),
-        &connectors::Registry::new(),
-    )
-    .await?;
+    let connector = onec_connector(&onec.base_url());
+    let action = example_action(ONEC_CODE, ONEC_PROPERTIES, ONEC_RETURNS, &connector, "1C lookup");
+    let (deployment, _temp) = deploy(ONEC_CODE, action).await?;
     let cases: [(&str, Option<Fault>); 5] = [
         ("SKU-1", None),
         ("SKU-2", None),
@@ -105,7 +129,7 @@ async fn onec_example(_seed: u64) -> anyhow::Result<Example> {
     ];
     let mut runs = Vec::new();
     for (sku, fault) in cases {
-        let described = fault.as_ref().map(|f| format!("{f:?} twice"));
+        let described = fault.as_ref().map(|f| format!("1C {f:?} twice"));
         if let Some(fault) = fault {
             onec.fail_next_n(2, fault);
         }
@@ -115,6 +139,157 @@ async fn onec_example(_seed: u64) -> anyhow::Result<Example> {
     Ok(Example { connector: "onec".into(), runs })
 }
 
+/// A message to the sales chat through a fake Bot API: posted, posted after a `429` with
+/// `retry_after`, and refused for a revoked bot token; each run also shows the text the chat got.
+async fn telegram_example() -> anyhow::Result<Example> {
+    let bot = BotApi::start().await.context("starting the fake Telegram Bot API")?;
+    let connector = telegram_connector(&bot);
+    let action = example_action(
+        TELEGRAM_CODE,
+        TELEGRAM_PROPERTIES,
+        TELEGRAM_RETURNS,
+        &connector,
+        "Telegram message not sent",
+    );
+    let (deployment, _temp) = deploy(TELEGRAM_CODE, action).await?;
+    let cases = [
+        ("ООО \"Ромашка\"", 1500.5, None),
+        ("snake_case & Co.", 42.0, Some("429 with retry_after 1")),
+        ("АО Лютик", 7.0, Some("a revoked bot token")),
+    ];
+    let mut runs = Vec::new();
+    for (company, amount, fault) in cases {
+        match fault {
+            Some("429 with retry_after 1") => {
+                bot.update(|b| b.fail_next.push_back(Failure::RateLimited(Duration::from_secs(1))))
+                    .await;
+            }
+            Some(_) => bot.set_token("7000000001:AAHreissuedToken"),
+            None => {}
+        }
+        let properties = json!({ "company_name": company, "amount": amount });
+        let mut run =
+            run_one(&deployment, TELEGRAM_CODE, properties, fault.map(str::to_owned)).await?;
+        if let Some(message) = bot.sent().last().filter(|_| run.values["message_id"] != "") {
+            run.log.push(format!("the chat shows: {:?}", message.text));
+        }
+        runs.push(run);
+    }
+    deployment.running.shutdown().await;
+    Ok(Example { connector: "telegram".into(), runs })
+}
+
+/// A credit-check note in a SharePoint library through a fake Graph: created, created after a
+/// `503` with `Retry-After`, and refused for a wrong client secret; each run also shows the
+/// file the library got.
+async fn sharepoint_example() -> anyhow::Result<Example> {
+    let graph = GraphApi::start().await.context("starting the fake Microsoft Graph")?;
+    let connector = sharepoint_connector(&graph);
+    let action = example_action(
+        SHAREPOINT_CODE,
+        SHAREPOINT_PROPERTIES,
+        SHAREPOINT_RETURNS,
+        &connector,
+        "SharePoint document not created",
+    );
+    let (deployment, _temp) = deploy(SHAREPOINT_CODE, action).await?;
+    let cases = [
+        ("Ромашка", 1500.5, "DEAL_1", None),
+        ("Лютик", 42.0, "DEAL_2", Some("Graph 503 with Retry-After 1")),
+        ("Василёк", 7.0, "DEAL_3", Some("a wrong client secret")),
+    ];
+    let mut runs = Vec::new();
+    for (company, amount, deal, fault) in cases {
+        match fault {
+            Some("Graph 503 with Retry-After 1") => {
+                let failure = Failure::RetryAfter(503, Duration::from_secs(1));
+                graph.update(|b| b.fail_next.push_back(failure)).await;
+            }
+            Some(_) => {
+                graph.set_client_secret("a-rotated-secret");
+                graph.expire_tokens();
+            }
+            None => {}
+        }
+        let properties = json!({ "company_name": company, "amount": amount });
+        let spec = WorkflowSpec {
+            document_id: Some(vec!["crm".into(), "CCrmDocumentDeal".into(), deal.into()]),
+            ..workflow(&deployment, SHAREPOINT_CODE, properties)
+        };
+        let mut run = run_spec(&deployment, spec, fault.map(str::to_owned)).await?;
+        let path = format!("Approvals/{deal}/credit-check-{deal}.md");
+        if let Some(bytes) = graph.file(&path).filter(|_| run.values["document_id"] != "") {
+            run.log.push(format!("the library has {path}: {:?}", String::from_utf8_lossy(&bytes)));
+        }
+        runs.push(run);
+    }
+    deployment.running.shutdown().await;
+    Ok(Example { connector: "sharepoint".into(), runs })
+}
+
+/// An example's action: its connector, short retries, and a fallback that puts the reason in
+/// `error` and the log.
+fn example_action<'a>(
+    code: &'a str,
+    properties: &'a [(&'a str, &'a str)],
+    returns: &'a [(&'a str, &'a str)],
+    connector: &'a str,
+    failed: &str,
+) -> String {
+    ActionTable {
+        code,
+        name: code,
+        properties,
+        returns,
+        connector,
+        retry: RetryPolicy {
+            max_wait: Duration::from_secs(10),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_millis(500),
+            attempt_timeout: Duration::from_secs(2),
+            ..RetryPolicy::default()
+        },
+        fallback_log: &format!("{failed}: {{reason}}"),
+        fallback_values: r#"{ error = "{reason}" }"#,
+    }
+    .to_toml()
+}
+
+/// The emulator, and the host on a temp SQLite file running `action`, installed.
+async fn deploy(code: &str, action: String) -> anyhow::Result<(Deployment, TempDir)> {
+    let temp = TempDir::new("b24act-examples").context("creating a temp dir")?;
+    let store_url = format!("sqlite:{}", temp.path().join("examples.db").display());
+    let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
+    let config = |listen: SocketAddr| {
+        HostConfig {
+            workers: WorkersConfig { concurrency: 4, lease: Duration::from_secs(10) },
+            actions: vec![action],
+            ..HostConfig::new(&app, listen, &store_url)
+        }
+        .to_toml()
+    };
+    let deployment = Deployment::start(
+        PortalSpec { unlimited: true, ..PortalSpec::default() },
+        &app,
+        &[code],
+        config,
+        &connectors::Registry::new(),
+    )
+    .await?;
+    Ok((deployment, temp))
+}
+
+/// A single-activity workflow running `code` with `properties`.
+fn workflow(deployment: &Deployment, code: &str, properties: Value) -> WorkflowSpec {
+    WorkflowSpec {
+        domain: deployment.domain().to_owned(),
+        code: code.into(),
+        properties,
+        finish_after: None,
+        ..WorkflowSpec::default()
+    }
+}
+
 /// Starts one single-activity workflow and waits for it to close.
 async fn run_one(
     deployment: &Deployment,
@@ -122,7 +297,17 @@ async fn run_one(
     properties: Value,
     fault: Option<String>,
 ) -> anyhow::Result<ExampleRun> {
-    let input = properties
+    run_spec(deployment, workflow(deployment, code, properties), fault).await
+}
+
+/// Starts `spec` and waits for it to close.
+async fn run_spec(
+    deployment: &Deployment,
+    spec: WorkflowSpec,
+    fault: Option<String>,
+) -> anyhow::Result<ExampleRun> {
+    let input = spec
+        .properties
         .as_object()
         .map(|o| {
             o.iter()
@@ -131,13 +316,6 @@ async fn run_one(
                 .join(", ")
         })
         .unwrap_or_default();
-    let spec = WorkflowSpec {
-        domain: deployment.domain().to_owned(),
-        code: code.into(),
-        properties,
-        finish_after: None,
-        ..WorkflowSpec::default()
-    };
     let emulator = deployment.emulator();
     let id = emulator.start_workflow(spec).await?.workflow_id;
     let deadline = Instant::now() + WITHIN;
@@ -157,43 +335,10 @@ async fn run_one(
     })
 }
 
-/// README's `onec` example against the fake: price and stock by SKU.
-fn onec_config(app: &AppIdentity, listen: SocketAddr, store_url: &str, base_url: &str) -> String {
-    let retry = RetryPolicy {
-        max_wait: Duration::from_secs(10),
-        backoff_base: Duration::from_millis(100),
-        backoff_cap: Duration::from_millis(500),
-        attempt_timeout: Duration::from_secs(2),
-        ..RetryPolicy::default()
-    };
-    let action = format!(
+/// README's `onec` connector table against the fake 1C at `base_url`: price and stock by SKU.
+pub fn onec_connector(base_url: &str) -> String {
+    format!(
         r#"
-[[actions]]
-code = "{ONEC_CODE}"
-name = "Цена и остаток товара (1С)"
-
-[actions.properties.sku]
-name = "SKU"
-required = true
-
-[actions.return_properties.name]
-name = "Name"
-
-[actions.return_properties.price]
-name = "Price"
-type = "double"
-
-[actions.return_properties.available]
-name = "Available"
-type = "double"
-
-[actions.return_properties.in_stock]
-name = "In stock"
-type = "bool"
-
-[actions.return_properties.error]
-name = "Error"
-
 [actions.connector]
 kind = "onec"
 url = "{base_url}"
@@ -221,21 +366,65 @@ available = {{ pointer = "/stock/0/ВНаличииBalance", default = 0 }}
 
 [actions.connector.flags]
 in_stock = {{ pointer = "/stock/0/ВНаличииBalance", above = 0 }}
-{retry}
-[actions.on_failure]
-mode = "fallback"
-log_message = "1C lookup failed: {{reason}}"
-values = {{ error = "{{reason}}" }}
 "#,
+        base_url = toml_escape(base_url),
         user = toml_escape(onec::USER),
         password = toml_escape(onec::PASSWORD),
         retail = onec::keys::RETAIL,
-        retry = retry_table(&retry),
-    );
-    HostConfig {
-        workers: WorkersConfig { concurrency: 4, lease: Duration::from_secs(10) },
-        actions: vec![action],
-        ..HostConfig::new(app, listen, store_url)
-    }
-    .to_toml()
+    )
+}
+
+/// The `telegram` module's example against the fake Bot API: a MarkdownV2 message about the
+/// shipment request to the default chat.
+pub fn telegram_connector(bot: &BotApi) -> String {
+    format!(
+        r#"
+[actions.connector]
+kind = "telegram"
+bot_token = "{token}"
+base_url = "{url}"
+chat_id = "{chat}"
+parse_mode = "MarkdownV2"
+text = """
+*Shipment request {{{{document.id}}}}*
+Company: {{{{properties.company_name}}}}
+Amount: {{{{properties.amount}}}} RUB"""
+"#,
+        token = toml_escape(telegram::DEFAULT_TOKEN),
+        url = toml_escape(&bot.url()),
+        chat = telegram::DEFAULT_CHAT_ID,
+    )
+}
+
+/// The `sharepoint` module's example against the fake identity platform and Graph: a Markdown
+/// note of the credit check in `Approvals/<deal>/`.
+pub fn sharepoint_connector(graph: &GraphApi) -> String {
+    format!(
+        r#"
+[actions.connector]
+kind = "sharepoint"
+tenant = "{tenant}"
+client_id = "{client_id}"
+client_secret = "{secret}"
+authority = "{authority}"
+graph_url = "{graph_url}"
+site_id = "{site}"
+drive_id = "{drive}"
+folder = "Approvals/{{{{document.id}}}}"
+file_name = "credit-check-{{{{document.id}}}}.md"
+format = "markdown"
+content = """
+# Credit check for {{{{properties.company_name}}}}
+
+Amount: {{{{properties.amount}}}} RUB, requested in {{{{document.id}}}}.
+"""
+"#,
+        tenant = graph::TENANT,
+        client_id = graph::CLIENT_ID,
+        secret = toml_escape(graph::DEFAULT_CLIENT_SECRET),
+        authority = toml_escape(&graph.identity_url()),
+        graph_url = toml_escape(&graph.graph_url()),
+        site = toml_escape(graph::SITE_ID),
+        drive = toml_escape(graph::DRIVE_ID),
+    )
 }

@@ -159,6 +159,56 @@ log_message = "Finance system unavailable: {reason}"
     }
 }
 
+/// One `[[actions]]` table around a connector's own `[actions.connector]` table: the action's
+/// inputs and return values, its retry policy and a fallback that names the reason. The tests of
+/// each connector and `demo --all-connectors` build their actions with it.
+#[derive(Debug, Clone)]
+pub struct ActionTable<'a> {
+    pub code: &'a str,
+    /// The action's name (any language).
+    pub name: &'a str,
+    /// Each input property as `(id, type)`; all required.
+    pub properties: &'a [(&'a str, &'a str)],
+    /// Each return property as `(id, type)`.
+    pub returns: &'a [(&'a str, &'a str)],
+    /// The `[actions.connector]` table and its sub-tables, as TOML text.
+    pub connector: &'a str,
+    pub retry: RetryPolicy,
+    /// The fallback's `log_message` (`{reason}` becomes the reason).
+    pub fallback_log: &'a str,
+    /// The fallback's `values`, as a TOML inline table (`{ error = "{reason}" }`).
+    pub fallback_values: &'a str,
+}
+
+impl ActionTable<'_> {
+    /// The action's `[[actions]]` table.
+    pub fn to_toml(&self) -> String {
+        let mut text = format!(
+            "\n[[actions]]\ncode = \"{}\"\nname = \"{}\"\n",
+            toml_escape(self.code),
+            toml_escape(self.name)
+        );
+        for (id, kind) in self.properties {
+            text.push_str(&format!(
+                "\n[actions.properties.{id}]\nname = \"{id}\"\ntype = \"{kind}\"\nrequired = true\n"
+            ));
+        }
+        for (id, kind) in self.returns {
+            text.push_str(&format!(
+                "\n[actions.return_properties.{id}]\nname = \"{id}\"\ntype = \"{kind}\"\n"
+            ));
+        }
+        text.push_str(self.connector);
+        text.push_str(&retry_table(&self.retry));
+        text.push_str(&format!(
+            "\n[actions.on_failure]\nmode = \"fallback\"\nlog_message = \"{}\"\nvalues = {}\n",
+            toml_escape(self.fallback_log),
+            self.fallback_values
+        ));
+        text
+    }
+}
+
 /// The `[actions.connector]` table of an `http` GET of `api`'s credit endpoint for
 /// `properties.company_id`, with its bearer token.
 pub fn finance_credit_connector(api: &FinanceApi) -> String {

@@ -242,3 +242,24 @@ fn the_help_explains_every_knob() {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_connectors_runs_onec_telegram_and_sharepoint_and_prints_what_came_back() {
+    let mut out = Vec::new();
+    let examples = demo::examples::run(1, &mut out).await.unwrap();
+    let printed = String::from_utf8(out).unwrap();
+    let kinds: Vec<&str> = examples.iter().map(|e| e.connector.as_str()).collect();
+    assert_eq!(kinds, ["onec", "telegram", "sharepoint"], "{printed}");
+    assert!(examples.iter().all(|e| e.problems().is_empty()), "{printed}");
+    let telegram = &examples[1].runs;
+    assert_eq!(telegram[0].values["message_id"], serde_json::json!("1"), "{printed}");
+    assert!(telegram[1].values["message_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(telegram[2].values["error"].as_str().unwrap().contains("401"), "{printed}");
+    let sharepoint = &examples[2].runs;
+    assert!(sharepoint[0].values["document_url"].as_str().unwrap().ends_with(".md"));
+    assert!(sharepoint[2].values["error"].as_str().unwrap().contains("invalid_client"));
+    for line in ["`telegram` example", "the chat shows:", "`sharepoint` example", "the library has"]
+    {
+        assert!(printed.contains(line), "no `{line}` in:\n{printed}");
+    }
+}

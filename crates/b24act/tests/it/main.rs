@@ -1,6 +1,7 @@
 //! The `b24act` binary, driven as a user drives it: a real process, real HTTP on loopback.
 
 mod bench;
+mod connectors;
 mod crash;
 mod demo;
 mod emulator_command;
