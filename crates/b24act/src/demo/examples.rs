@@ -170,7 +170,8 @@ async fn telegram_example() -> anyhow::Result<Example> {
         let properties = json!({ "company_name": company, "amount": amount });
         let mut run =
             run_one(&deployment, TELEGRAM_CODE, properties, fault.map(str::to_owned)).await?;
-        if let Some(message) = bot.sent().last().filter(|_| run.values["message_id"] != "") {
+        if let Some(message) = bot.sent().last().filter(|_| run.values.get("message_id").is_some())
+        {
             run.log.push(format!("the chat shows: {:?}", message.text));
         }
         runs.push(run);
@@ -218,7 +219,7 @@ async fn sharepoint_example() -> anyhow::Result<Example> {
         };
         let mut run = run_spec(&deployment, spec, fault.map(str::to_owned)).await?;
         let path = format!("Approvals/{deal}/credit-check-{deal}.md");
-        if let Some(bytes) = graph.file(&path).filter(|_| run.values["document_id"] != "") {
+        if let Some(bytes) = graph.file(&path).filter(|_| run.values.get("document_id").is_some()) {
             run.log.push(format!("the library has {path}: {:?}", String::from_utf8_lossy(&bytes)));
         }
         runs.push(run);

@@ -255,6 +255,7 @@ async fn all_connectors_runs_onec_telegram_and_sharepoint_and_prints_what_came_b
     assert_eq!(telegram[0].values["message_id"], serde_json::json!("1"), "{printed}");
     assert!(telegram[1].values["message_id"].as_str().is_some_and(|id| !id.is_empty()));
     assert!(telegram[2].values["error"].as_str().unwrap().contains("401"), "{printed}");
+    assert!(!telegram[2].log.iter().any(|l| l.starts_with("the chat shows")), "{printed}");
     let sharepoint = &examples[2].runs;
     assert!(sharepoint[0].values["document_url"].as_str().unwrap().ends_with(".md"));
     assert!(sharepoint[2].values["error"].as_str().unwrap().contains("invalid_client"));
