@@ -185,6 +185,33 @@ impl LoadResult {
             }
         }
     }
+
+    /// Sends one call on `conn` and records its answer against `origin`; after connection
+    /// trouble, opens a fresh connection to `addr`. False when that fails too (the connection's
+    /// task stops).
+    async fn call(
+        &mut self,
+        conn: &mut Conn,
+        addr: SocketAddr,
+        path: &Uri,
+        body: Bytes,
+        origin: Instant,
+    ) -> bool {
+        let outcome = conn.send(Method::POST, path, body).await;
+        if self.answered(outcome, origin) {
+            return true;
+        }
+        match Conn::open(addr).await {
+            Ok(fresh) => {
+                *conn = fresh;
+                true
+            }
+            Err(error) => {
+                self.problem(format!("{error:#}"));
+                false
+            }
+        }
+    }
 }
 
 /// Closed loop: `connections` connections send calls back to back until `max_calls` were sent
@@ -208,15 +235,8 @@ pub async fn closed_loop(
             while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_calls {
                 let body = calls.next_body();
                 let sent = Instant::now();
-                let outcome = conn.send(Method::POST, &calls.path, body).await;
-                if !seen.answered(outcome, sent) {
-                    match Conn::open(addr).await {
-                        Ok(fresh) => conn = fresh,
-                        Err(error) => {
-                            seen.problem(format!("{error:#}"));
-                            break;
-                        }
-                    }
+                if !seen.call(&mut conn, addr, &calls.path, body, sent).await {
+                    break;
                 }
             }
             seen
@@ -257,15 +277,8 @@ pub async fn open_loop(
                     sent
                 };
                 let body = calls.next_body();
-                let outcome = conn.send(Method::POST, &calls.path, body).await;
-                if !seen.answered(outcome, origin) {
-                    match Conn::open(addr).await {
-                        Ok(fresh) => conn = fresh,
-                        Err(error) => {
-                            seen.problem(format!("{error:#}"));
-                            break;
-                        }
-                    }
+                if !seen.call(&mut conn, addr, &calls.path, body, origin).await {
+                    break;
                 }
             }
             seen
