@@ -1,7 +1,9 @@
 //! Fault injection shared by the Telegram and Microsoft Graph fakes: the [`Behaviour`] a test
 //! sets at run time (down, unavailable windows, the next requests failing, a rate limit, latency),
 //! the verdict each request gets, and a listener that really closes while the fake is "refusing
-//! connections".
+//! connections". The pieces every fake uses (serving until stopped, stopping on drop, the
+//! fixed-window rate limit, `Retry-After`, percent-decoding, poison-tolerant locking) live here
+//! too.
 //!
 //! Time is Tokio's clock, measured from the fake's start, so a test with a paused clock controls
 //! windows and latency too.
@@ -113,10 +115,34 @@ pub(crate) enum Verdict {
     Proceed,
 }
 
-/// The current rate-limit window.
-struct RateWindow {
+/// A fixed rate-limit window, counted from the first request in it.
+pub(crate) struct RateWindow {
     start: Instant,
     count: u32,
+}
+
+impl RateWindow {
+    pub(crate) fn new(now: Instant) -> RateWindow {
+        RateWindow { start: now, count: 0 }
+    }
+
+    /// Counts a request at `now` against at most `requests` per `per`; `Err` with the time left
+    /// in the window when it is over the limit (and then it does not count).
+    pub(crate) fn admit(
+        &mut self,
+        now: Instant,
+        requests: u32,
+        per: Duration,
+    ) -> Result<(), Duration> {
+        let age = now.saturating_duration_since(self.start);
+        if age >= per {
+            *self = RateWindow::new(now);
+        } else if self.count >= requests {
+            return Err(per.saturating_sub(age));
+        }
+        self.count += 1;
+        Ok(())
+    }
 }
 
 /// A fake's behaviour and the state fault injection needs.
@@ -136,7 +162,7 @@ impl Faults {
         Faults {
             started: now,
             behaviour: Mutex::new(Behaviour::default()),
-            window: Mutex::new(RateWindow { start: now, count: 0 }),
+            window: Mutex::new(RateWindow::new(now)),
             changed: watch::Sender::new(0),
             applied: watch::Sender::new(0),
         }
@@ -207,16 +233,10 @@ impl Faults {
                 Some(Failure::Slow(_)) | None => {}
             }
         }
-        if let Some(limit) = behaviour.rate_limit {
-            let mut window = lock(&self.window);
-            let age = now.saturating_duration_since(window.start);
-            if age >= limit.per {
-                *window = RateWindow { start: now, count: 0 };
-            } else if window.count >= limit.requests {
-                let left = limit.per.saturating_sub(age);
-                return Verdict::RateLimited(Duration::from_secs(whole_seconds(left)));
-            }
-            window.count += 1;
+        if let Some(limit) = behaviour.rate_limit
+            && let Err(left) = lock(&self.window).admit(now, limit.requests, limit.per)
+        {
+            return Verdict::RateLimited(Duration::from_secs(whole_seconds(left)));
         }
         Verdict::Proceed
     }
@@ -262,15 +282,7 @@ pub(crate) fn serve(
                     match open {
                         Ok(open) => {
                             let running = stop.child_token();
-                            let until = running.clone();
-                            let router = router.clone();
-                            tokio::spawn(async move {
-                                let server = axum::serve(open, router)
-                                    .with_graceful_shutdown(until.cancelled_owned());
-                                if let Err(error) = server.await {
-                                    tracing::error!(name, %error, "fake stopped");
-                                }
-                            });
+                            spawn_server(name, open, router.clone(), running.clone());
                             serving = Some(running);
                         }
                         Err(error) => {
@@ -292,6 +304,41 @@ pub(crate) fn serve(
             running.cancel();
         }
     });
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled.
+pub(crate) fn spawn_server(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let server = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(error) = server.await {
+            tracing::error!(name, %error, "fake stopped");
+        }
+    });
+}
+
+/// Cancels a fake's servers when the fake is dropped.
+pub(crate) struct StopOnDrop(CancellationToken);
+
+impl StopOnDrop {
+    pub(crate) fn new() -> StopOnDrop {
+        StopOnDrop(CancellationToken::new())
+    }
+
+    /// The token the fake's servers stop on.
+    pub(crate) fn token(&self) -> CancellationToken {
+        self.0.clone()
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// Waits until connecting to `addr` is refused: axum drops the listener in its own task soon
@@ -318,6 +365,33 @@ pub(crate) fn whole_seconds(after: Duration) -> u64 {
     after.as_secs_f64().ceil().max(1.0) as u64
 }
 
+/// Sets `Retry-After` to `after` in whole seconds (at least 1), if given.
+pub(crate) fn set_retry_after(response: &mut axum::response::Response, after: Option<Duration>) {
+    if let Some(after) = after {
+        let value = axum::http::HeaderValue::from(whole_seconds(after));
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+    }
+}
+
+/// `%XX` decoded (RFC 3986, strict); `None` when an escape is broken or the result is not UTF-8.
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Locks, ignoring poisoning: a panicking test thread must not take the fake down with it.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

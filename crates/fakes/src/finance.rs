@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
@@ -45,7 +45,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+
+use crate::faults::{RateWindow, StopOnDrop, lock, spawn_server, whole_seconds};
 
 /// How many companies the book starts with: ids 1 to this.
 pub const SEEDED_COMPANIES: u64 = 1_000;
@@ -182,7 +183,7 @@ pub struct Received {
 pub struct FinanceApi {
     addr: SocketAddr,
     state: Arc<ApiState>,
-    stop: CancellationToken,
+    _stop: StopOnDrop,
 }
 
 impl std::fmt::Debug for FinanceApi {
@@ -214,12 +215,6 @@ struct Counters {
     malformed: AtomicU64,
 }
 
-/// The current one-second rate-limit window.
-struct RateWindow {
-    start: Instant,
-    count: u32,
-}
-
 impl FinanceApi {
     /// Starts on 127.0.0.1 on a free port. `seed` fixes the book of companies, the token and the
     /// random failures, so a run can be repeated.
@@ -235,7 +230,7 @@ impl FinanceApi {
             companies: Mutex::new(seeded_companies(seed)),
             // Not the book's generator: changing the book does not change the failures.
             rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15)),
-            window: Mutex::new(RateWindow { start: now, count: 0 }),
+            window: Mutex::new(RateWindow::new(now)),
             received: Mutex::new(Vec::new()),
             counters: Counters::default(),
         });
@@ -243,17 +238,10 @@ impl FinanceApi {
             .route("/api/v1/companies/{id}/credit", get(credit))
             .fallback(no_route)
             .with_state(state.clone());
-        let stop = CancellationToken::new();
-        let until = stop.clone();
-        tokio::spawn(async move {
-            let server =
-                axum::serve(listener, router).with_graceful_shutdown(until.cancelled_owned());
-            if let Err(error) = server.await {
-                tracing::error!(%error, "fake finance API stopped");
-            }
-        });
+        let stop = StopOnDrop::new();
+        spawn_server("finance", listener, router, stop.token());
         tracing::debug!(%addr, seed, "fake finance API started");
-        Ok(FinanceApi { addr, state, stop })
+        Ok(FinanceApi { addr, state, _stop: stop })
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
@@ -331,16 +319,6 @@ impl FinanceApi {
     }
 }
 
-impl Drop for FinanceApi {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn token_for(seed: u64) -> String {
     format!("fin-{:016x}", seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x5eed)
 }
@@ -387,16 +365,10 @@ impl ApiState {
         {
             return Verdict::Unavailable("temporarily unavailable");
         }
-        if let Some(limit) = behaviour.rate_limit {
-            let mut window = lock(&self.window);
-            let age = now.saturating_duration_since(window.start);
-            if age >= Duration::from_secs(1) {
-                *window = RateWindow { start: now, count: 0 };
-            } else if window.count >= limit {
-                let left = Duration::from_secs(1).saturating_sub(age);
-                return Verdict::RateLimited(left.as_secs_f64().ceil().max(1.0) as u64);
-            }
-            window.count += 1;
+        if let Some(limit) = behaviour.rate_limit
+            && let Err(left) = lock(&self.window).admit(now, limit, Duration::from_secs(1))
+        {
+            return Verdict::RateLimited(whole_seconds(left));
         }
         Verdict::Proceed(behaviour.malformed.clone())
     }

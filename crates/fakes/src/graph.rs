@@ -57,9 +57,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::faults::{self, Behaviour, Faults, Verdict, lock};
+use crate::faults::{
+    self, Behaviour, Faults, StopOnDrop, Verdict, lock, percent_decode, set_retry_after,
+};
 
 /// The tenant that exists from the start (its domain; [`TENANT_ID`] works as well).
 pub const TENANT: &str = "contoso.onmicrosoft.com";
@@ -108,7 +109,7 @@ pub struct GraphApi {
     identity_addr: SocketAddr,
     graph_addr: SocketAddr,
     state: Arc<GraphState>,
-    stop: CancellationToken,
+    _stop: StopOnDrop,
 }
 
 impl std::fmt::Debug for GraphApi {
@@ -176,7 +177,7 @@ impl GraphApi {
             graph_requests: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
         });
-        let stop = CancellationToken::new();
+        let stop = StopOnDrop::new();
         let identity_router = Router::new().fallback(token).with_state(state.clone());
         faults::serve(
             "entra-id",
@@ -184,7 +185,7 @@ impl GraphApi {
             identity_addr,
             identity_router,
             state.identity_faults.clone(),
-            stop.clone(),
+            stop.token(),
         );
         let graph_router = Router::new().fallback(graph_request).with_state(state.clone());
         faults::serve(
@@ -193,10 +194,10 @@ impl GraphApi {
             graph_addr,
             graph_router,
             state.graph_faults.clone(),
-            stop.clone(),
+            stop.token(),
         );
         tracing::debug!(%identity_addr, %graph_addr, "fake identity platform and Graph started");
-        Ok(GraphApi { identity_addr, graph_addr, state, stop })
+        Ok(GraphApi { identity_addr, graph_addr, state, _stop: stop })
     }
 
     /// `http://127.0.0.1:PORT`, the connector's `authority` (really
@@ -317,12 +318,6 @@ impl GraphApi {
     }
 }
 
-impl Drop for GraphApi {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 impl GraphState {
     /// A SharePoint-looking item id: `01` and 32 base-32 characters.
     fn item_id(&self) -> String {
@@ -389,14 +384,6 @@ fn identity_failure(status: u16, retry_after: Option<Duration>) -> Response {
     };
     set_retry_after(&mut response, retry_after);
     response
-}
-
-fn set_retry_after(response: &mut Response, after: Option<Duration>) {
-    if let Some(after) = after
-        && let Ok(value) = HeaderValue::from_str(&faults::whole_seconds(after).to_string())
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
 }
 
 async fn token(
@@ -810,24 +797,6 @@ fn form_pairs(body: &[u8]) -> BTreeMap<String, String> {
             ))
         })
         .collect()
-}
-
-/// `%XX` decoded; `None` when an escape is broken or the result is not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Percent-encodes a path for a web URL, keeping `/` and RFC 3986's unreserved characters.

@@ -39,7 +39,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -47,7 +47,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
+
+use crate::faults::{StopOnDrop, lock, percent_decode, spawn_server};
 
 /// The publication's name: the first path segment, as in `http://server/trade/odata/...`.
 pub const BASE: &str = "trade";
@@ -166,27 +167,16 @@ struct Shared {
     received: Mutex<Vec<Received>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking test thread must not take the fake down with it.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A running fake 1C publication on 127.0.0.1; stops when dropped.
 pub struct OneC {
     address: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: CancellationToken,
+    _stop: StopOnDrop,
 }
 
 impl std::fmt::Debug for OneC {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OneC").field("address", &self.address).finish_non_exhaustive()
-    }
-}
-
-impl Drop for OneC {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 
@@ -211,19 +201,11 @@ impl OneC {
             faults: Mutex::new(Faults::default()),
             received: Mutex::new(Vec::new()),
         });
-        let shutdown = CancellationToken::new();
+        let stop = StopOnDrop::new();
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(error) = served {
-                tracing::warn!(%error, "the fake 1C server stopped");
-            }
-        });
+        spawn_server("1c", listener, app, stop.token());
         tracing::debug!(%address, "fake 1C publication started");
-        Ok(OneC { address, shared, shutdown })
+        Ok(OneC { address, shared, _stop: stop })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -1109,24 +1091,6 @@ fn is_guid(text: &str) -> bool {
 }
 
 // ---- URL and auth decoding ----
-
-/// Strict RFC 3986 percent-decoding to UTF-8; `None` on a bad escape or invalid UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
 
 fn parse_query(raw: &str) -> Option<Vec<(String, String)>> {
     raw.split('&')

@@ -33,14 +33,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::faults::{self, Behaviour, Faults, StopOnDrop, Verdict, lock};
 use axum::Router;
 use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
-
-use crate::faults::{self, Behaviour, Faults, Verdict, lock};
 
 /// The id of the fake's bot (the token's part before the colon).
 pub const BOT_ID: i64 = 7_000_000_001;
@@ -140,7 +138,7 @@ pub struct SentMessage {
 pub struct BotApi {
     addr: SocketAddr,
     state: Arc<BotState>,
-    stop: CancellationToken,
+    _stop: StopOnDrop,
 }
 
 impl std::fmt::Debug for BotApi {
@@ -176,10 +174,10 @@ impl BotApi {
             requests: AtomicU64::new(0),
         });
         let router = Router::new().fallback(handle).with_state(state.clone());
-        let stop = CancellationToken::new();
-        faults::serve("telegram", listener, addr, router, state.faults.clone(), stop.clone());
+        let stop = StopOnDrop::new();
+        faults::serve("telegram", listener, addr, router, state.faults.clone(), stop.token());
         tracing::debug!(%addr, "fake Telegram Bot API started");
-        Ok(BotApi { addr, state, stop })
+        Ok(BotApi { addr, state, _stop: stop })
     }
 
     /// `http://127.0.0.1:PORT`, the connector's `base_url` (the real one is
@@ -229,12 +227,6 @@ impl BotApi {
     }
 }
 
-impl Drop for BotApi {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 /// A Bot API error: the status, and the description Telegram gives.
 struct ApiError {
     code: u16,
@@ -270,11 +262,7 @@ fn failure(status: u16, retry_after: Option<std::time::Duration>) -> Response {
         429 => rate_limited(retry_after.unwrap_or(std::time::Duration::from_secs(1))),
         500..=599 => {
             let mut page = nginx_page(status);
-            if let Some(after) = retry_after
-                && let Ok(value) = faults::whole_seconds(after).to_string().parse()
-            {
-                page.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+            faults::set_retry_after(&mut page, retry_after);
             page
         }
         401 => ApiError::new(401, "Unauthorized").into_response(),
