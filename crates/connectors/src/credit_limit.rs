@@ -60,7 +60,6 @@
 //!
 //! Credentials are never logged or put in reasons; reasons name the endpoint without its query.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -74,11 +73,8 @@ use url::{Position, Url};
 use crate::config::ConfigError;
 use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
 use crate::http::HttpError;
-use crate::http::error::{StatusPolicy, retry_after};
+use crate::http::error::{StatusPolicy, body_excerpt, decided, retry_after};
 use crate::template::{Escape, Placeholder, Template};
-
-/// When neither the connector nor the host sets a timeout.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A credit answer is a few hundred bytes; anything near this is not one.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
@@ -350,10 +346,6 @@ pub enum CreditLimitError {
     },
 }
 
-fn body_excerpt(body: &str) -> String {
-    if body.is_empty() { String::new() } else { format!(": {body}") }
-}
-
 impl CreditLimitError {
     /// The one place a credit-check error becomes retryable or fatal (see the
     /// [module docs](self)). Transport and status errors go by the `http` connector's default
@@ -362,11 +354,7 @@ impl CreditLimitError {
         match &self {
             CreditLimitError::Http(error) => {
                 let reason = format!("finance API {endpoint}: {error}");
-                match StatusPolicy::default().retry_delay(error) {
-                    Some(Some(after)) => ConnectorError::retryable(reason).with_retry_after(after),
-                    Some(None) => ConnectorError::retryable(reason),
-                    None => ConnectorError::fatal(reason),
-                }
+                decided(reason, StatusPolicy::default().retry_delay(error))
             }
             CreditLimitError::Input { .. }
             | CreditLimitError::Credentials { .. }
@@ -466,9 +454,7 @@ impl CreditLimitConnector {
             })?;
         }
         config.rule.check()?;
-        if config.timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::new("timeout", "must be longer than zero"));
-        }
+        crate::http::check_timeout(config.timeout)?;
 
         let auth_header = match &config.auth {
             Some(Auth::Bearer(token)) => {
@@ -493,13 +479,7 @@ impl CreditLimitConnector {
             }
             None => None,
         };
-        let idempotency_header =
-            match config.idempotency_header.as_str() {
-                "" => None,
-                name => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                    ConfigError::new("idempotency_header", "not a valid header name")
-                })?),
-            };
+        let idempotency_header = crate::http::idempotency_header(&config.idempotency_header)?;
 
         Ok(CreditLimitConnector {
             client,
@@ -606,7 +586,7 @@ impl CreditLimitConnector {
             }
             _ => {}
         }
-        let content_type = content_type(&response);
+        let content_type = crate::http::content_type(&response);
         let bytes = crate::http::read_limited(response, MAX_RESPONSE_BYTES, timeout).await?;
         let body: Value = serde_json::from_slice(&bytes)
             .map_err(|source| HttpError::InvalidBody { status, content_type, source })?;
@@ -632,15 +612,6 @@ fn check_secret(key: &str, value: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::new(key, "contains a control character"));
     }
     Ok(())
-}
-
-fn content_type(response: &Response) -> String {
-    response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("no content type")
-        .to_owned()
 }
 
 /// A finite number, or a string holding one (`"50000.00"`).
@@ -682,10 +653,7 @@ impl Connector for CreditLimitConnector {
         &'a self,
         request: &'a ConnectorRequest,
     ) -> BoxFuture<'a, Result<Outputs, ConnectorError>> {
-        let timeout = match (self.timeout, request.attempt_timeout) {
-            (Some(own), Some(host)) => own.min(host),
-            (own, host) => own.or(host).unwrap_or(DEFAULT_TIMEOUT),
-        };
+        let timeout = crate::http::attempt_timeout(self.timeout, request);
         let span = tracing::debug_span!(
             "credit_limit",
             job_id = %request.job_id,
@@ -731,14 +699,7 @@ impl Connector for CreditLimitConnector {
     }
 
     fn contract(&self) -> Option<Contract> {
-        let mut inputs: BTreeSet<String> = self
-            .url
-            .placeholders()
-            .filter_map(|p| match p {
-                Placeholder::Property { id, optional: false } => Some(id.clone()),
-                _ => None,
-            })
-            .collect();
+        let mut inputs = crate::http::required_properties(self.url.placeholders());
         inputs.insert(self.inputs.company_id.clone());
         inputs.insert(self.inputs.amount.clone());
         let outputs =

@@ -78,9 +78,6 @@ use crate::http::HttpError;
 use crate::http::error::{StatusPolicy, retry_after};
 use crate::mapping::{Field, MappingError, ResponseMapping};
 
-/// When neither the connector nor the host sets a timeout.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Virtual tables 1C's OData interface offers on registers.
 const VIRTUAL_TABLES: [&str; 5] =
     ["SliceLast", "SliceFirst", "Balance", "Turnovers", "BalanceAndTurnovers"];
@@ -399,9 +396,7 @@ impl OneCConnector {
         if config.username.contains(':') {
             return Err(ConfigError::new("username", "basic auth cannot carry a `:` in the user"));
         }
-        if config.timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::new("timeout", "must be longer than zero"));
-        }
+        crate::http::check_timeout(config.timeout)?;
         if config.max_response_bytes == 0 {
             return Err(ConfigError::new("max_response_bytes", "must be at least 1"));
         }
@@ -751,10 +746,7 @@ impl Connector for OneCConnector {
         &'a self,
         request: &'a ConnectorRequest,
     ) -> BoxFuture<'a, Result<Outputs, ConnectorError>> {
-        let timeout = match (self.timeout, request.attempt_timeout) {
-            (Some(own), Some(host)) => own.min(host),
-            (own, host) => own.or(host).unwrap_or(DEFAULT_TIMEOUT),
-        };
+        let timeout = crate::http::attempt_timeout(self.timeout, request);
         let span = tracing::debug_span!(
             "onec",
             job_id = %request.job_id,

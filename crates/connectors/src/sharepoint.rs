@@ -82,12 +82,11 @@ use url::Url;
 use crate::config::ConfigError;
 use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
 use crate::http::error::{StatusPolicy, retry_after};
-use crate::http::{HttpError, client, excerpt_of, read_limited};
+use crate::http::{
+    HttpError, client, excerpt_of, read_limited, required_properties, template_error,
+};
 use crate::secret::Secret;
-use crate::template::{Escape, Placeholder, RenderError, Template, TemplateError, is_property_id};
-
-/// When neither the connector nor the host sets a timeout.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::template::{Escape, RenderError, Template, is_property_id};
 
 /// The largest body of a simple upload.
 pub const MAX_SIMPLE_UPLOAD: usize = 4 * 1024 * 1024;
@@ -297,12 +296,7 @@ impl SharePointError {
             _ => None,
         };
         let reason = format!("SharePoint: {error}");
-        let class = match retry {
-            Some(Some(after)) => ConnectorError::retryable(reason).with_retry_after(after),
-            Some(None) => ConnectorError::retryable(reason),
-            None => ConnectorError::fatal(reason),
-        };
-        class.with_source(error)
+        crate::http::error::decided(reason, retry).with_source(error)
     }
 }
 
@@ -395,9 +389,7 @@ impl SharePointConnector {
         }
         check_literal_names("file_name", &file_name, false)?;
         let content = Template::parse(&config.content).map_err(|e| template_error("content", e))?;
-        if config.timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::new("timeout", "must be longer than zero"));
-        }
+        crate::http::check_timeout(config.timeout)?;
         for (key, id) in [
             ("document_id_property", &config.document_id_property),
             ("document_url_property", &config.document_url_property),
@@ -705,10 +697,7 @@ impl Connector for SharePointConnector {
         &'a self,
         request: &'a ConnectorRequest,
     ) -> BoxFuture<'a, Result<Outputs, ConnectorError>> {
-        let timeout = match (self.timeout, request.attempt_timeout) {
-            (Some(own), Some(host)) => own.min(host),
-            (own, host) => own.or(host).unwrap_or(DEFAULT_TIMEOUT),
-        };
+        let timeout = crate::http::attempt_timeout(self.timeout, request);
         let span =
             tracing::debug_span!("sharepoint", job_id = %request.job_id, attempt = request.attempt);
         Box::pin(
@@ -718,16 +707,12 @@ impl Connector for SharePointConnector {
     }
 
     fn contract(&self) -> Option<Contract> {
-        let inputs = self
-            .folder
-            .placeholders()
-            .chain(self.file_name.placeholders())
-            .chain(self.content.placeholders())
-            .filter_map(|p| match p {
-                Placeholder::Property { id, optional: false } => Some(id.clone()),
-                _ => None,
-            })
-            .collect();
+        let inputs = required_properties(
+            self.folder
+                .placeholders()
+                .chain(self.file_name.placeholders())
+                .chain(self.content.placeholders()),
+        );
         let outputs =
             BTreeSet::from([self.document_id_property.clone(), self.document_url_property.clone()]);
         Some(Contract { inputs, outputs })
@@ -832,8 +817,4 @@ fn check_literal_names(key: &str, template: &Template, folders: bool) -> Result<
         )),
         None => Ok(()),
     }
-}
-
-fn template_error(key: &str, error: TemplateError) -> ConfigError {
-    ConfigError::new(key, error.to_string()).with_source(error)
 }

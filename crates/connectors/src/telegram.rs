@@ -58,12 +58,11 @@ use crate::config::ConfigError;
 use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
 use crate::http::error::StatusPolicy;
 use crate::http::error::retry_after;
-use crate::http::{HttpError, client, excerpt_of, read_limited};
+use crate::http::{
+    HttpError, client, excerpt_of, read_limited, required_properties, template_error,
+};
 use crate::secret::Secret;
-use crate::template::{Escape, Placeholder, RenderError, Template, TemplateError, is_property_id};
-
-/// When neither the connector nor the host sets a timeout.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::template::{Escape, RenderError, Template, is_property_id};
 
 /// Bot API answers are small; anything bigger is not one.
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
@@ -227,12 +226,7 @@ impl TelegramError {
             }
             _ => format!("{ENDPOINT}: {error}"),
         };
-        let class = match retry {
-            Some(Some(after)) => ConnectorError::retryable(reason).with_retry_after(after),
-            Some(None) => ConnectorError::retryable(reason),
-            None => ConnectorError::fatal(reason),
-        };
-        class.with_source(error)
+        crate::http::error::decided(reason, retry).with_source(error)
     }
 }
 
@@ -312,9 +306,7 @@ impl TelegramConnector {
         if config.text.trim().is_empty() {
             return Err(ConfigError::new("text", "empty: Telegram refuses empty messages"));
         }
-        if config.timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::new("timeout", "must be longer than zero"));
-        }
+        crate::http::check_timeout(config.timeout)?;
         if !is_property_id(&config.message_id_property) {
             return Err(ConfigError::new(
                 "message_id_property",
@@ -464,10 +456,7 @@ impl Connector for TelegramConnector {
         &'a self,
         request: &'a ConnectorRequest,
     ) -> BoxFuture<'a, Result<Outputs, ConnectorError>> {
-        let timeout = match (self.timeout, request.attempt_timeout) {
-            (Some(own), Some(host)) => own.min(host),
-            (own, host) => own.or(host).unwrap_or(DEFAULT_TIMEOUT),
-        };
+        let timeout = crate::http::attempt_timeout(self.timeout, request);
         let span =
             tracing::debug_span!("telegram", job_id = %request.job_id, attempt = request.attempt);
         Box::pin(
@@ -477,15 +466,8 @@ impl Connector for TelegramConnector {
     }
 
     fn contract(&self) -> Option<Contract> {
-        let inputs = self
-            .text
-            .placeholders()
-            .chain(self.chat_id.placeholders())
-            .filter_map(|p| match p {
-                Placeholder::Property { id, optional: false } => Some(id.clone()),
-                _ => None,
-            })
-            .collect();
+        let inputs =
+            required_properties(self.text.placeholders().chain(self.chat_id.placeholders()));
         let outputs = BTreeSet::from([self.message_id_property.clone()]);
         Some(Contract { inputs, outputs })
     }
@@ -503,8 +485,4 @@ fn is_bot_token(token: &str) -> bool {
         }
         None => false,
     }
-}
-
-fn template_error(key: &str, error: TemplateError) -> ConfigError {
-    ConfigError::new(key, error.to_string()).with_source(error)
 }

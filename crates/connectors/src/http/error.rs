@@ -76,7 +76,8 @@ pub enum HttpError {
     Mapping(#[from] MappingError),
 }
 
-fn body_excerpt(body: &str) -> String {
+/// `: body`, or nothing for an empty body.
+pub(crate) fn body_excerpt(body: &str) -> String {
     if body.is_empty() { String::new() } else { format!(": {body}") }
 }
 
@@ -154,12 +155,7 @@ impl StatusPolicy {
     ///   the size limit: fatal — the same input gives the same failure.
     pub fn classify(&self, endpoint: &str, error: HttpError) -> ConnectorError {
         let reason = format!("{endpoint}: {error}");
-        let class = match self.retry_delay(&error) {
-            Some(Some(after)) => ConnectorError::retryable(reason).with_retry_after(after),
-            Some(None) => ConnectorError::retryable(reason),
-            None => ConnectorError::fatal(reason),
-        };
-        class.with_source(error)
+        decided(reason, self.retry_delay(&error)).with_source(error)
     }
 
     /// The decision behind [`classify`](Self::classify), for connectors that wrap [`HttpError`]
@@ -181,5 +177,15 @@ impl StatusPolicy {
             | HttpError::TooLarge { .. }
             | HttpError::Mapping(_) => None,
         }
+    }
+}
+
+/// A failure with `reason`, fatal when `retry` is `None`, else retryable (after the delay, if
+/// any): the shape of [`StatusPolicy::retry_delay`]'s answer.
+pub(crate) fn decided(reason: String, retry: Option<Option<Duration>>) -> ConnectorError {
+    match retry {
+        Some(Some(after)) => ConnectorError::retryable(reason).with_retry_after(after),
+        Some(None) => ConnectorError::retryable(reason),
+        None => ConnectorError::fatal(reason),
     }
 }

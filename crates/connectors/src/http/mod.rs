@@ -55,6 +55,7 @@
 mod config;
 pub(crate) mod error;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue};
@@ -155,19 +156,11 @@ impl HttpConnector {
             })?),
         };
 
-        if config.timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::new("timeout", "must be longer than zero"));
-        }
+        check_timeout(config.timeout)?;
         if config.max_response_bytes == 0 {
             return Err(ConfigError::new("max_response_bytes", "must be at least 1"));
         }
-        let idempotency_header =
-            match config.idempotency_header.as_str() {
-                "" => None,
-                name => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                    ConfigError::new("idempotency_header", "not a valid header name")
-                })?),
-            };
+        let idempotency_header = idempotency_header(&config.idempotency_header)?;
         check_statuses("retry_on_status", &config.retry_on_status)?;
         check_statuses("fatal_on_status", &config.fatal_on_status)?;
         if let Some(both) =
@@ -259,12 +252,7 @@ impl HttpConnector {
         if self.response.is_empty() {
             return Ok(Outputs::new());
         }
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("no content type")
-            .to_owned();
+        let content_type = content_type(&response);
         let bytes = read_limited(response, self.max_response_bytes, timeout).await?;
         let body: Value = serde_json::from_slice(&bytes)
             .map_err(|source| HttpError::InvalidBody { status, content_type, source })?;
@@ -278,10 +266,7 @@ impl Connector for HttpConnector {
         &'a self,
         request: &'a ConnectorRequest,
     ) -> BoxFuture<'a, Result<Outputs, ConnectorError>> {
-        let timeout = match (self.timeout, request.attempt_timeout) {
-            (Some(own), Some(host)) => own.min(host),
-            (own, host) => own.or(host).unwrap_or(DEFAULT_TIMEOUT),
-        };
+        let timeout = attempt_timeout(self.timeout, request);
         let span = tracing::debug_span!(
             "http",
             job_id = %request.job_id,
@@ -310,13 +295,7 @@ impl Connector for HttpConnector {
         if let Some(body) = &self.body {
             placeholders.extend(body.placeholders());
         }
-        let inputs = placeholders
-            .into_iter()
-            .filter_map(|p| match p {
-                Placeholder::Property { id, optional: false } => Some(id.clone()),
-                _ => None,
-            })
-            .collect();
+        let inputs = required_properties(placeholders);
         let outputs = self.response.properties().map(str::to_owned).collect();
         Some(Contract { inputs, outputs })
     }
@@ -361,8 +340,59 @@ pub(crate) fn parse_url(source: &str) -> Result<Template, ConfigError> {
     Ok(template)
 }
 
-fn template_error(key: &str, error: crate::template::TemplateError) -> ConfigError {
+/// A template that does not parse, as a config error naming its key.
+pub(crate) fn template_error(key: &str, error: crate::template::TemplateError) -> ConfigError {
     ConfigError::new(key, error.to_string()).with_source(error)
+}
+
+/// The timeout of one attempt: the connector's own and the host's per-attempt one, whichever is
+/// shorter, or [`DEFAULT_TIMEOUT`] when neither is set.
+pub(crate) fn attempt_timeout(own: Option<Duration>, request: &ConnectorRequest) -> Duration {
+    match (own, request.attempt_timeout) {
+        (Some(own), Some(host)) => own.min(host),
+        (own, host) => own.or(host).unwrap_or(DEFAULT_TIMEOUT),
+    }
+}
+
+/// A configured `timeout` must be longer than zero.
+pub(crate) fn check_timeout(timeout: Option<Duration>) -> Result<(), ConfigError> {
+    if timeout == Some(Duration::ZERO) {
+        return Err(ConfigError::new("timeout", "must be longer than zero"));
+    }
+    Ok(())
+}
+
+/// The configured `idempotency_header`; `""` sends none.
+pub(crate) fn idempotency_header(name: &str) -> Result<Option<HeaderName>, ConfigError> {
+    match name {
+        "" => Ok(None),
+        name => HeaderName::from_bytes(name.as_bytes())
+            .map(Some)
+            .map_err(|_| ConfigError::new("idempotency_header", "not a valid header name")),
+    }
+}
+
+/// The ids of the properties the placeholders require (optional ones left out).
+pub(crate) fn required_properties<'a>(
+    placeholders: impl IntoIterator<Item = &'a Placeholder>,
+) -> BTreeSet<String> {
+    placeholders
+        .into_iter()
+        .filter_map(|p| match p {
+            Placeholder::Property { id, optional: false } => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The response's `Content-Type`, for a message.
+pub(crate) fn content_type(response: &Response) -> String {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content type")
+        .to_owned()
 }
 
 fn check_statuses(key: &str, statuses: &[u16]) -> Result<(), ConfigError> {
