@@ -16,7 +16,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 use crate::Store;
-use crate::attempts::{AttemptKind, AttemptOutcome, CHUNK, close_attempt, open_attempts};
+use crate::attempts::{AttemptKind, AttemptOutcome, CHUNK, open_attempts};
 use crate::backend::{Dialect, millis, write_tx};
 use crate::error::{Error, Result};
 
@@ -191,6 +191,41 @@ impl Fenced {
         self == Fenced::Applied
     }
 }
+
+/// A fenced transition that ends the attempt `$lease` was granted for, as one transaction:
+/// runs `$sql`, an UPDATE bound to `$binds` and then to the lease's job id, owner and attempt
+/// number (the fence); when that changed the job, closes the attempt with `$outcome` and
+/// `$error`. A lease of another kind than `$kind`, or one that is no longer current, changes
+/// nothing. Evaluates to a [`Fenced`]; expands inside a `Store` method returning [`Result`].
+macro_rules! fenced_transition {
+    (
+        $store:expr, $operation:literal, $lease:expr, $kind:expr,
+        $sql:expr, [$($bind:expr),+ $(,)?], $outcome:expr, $error:expr, $now:expr $(,)?
+    ) => {{
+        let lease: &$crate::jobs::Lease = $lease;
+        if lease.kind != $kind {
+            $crate::jobs::Fenced::LeaseLost
+        } else {
+            $crate::backend::write_tx!($store, $operation, |tx, dialect| {
+                let changed = sqlx::query($sql)
+                    $(.bind($bind))+
+                    .bind(lease.job_id.0)
+                    .bind(lease.owner.as_str())
+                    .bind(lease.number)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if changed == 0 {
+                    return Ok($crate::jobs::Fenced::LeaseLost);
+                }
+                $crate::attempts::close_attempt!(tx, lease, $outcome, $error, $now);
+                Ok($crate::jobs::Fenced::Applied)
+            })
+        }
+    }};
+}
+
+pub(crate) use fenced_transition;
 
 /// A job handed to a worker by [`Store::claim_due`].
 #[derive(Debug, Clone, PartialEq)]
@@ -422,34 +457,23 @@ impl Store {
             field: "result",
             source,
         })?;
-        if lease.kind != AttemptKind::Execute {
-            return Ok(Fenced::LeaseLost);
-        }
-        Ok(write_tx!(self, "store a job's result", |tx, dialect| {
-            let changed = sqlx::query(
-                "UPDATE jobs SET \
-                 state = CASE WHEN waits_for_result THEN 'delivering' ELSE 'done' END, \
-                 result = $1, result_kind = $2, \
-                 next_delivery_at = CASE WHEN waits_for_result THEN $3 ELSE NULL END, \
-                 next_run_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $3 \
-                 WHERE id = $4 AND state = 'running' AND lease_owner = $5 AND attempts = $6 \
-                 AND result IS NULL",
-            )
-            .bind(text.as_str())
-            .bind(kind.as_str())
-            .bind(now)
-            .bind(lease.job_id.0)
-            .bind(lease.owner.as_str())
-            .bind(lease.number)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed == 0 {
-                return Ok(Fenced::LeaseLost);
-            }
-            close_attempt!(tx, lease, outcome, error, now);
-            Ok(Fenced::Applied)
-        }))
+        Ok(fenced_transition!(
+            self,
+            "store a job's result",
+            lease,
+            AttemptKind::Execute,
+            "UPDATE jobs SET \
+             state = CASE WHEN waits_for_result THEN 'delivering' ELSE 'done' END, \
+             result = $1, result_kind = $2, \
+             next_delivery_at = CASE WHEN waits_for_result THEN $3 ELSE NULL END, \
+             next_run_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $3 \
+             WHERE id = $4 AND state = 'running' AND lease_owner = $5 AND attempts = $6 \
+             AND result IS NULL",
+            [text.as_str(), kind.as_str(), now],
+            outcome,
+            error,
+            now,
+        ))
     }
 
     /// The attempt failed transiently: the job waits in `retry_wait` until `next_run_at`.
@@ -461,29 +485,19 @@ impl Store {
         error: &str,
         now: i64,
     ) -> Result<Fenced> {
-        if lease.kind != AttemptKind::Execute {
-            return Ok(Fenced::LeaseLost);
-        }
-        Ok(write_tx!(self, "schedule a retry", |tx, dialect| {
-            let changed = sqlx::query(
-                "UPDATE jobs SET state = 'retry_wait', next_run_at = $1, lease_owner = NULL, \
-                 lease_until = NULL, updated_at = $2 \
-                 WHERE id = $3 AND state = 'running' AND lease_owner = $4 AND attempts = $5",
-            )
-            .bind(next_run_at)
-            .bind(now)
-            .bind(lease.job_id.0)
-            .bind(lease.owner.as_str())
-            .bind(lease.number)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed == 0 {
-                return Ok(Fenced::LeaseLost);
-            }
-            close_attempt!(tx, lease, outcome, Some(error), now);
-            Ok(Fenced::Applied)
-        }))
+        Ok(fenced_transition!(
+            self,
+            "schedule a retry",
+            lease,
+            AttemptKind::Execute,
+            "UPDATE jobs SET state = 'retry_wait', next_run_at = $1, lease_owner = NULL, \
+             lease_until = NULL, updated_at = $2 \
+             WHERE id = $3 AND state = 'running' AND lease_owner = $4 AND attempts = $5",
+            [next_run_at, now],
+            outcome,
+            Some(error),
+            now,
+        ))
     }
 
     /// The job cannot finish and has no fallback: it goes `dead` with `reason`.
@@ -494,29 +508,19 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<Fenced> {
-        if lease.kind != AttemptKind::Execute {
-            return Ok(Fenced::LeaseLost);
-        }
-        Ok(write_tx!(self, "kill a job", |tx, dialect| {
-            let changed = sqlx::query(
-                "UPDATE jobs SET state = 'dead', dead_reason = $1, next_run_at = NULL, \
-                 lease_owner = NULL, lease_until = NULL, updated_at = $2 \
-                 WHERE id = $3 AND state = 'running' AND lease_owner = $4 AND attempts = $5",
-            )
-            .bind(reason)
-            .bind(now)
-            .bind(lease.job_id.0)
-            .bind(lease.owner.as_str())
-            .bind(lease.number)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed == 0 {
-                return Ok(Fenced::LeaseLost);
-            }
-            close_attempt!(tx, lease, outcome, Some(reason), now);
-            Ok(Fenced::Applied)
-        }))
+        Ok(fenced_transition!(
+            self,
+            "kill a job",
+            lease,
+            AttemptKind::Execute,
+            "UPDATE jobs SET state = 'dead', dead_reason = $1, next_run_at = NULL, \
+             lease_owner = NULL, lease_until = NULL, updated_at = $2 \
+             WHERE id = $3 AND state = 'running' AND lease_owner = $4 AND attempts = $5",
+            [reason, now],
+            outcome,
+            Some(reason),
+            now,
+        ))
     }
 
     /// Extends a lease still held (a long attempt, or a slow delivery) to `now + lease`.

@@ -12,10 +12,10 @@ use serde_json::Value;
 use sqlx::Row;
 
 use crate::Store;
-use crate::attempts::{AttemptKind, AttemptOutcome, CHUNK, close_attempt, open_attempts};
+use crate::attempts::{AttemptKind, AttemptOutcome, CHUNK, open_attempts};
 use crate::backend::{Dialect, millis, write_tx};
 use crate::error::{Error, Result};
-use crate::jobs::{Fenced, JobId, Lease, ResultKind, count, parse_json};
+use crate::jobs::{Fenced, JobId, Lease, ResultKind, count, fenced_transition, parse_json};
 
 /// The largest batch Bitrix24's `batch` method takes.
 pub const MAX_BATCH: usize = 50;
@@ -190,58 +190,38 @@ impl Store {
         error: &str,
         now: i64,
     ) -> Result<Fenced> {
-        if lease.kind != AttemptKind::Deliver {
-            return Ok(Fenced::LeaseLost);
-        }
-        Ok(write_tx!(self, "schedule a redelivery", |tx, dialect| {
-            let changed = sqlx::query(
-                "UPDATE jobs SET next_delivery_at = $1, lease_owner = NULL, lease_until = NULL, \
-                 updated_at = $2 \
-                 WHERE id = $3 AND state = 'delivering' AND lease_owner = $4 \
-                 AND delivery_attempts = $5",
-            )
-            .bind(next_at)
-            .bind(now)
-            .bind(lease.job_id.0)
-            .bind(lease.owner.as_str())
-            .bind(lease.number)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed == 0 {
-                return Ok(Fenced::LeaseLost);
-            }
-            close_attempt!(tx, lease, outcome, Some(error), now);
-            Ok(Fenced::Applied)
-        }))
+        Ok(fenced_transition!(
+            self,
+            "schedule a redelivery",
+            lease,
+            AttemptKind::Deliver,
+            "UPDATE jobs SET next_delivery_at = $1, lease_owner = NULL, lease_until = NULL, \
+             updated_at = $2 \
+             WHERE id = $3 AND state = 'delivering' AND lease_owner = $4 \
+             AND delivery_attempts = $5",
+            [next_at, now],
+            outcome,
+            Some(error),
+            now,
+        ))
     }
 
     /// The portal refused the result for good (`ACCESS_DENIED`, `"404"`): the job is `dead`
     /// with `reason`; its result stays stored, so an operator's retry sends it again.
     pub async fn delivery_dead(&self, lease: &Lease, reason: &str, now: i64) -> Result<Fenced> {
-        if lease.kind != AttemptKind::Deliver {
-            return Ok(Fenced::LeaseLost);
-        }
-        Ok(write_tx!(self, "end a delivery", |tx, dialect| {
-            let changed = sqlx::query(
-                "UPDATE jobs SET state = 'dead', dead_reason = $1, next_delivery_at = NULL, \
-                 lease_owner = NULL, lease_until = NULL, updated_at = $2 \
-                 WHERE id = $3 AND state = 'delivering' AND lease_owner = $4 \
-                 AND delivery_attempts = $5",
-            )
-            .bind(reason)
-            .bind(now)
-            .bind(lease.job_id.0)
-            .bind(lease.owner.as_str())
-            .bind(lease.number)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed == 0 {
-                return Ok(Fenced::LeaseLost);
-            }
-            close_attempt!(tx, lease, AttemptOutcome::Fatal, Some(reason), now);
-            Ok(Fenced::Applied)
-        }))
+        Ok(fenced_transition!(
+            self,
+            "end a delivery",
+            lease,
+            AttemptKind::Deliver,
+            "UPDATE jobs SET state = 'dead', dead_reason = $1, next_delivery_at = NULL, \
+             lease_owner = NULL, lease_until = NULL, updated_at = $2 \
+             WHERE id = $3 AND state = 'delivering' AND lease_owner = $4 \
+             AND delivery_attempts = $5",
+            [reason, now],
+            AttemptOutcome::Fatal,
+            Some(reason),
+            now,
+        ))
     }
 }
