@@ -168,18 +168,20 @@ async fn commit_groups(
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while receiver.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let jobs: Vec<NewJob> = group.iter().map(|pending| pending.job.clone()).collect();
+        // Moved, not cloned: each call's payload is built once, on its way in.
+        let (jobs, replies): (Vec<NewJob>, Vec<_>) =
+            group.drain(..).map(|pending| (pending.job, pending.reply)).unzip();
         match store.enqueue(&jobs, clock::now_ms()).await {
             Ok(outcomes) => {
-                for (pending, outcome) in group.drain(..).zip(outcomes) {
-                    let _ = pending.reply.send(Ok(outcome));
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
                 }
                 wakeups.job_arrived();
             }
             Err(error) => {
                 let message = format!("{error:#}");
-                for pending in group.drain(..) {
-                    let _ = pending.reply.send(Err(message.clone()));
+                for reply in replies {
+                    let _ = reply.send(Err(message.clone()));
                 }
             }
         }
