@@ -88,10 +88,6 @@ fn join(base: &Url, path: &str) -> Url {
     url
 }
 
-fn shape_of<'a>(property: &'a PropertyConfig, options: &'a [&'a str]) -> Shape<'a> {
-    Shape { kind: &property.kind, multiple: property.multiple, options }
-}
-
 impl Action {
     /// The registration this action sends to `bizproc.activity.add` / `bizproc.robot.add`.
     pub fn definition(&self, public_url: &Url) -> (RestActionKind, ActivityDefinition) {
@@ -122,9 +118,8 @@ impl Action {
     ) -> Result<Map<String, Value>, String> {
         let mut typed = Map::new();
         for (id, property) in &self.config.properties {
-            let options: Vec<&str> = property.options.keys().map(String::as_str).collect();
             let value = match sent.get(id) {
-                Some(value) => values::from_call(shape_of(property, &options), value)
+                Some(value) => values::from_call(Shape::of(property), value)
                     .map_err(|problem| format!("properties[{id}]: {problem}"))?,
                 None => Value::Null,
             };
@@ -148,8 +143,7 @@ impl Action {
         let mut values = Map::new();
         for (id, property) in &self.config.return_properties {
             let Some(output) = outputs.get(id) else { continue };
-            let options: Vec<&str> = property.options.keys().map(String::as_str).collect();
-            let converted = values::to_return_value(shape_of(property, &options), output)
+            let converted = values::to_return_value(Shape::of(property), output)
                 .map_err(|problem| format!("return value `{id}`: {problem}"))?;
             values.insert(id.clone(), converted);
         }

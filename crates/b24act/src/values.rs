@@ -7,16 +7,36 @@
 //! where a wrong type is caught, with a message naming what was expected.
 
 use b24::incoming::PropertyValue;
-use b24::rest::PropertyType;
+use b24::rest::{LocalizedText, PropertyType};
+use indexmap::IndexMap;
 use serde_json::{Number, Value};
 
-/// The declared shape of one property.
+use crate::config::PropertyConfig;
+
+/// The declared shape of one property, borrowed from its declaration (nothing is built per
+/// value: the intake converts every property of every call through here).
 #[derive(Debug, Clone, Copy)]
 pub struct Shape<'a> {
     pub kind: &'a PropertyType,
     pub multiple: bool,
-    /// For `select`: the option keys.
-    pub options: &'a [&'a str],
+    /// For `select`: option key → label.
+    pub options: &'a IndexMap<String, LocalizedText>,
+}
+
+impl<'a> Shape<'a> {
+    pub fn of(property: &'a PropertyConfig) -> Shape<'a> {
+        Shape { kind: &property.kind, multiple: property.multiple, options: &property.options }
+    }
+
+    /// Whether `value` is a declared option; anything goes when none are declared.
+    fn allows(&self, value: &str) -> bool {
+        self.options.is_empty() || self.options.contains_key(value)
+    }
+
+    fn not_an_option(&self, value: &str) -> String {
+        let keys: Vec<&str> = self.options.keys().map(String::as_str).collect();
+        format!("`{value}` is not one of the options {}", keys.join(", "))
+    }
 }
 
 /// A typed JSON value from what a call carried. An empty string is "no value" (`null`): PHP
@@ -59,9 +79,7 @@ fn scalar_from_call(shape: Shape<'_>, s: &str) -> Result<Value, String> {
             "N" | "0" => Ok(Value::Bool(false)),
             _ => Err(format!("`{s}` is not Y or N")),
         },
-        PropertyType::Select if !shape.options.is_empty() && !shape.options.contains(&s) => {
-            Err(format!("`{s}` is not one of the options {}", shape.options.join(", ")))
-        }
+        PropertyType::Select if !shape.allows(s) => Err(shape.not_an_option(s)),
         // Strings, texts, users (`user_1`, or a group code), site-format dates (§2.4: not
         // ISO-8601), file ids and document-specific types pass unchanged.
         _ => Ok(Value::String(s.to_owned())),
@@ -118,11 +136,7 @@ fn scalar_to_return(shape: Shape<'_>, value: &Value) -> Result<Value, String> {
         }
         (PropertyType::User, Value::String(_)) => Ok(value.clone()),
         (PropertyType::User, _) => Err(format!("expected a user id or \"user_N\", got {value}")),
-        (PropertyType::Select, Value::String(s))
-            if !shape.options.is_empty() && !shape.options.contains(&s.as_str()) =>
-        {
-            Err(format!("`{s}` is not one of the options {}", shape.options.join(", ")))
-        }
+        (PropertyType::Select, Value::String(s)) if !shape.allows(s) => Err(shape.not_an_option(s)),
         (_, v) => text(v).map(Value::String).ok_or_else(|| format!("expected text, got {value}")),
     }
 }
@@ -132,8 +146,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    static NO_OPTIONS: std::sync::LazyLock<IndexMap<String, LocalizedText>> =
+        std::sync::LazyLock::new(IndexMap::new);
+
     fn shape(kind: &PropertyType, multiple: bool) -> Shape<'_> {
-        Shape { kind, multiple, options: &[] }
+        Shape { kind, multiple, options: &NO_OPTIONS }
     }
 
     fn scalar(s: &str) -> PropertyValue {
@@ -180,7 +197,10 @@ mod tests {
             from_call(shape(&PropertyType::Int, false), &list),
             Err("expected one value, got a list of 2".into())
         );
-        let options = ["opt_a", "opt_b"];
+        let options: IndexMap<String, LocalizedText> = ["opt_a", "opt_b"]
+            .into_iter()
+            .map(|k| (k.to_owned(), LocalizedText::from(k)))
+            .collect();
         let select = Shape { kind: &PropertyType::Select, multiple: false, options: &options };
         assert_eq!(
             from_call(select, &scalar("opt_z")),

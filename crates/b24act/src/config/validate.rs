@@ -218,19 +218,17 @@ fn check_properties(
                 format!("`{other}` is not one of string, text, int, double, bool, date, datetime, select, user, file"),
             );
         }
-        let options: Vec<&str> = property.options.keys().map(String::as_str).collect();
+        let options = &property.options;
         if property.kind == PropertyType::Select && options.is_empty() {
             found.add(format!("{at}.options"), "a select property needs at least one option");
         }
         if property.kind != PropertyType::Select && !options.is_empty() {
             found.add(format!("{at}.options"), "options are only for select properties");
         }
-        if let Some(default) = &property.default {
-            let shape =
-                Shape { kind: &property.kind, multiple: property.multiple, options: &options };
-            if let Err(problem) = values::to_return_value(shape, default) {
-                found.add(format!("{at}.default"), problem);
-            }
+        if let Some(default) = &property.default
+            && let Err(problem) = values::to_return_value(Shape::of(property), default)
+        {
+            found.add(format!("{at}.default"), problem);
         }
     }
 }
@@ -246,9 +244,7 @@ fn check_fallback(
             found.add(format!("{key}.{id}"), "is not a declared return property");
             continue;
         };
-        let options: Vec<&str> = property.options.keys().map(String::as_str).collect();
-        let shape = Shape { kind: &property.kind, multiple: property.multiple, options: &options };
-        if let Err(problem) = values::to_return_value(shape, value) {
+        if let Err(problem) = values::to_return_value(Shape::of(property), value) {
             found.add(format!("{key}.{id}"), problem);
         }
     }
