@@ -13,10 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use b24::incoming::{AppEvent, AppEventKind, Limits};
-use b24::rest::{
-    ActivityChanges, AppCredentials, Credentials, ErrorClass, OAuthTokens, RestClient,
-};
-use b24::secret::ClientSecret;
+use b24::rest::{ActivityChanges, ErrorClass, OAuthTokens};
 use store::{InstallationStatus, NewInstallation};
 use subtle::ConstantTimeEq;
 use tracing::Instrument;
@@ -128,15 +125,10 @@ fn store_down(error: store::Error) -> Refusal {
 async fn verify(host: &Host, tokens: &OAuthTokens) -> Result<(), Refusal> {
     let mut at_auth_server = tokens.clone();
     at_auth_server.client_endpoint = tokens.server_endpoint.clone();
-    let client = RestClient::builder(Credentials::OAuth {
-        tokens: at_auth_server,
-        app: AppCredentials {
-            client_id: host.config.app.client_id.clone(),
-            client_secret: ClientSecret::new(host.config.app.client_secret.expose().to_owned()),
-        },
-    })
-    .build()
-    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    let client = host
+        .portals
+        .unstored_client(at_auth_server)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     match client.app_info().await {
         Ok(_) => Ok(()),
         Err(error) if error.class() == ErrorClass::Retryable => {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use b24::rest::{
     AppCredentials, Credentials, DomainMove, HttpClient, LimiterRegistry, MoveSink, OAuthTokens,
-    RefreshedTokens, RestClient, SinkFuture, TokenSink,
+    RefreshedTokens, RestClient, RestClientBuilder, SinkFuture, TokenSink,
 };
 use b24::secret::{AccessToken, ClientSecret, RefreshToken};
 use store::{InstallationStatus, NewInstallation, Store};
@@ -95,7 +95,27 @@ impl Portals {
             domain: installation.domain,
         };
         let sinks = Arc::new(StoreSinks { store: self.inner.store.clone() });
-        let client = RestClient::builder(Credentials::OAuth {
+        let client = self
+            .builder(tokens)
+            .limiter_from(&self.inner.limiters)
+            .token_sink(sinks.clone())
+            .move_sink(sinks)
+            .build()
+            .map_err(|e| PortalError::Client(Box::new(e)))?;
+        let mut clients =
+            self.inner.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(clients.entry(member_id.to_owned()).or_insert(client).clone())
+    }
+
+    /// A client for `tokens` that are not (yet) a stored installation — the install handler's
+    /// check of an event's token — on the process's HTTP client, with nothing written back.
+    pub fn unstored_client(&self, tokens: OAuthTokens) -> Result<RestClient, PortalError> {
+        self.builder(tokens).build().map_err(|e| PortalError::Client(Box::new(e)))
+    }
+
+    /// A client builder with this app's credentials on the shared HTTP client.
+    fn builder(&self, tokens: OAuthTokens) -> RestClientBuilder {
+        RestClient::builder(Credentials::OAuth {
             tokens,
             app: AppCredentials {
                 client_id: self.inner.client_id.clone(),
@@ -103,14 +123,6 @@ impl Portals {
             },
         })
         .http_client(self.inner.http.clone())
-        .limiter_from(&self.inner.limiters)
-        .token_sink(sinks.clone())
-        .move_sink(sinks)
-        .build()
-        .map_err(|e| PortalError::Client(Box::new(e)))?;
-        let mut clients =
-            self.inner.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Ok(clients.entry(member_id.to_owned()).or_insert(client).clone())
     }
 
     /// Forgets a portal's client, so the next use reads the installation again (after an
