@@ -11,7 +11,7 @@ use crate::error::EmulatorError;
 use crate::ids;
 use crate::oauth::{self, TokenSet};
 use crate::param::{Array, Param, to_form_array};
-use crate::state::Shared;
+use crate::state::{Shared, State};
 
 /// The HTTP timeout for event POSTs, as the portal's own client uses (§2.1).
 pub(crate) const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,11 +141,7 @@ pub(crate) async fn install(
             client_id.to_owned(),
             InstallState { installed: true, version: app.version, application_token },
         );
-        let user = p.first_admin();
-        let tokens = oauth::issue(shared, &mut state, portal, client_id, user)?;
-        let inst = installation(&state.portals[portal], &app, tokens)?;
-        let body =
-            lifecycle_body(Lifecycle::Install, &inst, &state.portals[portal].spec.language_id);
+        let (inst, body) = announce(shared, &mut state, portal, &app, Lifecycle::Install)?;
         (app.install_url, body, inst)
     };
     tracing::info!(domain, client_id, "app installed");
@@ -165,24 +161,13 @@ pub(crate) async fn update(
         let portal = state.portal_index(domain)?;
         let app = state.app(client_id)?.clone();
         let p = &mut state.portals[portal];
-        let install = p.installs.get_mut(client_id).filter(|i| i.installed).ok_or_else(|| {
-            EmulatorError::NotInstalled {
-                domain: domain.to_owned(),
-                client_id: client_id.to_owned(),
-            }
-        })?;
+        let install = installed_mut(p, domain, client_id)?;
         let previous = install.version;
         install.version += 1;
         // onRestAppUpdate calls onRestAppDelete: every activity and robot of the app is gone.
         p.registry.wipe_app(client_id);
-        let user = p.first_admin();
-        let tokens = oauth::issue(shared, &mut state, portal, client_id, user)?;
-        let inst = installation(&state.portals[portal], &app, tokens)?;
-        let body = lifecycle_body(
-            Lifecycle::Update { previous },
-            &inst,
-            &state.portals[portal].spec.language_id,
-        );
+        let (inst, body) =
+            announce(shared, &mut state, portal, &app, Lifecycle::Update { previous })?;
         (app.install_url, body, inst)
     };
     tracing::info!(domain, client_id, version = inst.version, "app updated");
@@ -204,12 +189,7 @@ pub(crate) async fn uninstall(
         let app = state.app(client_id)?.clone();
         let server_endpoint = shared.server_endpoint();
         let p = &mut state.portals[portal];
-        let install = p.installs.get_mut(client_id).filter(|i| i.installed).ok_or_else(|| {
-            EmulatorError::NotInstalled {
-                domain: domain.to_owned(),
-                client_id: client_id.to_owned(),
-            }
-        })?;
+        let install = installed_mut(p, domain, client_id)?;
         install.installed = false;
         let application_token = install.application_token.clone();
         p.registry.wipe_app(client_id);
@@ -240,16 +220,45 @@ pub(crate) async fn uninstall(
     Ok(post_event(shared, url.as_deref(), body).await)
 }
 
+/// The app's installation on the portal, if it is installed.
+fn installed_mut<'p>(
+    portal: &'p mut crate::portal::PortalState,
+    domain: &str,
+    client_id: &str,
+) -> Result<&'p mut InstallState, EmulatorError> {
+    portal
+        .installs
+        .get_mut(client_id)
+        .filter(|i| i.installed)
+        .ok_or_else(|| EmulatorError::not_installed(domain, client_id))
+}
+
+/// Mints tokens for the portal's first admin; the installation they make and the life-cycle
+/// event's form body.
+fn announce(
+    shared: &Shared,
+    state: &mut State,
+    portal: usize,
+    app: &App,
+    kind: Lifecycle,
+) -> Result<(Installation, String), EmulatorError> {
+    let user = state.portals[portal].first_admin();
+    let tokens = oauth::issue(shared, state, portal, &app.client_id, user)?;
+    let p = &state.portals[portal];
+    let inst = installation(p, app, tokens)?;
+    let body = lifecycle_body(kind, &inst, &p.spec.language_id);
+    Ok((inst, body))
+}
+
 fn installation(
     portal: &crate::portal::PortalState,
     app: &App,
     tokens: TokenSet,
 ) -> Result<Installation, EmulatorError> {
-    let install =
-        portal.installs.get(&app.client_id).ok_or_else(|| EmulatorError::NotInstalled {
-            domain: portal.domain.clone(),
-            client_id: app.client_id.clone(),
-        })?;
+    let install = portal
+        .installs
+        .get(&app.client_id)
+        .ok_or_else(|| EmulatorError::not_installed(&portal.domain, &app.client_id))?;
     Ok(Installation {
         access_token: tokens.access_token,
         refresh_token: tokens.refresh_token,

@@ -76,10 +76,7 @@ pub(crate) fn resolve(
         .get(&reg.client_id)
         .filter(|i| i.installed)
         .map(|i| i.application_token.clone())
-        .ok_or_else(|| EmulatorError::NotInstalled {
-            domain: p.domain.clone(),
-            client_id: reg.client_id.clone(),
-        })?;
+        .ok_or_else(|| EmulatorError::not_installed(&p.domain, &reg.client_id))?;
     Ok((reg, application_token))
 }
 

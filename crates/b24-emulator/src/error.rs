@@ -38,3 +38,9 @@ pub enum EmulatorError {
     #[error("invalid specification: {0}")]
     InvalidSpec(String),
 }
+
+impl EmulatorError {
+    pub(crate) fn not_installed(domain: &str, client_id: &str) -> EmulatorError {
+        EmulatorError::NotInstalled { domain: domain.to_owned(), client_id: client_id.to_owned() }
+    }
+}

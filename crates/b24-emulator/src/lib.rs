@@ -267,10 +267,7 @@ impl Emulator {
         let mut state = self.shared.lock();
         let portal = state.portal_index(domain)?;
         if !state.portals[portal].is_installed(client_id) {
-            return Err(EmulatorError::NotInstalled {
-                domain: domain.into(),
-                client_id: client_id.into(),
-            });
+            return Err(EmulatorError::not_installed(domain, client_id));
         }
         oauth::issue(&self.shared, &mut state, portal, client_id, user_id)
     }
