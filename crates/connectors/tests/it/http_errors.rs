@@ -8,12 +8,10 @@ use connectors::http::HttpError;
 use serde_json::json;
 
 use crate::fake_api::{Break, FakeApi, Fault, breaking_server, refusing_address};
-use crate::{call, http};
+use crate::{call, http, own_error};
 
 fn http_error(error: &ConnectorError) -> &HttpError {
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<HttpError>())
-        .expect("the source is the http connector's own error")
+    own_error(error)
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ mod template;
 
 use std::sync::Arc;
 
-use connectors::{Connector, ConnectorRequest, DocumentId, Registry};
+use connectors::{Connector, ConnectorError, ConnectorRequest, DocumentId, Registry};
 use serde_json::{Value, json};
 
 /// A call as the host would hand it over: company 42, amount 1500.5, two managers, on a deal.
@@ -47,4 +47,29 @@ pub fn config_error(settings: Value) -> String {
         Ok(_) => panic!("config should be rejected"),
         Err(e) => e.to_string(),
     }
+}
+
+/// A connector of any kind from a whole `[actions.connector]` table (with `kind`).
+pub fn build_connector(settings: &Value) -> Result<Arc<dyn Connector>, connectors::ConfigError> {
+    Registry::new().build(settings)
+}
+
+/// [`build_connector`] for settings that are valid.
+pub fn connector(settings: &Value) -> Arc<dyn Connector> {
+    build_connector(settings).unwrap_or_else(|e| panic!("config is valid: {e}"))
+}
+
+/// The config error's text for settings that [`build_connector`] must reject.
+pub fn rejected(settings: &Value) -> String {
+    match build_connector(settings) {
+        Ok(_) => panic!("config should be rejected"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The connector's own error `E` behind a [`ConnectorError`].
+pub fn own_error<E: std::error::Error + 'static>(error: &ConnectorError) -> &E {
+    std::error::Error::source(error).and_then(|source| source.downcast_ref::<E>()).unwrap_or_else(
+        || panic!("the source is the connector's own {}", std::any::type_name::<E>()),
+    )
 }

@@ -2,13 +2,14 @@
 //! (Cyrillic percent-encoded, `$filter` and `Condition` syntax), every error class, config errors.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use connectors::onec::OneCError;
-use connectors::{Connector, ConnectorError, ConnectorRequest, DocumentId, Registry};
+use connectors::{ConnectorError, ConnectorRequest, DocumentId};
 use fakes::onec::{self, Fault, OneC, keys};
 use serde_json::{Value, json};
+
+use crate::{connector, own_error, rejected as config_error};
 
 async fn start() -> OneC {
     OneC::start().await.expect("the fake 1C starts")
@@ -44,21 +45,6 @@ fn settings(fake: &OneC) -> Value {
     })
 }
 
-fn build(settings: &Value) -> Result<Arc<dyn Connector>, connectors::ConfigError> {
-    Registry::new().build(settings)
-}
-
-fn connector(settings: &Value) -> Arc<dyn Connector> {
-    build(settings).unwrap_or_else(|e| panic!("config is valid: {e}"))
-}
-
-fn config_error(settings: &Value) -> String {
-    match build(settings) {
-        Ok(_) => panic!("config should be rejected"),
-        Err(e) => e.to_string(),
-    }
-}
-
 fn sku(sku: &str) -> ConnectorRequest {
     ConnectorRequest::new(
         "job-1c",
@@ -69,9 +55,7 @@ fn sku(sku: &str) -> ConnectorRequest {
 }
 
 fn onec_error(error: &ConnectorError) -> &OneCError {
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<OneCError>())
-        .expect("the source is the onec connector's own error")
+    own_error(error)
 }
 
 #[tokio::test]

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use connectors::sharepoint::{SharePointConfig, SharePointConnector, SharePointError};
 use connectors::template::{Escape, Template};
-use connectors::{Connector, ConnectorError, ConnectorRequest, DocumentId, Registry};
+use connectors::{Connector, ConnectorError, ConnectorRequest, DocumentId};
 use fakes::faults::{Down, Failure};
 use fakes::graph::{
     CLIENT_ID, DEFAULT_CLIENT_SECRET, DRIVE_ID, GraphApi, LIBRARY_WEB_URL, SITE_ID, TENANT,
 };
 use serde_json::{Value, json};
+
+use crate::{connector, own_error, rejected as config_error};
 
 async fn start() -> GraphApi {
     GraphApi::start().await.expect("the fake Graph starts")
@@ -35,21 +37,6 @@ fn settings(graph: &GraphApi) -> Value {
         "content": "# Credit check for {{properties.company_name}}\n\nAmount: {{properties.amount}} RUB, requested in {{document.id}}.\n",
         "timeout": "5s",
     })
-}
-
-fn build(settings: &Value) -> Result<Arc<dyn Connector>, connectors::ConfigError> {
-    Registry::new().build(settings)
-}
-
-fn connector(settings: &Value) -> Arc<dyn Connector> {
-    build(settings).unwrap_or_else(|e| panic!("config is valid: {e}"))
-}
-
-fn config_error(settings: &Value) -> String {
-    match build(settings) {
-        Ok(_) => panic!("config should be rejected"),
-        Err(e) => e.to_string(),
-    }
 }
 
 fn call() -> ConnectorRequest {
@@ -77,9 +64,7 @@ fn assert_no_secret(error: &ConnectorError) {
 }
 
 fn sharepoint_error(error: &ConnectorError) -> &SharePointError {
-    std::error::Error::source(error)
-        .and_then(|s| s.downcast_ref::<SharePointError>())
-        .expect("the source is the connector's own error")
+    own_error(error)
 }
 
 #[tokio::test]

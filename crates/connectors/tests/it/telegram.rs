@@ -2,14 +2,15 @@
 //! escaping for MarkdownV2 and HTML, every error class, config errors, and that the bot token
 //! appears nowhere: not in reasons, not in `Debug`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use connectors::telegram::{TelegramConfig, TelegramConnector, TelegramError};
-use connectors::{Connector, ConnectorError, ConnectorRequest, DocumentId, Registry};
+use connectors::{ConnectorError, ConnectorRequest, DocumentId};
 use fakes::faults::{Down, Failure};
 use fakes::telegram::{BotApi, Chat, ChatKind, DEFAULT_CHAT_ID, DEFAULT_TOKEN};
 use serde_json::{Value, json};
+
+use crate::{connector, own_error, rejected as config_error};
 
 async fn start() -> BotApi {
     BotApi::start().await.expect("the fake Bot API starts")
@@ -26,21 +27,6 @@ fn settings(bot: &BotApi) -> Value {
         "text": "*Shipment request {{document.id}}*\nCompany: {{properties.company_name}}\nAmount: {{properties.amount}} RUB",
         "timeout": "5s",
     })
-}
-
-fn build(settings: &Value) -> Result<Arc<dyn Connector>, connectors::ConfigError> {
-    Registry::new().build(settings)
-}
-
-fn connector(settings: &Value) -> Arc<dyn Connector> {
-    build(settings).unwrap_or_else(|e| panic!("config is valid: {e}"))
-}
-
-fn config_error(settings: &Value) -> String {
-    match build(settings) {
-        Ok(_) => panic!("config should be rejected"),
-        Err(e) => e.to_string(),
-    }
 }
 
 fn call() -> ConnectorRequest {
@@ -68,9 +54,7 @@ fn assert_no_token(error: &ConnectorError) {
 }
 
 fn telegram_error(error: &ConnectorError) -> &TelegramError {
-    std::error::Error::source(error)
-        .and_then(|s| s.downcast_ref::<TelegramError>())
-        .expect("the source is the connector's own error")
+    own_error(error)
 }
 
 #[tokio::test]
