@@ -284,13 +284,9 @@ impl Store {
             })
             .collect::<Result<Vec<String>>>()?;
         // The first occurrence of each token is inserted; later ones in the batch are duplicates.
-        let mut firsts: Vec<usize> = Vec::with_capacity(jobs.len());
         let mut seen: HashSet<&str> = HashSet::with_capacity(jobs.len());
-        for (index, job) in jobs.iter().enumerate() {
-            if seen.insert(job.event_token.as_str()) {
-                firsts.push(index);
-            }
-        }
+        let first: Vec<bool> = jobs.iter().map(|job| seen.insert(&job.event_token)).collect();
+        let firsts: Vec<usize> = (0..jobs.len()).filter(|&index| first[index]).collect();
 
         let (created, existing) = write_tx!(self, "enqueue", |tx, dialect| {
             let mut created: HashMap<String, JobId> = HashMap::with_capacity(firsts.len());
@@ -342,11 +338,10 @@ impl Store {
             Ok((created, existing))
         });
 
-        let mut reported: HashSet<&str> = HashSet::with_capacity(jobs.len());
         jobs.iter()
-            .map(|job| {
+            .zip(first)
+            .map(|(job, first)| {
                 let token = job.event_token.as_str();
-                let first = reported.insert(token);
                 match (created.get(token), existing.get(token)) {
                     (Some(&id), _) if first => Ok(Enqueued::Created(id)),
                     (Some(&id), _) | (None, Some(&id)) => Ok(Enqueued::Duplicate(id)),
