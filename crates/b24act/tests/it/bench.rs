@@ -28,8 +28,8 @@ fn value(rows: &[Value], measure: &str) -> f64 {
 
 #[test]
 fn bench_runs_every_scenario_with_tiny_sizes_and_reports_each_figure() {
-    let dir = TempDir::new();
-    let json = dir.0.join("bench.json");
+    let dir = TempDir::new("b24act-it").unwrap();
+    let json = dir.path().join("bench.json");
     let output = Command::new(env!("CARGO_BIN_EXE_b24act"))
         .args([
             "bench",

@@ -60,11 +60,11 @@ async fn a_job_interrupted_by_sigkill_finishes_once_after_restart() {
         .unwrap()
         .domain;
     let api = FinanceApi::start(1).await.unwrap();
-    let dir = TempDir::new();
+    let dir = TempDir::new("b24act-it").unwrap();
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let store_url = format!("sqlite:{}/b24act.db", dir.0.display());
+    let store_url = format!("sqlite:{}/b24act.db", dir.path().display());
     let options = Options { lease: "3s", attempt_timeout: "2500ms", ..Options::default() };
-    let config = dir.0.join("b24act.toml");
+    let config = dir.path().join("b24act.toml");
     std::fs::write(&config, config_text(listen, &store_url, &api, &options)).unwrap();
     emulator.register_app(AppSpec {
         client_id: Some(CLIENT_ID.into()),

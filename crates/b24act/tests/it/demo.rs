@@ -124,8 +124,8 @@ async fn generic_every_workflow_closes_once_with_a_result_or_the_fallback_throug
 
 #[test]
 fn the_binary_runs_the_generic_demo_prints_the_summary_and_keeps_the_store_when_asked() {
-    let dir = TempDir::new();
-    let db = dir.0.join("kept.db");
+    let dir = TempDir::new("b24act-it").unwrap();
+    let db = dir.path().join("kept.db");
     let output = Command::new(env!("CARGO_BIN_EXE_b24act"))
         .args(["demo", "--scenario", "generic", "--workflows", "30", "--start-rate", "30"])
         .args(["--failure-rate", "0.2"])
@@ -154,7 +154,7 @@ fn the_binary_runs_the_generic_demo_prints_the_summary_and_keeps_the_store_when_
     // Quiet by default: the demo's own lines on stdout, no logs on stderr.
     assert!(stderr.trim().is_empty(), "{stderr}");
     assert!(db.exists(), "--keep-db leaves the store at {}", db.display());
-    let config = dir.0.join("kept.db.toml");
+    let config = dir.path().join("kept.db.toml");
     assert!(stdout.contains(&format!("b24act jobs list --config {}", config.display())));
     let jobs = Command::new(env!("CARGO_BIN_EXE_b24act"))
         .args(["jobs", "list", "--json", "--limit", "100", "--config"])

@@ -3,8 +3,6 @@
 //! connector that succeeds, fails, panics or hangs on cue.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +12,7 @@ use b24_emulator::{
 use b24act::config::Config;
 use b24act::host::Host;
 use b24act::payload::{JobPayload, PAYLOAD_VERSION};
+use b24act::sandbox::TempDir;
 use b24act::worker::{Wakeups, Workers};
 use b24act::{clock, outbox};
 use connectors::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Outputs, Registry};
@@ -124,9 +123,9 @@ impl TestHost {
         let app = emu.register_app(AppSpec { scope: "bizproc".into(), ..AppSpec::default() });
         let install = emu.install_app(&portal.domain, &app.client_id).await.expect("app installs");
 
-        let dir = TempDir::new();
+        let dir = TempDir::new("b24act-jobs").expect("temp dir");
         let config = Config::from_toml(
-            &config_toml(&app.client_id, &app.client_secret, &dir.0),
+            &config_toml(&app.client_id, &app.client_secret, dir.path()),
             "test",
             std::iter::empty(),
         )
@@ -371,28 +370,4 @@ name = "Reason"
 kind = "scripted"
 "#
     )
-}
-
-/// A directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
-        let unique = format!(
-            "b24act-jobs-{}-{}-{}",
-            std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed),
-            clock::now_ms()
-        );
-        let dir = std::env::temp_dir().join(unique);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use b24act::clock::now_ms;
 use b24act::config::Config;
 use b24act::operator_cli::{self, JobsCommand};
+use b24act::sandbox::TempDir;
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::{Value, json};
 use store::{
@@ -475,7 +476,7 @@ fn arguments_parse_as_documented() {
 
 #[tokio::test]
 async fn a_missing_sqlite_store_is_reported_not_created() {
-    let dir = TempDir::new("missing_sqlite");
+    let dir = TempDir::new("b24act_ops_missing_sqlite").unwrap();
     let db = dir.path().join("elsewhere.db");
     let (config, _) = write_config(dir.path(), &format!("sqlite:{}", db.display()));
 
@@ -486,7 +487,7 @@ async fn a_missing_sqlite_store_is_reported_not_created() {
 
 #[tokio::test]
 async fn a_bad_store_url_is_reported_without_its_password() {
-    let dir = TempDir::new("bad_url");
+    let dir = TempDir::new("b24act_ops_bad_url").unwrap();
     let (config, _) = write_config(dir.path(), "postgres://operator:hunter2@127.0.0.1:port/b24act");
 
     let error = run(&config, &["list"]).await.unwrap_err();
@@ -744,7 +745,7 @@ where
     F: FnOnce(Operator) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let dir = TempDir::new(name);
+    let dir = TempDir::new(&format!("b24act_ops_{name}")).unwrap();
     let (url, database) = match backend {
         Backend::Sqlite => (format!("sqlite:{}", dir.path().join("b24act.db").display()), None),
         Backend::Postgres => {
@@ -810,25 +811,4 @@ fn unique_name(test: &str) -> String {
     let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let short: String = test.chars().take(24).collect();
     format!("b24act_ops_{short}_{}_{sequence}_{nanos}", std::process::id())
-}
-
-/// A fresh directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(unique_name(test));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

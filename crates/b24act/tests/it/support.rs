@@ -3,12 +3,12 @@
 //! action. The set-up is `b24act::sandbox`'s, as in the demo and the bench: the app is installed
 //! the real way (ONAPPINSTALL → app.info → registration).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use b24_emulator::{Emulator, PortalSpec, WorkflowSpec, WorkflowState, WorkflowStatus};
 use b24act::app::Running;
 use b24act::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
+pub use b24act::sandbox::TempDir;
 use b24act::sandbox::{self, AppIdentity, FinanceCreditCheck, HostConfig, Sandbox};
 use fakes::finance::FinanceApi;
 use serde_json::Value;
@@ -40,32 +40,6 @@ impl Default for Options {
             attempt_timeout: "1s",
         }
     }
-}
-
-/// A temp dir removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        let unique = format!("b24act-it-{}-{}", std::process::id(), rand_suffix());
-        let path = std::env::temp_dir().join(unique);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    u64::from(nanos) ^ (NEXT.fetch_add(1, Ordering::Relaxed) << 32)
 }
 
 pub struct TestApp {
@@ -137,12 +111,12 @@ impl TestApp {
     pub async fn start(options: Options) -> TestApp {
         let sandbox = Sandbox::start(options.portal.clone()).await.unwrap();
         let api = FinanceApi::start(7).await.unwrap();
-        let dir = TempDir::new();
+        let dir = TempDir::new("b24act-it").unwrap();
         let (listener, listen) = sandbox::loopback_listener().await.unwrap();
         let store_url = options
             .store_url
             .clone()
-            .unwrap_or_else(|| format!("sqlite:{}/b24act.db", dir.0.display()));
+            .unwrap_or_else(|| format!("sqlite:{}/b24act.db", dir.path().display()));
         let config_text = config_text(listen, &store_url, &api, &options);
         sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
         let mut test = TestApp {
