@@ -97,7 +97,16 @@ impl fmt::Debug for Installation {
     }
 }
 
-/// Decodes an `installations` row and decrypts its secrets. Expands inside a body.
+/// The columns [`installation_from_row!`] reads, as a literal for `concat!`.
+macro_rules! installation_columns {
+    () => {
+        "member_id, domain, client_endpoint, server_endpoint, application_token, access_token, \
+         refresh_token, expires_at, status, installed_at, updated_at"
+    };
+}
+
+/// Decodes an `installations` row selected with [`installation_columns!`] and decrypts its
+/// secrets. Expands inside a body.
 macro_rules! installation_from_row {
     ($cipher:expr, $row:expr) => {{
         let row = &$row;
@@ -172,11 +181,11 @@ impl Store {
     /// The installation of portal `member_id`, whatever its status.
     pub async fn installation(&self, member_id: &str) -> Result<Option<Installation>> {
         Ok(read!(self, "read an installation", |pool, dialect| {
-            let row = sqlx::query(
-                "SELECT member_id, domain, client_endpoint, server_endpoint, application_token, \
-                 access_token, refresh_token, expires_at, status, installed_at, updated_at \
-                 FROM installations WHERE member_id = $1",
-            )
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                installation_columns!(),
+                " FROM installations WHERE member_id = $1"
+            ))
             .bind(member_id)
             .fetch_optional(pool)
             .await?;
@@ -190,11 +199,11 @@ impl Store {
     /// Every installation, by `member_id`.
     pub async fn installations(&self) -> Result<Vec<Installation>> {
         Ok(read!(self, "list installations", |pool, dialect| {
-            let rows = sqlx::query(
-                "SELECT member_id, domain, client_endpoint, server_endpoint, application_token, \
-                 access_token, refresh_token, expires_at, status, installed_at, updated_at \
-                 FROM installations ORDER BY member_id",
-            )
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                installation_columns!(),
+                " FROM installations ORDER BY member_id"
+            ))
             .fetch_all(pool)
             .await?;
             let mut out = Vec::with_capacity(rows.len());
