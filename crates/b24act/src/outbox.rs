@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use b24::rest::{BatchCommand, BatchOutcome, ErrorClass, EventSend};
 use store::{AttemptOutcome, Delivery, Fenced, JobId, MAX_BATCH, PortalBatch};
@@ -27,7 +27,7 @@ use crate::host::Host;
 use crate::payload::{JobResult, millis};
 use crate::portals::PortalError;
 use crate::progress::ProgressLine;
-use crate::worker::{IDLE_PAUSE, Wakeups, chain, pause_until_due, report_task};
+use crate::worker::{ClaimClock, IDLE_PAUSE, Wakeups, chain, pause_until_due, report_task};
 
 /// The REST method results go back with.
 pub const EVENT_SEND: &str = "bizproc.event.send";
@@ -77,7 +77,7 @@ pub async fn run_once(host: &Arc<Host>, now: i64) -> Result<usize, store::Error>
         }
     }
     let mut handled = 0;
-    let clock = RoundClock { at_claim: now, since: Instant::now() };
+    let clock = ClaimClock::claimed_at(now);
     let mut portals = JoinSet::new();
     for batch in batches {
         let lines = host.progress.take(&batch.member_id, MAX_BATCH - batch.jobs.len());
@@ -96,20 +96,6 @@ pub async fn run_once(host: &Arc<Host>, now: i64) -> Result<usize, store::Error>
     Ok(handled)
 }
 
-/// The round's time: the `now` it claimed at, moved on by the real time since.
-#[derive(Debug, Clone, Copy)]
-struct RoundClock {
-    at_claim: i64,
-    since: Instant,
-}
-
-impl RoundClock {
-    fn now(&self) -> i64 {
-        let elapsed = i64::try_from(self.since.elapsed().as_millis()).unwrap_or(i64::MAX);
-        self.at_claim.saturating_add(elapsed)
-    }
-}
-
 /// What to do with one result after a send.
 enum Verdict {
     Delivered,
@@ -119,7 +105,7 @@ enum Verdict {
 
 /// Sends one portal's batch — its progress lines, then its results — and records every
 /// result's outcome. Lines are best effort: one that fails is only logged.
-async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, clock: RoundClock) {
+async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, clock: ClaimClock) {
     let PortalBatch { member_id, jobs } = batch;
     let client = match host.portals.client(&member_id).await {
         Ok(client) => client,

@@ -155,7 +155,7 @@ impl Workers {
         let host = &self.shared.host;
         let jobs = host.store.claim_due(&self.name, now, host.config.workers.lease, free).await?;
         let claimed = jobs.len();
-        let clock = JobClock { at_claim: now, since: Instant::now() };
+        let clock = ClaimClock::claimed_at(now);
         for job in jobs {
             // Only this pool takes permits, and it asked for no more than were free.
             let permit = self.slots.clone().acquire_owned().await.ok();
@@ -182,16 +182,21 @@ impl Workers {
     }
 }
 
-/// A job's time: the `now` it was claimed at, moved on by the real time since, so stepped tests
-/// and production agree.
+/// A claimed job's (or an outbox round's) time: the `now` it was claimed at, moved on by the real
+/// time since, so stepped tests and production agree.
 #[derive(Debug, Clone, Copy)]
-struct JobClock {
+pub(crate) struct ClaimClock {
     at_claim: i64,
     since: Instant,
 }
 
-impl JobClock {
-    fn now(&self) -> i64 {
+impl ClaimClock {
+    /// The clock of a claim made at `now`, from this instant on.
+    pub(crate) fn claimed_at(now: i64) -> ClaimClock {
+        ClaimClock { at_claim: now, since: Instant::now() }
+    }
+
+    pub(crate) fn now(&self) -> i64 {
         let elapsed = i64::try_from(self.since.elapsed().as_millis()).unwrap_or(i64::MAX);
         self.at_claim.saturating_add(elapsed)
     }
@@ -224,7 +229,7 @@ enum Ran {
 
 impl Shared {
     /// Runs one claimed job to its next state.
-    async fn process(&self, job: &ClaimedJob, clock: JobClock) -> Result<(), JobError> {
+    async fn process(&self, job: &ClaimedJob, clock: ClaimClock) -> Result<(), JobError> {
         let Some(action) = self.host.catalog.get(&job.action_code).cloned() else {
             let reason = format!(
                 "action `{}` is not configured on this host (the configuration changed after the call arrived)",
