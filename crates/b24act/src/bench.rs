@@ -11,7 +11,7 @@
 
 mod deployment;
 mod load;
-mod measure;
+pub(crate) mod measure;
 mod report;
 mod scenarios;
 

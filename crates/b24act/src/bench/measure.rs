@@ -158,17 +158,19 @@ impl Latencies {
 
     /// The `q` quantile (0 to 1, nearest rank) in ms; 0 when empty.
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        if self.sorted_micros.is_empty() {
-            return 0.0;
-        }
-        let n = self.sorted_micros.len();
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        self.sorted_micros[rank - 1] as f64 / 1000.0
+        nearest_rank(&self.sorted_micros, q).map_or(0.0, |m| m as f64 / 1000.0)
     }
 
     pub fn max_ms(&self) -> f64 {
         self.sorted_micros.last().map_or(0.0, |m| *m as f64 / 1000.0)
     }
+}
+
+/// The `q` quantile (0 to 1) of `sorted` by nearest rank: the smallest sample with at least `q`
+/// of the samples at or below it; `None` when empty.
+pub(crate) fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
 }
 
 /// A duration in whole microseconds, saturating.

@@ -21,6 +21,7 @@ use super::deployment::{
     portal_limit, print_summary,
 };
 use super::{DemoArgs, row, seconds};
+use crate::bench::measure::nearest_rank;
 use crate::config::{RetryPolicy, WorkersConfig};
 use crate::sandbox::{AppIdentity, Deployment, FinanceCreditCheck, HostConfig};
 
@@ -82,11 +83,7 @@ pub struct Latency {
 impl Latency {
     pub fn of(mut samples: Vec<Duration>) -> Latency {
         samples.sort_unstable();
-        let rank = |p: f64| -> Duration {
-            // Nearest rank: the smallest sample with at least p of the samples at or below it.
-            let index = ((p * samples.len() as f64).ceil() as usize).saturating_sub(1);
-            samples.get(index).copied().unwrap_or_default()
-        };
+        let rank = |p: f64| nearest_rank(&samples, p).unwrap_or_default();
         Latency {
             count: samples.len(),
             p50: rank(0.50),
