@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use b24::rest::{ErrorClass, LimiterRegistry, PortalLimiter, RateLimits};
 use b24_emulator::PortalSpec;
 
-use crate::support::TestPortal;
+use crate::support::{TestPortal, concurrently};
 
 /// The emulator's bucket, scaled down so a test takes a couple of seconds: 10/s, burst 10.
 fn small_bucket() -> (PortalSpec, RateLimits) {
@@ -44,14 +44,9 @@ async fn limiter_keeps_a_burst_under_the_portal_bucket() {
     let client = t.oauth().limiter_from(&registry).build().unwrap();
 
     let started = Instant::now();
-    let calls: Vec<_> = (0..30)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { client.app_info().await })
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap().unwrap();
+    let calls = concurrently(&client, 30, |client| async move { client.app_info().await }).await;
+    for result in calls {
+        result.unwrap();
     }
     // 5 at once (half a second of headroom below 10), then 25 more at 10/s: the limiter
     // waited rather than failed.

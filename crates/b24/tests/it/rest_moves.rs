@@ -6,7 +6,7 @@ use std::sync::Arc;
 use b24::rest::DomainMove;
 
 use crate::rest_methods::credit_check;
-use crate::support::{RecordingMoves, TestPortal};
+use crate::support::{RecordingMoves, TestPortal, concurrently};
 
 #[tokio::test]
 async fn moved_portal_gets_the_post_resent_and_the_move_reported() {
@@ -76,14 +76,10 @@ async fn concurrent_calls_to_a_moved_portal_report_the_move_once() {
     let old = t.portal.domain.clone();
     let new = t.emu.move_portal(&old).await.unwrap();
 
-    let calls: Vec<_> = (0..8)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { client.activity_list().await })
-        })
-        .collect();
-    for call in calls {
-        let response = call.await.unwrap().unwrap();
+    let calls =
+        concurrently(&client, 8, |client| async move { client.activity_list().await }).await;
+    for result in calls {
+        let response = result.unwrap();
         if let Some(change) = response.moved {
             assert_eq!(
                 (change.old_domain.as_str(), change.new_domain.as_str()),

@@ -8,7 +8,7 @@ use b24::rest::{Error, ErrorClass};
 use b24::secret::{AccessToken, RefreshToken};
 use b24_emulator::Faults;
 
-use crate::support::{CountingAuthServer, RecordingSink, TestPortal};
+use crate::support::{CountingAuthServer, RecordingSink, TestPortal, concurrently};
 
 #[tokio::test]
 async fn expired_token_is_refreshed_once_and_the_call_repeated() {
@@ -56,14 +56,9 @@ async fn concurrent_calls_with_an_expired_token_share_one_refresh() {
     let client = t.oauth_with(tokens).token_sink(sink.clone()).build().unwrap();
     t.emu.expire_tokens(&t.portal.domain).unwrap();
 
-    let calls: Vec<_> = (0..12)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { client.app_info().await })
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap().unwrap();
+    let calls = concurrently(&client, 12, |client| async move { client.app_info().await }).await;
+    for result in calls {
+        result.unwrap();
     }
 
     // One refresh went out, the sink saw one token set (a second refresh with the spent token
@@ -130,14 +125,9 @@ async fn concurrent_callers_share_a_failed_refresh_too() {
     let client = t.oauth_with(tokens).build().unwrap();
     t.emu.expire_tokens(&t.portal.domain).unwrap();
 
-    let calls: Vec<_> = (0..6)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { client.app_info().await })
-        })
-        .collect();
-    for call in calls {
-        let error = call.await.unwrap().unwrap_err();
+    let calls = concurrently(&client, 6, |client| async move { client.app_info().await }).await;
+    for result in calls {
+        let error = result.unwrap_err();
         assert_eq!(error.class(), ErrorClass::Permanent, "{error:?}");
     }
     assert_eq!(auth.count(), 1, "callers that waited reuse the failure instead of retrying it");

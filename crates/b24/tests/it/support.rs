@@ -17,6 +17,22 @@ use b24_emulator::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
+/// Makes `calls` calls with clones of `client` at once, each its own task, and returns their
+/// results in the order they were started.
+pub async fn concurrently<T, Call, Fut>(client: &RestClient, calls: usize, call: Call) -> Vec<T>
+where
+    Call: Fn(RestClient) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..calls).map(|_| tokio::spawn(call(client.clone()))).collect();
+    let mut results = Vec::with_capacity(calls);
+    for task in tasks {
+        results.push(task.await.expect("call task"));
+    }
+    results
+}
+
 /// One emulator with one portal and one installed app.
 pub struct TestPortal {
     pub emu: Emulator,
