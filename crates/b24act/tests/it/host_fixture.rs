@@ -3,16 +3,17 @@
 //! connector that succeeds, fails, panics or hangs on cue.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use b24_emulator::{
     AppSpec, Emulator, EmulatorConfig, Portal, PortalSpec, WorkflowSpec, WorkflowState,
 };
-use b24act::config::Config;
+use b24act::config::{Config, DeliveryConfig, RetryPolicy, WorkersConfig};
 use b24act::host::Host;
 use b24act::payload::{JobPayload, PAYLOAD_VERSION};
-use b24act::sandbox::TempDir;
+use b24act::sandbox::{AppIdentity, HostConfig, TempDir, retry_table};
 use b24act::worker::{Wakeups, Workers};
 use b24act::{clock, outbox};
 use connectors::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Outputs, Registry};
@@ -279,62 +280,54 @@ pub struct Call {
 }
 
 fn config_toml(client_id: &str, client_secret: &str, dir: &std::path::Path) -> String {
-    format!(
-        r#"
-[app]
-client_id = "{client_id}"
-client_secret = "{client_secret}"
-public_url = "http://127.0.0.1:9/"
-
-[store]
-url = "sqlite:{db}"
-encryption_key = "{KEY}"
-
-[workers]
-concurrency = 4
-lease = "1m"
-
-[delivery]
-rate_per_second = 2.0
-burst = 50
-retry_base = "1s"
-retry_cap = "10s"
-
-{check}
-[actions.retry]
-backoff_base = "2s"
-backoff_cap = "1m"
-jitter = 0.0
-attempt_timeout = "10s"
-
+    let retry = |attempt_timeout: Duration| RetryPolicy {
+        jitter: 0.0,
+        attempt_timeout,
+        ..RetryPolicy::default()
+    };
+    let check = format!(
+        r#"{action}{retry}
 [actions.on_failure]
 mode = "fallback"
 log_message = "Finance system unavailable: {{reason}}"
 values = {{ approval_required = true, reason = "finance system unavailable" }}
-
-{dead_letter}
-[actions.retry]
-jitter = 0.0
-attempt_timeout = "10s"
-
-[actions.on_failure]
-mode = "dead_letter"
-
-{quick}
-[actions.retry]
-jitter = 0.0
-attempt_timeout = "300ms"
-
+"#,
+        action = action(CHECK),
+        retry = retry_table(&RetryPolicy {
+            backoff_cap: Duration::from_secs(60),
+            ..retry(Duration::from_secs(10))
+        }),
+    );
+    let dead_letter = format!(
+        "{}{}\n[actions.on_failure]\nmode = \"dead_letter\"\n",
+        action(CHECK_DEAD_LETTER),
+        retry_table(&retry(Duration::from_secs(10))),
+    );
+    let quick = format!(
+        r#"{action}{retry}
 [actions.on_failure]
 mode = "fallback"
 log_message = "Quick check failed: {{reason}}"
 values = {{ approval_required = true }}
 "#,
-        db = dir.join("b24act.db").display(),
-        check = action(CHECK),
-        dead_letter = action(CHECK_DEAD_LETTER),
-        quick = action(QUICK_CHECK),
-    )
+        action = action(QUICK_CHECK),
+        retry = retry_table(&retry(Duration::from_millis(300))),
+    );
+    HostConfig {
+        encryption_key: KEY.into(),
+        workers: WorkersConfig { concurrency: 4, lease: Duration::from_secs(60) },
+        delivery: DeliveryConfig {
+            retry_cap: Duration::from_secs(10),
+            ..DeliveryConfig::default()
+        },
+        actions: vec![check, dead_letter, quick],
+        ..HostConfig::new(
+            &AppIdentity::new(client_id, client_secret),
+            SocketAddr::from(([127, 0, 0, 1], 9)),
+            format!("sqlite:{}", dir.join("b24act.db").display()),
+        )
+    }
+    .to_toml()
 }
 
 /// An `[[actions]]` table of the credit-limit shape with the scripted connector.
