@@ -19,6 +19,7 @@ use store::{
 
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::payload::millis;
 
 /// The version of the `--json` output; bumped when a field changes meaning or disappears.
 pub const JSON_FORMAT_VERSION: u32 = 1;
@@ -406,10 +407,6 @@ fn attempt_json(attempt: &Attempt) -> Value {
 
 fn optional(value: Option<String>) -> String {
     value.unwrap_or_else(|| "-".to_owned())
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Unix milliseconds as a UTC time to the second: `2026-11-24 03:10:05Z`.
