@@ -5,7 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use b24_emulator::{AppSpec, Emulator, EmulatorConfig, PortalSpec, WorkflowSpec, WorkflowStatus};
+use b24_emulator::{PortalSpec, WorkflowSpec, WorkflowStatus};
+use b24act::sandbox::{AppIdentity, Sandbox};
 use fakes::finance::{Behaviour, FinanceApi};
 use store::{JobFilter, JobId, JobState, StoreKey, StoreOptions};
 
@@ -53,12 +54,8 @@ impl Drop for Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_interrupted_by_sigkill_finishes_once_after_restart() {
-    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let domain = emulator
-        .create_portal(PortalSpec { unlimited: true, ..PortalSpec::default() })
-        .await
-        .unwrap()
-        .domain;
+    let sandbox =
+        Sandbox::start(PortalSpec { unlimited: true, ..PortalSpec::default() }).await.unwrap();
     let api = FinanceApi::start(1).await.unwrap();
     let dir = TempDir::new("b24act-it").unwrap();
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -66,21 +63,12 @@ async fn a_job_interrupted_by_sigkill_finishes_once_after_restart() {
     let options = Options { lease: "3s", attempt_timeout: "2500ms", ..Options::default() };
     let config = dir.path().join("b24act.toml");
     std::fs::write(&config, config_text(listen, &store_url, &api, &options)).unwrap();
-    emulator.register_app(AppSpec {
-        client_id: Some(CLIENT_ID.into()),
-        client_secret: Some(CLIENT_SECRET.into()),
-        install_url: Some(format!("http://{listen}/bitrix/install")),
-        scope: "bizproc,crm".into(),
-        ..AppSpec::default()
-    });
+    sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
 
     let server = Server::start(&config);
-    assert_eq!(emulator.install_app(&domain, CLIENT_ID).await.unwrap().event_status, Some(200));
-    wait(
-        || emulator.registrations(&domain).unwrap().iter().any(|r| r.code == CODE),
-        "registration",
-    )
-    .await;
+    // ONAPPINSTALL answered 200, and the action registered.
+    sandbox.install(CLIENT_ID, &[CODE], Duration::from_secs(10)).await.unwrap();
+    let Sandbox { emulator, domain } = sandbox;
 
     // The API answers slowly: the first attempt is still in flight when the process dies.
     api.set(Behaviour { latency: Duration::from_secs(2), ..Behaviour::default() });
