@@ -67,7 +67,10 @@ async fn a_job_interrupted_by_sigkill_finishes_once_after_restart() {
 
     let server = Server::start(&config);
     // ONAPPINSTALL answered 200, and the action registered.
-    sandbox.install(CLIENT_ID, &[CODE], Duration::from_secs(10)).await.unwrap();
+    sandbox
+        .install(CLIENT_ID, &[CODE], Duration::from_secs(10))
+        .await
+        .expect("the host took ONAPPINSTALL (200) and registered the action");
     let Sandbox { emulator, domain } = sandbox;
 
     // The API answers slowly: the first attempt is still in flight when the process dies.
