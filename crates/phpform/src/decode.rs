@@ -1,6 +1,8 @@
 //! `parse_str` as PHP reads a form body, with limits and errors instead of PHP's silent repairs.
 
-use crate::{Array, Value};
+use indexmap::IndexMap;
+
+use crate::{Array, Value, quoted};
 
 /// Bounds on what one body may hold; anything past them is an error, never a truncation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,22 +21,23 @@ impl Default for Limits {
     }
 }
 
-/// Why a body could not be decoded. `field` is the key as far as it could be read.
+/// Why a body could not be decoded. `field` is the key as far as it could be read; the messages
+/// show it through [`quoted`](crate::quoted), cut short and escaped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("form body is {actual} bytes, over the limit of {limit}")]
     TooLarge { limit: usize, actual: usize },
     #[error("form body has more than {limit} fields")]
     TooManyFields { limit: usize },
-    #[error("field `{field}`: malformed percent-encoding at byte {offset} of its {part}")]
+    #[error("field `{}`: malformed percent-encoding at byte {offset} of its {part}", quoted(field))]
     BadPercentEncoding { field: String, part: Part, offset: usize },
-    #[error("field `{field}`: its {part} is not valid UTF-8")]
+    #[error("field `{}`: its {part} is not valid UTF-8", quoted(field))]
     InvalidUtf8 { field: String, part: Part },
-    #[error("field `{field}` has an empty name before its brackets")]
+    #[error("field `{}` has an empty name before its brackets", quoted(field))]
     EmptyName { field: String },
-    #[error("field `{field}`: `[` is never closed by `]`")]
+    #[error("field `{}`: `[` is never closed by `]`", quoted(field))]
     UnclosedBracket { field: String },
-    #[error("field `{field}`: nested deeper than {limit} levels")]
+    #[error("field `{}`: nested deeper than {limit} levels", quoted(field))]
     TooDeep { field: String, limit: usize },
 }
 
@@ -63,7 +66,7 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Array, DecodeError> {
     if body.len() > limits.max_body_bytes {
         return Err(DecodeError::TooLarge { limit: limits.max_body_bytes, actual: body.len() });
     }
-    let mut form = Array::new();
+    let mut form = Node::default();
     let pairs = body.split(|&b| b == b'&').filter(|pair| !pair.is_empty());
     for (count, pair) in pairs.enumerate() {
         if count == limits.max_fields {
@@ -99,7 +102,7 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Array, DecodeError> {
         let path = split_key(&name, limits.max_depth)?;
         insert(&mut form, &path, value);
     }
-    Ok(form)
+    Ok(form.into_array())
 }
 
 /// Undoes `urlencode`: `+` is a space, `%XX` a byte. Returns the offset of a bad `%` sequence.
@@ -150,34 +153,88 @@ fn split_key(name: &str, max_depth: usize) -> Result<Vec<Option<&str>>, DecodeEr
     Ok(path)
 }
 
-fn insert(form: &mut Array, path: &[Option<&str>], value: String) {
-    let Some((last, parents)) = path.split_last() else { return };
-    let mut array = form;
-    for segment in parents {
-        let key = resolve(array, *segment);
-        let slot = array.entry(key).or_insert_with(|| Value::Array(Array::new()));
-        if !matches!(slot, Value::Array(_)) {
-            // PHP replaces a scalar by an array when a later key nests under it.
-            *slot = Value::Array(Array::new());
-        }
-        let Value::Array(inner) = slot else { unreachable!("made an array just above") };
-        array = inner;
-    }
-    let key = resolve(array, *last);
-    array.insert(key, Value::Str(value));
+/// The tree `decode` builds: PHP's arrays with their `nNextFreeElement`, so that `[]` finds its
+/// key in constant time instead of scanning the array's keys on every append (which made
+/// `k[]=1&k[]=1&…` quadratic).
+#[derive(Default)]
+struct Node {
+    entries: IndexMap<String, Slot>,
+    /// PHP's `nNextFreeElement`: one past the largest non-negative integer key, else 0.
+    next_free: u64,
+    /// An integer key of `i64::MAX` was stored: PHP cannot append to this array any more.
+    full: bool,
 }
 
-/// The key for one path segment: itself, or for `[]` the next free integer key, as PHP's
-/// `nNextFreeElement` (one past the largest non-negative integer key, else 0).
-fn resolve(array: &Array, segment: Option<&str>) -> String {
-    match segment {
-        Some(key) => key.to_owned(),
-        None => array
-            .keys()
-            .filter_map(|k| k.parse::<u64>().ok().filter(|n| n.to_string() == *k))
-            .max()
-            .map_or(0, |max| max + 1)
-            .to_string(),
+enum Slot {
+    Str(String),
+    Node(Node),
+}
+
+impl Node {
+    /// The key for one path segment: itself, or for `[]` the next free integer key. `None`
+    /// when PHP's append fails (the array already holds `PHP_INT_MAX`): PHP drops the field.
+    fn resolve(&self, segment: Option<&str>) -> Option<String> {
+        match segment {
+            Some(key) => Some(key.to_owned()),
+            None => (!self.full).then(|| self.next_free.to_string()),
+        }
+    }
+
+    /// Inserts or overwrites `key`, keeping `next_free` as PHP's hash table does.
+    fn entry(&mut self, key: String) -> indexmap::map::Entry<'_, String, Slot> {
+        if let Some(n) = integer_key(&key) {
+            if n == i64::MAX as u64 {
+                self.full = true;
+            }
+            if n >= self.next_free {
+                self.next_free = n + 1;
+            }
+        }
+        self.entries.entry(key)
+    }
+
+    fn into_array(self) -> Array {
+        self.entries
+            .into_iter()
+            .map(|(key, slot)| {
+                let value = match slot {
+                    Slot::Str(s) => Value::Str(s),
+                    Slot::Node(node) => Value::Array(node.into_array()),
+                };
+                (key, value)
+            })
+            .collect()
+    }
+}
+
+/// A key PHP stores as an integer and counts for `[]`: canonical decimal (`0`, `17`, never
+/// `017` or `+1`) from 0 to `PHP_INT_MAX`.
+fn integer_key(key: &str) -> Option<u64> {
+    let canonical = !key.is_empty()
+        && key.bytes().all(|b| b.is_ascii_digit())
+        && (key == "0" || !key.starts_with('0'));
+    canonical.then(|| key.parse::<u64>().ok()).flatten().filter(|&n| n <= i64::MAX as u64)
+}
+
+fn insert(form: &mut Node, path: &[Option<&str>], value: String) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut node = form;
+    for segment in parents {
+        let Some(key) = node.resolve(*segment) else { return };
+        let slot = node.entry(key).or_insert_with(|| Slot::Node(Node::default()));
+        if !matches!(slot, Slot::Node(_)) {
+            // PHP replaces a scalar by an array when a later key nests under it.
+            *slot = Slot::Node(Node::default());
+        }
+        let Slot::Node(inner) = slot else { unreachable!("made an array just above") };
+        node = inner;
+    }
+    let Some(key) = node.resolve(*last) else { return };
+    match node.entry(key) {
+        indexmap::map::Entry::Occupied(mut slot) => *slot.get_mut() = Slot::Str(value),
+        indexmap::map::Entry::Vacant(slot) => {
+            slot.insert(Slot::Str(value));
+        }
     }
 }
 
@@ -256,5 +313,58 @@ mod tests {
             decode(b"a[1][2][3]", &roomy),
             Err(DecodeError::TooDeep { limit: 2, .. })
         ));
+    }
+
+    /// `k[]=1` repeated: each append finds its key in constant time (the decode is linear;
+    /// BENCHMARKS.md has its timing), and the keys run `0..n` in order.
+    #[test]
+    fn many_appends_make_one_list_in_order() {
+        for n in [10_000, 100_000] {
+            let body = "k[]=1&".repeat(n);
+            let limits = Limits { max_body_bytes: body.len(), max_depth: 64, max_fields: n };
+            let form = decode(body.as_bytes(), &limits).unwrap();
+            assert_eq!(form.len(), 1);
+            let list = form["k"].as_list().expect("keys 0..n in order");
+            assert_eq!(list.len(), n);
+            assert!(list.iter().all(|v| v.as_str() == Some("1")));
+            let nested = "a[b][]=x&".repeat(n);
+            let limits = Limits { max_body_bytes: nested.len(), ..limits };
+            let form = decode(nested.as_bytes(), &limits).unwrap();
+            let b = form["a"].as_array().unwrap()["b"].as_list().unwrap();
+            assert_eq!(b.len(), n);
+        }
+    }
+
+    #[test]
+    fn appends_follow_phps_next_free_element() {
+        assert_eq!(json_of("a[3]=x&a[1]=y&a[]=z"), json!({"a": {"3": "x", "1": "y", "4": "z"}}));
+        assert_eq!(json_of("a[x]=1&a[07]=2&a[]=3"), json!({"a": {"x": "1", "07": "2", "0": "3"}}));
+        assert_eq!(json_of("a[-3]=1&a[]=2"), json!({"a": {"-3": "1", "0": "2"}}));
+        // A scalar replaced by an array starts counting again.
+        assert_eq!(json_of("a[5]=1&a=s&a[]=2"), json!({"a": ["2"]}));
+        // Past PHP_INT_MAX a key is a string; at it, PHP's append fails and drops the field.
+        assert_eq!(
+            json_of("a[9223372036854775808]=1&a[]=2"),
+            json!({"a": {"9223372036854775808": "1", "0": "2"}})
+        );
+        assert_eq!(
+            json_of("a[9223372036854775807]=1&a[]=2&a[][x]=3"),
+            json!({"a": {"9223372036854775807": "1"}})
+        );
+    }
+
+    #[test]
+    fn errors_show_the_field_cut_short_and_escaped() {
+        // A newline and an ANSI "clear screen" in the name, then 100 KB more of it.
+        let body = format!("x%0A%1B[2J{}%zz=1", "k".repeat(100 * 1024));
+        let message = decode(body.as_bytes(), &Limits::default()).unwrap_err().to_string();
+        assert!(message.len() < 300, "{message}");
+        assert!(!message.contains('\n') && !message.contains('\u{1b}'), "{message}");
+        assert!(message.contains("x%0A%1B[2J") && message.contains('…'), "{message}");
+        let body = "y\n\u{1b}M=1&bad=%FF".to_string();
+        let message = decode(body.as_bytes(), &Limits::default()).unwrap_err().to_string();
+        assert_eq!(message, "field `bad`: its value is not valid UTF-8");
+        let message = decode("z\n\u{1b}[1A[=1".as_bytes(), &Limits::default()).unwrap_err();
+        assert_eq!(message.to_string(), "field `z\\n\\u{1b}[1A[`: `[` is never closed by `]`");
     }
 }

@@ -1,10 +1,10 @@
 //! PHP's form encoding with bracket keys: `http_build_query` to write, `parse_str` to read.
 //!
 //! Bitrix24 sends activity calls and events as `application/x-www-form-urlencoded` bodies built by
-//! PHP's `http_build_query` (protocol doc §2.2, §4.3), and reads REST calls and `batch` commands
+//! PHP's `http_build_query` (docs/protocol.md §2.2, §4.3), and reads REST calls and `batch` commands
 //! with `parse_str` (§5.1, §5.5). This crate speaks exactly that, so both sides of the wire (the
 //! `b24` crate and the emulator) share one codec that is checked against PHP's own output
-//! (`shared/testdata/php-encoded`) and against itself by a property test.
+//! (`testdata/php-encoded`) and against itself by a property test.
 //!
 //! Why not `serde_qs`: in query mode it drops `%5B..%5D`, it ignores lower-case `%5b` even in form
 //! mode, and it rejects a whole non-UTF-8 body without naming the field (design.md §5). Bitrix24
@@ -19,8 +19,10 @@
 
 mod decode;
 mod encode;
+mod quote;
 mod value;
 
 pub use decode::{DecodeError, Limits, decode};
 pub use encode::encode;
+pub use quote::{QUOTE_LIMIT, Quoted, quoted};
 pub use value::{Array, Value};
