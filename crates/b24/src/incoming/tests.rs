@@ -10,7 +10,7 @@ use super::*;
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata/php-encoded")
+        .join("../../testdata/php-encoded")
         .join(format!("{name}.body"));
     let body = std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
     body.trim_ascii_end().to_vec()

@@ -133,7 +133,7 @@ mod tests {
 
     fn call(name: &str) -> ActivityCall {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/testdata/php-encoded")
+            .join("../../testdata/php-encoded")
             .join(format!("{name}.body"));
         let body =
             std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));

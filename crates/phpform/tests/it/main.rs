@@ -1,13 +1,14 @@
-//! The codec against PHP's own encoding (shared fixtures) and against itself (properties).
+//! The codec against PHP's own encoding (the fixtures in testdata/php-encoded) and against itself
+//! (properties).
 
 use std::path::PathBuf;
 
 use phpform::{Array, Limits, Value, decode, encode};
 use proptest::prelude::*;
 
-/// `shared/testdata/php-encoded`, beside the repository (present in every checkout and CI run).
+/// `testdata/php-encoded` at the repository's root: bodies PHP encoded, with PHP's decoding beside.
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/php-encoded")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/php-encoded")
 }
 
 fn fixture_names() -> Vec<String> {
