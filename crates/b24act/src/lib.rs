@@ -1,7 +1,7 @@
 //! b24act as a library: the host's parts, which the binary (`main.rs`) wires together and the
 //! tests start in-process.
 //!
-//! The flow of one call (design.md §3): [`intake`] authenticates, decodes and stores it and
+//! The flow of one call (docs/design.md §3): [`intake`] authenticates, decodes and stores it and
 //! answers at once; a worker runs the action's connector with retries until its deadline and
 //! stores the result or the fallback; the outbox returns it with `bizproc.event.send`, batched
 //! per portal. [`install`] keeps portals, tokens and registrations in step.

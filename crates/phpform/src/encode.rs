@@ -8,8 +8,8 @@ use crate::{Array, Value};
 const URLENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
 
 /// Encodes a form as PHP's `http_build_query($data)` does: keys in insertion order, nested keys
-/// as `outer%5Binner%5D`, an empty array dropped entirely (protocol doc §2.4), values through
-/// `urlencode` (space as `+`, everything but `[A-Za-z0-9-_.]` as upper-case `%XX`).
+/// as `outer%5Binner%5D`, an empty array dropped entirely (docs/protocol.md §2.4), values
+/// through `urlencode` (space as `+`, everything but `[A-Za-z0-9-_.]` as upper-case `%XX`).
 pub fn encode(form: &Array) -> String {
     let mut out = String::new();
     for (key, value) in form {

@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 /// which is how PHP itself treats a numeric string key.
 pub type Array = IndexMap<String, Value>;
 
-/// One form value: every scalar arrives as a string (protocol doc §2.3), nesting as an array.
+/// One form value: every scalar arrives as a string (docs/protocol.md §2.3), nesting as an array.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
     Str(String),
@@ -39,7 +39,7 @@ impl Value {
 
     /// The JSON that PHP's `json_encode` makes of this value: lists become JSON arrays, other
     /// arrays objects, and an empty array `[]` (PHP cannot tell an empty map from an empty list,
-    /// protocol doc §5.2).
+    /// docs/protocol.md §5.2).
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Value::Str(s) => serde_json::Value::String(s.clone()),

@@ -7,7 +7,7 @@ use std::fmt;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct EventToken(String);
 
-/// The pieces of `"{workflow_id}|{activity_name}|{event_id}.{signature}"` (protocol doc §3.4).
+/// The pieces of `"{workflow_id}|{activity_name}|{event_id}.{signature}"` (docs/protocol.md §3.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventTokenParts<'a> {
     pub workflow_id: &'a str,
