@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use phpform::{Limits, Value};
+use phpform::{Value, quoted};
 
-use super::fields::{Form, name};
-use super::{Auth, EventToken, IncomingError};
+use super::fields::{Form, check_length, name};
+use super::{Auth, EventToken, IncomingError, Limits};
 
 /// `document_id[0..2]`: `[module, entity, id]`, e.g. `crm`, `CCrmDocumentDeal`, `DEAL_1188`.
 /// The id's shape depends on the document: `DEAL_1188`, a bare `123` for lists, or
@@ -61,7 +61,7 @@ impl ActivityCall {
     /// Decodes and checks a call body. Fields the protocol may omit are `Option`s; a missing
     /// required field or a value of the wrong shape is an error naming that field.
     pub fn from_form(body: &[u8], limits: &Limits) -> Result<ActivityCall, IncomingError> {
-        let form = Form(phpform::decode(body, limits)?);
+        let form = Form(phpform::decode(body, &limits.form())?);
         let document_id = form
             .triple("document_id")?
             .ok_or_else(|| IncomingError::Missing("document_id".into()))?;
@@ -75,18 +75,20 @@ impl ActivityCall {
             Some(other) => {
                 return Err(IncomingError::invalid(
                     "use_subscription",
-                    format!("`{other}` is neither Y nor N"),
+                    format!("`{}` is neither Y nor N", quoted(other)),
                 ));
             }
         };
         let timeout_seconds: Option<u64> = form.optional_int(&["timeout_duration"])?;
         Ok(ActivityCall {
             workflow_id: form.required_str(&["workflow_id"])?.to_owned(),
-            code: form.required_str(&["code"])?.to_owned(),
+            code: form.bounded_str(&["code"], limits.max_code_bytes)?.to_owned(),
             document_id: DocumentId { module, entity, id },
             document_type,
-            event_token: EventToken::new(form.required_str(&["event_token"])?),
-            properties: properties(&form)?,
+            event_token: EventToken::new(
+                form.bounded_str(&["event_token"], limits.max_event_token_bytes)?,
+            ),
+            properties: properties(&form, limits.max_property_value_bytes)?,
             waits_for_result,
             timeout: timeout_seconds.filter(|&s| s > 0).map(Duration::from_secs),
             dispatched_at: form.optional_int(&["ts"])?,
@@ -95,7 +97,10 @@ impl ActivityCall {
     }
 }
 
-fn properties(form: &Form) -> Result<IndexMap<String, PropertyValue>, IncomingError> {
+fn properties(
+    form: &Form,
+    max_value_bytes: usize,
+) -> Result<IndexMap<String, PropertyValue>, IncomingError> {
     let Some(value) = form.get(&["properties"]) else { return Ok(IndexMap::new()) };
     let array = value.as_array().ok_or_else(|| {
         IncomingError::invalid("properties", "expected `properties[<id>]` keys, got a plain value")
@@ -105,7 +110,10 @@ fn properties(form: &Form) -> Result<IndexMap<String, PropertyValue>, IncomingEr
         .map(|(key, value)| {
             let field = || name(&["properties", key]);
             let parsed = match value {
-                Value::Str(s) => PropertyValue::Scalar(s.clone()),
+                Value::Str(s) => {
+                    check_length(&field(), s, max_value_bytes)?;
+                    PropertyValue::Scalar(s.clone())
+                }
                 Value::Array(_) => {
                     let items = value.as_list().ok_or_else(|| {
                         IncomingError::invalid(
@@ -115,9 +123,13 @@ fn properties(form: &Form) -> Result<IndexMap<String, PropertyValue>, IncomingEr
                     })?;
                     let strings: Option<Vec<String>> =
                         items.iter().map(|v| v.as_str().map(str::to_owned)).collect();
-                    PropertyValue::List(strings.ok_or_else(|| {
+                    let strings = strings.ok_or_else(|| {
                         IncomingError::invalid(&field(), "a list element is itself an array")
-                    })?)
+                    })?;
+                    for s in &strings {
+                        check_length(&field(), s, max_value_bytes)?;
+                    }
+                    PropertyValue::List(strings)
                 }
             };
             Ok((key.clone(), parsed))

@@ -1,9 +1,9 @@
 //! ONAPPINSTALL / ONAPPUPDATE / ONAPPUNINSTALL, as sent to the app's install handler (§4.3).
 
-use phpform::Limits;
+use phpform::quoted;
 
 use super::fields::Form;
-use super::{Auth, IncomingError};
+use super::{Auth, IncomingError, Limits};
 
 /// Which lifecycle event arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub struct AppEvent {
 impl AppEvent {
     /// Decodes and checks an event body.
     pub fn from_form(body: &[u8], limits: &Limits) -> Result<AppEvent, IncomingError> {
-        let form = Form(phpform::decode(body, limits)?);
+        let form = Form(phpform::decode(body, &limits.form())?);
         let event = form.required_str(&["event"])?;
         let kind = match event.to_ascii_uppercase().as_str() {
             "ONAPPINSTALL" => AppEventKind::Install,
@@ -42,7 +42,10 @@ impl AppEvent {
             _ => {
                 return Err(IncomingError::invalid(
                     "event",
-                    format!("`{event}` is not ONAPPINSTALL, ONAPPUPDATE or ONAPPUNINSTALL"),
+                    format!(
+                        "`{}` is not ONAPPINSTALL, ONAPPUPDATE or ONAPPUNINSTALL",
+                        quoted(event)
+                    ),
                 ));
             }
         };

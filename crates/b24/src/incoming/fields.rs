@@ -1,6 +1,6 @@
 //! Reading typed fields out of a decoded form, with errors that name the field.
 
-use phpform::{Array, DecodeError, Value};
+use phpform::{Array, DecodeError, Value, quoted};
 
 /// Why an incoming call or event was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -9,7 +9,8 @@ pub enum IncomingError {
     Form(#[from] DecodeError),
     #[error("required field `{0}` is missing")]
     Missing(String),
-    #[error("field `{field}` is invalid: {problem}")]
+    /// `problem` quotes input only through [`quoted`]; `field` is shown through it here.
+    #[error("field `{}` is invalid: {problem}", quoted(field))]
     Invalid { field: String, problem: String },
 }
 
@@ -65,7 +66,10 @@ impl Form {
         self.non_empty_str(path)?
             .map(|s| {
                 s.parse().map_err(|_| {
-                    IncomingError::invalid(&name(path), format!("`{s}` is not an integer"))
+                    IncomingError::invalid(
+                        &name(path),
+                        format!("`{}` is not an integer", quoted(s)),
+                    )
                 })
             })
             .transpose()
@@ -76,10 +80,20 @@ impl Form {
         self.non_empty_str(path)?
             .map(|s| {
                 url::Url::parse(s).map_err(|e| {
-                    IncomingError::invalid(&name(path), format!("`{s}` is not a URL: {e}"))
+                    IncomingError::invalid(
+                        &name(path),
+                        format!("`{}` is not a URL: {e}", quoted(s)),
+                    )
                 })
             })
             .transpose()
+    }
+
+    /// A string of at most `max` bytes, present and not empty.
+    pub fn bounded_str(&self, path: &[&str], max: usize) -> Result<&str, IncomingError> {
+        let value = self.required_str(path)?;
+        check_length(&name(path), value, max)?;
+        Ok(value)
     }
 
     /// A fixed-length list such as `document_id[0..2]`.
@@ -109,4 +123,15 @@ pub(crate) fn name(path: &[&str]) -> String {
         out.push(']');
     }
     out
+}
+
+/// Refuses a value longer than `max` bytes, naming the field.
+pub(crate) fn check_length(field: &str, value: &str, max: usize) -> Result<(), IncomingError> {
+    if value.len() > max {
+        return Err(IncomingError::invalid(
+            field,
+            format!("is {} bytes, over the limit of {max}", value.len()),
+        ));
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ mod auth;
 mod call;
 mod event;
 mod fields;
+mod limits;
 mod token;
 
 pub use crate::secret::{AccessToken, ApplicationToken, RefreshToken};
@@ -16,7 +17,9 @@ pub use auth::{Auth, AuthTokens, MemberId};
 pub use call::{ActivityCall, DocumentId, DocumentType, PropertyValue};
 pub use event::{AppEvent, AppEventKind};
 pub use fields::IncomingError;
-pub use phpform::Limits;
+pub use limits::Limits;
+/// Input echoed into an answer or a log line goes through this: cut short and escaped.
+pub use phpform::{QUOTE_LIMIT, Quoted, quoted};
 pub use token::{EventToken, EventTokenParts, MalformedEventToken};
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ fn secrets_never_show_in_debug_output() {
 
 /// The basic fixture with one field replaced (or removed when `value` is `None`).
 fn basic_with(field: &str, value: Option<&str>) -> Vec<u8> {
-    let mut form = phpform::decode(&fixture("call-basic"), &Limits::default()).unwrap();
+    let mut form = phpform::decode(&fixture("call-basic"), &phpform::Limits::default()).unwrap();
     set_path(&mut form, field, value);
     phpform::encode(&form).into_bytes()
 }
@@ -250,7 +250,8 @@ fn event_names_are_checked() {
         err.to_string(),
         "field `event` is invalid: `ONCRMDEALADD` is not ONAPPINSTALL, ONAPPUPDATE or ONAPPUNINSTALL"
     );
-    let mut install = phpform::decode(&fixture("event-onappinstall"), &Limits::default()).unwrap();
+    let mut install =
+        phpform::decode(&fixture("event-onappinstall"), &phpform::Limits::default()).unwrap();
     set_path(&mut install, "auth[access_token]", None);
     let err =
         AppEvent::from_form(phpform::encode(&install).as_bytes(), &Limits::default()).unwrap_err();
@@ -270,7 +271,7 @@ proptest! {
     /// Whatever properties PHP encodes into a call, the call decoder gives them back.
     #[test]
     fn properties_round_trip_through_php_encoding(props in prop::collection::vec(property(), 0..6)) {
-        let mut form = phpform::decode(&fixture("call-basic"), &Limits::default()).unwrap();
+        let mut form = phpform::decode(&fixture("call-basic"), &phpform::Limits::default()).unwrap();
         let encoded: Array = props.iter().map(|(k, v)| {
             let value = match v {
                 PropertyValue::Scalar(s) => Value::from(s.as_str()),
@@ -282,5 +283,64 @@ proptest! {
         let call = ActivityCall::from_form(phpform::encode(&form).as_bytes(), &Limits::default()).unwrap();
         let expected: indexmap::IndexMap<String, PropertyValue> = props.into_iter().collect();
         prop_assert_eq!(call.properties, expected);
+    }
+}
+
+#[test]
+fn event_token_code_and_property_values_are_bounded() {
+    let limits = Limits::default();
+    let long_token = "w|a|e.".to_owned() + &"s".repeat(limits.max_event_token_bytes);
+    let long_code = "c".repeat(limits.max_code_bytes + 1);
+    let long_value = "v".repeat(limits.max_property_value_bytes + 1);
+    let cases = [
+        ("event_token", long_token.as_str(), "event_token"),
+        ("code", long_code.as_str(), "code"),
+        ("properties[amount]", long_value.as_str(), "properties[amount]"),
+        ("properties[amount][0]", long_value.as_str(), "properties[amount]"),
+    ];
+    for (path, value, field) in cases {
+        let error = error_of(&basic_with(path, Some(value)));
+        assert!(
+            error.starts_with(&format!(
+                "field `{field}` is invalid: is {} bytes, over the limit of",
+                value.len()
+            )),
+            "{path}: {error}"
+        );
+    }
+    let at_the_limit = "c".repeat(limits.max_code_bytes);
+    let call = ActivityCall::from_form(&basic_with("code", Some(&at_the_limit)), &limits).unwrap();
+    assert_eq!(call.code, at_the_limit);
+}
+
+#[test]
+fn echoed_input_is_cut_short_and_escaped() {
+    let hostile = format!("x\n2025-01-01 ERROR forged\u{1b}[2J\"{}", "k".repeat(100 * 1024));
+    let mut with_key = fixture("call-basic");
+    let encoded: String =
+        hostile
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+    with_key.extend_from_slice(format!("&properties%5B{encoded}%5D%5Ba%5D%5B%5D=1").as_bytes());
+    let bodies = [
+        basic_with("use_subscription", Some(&hostile)),
+        basic_with("ts", Some(&hostile)),
+        with_key,
+    ];
+    for body in bodies {
+        let error = error_of(&body);
+        assert!(error.len() < 400, "{} bytes: {}", error.len(), &error[..400.min(error.len())]);
+        assert!(!error.contains('\n') && !error.contains('\u{1b}'), "{error}");
+        assert!(
+            error.contains("x\\n2025-01-01 ERROR forged\\u{1b}[2J\\\"") && error.contains('…'),
+            "{error}"
+        );
     }
 }
