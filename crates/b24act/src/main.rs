@@ -2,16 +2,22 @@
 //!
 //! Exit codes: 0 success, 1 a runtime error (printed once with its whole chain), 2 bad usage.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use b24act::config::Config;
+use b24act::config::{Config, ConfigError, LogConfig, LogFormat};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "b24act", version, about = "Hosts custom Bitrix24 business-process actions")]
 struct Cli {
+    /// Log lines on stderr as `text` (for people; coloured only on a terminal without
+    /// NO_COLOR) or `json` (one object per line, for collectors). Wins over the configuration's
+    /// `[log] format` and B24ACT__LOG__FORMAT.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +63,17 @@ enum Command {
     Bench(b24act::bench::BenchArgs),
 }
 
+impl Command {
+    /// The configuration file the command reads, if it reads one.
+    fn config_path(&self) -> Option<&Path> {
+        match self {
+            Command::Serve { config } | Command::CheckConfig { config } => Some(config),
+            Command::Jobs { config, .. } => Some(config),
+            Command::Emulator { .. } | Command::Demo(_) | Command::Bench(_) => None,
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The demo prints its own progress; its logs would drown it.
@@ -66,21 +83,51 @@ fn main() -> std::process::ExitCode {
         Command::Bench(_) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(cli) {
+    // The configuration is read before logging starts, so that its `[log]` table applies to
+    // every line; a command without one still honours B24ACT__LOG__FORMAT.
+    let config = cli.command.config_path().map(Config::load);
+    let configured = match &config {
+        Some(Ok(config)) => Some(config.log.format),
+        // A configuration that does not load is reported in the format the environment asks.
+        Some(Err(_)) | None => LogConfig::from_env().ok().map(|log| log.format),
+    };
+    let format = cli.log_format.or(configured).unwrap_or_default();
+    init_logging(format, default_filter);
+    match run(cli, config) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The reader went away (`b24act jobs list | head`): nothing is wrong.
         Err(error) if is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("b24act: {error:#}");
+            match format {
+                LogFormat::Text => eprintln!("b24act: {error:#}"),
+                // Still one JSON object per line, so a collector keeps the reason it stopped.
+                LogFormat::Json => eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "level": "ERROR",
+                        "target": "b24act",
+                        "fields": { "message": format!("b24act: {error:#}") },
+                    })
+                ),
+            }
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr at `RUST_LOG`'s levels (else `default_filter`), in `format`. Text is coloured
+/// only when stderr is a terminal and `NO_COLOR` is unset or empty (no-color.org), so files,
+/// pipes and journald get plain lines.
+fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+            builder.with_ansi(std::io::stderr().is_terminal() && !no_color).init();
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
     }
 }
 
@@ -92,15 +139,17 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// `loaded` is the command's configuration, read by `main` (`None` for commands without one).
+fn run(cli: Cli, loaded: Option<Result<Config, ConfigError>>) -> anyhow::Result<()> {
+    let config =
+        || loaded.context("this command reads no configuration")?.map_err(anyhow::Error::from);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve { config } => serve(&config).await,
-            Command::CheckConfig { config } => check_config(&config),
-            Command::Jobs { config, command } => {
-                let config = Config::load(&config)?;
-                b24act::operator_cli::run(&config, command, &mut std::io::stdout()).await
+            Command::Serve { .. } => serve(config()?).await,
+            Command::CheckConfig { config: path } => check_config(&path, config()?),
+            Command::Jobs { command, .. } => {
+                b24act::operator_cli::run(&config()?, command, &mut std::io::stdout()).await
             }
             Command::Emulator { listen } => run_emulator(listen).await,
             Command::Bench(args) => b24act::bench::run(args, &mut std::io::stdout()).await,
@@ -112,8 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
-async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+async fn serve(config: Config) -> anyhow::Result<()> {
     let public_url = config.app.public_url.clone();
     let running = b24act::app::start(config, &connectors::Registry::new()).await?;
     println!("b24act serving on http://{}", running.addr);
@@ -128,8 +176,7 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+fn check_config(path: &Path, config: Config) -> anyhow::Result<()> {
     // Each connector checks its own settings when built (URL templates, pointers, …).
     b24act::catalog::Catalog::build(&config, &connectors::Registry::new())?;
     let codes: Vec<&str> = config.actions.iter().map(|a| a.code.as_str()).collect();

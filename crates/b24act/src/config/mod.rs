@@ -116,6 +116,30 @@ impl Config {
     }
 }
 
+impl LogConfig {
+    /// The `[log]` table as the environment alone sets it (`B24ACT__LOG__FORMAT=json`), for
+    /// commands that read no configuration file.
+    pub fn from_env() -> Result<LogConfig, ConfigError> {
+        LogConfig::from_env_vars(std::env::vars())
+    }
+
+    fn from_env_vars(
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<LogConfig, ConfigError> {
+        let prefix = format!("{ENV_PREFIX}LOG__");
+        let mut tree = toml::Table::new();
+        for (variable, value) in env.into_iter().filter(|(name, _)| name.starts_with(&prefix)) {
+            apply_override(&mut tree, &variable, &value)
+                .map_err(|problem| ConfigError::Environment { variable, problem })?;
+        }
+        let log = tree.remove("log").unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+        serde_path_to_error::deserialize(log).map_err(|e| ConfigError::Value {
+            key: format!("log.{}", e.path()),
+            message: e.inner().to_string(),
+        })
+    }
+}
+
 /// Sets `B24ACT__A__B__0__C=value` at `a.b[0].c`, creating tables on the way.
 fn apply_override(tree: &mut toml::Table, variable: &str, raw: &str) -> Result<(), String> {
     let path: Vec<String> =

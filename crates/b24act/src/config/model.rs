@@ -27,6 +27,29 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub actions: Vec<ActionConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// How the process logs (to stderr; `RUST_LOG` picks the levels).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (one line per event, for people) or `json` (one JSON object per line, for log
+    /// collectors). The command line's `--log-format` wins over this.
+    pub format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when stderr is a terminal and `NO_COLOR` is unset.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`), and
+    /// the spans the event happened in.
+    Json,
 }
 
 /// The Bitrix24 app b24act acts as.

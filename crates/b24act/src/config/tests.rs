@@ -266,3 +266,19 @@ fn select_properties_need_options_and_a_default_among_them() {
         ["actions[0].properties.priority.default: `urgent` is not one of the options low, high"]
     );
 }
+
+#[test]
+fn log_format_comes_from_the_file_or_the_environment() {
+    let env = |format: &str| [("B24ACT__LOG__FORMAT".to_owned(), format.to_owned())];
+    let plain = Config::from_toml(&example(), "example", std::iter::empty()).unwrap();
+    assert_eq!(plain.log.format, LogFormat::Text, "text by default");
+    let in_file = format!("{}\n[log]\nformat = \"json\"\n", example());
+    let json = Config::from_toml(&in_file, "example", std::iter::empty()).unwrap();
+    assert_eq!(json.log.format, LogFormat::Json);
+    let from_env = Config::from_toml(&example(), "example", env("json")).unwrap();
+    assert_eq!(from_env.log.format, LogFormat::Json);
+    assert_eq!(LogConfig::from_env_vars(env("json")).unwrap().format, LogFormat::Json);
+    assert_eq!(LogConfig::from_env_vars(std::iter::empty()).unwrap().format, LogFormat::Text);
+    let wrong = LogConfig::from_env_vars(env("xml")).unwrap_err().to_string();
+    assert!(wrong.starts_with("log.format: unknown variant `xml`"), "{wrong}");
+}
