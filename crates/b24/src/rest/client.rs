@@ -44,6 +44,10 @@ impl HttpClient {
             .map(HttpClient)
             .map_err(Error::HttpClient)
     }
+
+    pub(crate) fn reqwest(&self) -> &reqwest::Client {
+        &self.0
+    }
 }
 
 /// A portal that changed its address (§5.1): the old one answered 302 to the new one. The call

@@ -23,10 +23,10 @@ pub enum Credentials {
 /// `auth[...]` (§2.3, §4.3). Build it from an incoming call or event with [`Self::from_auth`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthTokens {
-    /// `https://<portal>/rest/`: where REST methods are called.
+    /// `https://<portal>/rest/`: where REST methods are called, and so where the access token
+    /// goes. Trust it only once verified (docs/protocol.md §4.4): a host stores the one the auth
+    /// server named, never one an event named.
     pub client_endpoint: Url,
-    /// `https://oauth.bitrix.info/rest/`: its host serves `/oauth/token/` for refreshing.
-    pub server_endpoint: Url,
     pub access_token: AccessToken,
     /// Absent on older portals (§2.3); then an expired token cannot be renewed.
     pub refresh_token: Option<RefreshToken>,
@@ -40,21 +40,22 @@ pub struct OAuthTokens {
 
 impl OAuthTokens {
     /// The token set an activity call or app event carried in `auth[...]`, or `None` if it lacks
-    /// one of the three things a client cannot do without:
+    /// one of the two things a client cannot do without:
     ///
     /// - the access token: it is what every call is made with. It is missing when "Run as"
     ///   resolves to nobody and always on ONAPPUNINSTALL (§2.3);
     /// - `client_endpoint`: the only reliable address of the portal's REST API; guessing
-    ///   `https://<domain>/rest/` from the domain would be wrong for portals served elsewhere;
-    /// - `server_endpoint`: the auth server that refreshes the token. Without it the token
-    ///   would die within the hour, and `oauth.bitrix.info` is not everyone's auth server.
+    ///   `https://<domain>/rest/` from the domain would be wrong for portals served elsewhere.
     ///
-    /// The refresh token stays optional: older portals never send it (§2.1).
+    /// Everything here is what the sender claims: use it only for a call that was itself
+    /// authenticated. An install event is verified at the configured auth server instead
+    /// ([`crate::rest::redeem_refresh_token`], §4.4), and `auth[server_endpoint]` is never used:
+    /// tokens are refreshed at [`AppCredentials::auth_server`]. The refresh token stays optional:
+    /// older portals never send it (§2.1).
     pub fn from_auth(auth: &Auth) -> Option<OAuthTokens> {
         let tokens = auth.tokens.as_ref()?;
         Some(OAuthTokens {
             client_endpoint: auth.client_endpoint.clone()?,
-            server_endpoint: auth.server_endpoint.clone()?,
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
             expires: tokens.expires,
@@ -69,7 +70,15 @@ impl OAuthTokens {
 pub struct AppCredentials {
     pub client_id: String,
     pub client_secret: ClientSecret,
+    /// The auth server the host is configured with ([`BITRIX_AUTH_SERVER`] on the cloud): the
+    /// only place `client_secret` and refresh tokens are sent, at `<auth_server>oauth/token/`.
+    /// Never taken from an event: `auth[server_endpoint]` is attacker-supplied until proven
+    /// (docs/protocol.md §4.4).
+    pub auth_server: Url,
 }
+
+/// The cloud's auth server (§4.1).
+pub const BITRIX_AUTH_SERVER: &str = "https://oauth.bitrix.info/";
 
 /// Where the access token travels (§4.1: the portal takes the first of `Authorization: Bearer`,
 /// `auth`, `access_token`).
@@ -146,7 +155,6 @@ mod tests {
         let call = call("call-basic");
         let tokens = OAuthTokens::from_auth(&call.auth).expect("call-basic carries tokens");
         assert_eq!(tokens.client_endpoint.as_str(), "https://example.bitrix24.com/rest/");
-        assert_eq!(tokens.server_endpoint.as_str(), "https://oauth.bitrix.info/rest/");
         assert!(tokens.access_token.expose().starts_with("5d971c68"));
         assert!(tokens.refresh_token.as_ref().unwrap().expose().starts_with("4d164468"));
         assert_eq!(tokens.expires, Some(1746704221));
@@ -157,14 +165,14 @@ mod tests {
     }
 
     #[test]
-    fn from_auth_needs_a_token_and_both_endpoints() {
+    fn from_auth_needs_a_token_and_the_client_endpoint_but_never_the_server_endpoint() {
         assert_eq!(OAuthTokens::from_auth(&call("call-no-tokens").auth), None);
         let mut auth = call("call-basic").auth;
         auth.client_endpoint = None;
         assert_eq!(OAuthTokens::from_auth(&auth), None);
         let mut auth = call("call-basic").auth;
         auth.server_endpoint = None;
-        assert_eq!(OAuthTokens::from_auth(&auth), None);
+        assert!(OAuthTokens::from_auth(&auth).is_some(), "tokens are refreshed at auth_server");
     }
 
     #[test]
@@ -172,6 +180,7 @@ mod tests {
         let app = AppCredentials {
             client_id: "app.1".into(),
             client_secret: ClientSecret::new("s3cret"),
+            auth_server: Url::parse(BITRIX_AUTH_SERVER).unwrap(),
         };
         let shown = format!("{app:?}");
         assert!(shown.contains("app.1") && !shown.contains("s3cret"), "{shown}");

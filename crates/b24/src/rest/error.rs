@@ -102,6 +102,30 @@ pub enum RefreshError {
         #[source]
         source: serde_json::Error,
     },
+    /// The auth server's answer lacks what names the portal (§4.1), so it proves nothing.
+    #[error("the auth server's token answer has no usable `{field}`")]
+    Incomplete { field: &'static str },
+    /// The auth server says the refresh token is another portal's.
+    #[error("the auth server says the refresh token belongs to portal {named}, not {expected}")]
+    OtherPortal { expected: String, named: String },
+}
+
+impl RefreshError {
+    /// Whether the auth server refused the app's credentials or the refresh token itself
+    /// (`invalid_client`, `invalid_grant`, …): a matter of configuration or of the installation,
+    /// which trying again will not mend. Network trouble and 5xx are not.
+    pub fn is_credentials_problem(&self) -> bool {
+        match self {
+            RefreshError::Transport(_) => false,
+            RefreshError::Unreadable { status, .. } => {
+                !matches!(classify_status(*status), ErrorClass::Retryable)
+            }
+            RefreshError::Rejected { status, error } => {
+                classify_api(Some(*status), error) != ErrorClass::Retryable
+            }
+            RefreshError::Incomplete { .. } | RefreshError::OtherPortal { .. } => true,
+        }
+    }
 }
 
 /// Everything that can go wrong with a REST call.
@@ -189,6 +213,9 @@ impl Error {
                     }
                 }
                 RefreshError::Unreadable { status, .. } => classify_status(*status),
+                RefreshError::Incomplete { .. } | RefreshError::OtherPortal { .. } => {
+                    ErrorClass::Permanent
+                }
             },
             Error::BadRedirect { .. }
             | Error::InvalidUrl { .. }

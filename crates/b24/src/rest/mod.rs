@@ -12,7 +12,11 @@
 //!
 //! let http = HttpClient::new()?;                                  // once per process
 //! let limiters = LimiterRegistry::new(RateLimits::STANDARD);      // once per process
-//! let app = AppCredentials { client_id: "app.1".into(), client_secret: ClientSecret::new("s") };
+//! let app = AppCredentials {
+//!     client_id: "app.1".into(),
+//!     client_secret: ClientSecret::new("s"),
+//!     auth_server: BITRIX_AUTH_SERVER.parse().expect("a URL"), // configured, never from an event
+//! };
 //! // The tokens that came with the call (or the ones the host stored):
 //! let Some(tokens) = OAuthTokens::from_auth(&call.auth) else { return Ok(()) };
 //! let client = RestClient::builder(Credentials::OAuth { tokens, app })
@@ -46,8 +50,12 @@ pub use bizproc::{
 pub use client::{
     DEFAULT_TIMEOUT, DomainMove, HttpClient, MoveSink, RestClient, RestClientBuilder,
 };
-pub use credentials::{AppCredentials, Credentials, OAuthTokens, TokenPlacement, WebhookUrl};
+pub use credentials::{
+    AppCredentials, BITRIX_AUTH_SERVER, Credentials, OAuthTokens, TokenPlacement, WebhookUrl,
+};
 pub use envelope::{Response, Time, php_map, php_object};
 pub use error::{ApiError, Error, ErrorClass, RefreshError};
 pub use limiter::{JITTER_ALLOWANCE, LimiterRegistry, PortalLimiter, RateLimits};
-pub use oauth::{DiscardTokens, RefreshedTokens, SinkError, SinkFuture, TokenSink};
+pub use oauth::{
+    DiscardTokens, Grant, RefreshedTokens, SinkError, SinkFuture, TokenSink, redeem_refresh_token,
+};

@@ -2,8 +2,10 @@
 //! to the host through a [`TokenSink`].
 //!
 //! The flow: a call fails with 401 `expired_token` → [`TokenState::refresh`] → one
-//! `GET <server_endpoint host>/oauth/token/?grant_type=refresh_token&…` → the call is repeated
-//! once. Concurrent callers that hit `expired_token` with the same token wait on one gate; the
+//! `GET <auth_server>oauth/token/?grant_type=refresh_token&…` → the call is repeated once. The
+//! auth server is the configured one ([`AppCredentials::auth_server`]), never one an event named
+//! (docs/protocol.md §4.4). [`redeem_refresh_token`] is the same grant used as proof: the host
+//! verifies an install event with it. Concurrent callers that hit `expired_token` with the same token wait on one gate; the
 //! first one refreshes and bumps a generation counter, the others see the new generation and
 //! reuse its token (or its failure) instead of refreshing again. Every refresh issues a new
 //! refresh token and invalidates the old one, so two refreshes racing would lose one of them.
@@ -16,7 +18,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use url::Url;
 
-use super::credentials::{AppCredentials, OAuthTokens};
+use super::client::HttpClient;
+use super::credentials::{AppCredentials, OAuthTokens, host_of};
 use super::error::{ApiError, Error, RefreshError};
 use crate::secret::{AccessToken, RefreshToken};
 
@@ -80,7 +83,6 @@ pub(crate) struct IssuedToken {
 /// The live tokens of one OAuth client, and the single-flight refresh gate.
 pub(crate) struct TokenState {
     app: AppCredentials,
-    server_endpoint: Url,
     member_id: String,
     sink: Arc<dyn TokenSink>,
     live: Mutex<Live>,
@@ -101,7 +103,6 @@ impl TokenState {
     pub(crate) fn new(tokens: &OAuthTokens, app: AppCredentials, sink: Arc<dyn TokenSink>) -> Self {
         TokenState {
             app,
-            server_endpoint: tokens.server_endpoint.clone(),
             member_id: tokens.member_id.clone(),
             sink,
             live: Mutex::new(Live {
@@ -188,9 +189,8 @@ impl TokenState {
         };
 
         tracing::info!(member_id = %self.member_id, "refreshing the access token");
-        let answer =
-            request_refresh(http, timeout, &self.server_endpoint, &self.app, &refresh_token).await;
-        let fresh = match answer {
+        let answer = request_refresh(http, timeout, &self.app, &refresh_token).await;
+        let fresh = match answer.and_then(|fresh| fresh.for_portal(&self.member_id)) {
             Ok(fresh) => fresh,
             Err(failure) => {
                 tracing::warn!(member_id = %self.member_id, error = %failure, "token refresh failed");
@@ -247,6 +247,13 @@ struct TokenAnswer {
     scope: Option<String>,
     #[serde(default, deserialize_with = "lenient_i64")]
     user_id: Option<i64>,
+    /// The portal the token belongs to, as the auth server knows it (§4.1).
+    #[serde(default)]
+    member_id: Option<String>,
+    #[serde(default)]
+    client_endpoint: Option<String>,
+    #[serde(default)]
+    server_endpoint: Option<String>,
 }
 
 struct Fresh {
@@ -255,12 +262,83 @@ struct Fresh {
     expires: Option<i64>,
     scope: Option<String>,
     user_id: Option<u64>,
+    member_id: Option<String>,
+    client_endpoint: Option<String>,
+    server_endpoint: Option<String>,
 }
 
-/// `<scheme>://<server_endpoint host>/oauth/token/` (§4.1: the path is on the auth server's host,
-/// not under its `/rest/`).
-pub(crate) fn token_url(server_endpoint: &Url) -> Url {
-    let mut url = server_endpoint.clone();
+impl Fresh {
+    /// These tokens, if the auth server did not name a portal other than `member_id`: a refresh
+    /// token that comes back as another portal's is not this portal's to use.
+    fn for_portal(self, member_id: &str) -> Result<Fresh, RefreshError> {
+        match &self.member_id {
+            Some(named) if named != member_id => Err(RefreshError::OtherPortal {
+                expected: member_id.to_owned(),
+                named: named.clone(),
+            }),
+            _ => Ok(self),
+        }
+    }
+}
+
+/// What the configured auth server says a refresh token is: the portal it belongs to, and the
+/// rotated token pair (§4.1). The proof the host takes an install event on (§4.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The portal, as the auth server names it.
+    pub member_id: String,
+    /// The portal's REST address, as the auth server names it.
+    pub client_endpoint: Url,
+    /// The portal's domain: the host of `client_endpoint` (the answer's own `domain` is the auth
+    /// server's, §4.1).
+    pub domain: String,
+    /// Where the auth server says its REST lives; kept for operators, never used to send.
+    pub server_endpoint: Option<Url>,
+    pub access_token: AccessToken,
+    /// The new refresh token: the one redeemed is dead now.
+    pub refresh_token: Option<RefreshToken>,
+    /// Unix time the new access token expires.
+    pub expires: Option<i64>,
+    pub scope: Option<String>,
+    pub user_id: Option<u64>,
+}
+
+/// Redeems `refresh_token` at the configured auth server (`app.auth_server`), and returns what
+/// the server says it belongs to. A refresh token issued to another app is refused there
+/// (`invalid_grant`), so a [`Grant`] proves both the app and the portal. The grant rotates the
+/// refresh token: store the new pair; the one redeemed is dead.
+pub async fn redeem_refresh_token(
+    http: &HttpClient,
+    app: &AppCredentials,
+    refresh_token: &RefreshToken,
+    timeout: Duration,
+) -> Result<Grant, RefreshError> {
+    let fresh = request_refresh(http.reqwest(), timeout, app, refresh_token).await?;
+    let missing = |field: &'static str| RefreshError::Incomplete { field };
+    let member_id =
+        fresh.member_id.filter(|m| !m.is_empty()).ok_or_else(|| missing("member_id"))?;
+    let client_endpoint = fresh
+        .client_endpoint
+        .as_deref()
+        .and_then(|url| Url::parse(url).ok())
+        .filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
+        .ok_or_else(|| missing("client_endpoint"))?;
+    Ok(Grant {
+        member_id,
+        domain: host_of(&client_endpoint),
+        client_endpoint,
+        server_endpoint: fresh.server_endpoint.as_deref().and_then(|url| Url::parse(url).ok()),
+        access_token: fresh.access_token,
+        refresh_token: fresh.refresh_token,
+        expires: fresh.expires,
+        scope: fresh.scope,
+        user_id: fresh.user_id,
+    })
+}
+
+/// `<auth_server>oauth/token/` (§4.1: on the auth server's host, not under its `/rest/`).
+pub(crate) fn token_url(auth_server: &Url) -> Url {
+    let mut url = auth_server.clone();
     url.set_path("/oauth/token/");
     url.set_query(None);
     url.set_fragment(None);
@@ -270,12 +348,11 @@ pub(crate) fn token_url(server_endpoint: &Url) -> Url {
 async fn request_refresh(
     http: &reqwest::Client,
     timeout: Duration,
-    server_endpoint: &Url,
     app: &AppCredentials,
     refresh_token: &RefreshToken,
 ) -> Result<Fresh, RefreshError> {
     let response = http
-        .get(token_url(server_endpoint))
+        .get(token_url(&app.auth_server))
         .query(&[
             ("grant_type", "refresh_token"),
             ("client_id", app.client_id.as_str()),
@@ -313,6 +390,9 @@ async fn request_refresh(
         expires,
         scope: answer.scope,
         user_id: answer.user_id.and_then(|id| u64::try_from(id).ok()),
+        member_id: answer.member_id,
+        client_endpoint: answer.client_endpoint,
+        server_endpoint: answer.server_endpoint,
     })
 }
 
@@ -330,8 +410,8 @@ mod tests {
 
     #[test]
     fn token_url_is_on_the_auth_server_host_not_under_rest() {
-        let endpoint = Url::parse("https://oauth.bitrix.info/rest/").unwrap();
-        assert_eq!(token_url(&endpoint).as_str(), "https://oauth.bitrix.info/oauth/token/");
+        let server = Url::parse("https://oauth.bitrix.info/").unwrap();
+        assert_eq!(token_url(&server).as_str(), "https://oauth.bitrix.info/oauth/token/");
         let local = Url::parse("http://127.0.0.1:8080/rest/").unwrap();
         assert_eq!(token_url(&local).as_str(), "http://127.0.0.1:8080/oauth/token/");
     }

@@ -1,12 +1,15 @@
 //! OAuth refresh: once on `expired_token`, single flight across concurrent calls, new tokens
-//! handed to the sink, failures classified.
+//! handed to the sink, failures classified; a refresh token redeemed at the configured auth
+//! server as proof of its portal and app.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use b24::rest::{Error, ErrorClass};
+use b24::rest::{
+    AppCredentials, Error, ErrorClass, HttpClient, RefreshError, redeem_refresh_token,
+};
 use b24::secret::{AccessToken, RefreshToken};
-use b24_emulator::Faults;
+use b24_emulator::{AppSpec, Faults};
 
 use crate::support::{CountingAuthServer, RecordingSink, TestPortal, concurrently};
 
@@ -50,10 +53,8 @@ async fn expired_token_is_refreshed_once_and_the_call_repeated() {
 async fn concurrent_calls_with_an_expired_token_share_one_refresh() {
     let t = TestPortal::start().await;
     let auth = CountingAuthServer::start(t.emu.oauth_token_url()).await;
-    let mut tokens = t.tokens();
-    tokens.server_endpoint = auth.server_endpoint.clone();
     let sink = Arc::new(RecordingSink::default());
-    let client = t.oauth_with(tokens).token_sink(sink.clone()).build().unwrap();
+    let client = t.oauth_via(t.tokens(), &auth.url).token_sink(sink.clone()).build().unwrap();
     t.emu.expire_tokens(&t.portal.domain).unwrap();
 
     let calls = concurrently(&client, 12, |client| async move { client.app_info().await }).await;
@@ -120,9 +121,8 @@ async fn concurrent_callers_share_a_failed_refresh_too() {
     let t = TestPortal::start().await;
     let auth = CountingAuthServer::start(t.emu.oauth_token_url()).await;
     let mut tokens = t.tokens();
-    tokens.server_endpoint = auth.server_endpoint.clone();
     tokens.refresh_token = Some(RefreshToken::new("not-a-refresh-token"));
-    let client = t.oauth_with(tokens).build().unwrap();
+    let client = t.oauth_via(tokens, &auth.url).build().unwrap();
     t.emu.expire_tokens(&t.portal.domain).unwrap();
 
     let calls = concurrently(&client, 6, |client| async move { client.app_info().await }).await;
@@ -156,4 +156,53 @@ async fn replaced_tokens_are_used_for_later_calls() {
 
     client.replace_tokens(AccessToken::new(t.install.access_token.clone()), None, None);
     client.app_info().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_redeemed_refresh_token_names_its_portal_and_is_spent() {
+    let t = TestPortal::start().await;
+    let http = HttpClient::new().unwrap();
+    let refresh = RefreshToken::new(t.install.refresh_token.clone());
+    let grant =
+        redeem_refresh_token(&http, &t.app, &refresh, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(grant.member_id, t.portal.member_id);
+    assert_eq!(grant.domain, t.portal.domain, "the portal's host, not the auth server's domain");
+    assert_eq!(grant.client_endpoint.as_str(), t.install.client_endpoint);
+    assert_ne!(grant.refresh_token.as_ref().map(|r| r.expose()), Some(refresh.expose()));
+
+    let again = redeem_refresh_token(&http, &t.app, &refresh, Duration::from_secs(5)).await;
+    let error = again.unwrap_err();
+    assert!(error.is_credentials_problem(), "a spent refresh token: {error}");
+}
+
+#[tokio::test]
+async fn another_apps_refresh_token_is_refused_by_the_auth_server() {
+    let t = TestPortal::start().await;
+    let other =
+        t.emu.register_app(AppSpec { scope: "bizproc".into(), ..AppSpec::default() }).client_id;
+    t.emu.install_app(&t.portal.domain, &other).await.unwrap();
+    let foreign = t.emu.issue_token(&t.portal.domain, &other, 1).unwrap();
+    let http = HttpClient::new().unwrap();
+    let refresh = RefreshToken::new(foreign.refresh_token);
+    let error =
+        redeem_refresh_token(&http, &t.app, &refresh, Duration::from_secs(5)).await.unwrap_err();
+    assert!(
+        matches!(&error, RefreshError::Rejected { error, .. } if error.code == "invalid_grant")
+    );
+    assert!(error.is_credentials_problem());
+}
+
+#[tokio::test]
+async fn an_unreachable_auth_server_is_not_a_credentials_problem() {
+    let t = TestPortal::start().await;
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let app = AppCredentials { auth_server: url.parse().unwrap(), ..t.app.clone() };
+    let http = HttpClient::new().unwrap();
+    let refresh = RefreshToken::new(t.install.refresh_token.clone());
+    let error =
+        redeem_refresh_token(&http, &app, &refresh, Duration::from_secs(5)).await.unwrap_err();
+    assert!(matches!(error, RefreshError::Transport(_)), "{error:?}");
+    assert!(!error.is_credentials_problem());
 }

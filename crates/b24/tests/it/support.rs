@@ -59,6 +59,7 @@ impl TestPortal {
         let app = AppCredentials {
             client_id: registered.client_id.clone(),
             client_secret: ClientSecret::new(registered.client_secret.clone()),
+            auth_server: Url::parse(&emu.control_url()).expect("the emulator's URL"),
         };
         let handler = spawn_handler().await;
         TestPortal { emu, portal, app, install, handler }
@@ -68,7 +69,6 @@ impl TestPortal {
     pub fn tokens(&self) -> OAuthTokens {
         OAuthTokens {
             client_endpoint: Url::parse(&self.install.client_endpoint).expect("client_endpoint"),
-            server_endpoint: Url::parse(&self.install.server_endpoint).expect("server_endpoint"),
             access_token: AccessToken::new(self.install.access_token.clone()),
             refresh_token: Some(RefreshToken::new(self.install.refresh_token.clone())),
             expires: i64::try_from(self.install.expires).ok(),
@@ -83,7 +83,13 @@ impl TestPortal {
     }
 
     pub fn oauth_with(&self, tokens: OAuthTokens) -> RestClientBuilder {
-        RestClient::builder(Credentials::OAuth { tokens, app: self.app.clone() })
+        self.oauth_via(tokens, &self.app.auth_server)
+    }
+
+    /// [`Self::oauth_with`], refreshing at `auth_server` instead of the emulator's.
+    pub fn oauth_via(&self, tokens: OAuthTokens, auth_server: &Url) -> RestClientBuilder {
+        let app = AppCredentials { auth_server: auth_server.clone(), ..self.app.clone() };
+        RestClient::builder(Credentials::OAuth { tokens, app })
             .http_client(HttpClient::new().expect("http client"))
             .timeout(Duration::from_secs(10))
     }
@@ -202,8 +208,8 @@ impl TestPortal {
 /// A stand-in auth server that counts `/oauth/token/` requests and forwards each to the
 /// emulator's, so a test can see how many refreshes actually went out.
 pub struct CountingAuthServer {
-    /// The `server_endpoint` to give the client: `http://127.0.0.1:P/rest/`.
-    pub server_endpoint: Url,
+    /// The auth server to give the client: `http://127.0.0.1:P/`.
+    pub url: Url,
     pub requests: Arc<AtomicUsize>,
 }
 
@@ -233,8 +239,8 @@ impl CountingAuthServer {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let server_endpoint = Url::parse(&format!("http://{addr}/rest/")).expect("endpoint");
-        CountingAuthServer { server_endpoint, requests }
+        let url = Url::parse(&format!("http://{addr}/")).expect("auth server URL");
+        CountingAuthServer { url, requests }
     }
 
     pub fn count(&self) -> usize {
