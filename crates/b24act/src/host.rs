@@ -4,7 +4,8 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use b24::rest::{HttpClient, LimiterRegistry, RateLimits};
+use b24::rest::{AppCredentials, HttpClient, LimiterRegistry, RateLimits};
+use b24::secret::ClientSecret;
 use connectors::Registry;
 use store::{Store, StoreKey, StoreOptions};
 
@@ -58,8 +59,11 @@ impl Host {
             store.clone(),
             HttpClient::new()?,
             LimiterRegistry::new(limits),
-            config.app.client_id.clone(),
-            config.app.client_secret.expose().to_owned(),
+            AppCredentials {
+                client_id: config.app.client_id.clone(),
+                client_secret: ClientSecret::new(config.app.client_secret.expose()),
+                auth_server: config.app.auth_server.clone(),
+            },
         );
         let node_id = format!("{}-{}", hostname(), std::process::id());
         Ok(Host { config, store, catalog, portals, progress: ProgressLines::default(), node_id })

@@ -1,6 +1,7 @@
-//! The install handler and action registration. ONAPPINSTALL / ONAPPUPDATE: the token is checked
-//! with `app.info` before it is trusted, the portal and its tokens are stored (encrypted), and
-//! every configured action is registered again — an update wipes registrations (protocol §1.1).
+//! The install handler and action registration. ONAPPINSTALL / ONAPPUPDATE: the event's refresh
+//! token is redeemed at the configured auth server, which names the portal (docs/protocol.md
+//! §4.4); the portal that server names and its rotated tokens are stored (encrypted), and every
+//! configured action is registered again — an update wipes registrations (§1.1).
 //! ONAPPUNINSTALL, checked by `application_token` (the only check possible, §4.4), stops work
 //! for that portal.
 
@@ -13,7 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use b24::incoming::{AppEvent, AppEventKind, Limits};
-use b24::rest::{ActivityChanges, ErrorClass, OAuthTokens};
+use b24::rest::{ActivityChanges, ErrorClass, Grant};
 use store::{InstallationStatus, NewInstallation};
 use subtle::ConstantTimeEq;
 use tracing::Instrument;
@@ -60,22 +61,31 @@ async fn handle_event(installer: &Installer, event: AppEvent) -> Result<&'static
     let member_id = event.auth.member_id.as_str().to_owned();
     match event.kind {
         AppEventKind::Install | AppEventKind::Update => {
-            let tokens = OAuthTokens::from_auth(&event.auth).ok_or_else(|| {
-                (
-                    StatusCode::BAD_REQUEST,
-                    "auth[client_endpoint] and auth[server_endpoint] are required".to_owned(),
-                )
-            })?;
-            verify(host, &tokens).await?;
+            let grant = verify(host, &event).await?;
+            let presented = event.auth.application_token.expose();
+            let stored = host.store.installation(&member_id).await.map_err(store_down)?;
+            if let Some(stored) = stored.filter(|i| i.status == InstallationStatus::Active)
+                && !bool::from(stored.application_token.as_bytes().ct_eq(presented.as_bytes()))
+            {
+                // The auth server vouched for this portal and app, so this is the portal itself
+                // presenting a new token (a reinstall): take it, but loudly (§4.4).
+                tracing::warn!(
+                    domain = %grant.domain,
+                    "APPLICATION_TOKEN CHANGED for an installed portal; the auth server vouched for                      the event, so the new one replaces the old. If nobody reinstalled the app                      there, investigate"
+                );
+            }
             let installation = NewInstallation {
-                member_id: member_id.clone(),
-                domain: event.auth.domain.clone(),
-                client_endpoint: tokens.client_endpoint.to_string(),
-                server_endpoint: tokens.server_endpoint.to_string(),
-                application_token: event.auth.application_token.expose().to_owned(),
-                access_token: tokens.access_token.expose().to_owned(),
-                refresh_token: tokens.refresh_token.as_ref().map(|t| t.expose().to_owned()),
-                expires_at: tokens
+                member_id: grant.member_id.clone(),
+                domain: grant.domain.clone(),
+                client_endpoint: grant.client_endpoint.to_string(),
+                server_endpoint: grant
+                    .server_endpoint
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string),
+                application_token: presented.to_owned(),
+                access_token: grant.access_token.expose().to_owned(),
+                refresh_token: grant.refresh_token.as_ref().map(|t| t.expose().to_owned()),
+                expires_at: grant
                     .expires
                     .map_or(clock::now_ms() + 3_600_000, |s| s.saturating_mul(1000)),
             };
@@ -85,7 +95,7 @@ async fn handle_event(installer: &Installer, event: AppEvent) -> Result<&'static
                 .map_err(store_down)?;
             host.portals.forget(&member_id);
             installer.intake.forget_portal(&member_id);
-            tracing::info!(domain = %event.auth.domain, "portal installed the app; registering actions");
+            tracing::info!(domain = %grant.domain, "portal installed the app; registering actions");
             tokio::spawn(register_with_retries(host.clone(), member_id));
         }
         AppEventKind::Uninstall => {
@@ -93,7 +103,7 @@ async fn handle_event(installer: &Installer, event: AppEvent) -> Result<&'static
             let Some(stored) = stored.filter(|i| i.status == InstallationStatus::Active) else {
                 return Err((
                     StatusCode::UNAUTHORIZED,
-                    format!("auth[member_id]: portal `{member_id}` is not installed"),
+                    "auth[member_id]: this portal has not installed the app".to_owned(),
                 ));
             };
             let presented = event.auth.application_token.expose().as_bytes();
@@ -120,29 +130,53 @@ fn store_down(error: store::Error) -> Refusal {
     (StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable".to_owned())
 }
 
-/// Checks the event's access token with `app.info` at the auth server (`server_endpoint`), the
-/// trusted check of protocol §4.4: a forged ONAPPINSTALL carries a token the server rejects.
-async fn verify(host: &Host, tokens: &OAuthTokens) -> Result<(), Refusal> {
-    let mut at_auth_server = tokens.clone();
-    at_auth_server.client_endpoint = tokens.server_endpoint.clone();
-    let client = host
-        .portals
-        .unstored_client(at_auth_server)
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
-    match client.app_info().await {
-        Ok(_) => Ok(()),
-        Err(error) if error.class() == ErrorClass::Retryable => {
-            tracing::warn!(error = %format!("{error:#}"), "could not verify the install token yet");
-            Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the auth server could not be reached to verify the token".to_owned(),
-            ))
+/// The trusted check of an install or update event (docs/protocol.md §4.4): its refresh token
+/// is redeemed at the configured auth server — never at the `server_endpoint` the event names —
+/// and the portal that server names must be the one the event claims. A token of another app is
+/// refused there; a genuine token of another portal names that portal. Either way: 403, and
+/// nothing is stored. The answer's endpoints and rotated tokens are what gets stored.
+async fn verify(host: &Host, event: &AppEvent) -> Result<Grant, Refusal> {
+    let forbidden = |message: &str| (StatusCode::FORBIDDEN, message.to_owned());
+    let refresh_token =
+        event.auth.tokens.as_ref().and_then(|t| t.refresh_token.as_ref()).ok_or_else(|| {
+            (
+                StatusCode::BAD_REQUEST,
+                "auth[refresh_token]: required; the install is verified by redeeming it at the \
+                 auth server"
+                    .to_owned(),
+            )
+        })?;
+    let grant = match host.portals.verify(refresh_token).await {
+        Ok(grant) => grant,
+        Err(error) if error.is_credentials_problem() => {
+            tracing::warn!(error = %format!("{error:#}"), "refused an install event: the auth server does not vouch for its refresh token");
+            return Err(forbidden(
+                "auth[refresh_token]: the auth server does not vouch for it for this app",
+            ));
         }
         Err(error) => {
-            tracing::warn!(error = %format!("{error:#}"), "refused an install event whose token app.info rejects");
-            Err((StatusCode::FORBIDDEN, "auth[access_token]: rejected by app.info".to_owned()))
+            tracing::warn!(error = %format!("{error:#}"), auth_server = %host.config.app.auth_server, "could not verify an install event yet: the auth server did not answer");
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the auth server could not be reached to verify the install".to_owned(),
+            ));
         }
+    };
+    if grant.member_id != event.auth.member_id.as_str() {
+        tracing::warn!(
+            vouched_for = %grant.member_id,
+            "refused an install event whose token belongs to another portal"
+        );
+        return Err(forbidden("auth[member_id]: the token belongs to another portal"));
     }
+    if !grant.domain.eq_ignore_ascii_case(&event.auth.domain) {
+        tracing::warn!(
+            vouched_for = %grant.domain,
+            "refused an install event whose domain is not the portal's"
+        );
+        return Err(forbidden("auth[domain]: not the domain of the token's portal"));
+    }
+    Ok(grant)
 }
 
 /// Why registration on a portal failed.

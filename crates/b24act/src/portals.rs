@@ -1,15 +1,17 @@
 //! One REST client per installed portal, built from the tokens stored at install, sharing the
 //! process's HTTP client and per-portal rate limiters; refreshed tokens and domain moves go back
-//! to the store.
+//! to the store. Tokens go only to a portal's verified `client_endpoint` and to the configured
+//! auth server, the client secret only to the latter (docs/protocol.md §4.4).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use b24::rest::{
-    AppCredentials, Credentials, DomainMove, HttpClient, LimiterRegistry, MoveSink, OAuthTokens,
-    RefreshedTokens, RestClient, RestClientBuilder, SinkFuture, TokenSink,
+    AppCredentials, Credentials, DomainMove, Grant, HttpClient, LimiterRegistry, MoveSink,
+    OAuthTokens, RefreshError, RefreshedTokens, RestClient, SinkFuture, TokenSink,
 };
-use b24::secret::{AccessToken, ClientSecret, RefreshToken};
+use b24::secret::{AccessToken, RefreshToken};
 use store::{InstallationStatus, NewInstallation, Store};
 use url::Url;
 
@@ -30,6 +32,9 @@ pub enum PortalError {
     Client(#[source] Box<b24::rest::Error>),
 }
 
+/// How long the auth server may take to vouch for an install event's refresh token.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The clients, by `member_id`.
 #[derive(Clone)]
 pub struct Portals {
@@ -40,8 +45,8 @@ struct Inner {
     store: Arc<Store>,
     http: HttpClient,
     limiters: LimiterRegistry,
-    client_id: String,
-    client_secret: String,
+    /// The app's id, secret and the configured auth server: the one place its secret goes.
+    app: AppCredentials,
     clients: Mutex<HashMap<String, RestClient>>,
 }
 
@@ -50,19 +55,30 @@ impl Portals {
         store: Arc<Store>,
         http: HttpClient,
         limiters: LimiterRegistry,
-        client_id: String,
-        client_secret: String,
+        app: AppCredentials,
     ) -> Portals {
         Portals {
             inner: Arc::new(Inner {
                 store,
                 http,
                 limiters,
-                client_id,
-                client_secret,
+                app,
                 clients: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Asks the configured auth server what an install event's refresh token is: the portal it
+    /// belongs to and a rotated token pair, or a refusal (docs/protocol.md §4.4). Nothing is
+    /// sent anywhere else.
+    pub async fn verify(&self, refresh_token: &RefreshToken) -> Result<Grant, RefreshError> {
+        b24::rest::redeem_refresh_token(
+            &self.inner.http,
+            &self.inner.app,
+            refresh_token,
+            VERIFY_TIMEOUT,
+        )
+        .await
     }
 
     /// The client for an installed portal, built on first use from the stored installation.
@@ -87,7 +103,6 @@ impl Portals {
         };
         let tokens = OAuthTokens {
             client_endpoint: url(&installation.client_endpoint)?,
-            server_endpoint: url(&installation.server_endpoint)?,
             access_token: AccessToken::new(installation.access_token),
             refresh_token: installation.refresh_token.map(RefreshToken::new),
             expires: Some(installation.expires_at / 1000),
@@ -95,34 +110,17 @@ impl Portals {
             domain: installation.domain,
         };
         let sinks = Arc::new(StoreSinks { store: self.inner.store.clone() });
-        let client = self
-            .builder(tokens)
-            .limiter_from(&self.inner.limiters)
-            .token_sink(sinks.clone())
-            .move_sink(sinks)
-            .build()
-            .map_err(|e| PortalError::Client(Box::new(e)))?;
+        let client =
+            RestClient::builder(Credentials::OAuth { tokens, app: self.inner.app.clone() })
+                .http_client(self.inner.http.clone())
+                .limiter_from(&self.inner.limiters)
+                .token_sink(sinks.clone())
+                .move_sink(sinks)
+                .build()
+                .map_err(|e| PortalError::Client(Box::new(e)))?;
         let mut clients =
             self.inner.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(clients.entry(member_id.to_owned()).or_insert(client).clone())
-    }
-
-    /// A client for `tokens` that are not (yet) a stored installation — the install handler's
-    /// check of an event's token — on the process's HTTP client, with nothing written back.
-    pub fn unstored_client(&self, tokens: OAuthTokens) -> Result<RestClient, PortalError> {
-        self.builder(tokens).build().map_err(|e| PortalError::Client(Box::new(e)))
-    }
-
-    /// A client builder with this app's credentials on the shared HTTP client.
-    fn builder(&self, tokens: OAuthTokens) -> RestClientBuilder {
-        RestClient::builder(Credentials::OAuth {
-            tokens,
-            app: AppCredentials {
-                client_id: self.inner.client_id.clone(),
-                client_secret: ClientSecret::new(self.inner.client_secret.clone()),
-            },
-        })
-        .http_client(self.inner.http.clone())
     }
 
     /// Forgets a portal's client, so the next use reads the installation again (after an

@@ -1,8 +1,9 @@
 //! A local deployment on loopback, the one set-up the demo, the end-to-end tests and the bench
 //! share: the emulator with one portal, the app registered on it with its install URL, a host
-//! (in this process with [`Deployment`], or a `b24act serve` child the caller starts), and the
-//! install done the real way (ONAPPINSTALL → `app.info` → `bizproc.activity.add`), waited for
-//! until every action is registered; [`host_config`] writes the host's configuration.
+//! (in this process with [`Deployment`], or a `b24act serve` child the caller starts) trusting
+//! the emulator as its auth server, and the install done the real way (ONAPPINSTALL → refresh
+//! at the auth server → `bizproc.activity.add`), waited for until every action is registered;
+//! [`host_config`] writes the host's configuration.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,14 @@ impl AppIdentity {
     }
 }
 
+/// Where a local host lives: its own address, and the auth server it trusts (the emulator's
+/// main listener, `[app] auth_server`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub listen: SocketAddr,
+    pub auth_server: String,
+}
+
 /// The emulator with one portal: the Bitrix24 side of a deployment.
 pub struct Sandbox {
     pub emulator: Emulator,
@@ -51,6 +60,16 @@ impl Sandbox {
             Emulator::start(EmulatorConfig::default()).await.context("starting the emulator")?;
         let domain = emulator.create_portal(portal).await.context("creating the portal")?.domain;
         Ok(Sandbox { emulator, domain })
+    }
+
+    /// The emulator's auth server (`http://127.0.0.1:P/`), for the host's `[app] auth_server`.
+    pub fn auth_server(&self) -> String {
+        format!("{}/", self.emulator.control_url())
+    }
+
+    /// A host at `listen` that trusts this emulator's auth server.
+    pub fn site(&self, listen: SocketAddr) -> Site {
+        Site { listen, auth_server: self.auth_server() }
     }
 
     /// Registers the OAuth app, with the host at `host` receiving ONAPPINSTALL.
@@ -126,18 +145,18 @@ pub struct Deployment {
 
 impl Deployment {
     /// Starts the portal, binds the host's port, builds the configuration with `config` (given
-    /// the host's address), starts the host with `registry`'s connectors, installs the app and
+    /// the host's site), starts the host with `registry`'s connectors, installs the app and
     /// waits until every one of `codes` is registered.
     pub async fn start(
         portal: PortalSpec,
         app: &AppIdentity,
         codes: &[&str],
-        config: impl FnOnce(SocketAddr) -> String,
+        config: impl FnOnce(&Site) -> String,
         registry: &connectors::Registry,
     ) -> anyhow::Result<Deployment> {
         let sandbox = Sandbox::start(portal).await?;
         let (listener, listen) = loopback_listener().await?;
-        let config_text = config(listen);
+        let config_text = config(&sandbox.site(listen));
         sandbox.register_app(app, listen);
         let running = start_host(listener, &config_text, registry).await?;
         let deployment = Deployment { sandbox, running, config_text, listen };

@@ -1,6 +1,6 @@
 //! One deployment under test: the emulator (a portal) and the fake finance API in this process,
 //! and `b24act serve` as a child process on a SQLite file in a temp dir, with the app installed
-//! the real way (ONAPPINSTALL → `app.info` → `bizproc.activity.add`) by [`crate::sandbox`].
+//! the real way (ONAPPINSTALL → refresh at the emulator's auth server → `bizproc.activity.add`) by [`crate::sandbox`].
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ use super::BenchArgs;
 use super::load::Conn;
 use super::measure::{self, Memory};
 use crate::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
-use crate::sandbox::{AppIdentity, FinanceCreditCheck, HostConfig, Sandbox, TempDir};
+use crate::sandbox::{AppIdentity, FinanceCreditCheck, HostConfig, Sandbox, Site, TempDir};
 
 pub const CLIENT_ID: &str = "local.b24act.bench";
 const CLIENT_SECRET: &str = "bench-secret";
@@ -76,7 +76,8 @@ impl Deployment {
         // A free port for the server; bound again by the server an instant later.
         let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let config_path = dir.path().join("b24act.toml");
-        std::fs::write(&config_path, config_text(setup, listen, &db_path(&dir), &api))?;
+        let site = sandbox.site(listen);
+        std::fs::write(&config_path, config_text(setup, &site, &db_path(&dir), &api))?;
         sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
         let server = ServerProcess::spawn(
             server_exe,
@@ -141,7 +142,7 @@ pub struct JobCounts {
     pub total: u64,
 }
 
-fn config_text(setup: &Setup, listen: SocketAddr, db: &Path, api: &FinanceApi) -> String {
+fn config_text(setup: &Setup, site: &Site, db: &Path, api: &FinanceApi) -> String {
     // A hanging API needs attempts that outlast the run; an instant one the product's defaults.
     let (lease, attempt_timeout) = match setup.api {
         Api::Hanging => (Duration::from_secs(3 * 3600), Duration::from_secs(2 * 3600)),
@@ -164,7 +165,7 @@ fn config_text(setup: &Setup, listen: SocketAddr, db: &Path, api: &FinanceApi) -
         workers: WorkersConfig { concurrency: setup.workers, lease },
         delivery: DeliveryConfig { rate_per_second, burst, ..DeliveryConfig::default() },
         actions: vec![check.to_toml()],
-        ..HostConfig::new(&app, listen, format!("sqlite:{}", db.display()))
+        ..HostConfig::new(&app, site, format!("sqlite:{}", db.display()))
     }
     .to_toml()
 }

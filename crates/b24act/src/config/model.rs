@@ -58,11 +58,20 @@ pub enum LogFormat {
 pub struct AppConfig {
     /// The OAuth `client_id` (`local.…` for local apps, `app.…` for Market apps).
     pub client_id: String,
-    /// The OAuth `client_secret`, used only to refresh tokens.
+    /// The OAuth `client_secret`, used only to refresh tokens, and sent only to `auth_server`.
     pub client_secret: Secret,
+    /// The OAuth server that refreshes tokens and vouches for install events
+    /// (docs/protocol.md §4.4). Nothing an event says overrides it. The cloud's is the default;
+    /// a box portal or the emulator names its own.
+    #[serde(default = "default_auth_server")]
+    pub auth_server: Url,
     /// Where portals reach this server, e.g. `https://b24act.example.com/`. Handler URLs are
     /// `<public_url>bitrix/actions/<code>`; the install handler is `<public_url>bitrix/install`.
     pub public_url: Url,
+}
+
+fn default_auth_server() -> Url {
+    Url::parse(b24::rest::BITRIX_AUTH_SERVER).unwrap_or_else(|_| unreachable!("a literal URL"))
 }
 
 /// The HTTP server that takes calls and install events.
@@ -70,13 +79,34 @@ pub struct AppConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// The largest request body accepted (protocol calls are a few KiB).
+    /// The largest request body accepted (protocol calls are a few KiB), at most 16 MiB.
     pub max_body_bytes: usize,
+    /// From a request's first byte until its head (request line and headers) is complete;
+    /// a slower client is disconnected.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// From the end of a request's head until its whole body has arrived; a slower client is
+    /// answered 408 and disconnected.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// How long a connection may wait for a request to begin: a new one for its first, a
+    /// kept-alive one for its next. Then it is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The most connections served at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_body_bytes: 1024 * 1024 }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
     }
 }
 
@@ -88,7 +118,8 @@ pub struct StoreConfig {
     #[serde(default = "default_store_url")]
     pub url: Secret,
     /// 32 bytes as 64 hex characters (`openssl rand -hex 32`): encrypts portal tokens at rest,
-    /// so a copied database file does not leak portal access.
+    /// so a copied database file does not leak portal access. A key with fewer than 12
+    /// distinct byte values is refused as hand-made (a random one has about 30).
     pub encryption_key: Secret,
 }
 

@@ -84,6 +84,7 @@ fn the_complete_example_loads_with_defaults_filled_in() {
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(config.workers.concurrency, 4);
     assert_eq!(config.delivery.burst, 50);
+    assert_eq!(config.app.auth_server.as_str(), "https://oauth.bitrix.info/", "the cloud's");
     let action = &config.actions[0];
     assert_eq!(action.code, "check_credit_limit");
     assert!(action.use_subscription);
@@ -240,6 +241,21 @@ fn runtime_settings_are_checked() {
 }
 
 #[test]
+fn the_auth_server_is_https_or_loopback_only() {
+    let with = |url: &str| {
+        let text = example().replace(
+            "public_url = \"https://b24act.example.com/\"",
+            &format!("public_url = \"https://b24act.example.com/\"\nauth_server = \"{url}\""),
+        );
+        problems_of(&text)
+    };
+    assert_eq!(with("https://oauth.example.com/"), Vec::<String>::new());
+    assert_eq!(with("http://127.0.0.1:8040/"), Vec::<String>::new(), "the emulator");
+    let problems = with("http://oauth.example.com/");
+    assert!(problems.len() == 1 && problems[0].starts_with("app.auth_server"), "{problems:?}");
+}
+
+#[test]
 fn duplicate_codes_and_no_subscription_with_return_values_are_refused() {
     let action = &example()[example().find("[[actions]]").unwrap()..];
     let twice = format!("{}\n{action}", example());
@@ -281,4 +297,52 @@ fn log_format_comes_from_the_file_or_the_environment() {
     assert_eq!(LogConfig::from_env_vars(std::iter::empty()).unwrap().format, LogFormat::Text);
     let wrong = LogConfig::from_env_vars(env("xml")).unwrap_err().to_string();
     assert!(wrong.starts_with("log.format: unknown variant `xml`"), "{wrong}");
+}
+
+#[test]
+fn a_hand_made_encryption_key_is_refused() {
+    for key in ["0".repeat(64), "ab".repeat(32), "0123456789a".repeat(6)[..64].to_owned()] {
+        let problems = problems_of(&example().replace(KEY, &key));
+        assert_eq!(problems.len(), 1, "{key}: {problems:#?}");
+        assert!(
+            problems[0].starts_with("store.encryption_key: has ")
+                && problems[0].contains("distinct byte values, fewer than the 12"),
+            "{problems:#?}"
+        );
+    }
+    // Twelve distinct values pass; so does the test key (16) and the same key in upper case.
+    let twelve: String = (0..32).map(|i| format!("{:02x}", (i % 12) * 17)).collect();
+    assert!(load(&example().replace(KEY, &twelve), &[]).is_ok());
+    assert!(load(&example().replace(KEY, &KEY.to_uppercase()), &[]).is_ok());
+}
+
+#[test]
+fn the_server_section_has_timeouts_a_connection_cap_and_a_body_cap() {
+    let defaults = load(&example(), &[]).unwrap().server;
+    assert_eq!(defaults.header_timeout, Duration::from_secs(10));
+    assert_eq!(defaults.body_timeout, Duration::from_secs(30));
+    assert_eq!(defaults.idle_timeout, Duration::from_secs(60));
+    assert_eq!(defaults.max_connections, 1024);
+    let tuned = format!(
+        "{}\n[server]\nheader_timeout = \"2s\"\nbody_timeout = \"5s\"\nidle_timeout = \"15s\"\nmax_connections = 100\nmax_body_bytes = 16777216\n",
+        example()
+    );
+    let server = load(&tuned, &[("B24ACT__SERVER__IDLE_TIMEOUT", "3s")]).unwrap().server;
+    assert_eq!(
+        (server.header_timeout, server.body_timeout, server.idle_timeout, server.max_connections),
+        (Duration::from_secs(2), Duration::from_secs(5), Duration::from_secs(3), 100)
+    );
+    let broken = format!(
+        "{}\n[server]\nheader_timeout = \"0s\"\nbody_timeout = \"2h\"\nmax_connections = 0\nmax_body_bytes = 16777217\n",
+        example()
+    );
+    assert_eq!(
+        problems_of(&broken),
+        [
+            "server.max_body_bytes: must be more than 0 and at most 16777216 (16 MiB), got 16777217",
+            "server.header_timeout: must be more than 0",
+            "server.body_timeout: must be at most 1h",
+            "server.max_connections: must be from 1 to 65536, got 0",
+        ]
+    );
 }

@@ -6,11 +6,23 @@ use std::collections::HashSet;
 use b24::rest::{LocalizedText, PropertyType};
 use indexmap::IndexMap;
 
-use super::{ActionConfig, Config, FailurePolicy, Problem, PropertyConfig};
+use super::{ActionConfig, Config, FailurePolicy, Problem, PropertyConfig, ServerConfig};
 use crate::values::{self, Shape};
 
 /// Bitrix24 rejects longer codes with a save error (§1.2, DB validator).
 const MAX_CODE_LENGTH: usize = 128;
+
+/// The largest `server.max_body_bytes` accepted: protocol calls are a few KiB, and every body is
+/// held in memory while it is decoded.
+pub const MAX_BODY_BYTES_CAP: usize = 16 * 1024 * 1024;
+
+/// The fewest distinct byte values a `store.encryption_key` may have. 32 random bytes have
+/// about 30; fewer than 12 happens by chance with probability below 10^-20, so such a key was
+/// typed by hand (`00…00`, `abab…`) and is refused.
+pub const MIN_DISTINCT_KEY_BYTES: usize = 12;
+
+/// The most `server.max_connections` accepted (the shutdown waits for all of them at once).
+const MAX_CONNECTIONS_CAP: usize = 65_536;
 
 /// Property ids the activity constructor sets itself; a property with one of these ids is
 /// silently skipped by the portal (§1.5, "Reserved property IDs").
@@ -81,6 +93,20 @@ fn check_app(config: &Config, found: &mut Problems) {
             format!("host `{host}` would be refused by Bitrix24, which needs a dot in the handler's host (§1.2); use a real domain or 127.0.0.1"),
         );
     }
+    // The client secret and every refresh token go there (§4.4): plain http only on loopback.
+    let auth = &config.app.auth_server;
+    let loopback = match auth.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    if auth.host().is_none() || !(auth.scheme() == "https" || auth.scheme() == "http" && loopback) {
+        found.add(
+            "app.auth_server",
+            format!("`{auth}` must be an https:// URL (http:// only on loopback): the client secret is sent there (§4.4)"),
+        );
+    }
 }
 
 fn check_runtime(config: &Config, found: &mut Problems) {
@@ -98,10 +124,16 @@ fn check_runtime(config: &Config, found: &mut Problems) {
                 key.len()
             ),
         );
+    } else if distinct_bytes(key) < MIN_DISTINCT_KEY_BYTES {
+        found.add(
+            "store.encryption_key",
+            format!(
+                "has {} distinct byte values, fewer than the {MIN_DISTINCT_KEY_BYTES} a random key has; generate one with `openssl rand -hex 32`",
+                distinct_bytes(key)
+            ),
+        );
     }
-    if config.server.max_body_bytes == 0 {
-        found.add("server.max_body_bytes", "must be more than 0");
-    }
+    check_server(&config.server, found);
     if config.workers.concurrency == 0 {
         found.add("workers.concurrency", "must be at least 1");
     }
@@ -115,6 +147,45 @@ fn check_runtime(config: &Config, found: &mut Problems) {
         || config.delivery.retry_base > config.delivery.retry_cap
     {
         found.add("delivery.retry_base", "must be more than 0 and at most delivery.retry_cap");
+    }
+}
+
+/// How many different byte values a key of 64 hex digits holds.
+fn distinct_bytes(hex: &str) -> usize {
+    let bytes: HashSet<u8> = hex
+        .as_bytes()
+        .chunks(2)
+        .filter_map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect();
+    bytes.len()
+}
+
+fn check_server(server: &ServerConfig, found: &mut Problems) {
+    if server.max_body_bytes == 0 || server.max_body_bytes > MAX_BODY_BYTES_CAP {
+        found.add(
+            "server.max_body_bytes",
+            format!(
+                "must be more than 0 and at most {MAX_BODY_BYTES_CAP} (16 MiB), got {}",
+                server.max_body_bytes
+            ),
+        );
+    }
+    for (key, timeout) in [
+        ("server.header_timeout", server.header_timeout),
+        ("server.body_timeout", server.body_timeout),
+        ("server.idle_timeout", server.idle_timeout),
+    ] {
+        if timeout.is_zero() {
+            found.add(key, "must be more than 0");
+        } else if timeout > std::time::Duration::from_secs(3600) {
+            found.add(key, "must be at most 1h");
+        }
+    }
+    if server.max_connections == 0 || server.max_connections > MAX_CONNECTIONS_CAP {
+        found.add(
+            "server.max_connections",
+            format!("must be from 1 to {MAX_CONNECTIONS_CAP}, got {}", server.max_connections),
+        );
     }
 }
 

@@ -23,7 +23,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, ensure};
@@ -43,7 +42,7 @@ use super::deployment::{
 };
 use super::{DemoArgs, Latency, row, seconds};
 use crate::config::{RetryPolicy, WorkersConfig};
-use crate::sandbox::{AppIdentity, Deployment, HostConfig, retry_table};
+use crate::sandbox::{AppIdentity, Deployment, HostConfig, Site, retry_table};
 
 /// The demo app's OAuth client id on the emulator.
 pub const CLIENT_ID: &str = "local.b24act.demo";
@@ -318,7 +317,7 @@ fn real(d: Duration) -> String {
 /// section, its durations compressed.
 fn config_text(
     app: &AppIdentity,
-    listen: SocketAddr,
+    site: &Site,
     store_url: &str,
     api: &FinanceApi,
     args: &DemoArgs,
@@ -384,7 +383,7 @@ values = {{ approval_required = true, reason = "Manual approval: {{reason}}" }}
         workers: WorkersConfig { concurrency: 16, lease },
         delivery: delivery(args),
         actions: vec![action],
-        ..HostConfig::new(app, listen, store_url)
+        ..HostConfig::new(app, site, store_url)
     }
     .to_toml()
 }
@@ -444,8 +443,8 @@ pub async fn run(args: &DemoArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     let settings = Settings::of(args)?;
     let wall = Instant::now();
     let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
-    let demo = DemoDeployment::start(args, &app, CODE, |listen, store_url, api| {
-        config_text(&app, listen, store_url, api, args, &settings)
+    let demo = DemoDeployment::start(args, &app, CODE, |site, store_url, api| {
+        config_text(&app, site, store_url, api, args, &settings)
     })
     .await?;
     let (deployment, api) = (&demo.deployment, &demo.api);

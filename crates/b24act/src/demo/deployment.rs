@@ -3,7 +3,6 @@
 //! calls, fallback reasons) and the closing summary.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use store::{JobFilter, JobState};
 
 use super::{DemoArgs, kept_config_path};
 use crate::config::DeliveryConfig;
-use crate::sandbox::{AppIdentity, Deployment, TempDir};
+use crate::sandbox::{AppIdentity, Deployment, Site, TempDir};
 
 /// A scenario's portal and host, the fake finance API behind its action, and the store's file.
 pub(crate) struct DemoDeployment {
@@ -35,7 +34,7 @@ impl DemoDeployment {
         args: &DemoArgs,
         app: &AppIdentity,
         code: &str,
-        config: impl FnOnce(SocketAddr, &str, &FinanceApi) -> String,
+        config: impl FnOnce(&Site, &str, &FinanceApi) -> String,
     ) -> anyhow::Result<DemoDeployment> {
         let temp = TempDir::new("b24act-demo").context("creating a temp dir for the store")?;
         let store_path = match &args.keep_db {
@@ -53,7 +52,7 @@ impl DemoDeployment {
             portal,
             app,
             &[code],
-            |listen| config(listen, &store_url, &api),
+            |site| config(site, &store_url, &api),
             &connectors::Registry::new(),
         )
         .await?;

@@ -5,7 +5,6 @@
 //! Microsoft Graph). The connector tables are public: the end-to-end tests run the same ones.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,7 +16,9 @@ use fakes::telegram::{self, BotApi};
 use serde_json::{Value, json};
 
 use crate::config::{RetryPolicy, WorkersConfig};
-use crate::sandbox::{ActionTable, AppIdentity, Deployment, HostConfig, TempDir, toml_escape};
+use crate::sandbox::{
+    ActionTable, AppIdentity, Deployment, HostConfig, Site, TempDir, toml_escape,
+};
 
 const CLIENT_ID: &str = "local.b24act.examples";
 const CLIENT_SECRET: &str = "examples-secret";
@@ -261,11 +262,11 @@ async fn deploy(code: &str, action: String) -> anyhow::Result<(Deployment, TempD
     let temp = TempDir::new("b24act-examples").context("creating a temp dir")?;
     let store_url = format!("sqlite:{}", temp.path().join("examples.db").display());
     let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
-    let config = |listen: SocketAddr| {
+    let config = |site: &Site| {
         HostConfig {
             workers: WorkersConfig { concurrency: 4, lease: Duration::from_secs(10) },
             actions: vec![action],
-            ..HostConfig::new(&app, listen, &store_url)
+            ..HostConfig::new(&app, site, &store_url)
         }
         .to_toml()
     };

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::ensure;
@@ -23,7 +22,7 @@ use super::deployment::{
 use super::{DemoArgs, row, seconds};
 use crate::bench::measure::nearest_rank;
 use crate::config::{RetryPolicy, WorkersConfig};
-use crate::sandbox::{AppIdentity, Deployment, FinanceCreditCheck, HostConfig};
+use crate::sandbox::{AppIdentity, Deployment, FinanceCreditCheck, HostConfig, Site};
 
 /// The demo app's OAuth client id on the emulator.
 pub const CLIENT_ID: &str = "local.b24act.demo";
@@ -216,7 +215,7 @@ fn latency(l: &Latency) -> String {
 /// with a fallback that names the reason.
 fn config_text(
     app: &AppIdentity,
-    listen: SocketAddr,
+    site: &Site,
     store_url: &str,
     api: &FinanceApi,
     args: &DemoArgs,
@@ -241,7 +240,7 @@ fn config_text(
         workers: WorkersConfig { concurrency: 16, lease: Duration::from_secs(10) },
         delivery: delivery(args),
         actions: vec![check.to_toml()],
-        ..HostConfig::new(app, listen, store_url)
+        ..HostConfig::new(app, site, store_url)
     }
     .to_toml()
 }
@@ -270,8 +269,8 @@ pub async fn run(args: &DemoArgs, out: &mut impl std::io::Write) -> anyhow::Resu
     let settings = Settings::of(args)?;
     let wall = Instant::now();
     let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
-    let demo = DemoDeployment::start(args, &app, CODE, |listen, store_url, api| {
-        config_text(&app, listen, store_url, api, args, &settings)
+    let demo = DemoDeployment::start(args, &app, CODE, |site, store_url, api| {
+        config_text(&app, site, store_url, api, args, &settings)
     })
     .await?;
     let (deployment, api) = (&demo.deployment, &demo.api);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fakes::finance::FinanceApi;
 
-use super::AppIdentity;
+use super::{AppIdentity, Site};
 use crate::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
 
 /// A host's configuration: what differs between local deployments, everything else the
@@ -17,6 +17,8 @@ pub struct HostConfig {
     pub app: AppIdentity,
     /// Where the host listens; its public URL is `http://{listen}/`.
     pub listen: SocketAddr,
+    /// The auth server the host trusts (`[app] auth_server`): the emulator's.
+    pub auth_server: String,
     pub store_url: String,
     /// 32 bytes in hex; fresh and random from [`HostConfig::new`].
     pub encryption_key: String,
@@ -27,14 +29,15 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    /// A host listening on `listen` with its store at `store_url`, a fresh random encryption
-    /// key, the default workers and delivery, and no actions yet.
-    pub fn new(app: &AppIdentity, listen: SocketAddr, store_url: impl Into<String>) -> HostConfig {
+    /// A host at `site` with its store at `store_url`, a fresh random encryption key, the
+    /// default workers and delivery, and no actions yet.
+    pub fn new(app: &AppIdentity, site: &Site, store_url: impl Into<String>) -> HostConfig {
         let encryption_key =
             rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
         HostConfig {
             app: app.clone(),
-            listen,
+            listen: site.listen,
+            auth_server: site.auth_server.clone(),
             store_url: store_url.into(),
             encryption_key,
             workers: WorkersConfig::default(),
@@ -52,6 +55,7 @@ impl HostConfig {
 client_id = "{client_id}"
 client_secret = "{client_secret}"
 public_url = "http://{listen}/"
+auth_server = "{auth_server}"
 
 [server]
 listen = "{listen}"
@@ -72,6 +76,7 @@ retry_cap = "{retry_cap}"
 "#,
             client_id = toml_escape(&app.client_id),
             client_secret = toml_escape(&app.client_secret),
+            auth_server = toml_escape(&self.auth_server),
             store_url = toml_escape(&self.store_url),
             key = toml_escape(&self.encryption_key),
             concurrency = workers.concurrency,

@@ -13,7 +13,9 @@ use b24act::demo::examples::{
     ONEC_PROPERTIES, ONEC_RETURNS, SHAREPOINT_PROPERTIES, SHAREPOINT_RETURNS, TELEGRAM_PROPERTIES,
     TELEGRAM_RETURNS, onec_connector, sharepoint_connector, telegram_connector,
 };
-use b24act::sandbox::{ActionTable, AppIdentity, Deployment, HostConfig, TempDir, toml_escape};
+use b24act::sandbox::{
+    ActionTable, AppIdentity, Deployment, HostConfig, Site, TempDir, toml_escape,
+};
 use fakes::faults::{Behaviour, Down, Failure};
 use fakes::finance::{self, Company, Credentials, FinanceApi, Malformed};
 use fakes::graph::{GraphApi, LIBRARY_WEB_URL};
@@ -72,11 +74,11 @@ impl Harness {
         let temp = TempDir::new("b24act-it-connectors").unwrap();
         let store_url = format!("sqlite:{}", temp.path().join("b24act.db").display());
         let app = AppIdentity::new("local.b24act.connectors", "connectors-secret");
-        let config = |listen| {
+        let config = |site: &Site| {
             HostConfig {
                 workers: WorkersConfig { concurrency: 4, lease: Duration::from_secs(5) },
                 actions: vec![action],
-                ..HostConfig::new(&app, listen, &store_url)
+                ..HostConfig::new(&app, site, &store_url)
             }
             .to_toml()
         };

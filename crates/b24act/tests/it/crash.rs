@@ -62,7 +62,8 @@ async fn a_job_interrupted_by_sigkill_finishes_once_after_restart() {
     let store_url = format!("sqlite:{}/b24act.db", dir.path().display());
     let options = Options { lease: "3s", attempt_timeout: "2500ms", ..Options::default() };
     let config = dir.path().join("b24act.toml");
-    std::fs::write(&config, config_text(listen, &store_url, &api, &options)).unwrap();
+    std::fs::write(&config, config_text(&sandbox.site(listen), &store_url, &api, &options))
+        .unwrap();
     sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
 
     let server = Server::start(&config);

@@ -177,7 +177,11 @@ async fn newcomer_flow_from_emulator_start_to_a_returned_result() {
     // Our REST client returns the result; the workflow closes with it.
     let rest = RestClient::builder(Credentials::OAuth {
         tokens: OAuthTokens::from_auth(&call.auth).expect("run-as user 1 gets tokens"),
-        app: AppCredentials { client_id, client_secret: ClientSecret::new(client_secret) },
+        app: AppCredentials {
+            client_id,
+            client_secret: ClientSecret::new(client_secret),
+            auth_server: control.trim_end_matches("/control").parse().unwrap(),
+        },
     })
     .build()
     .unwrap();

@@ -13,7 +13,7 @@ use b24_emulator::{
 use b24act::config::{Config, DeliveryConfig, RetryPolicy, WorkersConfig};
 use b24act::host::Host;
 use b24act::payload::{JobPayload, PAYLOAD_VERSION};
-use b24act::sandbox::{AppIdentity, HostConfig, TempDir, retry_table};
+use b24act::sandbox::{AppIdentity, HostConfig, Site, TempDir, retry_table};
 use b24act::worker::{Wakeups, Workers};
 use b24act::{clock, outbox};
 use connectors::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Outputs, Registry};
@@ -126,7 +126,7 @@ impl TestHost {
 
         let dir = TempDir::new("b24act-jobs").expect("temp dir");
         let config = Config::from_toml(
-            &config_toml(&app.client_id, &app.client_secret, dir.path()),
+            &config_toml(&app.client_id, &app.client_secret, &emu.control_url(), dir.path()),
             "test",
             std::iter::empty(),
         )
@@ -279,7 +279,12 @@ pub struct Call {
     pub job: JobId,
 }
 
-fn config_toml(client_id: &str, client_secret: &str, dir: &std::path::Path) -> String {
+fn config_toml(
+    client_id: &str,
+    client_secret: &str,
+    auth_server: &str,
+    dir: &std::path::Path,
+) -> String {
     let retry = |attempt_timeout: Duration| RetryPolicy {
         jitter: 0.0,
         attempt_timeout,
@@ -323,7 +328,10 @@ values = {{ approval_required = true }}
         actions: vec![check, dead_letter, quick],
         ..HostConfig::new(
             &AppIdentity::new(client_id, client_secret),
-            SocketAddr::from(([127, 0, 0, 1], 9)),
+            &Site {
+                listen: SocketAddr::from(([127, 0, 0, 1], 9)),
+                auth_server: format!("{auth_server}/"),
+            },
             format!("sqlite:{}", dir.join("b24act.db").display()),
         )
     }

@@ -1,13 +1,17 @@
 //! The app's lifecycle on a portal: an update re-registers what it wiped, an uninstall stops
-//! work, a forged install is refused; and an action whose workflow does not wait.
+//! work; forged installs are refused without a request to the server they name (only the
+//! configured auth server vouches, docs/protocol.md §4.4); and an action whose workflow does not
+//! wait.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use b24_emulator::{WorkflowSpec, WorkflowStatus};
+use b24_emulator::{AppSpec, PortalSpec, WorkflowSpec, WorkflowStatus};
 use serde_json::json;
 use store::{InstallationStatus, JobState};
 
-use crate::support::{CODE, NOTIFY_CODE, Options, TestApp};
+use crate::support::{CLIENT_ID, CODE, NOTIFY_CODE, Options, TestApp};
 
 fn registered(app: &TestApp) -> Vec<String> {
     app.emulator.registrations(&app.domain).unwrap().into_iter().map(|r| r.code).collect()
@@ -17,7 +21,7 @@ fn registered(app: &TestApp) -> Vec<String> {
 async fn an_app_update_wipes_registrations_and_the_host_registers_again() {
     let app = TestApp::start(Options::default()).await;
     assert!(registered(&app).contains(&NOTIFY_CODE.to_owned()));
-    let updated = app.emulator.update_app(&app.domain, crate::support::CLIENT_ID).await.unwrap();
+    let updated = app.emulator.update_app(&app.domain, CLIENT_ID).await.unwrap();
     assert_eq!(updated.event_status, Some(200), "the host took ONAPPUPDATE");
     app.wait_until("both actions are registered again", Duration::from_secs(10), |app| {
         let codes = registered(app);
@@ -32,7 +36,7 @@ async fn an_app_update_wipes_registrations_and_the_host_registers_again() {
 async fn after_an_uninstall_calls_are_refused_and_nothing_is_stored() {
     let app = TestApp::start(Options::default()).await;
     let member_id = app.emulator.portal(&app.domain).unwrap().member_id;
-    app.emulator.uninstall_app(&app.domain, crate::support::CLIENT_ID).await.unwrap();
+    app.emulator.uninstall_app(&app.domain, CLIENT_ID).await.unwrap();
     let installation = app.store().installation(&member_id).await.unwrap().unwrap();
     assert_eq!(installation.status, InstallationStatus::Uninstalled);
     // The portal wiped its registrations, so it would not call any more: post a call as a
@@ -50,24 +54,207 @@ async fn after_an_uninstall_calls_are_refused_and_nothing_is_stored() {
     assert_eq!(app.store().state_counts().await.unwrap().get(JobState::Queued), 0);
 }
 
+/// A listener on loopback that counts every connection made to it and answers none: the
+/// attacker's server an install event names.
+struct RecordingListener {
+    url: String,
+    connections: Arc<AtomicUsize>,
+}
+
+impl RecordingListener {
+    async fn start() -> RecordingListener {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/rest/", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        RecordingListener { url, connections }
+    }
+
+    fn count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// An ONAPPINSTALL form as the portal would POST it.
+struct InstallForm<'a> {
+    member_id: &'a str,
+    domain: &'a str,
+    access_token: &'a str,
+    refresh_token: &'a str,
+    client_endpoint: &'a str,
+    server_endpoint: &'a str,
+    application_token: &'a str,
+}
+
+impl InstallForm<'_> {
+    async fn post(&self, app: &TestApp) -> (u16, String) {
+        let body = format!(
+            "event=ONAPPINSTALL&data[VERSION]=1&ts=1&auth[access_token]={}&auth[refresh_token]={}\
+             &auth[expires]=1&auth[domain]={}&auth[server_endpoint]={}&auth[client_endpoint]={}\
+             &auth[member_id]={}&auth[application_token]={}",
+            self.access_token,
+            self.refresh_token,
+            self.domain,
+            self.server_endpoint,
+            self.client_endpoint,
+            self.member_id,
+            self.application_token,
+        );
+        let response = reqwest::Client::new()
+            .post(format!("http://{}/bitrix/install", app.listen))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+}
+
+/// What an install event could change of a stored installation.
+fn identity(installation: &store::Installation) -> [String; 6] {
+    [
+        installation.domain.clone(),
+        installation.client_endpoint.clone(),
+        installation.server_endpoint.clone(),
+        installation.application_token.clone(),
+        installation.access_token.clone(),
+        installation.refresh_token.clone().unwrap_or_default(),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_install_event_is_refused_by_app_info() {
+async fn a_forged_install_naming_its_own_endpoints_reaches_nobody_and_changes_nothing() {
+    let app = TestApp::start(Options::default()).await;
+    let member_id = app.emulator.portal(&app.domain).unwrap().member_id;
+    let before = app.store().installation(&member_id).await.unwrap().unwrap();
+    let attacker = RecordingListener::start().await;
+    let (status, answer) = InstallForm {
+        member_id: &member_id,
+        domain: &app.domain,
+        access_token: "attacker-access",
+        refresh_token: "attacker-refresh",
+        client_endpoint: &attacker.url,
+        server_endpoint: &attacker.url,
+        application_token: "chosen-by-attacker",
+    }
+    .post(&app)
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("auth[refresh_token]"), "{answer}");
+    // Give anything the host might have started in the background a moment to show itself.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(attacker.count(), 0, "nothing was sent to the server the event named");
+    let after = app.store().installation(&member_id).await.unwrap().unwrap();
+    assert_eq!(identity(&after), identity(&before), "the installation is unchanged");
+    // The real portal still works.
+    let id = app.start_workflow(4, 0).await;
+    assert_eq!(app.wait_closed(&id, Duration::from_secs(10)).await.status, WorkflowStatus::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_genuine_token_of_this_app_from_another_portal_is_refused() {
+    let app = TestApp::start(Options::default()).await;
+    let victim = app.emulator.portal(&app.domain).unwrap();
+    let before = app.store().installation(&victim.member_id).await.unwrap().unwrap();
+    // The attacker installs the same app on a portal of their own and takes its tokens.
+    let own = app.emulator.create_portal(PortalSpec::default()).await.unwrap();
+    app.emulator.install_app(&own.domain, CLIENT_ID).await.unwrap();
+    let genuine = app.emulator.issue_token(&own.domain, CLIENT_ID, 1).unwrap();
+    let attacker = RecordingListener::start().await;
+    let (status, answer) = InstallForm {
+        member_id: &victim.member_id,
+        domain: &victim.domain,
+        access_token: &genuine.access_token,
+        refresh_token: &genuine.refresh_token,
+        client_endpoint: &attacker.url,
+        server_endpoint: &attacker.url,
+        application_token: "chosen-by-attacker",
+    }
+    .post(&app)
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("auth[member_id]"), "{answer}");
+    assert_eq!(attacker.count(), 0);
+    let after = app.store().installation(&victim.member_id).await.unwrap().unwrap();
+    assert_eq!(identity(&after), identity(&before), "the installation is unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_of_another_app_on_the_same_portal_is_refused() {
     let app = TestApp::start(Options::default()).await;
     let portal = app.emulator.portal(&app.domain).unwrap();
-    let forged_member = "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0";
-    let body = format!(
-        "event=ONAPPINSTALL&data[VERSION]=1&ts=1&auth[access_token]=not-a-real-token\
-         &auth[refresh_token]=nope&auth[expires]=1&auth[domain]=evil.example.com\
-         &auth[server_endpoint]={server}&auth[client_endpoint]={client}\
-         &auth[member_id]={forged_member}&auth[application_token]=chosen-by-attacker",
-        server = app.emulator.oauth_server_endpoint(),
-        client = portal.client_endpoint,
-    );
-    let http = reqwest::Client::new();
-    let response =
-        http.post(format!("http://{}/bitrix/install", app.listen)).body(body).send().await.unwrap();
-    assert_eq!(response.status(), 403);
-    assert!(app.store().installation(forged_member).await.unwrap().is_none(), "nothing stored");
+    let before = app.store().installation(&portal.member_id).await.unwrap().unwrap();
+    let other = app.emulator.register_app(AppSpec::default()).client_id;
+    app.emulator.install_app(&app.domain, &other).await.unwrap();
+    let foreign = app.emulator.issue_token(&app.domain, &other, 1).unwrap();
+    let (status, answer) = InstallForm {
+        member_id: &portal.member_id,
+        domain: &portal.domain,
+        access_token: &foreign.access_token,
+        refresh_token: &foreign.refresh_token,
+        client_endpoint: &portal.client_endpoint,
+        server_endpoint: &app.emulator.oauth_server_endpoint(),
+        application_token: "chosen-by-attacker",
+    }
+    .post(&app)
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    let after = app.store().installation(&portal.member_id).await.unwrap().unwrap();
+    assert_eq!(identity(&after), identity(&before), "the installation is unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vouched_install_stores_the_auth_servers_identity_not_the_events() {
+    let app = TestApp::start(Options::default()).await;
+    let portal = app.emulator.portal(&app.domain).unwrap();
+    let genuine = app.emulator.issue_token(&app.domain, CLIENT_ID, 1).unwrap();
+    let stored = app.store().installation(&portal.member_id).await.unwrap().unwrap();
+    let attacker = RecordingListener::start().await;
+    // Genuine tokens of this very portal, but endpoints pointing elsewhere: the endpoints the
+    // auth server names are stored, and the event's are never used.
+    let (status, answer) = InstallForm {
+        member_id: &portal.member_id,
+        domain: &portal.domain,
+        access_token: &genuine.access_token,
+        refresh_token: &genuine.refresh_token,
+        client_endpoint: &attacker.url,
+        server_endpoint: &attacker.url,
+        application_token: &stored.application_token,
+    }
+    .post(&app)
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let after = app.store().installation(&portal.member_id).await.unwrap().unwrap();
+    assert_eq!(after.client_endpoint, portal.client_endpoint);
+    assert_eq!(after.server_endpoint, app.emulator.oauth_server_endpoint());
+    assert_ne!(after.refresh_token.as_deref(), Some(genuine.refresh_token.as_str()), "rotated");
+    let id = app.start_workflow(4, 0).await;
+    assert_eq!(app.wait_closed(&id, Duration::from_secs(10)).await.status, WorkflowStatus::Closed);
+    assert_eq!(attacker.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_without_a_refresh_token_cannot_be_verified() {
+    let app = TestApp::start(Options::default()).await;
+    let body = "event=ONAPPINSTALL&data[VERSION]=1&ts=1&auth[access_token]=a&auth[domain]=d.example.com\
+                &auth[member_id]=f0f0&auth[application_token]=t&auth[client_endpoint]=http://127.0.0.1:9/rest/";
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/bitrix/install", app.listen))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("auth[refresh_token]"));
+    assert!(app.store().installation("f0f0").await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use b24_emulator::{Emulator, PortalSpec, WorkflowSpec, WorkflowState, WorkflowSt
 use b24act::app::Running;
 use b24act::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
 pub use b24act::sandbox::TempDir;
-use b24act::sandbox::{self, AppIdentity, FinanceCreditCheck, HostConfig, Sandbox};
+use b24act::sandbox::{self, AppIdentity, FinanceCreditCheck, HostConfig, Sandbox, Site};
 use fakes::finance::FinanceApi;
 use serde_json::Value;
 
@@ -56,12 +56,7 @@ pub struct TestApp {
 /// The configuration of the test deployment: one `http` action asking the fake finance API
 /// for a company's credit (its limit and debt as `limit` and `debt`), with a fallback that
 /// names the reason, and one that only tells finance (its workflow does not wait).
-pub fn config_text(
-    listen: std::net::SocketAddr,
-    store_url: &str,
-    api: &FinanceApi,
-    options: &Options,
-) -> String {
+pub fn config_text(site: &Site, store_url: &str, api: &FinanceApi, options: &Options) -> String {
     let duration = |text: &str| humantime::parse_duration(text).unwrap();
     let attempt_timeout = duration(options.attempt_timeout);
     let check = FinanceCreditCheck {
@@ -102,7 +97,7 @@ type = "int"
             ..DeliveryConfig::default()
         },
         actions: vec![check.to_toml(), notify],
-        ..HostConfig::new(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen, store_url)
+        ..HostConfig::new(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), site, store_url)
     }
     .to_toml()
 }
@@ -117,7 +112,7 @@ impl TestApp {
             .store_url
             .clone()
             .unwrap_or_else(|| format!("sqlite:{}/b24act.db", dir.path().display()));
-        let config_text = config_text(listen, &store_url, &api, &options);
+        let config_text = config_text(&sandbox.site(listen), &store_url, &api, &options);
         sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
         let mut test = TestApp {
             emulator: sandbox.emulator.clone(),
