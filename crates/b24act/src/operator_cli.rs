@@ -3,7 +3,9 @@
 //!
 //! The store enforces the rules (a stored result is never recomputed, finished jobs cannot be
 //! cancelled); this module parses the arguments, calls it and says what happened. Nothing
-//! secret is printed: the store URL is redacted and installation data is never read.
+//! secret is printed: the store URL is redacted, installation data is never read, and an event
+//! token's signature (which alone lets anyone resume the workflow with any result, §3.4) is
+//! shown only with `--reveal`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,7 +24,11 @@ use crate::config::Config;
 use crate::payload::millis;
 
 /// The version of the `--json` output; bumped when a field changes meaning or disappears.
-pub const JSON_FORMAT_VERSION: u32 = 1;
+/// 2: `event_token` hides its signature unless `--reveal` is given.
+pub const JSON_FORMAT_VERSION: u32 = 2;
+
+/// What stands for an event token's signature in output without `--reveal`.
+pub const HIDDEN_SIGNATURE: &str = "<signature hidden; --reveal shows it>";
 
 /// The most jobs one `list` page may hold.
 pub const MAX_LIST_LIMIT: u32 = 1000;
@@ -49,6 +55,9 @@ pub enum JobsCommand {
         /// Print JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
+        /// Show the event tokens whole, with their signatures (`--json` hides them otherwise).
+        #[arg(long)]
+        reveal: bool,
     },
     /// Show one job: every field, its payload and stored result, and every execution and
     /// delivery attempt with its outcome and error.
@@ -59,6 +68,10 @@ pub enum JobsCommand {
         /// Print JSON for scripts instead of text.
         #[arg(long)]
         json: bool,
+        /// Show the event token whole, with its signature: with it anyone can resume the
+        /// workflow with any result, so it is hidden otherwise.
+        #[arg(long)]
+        reveal: bool,
     },
     /// Run a job again now, or send its result again.
     ///
@@ -145,20 +158,25 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
 
 async fn execute(store: &Store, command: JobsCommand, out: &mut impl Write) -> anyhow::Result<()> {
     match command {
-        JobsCommand::List { state, portal, limit, before, json } => {
+        JobsCommand::List { state, portal, limit, before, json, reveal } => {
             let filter = JobFilter { state, member_id: portal, before: before.map(JobId), limit };
             let jobs = store.list_jobs(&filter).await?;
             let counts = store.state_counts().await?;
             if json {
-                write_json(out, &list_json(&jobs, &counts, &filter))
+                write_json(out, &list_json(&jobs, &counts, &filter, Reveal(reveal)))
             } else {
                 write_list(out, &jobs, &counts, &filter)
             }
         }
-        JobsCommand::Show { id, json } => {
+        JobsCommand::Show { id, json, reveal } => {
             let id = JobId(id);
             let detail = store.job(id).await?.ok_or(store::Error::JobNotFound(id))?;
-            if json { write_json(out, &detail_json(&detail)) } else { write_detail(out, &detail) }
+            let reveal = Reveal(reveal);
+            if json {
+                write_json(out, &detail_json(&detail, reveal))
+            } else {
+                write_detail(out, &detail, reveal)
+            }
         }
         JobsCommand::Retry { id, deadline_in } => {
             let id = JobId(id);
@@ -270,7 +288,28 @@ fn next_page(jobs: &[Job], filter: &JobFilter) -> Option<JobId> {
     if full { jobs.last().map(|job| job.id) } else { None }
 }
 
-fn write_detail(out: &mut impl Write, detail: &JobDetail) -> anyhow::Result<()> {
+/// Whether event tokens are shown whole (`--reveal`).
+#[derive(Debug, Clone, Copy)]
+struct Reveal(bool);
+
+impl Reveal {
+    /// The token whole, or its readable part (`workflow|activity|event`) with the signature
+    /// replaced by [`HIDDEN_SIGNATURE`]; a token without that shape is hidden entirely.
+    fn event_token(self, token: &str) -> String {
+        if self.0 {
+            return token.to_owned();
+        }
+        match b24::incoming::EventToken::new(token).parts() {
+            Ok(parts) => format!(
+                "{}|{}|{}.{HIDDEN_SIGNATURE}",
+                parts.workflow_id, parts.activity_name, parts.event_id
+            ),
+            Err(_) => "<malformed token hidden; --reveal shows it>".to_owned(),
+        }
+    }
+}
+
+fn write_detail(out: &mut impl Write, detail: &JobDetail, reveal: Reveal) -> anyhow::Result<()> {
     let job = &detail.job;
     let fields: [(&str, String); 19] = [
         ("state", job.state.to_string()),
@@ -278,7 +317,7 @@ fn write_detail(out: &mut impl Write, detail: &JobDetail) -> anyhow::Result<()> 
         ("portal", job.member_id.clone()),
         ("action", job.action_code.clone()),
         ("workflow", job.workflow_id.clone()),
-        ("event token", job.event_token.clone()),
+        ("event token", reveal.event_token(&job.event_token)),
         ("waits for result", if job.waits_for_result { "yes" } else { "no" }.to_owned()),
         ("deadline", timestamp(job.deadline_at)),
         ("attempts", job.attempts.to_string()),
@@ -344,35 +383,35 @@ fn write_json(out: &mut impl Write, value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn list_json(jobs: &[Job], counts: &StateCounts, filter: &JobFilter) -> Value {
+fn list_json(jobs: &[Job], counts: &StateCounts, filter: &JobFilter, reveal: Reveal) -> Value {
     let counts: serde_json::Map<String, Value> = JobState::ALL
         .iter()
         .map(|state| (state.as_str().to_owned(), json!(counts.get(*state))))
         .collect();
     json!({
         "version": JSON_FORMAT_VERSION,
-        "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
+        "jobs": jobs.iter().map(|job| job_json(job, reveal)).collect::<Vec<_>>(),
         "next_before": next_page(jobs, filter).map(|id| id.0),
         "counts": counts,
     })
 }
 
-fn detail_json(detail: &JobDetail) -> Value {
+fn detail_json(detail: &JobDetail, reveal: Reveal) -> Value {
     json!({
         "version": JSON_FORMAT_VERSION,
-        "job": job_json(&detail.job),
+        "job": job_json(&detail.job, reveal),
         "attempts": detail.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
     })
 }
 
 /// A job with its times as Unix milliseconds, named as the store's columns.
-fn job_json(job: &Job) -> Value {
+fn job_json(job: &Job, reveal: Reveal) -> Value {
     json!({
         "id": job.id.0,
         "state": job.state.as_str(),
         "member_id": job.member_id,
         "action_code": job.action_code,
-        "event_token": job.event_token,
+        "event_token": reveal.event_token(&job.event_token),
         "workflow_id": job.workflow_id,
         "payload": job.payload,
         "payload_version": job.payload_version,

@@ -71,6 +71,7 @@ both_backends!(
     cancel_of_a_done_job_is_refused_and_changes_nothing,
     unknown_ids_are_reported_by_every_command,
     json_output_carries_every_field_for_scripts,
+    event_token_signatures_are_shown_only_with_reveal,
     the_binary_reports_on_stdout_and_fails_with_documented_exit_codes,
 );
 
@@ -159,7 +160,7 @@ job {id}
   portal:           p1
   action:           check_credit_limit
   workflow:         wf-a
-  event token:      wf-a|A1|a.sig
+  event token:      wf-a|A1|a.<signature hidden; --reveal shows it>
   waits for result: yes
   deadline:         2023-11-14 22:43:20Z
   attempts:         2
@@ -339,7 +340,7 @@ async fn json_output_carries_every_field_for_scripts(op: Operator) {
 
     let list: Value = serde_json::from_str(&op.ok(&["list", "--json", "--limit", "1"]).await)
         .expect("list --json prints JSON");
-    assert_eq!(list["version"], 1);
+    assert_eq!(list["version"], 2);
     assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1));
     assert_eq!(list["jobs"][0]["id"], b.0);
     assert_eq!(list["jobs"][0]["state"], "queued");
@@ -371,6 +372,28 @@ async fn json_output_carries_every_field_for_scripts(op: Operator) {
              "error": "ACCESS_DENIED: the app was removed"},
         ])
     );
+}
+
+async fn event_token_signatures_are_shown_only_with_reveal(op: Operator) {
+    let id = op.dead("p1", "a", T0).await.to_string();
+    let token = "wf-a|A1|a.sig";
+    let hidden = "wf-a|A1|a.<signature hidden; --reveal shows it>";
+    let (text, json) = (["show", &id, "--config"], ["show", &id, "--json", "--config"]);
+    let list = ["list", "--json", "--config"];
+    for args in [&text[..], &json, &list] {
+        let output = op.binary(args).await;
+        assert_eq!(output.code, Some(0), "{output:?}");
+        assert!(!output.stdout.contains(".sig"), "jobs {args:?} hides the signature: {output:?}");
+        assert!(output.stdout.contains(hidden), "and keeps the readable part: {output:?}");
+    }
+    let shown = op.binary(&["show", &id, "--reveal", "--config"]).await;
+    assert!(shown.stdout.contains(&format!("  event token:      {token}\n")), "{shown:?}");
+    let shown = op.binary(&["show", &id, "--json", "--reveal", "--config"]).await;
+    let shown: Value = serde_json::from_str(&shown.stdout).expect("show --json prints JSON");
+    assert_eq!(shown["job"]["event_token"], token);
+    let listed = op.binary(&["list", "--json", "--reveal", "--config"]).await;
+    let listed: Value = serde_json::from_str(&listed.stdout).expect("list --json prints JSON");
+    assert_eq!(listed["jobs"][0]["event_token"], token);
 }
 
 async fn the_binary_reports_on_stdout_and_fails_with_documented_exit_codes(op: Operator) {
@@ -450,7 +473,14 @@ fn arguments_parse_as_documented() {
     Cli::command().debug_assert();
     assert_eq!(
         parse(&["list"]),
-        Ok(JobsCommand::List { state: None, portal: None, limit: 50, before: None, json: false })
+        Ok(JobsCommand::List {
+            state: None,
+            portal: None,
+            limit: 50,
+            before: None,
+            json: false,
+            reveal: false
+        })
     );
     assert_eq!(
         parse(&["retry", "7", "--deadline-in", "1h 30m"]),
