@@ -7,6 +7,7 @@ mod demo;
 mod emulator_command;
 mod host_fixture;
 mod install;
+mod logs;
 mod operator_cli;
 mod outbox;
 mod serve;
