@@ -1,13 +1,12 @@
 //! `b24act jobs list | show | retry | cancel` as an operator uses it: arguments parsed as typed,
 //! a configuration file naming the store, jobs put in every state through the store's own API.
 //! Each scenario runs on SQLite (a file in a fresh directory) and on PostgreSQL (a fresh
-//! database per test) when `B24ACT_TEST_POSTGRES_URL` is set; otherwise it says SKIPPED.
+//! database per test, `operator_cli::postgres::*`), which is ignored by name when
+//! `B24ACT_TEST_POSTGRES_URL` is not set (see `postgres_leg`).
 
 use std::future::Future;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use b24act::clock::now_ms;
 use b24act::config::Config;
@@ -19,9 +18,6 @@ use store::{
     AttemptOutcome, CANCELLED_BY_OPERATOR, Enqueued, JobId, JobState, Lease, NewJob, Store,
     StoreKey, StoreOptions,
 };
-
-/// The variable that names the PostgreSQL server for the PostgreSQL leg.
-const POSTGRES_URL_VAR: &str = "B24ACT_TEST_POSTGRES_URL";
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
@@ -49,6 +45,10 @@ macro_rules! both_backends {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(
+                    not(postgres_tests),
+                    ignore = "PostgreSQL leg: set B24ACT_TEST_POSTGRES_URL to run it"
+                )]
                 async fn $name() {
                     super::with_operator(super::Backend::Postgres, stringify!($name), super::$name)
                         .await
@@ -772,73 +772,35 @@ enum Backend {
 /// afterwards even when the test panics, then re-raises the panic.
 async fn with_operator<F, Fut>(backend: Backend, name: &str, test: F)
 where
-    F: FnOnce(Operator) -> Fut,
+    F: FnOnce(Operator) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let dir = TempDir::new(&format!("b24act_ops_{name}")).unwrap();
-    let (url, database) = match backend {
-        Backend::Sqlite => (format!("sqlite:{}", dir.path().join("b24act.db").display()), None),
-        Backend::Postgres => {
-            let Ok(server) = std::env::var(POSTGRES_URL_VAR) else {
-                // Straight to the process's stderr: libtest captures `eprintln!` of passing
-                // tests, and a skipped leg must be seen.
-                let notice =
-                    format!("SKIPPED (set {POSTGRES_URL_VAR}): operator_cli::postgres::{name}\n");
-                let _ = std::io::stderr().write_all(notice.as_bytes());
-                return;
-            };
-            let database = unique_name(name);
-            psql(&server, &format!("CREATE DATABASE \"{database}\""));
-            (with_database(&server, &database), Some((server, database)))
+    match backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite:{}", dir.path().join("b24act.db").display());
+            let outcome = tokio::spawn(operate(dir, url, test)).await;
+            if let Err(error) = outcome {
+                std::panic::resume_unwind(error.into_panic());
+            }
         }
-    };
+        Backend::Postgres => {
+            crate::postgres_leg::with_database(name, |url| operate(dir, url, test)).await;
+        }
+    }
+}
+
+/// Writes the configuration naming the store at `url` into `dir`, opens the store as the server
+/// would have, and runs `test` with both.
+async fn operate<F, Fut>(dir: TempDir, url: String, test: F)
+where
+    F: FnOnce(Operator) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let (config, config_path) = write_config(dir.path(), &url);
-    // The store the server would have created before an operator looks at it.
     let store = Store::open(&url, StoreOptions::new(StoreKey::from_hex(KEY).unwrap()))
         .await
         .unwrap_or_else(|error| panic!("cannot open {url}: {error:?}"));
-    let outcome = tokio::spawn(test(Operator { config, config_path, store })).await;
-    if let Some((server, database)) = database {
-        psql(&server, &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"));
-    }
-    if let Err(error) = outcome {
-        std::panic::resume_unwind(error.into_panic());
-    }
-}
-
-/// Runs one statement with `psql` (the PostgreSQL client that comes with the server): this
-/// crate talks to databases only through the store, which creates none.
-fn psql(server: &str, sql: &str) {
-    let output = std::process::Command::new("psql")
-        .args([server, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .unwrap_or_else(|error| {
-            panic!("the PostgreSQL leg runs `psql` to create its database: {error}")
-        });
-    assert!(
-        output.status.success(),
-        "psql -c '{sql}' failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// `server` with its database path replaced by `database`.
-fn with_database(server: &str, database: &str) -> String {
-    let (base, query) = match server.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (server, String::new()),
-    };
-    let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
-    let authority = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{authority}/{database}{query}")
-}
-
-static SEQUENCE: AtomicU32 = AtomicU32::new(0);
-
-/// A name no other test, run or process uses (a directory, a database).
-fn unique_name(test: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    let short: String = test.chars().take(24).collect();
-    format!("b24act_ops_{short}_{}_{sequence}_{nanos}", std::process::id())
+    test(Operator { config, config_path, store }).await;
+    drop(dir);
 }

@@ -1,5 +1,6 @@
 //! End to end, emulator → intake → store → worker → `http` connector → fake API → outbox →
-//! `bizproc.event.send`, each scenario on SQLite and again on PostgreSQL.
+//! `bizproc.event.send`, each scenario on SQLite and again on PostgreSQL (`serve::postgres::*`,
+//! ignored by name when `B24ACT_TEST_POSTGRES_URL` is not set: see `postgres_leg`).
 
 use std::time::Duration;
 
@@ -17,10 +18,8 @@ pub enum Backend {
     Postgres,
 }
 
-const POSTGRES_URL_VAR: &str = "B24ACT_TEST_POSTGRES_URL";
-
-/// Runs `scenario` with a fresh store: a SQLite file, or a database created for it on the
-/// PostgreSQL server named by `B24ACT_TEST_POSTGRES_URL` and dropped afterwards.
+/// Runs `scenario` with a fresh store: a SQLite file, or a database of its own on the PostgreSQL
+/// server (see `postgres_leg`).
 pub async fn with_store<F, Fut>(backend: Backend, name: &str, scenario: F)
 where
     F: FnOnce(Option<String>) -> Fut,
@@ -29,28 +28,7 @@ where
     match backend {
         Backend::Sqlite => scenario(None).await,
         Backend::Postgres => {
-            let Ok(server) = std::env::var(POSTGRES_URL_VAR) else {
-                eprintln!("SKIPPED (set {POSTGRES_URL_VAR}): postgres::{name}");
-                return;
-            };
-            use sqlx::Connection;
-            let database = format!("b24act_e2e_{}_{}", name, std::process::id());
-            let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{database}\"")))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-            let (base, _) = server.rsplit_once('/').unwrap();
-            let outcome = tokio::spawn(scenario(Some(format!("{base}/{database}")))).await;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-            if let Err(error) = outcome {
-                std::panic::resume_unwind(error.into_panic());
-            }
+            crate::postgres_leg::with_database(name, |url| scenario(Some(url))).await;
         }
     }
 }
@@ -69,6 +47,10 @@ macro_rules! on_both_stores {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(
+                    not(postgres_tests),
+                    ignore = "PostgreSQL leg: set B24ACT_TEST_POSTGRES_URL to run it"
+                )]
                 async fn $name() {
                     super::with_store(super::Backend::Postgres, stringify!($name), super::$name).await;
                 }
@@ -200,7 +182,13 @@ async fn a_wrong_application_token_is_refused_and_nothing_stored(store_url: Opti
     assert_eq!(response.status(), 403);
     assert!(response.text().await.unwrap().contains("auth[application_token]"));
     auth_of(&mut form).insert("member_id".into(), "0123456789abcdef0123456789abcdef".into());
-    let response = http.post(&url).body(phpform::encode(&form)).send().await.unwrap();
+    let response = http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(phpform::encode(&form))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     assert!(
         app.store().list_jobs(&JobFilter::default()).await.unwrap().is_empty(),

@@ -1,9 +1,13 @@
 //! Test support: one suite, two backends. `both_backends!` turns each `async fn(TestDb)` into a
 //! SQLite test (a real file in a fresh temporary directory) and a PostgreSQL test (a fresh
 //! database, dropped afterwards), so tests run in parallel without sharing state.
+//!
+//! A PostgreSQL leg is never skipped silently: without `B24ACT_TEST_POSTGRES_URL` at build time
+//! (the build script sets `cfg(postgres_tests)` when it is there) each is declared
+//! `#[ignore]` with the reason, so the summary counts and names them; under CI it must be set
+//! (`legs_run_under_ci`).
 
 use std::future::Future;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -86,12 +90,10 @@ where
             }
         }
         Kind::Postgres => {
-            let Ok(server) = std::env::var(POSTGRES_URL_VAR) else {
-                // Straight to the process's stderr: libtest captures `eprintln!` of passing tests,
-                // and a skipped leg must be seen.
-                let notice = format!("SKIPPED (set {POSTGRES_URL_VAR}): postgres::{name}\n");
-                let _ = std::io::stderr().write_all(notice.as_bytes());
-                return;
+            // Declared runnable (or run with --ignored): without the server it fails, never passes.
+            let server = match std::env::var(POSTGRES_URL_VAR) {
+                Ok(url) if !url.is_empty() => url,
+                _ => panic!("this PostgreSQL leg needs {POSTGRES_URL_VAR}"),
             };
             let database = unique_name(name);
             let mut admin = sqlx::PgConnection::connect(&server)
@@ -132,6 +134,10 @@ macro_rules! both_backends {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(
+                    not(postgres_tests),
+                    ignore = "PostgreSQL leg: set B24ACT_TEST_POSTGRES_URL to run it"
+                )]
                 async fn $name() {
                     $crate::support::run($crate::support::Kind::Postgres, stringify!($name), super::$name)
                         .await
@@ -196,4 +202,15 @@ pub async fn enqueue_new(store: &Store, calls: &[NewJob], now: i64) -> Vec<store
             other => panic!("expected a new job, got {other:?}"),
         })
         .collect()
+}
+
+/// CI runs every leg: a CI build without the variable fails here instead of ignoring them.
+#[test]
+fn legs_run_under_ci() {
+    let ci = std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false");
+    assert!(
+        !ci || cfg!(postgres_tests),
+        "CI is set but {POSTGRES_URL_VAR} was not when the tests were built: the PostgreSQL legs \
+         would be ignored (.ci/run sets it)"
+    );
 }
