@@ -268,7 +268,9 @@ async fn a_whole_flow_logged_at_trace_level_shows_no_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_to_a_file_are_plain_text_without_colour_codes() {
     let site = Site::new().await;
-    let server = Server::start(&site.config, &[], &[("RUST_LOG", "debug")]);
+    // The flag wins over the environment's (and the file's) format.
+    let env = [("RUST_LOG", "debug"), ("B24ACT__LOG__FORMAT", "json")];
+    let server = Server::start(&site.config, &["--log-format", "text"], &env);
     site.sandbox.install(CLIENT_ID, &[CODE], REGISTRATION_WITHIN).await.unwrap();
     let logs = server.stop();
     assert!(logs.lines().count() >= 3, "serve logged its start: {logs}");
