@@ -17,6 +17,7 @@ pub mod host;
 pub mod install;
 pub mod intake;
 pub mod operator_cli;
+pub mod portal_cli;
 pub mod outbox;
 pub mod payload;
 pub mod portals;

@@ -43,6 +43,13 @@ enum Command {
         #[command(subcommand)]
         command: b24act::operator_cli::JobsCommand,
     },
+    /// See and remove the portals that installed the app, in the store the configuration names.
+    Portals {
+        #[arg(long, env = "B24ACT_CONFIG", default_value = "b24act.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: b24act::portal_cli::PortalsCommand,
+    },
     /// Run the Bitrix24 emulator in the foreground: a fake OAuth server, portals and workflows,
     /// driven through its JSON control API (see the README). Stops on Ctrl-C or SIGTERM.
     Emulator {
@@ -68,7 +75,7 @@ impl Command {
     fn config_path(&self) -> Option<&Path> {
         match self {
             Command::Serve { config } | Command::CheckConfig { config } => Some(config),
-            Command::Jobs { config, .. } => Some(config),
+            Command::Jobs { config, .. } | Command::Portals { config, .. } => Some(config),
             Command::Emulator { .. } | Command::Demo(_) | Command::Bench(_) => None,
         }
     }
@@ -150,6 +157,9 @@ fn run(cli: Cli, loaded: Option<Result<Config, ConfigError>>) -> anyhow::Result<
             Command::CheckConfig { config: path } => check_config(&path, config()?),
             Command::Jobs { command, .. } => {
                 b24act::operator_cli::run(&config()?, command, &mut std::io::stdout()).await
+            }
+            Command::Portals { command, .. } => {
+                b24act::portal_cli::run(&config()?, command, &mut std::io::stdout()).await
             }
             Command::Emulator { listen } => run_emulator(listen).await,
             Command::Bench(args) => b24act::bench::run(args, &mut std::io::stdout()).await,

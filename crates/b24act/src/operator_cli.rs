@@ -127,7 +127,7 @@ pub async fn run(
     outcome
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Store> {
+pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let url = config.store.url.expose();
     let key =
         StoreKey::from_hex(config.store.encryption_key.expose()).context("store.encryption_key")?;
@@ -377,7 +377,7 @@ fn write_indented_json(out: &mut impl Write, value: &Value) -> anyhow::Result<()
     Ok(())
 }
 
-fn write_json(out: &mut impl Write, value: &Value) -> anyhow::Result<()> {
+pub(crate) fn write_json(out: &mut impl Write, value: &Value) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)?;
     Ok(())
@@ -473,13 +473,13 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
-struct Table<const N: usize> {
+pub(crate) struct Table<const N: usize> {
     indent: usize,
     rows: Vec<[String; N]>,
 }
 
 impl<const N: usize> Table<N> {
-    fn new(headers: [&str; N]) -> Table<N> {
+    pub(crate) fn new(headers: [&str; N]) -> Table<N> {
         Table { indent: 0, rows: vec![headers.map(str::to_owned)] }
     }
 
@@ -487,11 +487,11 @@ impl<const N: usize> Table<N> {
         Table { indent, ..self }
     }
 
-    fn row(&mut self, cells: [String; N]) {
+    pub(crate) fn row(&mut self, cells: [String; N]) {
         self.rows.push(cells);
     }
 
-    fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+    pub(crate) fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
         let mut widths = [0usize; N];
         for row in &self.rows {
             for (width, cell) in widths.iter_mut().zip(row) {

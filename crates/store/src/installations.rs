@@ -247,16 +247,50 @@ impl Store {
     /// finished goes `dead` ("portal uninstalled the app"), and a worker still running one of
     /// them loses its lease. Returns how many jobs were stopped, or `None` for an unknown portal.
     pub async fn mark_uninstalled(&self, member_id: &str, now: i64) -> Result<Option<u64>> {
-        const REASON: &str = "the portal uninstalled the app";
+        self.stop_portal(member_id, "the portal uninstalled the app", None, now).await
+    }
+
+    /// An operator's `portals remove`: as [`Store::mark_uninstalled`], and the portal's OAuth
+    /// tokens are forgotten too, so nothing can call it until it installs the app again. Its
+    /// jobs stay for inspection.
+    pub async fn remove_installation(&self, member_id: &str, now: i64) -> Result<Option<u64>> {
+        let forgotten = self.cipher.seal(member_id, "access_token", "")?;
+        self.stop_portal(member_id, "an operator removed the portal", Some(forgotten), now).await
+    }
+
+    /// Marks a portal uninstalled (replacing its access token with `access_token` when given,
+    /// and then forgetting its refresh token) and stops its unfinished jobs with `reason`.
+    async fn stop_portal(
+        &self,
+        member_id: &str,
+        reason: &str,
+        access_token: Option<Vec<u8>>,
+        now: i64,
+    ) -> Result<Option<u64>> {
         Ok(write_tx!(self, "mark a portal uninstalled", |tx, dialect| {
-            let changed = sqlx::query(
-                "UPDATE installations SET status = 'uninstalled', updated_at = $1 \
-                 WHERE member_id = $2",
-            )
-            .bind(now)
-            .bind(member_id)
-            .execute(&mut *tx)
-            .await?
+            let changed = match &access_token {
+                None => {
+                    sqlx::query(
+                        "UPDATE installations SET status = 'uninstalled', updated_at = $1 \
+                         WHERE member_id = $2",
+                    )
+                    .bind(now)
+                    .bind(member_id)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                Some(sealed) => {
+                    sqlx::query(
+                        "UPDATE installations SET status = 'uninstalled', updated_at = $1, \
+                         access_token = $2, refresh_token = NULL WHERE member_id = $3",
+                    )
+                    .bind(now)
+                    .bind(sealed.as_slice())
+                    .bind(member_id)
+                    .execute(&mut *tx)
+                    .await?
+                }
+            }
             .rows_affected();
             if changed == 0 {
                 return Ok(None);
@@ -268,7 +302,7 @@ impl Store {
                  AND state IN ('queued', 'running', 'retry_wait', 'delivering'))",
             )
             .bind(now)
-            .bind(REASON)
+            .bind(reason)
             .bind(member_id)
             .execute(&mut *tx)
             .await?;
@@ -278,7 +312,7 @@ impl Store {
                  updated_at = $2 \
                  WHERE member_id = $3 AND state IN ('queued', 'running', 'retry_wait', 'delivering')",
             )
-            .bind(REASON)
+            .bind(reason)
             .bind(now)
             .bind(member_id)
             .execute(&mut *tx)

@@ -294,10 +294,23 @@ impl Store {
 
     /// How many jobs are in each state.
     pub async fn state_counts(&self) -> Result<StateCounts> {
+        self.counts_where(None).await
+    }
+
+    /// How many jobs of one portal are in each state.
+    pub async fn portal_state_counts(&self, member_id: &str) -> Result<StateCounts> {
+        self.counts_where(Some(member_id)).await
+    }
+
+    async fn counts_where(&self, member_id: Option<&str>) -> Result<StateCounts> {
         Ok(read!(self, "count jobs", |pool, dialect| {
-            let rows = sqlx::query("SELECT state, COUNT(*) AS jobs FROM jobs GROUP BY state")
-                .fetch_all(pool)
-                .await?;
+            let rows = sqlx::query(
+                "SELECT state, COUNT(*) AS jobs FROM jobs \
+                 WHERE $1 IS NULL OR member_id = $1 GROUP BY state",
+            )
+            .bind(member_id)
+            .fetch_all(pool)
+            .await?;
             let mut counts = StateCounts::default();
             for row in rows {
                 let state = JobState::decode(row.try_get("state")?)?;

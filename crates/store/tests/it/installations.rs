@@ -14,6 +14,7 @@ both_backends!(
     tokens_are_encrypted_at_rest,
     a_wrong_key_fails_clearly_instead_of_returning_garbage,
     an_uninstall_stops_the_portals_work,
+    a_removed_portal_stops_its_work_forgets_its_tokens_and_keeps_its_jobs,
 );
 
 fn install(member: &str) -> NewInstallation {
@@ -190,6 +191,25 @@ async fn an_uninstall_stops_the_portals_work(db: TestDb) {
     store.upsert_installation(&install("p1"), T0 + 100).await.unwrap();
     let back = store.installation("p1").await.unwrap().unwrap();
     assert_eq!((back.status, back.installed_at), (InstallationStatus::Active, T0 + 100));
+}
+
+async fn a_removed_portal_stops_its_work_forgets_its_tokens_and_keeps_its_jobs(db: TestDb) {
+    let store = db.open().await;
+    store.upsert_installation(&install("p1"), T0).await.unwrap();
+    let jobs = enqueue_new(&store, &[call("p1", "a"), call("p1", "b")], T0).await;
+
+    assert_eq!(store.remove_installation("p1", T0 + 5).await.unwrap(), Some(2));
+    assert_eq!(store.remove_installation("ghost", T0 + 5).await.unwrap(), None);
+
+    let removed = store.installation("p1").await.unwrap().unwrap();
+    assert_eq!(removed.status, InstallationStatus::Uninstalled);
+    assert_eq!((removed.access_token.as_str(), removed.refresh_token), ("", None));
+    assert_eq!(removed.domain, install("p1").domain, "what it was stays visible");
+    for id in &jobs {
+        let job = store.job(*id).await.unwrap().unwrap().job;
+        assert_eq!(job.state, JobState::Dead);
+        assert_eq!(job.dead_reason.as_deref(), Some("an operator removed the portal"));
+    }
 }
 
 async fn states_of(store: &store::Store, ids: &[store::JobId]) -> Vec<JobState> {
