@@ -24,6 +24,9 @@ use crate::secret::{AccessToken, RefreshToken};
 /// Bitrix24 cuts a REST request off after 60 s (§5.6); waiting longer is pointless.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The answers that mean the portal's leaky bucket (or its time budget) is full (§5.6).
+const BUCKET_FULL_CODES: &[&str] = &["QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"];
+
 /// How many 302 hops one call follows. A rename is one hop; a chain of them is a loop.
 const MAX_MOVES_PER_CALL: usize = 3;
 
@@ -338,6 +341,12 @@ impl RestClient {
                             .await?;
                         refreshed = true;
                         continue;
+                    }
+                    if BUCKET_FULL_CODES.contains(&error.code.as_str()) {
+                        // The portal's bucket is fuller than ours says (§5.6): believe it.
+                        tracing::warn!(code = %error.code, portal = %self.domain(),
+                            "the portal says its request budget is spent; pacing from empty");
+                        self.inner.limiter.saturate();
                     }
                     tracing::debug!(status, code = %error.code, "call failed");
                     return Err(Error::Api {

@@ -5,6 +5,12 @@
 //! bucket is per portal (per source IP, even across apps), so every client of one portal in this
 //! process must share one limiter: the host creates one [`LimiterRegistry`] and hands each
 //! client the [`PortalLimiter`] for its portal.
+//!
+//! What this process cannot see, it assumes the worst of (docs/protocol.md §5.6): a new bucket
+//! starts **full** — another client of the portal, or this host before a restart, may have
+//! filled the portal's — and a `QUERY_LIMIT_EXCEEDED` or `OPERATION_TIME_LIMIT` answer fills
+//! it again ([`PortalLimiter::saturate`]). Either way the next request waits for the drain, so
+//! one episode costs at most one rejected request instead of a burst of them.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -81,9 +87,23 @@ pub struct PortalLimiter {
 }
 
 impl PortalLimiter {
-    /// A limiter of its own, not shared through a registry.
+    /// A limiter of its own, not shared through a registry. It starts full (see the module's
+    /// documentation): the first request waits one drain interval.
     pub fn new(limits: RateLimits) -> PortalLimiter {
-        PortalLimiter { bucket: Arc::new(RateLimiter::direct(limits.quota())), limits }
+        let limiter =
+            PortalLimiter { bucket: Arc::new(RateLimiter::direct(limits.quota())), limits };
+        limiter.saturate();
+        limiter
+    }
+
+    /// Takes the bucket as full: the portal said so (503 `QUERY_LIMIT_EXCEEDED`, 429
+    /// `OPERATION_TIME_LIMIT`), whatever this process counted. Requests after this wait for the
+    /// drain rate. At most `burst` cells are taken, so this ends quickly.
+    pub fn saturate(&self) {
+        let mut taken = 0;
+        while taken < self.limits.burst.get() && self.bucket.check().is_ok() {
+            taken += 1;
+        }
     }
 
     /// Waits until one more request fits in the bucket.
@@ -168,6 +188,8 @@ mod tests {
             per_second: 20.0,
             burst: NonZeroU32::new(15).unwrap(),
         });
+        // It starts full; after 0.5 s at 20/s it has drained 10 requests' worth.
+        tokio::time::sleep(Duration::from_millis(520)).await;
         let started = Instant::now();
         // A threshold of 15 at 20/s lets 5 through at once (10 requests = 0.5 s of headroom).
         for _ in 0..5 {
@@ -179,5 +201,20 @@ mod tests {
         }
         // Four more at 20/s take about 200 ms.
         assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_new_or_saturated_bucket_makes_the_next_request_wait_for_the_drain() {
+        let limits = RateLimits { per_second: 10.0, burst: NonZeroU32::new(20).unwrap() };
+        let limiter = PortalLimiter::new(limits);
+        let started = Instant::now();
+        limiter.acquire().await;
+        assert!(started.elapsed() >= Duration::from_millis(80), "{:?}", started.elapsed());
+
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        limiter.saturate();
+        let saturated = Instant::now();
+        limiter.acquire().await;
+        assert!(saturated.elapsed() >= Duration::from_millis(80), "{:?}", saturated.elapsed());
     }
 }

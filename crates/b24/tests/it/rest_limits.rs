@@ -92,3 +92,40 @@ async fn clients_of_one_portal_share_its_bucket() {
     let errors = t.recorded_errors(&t.portal.domain);
     assert!(!errors.iter().any(|e| e.as_deref() == Some("QUERY_LIMIT_EXCEEDED")), "{errors:?}");
 }
+
+#[tokio::test]
+async fn a_bucket_filled_by_another_client_costs_at_most_one_refusal() {
+    let (spec, limits) = small_bucket();
+    let t = TestPortal::start_with(spec).await;
+    // Someone else (another app, another node) spends the portal's whole budget.
+    let hog = t
+        .oauth()
+        .limiter(PortalLimiter::new(RateLimits {
+            per_second: 10_000.0,
+            burst: NonZeroU32::new(10_000).unwrap(),
+        }))
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // our own bucket drains meanwhile
+    for _ in 0..12 {
+        let _ = hog.call("profile", &()).await;
+    }
+    let before = t.recorded_errors(&t.portal.domain).len();
+
+    let registry = LimiterRegistry::new(limits);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // ours believes itself empty again
+    let client = t.oauth().limiter_from(&registry).build().unwrap();
+    let mut failed = 0;
+    for _ in 0..15 {
+        // The one refusal is retryable; a caller would come back later, as this loop does.
+        if client.app_info().await.is_err() {
+            failed += 1;
+        }
+    }
+    let refused = t.recorded_errors(&t.portal.domain)[before..]
+        .iter()
+        .filter(|e| e.as_deref() == Some("QUERY_LIMIT_EXCEEDED"))
+        .count();
+    assert!(refused <= 1, "{refused} refusals after the portal said its bucket was full");
+    assert_eq!(failed, refused);
+}

@@ -1,13 +1,14 @@
 //! Test fixtures: an emulated portal with the app installed, clients for it, recording sinks.
 
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::RawQuery;
 use b24::rest::{
-    AppCredentials, Credentials, DomainMove, HttpClient, MoveSink, OAuthTokens, RefreshedTokens,
-    RestClient, RestClientBuilder, SinkFuture, TokenSink, WebhookUrl,
+    AppCredentials, Credentials, DomainMove, HttpClient, MoveSink, OAuthTokens, PortalLimiter,
+    RateLimits, RefreshedTokens, RestClient, RestClientBuilder, SinkFuture, TokenSink, WebhookUrl,
 };
 use b24::secret::{AccessToken, ClientSecret, RefreshToken};
 use b24_emulator::{
@@ -41,6 +42,8 @@ pub struct TestPortal {
     pub install: Installation,
     /// A handler URL that accepts activity calls (a 200-answering listener on 127.0.0.1).
     pub handler: String,
+    /// The portal has no leaky bucket, so clients need not pace themselves.
+    pub unlimited: bool,
 }
 
 impl TestPortal {
@@ -50,6 +53,7 @@ impl TestPortal {
     }
 
     pub async fn start_with(spec: PortalSpec) -> TestPortal {
+        let unlimited = spec.unlimited;
         let emu = Emulator::start(EmulatorConfig::default()).await.expect("emulator starts");
         let portal = emu.create_portal(spec).await.expect("portal starts");
         let registered =
@@ -62,7 +66,7 @@ impl TestPortal {
             auth_server: Url::parse(&emu.control_url()).expect("the emulator's URL"),
         };
         let handler = spawn_handler().await;
-        TestPortal { emu, portal, app, install, handler }
+        TestPortal { emu, portal, app, install, handler, unlimited }
     }
 
     /// The tokens the install handed out.
@@ -89,9 +93,18 @@ impl TestPortal {
     /// [`Self::oauth_with`], refreshing at `auth_server` instead of the emulator's.
     pub fn oauth_via(&self, tokens: OAuthTokens, auth_server: &Url) -> RestClientBuilder {
         let app = AppCredentials { auth_server: auth_server.clone(), ..self.app.clone() };
-        RestClient::builder(Credentials::OAuth { tokens, app })
+        let builder = RestClient::builder(Credentials::OAuth { tokens, app })
             .http_client(HttpClient::new().expect("http client"))
-            .timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(10));
+        if !self.unlimited {
+            return builder;
+        }
+        // A limiter starts full and paces at 2/s; against a portal without limits that only
+        // slows tests that are not about limits.
+        builder.limiter(PortalLimiter::new(RateLimits {
+            per_second: 100_000.0,
+            burst: NonZeroU32::new(100_000).expect("non-zero"),
+        }))
     }
 
     pub fn client(&self) -> RestClient {
