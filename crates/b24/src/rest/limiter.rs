@@ -1,4 +1,8 @@
-//! The per-portal request pacer: a GCRA leaky bucket (governor) that waits instead of failing.
+//! The per-portal request pacer: a leaky bucket that mirrors the portal's own, and waits instead
+//! of failing. It is written here rather than taken from governor because it must be told what
+//! the portal says: governor's GCRA cannot be set to "full as of now", which a
+//! `QUERY_LIMIT_EXCEEDED` demands, and filling it by taking cells leaves its schedule out of
+//! phase with the portal's drain (the next request went a fraction of an interval early).
 //!
 //! Bitrix24 drains each portal's bucket at 2 requests/s with a burst threshold of 50 (Enterprise:
 //! 5/s, 250); above it the portal answers 503 `QUERY_LIMIT_EXCEEDED` (protocol doc §5.6). The
@@ -15,9 +19,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::time::{Duration, Instant};
 
 /// A drain rate and a burst threshold.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,23 +37,23 @@ impl RateLimits {
     /// Enterprise plans: 5/s, burst 250.
     pub const ENTERPRISE: RateLimits = RateLimits { per_second: 5.0, burst: non_zero(250) };
 
-    /// The governor quota: one cell replenished every `1 / per_second` seconds, and a burst
-    /// [`JITTER_ALLOWANCE`] worth of requests below the portal's threshold (at least one
-    /// request). Requests reach the portal later than the limiter admits them, and unevenly
-    /// (connection set-up, scheduling); with no headroom, a late first burst followed by a prompt
-    /// next request piles up over the threshold. At 2/s, burst 50 the limiter lets 49 through
-    /// at once; at 5/s, burst 250, 247. A rate that is not a positive finite number falls back
-    /// to 2/s.
-    fn quota(&self) -> Quota {
-        let rate = if self.per_second.is_finite() && self.per_second > 0.0 {
+    /// Requests per second the bucket drains; a rate that is not a positive finite number
+    /// falls back to 2/s.
+    fn rate(&self) -> f64 {
+        if self.per_second.is_finite() && self.per_second > 0.0 {
             self.per_second
         } else {
-            tracing::warn!(rate = self.per_second, "invalid rate limit, using 2/s");
             RateLimits::STANDARD.per_second
-        };
-        let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
-        let quota = Quota::with_period(period).unwrap_or(Quota::per_second(NonZeroU32::MIN));
-        quota.allow_burst(self.admitted_burst(rate))
+        }
+    }
+
+    /// How many requests the limiter lets into an empty bucket at once: the portal's threshold
+    /// less [`JITTER_ALLOWANCE`] worth of requests (at least one request), because requests
+    /// reach the portal later than the limiter admits them, and unevenly (connection set-up,
+    /// scheduling); with no headroom, a late first burst followed by a prompt next request
+    /// piles up over the threshold. At 2/s, burst 50 that is 49; at 5/s, burst 250, 247.
+    fn capacity(&self) -> f64 {
+        f64::from(self.admitted_burst(self.rate()).get())
     }
 
     /// The burst the limiter itself allows: the threshold minus the jitter headroom.
@@ -82,33 +84,57 @@ impl Default for RateLimits {
 /// The limiter of one portal. Cheap to clone; clones share the bucket.
 #[derive(Clone)]
 pub struct PortalLimiter {
-    bucket: Arc<DefaultDirectRateLimiter>,
+    bucket: Arc<Mutex<Bucket>>,
     limits: RateLimits,
+}
+
+/// How full the portal's bucket is, as far as this process knows.
+#[derive(Debug)]
+struct Bucket {
+    /// Requests in the bucket as of `at`.
+    level: f64,
+    at: Instant,
 }
 
 impl PortalLimiter {
     /// A limiter of its own, not shared through a registry. It starts full (see the module's
     /// documentation): the first request waits one drain interval.
     pub fn new(limits: RateLimits) -> PortalLimiter {
-        let limiter =
-            PortalLimiter { bucket: Arc::new(RateLimiter::direct(limits.quota())), limits };
-        limiter.saturate();
-        limiter
+        let full = Bucket { level: limits.capacity(), at: Instant::now() };
+        PortalLimiter { bucket: Arc::new(Mutex::new(full)), limits }
     }
 
-    /// Takes the bucket as full: the portal said so (503 `QUERY_LIMIT_EXCEEDED`, 429
-    /// `OPERATION_TIME_LIMIT`), whatever this process counted. Requests after this wait for the
-    /// drain rate. At most `burst` cells are taken, so this ends quickly.
+    fn bucket(&self) -> std::sync::MutexGuard<'_, Bucket> {
+        // Only whole-field assignments happen under the lock: a poisoned one is consistent.
+        self.bucket.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the bucket as full as of now: the portal said so (503 `QUERY_LIMIT_EXCEEDED`, 429
+    /// `OPERATION_TIME_LIMIT`), whatever this process counted. The next request waits one
+    /// drain interval, and the ones after it the drain rate.
     pub fn saturate(&self) {
-        let mut taken = 0;
-        while taken < self.limits.burst.get() && self.bucket.check().is_ok() {
-            taken += 1;
-        }
+        *self.bucket() = Bucket { level: self.limits.capacity(), at: Instant::now() };
     }
 
-    /// Waits until one more request fits in the bucket.
+    /// Waits until one more request fits in the bucket, and counts it.
     pub async fn acquire(&self) {
-        self.bucket.until_ready().await;
+        loop {
+            let wait = {
+                let mut bucket = self.bucket();
+                let now = Instant::now();
+                let drained =
+                    now.saturating_duration_since(bucket.at).as_secs_f64() * self.limits.rate();
+                bucket.level = (bucket.level - drained).max(0.0);
+                bucket.at = now;
+                let over = bucket.level + 1.0 - self.limits.capacity();
+                if over <= 0.0 {
+                    bucket.level += 1.0;
+                    return;
+                }
+                Duration::from_secs_f64(over / self.limits.rate())
+            };
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// The limits this bucket was built with.
@@ -161,7 +187,6 @@ impl Default for LimiterRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     #[test]
     fn headroom_is_half_a_second_of_requests_and_at_least_one() {

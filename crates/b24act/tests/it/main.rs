@@ -10,6 +10,7 @@ mod install;
 mod logs;
 mod operator_cli;
 mod outbox;
+mod portal_budget;
 mod portal_cli;
 mod postgres_leg;
 mod serve;
