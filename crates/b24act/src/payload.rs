@@ -56,12 +56,19 @@ pub struct JobResult {
 
 /// When a job must be resolved (Unix ms): `max_wait` after the call arrived, or earlier when
 /// the portal set a timeout — its `ts + timeout_duration` less a safety margin, so the result
-/// arrives while the activity still waits (protocol §2.7). Never before the call arrived.
+/// arrives while the activity still waits (docs/protocol.md §2.7). Never before the call arrived.
+///
+/// The margin shrinks for short portal timeouts: it is `deadline_margin`, but at most a quarter
+/// of the time the portal left the call when it arrived. A 30 s timeout with the default 30 s
+/// margin would otherwise leave no time at all; with the rule, the work gets 22.5 s (the
+/// attempt's timeout is cut to fit) and the result 7.5 s to travel back.
 pub fn deadline(received_at_ms: i64, call: &ActivityCall, retry: &RetryPolicy) -> i64 {
     let by_max_wait = received_at_ms.saturating_add(millis(retry.max_wait));
     let by_portal = call.timeout.map(|timeout| {
         let dispatched_ms = call.dispatched_at.map_or(received_at_ms, |ts| ts.saturating_mul(1000));
-        dispatched_ms.saturating_add(millis(timeout)).saturating_sub(millis(retry.deadline_margin))
+        let portal_gives_up = dispatched_ms.saturating_add(millis(timeout));
+        let window = portal_gives_up.saturating_sub(received_at_ms).max(0);
+        portal_gives_up.saturating_sub(millis(retry.deadline_margin).min(window / 4))
     });
     by_portal.map_or(by_max_wait, |portal| portal.min(by_max_wait)).max(received_at_ms)
 }
@@ -95,6 +102,15 @@ mod tests {
         let retry = RetryPolicy::default();
         // Dispatched at 1000 s with a 10-minute timeout: 1600 s less the 30 s margin.
         assert_eq!(deadline(1_000_500, &call("600", "1000"), &retry), 1_570_000);
+    }
+
+    #[test]
+    fn a_short_portal_timeout_shrinks_the_margin_to_a_quarter_of_the_time_left() {
+        let retry = RetryPolicy::default();
+        // Arrived 1 s after dispatch with a 30 s timeout: 29 s left, margin 7.25 s, not 30 s.
+        assert_eq!(deadline(1_001_000, &call("30", "1000"), &retry), 1_030_000 - 7_250);
+        // A long timeout keeps the configured margin.
+        assert_eq!(deadline(1_000_000, &call("600", "1000"), &retry), 1_600_000 - 30_000);
     }
 
     #[test]

@@ -270,7 +270,8 @@ pub struct RetryPolicy {
     #[serde(with = "humantime_serde")]
     pub attempt_timeout: Duration,
     /// When the portal set a timeout, finish this long before it, so the result (or the
-    /// fallback) arrives while the activity still waits (§2.7).
+    /// fallback) arrives while the activity still waits (§2.7) — but at most a quarter of the
+    /// time the portal left the call, so a short timeout still gets its attempt.
     #[serde(with = "humantime_serde")]
     pub deadline_margin: Duration,
     /// Write a line to the workflow's log on each retry (`bizproc.activity.log`).
