@@ -4,17 +4,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
 use connectors::Registry;
-use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::host::{Host, StartError};
+use crate::health;
 use crate::install::{self, Installer};
 use crate::intake::{self, Intake};
 use crate::worker::Wakeups;
@@ -106,28 +104,8 @@ pub fn router(host: Arc<Host>, intake: Arc<Intake>, installer: Arc<Installer>) -
     Router::new()
         .merge(intake::router(intake))
         .merge(install::router(installer))
-        .merge(Router::new().route("/health", get(health)).with_state(host))
+        .merge(health::router(host))
         .layer(DefaultBodyLimit::max(limit))
-}
-
-/// `GET /health`: 200 with the jobs by state while the store answers, 503 otherwise.
-async fn health(State(host): State<Arc<Host>>) -> (axum::http::StatusCode, Json<Value>) {
-    match host.store.state_counts().await {
-        Ok(counts) => {
-            let by_state: serde_json::Map<String, Value> = store::JobState::ALL
-                .iter()
-                .map(|state| (state.as_str().to_owned(), json!(counts.get(*state))))
-                .collect();
-            (
-                axum::http::StatusCode::OK,
-                Json(json!({"status": "ok", "node": host.node_id, "jobs": by_state})),
-            )
-        }
-        Err(error) => (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "store unavailable", "error": format!("{error:#}")})),
-        ),
-    }
 }
 
 async fn register_everywhere(host: Arc<Host>) {

@@ -11,6 +11,7 @@ use store::{Store, StoreKey, StoreOptions};
 
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::health::PortalHealth;
 use crate::portals::Portals;
 use crate::progress::ProgressLines;
 
@@ -22,6 +23,8 @@ pub struct Host {
     pub portals: Portals,
     /// Workflow-log lines waiting for room in the outbox's batches.
     pub progress: ProgressLines,
+    /// Portals whose deliveries are paused, and why (`GET /health` shows them).
+    pub health: PortalHealth,
     /// This process's name in leases (`lease_owner`), unique per start.
     pub node_id: String,
 }
@@ -66,7 +69,15 @@ impl Host {
             },
         );
         let node_id = format!("{}-{}", hostname(), std::process::id());
-        Ok(Host { config, store, catalog, portals, progress: ProgressLines::default(), node_id })
+        Ok(Host {
+            config,
+            store,
+            catalog,
+            portals,
+            progress: ProgressLines::default(),
+            health: PortalHealth::default(),
+            node_id,
+        })
     }
 }
 

@@ -95,6 +95,9 @@ async fn handle_event(installer: &Installer, event: AppEvent) -> Result<&'static
                 .map_err(store_down)?;
             host.portals.forget(&member_id);
             installer.intake.forget_portal(&member_id);
+            if host.health.clear(&member_id) {
+                tracing::info!("the portal installed again: its paused deliveries resume");
+            }
             tracing::info!(domain = %grant.domain, "portal installed the app; registering actions");
             tokio::spawn(register_with_retries(host.clone(), member_id));
         }

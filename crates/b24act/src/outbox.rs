@@ -38,6 +38,10 @@ pub const ACTIVITY_LOG: &str = "bizproc.activity.log";
 /// limit, a portal outage) do not all come back in the same second.
 const DELIVERY_JITTER: f64 = 0.2;
 
+/// How long a portal's deliveries wait after the auth server refused to renew its token: one
+/// refresh attempt per pause, instead of one per retry.
+const CREDENTIALS_PAUSE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Sends results until `cancel`, sleeping until the store's next wake-up or a poke on
 /// [`Wakeups::results`]; a round in flight finishes before it returns.
 pub async fn run(host: Arc<Host>, wakeups: Arc<Wakeups>, cancel: CancellationToken) {
@@ -163,6 +167,26 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, 
             tracing::warn!(dropped = lines.len(), error = %error, "progress lines not written to the workflow log");
             return;
         }
+        Err(error) if error.is_credentials_problem() => {
+            // Retrying will not mend this (docs/protocol.md §4.1): pause, say what to do once.
+            let reason = rest_reason(&error);
+            if host.health.degrade(&member_id, reason.clone()) {
+                tracing::error!(error = %chain(&error), pause = ?CREDENTIALS_PAUSE,
+                    "PORTAL DEGRADED: the auth server will not renew its token, so its results \
+                     cannot be sent. invalid_grant: the installation's refresh token is dead — \
+                     reinstall the app on the portal; invalid_client: check [app] client_id and \
+                     client_secret. Results are kept; delivery pauses and is tried again, and \
+                     resumes by itself once the portal installs again");
+            }
+            // The next try reads the installation again: a reinstall brings new tokens.
+            host.portals.forget(&member_id);
+            let not_before = Some(SystemTime::now() + CREDENTIALS_PAUSE);
+            for job in &sending {
+                record(&host, job, &Verdict::Retry { reason: reason.clone(), not_before }, now)
+                    .await;
+            }
+            return;
+        }
         Err(error) => {
             tracing::warn!(error = %error, "batch request failed; every result in it is sent again later");
             if error.class() == ErrorClass::Token {
@@ -178,6 +202,9 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, 
         }
     };
 
+    if host.health.clear(&member_id) {
+        tracing::info!("portal recovered: its token renews again and deliveries resume");
+    }
     let unwritten = outcomes
         .iter()
         .filter(|(key, outcome)| key.starts_with("log") && !matches!(outcome, BatchOutcome::Ok(_)))

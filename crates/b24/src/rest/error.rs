@@ -226,6 +226,18 @@ impl Error {
         }
     }
 
+    /// Whether the access token expired and cannot be renewed for a reason no retry mends: the
+    /// auth server refused the app's credentials or the refresh token (`invalid_client`,
+    /// `invalid_grant`), or there is no refresh token. The installation or the configuration
+    /// must be fixed; network trouble and 5xx at the auth server are not this.
+    pub fn is_credentials_problem(&self) -> bool {
+        match self {
+            Error::Refresh { source, .. } => source.is_credentials_problem(),
+            Error::NoRefreshToken { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Whether repeating the same call later can succeed.
     pub fn is_retryable(&self) -> bool {
         self.class() == ErrorClass::Retryable

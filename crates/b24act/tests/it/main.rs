@@ -3,6 +3,7 @@
 mod bench;
 mod connectors;
 mod crash;
+mod degraded;
 mod demo;
 mod emulator_command;
 mod host_fixture;

@@ -1,0 +1,74 @@
+//! A portal whose token the auth server will not renew (`invalid_grant`): its deliveries pause
+//! instead of retrying every second, `GET /health` names it with the reason, and a reinstall
+//! clears it (docs/protocol.md §4.1).
+
+use std::time::{Duration, Instant};
+
+use b24::rest::{AppCredentials, HttpClient, redeem_refresh_token};
+use b24::secret::{ClientSecret, RefreshToken};
+use b24_emulator::WorkflowStatus;
+use serde_json::Value;
+use store::{JobFilter, JobState};
+
+use crate::support::{CLIENT_ID, CLIENT_SECRET, Options, TestApp};
+
+async fn health(app: &TestApp) -> Value {
+    let answer = reqwest::get(format!("http://{}/health", app.listen)).await.unwrap();
+    assert_eq!(answer.status(), 200, "a degraded portal does not make the node unhealthy");
+    answer.json().await.unwrap()
+}
+
+async fn wait_for_health(app: &TestApp, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let shown = health(app).await;
+        if shown["status"] == status {
+            return shown;
+        }
+        assert!(Instant::now() < deadline, "health never became {status}: {shown}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_refresh_token_pauses_delivery_shows_in_health_and_a_reinstall_clears_it() {
+    let app = TestApp::start(Options::default()).await;
+    let member_id = app.emulator.portal(&app.domain).unwrap().member_id;
+    assert_eq!(health(&app).await["status"], "ok");
+
+    // Someone else redeems the stored refresh token: the host's copy is dead from now on.
+    let stored = app.store().installation(&member_id).await.unwrap().unwrap();
+    let credentials = AppCredentials {
+        client_id: CLIENT_ID.into(),
+        client_secret: ClientSecret::new(CLIENT_SECRET),
+        auth_server: format!("{}/", app.emulator.control_url()).parse().unwrap(),
+    };
+    let spent = RefreshToken::new(stored.refresh_token.unwrap());
+    redeem_refresh_token(&HttpClient::new().unwrap(), &credentials, &spent, Duration::from_secs(5))
+        .await
+        .unwrap();
+    app.emulator.expire_tokens(&app.domain).unwrap();
+
+    let id = app.start_workflow(4, 0).await;
+    let shown = wait_for_health(&app, "degraded").await;
+    let degraded = &shown["degraded"][0];
+    assert_eq!(degraded["portal"], member_id.as_str());
+    assert!(degraded["reason"].as_str().unwrap().contains("invalid_grant"), "{shown}");
+
+    // Paused: the result waits about a minute, not a retry_base, for its next try.
+    let filter = JobFilter { member_id: Some(member_id.clone()), ..JobFilter::default() };
+    let job = app.store().list_jobs(&filter).await.unwrap().remove(0);
+    assert_eq!(job.state, JobState::Delivering);
+    let next = job.next_delivery_at.expect("a next delivery");
+    assert!(
+        next - b24act::clock::now_ms() > 45_000,
+        "next try in {} ms",
+        next - b24act::clock::now_ms()
+    );
+    assert_eq!(app.workflow(&id).status, WorkflowStatus::Waiting, "the result is kept, not lost");
+
+    // Reinstalling gives the portal fresh tokens and clears it.
+    app.emulator.update_app(&app.domain, CLIENT_ID).await.unwrap();
+    let shown = wait_for_health(&app, "ok").await;
+    assert_eq!(shown["degraded"], serde_json::json!([]));
+}
