@@ -121,13 +121,21 @@ pub async fn run(
     command: JobsCommand,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
+    with_store(config, async |store| execute(store, command, out).await).await
+}
+
+/// Opens the store `config` names, runs `work` on it, and closes it whatever `work` returned.
+pub(crate) async fn with_store<T>(
+    config: &Config,
+    work: impl AsyncFnOnce(&Store) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let store = open_store(config).await?;
-    let outcome = execute(&store, command, out).await;
+    let outcome = work(&store).await;
     store.close().await;
     outcome
 }
 
-pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let url = config.store.url.expose();
     let key =
         StoreKey::from_hex(config.store.encryption_key.expose()).context("store.encryption_key")?;

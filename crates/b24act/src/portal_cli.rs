@@ -11,7 +11,7 @@ use store::{Installation, JobState, StateCounts, Store};
 
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::operator_cli::{Table, open_store, timestamp, write_json};
+use crate::operator_cli::{Table, timestamp, with_store, write_json};
 
 /// The version of the `--json` output; bumped when a field changes meaning or disappears.
 pub const JSON_FORMAT_VERSION: u32 = 1;
@@ -49,10 +49,7 @@ pub async fn run(
     command: PortalsCommand,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let store = open_store(config).await?;
-    let outcome = execute(&store, command, out).await;
-    store.close().await;
-    outcome
+    with_store(config, async |store| execute(store, command, out).await).await
 }
 
 async fn execute(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use b24_emulator::{AppSpec, PortalSpec, WorkflowSpec, WorkflowStatus};
+use b24_emulator::{AppSpec, Portal, PortalSpec, TokenSet, WorkflowSpec, WorkflowStatus};
 use serde_json::json;
 use store::{InstallationStatus, JobState};
 
@@ -49,7 +49,8 @@ async fn after_an_uninstall_calls_are_refused_and_nothing_is_stored() {
         "{body}&auth[member_id]={member_id}&auth[application_token]={}",
         installation.application_token
     );
-    let response = http.post(&url).body(body).send().await.unwrap();
+    let form = "application/x-www-form-urlencoded";
+    let response = http.post(&url).header("content-type", form).body(body).send().await.unwrap();
     assert_eq!(response.status(), 401, "{}", response.text().await.unwrap());
     assert_eq!(app.store().state_counts().await.unwrap().get(JobState::Queued), 0);
 }
@@ -106,15 +107,20 @@ impl InstallForm<'_> {
             self.member_id,
             self.application_token,
         );
-        let response = reqwest::Client::new()
-            .post(format!("http://{}/bitrix/install", app.listen))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
+        post_install(app, body).await
     }
+}
+
+/// POSTs an install-event body to the host, as a portal would; returns the status and answer.
+async fn post_install(app: &TestApp, body: impl Into<reqwest::Body>) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/bitrix/install", app.listen))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 /// What an install event could change of a stored installation.
@@ -129,85 +135,82 @@ fn identity(installation: &store::Installation) -> [String; 6] {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_install_naming_its_own_endpoints_reaches_nobody_and_changes_nothing() {
-    let app = TestApp::start(Options::default()).await;
-    let member_id = app.emulator.portal(&app.domain).unwrap().member_id;
-    let before = app.store().installation(&member_id).await.unwrap().unwrap();
-    let attacker = RecordingListener::start().await;
-    let (status, answer) = InstallForm {
-        member_id: &member_id,
-        domain: &app.domain,
-        access_token: "attacker-access",
-        refresh_token: "attacker-refresh",
-        client_endpoint: &attacker.url,
-        server_endpoint: &attacker.url,
+/// An install event claiming `portal`, with these tokens, naming `endpoint` as both of its
+/// endpoints and an `application_token` of the attacker's choosing.
+fn forged<'a>(
+    portal: &'a Portal,
+    (access_token, refresh_token): (&'a str, &'a str),
+    endpoint: &'a str,
+) -> InstallForm<'a> {
+    InstallForm {
+        member_id: &portal.member_id,
+        domain: &portal.domain,
+        access_token,
+        refresh_token,
+        client_endpoint: endpoint,
+        server_endpoint: endpoint,
         application_token: "chosen-by-attacker",
     }
-    .post(&app)
-    .await;
+}
+
+/// Posts `form` and checks it changed nothing: 403 naming `field`, not one request to the
+/// attacker's server, and the stored installation as it was.
+async fn assert_refused(
+    app: &TestApp,
+    form: InstallForm<'_>,
+    field: &str,
+    attacker: &RecordingListener,
+) {
+    let stored = || async { app.store().installation(form.member_id).await.unwrap().unwrap() };
+    let before = identity(&stored().await);
+    let (status, answer) = form.post(app).await;
     assert_eq!(status, 403, "{answer}");
-    assert!(answer.contains("auth[refresh_token]"), "{answer}");
+    assert!(answer.contains(field), "{answer}");
     // Give anything the host might have started in the background a moment to show itself.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(attacker.count(), 0, "nothing was sent to the server the event named");
-    let after = app.store().installation(&member_id).await.unwrap().unwrap();
-    assert_eq!(identity(&after), identity(&before), "the installation is unchanged");
+    assert_eq!(identity(&stored().await), before, "the installation is unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_install_naming_its_own_endpoints_reaches_nobody_and_changes_nothing() {
+    let app = TestApp::start(Options::default()).await;
+    let portal = app.emulator.portal(&app.domain).unwrap();
+    let attacker = RecordingListener::start().await;
+    let tokens = ("attacker-access", "attacker-refresh");
+    let form = forged(&portal, tokens, &attacker.url);
+    assert_refused(&app, form, "auth[refresh_token]", &attacker).await;
     // The real portal still works.
     let id = app.start_workflow(4, 0).await;
     assert_eq!(app.wait_closed(&id, Duration::from_secs(10)).await.status, WorkflowStatus::Closed);
 }
 
+/// A genuine `token` presented in an install event for the test's portal, with the attacker's
+/// endpoints and `application_token`: refused, naming `field`, changing nothing.
+async fn assert_token_refused(app: &TestApp, token: TokenSet, field: &str) {
+    let victim = app.emulator.portal(&app.domain).unwrap();
+    let attacker = RecordingListener::start().await;
+    let tokens = (token.access_token.as_str(), token.refresh_token.as_str());
+    assert_refused(app, forged(&victim, tokens, &attacker.url), field, &attacker).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_genuine_token_of_this_app_from_another_portal_is_refused() {
     let app = TestApp::start(Options::default()).await;
-    let victim = app.emulator.portal(&app.domain).unwrap();
-    let before = app.store().installation(&victim.member_id).await.unwrap().unwrap();
     // The attacker installs the same app on a portal of their own and takes its tokens.
     let own = app.emulator.create_portal(PortalSpec::default()).await.unwrap();
     app.emulator.install_app(&own.domain, CLIENT_ID).await.unwrap();
     let genuine = app.emulator.issue_token(&own.domain, CLIENT_ID, 1).unwrap();
-    let attacker = RecordingListener::start().await;
-    let (status, answer) = InstallForm {
-        member_id: &victim.member_id,
-        domain: &victim.domain,
-        access_token: &genuine.access_token,
-        refresh_token: &genuine.refresh_token,
-        client_endpoint: &attacker.url,
-        server_endpoint: &attacker.url,
-        application_token: "chosen-by-attacker",
-    }
-    .post(&app)
-    .await;
-    assert_eq!(status, 403, "{answer}");
-    assert!(answer.contains("auth[member_id]"), "{answer}");
-    assert_eq!(attacker.count(), 0);
-    let after = app.store().installation(&victim.member_id).await.unwrap().unwrap();
-    assert_eq!(identity(&after), identity(&before), "the installation is unchanged");
+    assert_token_refused(&app, genuine, "auth[member_id]").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_of_another_app_on_the_same_portal_is_refused() {
     let app = TestApp::start(Options::default()).await;
-    let portal = app.emulator.portal(&app.domain).unwrap();
-    let before = app.store().installation(&portal.member_id).await.unwrap().unwrap();
     let other = app.emulator.register_app(AppSpec::default()).client_id;
     app.emulator.install_app(&app.domain, &other).await.unwrap();
     let foreign = app.emulator.issue_token(&app.domain, &other, 1).unwrap();
-    let (status, answer) = InstallForm {
-        member_id: &portal.member_id,
-        domain: &portal.domain,
-        access_token: &foreign.access_token,
-        refresh_token: &foreign.refresh_token,
-        client_endpoint: &portal.client_endpoint,
-        server_endpoint: &app.emulator.oauth_server_endpoint(),
-        application_token: "chosen-by-attacker",
-    }
-    .post(&app)
-    .await;
-    assert_eq!(status, 403, "{answer}");
-    let after = app.store().installation(&portal.member_id).await.unwrap().unwrap();
-    assert_eq!(identity(&after), identity(&before), "the installation is unchanged");
+    assert_token_refused(&app, foreign, "auth[refresh_token]").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,17 +222,12 @@ async fn a_vouched_install_stores_the_auth_servers_identity_not_the_events() {
     let attacker = RecordingListener::start().await;
     // Genuine tokens of this very portal, but endpoints pointing elsewhere: the endpoints the
     // auth server names are stored, and the event's are never used.
-    let (status, answer) = InstallForm {
-        member_id: &portal.member_id,
-        domain: &portal.domain,
-        access_token: &genuine.access_token,
-        refresh_token: &genuine.refresh_token,
-        client_endpoint: &attacker.url,
-        server_endpoint: &attacker.url,
+    let tokens = (genuine.access_token.as_str(), genuine.refresh_token.as_str());
+    let form = InstallForm {
         application_token: &stored.application_token,
-    }
-    .post(&app)
-    .await;
+        ..forged(&portal, tokens, &attacker.url)
+    };
+    let (status, answer) = form.post(&app).await;
     assert_eq!(status, 200, "{answer}");
     let after = app.store().installation(&portal.member_id).await.unwrap().unwrap();
     assert_eq!(after.client_endpoint, portal.client_endpoint);
@@ -245,15 +243,9 @@ async fn an_install_without_a_refresh_token_cannot_be_verified() {
     let app = TestApp::start(Options::default()).await;
     let body = "event=ONAPPINSTALL&data[VERSION]=1&ts=1&auth[access_token]=a&auth[domain]=d.example.com\
                 &auth[member_id]=f0f0&auth[application_token]=t&auth[client_endpoint]=http://127.0.0.1:9/rest/";
-    let response = reqwest::Client::new()
-        .post(format!("http://{}/bitrix/install", app.listen))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    assert!(response.text().await.unwrap().contains("auth[refresh_token]"));
+    let (status, answer) = post_install(&app, body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("auth[refresh_token]"), "{answer}");
     assert!(app.store().installation("f0f0").await.unwrap().is_none());
 }
 

@@ -32,6 +32,13 @@ async fn fill_the_portals_bucket(app: &TestApp) {
     assert!(refused, "the hog should have filled the bucket");
 }
 
+/// Waits until every workflow of `ids` closed with its result.
+async fn all_close(app: &TestApp, ids: &[String], within: Duration) {
+    for id in ids {
+        assert_eq!(app.wait_closed(id, within).await.status, WorkflowStatus::Closed);
+    }
+}
+
 /// `QUERY_LIMIT_EXCEEDED` answers since `since`, when the host is the portal's only client.
 fn host_refusals(app: &TestApp, since: SystemTime) -> usize {
     app.emulator
@@ -53,10 +60,7 @@ async fn a_bucket_another_client_filled_costs_at_most_one_refusal() {
     for company in 0..6 {
         ids.push(app.start_workflow(company, 0).await);
     }
-    for id in &ids {
-        let state = app.wait_closed(id, Duration::from_secs(30)).await;
-        assert_eq!(state.status, WorkflowStatus::Closed);
-    }
+    all_close(&app, &ids, Duration::from_secs(30)).await;
     let refusals = host_refusals(&app, since);
     assert!(refusals <= 1, "{refusals} QUERY_LIMIT_EXCEEDED for the host");
 }
@@ -77,10 +81,7 @@ async fn a_restart_under_load_costs_at_most_one_refusal() {
     for company in 4..8 {
         ids.push(app.start_workflow(company, 0).await);
     }
-    for id in &ids {
-        let state = app.wait_closed(id, Duration::from_secs(40)).await;
-        assert_eq!(state.status, WorkflowStatus::Closed);
-    }
+    all_close(&app, &ids, Duration::from_secs(40)).await;
     let refusals = host_refusals(&app, since);
     assert!(refusals <= 1, "{refusals} QUERY_LIMIT_EXCEEDED for the host after its restart");
 }

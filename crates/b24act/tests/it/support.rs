@@ -94,12 +94,26 @@ type = "int"
         delivery: DeliveryConfig {
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(1),
-            ..DeliveryConfig::default()
+            ..pacing(&options.portal)
         },
         actions: vec![check.to_toml(), notify],
         ..HostConfig::new(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), site, store_url)
     }
     .to_toml()
+}
+
+/// The host's pacing: the portal's own limits, or, for a portal without any, none worth waiting
+/// for (the host's bucket starts full, which would only slow tests that are not about limits).
+pub fn pacing(portal: &PortalSpec) -> DeliveryConfig {
+    if portal.unlimited {
+        DeliveryConfig { rate_per_second: 10_000.0, burst: 10_000, ..DeliveryConfig::default() }
+    } else {
+        DeliveryConfig {
+            rate_per_second: portal.rate.0,
+            burst: portal.rate.1,
+            ..DeliveryConfig::default()
+        }
+    }
 }
 
 impl TestApp {
@@ -124,7 +138,7 @@ impl TestApp {
             listen,
         };
         test.start_host(listener).await;
-        sandbox.install(CLIENT_ID, &[CODE], Duration::from_secs(10)).await.unwrap();
+        sandbox.install(CLIENT_ID, &[CODE, NOTIFY_CODE], Duration::from_secs(10)).await.unwrap();
         test
     }
 
