@@ -1,18 +1,20 @@
-//! Assembling and running the host: one HTTP server (intake, install handler, health), the
-//! workers and the outbox, in one process, stopped together by one cancellation token.
+//! Assembling and running the host: one HTTP server (intake, install handler, health; its
+//! connections kept in bounds by `edge`), the workers and the outbox, in one process, stopped together by one cancellation token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use connectors::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::host::{Host, StartError};
+use crate::edge::{self, Edge};
 use crate::health;
+use crate::host::{Host, StartError};
 use crate::install::{self, Installer};
 use crate::intake::{self, Intake};
 use crate::worker::Wakeups;
@@ -69,14 +71,8 @@ pub async fn start_on(
     let router = router(host.clone(), intake, installer);
 
     let mut tasks = JoinSet::new();
-    let server_cancel = cancel.clone();
-    tasks.spawn(async move {
-        let server =
-            axum::serve(listener, router).with_graceful_shutdown(server_cancel.cancelled_owned());
-        if let Err(error) = server.await {
-            tracing::error!(%error, "HTTP server stopped");
-        }
-    });
+    warn_if_exposed_over_http(addr, &host.config);
+    tasks.spawn(edge::serve(listener, router, Edge::new(&host.config.server), cancel.clone()));
     tasks.spawn(worker::run(host.clone(), wakeups.clone(), cancel.clone()));
     tasks.spawn(outbox::run(host.clone(), wakeups, cancel.clone()));
     tasks.spawn(register_everywhere(host.clone()));
@@ -98,14 +94,29 @@ impl Running {
     }
 }
 
-/// Every route of the host.
+/// Every route of the host. Every body is read whole within `server.body_timeout` and
+/// `server.max_body_bytes` before a handler runs; the protocol routes take forms only.
 pub fn router(host: Arc<Host>, intake: Arc<Intake>, installer: Arc<Installer>) -> Router {
     let limit = host.config.server.max_body_bytes;
+    let forms_only = middleware::from_fn(edge::require_form);
     Router::new()
-        .merge(intake::router(intake))
-        .merge(install::router(installer))
-        .merge(health::router(host))
+        .merge(intake::router(intake).layer(forms_only.clone()))
+        .merge(install::router(installer).layer(forms_only))
+        .merge(health::router(host.clone()))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(Edge::new(&host.config.server), edge::body_deadline))
+}
+
+/// Portals send tokens with every call: a host reachable beyond loopback should be behind
+/// TLS, which an `http://` public URL says it is not.
+fn warn_if_exposed_over_http(addr: SocketAddr, config: &Config) {
+    if !addr.ip().is_loopback() && config.app.public_url.scheme() == "http" {
+        tracing::warn!(
+            %addr,
+            public_url = %config.app.public_url,
+            "listening beyond loopback with an http:// public_url: portals' tokens would cross the network in clear; put TLS in front and use https://"
+        );
+    }
 }
 
 async fn register_everywhere(host: Arc<Host>) {

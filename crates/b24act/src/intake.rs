@@ -12,12 +12,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use b24::incoming::{ActivityCall, ApplicationToken, Limits};
+use b24::incoming::{ActivityCall, ApplicationToken, Limits, quoted};
 use store::{Enqueued, InstallationStatus, NewJob, Store};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::catalog::Action;
 use crate::clock;
 use crate::host::Host;
 use crate::payload::{self, JobPayload, PAYLOAD_VERSION};
@@ -63,42 +64,73 @@ impl Intake {
 /// What a call is answered with when it is refused; nothing is stored.
 type Refusal = (StatusCode, String);
 
+/// Bodies larger than this are decoded on a blocking thread, so that one big body does not
+/// hold a runtime thread (and the acks of the calls queued behind it) while it is decoded.
+const DECODE_INLINE_BYTES: usize = 16 * 1024;
+
 async fn take_call(
     State(intake): State<Arc<Intake>>,
     Path(code): Path<String>,
     body: Bytes,
 ) -> Result<&'static str, Refusal> {
     let received_at = clock::now_ms();
+    // Checked before anything is decoded: a call for an action this host does not run is
+    // refused, and nothing is stored (a portal still calling it has a stale registration).
+    let Some(action) = intake.host.catalog.get(&code).cloned() else {
+        tracing::warn!(code = %quoted(&code), "refused a call for an action that is not configured");
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("no action `{}` is configured on this host", quoted(&code)),
+        ));
+    };
     let limits =
         Limits { max_body_bytes: intake.host.config.server.max_body_bytes, ..Limits::default() };
-    let call = ActivityCall::from_form(&body, &limits).map_err(|e| {
-        tracing::warn!(error = %e, code, "refused a call that does not decode");
+    let decoded = if body.len() <= DECODE_INLINE_BYTES {
+        ActivityCall::from_form(&body, &limits)
+    } else {
+        tokio::task::spawn_blocking(move || ActivityCall::from_form(&body, &limits)).await.map_err(
+            |_| (StatusCode::INTERNAL_SERVER_ERROR, "the body could not be decoded".to_owned()),
+        )?
+    };
+    let call = decoded.map_err(|e| {
+        tracing::warn!(error = %e, code = %quoted(&code), "refused a call that does not decode");
         (StatusCode::BAD_REQUEST, e.to_string())
     })?;
     let member_id = call.auth.member_id.as_str().to_owned();
-    let span = tracing::info_span!("call", portal = %member_id, code = %call.code, workflow = %call.workflow_id);
+    // Not yet authenticated: what the body says is shown bounded and escaped.
+    let span = tracing::info_span!(
+        "call",
+        portal = %quoted(&member_id),
+        code = %quoted(&call.code),
+        workflow = %quoted(&call.workflow_id)
+    );
     // Instrumented, not entered: a guard held across `.await` leaks the span into whatever else
     // runs on the thread (log lines grew without bound and tracing-subscriber panicked under load).
-    store_call(intake, call, code, member_id, received_at).instrument(span).await
+    store_call(intake, call, action, code, member_id, received_at).instrument(span).await
 }
 
 /// Authenticates a decoded call, commits it with its group and answers.
 async fn store_call(
     intake: Arc<Intake>,
     call: ActivityCall,
+    action: Arc<Action>,
     code: String,
     member_id: String,
     received_at: i64,
 ) -> Result<&'static str, Refusal> {
     intake.portals.authenticate(&member_id, &call.auth.application_token).await?;
     if call.code != code {
-        tracing::warn!(path_code = %code, "call's code differs from its handler URL");
+        tracing::warn!(path_code = %quoted(&code), "call's code differs from its handler URL");
         return Err((
             StatusCode::BAD_REQUEST,
-            format!("field `code`: `{}` was posted to the handler of `{code}`", call.code),
+            format!(
+                "field `code`: `{}` was posted to the handler of `{}`",
+                quoted(&call.code),
+                quoted(&code)
+            ),
         ));
     }
-    let job = new_job(&intake.host, &call, received_at);
+    let job = new_job(&action, &call, received_at);
     let (reply, answer) = oneshot::channel();
     let unavailable = || (StatusCode::SERVICE_UNAVAILABLE, "b24act is shutting down".to_owned());
     intake.committer.send(Pending { job, reply }).await.map_err(|_| unavailable())?;
@@ -118,35 +150,21 @@ async fn store_call(
     Ok("OK")
 }
 
-/// The job for a call. A call whose properties do not fit the declaration, or for an action no
-/// longer configured, is still stored: the worker resolves it through the failure policy (or
-/// leaves it dead for an operator), so nothing is lost and the workflow does not hang.
-fn new_job(host: &Host, call: &ActivityCall, received_at: i64) -> NewJob {
-    let (payload, deadline_at) = match host.catalog.get(&call.code) {
-        Some(action) => {
-            let typed = action.typed_properties(&call.properties);
-            if let Err(problem) = &typed {
-                tracing::warn!(%problem, "call's properties are invalid; the failure policy will answer");
-            }
-            (
-                JobPayload::from_call(call, typed),
-                payload::deadline(received_at, call, &action.config.retry),
-            )
-        }
-        None => {
-            tracing::error!(
-                "call for an action that is not configured; stored as dead for an operator"
-            );
-            let problem = format!("action `{}` is not configured on this host", call.code);
-            (JobPayload::from_call(call, Err(problem)), received_at)
-        }
-    };
+/// The job for a call to a configured action. A call whose properties do not fit the
+/// declaration is still stored: the worker resolves it through the failure policy, so nothing
+/// is lost and the workflow does not hang.
+fn new_job(action: &Action, call: &ActivityCall, received_at: i64) -> NewJob {
+    let typed = action.typed_properties(&call.properties);
+    if let Err(problem) = &typed {
+        tracing::warn!(%problem, "call's properties are invalid; the failure policy will answer");
+    }
+    let deadline_at = payload::deadline(received_at, call, &action.config.retry);
     NewJob {
         member_id: call.auth.member_id.as_str().to_owned(),
         action_code: call.code.clone(),
         event_token: call.event_token.as_str().to_owned(),
         workflow_id: call.workflow_id.clone(),
-        payload: serde_json::to_value(&payload).unwrap_or_default(),
+        payload: serde_json::to_value(JobPayload::from_call(call, typed)).unwrap_or_default(),
         payload_version: PAYLOAD_VERSION,
         waits_for_result: call.waits_for_result,
         deadline_at,
@@ -226,7 +244,10 @@ impl PortalAuthCache {
             tracing::warn!("refused a call from a portal where the app is not installed");
             return Err((
                 StatusCode::UNAUTHORIZED,
-                format!("auth[member_id]: portal `{member_id}` has not installed this app"),
+                format!(
+                    "auth[member_id]: portal `{}` has not installed this app",
+                    quoted(member_id)
+                ),
             ));
         };
         let equal: bool = expected.expose().as_bytes().ct_eq(presented.expose().as_bytes()).into();

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod health;
 pub mod host;
 pub mod install;

@@ -1,0 +1,389 @@
+//! The HTTP edge: the accept loop, with a cap on connections and deadlines on every phase of a
+//! connection's life, and the checks every protocol route shares (a form body, on time).
+//!
+//! Why not `axum::serve`: it has no connection cap, no body deadline and no idle timeout, so a
+//! client that opens connections and trickles (or sends nothing) holds them forever.
+//!
+//! Why not hyper's own `header_read_timeout`: in hyper 1.x (`proto/h1/conn.rs`,
+//! `poll_read_head`) its timer is armed whenever the connection starts waiting for a request
+//! head — after every answer too (`State::idle` sets `notify_read` for exactly that) — so it
+//! bounds the keep-alive wait and the header read together, with one duration. We want two
+//! (an idle connection may wait longer than a started head may take), so each connection has a
+//! small watchdog instead that knows which phase it is in:
+//!
+//! - **waiting** (new, or kept alive after an answer) until its first byte: `idle_timeout`;
+//! - **reading a head** from that byte until the request reaches the router: `header_timeout`;
+//! - **in a request**: the body must be complete within `body_timeout` (checked by
+//!   [`body_deadline`], which answers 408), then the handler runs without a connection deadline.
+//!
+//! A connection past its phase's deadline is closed. `max_connections` permits are taken before
+//! `accept`, so past the cap clients wait in the kernel's backlog, costing us nothing; shutdown
+//! takes every permit back, i.e. waits until each connection has finished its request.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use b24::incoming::quoted;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+
+/// The deadlines and the cap, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Edge {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_body_bytes: usize,
+}
+
+impl Edge {
+    pub fn new(server: &ServerConfig) -> Edge {
+        Edge {
+            header_timeout: server.header_timeout,
+            body_timeout: server.body_timeout,
+            idle_timeout: server.idle_timeout,
+            max_connections: server.max_connections,
+            max_body_bytes: server.max_body_bytes,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `cancel`, then lets every open request finish (idle
+/// connections are closed at once) and returns.
+pub async fn serve(listener: TcpListener, router: Router, edge: Edge, cancel: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(edge.max_connections));
+    let service = TowerToHyperService::new(router);
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, a connection reset before accept: wait a little
+                    // rather than spin, and go on.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, service, edge, cancel).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // Every permit back means every connection has ended.
+    let all = u32::try_from(edge.max_connections).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
+}
+
+/// One connection, HTTP/1.1 with keep-alive, under its watchdog.
+async fn serve_connection(
+    stream: TcpStream,
+    service: TowerToHyperService<Router>,
+    edge: Edge,
+    cancel: CancellationToken,
+) {
+    let phase = Arc::new(Mutex::new(Phase::Waiting { since: Instant::now() }));
+    let io = TokioIo::new(Watched { stream, phase: phase.clone() });
+    let service = Tracked { inner: service, phase: phase.clone() };
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true).header_read_timeout(None);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut stopping = false;
+    loop {
+        let deadline = current(&phase).deadline(&edge);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = cancel.cancelled(), if !stopping => {
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = sleep_until(deadline) => {
+                // The phase may have moved on since the deadline was computed.
+                if current(&phase).deadline(&edge).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!(phase = current(&phase).name(), "closing a connection past its deadline");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn current(phase: &Mutex<Phase>) -> Phase {
+    *phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn update(phase: &Mutex<Phase>, change: impl FnOnce(&mut Phase)) {
+    change(&mut phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+}
+
+/// Where a connection is in its life; see the module's documentation.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Waiting {
+        since: Instant,
+    },
+    ReadingHead {
+        since: Instant,
+    },
+    /// Requests in the router (HTTP/1 pipelining could make it more than one).
+    InRequest {
+        count: usize,
+    },
+}
+
+impl Phase {
+    /// When the connection is closed if it is still in this phase; `None` while a request is
+    /// in the router (the body deadline and the handlers bound that).
+    fn deadline(&self, edge: &Edge) -> Option<Instant> {
+        match *self {
+            Phase::Waiting { since } => Some(since + edge.idle_timeout),
+            Phase::ReadingHead { since } => Some(since + edge.header_timeout),
+            Phase::InRequest { .. } => None,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Waiting { .. } => "idle",
+            Phase::ReadingHead { .. } => "reading headers",
+            Phase::InRequest { .. } => "in a request",
+        }
+    }
+
+    fn bytes_arrived(&mut self) {
+        if let Phase::Waiting { .. } = self {
+            *self = Phase::ReadingHead { since: Instant::now() };
+        }
+    }
+
+    fn request_started(&mut self) {
+        *self = match *self {
+            Phase::InRequest { count } => Phase::InRequest { count: count + 1 },
+            _ => Phase::InRequest { count: 1 },
+        };
+    }
+
+    fn request_ended(&mut self) {
+        *self = match *self {
+            Phase::InRequest { count } if count > 1 => Phase::InRequest { count: count - 1 },
+            _ => Phase::Waiting { since: Instant::now() },
+        };
+    }
+}
+
+/// The socket, telling the watchdog when bytes arrive.
+struct Watched {
+    stream: TcpStream,
+    phase: Arc<Mutex<Phase>>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            update(&self.phase, Phase::bytes_arrived);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The router, telling the watchdog when a request enters and leaves it.
+#[derive(Clone)]
+struct Tracked {
+    inner: TowerToHyperService<Router>,
+    phase: Arc<Mutex<Phase>>,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tracked {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        update(&self.phase, Phase::request_started);
+        let ended = RequestEnded(self.phase.clone());
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let answer = answer.await;
+            drop(ended);
+            answer
+        })
+    }
+}
+
+/// Ends the request's phase when dropped, also when hyper drops the request half-way.
+struct RequestEnded(Arc<Mutex<Phase>>);
+
+impl Drop for RequestEnded {
+    fn drop(&mut self) {
+        update(&self.0, Phase::request_ended);
+    }
+}
+
+/// Middleware: reads the whole body within `body_timeout` (408 and close past it) and at most
+/// `max_body_bytes` (413), so that handlers get a complete body and a trickling client holds
+/// nothing for longer than the deadline.
+pub async fn body_deadline(State(edge): State<Edge>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, edge.max_body_bytes);
+    match tokio::time::timeout(edge.body_timeout, read).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Err(error)) => {
+            if error.into_inner().is::<http_body_util::LengthLimitError>() {
+                closing(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is over the limit of {} bytes", edge.max_body_bytes),
+                )
+            } else {
+                closing(StatusCode::BAD_REQUEST, "the body could not be read".to_owned())
+            }
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?edge.body_timeout, "closed a connection whose body arrived too slowly");
+            closing(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {}",
+                    humantime::format_duration(edge.body_timeout)
+                ),
+            )
+        }
+    }
+}
+
+/// An answer after which the connection is closed (its body was not read to the end).
+fn closing(status: StatusCode, message: String) -> Response {
+    let mut response = (status, message).into_response();
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The one content type the protocol routes take.
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Middleware for the protocol routes: the body must be a form (`application/x-www-form-urlencoded`,
+/// parameters such as `; charset=UTF-8` allowed); anything else is 415 naming what was sent.
+pub async fn require_form(request: Request, next: Next) -> Response {
+    let sent = request.headers().get(header::CONTENT_TYPE);
+    let essence = sent
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.split(';').next().unwrap_or_default().trim());
+    if essence.is_some_and(|essence| essence.eq_ignore_ascii_case(FORM)) {
+        return next.run(request).await;
+    }
+    let shown = match sent {
+        None => "none".to_owned(),
+        Some(value) => format!("`{}`", quoted(&String::from_utf8_lossy(value.as_bytes()))),
+    };
+    tracing::warn!(content_type = %shown, path = %quoted(request.uri().path()), "refused a body that is not a form");
+    closing(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type {shown} is not {FORM}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_move_with_bytes_and_requests() {
+        let edge = Edge {
+            header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(3),
+            max_connections: 1,
+            max_body_bytes: 1,
+        };
+        let start = Instant::now();
+        let mut phase = Phase::Waiting { since: start };
+        assert_eq!(phase.deadline(&edge), Some(start + Duration::from_secs(3)));
+        phase.bytes_arrived();
+        let Phase::ReadingHead { since } = phase else { panic!("{phase:?}") };
+        phase.bytes_arrived();
+        assert_eq!(phase.deadline(&edge), Some(since + Duration::from_secs(1)), "not re-armed");
+        phase.request_started();
+        phase.bytes_arrived();
+        phase.request_started();
+        assert_eq!(phase.deadline(&edge), None);
+        phase.request_ended();
+        assert!(matches!(phase, Phase::InRequest { count: 1 }));
+        phase.request_ended();
+        assert!(matches!(phase, Phase::Waiting { .. }));
+    }
+}
