@@ -32,12 +32,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use b24::incoming::quoted;
+use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -112,16 +113,19 @@ async fn serve_connection(
     edge: Edge,
     cancel: CancellationToken,
 ) {
-    let phase = Arc::new(Mutex::new(Phase::Waiting { since: Instant::now() }));
-    let io = TokioIo::new(Watched { stream, phase: phase.clone() });
-    let service = Tracked { inner: service, phase: phase.clone() };
+    let watch = Arc::new(Watch {
+        phase: Mutex::new(Phase::Waiting { since: Instant::now() }),
+        changed: Notify::new(),
+    });
+    let io = TokioIo::new(Watched { stream, watch: watch.clone() });
+    let service = Tracked { inner: service, watch: watch.clone() };
     let mut builder = http1::Builder::new();
     builder.keep_alive(true).header_read_timeout(None);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut stopping = false;
     loop {
-        let deadline = current(&phase).deadline(&edge);
+        let deadline = watch.current().deadline(&edge);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -133,10 +137,13 @@ async fn serve_connection(
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
+            // The phase moved on: its deadline is computed again.
+            _ = watch.changed.notified() => {}
             _ = sleep_until(deadline) => {
-                // The phase may have moved on since the deadline was computed.
-                if current(&phase).deadline(&edge).is_some_and(|d| d <= Instant::now()) {
-                    tracing::debug!(phase = current(&phase).name(), "closing a connection past its deadline");
+                // Both may be ready at once: close only if the phase's deadline still holds.
+                let phase = watch.current();
+                if phase.deadline(&edge).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!(phase = phase.name(), "closing a connection past its deadline");
                     return;
                 }
             }
@@ -151,16 +158,31 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn current(phase: &Mutex<Phase>) -> Phase {
-    *phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// A connection's phase, shared by its socket, its service and its watchdog.
+struct Watch {
+    phase: Mutex<Phase>,
+    /// Wakes the watchdog when the phase changes (a stored permit if it is not waiting yet).
+    changed: Notify,
 }
 
-fn update(phase: &Mutex<Phase>, change: impl FnOnce(&mut Phase)) {
-    change(&mut phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+impl Watch {
+    fn current(&self) -> Phase {
+        *self.phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies `change`; tells the watchdog if the phase (and so its deadline) moved.
+    fn update(&self, change: impl FnOnce(&mut Phase)) {
+        let mut phase = self.phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = *phase;
+        change(&mut phase);
+        if before != *phase {
+            self.changed.notify_one();
+        }
+    }
 }
 
 /// Where a connection is in its life; see the module's documentation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Waiting {
         since: Instant,
@@ -217,7 +239,7 @@ impl Phase {
 /// The socket, telling the watchdog when bytes arrive.
 struct Watched {
     stream: TcpStream,
-    phase: Arc<Mutex<Phase>>,
+    watch: Arc<Watch>,
 }
 
 impl AsyncRead for Watched {
@@ -229,7 +251,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            update(&self.phase, Phase::bytes_arrived);
+            self.watch.update(Phase::bytes_arrived);
         }
         polled
     }
@@ -269,7 +291,7 @@ impl AsyncWrite for Watched {
 #[derive(Clone)]
 struct Tracked {
     inner: TowerToHyperService<Router>,
-    phase: Arc<Mutex<Phase>>,
+    watch: Arc<Watch>,
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tracked {
@@ -278,8 +300,8 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tracked 
     type Future = Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
 
     fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
-        update(&self.phase, Phase::request_started);
-        let ended = RequestEnded(self.phase.clone());
+        self.watch.update(Phase::request_started);
+        let ended = RequestEnded(self.watch.clone());
         let answer = self.inner.call(request);
         Box::pin(async move {
             let answer = answer.await;
@@ -290,11 +312,11 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tracked 
 }
 
 /// Ends the request's phase when dropped, also when hyper drops the request half-way.
-struct RequestEnded(Arc<Mutex<Phase>>);
+struct RequestEnded(Arc<Watch>);
 
 impl Drop for RequestEnded {
     fn drop(&mut self) {
-        update(&self.0, Phase::request_ended);
+        self.0.update(Phase::request_ended);
     }
 }
 
@@ -303,19 +325,23 @@ impl Drop for RequestEnded {
 /// nothing for longer than the deadline.
 pub async fn body_deadline(State(edge): State<Edge>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    let read = axum::body::to_bytes(body, edge.max_body_bytes);
-    match tokio::time::timeout(edge.body_timeout, read).await {
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
-        Ok(Err(error)) => {
-            if error.into_inner().is::<http_body_util::LengthLimitError>() {
-                closing(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body is over the limit of {} bytes", edge.max_body_bytes),
-                )
-            } else {
-                closing(StatusCode::BAD_REQUEST, "the body could not be read".to_owned())
-            }
-        }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    let too_large = || {
+        closing(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over the limit of {} bytes", edge.max_body_bytes),
+        )
+    };
+    if declared.is_some_and(|length| length > edge.max_body_bytes as u64) {
+        return too_large();
+    }
+    match tokio::time::timeout(edge.body_timeout, collect(body, edge.max_body_bytes)).await {
+        Ok(Ok(Some(bytes))) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Ok(None)) => too_large(),
+        Ok(Err(_)) => closing(StatusCode::BAD_REQUEST, "the body could not be read".to_owned()),
         Err(_) => {
             tracing::warn!(timeout = ?edge.body_timeout, "closed a connection whose body arrived too slowly");
             closing(
@@ -327,6 +353,22 @@ pub async fn body_deadline(State(edge): State<Edge>, request: Request, next: Nex
             )
         }
     }
+}
+
+/// The body's bytes, `None` past `limit`. Each chunk is copied out at once: a chunk hyper hands
+/// over shares its whole read buffer (8 KiB), so keeping the chunks of a body trickled one
+/// byte at a time (as `to_bytes` does) would pin 8 KiB per byte until the deadline.
+async fn collect(mut body: Body, limit: usize) -> Result<Option<Vec<u8>>, axum::Error> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Ok(None);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(bytes))
 }
 
 /// An answer after which the connection is closed (its body was not read to the end).

@@ -5,6 +5,7 @@ mod connectors;
 mod crash;
 mod degraded;
 mod demo;
+mod edge;
 mod emulator_command;
 mod host_fixture;
 mod install;
