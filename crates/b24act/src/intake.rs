@@ -35,6 +35,10 @@ pub struct Intake {
     host: Arc<Host>,
     committer: mpsc::Sender<Pending>,
     portals: PortalAuthCache,
+    /// Large bodies decoded at once: at most half the cores, so that a flood of worst-case
+    /// bodies (decoded before authentication, so anyone can send them) leaves the runtime
+    /// threads the CPU they need to ack good calls.
+    large_decodes: tokio::sync::Semaphore,
 }
 
 /// Route: `POST /bitrix/actions/{code}`.
@@ -52,6 +56,9 @@ impl Intake {
             portals: PortalAuthCache::new(host.store.clone()),
             host,
             committer: sender,
+            large_decodes: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            ),
         })
     }
 
@@ -88,9 +95,12 @@ async fn take_call(
     let decoded = if body.len() <= DECODE_INLINE_BYTES {
         ActivityCall::from_form(&body, &limits)
     } else {
-        tokio::task::spawn_blocking(move || ActivityCall::from_form(&body, &limits)).await.map_err(
-            |_| (StatusCode::INTERNAL_SERVER_ERROR, "the body could not be decoded".to_owned()),
-        )?
+        let unavailable =
+            || (StatusCode::SERVICE_UNAVAILABLE, "the body could not be decoded".to_owned());
+        let _turn = intake.large_decodes.acquire().await.map_err(|_| unavailable())?;
+        tokio::task::spawn_blocking(move || ActivityCall::from_form(&body, &limits))
+            .await
+            .map_err(|_| unavailable())?
     };
     let call = decoded.map_err(|e| {
         tracing::warn!(error = %e, code = %quoted(&code), "refused a call that does not decode");

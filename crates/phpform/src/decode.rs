@@ -220,8 +220,15 @@ fn insert(form: &mut Node, path: &[Option<&str>], value: String) {
     let Some((last, parents)) = path.split_last() else { return };
     let mut node = form;
     for segment in parents {
-        let Some(key) = node.resolve(*segment) else { return };
-        let slot = node.entry(key).or_insert_with(|| Slot::Node(Node::default()));
+        // Most fields walk through arrays that exist already: find those without allocating.
+        let existing = segment.and_then(|key| node.entries.get_index_of(key));
+        let slot = match existing {
+            Some(index) => &mut node.entries[index],
+            None => {
+                let Some(key) = node.resolve(*segment) else { return };
+                node.entry(key).or_insert_with(|| Slot::Node(Node::default()))
+            }
+        };
         if !matches!(slot, Slot::Node(_)) {
             // PHP replaces a scalar by an array when a later key nests under it.
             *slot = Slot::Node(Node::default());
