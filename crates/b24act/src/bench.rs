@@ -36,6 +36,9 @@ pub enum Scenario {
     E2e,
     /// Jobs left queued behind busy workers: the server's memory.
     Rss,
+    /// Clients posting worst-case bodies (max_body_bytes of `k[]=1&…`, of 63-deep keys) while
+    /// good calls are sent: the good calls' ack latency, and the decoder's own times.
+    Hostile,
 }
 
 impl Scenario {
@@ -46,6 +49,7 @@ impl Scenario {
             Scenario::Limited => "limited",
             Scenario::E2e => "e2e",
             Scenario::Rss => "rss",
+            Scenario::Hostile => "hostile",
         }
     }
 }
@@ -58,7 +62,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "intake,latency,limited,e2e,rss"
+        default_value = "intake,latency,limited,e2e,rss,hostile"
     )]
     pub scenarios: Vec<Scenario>,
     /// Keep-alive HTTP/1.1 connections of the load generator (intake, latency, rss).
@@ -89,6 +93,12 @@ pub struct BenchArgs {
     /// rss: jobs left queued while every worker is busy.
     #[arg(long, default_value_t = 100_000)]
     pub queued: u64,
+    /// hostile: clients each posting worst-case bodies back to back.
+    #[arg(long, default_value_t = 16)]
+    pub hostile_clients: usize,
+    /// hostile: good calls per second sent meanwhile (for `--rate-duration`).
+    #[arg(long, default_value_t = 200)]
+    pub hostile_good_rate: u32,
     /// The server's `workers.concurrency`.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
@@ -170,6 +180,7 @@ fn check(args: &BenchArgs) -> anyhow::Result<()> {
     ensure!(args.e2e_rate >= 1, "--e2e-rate must be at least 1");
     ensure!(args.queued >= 1, "--queued must be at least 1");
     ensure!(args.workers >= 1, "--workers must be at least 1");
+    ensure!(args.hostile_good_rate >= 1, "--hostile-good-rate must be at least 1");
     ensure!(!args.scenarios.is_empty(), "--scenarios names none");
     Ok(())
 }

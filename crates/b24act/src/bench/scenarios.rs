@@ -21,6 +21,12 @@ const RESULTS_PER_SECOND_LIMITED: f64 = 95.0;
 const CALL_TO_RESULT_P50_MS: f64 = 20.0;
 const RSS_MB: f64 = 100.0;
 const RSS_QUEUED_JOBS: u64 = 100_000;
+/// Issue 7: good calls' ack p99 while 16 clients post worst-case bodies.
+const ACK_P99_MS_UNDER_HOSTILE_BODIES: f64 = 50.0;
+/// The server's `max_body_bytes` (the default): the hostile bodies fill it.
+const HOSTILE_BODY_BYTES: usize = 1024 * 1024;
+/// Just under the decoder's depth limit, so every field is decoded the whole way down.
+const HOSTILE_DEPTH: usize = 63;
 
 /// The portal limit of the `limited` scenario (Bitrix24's default: 2 requests/s, burst 50).
 const PORTAL_RATE: (f64, u32) = (2.0, 50);
@@ -40,7 +46,121 @@ pub async fn run(
         Scenario::Limited => limited(args, server).await,
         Scenario::E2e => end_to_end(args, server).await,
         Scenario::Rss => rss(args, server).await,
+        Scenario::Hostile => hostile(args, server).await,
     }
+}
+
+/// Worst-case bodies for the decoder, as large as the server takes: appends (`k[]=1&…`) and
+/// deep keys (`a[a]…[a]=1&…`).
+fn hostile_bodies(bytes: usize) -> [(&'static str, String); 2] {
+    let fill = |field: &str| field.repeat(bytes / field.len());
+    [
+        ("k[]=1 appends", fill("k[]=1&")),
+        ("63-deep keys", fill(&format!("a{}=1&", "[a]".repeat(HOSTILE_DEPTH)))),
+    ]
+}
+
+/// The decoder alone, in this process: the median of `runs` decodes of `body`, in ms.
+fn decode_ms(body: &str, limits: &phpform::Limits, runs: usize) -> f64 {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            let decoded = phpform::decode(body.as_bytes(), limits);
+            let took = started.elapsed();
+            std::hint::black_box(decoded.map(|form| form.len()).ok());
+            took
+        })
+        .collect();
+    times.sort_unstable();
+    times[times.len() / 2].as_secs_f64() * 1000.0
+}
+
+/// Good calls at `--hostile-good-rate` while `--hostile-clients` connections post worst-case
+/// bodies back to back; then the decoder's times on those bodies and on 10,000 and 100,000
+/// appends. The bodies are refused before authentication (too many fields, missing fields), so
+/// this is what anyone who can reach the server can make it do.
+async fn hostile(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> {
+    let deployment = Deployment::start(&backlog_setup(args), args, server).await?;
+    let calls = template_calls(&deployment).await?;
+    let addr = deployment.server.addr;
+    let path: hyper::Uri = format!("/bitrix/actions/{CODE}").parse()?;
+    let bodies = hostile_bodies(HOSTILE_BODY_BYTES);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut attackers = tokio::task::JoinSet::new();
+    for client in 0..args.hostile_clients {
+        let body = hyper::body::Bytes::from(bodies[client % bodies.len()].1.clone());
+        let (path, stop) = (path.clone(), stop.clone());
+        attackers.spawn(async move {
+            let (mut sent, mut refused, mut failed) = (0u64, 0u64, 0u64);
+            let mut conn = load::Conn::open(addr).await.ok();
+            while !stop.is_cancelled() {
+                let Some(open) = conn.as_mut() else { break };
+                match open.send(hyper::Method::POST, &path, body.clone()).await {
+                    Ok((status, _)) if status.is_client_error() => refused += 1,
+                    Ok(_) => {}
+                    Err(_) => {
+                        failed += 1;
+                        conn = load::Conn::open(addr).await.ok();
+                    }
+                }
+                sent += 1;
+            }
+            (sent, refused, failed)
+        });
+    }
+    // Let the attack reach its pace before the good calls start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rate = f64::from(args.hostile_good_rate);
+    let total = (rate * args.rate_duration.as_secs_f64()).ceil().max(1.0) as u64;
+    let cpu = CpuMeter::start(deployment.server.pid())?;
+    let attack_started = Instant::now();
+    let mut result = load::open_loop(addr, &calls, args.connections, rate, total).await?;
+    let share = cpu.stop()?;
+    stop.cancel();
+    let attack_seconds = attack_started.elapsed().as_secs_f64();
+    let (mut sent, mut refused, mut failed) = (0, 0, 0);
+    while let Some(joined) = attackers.join_next().await {
+        let (s, r, f) = joined?;
+        (sent, refused, failed) = (sent + s, refused + r, failed + f);
+    }
+    let latencies = Latencies::new(std::mem::take(&mut result.latencies_us));
+
+    let mut report = ScenarioReport::new("hostile");
+    let at = format!("good @{rate:.0}/s ");
+    ack_rows(&mut report, &at, &latencies, Some(Target::AtMost(ACK_P99_MS_UNDER_HOSTILE_BODIES)));
+    report.row(
+        Row::new(format!("{at}errors"), result.errors() as f64, "calls")
+            .target(Target::AtMost(0.0)),
+    );
+    report.row(Row::new(
+        "hostile bodies answered 4xx per second",
+        refused as f64 / attack_seconds,
+        "bodies/s",
+    ));
+    report.row(Row::new("hostile bodies not answered", failed as f64, "bodies"));
+    cpu_rows(&mut report, "", share);
+    let default = phpform::Limits::default();
+    let appends = |n: usize| "k[]=1&".repeat(n);
+    let roomy = phpform::Limits { max_body_bytes: usize::MAX, max_fields: usize::MAX, ..default };
+    report.row(Row::new("decode k[]=1 x10,000", decode_ms(&appends(10_000), &default, 21), "ms"));
+    report.row(Row::new("decode k[]=1 x100,000", decode_ms(&appends(100_000), &roomy, 11), "ms"));
+    for (name, body) in &bodies {
+        let row = format!("decode 1 MiB of {name} (server limits)");
+        report.row(Row::new(row, decode_ms(body, &default, 11), "ms"));
+    }
+    report.note(format!(
+        "{} clients posted {} bodies of {} KiB ({}) back to back, {sent} in all; good calls: {total} \
+         scheduled over {:.1} s on {} connections",
+        args.hostile_clients,
+        bodies.len(),
+        HOSTILE_BODY_BYTES / 1024,
+        bodies.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", "),
+        total as f64 / rate,
+        args.connections
+    ));
+    report.note("decode times: this process, median of repeated phpform::decode calls");
+    note_problem(&mut report, &result);
+    Ok(report)
 }
 
 /// Workers held by an API that never answers: calls pile up as queued jobs, and only the intake
