@@ -243,15 +243,15 @@ fn runtime_settings_are_checked() {
 #[test]
 fn the_auth_server_is_https_or_loopback_only() {
     let with = |url: &str| {
-        let text = example().replace(
+        example().replace(
             "public_url = \"https://b24act.example.com/\"",
             &format!("public_url = \"https://b24act.example.com/\"\nauth_server = \"{url}\""),
-        );
-        problems_of(&text)
+        )
     };
-    assert_eq!(with("https://oauth.example.com/"), Vec::<String>::new());
-    assert_eq!(with("http://127.0.0.1:8040/"), Vec::<String>::new(), "the emulator");
-    let problems = with("http://oauth.example.com/");
+    let cloud = load(&with("https://oauth.example.com/"), &[]).unwrap();
+    assert_eq!(cloud.app.auth_server.as_str(), "https://oauth.example.com/");
+    assert!(load(&with("http://127.0.0.1:8040/"), &[]).is_ok(), "the emulator");
+    let problems = problems_of(&with("http://oauth.example.com/"));
     assert!(problems.len() == 1 && problems[0].starts_with("app.auth_server"), "{problems:?}");
 }
 
