@@ -1,8 +1,6 @@
 //! `b24act serve` killed with SIGKILL in the middle of a job and started again: the job runs
 //! again after its lease expires, finishes once, and its result is sent once.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use b24_emulator::{PortalSpec, WorkflowSpec, WorkflowStatus};
@@ -10,47 +8,9 @@ use b24act::sandbox::{AppIdentity, Sandbox};
 use fakes::finance::{Behaviour, FinanceApi};
 use store::{JobFilter, JobId, JobState, StoreKey, StoreOptions};
 
-use crate::support::{CLIENT_ID, CLIENT_SECRET, CODE, KEY, Options, TempDir, config_text, number};
-
-/// A `b24act serve` process; killed when dropped.
-struct Server(Child);
-
-impl Server {
-    fn start(config: &std::path::Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_b24act"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn b24act serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            let line =
-                lines.next().expect("b24act serve printed its address before exiting").unwrap();
-            if line.starts_with("b24act serving on") {
-                break;
-            }
-        }
-        // Keep draining stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server(child)
-    }
-
-    fn kill(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{
+    CLIENT_ID, CLIENT_SECRET, CODE, KEY, Options, Server, TempDir, config_text, number,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_interrupted_by_sigkill_finishes_once_after_restart() {

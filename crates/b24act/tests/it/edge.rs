@@ -3,9 +3,7 @@
 //! `b24act serve` process a few MB and do not keep a good call from its 200, and what the
 //! protocol routes refuse (415, 404, 400) is refused with a short, escaped answer.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use b24_emulator::Faults;
@@ -16,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    CLIENT_ID, CLIENT_SECRET, CODE, NOTIFY_CODE, Options, TempDir, TestApp, config_text,
+    CLIENT_ID, CLIENT_SECRET, CODE, NOTIFY_CODE, Options, Server, TempDir, TestApp, config_text,
 };
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -279,44 +277,6 @@ async fn long_fields_and_hostile_keys_are_400_with_a_short_escaped_answer() {
     assert!(!text.contains('\n') && !text.contains('\u{1b}') && text.contains('…'), "{text}");
     assert!(text.contains("x%0A%1B%5B31mERROR+forged"), "{text}");
     assert!(app.store().list_jobs(&JobFilter::default()).await.unwrap().is_empty());
-}
-
-/// A `b24act serve` child process; killed when dropped.
-struct Server(Child);
-
-impl Server {
-    fn start(config: &std::path::Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_b24act"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn b24act serve");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        while let Some(Ok(line)) = lines.next() {
-            if line.starts_with("b24act serving on") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Server(child)
-    }
-
-    /// The process's resident set (`VmRSS` in `/proc/<pid>/status`), in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// 500 connections that trickle headers, trickle bodies or sit idle, against a `b24act serve`

@@ -3,6 +3,8 @@
 //! action. The set-up is `b24act::sandbox`'s, as in the demo and the bench: the app is installed
 //! the real way (ONAPPINSTALL → app.info → registration).
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use b24_emulator::{Emulator, PortalSpec, WorkflowSpec, WorkflowState, WorkflowStatus};
@@ -227,5 +229,52 @@ pub fn number(value: &Value) -> f64 {
         Value::Number(n) => n.as_f64().unwrap(),
         Value::String(s) => s.parse().unwrap(),
         other => panic!("not a number: {other}"),
+    }
+}
+
+/// A `b24act serve` child process, started on `config` and waited for; killed when dropped.
+pub struct Server(Child);
+
+impl Server {
+    pub fn start(config: &std::path::Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_b24act"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn b24act serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            let line =
+                lines.next().expect("b24act serve printed its address before exiting").unwrap();
+            if line.starts_with("b24act serving on") {
+                break;
+            }
+        }
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server(child)
+    }
+
+    /// The process's resident set (`VmRSS` in `/proc/<pid>/status`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    pub fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
