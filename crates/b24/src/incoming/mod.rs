@@ -20,6 +20,7 @@ pub use fields::IncomingError;
 pub use limits::Limits;
 /// Input echoed into an answer or a log line goes through this: cut short and escaped.
 pub use phpform::{QUOTE_LIMIT, Quoted, quoted};
+pub(crate) use token::RedactedEventToken;
 pub use token::{EventToken, EventTokenParts, MalformedEventToken};
 
 #[cfg(test)]

@@ -22,12 +22,13 @@ pub struct EventTokenParts<'a> {
 pub struct MalformedEventToken;
 
 impl EventToken {
-    /// Keeps the token as received; see [`EventToken::parts`] for its shape.
+    /// Keeps the token as received, or as stored from an earlier call; unchecked, because a
+    /// handler treats it as opaque (§3.4). See [`EventToken::parts`] for its shape.
     pub fn new(token: impl Into<String>) -> Self {
         EventToken(token.into())
     }
 
-    /// The token exactly as received, for `bizproc.event.send`.
+    /// The token exactly as received, for `bizproc.event.send` and for storage.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -35,26 +36,41 @@ impl EventToken {
     /// Splits the token. The signature follows the **last** `.`, because the workflow id itself
     /// contains one (`681c894d3f0ec8.54818143`); the Signer unsigns the same way (§3.4).
     pub fn parts(&self) -> Result<EventTokenParts<'_>, MalformedEventToken> {
-        let (payload, signature) = self.0.rsplit_once('.').ok_or(MalformedEventToken)?;
-        let mut pieces = payload.split('|');
-        let (Some(workflow_id), Some(activity_name), Some(event_id), None) =
-            (pieces.next(), pieces.next(), pieces.next(), pieces.next())
-        else {
-            return Err(MalformedEventToken);
-        };
-        let all_present =
-            [workflow_id, activity_name, event_id, signature].iter().all(|p| !p.is_empty());
-        all_present
-            .then_some(EventTokenParts { workflow_id, activity_name, event_id, signature })
-            .ok_or(MalformedEventToken)
+        parts_of(&self.0)
     }
+}
+
+/// [`EventToken::parts`] of a token held as a plain string.
+fn parts_of(token: &str) -> Result<EventTokenParts<'_>, MalformedEventToken> {
+    let (payload, signature) = token.rsplit_once('.').ok_or(MalformedEventToken)?;
+    let mut pieces = payload.split('|');
+    let (Some(workflow_id), Some(activity_name), Some(event_id), None) =
+        (pieces.next(), pieces.next(), pieces.next(), pieces.next())
+    else {
+        return Err(MalformedEventToken);
+    };
+    let all_present =
+        [workflow_id, activity_name, event_id, signature].iter().all(|p| !p.is_empty());
+    all_present
+        .then_some(EventTokenParts { workflow_id, activity_name, event_id, signature })
+        .ok_or(MalformedEventToken)
 }
 
 /// The token resumes a workflow on its own (`event.send` checks nothing else, §3.1), so logs show
 /// only the readable part, never the signature.
 impl fmt::Debug for EventToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.parts() {
+        fmt::Debug::fmt(&RedactedEventToken(&self.0), f)
+    }
+}
+
+/// A token held as a plain string (as [`crate::rest::EventSend`] holds it), shown as
+/// [`EventToken`]'s `Debug` shows it: without the signature.
+pub(crate) struct RedactedEventToken<'a>(pub(crate) &'a str);
+
+impl fmt::Debug for RedactedEventToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match parts_of(self.0) {
             Ok(p) => write!(
                 f,
                 "EventToken({}|{}|{}.<signature>)",

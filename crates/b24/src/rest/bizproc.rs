@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::fmt;
 use std::str::FromStr;
 
 use serde::ser::SerializeMap;
@@ -17,6 +18,7 @@ use serde_json::{Map, Value};
 use super::client::RestClient;
 use super::envelope::Response;
 use super::error::Error;
+use crate::incoming::RedactedEventToken;
 
 /// Text in one language, or per language: `{"en": "…", "de": "…"}` (§1.2: a plain string is
 /// stored for every language; lookup is exact language → EN → `*`).
@@ -366,7 +368,8 @@ impl ActionKind {
 }
 
 /// `bizproc.event.send` (§3.1): returns an activity's result and lets the workflow continue.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Its `Debug` hides the token's signature, as [`EventToken`](crate::incoming::EventToken)'s does.
+#[derive(Clone, PartialEq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct EventSend {
     /// The `event_token` exactly as the activity call carried it.
@@ -377,6 +380,16 @@ pub struct EventSend {
     /// A line for the workflow log (shown only if the template logs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_message: Option<String>,
+}
+
+impl fmt::Debug for EventSend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventSend")
+            .field("event_token", &RedactedEventToken(&self.event_token))
+            .field("return_values", &self.return_values)
+            .field("log_message", &self.log_message)
+            .finish()
+    }
 }
 
 #[derive(Serialize)]
@@ -631,6 +644,15 @@ mod tests {
             full,
             json!({"EVENT_TOKEN": "t", "RETURN_VALUES": {"ok": "Y"}, "LOG_MESSAGE": "done"})
         );
+    }
+
+    #[test]
+    fn event_send_debug_hides_the_tokens_signature() {
+        let event = EventSend::new("wf.1|A1|E1.5ec7e7").value("ok", "Y").log("done");
+        let shown = format!("{event:?}");
+        assert!(!shown.contains("5ec7e7"), "{shown}");
+        assert!(shown.contains("wf.1|A1|E1.<signature>"), "{shown}");
+        assert!(shown.contains(r#""ok": String("Y")"#) && shown.contains("done"), "{shown}");
     }
 
     #[test]
