@@ -40,6 +40,14 @@ impl EventToken {
     }
 }
 
+/// The token as a string, for the store and for [`crate::rest::EventSend::new`], which takes
+/// anything that becomes a `String`.
+impl From<EventToken> for String {
+    fn from(token: EventToken) -> String {
+        token.0
+    }
+}
+
 /// [`EventToken::parts`] of a token held as a plain string.
 fn parts_of(token: &str) -> Result<EventTokenParts<'_>, MalformedEventToken> {
     let (payload, signature) = token.rsplit_once('.').ok_or(MalformedEventToken)?;

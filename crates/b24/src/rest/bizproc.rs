@@ -15,10 +15,11 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use super::batch::BatchCommand;
 use super::client::RestClient;
 use super::envelope::Response;
 use super::error::Error;
-use crate::incoming::RedactedEventToken;
+use crate::incoming::{EventToken, RedactedEventToken};
 
 /// Text in one language, or per language: `{"en": "…", "de": "…"}` (§1.2: a plain string is
 /// stored for every language; lookup is exact language → EN → `*`).
@@ -367,6 +368,12 @@ impl ActionKind {
     }
 }
 
+/// The method that returns an activity's result (§3.1); [`EventSend`] holds its parameters.
+pub const EVENT_SEND_METHOD: &str = "bizproc.event.send";
+
+/// The method that writes a line to the workflow log and leaves the activity waiting (§3.2).
+pub const ACTIVITY_LOG_METHOD: &str = "bizproc.activity.log";
+
 /// `bizproc.event.send` (§3.1): returns an activity's result and lets the workflow continue.
 /// Its `Debug` hides the token's signature, as [`EventToken`](crate::incoming::EventToken)'s does.
 #[derive(Clone, PartialEq, Serialize)]
@@ -392,11 +399,9 @@ impl fmt::Debug for EventSend {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-struct ActivityLog<'a> {
-    event_token: &'a str,
-    log_message: &'a str,
+/// `bizproc.activity.log`'s parameters (§3.2), for the single call and the batch command alike.
+fn activity_log_params(event_token: &str, log_message: &str) -> Value {
+    serde_json::json!({"EVENT_TOKEN": event_token, "LOG_MESSAGE": log_message})
 }
 
 #[derive(Serialize)]
@@ -532,16 +537,17 @@ impl RestClient {
     /// closed, stale token); errors per §3.3: `ACCESS_DENIED` and `"404"` are permanent,
     /// `"423"` retryable.
     pub async fn event_send(&self, event: &EventSend) -> Result<Response<bool>, Error> {
-        self.call_as("bizproc.event.send", event).await
+        self.call_as(EVENT_SEND_METHOD, event).await
     }
 
     /// `bizproc.activity.log` (§3.2): a line in the workflow log; the activity stays open.
+    /// An empty `log_message` is refused with `ERROR_EMPTY_LOG_MESSAGE`.
     pub async fn activity_log(
         &self,
         event_token: &str,
         log_message: &str,
     ) -> Result<Response<bool>, Error> {
-        self.call_as("bizproc.activity.log", &ActivityLog { event_token, log_message }).await
+        self.call_as(ACTIVITY_LOG_METHOD, &activity_log_params(event_token, log_message)).await
     }
 
     /// `app.info`: the app's status on this portal; also a cheap check that a token works.
@@ -566,6 +572,30 @@ impl EventSend {
     pub fn log(mut self, message: impl Into<String>) -> Self {
         self.log_message = Some(message.into());
         self
+    }
+}
+
+/// Results and log lines as commands of one [`RestClient::batch`] (§5.5), keyed so their
+/// outcomes can be found with [`super::BatchResults::get`].
+impl BatchCommand {
+    /// `bizproc.event.send` with `event`'s parameters, under `key`. Fails only if `event`'s
+    /// values cannot be encoded ([`Error::Encode`]).
+    pub fn event_send(key: impl Into<String>, event: &EventSend) -> Result<BatchCommand, Error> {
+        BatchCommand::new(key, EVENT_SEND_METHOD, event)
+    }
+
+    /// `bizproc.activity.log` of `log_message` for the activity behind `event_token`, under
+    /// `key`. The portal refuses an empty message with `ERROR_EMPTY_LOG_MESSAGE` (§3.2).
+    pub fn activity_log(
+        key: impl Into<String>,
+        event_token: &EventToken,
+        log_message: &str,
+    ) -> BatchCommand {
+        BatchCommand {
+            key: key.into(),
+            method: ACTIVITY_LOG_METHOD.to_owned(),
+            params: activity_log_params(event_token.as_str(), log_message),
+        }
     }
 }
 
@@ -646,12 +676,78 @@ mod tests {
         );
     }
 
+    /// A real token's shape: the workflow id has a `.`, the pieces are joined by `|` (§3.4).
+    const TOKEN: &str = "681c894d3f0ec8.54818143|A36717_5720_22885_29158|X3QpQY6RKFD8ULUtOiKllFEZLUaVuDYn.4a9eda30cc";
+    /// [`TOKEN`] as `http_build_query` writes it inside a command.
+    const TOKEN_ENCODED: &str = "681c894d3f0ec8.54818143%7CA36717_5720_22885_29158%7CX3QpQY6RKFD8ULUtOiKllFEZLUaVuDYn.4a9eda30cc";
+
+    /// A command's method and parameters as the portal reads them, and the emulator after it
+    /// (`crates/b24-emulator/src/batch.rs`): split at the first `?`, the query through
+    /// `parse_str`.
+    fn read_as_the_portal_does(command: &BatchCommand) -> (String, phpform::Array) {
+        let text = command.to_command_string();
+        let (method, query) = text.split_once('?').expect("a command with parameters");
+        let params = phpform::decode(query.as_bytes(), &phpform::Limits::default()).unwrap();
+        (method.to_owned(), params)
+    }
+
+    /// The string at `path` (`["RETURN_VALUES", "ok"]` is `RETURN_VALUES[ok]`) in parsed params.
+    fn param<'a>(params: &'a phpform::Array, path: &[&str]) -> Option<&'a str> {
+        let (last, parents) = path.split_last()?;
+        let mut array = params;
+        for key in parents {
+            array = array.get(*key)?.as_array()?;
+        }
+        array.get(*last)?.as_str()
+    }
+
+    #[test]
+    fn event_send_command_carries_the_token_the_values_and_the_log_line() {
+        let event = EventSend::new(EventToken::new(TOKEN))
+            .value("approval_required", "N")
+            .value("available_limit", 1500.5)
+            .log("limit checked: 1500.5 & more");
+        let command = BatchCommand::event_send("job7", &event).unwrap();
+        assert_eq!(command.key, "job7");
+        assert_eq!(
+            command.to_command_string(),
+            format!(
+                "bizproc.event.send?EVENT_TOKEN={TOKEN_ENCODED}\
+                 &RETURN_VALUES%5Bapproval_required%5D=N&RETURN_VALUES%5Bavailable_limit%5D=1500.5\
+                 &LOG_MESSAGE=limit+checked%3A+1500.5+%26+more"
+            )
+        );
+        let (method, params) = read_as_the_portal_does(&command);
+        assert_eq!(method, "bizproc.event.send");
+        assert_eq!(param(&params, &["EVENT_TOKEN"]), Some(TOKEN));
+        assert_eq!(param(&params, &["RETURN_VALUES", "available_limit"]), Some("1500.5"));
+        assert_eq!(param(&params, &["LOG_MESSAGE"]), Some("limit checked: 1500.5 & more"));
+    }
+
+    #[test]
+    fn activity_log_command_carries_the_token_and_the_line() {
+        let command =
+            BatchCommand::activity_log("log0", &EventToken::new(TOKEN), "asking 1C, try 2/3");
+        assert_eq!(command.key, "log0");
+        assert_eq!(
+            command.to_command_string(),
+            format!(
+                "bizproc.activity.log?EVENT_TOKEN={TOKEN_ENCODED}\
+                 &LOG_MESSAGE=asking+1C%2C+try+2%2F3"
+            )
+        );
+        let (method, params) = read_as_the_portal_does(&command);
+        assert_eq!(method, "bizproc.activity.log");
+        assert_eq!(param(&params, &["EVENT_TOKEN"]), Some(TOKEN));
+        assert_eq!(param(&params, &["LOG_MESSAGE"]), Some("asking 1C, try 2/3"));
+    }
+
     #[test]
     fn event_send_debug_hides_the_tokens_signature() {
-        let event = EventSend::new("wf.1|A1|E1.5ec7e7").value("ok", "Y").log("done");
+        let event = EventSend::new(TOKEN).value("ok", "Y").log("done");
         let shown = format!("{event:?}");
-        assert!(!shown.contains("5ec7e7"), "{shown}");
-        assert!(shown.contains("wf.1|A1|E1.<signature>"), "{shown}");
+        assert!(!shown.contains("4a9eda30cc"), "{shown}");
+        assert!(shown.contains("X3QpQY6RKFD8ULUtOiKllFEZLUaVuDYn.<signature>"), "{shown}");
         assert!(shown.contains(r#""ok": String("Y")"#) && shown.contains("done"), "{shown}");
     }
 

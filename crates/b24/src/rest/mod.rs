@@ -44,8 +44,9 @@ mod oauth;
 
 pub use batch::{BatchCommand, BatchEntry, BatchOutcome, BatchResults, MAX_BATCH_COMMANDS};
 pub use bizproc::{
-    ActionKind, ActivityChanges, ActivityDefinition, ActivityFilter, AppInfo, EventSend,
-    FilterRule, LocalizedText, OrderedMap, PropertyDefinition, PropertyType, YesNo,
+    ACTIVITY_LOG_METHOD, ActionKind, ActivityChanges, ActivityDefinition, ActivityFilter, AppInfo,
+    EVENT_SEND_METHOD, EventSend, FilterRule, LocalizedText, OrderedMap, PropertyDefinition,
+    PropertyType, YesNo,
 };
 pub use client::{
     DEFAULT_TIMEOUT, DomainMove, HttpClient, MoveSink, RestClient, RestClientBuilder,

@@ -1,6 +1,9 @@
-//! `batch` against the emulator: chunking past 50, per-command results and errors, `halt`.
+//! `batch` against the emulator: chunking past 50, per-command results and errors, `halt`, and
+//! log lines with a result in one batch, as the host's outbox sends them.
 
+use b24::incoming::EventToken;
 use b24::rest::{BatchCommand, BatchOutcome, ErrorClass, EventSend};
+use b24_emulator::WorkflowStatus;
 use serde_json::json;
 
 use crate::rest_methods::credit_check;
@@ -19,13 +22,9 @@ async fn batch_over_fifty_is_chunked_with_per_command_errors() {
     for i in 0..120 {
         let command = if i == 60 {
             let send = EventSend::new(&wf.event_token).value("approval_required", "Y");
-            BatchCommand::new(format!("c{i}"), "bizproc.event.send", &send)
+            BatchCommand::event_send(format!("c{i}"), &send)
         } else if i % 7 == 3 {
-            BatchCommand::new(
-                format!("c{i}"),
-                "bizproc.event.send",
-                &EventSend::new(format!("forged{i}")),
-            )
+            BatchCommand::event_send(format!("c{i}"), &EventSend::new(format!("forged{i}")))
         } else {
             BatchCommand::new(format!("c{i}"), "bizproc.activity.list", &json!({}))
         };
@@ -64,6 +63,32 @@ async fn batch_over_fifty_is_chunked_with_per_command_errors() {
         .filter(|c| c.error.as_deref() == Some("ERROR_BATCH_LENGTH_EXCEEDED"))
         .count();
     assert_eq!(length_errors, 0);
+}
+
+/// What the host's outbox sends a portal: progress lines first, then results, in one batch.
+#[tokio::test]
+async fn log_lines_and_a_result_in_one_batch_reach_the_workflow_in_order() {
+    let t = TestPortal::start().await;
+    let client = t.client();
+    client.activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
+    let wf = t.start_waiting_workflow("check_credit_limit").await;
+    let token = EventToken::new(wf.event_token.clone());
+
+    let result = EventSend::new(token.clone()).value("approval_required", "N").log("limit checked");
+    let commands = vec![
+        BatchCommand::activity_log("log0", &token, "asking the finance system"),
+        BatchCommand::event_send("job1", &result).unwrap(),
+    ];
+    let results = client.batch(&commands, false).await.unwrap();
+
+    assert_eq!(results.get("log0").and_then(BatchOutcome::result), Some(&json!(true)));
+    assert_eq!(results.get("job1").and_then(BatchOutcome::result), Some(&json!(true)));
+    let state = t.workflow(&wf.workflow_id);
+    assert_eq!(state.status, WorkflowStatus::Closed, "{state:?}");
+    assert_eq!(state.return_values.get("approval_required"), Some(&json!("N")));
+    let line = |text: &str| state.log.iter().position(|line| line.contains(text));
+    let (asking, checked) = (line("asking the finance system"), line("limit checked"));
+    assert!(asking.is_some() && asking < checked, "{:?}", state.log);
 }
 
 #[tokio::test]
