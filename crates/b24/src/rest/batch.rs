@@ -17,7 +17,10 @@ use super::client::{DomainMove, RestClient};
 use super::envelope::{self, Response};
 use super::error::{ApiError, Error};
 
-/// The portal's limit of commands per `batch` request (`BATCH_MAX_LENGTH`, §5.5).
+/// The portal's limit of commands per `batch` request (`CRestUtil::BATCH_MAX_LENGTH`,
+/// docs/protocol.md §5.5): every command past it fails on its own with
+/// `ERROR_BATCH_LENGTH_EXCEEDED`. [`RestClient::batch`] splits longer lists at it; a caller that
+/// wants one request per round takes at most this many.
 pub const MAX_BATCH_COMMANDS: usize = 50;
 
 /// One command of a batch.
