@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use b24act::config::{Config, ConfigError, LogConfig, LogFormat};
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
+use host::config::{Config, ConfigError, LogConfig, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(name = "b24act", version, about = "Hosts custom Bitrix24 business-process actions")]
@@ -16,7 +17,7 @@ struct Cli {
     /// Log lines on stderr as `text` (for people; coloured only on a terminal without
     /// NO_COLOR) or `json` (one object per line, for collectors). Wins over the configuration's
     /// `[log] format` and B24ACT__LOG__FORMAT.
-    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = log_format_parser())]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
@@ -138,6 +139,12 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     }
 }
 
+/// `--log-format`'s parser: the names the configuration uses, listed in `--help`.
+fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {
+    clap::builder::PossibleValuesParser::new(LogFormat::NAMES)
+        .try_map(|name| name.parse::<LogFormat>())
+}
+
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause
@@ -173,12 +180,12 @@ fn run(cli: Cli, loaded: Option<Result<Config, ConfigError>>) -> anyhow::Result<
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let public_url = config.app.public_url.clone();
-    let running = b24act::app::start(config, &connectors::Registry::new()).await?;
+    let running = host::app::start(config, &connectors::Registry::new()).await?;
     println!("b24act serving on http://{}", running.addr);
-    println!("  install handler: {}", b24act::catalog::install_url(&public_url));
+    println!("  install handler: {}", host::catalog::install_url(&public_url));
     for action in running.host.catalog.iter() {
         let code = &action.config.code;
-        println!("  action {code}: {}", b24act::catalog::handler_url(&public_url, code));
+        println!("  action {code}: {}", host::catalog::handler_url(&public_url, code));
     }
     shutdown_signal().await;
     tracing::info!("stopping: letting running attempts finish");
@@ -188,7 +195,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 fn check_config(path: &Path, config: Config) -> anyhow::Result<()> {
     // Each connector checks its own settings when built (URL templates, pointers, …).
-    b24act::catalog::Catalog::build(&config, &connectors::Registry::new())?;
+    host::catalog::Catalog::build(&config, &connectors::Registry::new())?;
     let codes: Vec<&str> = config.actions.iter().map(|a| a.code.as_str()).collect();
     println!("{}: valid; {} action(s): {}", path.display(), codes.len(), codes.join(", "));
     Ok(())

@@ -9,9 +9,9 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use store::{Installation, JobState, StateCounts, Store};
 
-use crate::clock::now_ms;
-use crate::config::Config;
 use crate::operator_cli::{Table, timestamp, with_store, write_json};
+use host::clock::now_ms;
+use host::config::Config;
 
 /// The version of the `--json` output; bumped when a field changes meaning or disappears.
 pub const JSON_FORMAT_VERSION: u32 = 1;

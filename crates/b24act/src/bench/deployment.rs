@@ -1,6 +1,6 @@
 //! One deployment under test: the emulator (a portal) and the fake finance API in this process,
 //! and `b24act serve` as a child process on a SQLite file in a temp dir, with the app installed
-//! the real way (ONAPPINSTALL → refresh at the emulator's auth server → `bizproc.activity.add`) by [`crate::sandbox`].
+//! the real way (ONAPPINSTALL → refresh at the emulator's auth server → `bizproc.activity.add`) by [`sandbox`].
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -19,8 +19,8 @@ use serde_json::Value;
 use super::BenchArgs;
 use super::load::Conn;
 use super::measure::{self, Memory};
-use crate::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
-use crate::sandbox::{AppIdentity, FinanceCreditCheck, HostConfig, Sandbox, Site, TempDir};
+use host::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
+use sandbox::{AppIdentity, FinanceCreditCheck, HostConfig, Sandbox, Site, TempDir};
 
 pub const CLIENT_ID: &str = "local.b24act.bench";
 const CLIENT_SECRET: &str = "bench-secret";

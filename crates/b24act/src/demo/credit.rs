@@ -41,8 +41,8 @@ use super::deployment::{
     portal_limit, print_summary,
 };
 use super::{DemoArgs, Latency, row, seconds};
-use crate::config::{RetryPolicy, WorkersConfig};
-use crate::sandbox::{AppIdentity, Deployment, HostConfig, Site, retry_table};
+use host::config::{RetryPolicy, WorkersConfig};
+use sandbox::{AppIdentity, Deployment, HostConfig, Site, retry_table};
 
 /// The demo app's OAuth client id on the emulator.
 pub const CLIENT_ID: &str = "local.b24act.demo";

@@ -12,8 +12,8 @@ use fakes::finance::FinanceApi;
 use store::{JobFilter, JobState};
 
 use super::{DemoArgs, kept_config_path};
-use crate::config::DeliveryConfig;
-use crate::sandbox::{AppIdentity, Deployment, Site, TempDir};
+use host::config::DeliveryConfig;
+use sandbox::{AppIdentity, Deployment, Site, TempDir};
 
 /// A scenario's portal and host, the fake finance API behind its action, and the store's file.
 pub(crate) struct DemoDeployment {

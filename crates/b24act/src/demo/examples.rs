@@ -15,10 +15,8 @@ use fakes::onec::{self, Fault, OneC};
 use fakes::telegram::{self, BotApi};
 use serde_json::{Value, json};
 
-use crate::config::{RetryPolicy, WorkersConfig};
-use crate::sandbox::{
-    ActionTable, AppIdentity, Deployment, HostConfig, Site, TempDir, toml_escape,
-};
+use host::config::{RetryPolicy, WorkersConfig};
+use sandbox::{ActionTable, AppIdentity, Deployment, HostConfig, Site, TempDir, toml_escape};
 
 const CLIENT_ID: &str = "local.b24act.examples";
 const CLIENT_SECRET: &str = "examples-secret";

@@ -21,8 +21,8 @@ use super::deployment::{
 };
 use super::{DemoArgs, row, seconds};
 use crate::bench::measure::nearest_rank;
-use crate::config::{RetryPolicy, WorkersConfig};
-use crate::sandbox::{AppIdentity, Deployment, FinanceCreditCheck, HostConfig, Site};
+use host::config::{RetryPolicy, WorkersConfig};
+use sandbox::{AppIdentity, Deployment, FinanceCreditCheck, HostConfig, Site};
 
 /// The demo app's OAuth client id on the emulator.
 pub const CLIENT_ID: &str = "local.b24act.demo";

@@ -8,19 +8,17 @@
 use std::time::{Duration, Instant};
 
 use b24_emulator::{PortalSpec, WorkflowSpec, WorkflowState, WorkflowStatus};
-use b24act::config::{RetryPolicy, WorkersConfig};
 use b24act::demo::examples::{
     ONEC_PROPERTIES, ONEC_RETURNS, SHAREPOINT_PROPERTIES, SHAREPOINT_RETURNS, TELEGRAM_PROPERTIES,
     TELEGRAM_RETURNS, onec_connector, sharepoint_connector, telegram_connector,
-};
-use b24act::sandbox::{
-    ActionTable, AppIdentity, Deployment, HostConfig, Site, TempDir, toml_escape,
 };
 use fakes::faults::{Behaviour, Down, Failure};
 use fakes::finance::{self, Company, Credentials, FinanceApi, Malformed};
 use fakes::graph::{GraphApi, LIBRARY_WEB_URL};
 use fakes::onec::{Fault, OneC};
 use fakes::telegram::{BotApi, DEFAULT_CHAT_ID};
+use host::config::{RetryPolicy, WorkersConfig};
+use sandbox::{ActionTable, AppIdentity, Deployment, HostConfig, Site, TempDir, toml_escape};
 use serde_json::{Value, json};
 use store::{Job, JobFilter, JobState, ResultKind};
 

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use b24_emulator::{PortalSpec, WorkflowSpec, WorkflowStatus};
-use b24act::sandbox::{AppIdentity, Sandbox};
 use fakes::finance::{Behaviour, FinanceApi};
+use sandbox::{AppIdentity, Sandbox};
 use store::{JobFilter, JobId, JobState, StoreKey, StoreOptions};
 
 use crate::support::{

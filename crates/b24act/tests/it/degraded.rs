@@ -61,9 +61,9 @@ async fn a_dead_refresh_token_pauses_delivery_shows_in_health_and_a_reinstall_cl
     assert_eq!(job.state, JobState::Delivering);
     let next = job.next_delivery_at.expect("a next delivery");
     assert!(
-        next - b24act::clock::now_ms() > 45_000,
+        next - host::clock::now_ms() > 45_000,
         "next try in {} ms",
-        next - b24act::clock::now_ms()
+        next - host::clock::now_ms()
     );
     assert_eq!(app.workflow(&id).status, WorkflowStatus::Waiting, "the result is kept, not lost");
 

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use b24_emulator::Faults;
-use b24act::sandbox::{self, AppIdentity, Sandbox};
 use fakes::finance::FinanceApi;
+use sandbox::{self, AppIdentity, Sandbox};
 use store::JobFilter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

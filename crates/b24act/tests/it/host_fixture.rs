@@ -10,13 +10,13 @@ use std::time::Duration;
 use b24_emulator::{
     AppSpec, Emulator, EmulatorConfig, Portal, PortalSpec, WorkflowSpec, WorkflowState,
 };
-use b24act::config::{Config, DeliveryConfig, RetryPolicy, WorkersConfig};
-use b24act::host::Host;
-use b24act::payload::{JobPayload, PAYLOAD_VERSION};
-use b24act::sandbox::{AppIdentity, HostConfig, Site, TempDir, retry_table};
-use b24act::worker::{Wakeups, Workers};
-use b24act::{clock, outbox};
 use connectors::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Outputs, Registry};
+use host::Host;
+use host::config::{Config, DeliveryConfig, RetryPolicy, WorkersConfig};
+use host::payload::{JobPayload, PAYLOAD_VERSION};
+use host::worker::{Wakeups, Workers};
+use host::{clock, outbox};
+use sandbox::{AppIdentity, HostConfig, Site, TempDir, retry_table};
 use serde_json::{Map, Value, json};
 use store::{JobDetail, JobId, NewInstallation, NewJob};
 use tokio::sync::Notify;

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use b24_emulator::{Faults, PortalSpec, ServerErrorBurst, WorkflowSpec, WorkflowStatus};
-use b24act::sandbox::{AppIdentity, REGISTRATION_WITHIN, Sandbox};
 use fakes::finance::{Behaviour, FinanceApi};
+use sandbox::{AppIdentity, REGISTRATION_WITHIN, Sandbox};
 use serde_json::Value;
 use store::{Store, StoreKey, StoreOptions};
 

@@ -8,11 +8,11 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use b24act::clock::now_ms;
-use b24act::config::Config;
 use b24act::operator_cli::{self, JobsCommand};
-use b24act::sandbox::TempDir;
 use clap::{CommandFactory, Parser, Subcommand};
+use host::clock::now_ms;
+use host::config::Config;
+use sandbox::TempDir;
 use serde_json::{Value, json};
 use store::{
     AttemptOutcome, CANCELLED_BY_OPERATOR, Enqueued, JobId, JobState, Lease, NewJob, Store,
@@ -662,7 +662,7 @@ fn call(member: &str, token: &str) -> NewJob {
     }
 }
 
-/// A job payload as the intake writes it (`b24act::payload::JobPayload`, version 1).
+/// A job payload as the intake writes it (`host::payload::JobPayload`, version 1).
 fn payload() -> Value {
     json!({
         "document_id": ["crm", "CCrmDocumentDeal", "DEAL_1"],
@@ -670,7 +670,7 @@ fn payload() -> Value {
     })
 }
 
-/// A stored result as the worker writes it (`b24act::payload::JobResult`).
+/// A stored result as the worker writes it (`host::payload::JobResult`).
 fn result() -> Value {
     json!({
         "return_values": { "available_limit": 250000.5, "approval_required": "N" },

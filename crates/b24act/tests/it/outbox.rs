@@ -162,7 +162,7 @@ async fn results_for_a_portal_that_is_not_installed_are_dead() {
         event_token: "wf.1|A1|E1.signature".into(),
         workflow_id: "wf.1".into(),
         payload: serde_json::json!({"document_id": ["crm", "CCrmDocumentDeal", "DEAL_1"], "properties": {}}),
-        payload_version: b24act::payload::PAYLOAD_VERSION,
+        payload_version: host::payload::PAYLOAD_VERSION,
         waits_for_result: true,
         deadline_at: t.t0 + HALF_HOUR_MS,
     };
@@ -192,7 +192,7 @@ async fn a_refused_event_token_makes_the_delivery_dead_with_the_reason() {
         event_token: forged,
         workflow_id: call.workflow_id.clone(),
         payload: serde_json::json!({"document_id": ["crm", "CCrmDocumentDeal", "DEAL_1"], "properties": {}}),
-        payload_version: b24act::payload::PAYLOAD_VERSION,
+        payload_version: host::payload::PAYLOAD_VERSION,
         waits_for_result: true,
         deadline_at: t.t0 + HALF_HOUR_MS,
     };

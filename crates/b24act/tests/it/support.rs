@@ -1,6 +1,6 @@
 //! A whole deployment for end-to-end tests: the emulator as the portal, the host on a real
 //! SQLite file (or PostgreSQL) in a temp dir, and the fake finance system behind an `http`
-//! action. The set-up is `b24act::sandbox`'s, as in the demo and the bench: the app is installed
+//! action. The set-up is `sandbox`'s, as in the demo and the bench: the app is installed
 //! the real way (ONAPPINSTALL → app.info → registration).
 
 use std::io::{BufRead, BufReader};
@@ -8,11 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use b24_emulator::{Emulator, PortalSpec, WorkflowSpec, WorkflowState, WorkflowStatus};
-use b24act::app::Running;
-use b24act::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
-pub use b24act::sandbox::TempDir;
-use b24act::sandbox::{self, AppIdentity, FinanceCreditCheck, HostConfig, Sandbox, Site};
 use fakes::finance::FinanceApi;
+use host::app::Running;
+use host::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
+pub use sandbox::TempDir;
+use sandbox::{self, AppIdentity, FinanceCreditCheck, HostConfig, Sandbox, Site};
 use serde_json::Value;
 
 pub const CLIENT_ID: &str = "local.b24act.test";

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use b24_emulator::WorkflowStatus;
-use b24act::worker::Workers;
 use connectors::Outputs;
+use host::worker::Workers;
 use serde_json::json;
 use store::{AttemptKind, AttemptOutcome, JobState};
 use tokio::sync::Notify;
@@ -321,9 +321,8 @@ async fn running_workers_and_outbox_wake_on_pokes_and_stop_on_cancel() {
     let t = TestHost::start().await;
     let cancel = tokio_util::sync::CancellationToken::new();
     let workers =
-        tokio::spawn(b24act::worker::run(t.host.clone(), t.wakeups.clone(), cancel.clone()));
-    let outbox =
-        tokio::spawn(b24act::outbox::run(t.host.clone(), t.wakeups.clone(), cancel.clone()));
+        tokio::spawn(host::worker::run(t.host.clone(), t.wakeups.clone(), cancel.clone()));
+    let outbox = tokio::spawn(host::outbox::run(t.host.clone(), t.wakeups.clone(), cancel.clone()));
 
     // A job due in real time: the intake would poke the workers after committing it.
     let call = t.call(CHECK, HALF_HOUR_MS).await;

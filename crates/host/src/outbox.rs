@@ -21,9 +21,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::Host;
 use crate::backoff;
 use crate::clock;
-use crate::host::Host;
 use crate::payload::{JobResult, millis};
 use crate::portals::PortalError;
 use crate::progress::ProgressLine;

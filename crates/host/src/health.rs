@@ -13,8 +13,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use crate::Host;
 use crate::clock;
-use crate::host::Host;
 
 /// Why a portal is degraded, and since when (Unix ms).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use fakes::finance::FinanceApi;
 
 use super::{AppIdentity, Site};
-use crate::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
+use host::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
 
 /// A host's configuration: what differs between local deployments, everything else the
 /// product's defaults. [`HostConfig::to_toml`] writes the file.

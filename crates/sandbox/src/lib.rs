@@ -14,8 +14,8 @@ use b24_emulator::{AppSpec, Emulator, EmulatorConfig, PortalSpec};
 
 pub mod host_config;
 
-use crate::app::{self, Running};
-use crate::config::Config;
+use host::app::{self, Running};
+use host::config::Config;
 
 pub use host_config::{
     ActionTable, FinanceCreditCheck, HostConfig, config_duration, finance_credit_connector,

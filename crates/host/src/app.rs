@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::edge::{self, Edge};
 use crate::health;
-use crate::host::{Host, StartError};
 use crate::install::{self, Installer};
 use crate::intake::{self, Intake};
+use crate::state::{Host, StartError};
 use crate::worker::Wakeups;
 use crate::{outbox, worker};
 

@@ -18,9 +18,9 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::Host;
 use crate::catalog::Action;
 use crate::clock;
-use crate::host::Host;
 use crate::payload::{self, JobPayload, PAYLOAD_VERSION};
 use crate::worker::Wakeups;
 

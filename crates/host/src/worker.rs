@@ -23,10 +23,10 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::Host;
 use crate::backoff;
 use crate::catalog::Action;
 use crate::clock;
-use crate::host::Host;
 use crate::payload::{JobPayload, JobResult, PAYLOAD_VERSION};
 
 /// The longest a worker or the outbox sleeps without looking at the store: jobs written by

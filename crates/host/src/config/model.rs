@@ -41,7 +41,7 @@ pub struct LogConfig {
 }
 
 /// The shape of log lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines; coloured only when stderr is a terminal and `NO_COLOR` is unset.
@@ -50,6 +50,23 @@ pub enum LogFormat {
     /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`), and
     /// the spans the event happened in.
     Json,
+}
+
+impl LogFormat {
+    /// Every format by the name the configuration and `--log-format` use.
+    pub const NAMES: [&'static str; 2] = ["text", "json"];
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<LogFormat, String> {
+        match name {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?}; expected text or json")),
+        }
+    }
 }
 
 /// The Bitrix24 app b24act acts as.

@@ -19,8 +19,8 @@ use store::{InstallationStatus, NewInstallation};
 use subtle::ConstantTimeEq;
 use tracing::Instrument;
 
+use crate::Host;
 use crate::clock;
-use crate::host::Host;
 use crate::intake::Intake;
 
 /// How often registration is tried when the portal answers with a retryable error.
