@@ -4,6 +4,7 @@
 //!   typed values (docs/protocol.md §2.2–2.5, §4.3).
 //! - [`rest`]: the REST client — OAuth and webhook credentials, envelopes, error classes, token
 //!   refresh, `batch`, the per-portal rate limiter, domain moves, typed methods (§3–5).
+//! - [`report`]: [`report::ErrorChain`], an error and all its sources as one log line.
 //! - [`secret`]: tokens and the app's client secret as types whose `Debug` redacts them.
 
 #![allow(
@@ -14,5 +15,6 @@
 )]
 
 pub mod incoming;
+pub mod report;
 pub mod rest;
 pub mod secret;

@@ -21,6 +21,7 @@ use url::Url;
 use super::client::HttpClient;
 use super::credentials::{AppCredentials, OAuthTokens, host_of};
 use super::error::{ApiError, Error, RefreshError};
+use crate::report::ErrorChain;
 use crate::secret::{AccessToken, RefreshToken};
 
 /// What a sink returns: a boxed future, so the trait stays object-safe.
@@ -193,7 +194,7 @@ impl TokenState {
         let fresh = match answer.and_then(|fresh| fresh.for_portal(&self.member_id)) {
             Ok(fresh) => fresh,
             Err(failure) => {
-                tracing::warn!(member_id = %self.member_id, error = %failure, "token refresh failed");
+                tracing::warn!(member_id = %self.member_id, error = %ErrorChain(&failure), "token refresh failed");
                 let failure = Arc::new(failure);
                 self.live().failure = Some((stale.generation, Instant::now(), failure.clone()));
                 return Err(Error::Refresh { method: method.to_owned(), source: failure });
@@ -225,7 +226,7 @@ impl TokenState {
             user_id: fresh.user_id,
         };
         if let Err(error) = self.sink.store(&stored).await {
-            tracing::error!(member_id = %self.member_id, error = %error,
+            tracing::error!(member_id = %self.member_id, error = %ErrorChain(error.as_ref()),
                 "the token sink failed; the new tokens live in memory only");
         }
         Ok(issued)
