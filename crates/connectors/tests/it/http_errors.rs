@@ -8,7 +8,7 @@ use connectors::http::HttpError;
 use serde_json::json;
 
 use crate::fake_api::{Break, FakeApi, Fault, breaking_server, refusing_address};
-use crate::{call, http, own_error};
+use crate::{assert_hides, call, fatal_error, http, own_error, retryable_error};
 
 fn http_error(error: &ConnectorError) -> &HttpError {
     own_error(error)
@@ -19,8 +19,7 @@ async fn a_slow_answer_times_out_and_is_retryable() {
     let api = FakeApi::start().await;
     api.fail_next([Fault::Slow(Duration::from_secs(30))]);
     let connector = http(json!({ "url": api.url("/echo/x"), "timeout": "200ms" }));
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector, &call()).await;
     assert_eq!(error.retry_after(), None);
     assert!(matches!(http_error(&error), HttpError::Timeout { .. }));
     assert!(error.reason().contains("no answer within 200ms"), "{error}");
@@ -33,16 +32,14 @@ async fn the_hosts_attempt_timeout_bounds_the_request_when_shorter() {
     let connector = http(json!({ "url": api.url("/echo/x"), "timeout": "20s" }));
     let mut request = call();
     request.attempt_timeout = Some(Duration::from_millis(150));
-    let error = connector.run(&request).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector, &request).await;
     assert!(error.reason().contains("no answer within 150ms"), "{error}");
 }
 
 #[tokio::test]
 async fn a_refused_connection_is_retryable() {
     let base = refusing_address();
-    let error = http(json!({ "url": format!("{base}/x") })).run(&call()).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&http(json!({ "url": format!("{base}/x") })), &call()).await;
     assert!(matches!(http_error(&error), HttpError::Connect { .. }));
     assert!(error.reason().starts_with(&format!("POST {base}/x: could not connect")), "{error}");
 }
@@ -50,8 +47,7 @@ async fn a_refused_connection_is_retryable() {
 #[tokio::test]
 async fn a_connection_closed_before_the_answer_is_retryable() {
     let base = breaking_server(Break::BeforeAnswer);
-    let error = http(json!({ "url": format!("{base}/x") })).run(&call()).await.unwrap_err();
-    assert!(error.is_retryable(), "{error}");
+    let error = retryable_error(&http(json!({ "url": format!("{base}/x") })), &call()).await;
     assert!(matches!(http_error(&error), HttpError::Transport { .. }), "{error:?}");
 }
 
@@ -59,8 +55,7 @@ async fn a_connection_closed_before_the_answer_is_retryable() {
 async fn a_body_cut_short_is_retryable_not_a_bad_body() {
     let base = breaking_server(Break::MidBody);
     let connector = http(json!({ "url": format!("{base}/x"), "response": { "limit": "/limit" } }));
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(error.is_retryable(), "{error}");
+    let error = retryable_error(&connector, &call()).await;
     assert!(matches!(http_error(&error), HttpError::Transport { .. }), "{error:?}");
 }
 
@@ -83,8 +78,7 @@ async fn too_many_requests_passes_retry_after_in_seconds_or_as_a_date() {
     let connector = http(json!({ "url": api.url("/echo/x") }));
 
     api.fail_next([Fault::RetryAfter(429, "7".into())]);
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector, &call()).await;
     assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
 
     let at = httpdate_in(Duration::from_secs(120));
@@ -93,8 +87,7 @@ async fn too_many_requests_passes_retry_after_in_seconds_or_as_a_date() {
     assert!(after > Duration::from_secs(100) && after <= Duration::from_secs(120), "{after:?}");
 
     api.fail_next([Fault::RetryAfter(429, "soon".into())]);
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector, &call()).await;
     assert_eq!(error.retry_after(), None, "an unreadable Retry-After is ignored");
 
     api.fail_next([Fault::Status(429, "{}")]);
@@ -146,8 +139,7 @@ async fn client_errors_and_redirects_are_fatal() {
 async fn request_timeout_status_is_retryable() {
     let api = FakeApi::start().await;
     api.fail_next([Fault::Status(408, "")]);
-    let error = http(json!({ "url": api.url("/echo/x") })).run(&call()).await.unwrap_err();
-    assert!(error.is_retryable());
+    retryable_error(&http(json!({ "url": api.url("/echo/x") })), &call()).await;
 }
 
 #[tokio::test]
@@ -157,8 +149,7 @@ async fn the_upstreams_own_validation_error_is_fatal() {
         "url": api.url("/api/companies/42/credit-check"),
         "body": { "amount": "{{properties.amount}}" },
     }));
-    let error = connector.run(&call().with_property("amount", "lots")).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector, &call().with_property("amount", "lots")).await;
     assert!(
         error
             .reason()
@@ -189,8 +180,7 @@ async fn a_fatal_override_drops_retry_after() {
     let api = FakeApi::start().await;
     api.fail_next([Fault::RetryAfter(429, "5".into())]);
     let connector = http(json!({ "url": api.url("/echo/x"), "fatal_on_status": [429] }));
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector, &call()).await;
     assert_eq!(error.retry_after(), None);
 }
 
@@ -202,8 +192,7 @@ async fn a_missing_pointer_is_fatal_and_named() {
         "method": "GET",
         "response": { "available_limit": "/limit/available", "rating": "/company/rating" },
     }));
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector, &call()).await;
     assert!(
         error
             .reason()
@@ -266,8 +255,7 @@ async fn a_body_over_the_limit_is_fatal() {
         "max_response_bytes": 1000,
         "response": { "padding": "/padding" },
     }));
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector, &call()).await;
     assert!(error.reason().contains("larger than 1000 bytes"), "{error}");
 }
 
@@ -293,21 +281,8 @@ async fn reasons_carry_no_header_values_or_query_string() {
     .unwrap_err();
 
     for error in [failed, timed_out, refused] {
-        let everything = format!("{error} {error:?} {}", chain(&error));
-        for secret in ["url-s3cret", "header-s3cret", "query-s3cret"] {
-            assert!(!everything.contains(secret), "{secret} leaked: {everything}");
-        }
+        assert_hides(&error, &["url-s3cret", "header-s3cret", "query-s3cret"]);
     }
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = String::new();
-    let mut current = error.source();
-    while let Some(cause) = current {
-        text.push_str(&format!(": {cause} / {cause:?}"));
-        current = cause.source();
-    }
-    text
 }
 
 #[test]

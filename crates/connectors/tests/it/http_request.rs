@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::fake_api::FakeApi;
-use crate::{call, http};
+use crate::{call, fatal_error, http};
 
 #[tokio::test]
 async fn templated_request_reaches_the_server_exactly_and_the_answer_is_mapped() {
@@ -143,8 +143,7 @@ async fn a_dot_segment_value_is_refused_before_sending() {
     let api = FakeApi::start().await;
     let connector =
         http(json!({ "url": api.url("/echo/companies/{{properties.company_id}}/limit") }));
-    let error = connector.run(&call().with_property("company_id", "..")).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector, &call().with_property("company_id", "..")).await;
     assert!(error.reason().contains("url: `{{properties.company_id}}` is `.` or `..`"), "{error}");
     assert!(api.received().is_empty());
 }
@@ -186,8 +185,7 @@ async fn a_missing_property_is_fatal_and_nothing_is_sent() {
         "url": api.url("/echo/x"),
         "body": { "inn": "{{properties.inn}}" },
     }));
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector, &call()).await;
     assert!(error.reason().contains("the call has no property `inn`"), "{error}");
     assert!(error.reason().starts_with(&format!("POST {}/echo/x: body:", api.base)), "{error}");
     assert!(api.received().is_empty());

@@ -18,17 +18,18 @@ use std::sync::Arc;
 use connectors::{Connector, ConnectorError, ConnectorRequest, DocumentId, Registry};
 use serde_json::{Value, json};
 
+/// A call of job `job-1` to the activity `code` on deal `DEAL_7`, without properties.
+pub fn deal_call(code: &str) -> ConnectorRequest {
+    ConnectorRequest::new("job-1", code, DocumentId::new("crm", "CCrmDocumentDeal", "DEAL_7"))
+}
+
 /// A call as the host would hand it over: company 42, amount 1500.5, two managers, on a deal.
 pub fn call() -> ConnectorRequest {
-    ConnectorRequest::new(
-        "job-1",
-        "check_credit_limit",
-        DocumentId::new("crm", "CCrmDocumentDeal", "DEAL_7"),
-    )
-    .with_property("company_id", 42)
-    .with_property("amount", 1500.5)
-    .with_property("managers", json!(["user_1", "user_7"]))
-    .with_property("urgent", true)
+    deal_call("check_credit_limit")
+        .with_property("company_id", 42)
+        .with_property("amount", 1500.5)
+        .with_property("managers", json!(["user_1", "user_7"]))
+        .with_property("urgent", true)
 }
 
 /// An `http` connector from the settings of an `[actions.connector]` table (without `kind`).
@@ -65,6 +66,55 @@ pub fn rejected(settings: &Value) -> String {
         Ok(_) => panic!("config should be rejected"),
         Err(e) => e.to_string(),
     }
+}
+
+/// [`rejected`]'s text for `base` with `key` set to `value`.
+pub fn rejected_with(base: &Value, key: &str, value: Value) -> String {
+    let mut settings = base.clone();
+    settings[key] = value;
+    rejected(&settings)
+}
+
+/// Asserts that no text the error shows (its reason, its `Debug`, the text and `Debug` of each
+/// of its sources) holds any of `secrets`.
+pub fn assert_hides(error: &ConnectorError, secrets: &[&str]) {
+    let mut texts = vec![error.to_string(), format!("{error:?}")];
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        texts.extend([cause.to_string(), format!("{cause:?}")]);
+        source = cause.source();
+    }
+    for text in texts {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+    }
+}
+
+/// Runs `request` and returns the error it must fail with, which must be fatal.
+pub async fn fatal_error(
+    connector: &Arc<dyn Connector>,
+    request: &ConnectorRequest,
+) -> ConnectorError {
+    error_of_class(connector, request, false).await
+}
+
+/// Runs `request` and returns the error it must fail with, which must be retryable.
+pub async fn retryable_error(
+    connector: &Arc<dyn Connector>,
+    request: &ConnectorRequest,
+) -> ConnectorError {
+    error_of_class(connector, request, true).await
+}
+
+async fn error_of_class(
+    connector: &Arc<dyn Connector>,
+    request: &ConnectorRequest,
+    retryable: bool,
+) -> ConnectorError {
+    let error = connector.run(request).await.expect_err("the call fails");
+    assert_eq!(error.is_retryable(), retryable, "is_retryable: {error}");
+    error
 }
 
 /// The connector's own error `E` behind a [`ConnectorError`].

@@ -9,7 +9,7 @@ use connectors::{ConnectorError, ConnectorRequest, DocumentId};
 use fakes::onec::{self, Fault, OneC, keys};
 use serde_json::{Value, json};
 
-use crate::{connector, own_error, rejected as config_error};
+use crate::{connector, fatal_error, own_error, rejected as config_error, retryable_error};
 
 async fn start() -> OneC {
     OneC::start().await.expect("the fake 1C starts")
@@ -180,8 +180,7 @@ async fn a_plain_register_is_read_with_filter_orderby_top_and_select() {
 #[tokio::test]
 async fn an_unknown_sku_is_fatal_by_default() {
     let fake = start().await;
-    let error = connector(&settings(&fake)).run(&sku("SKU-404")).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings(&fake)), &sku("SKU-404")).await;
     assert!(matches!(onec_error(&error), OneCError::NotFound { .. }));
     assert_eq!(
         error.reason(),
@@ -208,8 +207,7 @@ async fn an_unknown_sku_gives_the_defaults_when_configured() {
 async fn two_live_items_with_one_sku_are_fatal() {
     let fake = start().await;
     fake.add_item("SKU-2", "Кресло офисное «Бета» (дубль)");
-    let error = connector(&settings(&fake)).run(&sku("SKU-2")).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings(&fake)), &sku("SKU-2")).await;
     assert!(error.reason().contains("more than one item where Артикул eq 'SKU-2'"), "{error}");
 }
 
@@ -218,8 +216,7 @@ async fn refused_credentials_are_fatal_and_the_password_stays_out() {
     let fake = start().await;
     let mut settings = settings(&fake);
     settings["password"] = json!("wrong-пароль");
-    let error = connector(&settings).run(&sku("SKU-1")).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings), &sku("SKU-1")).await;
     assert!(matches!(onec_error(&error), OneCError::Unauthorized { .. }));
     assert_eq!(
         error.reason(),
@@ -233,8 +230,7 @@ async fn a_1c_error_answer_is_fatal_with_1cs_message() {
     let fake = start().await;
     let mut settings = settings(&fake);
     settings["registers"]["stock"]["entity"] = json!("AccumulationRegister_Остатки/Balance");
-    let error = connector(&settings).run(&sku("SKU-1")).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings), &sku("SKU-1")).await;
     let OneCError::OData { status, code, message } = onec_error(&error) else {
         panic!("{error:?}")
     };
@@ -251,8 +247,7 @@ async fn a_1c_error_answer_is_fatal_with_1cs_message() {
 async fn a_1c_server_error_is_retryable_with_1cs_message() {
     let fake = start().await;
     fake.fail_next([Fault::internal("Ошибка блокировки объекта")]);
-    let error = connector(&settings(&fake)).run(&sku("SKU-1")).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector(&settings(&fake)), &sku("SKU-1")).await;
     assert_eq!(
         error.reason(),
         "1C Catalog_Номенклатура: 1C answered 500 Internal Server Error: Ошибка блокировки объекта (code -1)"
@@ -265,8 +260,7 @@ async fn an_unavailable_1c_is_retryable_and_the_next_attempt_succeeds() {
     let connector = connector(&settings(&fake));
     fake.fail_next_n(2, Fault::Unavailable);
     for _ in 0..2 {
-        let error = connector.run(&sku("SKU-1")).await.unwrap_err();
-        assert!(error.is_retryable());
+        let error = retryable_error(&connector, &sku("SKU-1")).await;
         assert!(
             error
                 .reason()
@@ -282,8 +276,7 @@ async fn a_register_failing_midway_is_retryable() {
     let fake = start().await;
     // The item read succeeds; the price read hits the fault.
     fake.fail_next([Fault::Slow(Duration::ZERO), Fault::Status(502)]);
-    let error = connector(&settings(&fake)).run(&sku("SKU-1")).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector(&settings(&fake)), &sku("SKU-1")).await;
     assert!(
         error.reason().starts_with("1C InformationRegister_ЦеныНоменклатуры: answered 502"),
         "{error}"
@@ -296,8 +289,7 @@ async fn a_slow_1c_times_out_and_is_retryable() {
     fake.fail_next([Fault::Slow(Duration::from_secs(30))]);
     let mut settings = settings(&fake);
     settings["timeout"] = json!("200ms");
-    let error = connector(&settings).run(&sku("SKU-1")).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector(&settings), &sku("SKU-1")).await;
     assert!(error.reason().contains("no answer within 200ms"), "{error}");
 }
 
@@ -309,8 +301,7 @@ async fn a_refused_connection_is_retryable() {
     let fake = start().await;
     let mut settings = settings(&fake);
     settings["url"] = json!(format!("http://{address}/trade"));
-    let error = connector(&settings).run(&sku("SKU-1")).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector(&settings), &sku("SKU-1")).await;
     assert!(error.reason().contains("could not connect"), "{error}");
 }
 
@@ -318,8 +309,7 @@ async fn a_refused_connection_is_retryable() {
 async fn a_malformed_answer_is_fatal_and_says_what_is_wrong() {
     let fake = start().await;
     fake.fail_next([Fault::Malformed]);
-    let error = connector(&settings(&fake)).run(&sku("SKU-1")).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings(&fake)), &sku("SKU-1")).await;
     assert!(matches!(onec_error(&error), OneCError::InvalidJson { .. }));
     assert!(
         error.reason().starts_with("1C Catalog_Номенклатура: the answer is not JSON"),
@@ -332,8 +322,7 @@ async fn a_missing_mapped_field_is_fatal_naming_it() {
     let fake = start().await;
     let mut settings = settings(&fake);
     settings["response"]["unit"] = json!("/item/Единица");
-    let error = connector(&settings).run(&sku("SKU-1")).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings), &sku("SKU-1")).await;
     assert!(
         error
             .reason()
@@ -348,8 +337,7 @@ async fn a_call_without_the_sku_is_fatal_before_any_request() {
     let connector = connector(&settings(&fake));
     let mut call = sku("x");
     call.properties.clear();
-    let error = connector.run(&call).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector, &call).await;
     assert_eq!(error.reason(), "1C Catalog_Номенклатура: the call has no `sku` for Артикул");
     let error = connector.run(&sku("  ")).await.unwrap_err();
     assert!(error.reason().ends_with("property `sku` for Артикул is empty"), "{error}");

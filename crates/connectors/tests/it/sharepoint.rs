@@ -7,14 +7,17 @@ use std::time::Duration;
 
 use connectors::sharepoint::{SharePointConfig, SharePointConnector, SharePointError};
 use connectors::template::{Escape, Template};
-use connectors::{Connector, ConnectorError, ConnectorRequest, DocumentId};
+use connectors::{Connector, ConnectorError, ConnectorRequest};
 use fakes::faults::{Down, Failure};
 use fakes::graph::{
     CLIENT_ID, DEFAULT_CLIENT_SECRET, DRIVE_ID, GraphApi, LIBRARY_WEB_URL, SITE_ID, TENANT,
 };
 use serde_json::{Value, json};
 
-use crate::{connector, own_error, rejected as config_error};
+use crate::{
+    assert_hides, connector, deal_call, fatal_error, own_error, rejected, rejected_with,
+    retryable_error,
+};
 
 async fn start() -> GraphApi {
     GraphApi::start().await.expect("the fake Graph starts")
@@ -40,32 +43,13 @@ fn settings(graph: &GraphApi) -> Value {
 }
 
 fn call() -> ConnectorRequest {
-    ConnectorRequest::new(
-        "job-1",
-        "archive_check",
-        DocumentId::new("crm", "CCrmDocumentDeal", "DEAL_7"),
-    )
-    .with_property("company_name", "Ромашка")
-    .with_property("amount", 1500.5)
+    deal_call("archive_check")
+        .with_property("company_name", "Ромашка")
+        .with_property("amount", 1500.5)
 }
 
-/// Neither the reason nor the `Debug` of the error and its sources holds the secret.
-fn assert_no_secret(error: &ConnectorError) {
-    let mut texts = vec![error.to_string(), format!("{error:?}")];
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        texts.push(cause.to_string());
-        source = cause.source();
-    }
-    for text in texts {
-        assert!(!text.contains(DEFAULT_CLIENT_SECRET), "the secret leaked: {text}");
-        assert!(!text.contains("eyJ0eXAi"), "a token leaked: {text}");
-    }
-}
-
-fn sharepoint_error(error: &ConnectorError) -> &SharePointError {
-    own_error(error)
-}
+/// What must appear in no error: the client secret and any token (a JWT's start).
+const SECRETS: &[&str] = &[DEFAULT_CLIENT_SECRET, "eyJ0eXAi"];
 
 #[tokio::test]
 async fn creates_the_document_and_returns_its_id_and_url() {
@@ -175,8 +159,7 @@ async fn a_token_refused_twice_is_fatal_without_a_loop() {
             b.fail_next.extend([Failure::Status(401), Failure::Status(401), Failure::Status(401)])
         })
         .await;
-    let error = connector(&settings(&graph)).run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings(&graph)), &call()).await;
     assert!(
         error
             .reason()
@@ -185,15 +168,14 @@ async fn a_token_refused_twice_is_fatal_without_a_loop() {
     );
     assert_eq!(graph.token_requests(), 2);
     assert_eq!(graph.graph_requests(), 2);
-    assert_no_secret(&error);
+    assert_hides(&error, SECRETS);
 }
 
 #[tokio::test]
 async fn a_wrong_secret_is_fatal_and_not_echoed() {
     let graph = start().await;
     graph.set_client_secret("rotated~secret");
-    let error = connector(&settings(&graph)).run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings(&graph)), &call()).await;
     assert_eq!(
         error.reason(),
         "SharePoint: the identity platform answered 401 Unauthorized: invalid_client: AADSTS7000215: \
@@ -201,8 +183,8 @@ async fn a_wrong_secret_is_fatal_and_not_echoed() {
          secret value, not the client secret ID, for a secret added to app \
          '6731de76-14a6-49ae-97bc-6eba6914391e'."
     );
-    assert!(matches!(sharepoint_error(&error), SharePointError::Token { .. }));
-    assert_no_secret(&error);
+    assert!(matches!(own_error::<SharePointError>(&error), SharePointError::Token { .. }));
+    assert_hides(&error, SECRETS);
     assert_eq!(graph.graph_requests(), 0);
 }
 
@@ -211,8 +193,7 @@ async fn an_unknown_tenant_is_fatal() {
     let graph = start().await;
     let mut settings = settings(&graph);
     settings["tenant"] = json!("fabrikam.onmicrosoft.com");
-    let error = connector(&settings).run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings), &call()).await;
     assert!(
         error.reason().contains("AADSTS90002: Tenant 'fabrikam.onmicrosoft.com' not found"),
         "{error}"
@@ -225,8 +206,7 @@ async fn conflict_fail_is_fatal_and_names_the_path() {
     graph.put_file("Approvals/DEAL_7/credit-check-DEAL_7.md", b"someone else's");
     let mut settings = settings(&graph);
     settings["conflict"] = json!("fail");
-    let error = connector(&settings).run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings), &call()).await;
     assert_eq!(
         error.reason(),
         "SharePoint: `Approvals/DEAL_7/credit-check-DEAL_7.md` already exists in the library and \
@@ -315,8 +295,7 @@ async fn throttling_and_unavailability_are_retryable_with_retry_after() {
     let graph = start().await;
     let connector = connector(&settings(&graph));
     graph.update(|b| b.fail_next.push_back(Failure::RateLimited(Duration::from_secs(7)))).await;
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector, &call()).await;
     assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
     assert!(
         error
@@ -324,11 +303,10 @@ async fn throttling_and_unavailability_are_retryable_with_retry_after() {
             .starts_with("SharePoint: Graph answered 429 Too Many Requests activityLimitReached"),
         "{error}"
     );
-    assert_no_secret(&error);
+    assert_hides(&error, SECRETS);
 
     graph.update(|b| b.fail_next.push_back(Failure::RetryAfter(503, Duration::from_secs(2)))).await;
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector, &call()).await;
     assert_eq!(error.retry_after(), Some(Duration::from_secs(2)));
     assert!(error.reason().contains("serviceNotAvailable"), "{error}");
 
@@ -341,8 +319,7 @@ async fn throttling_and_unavailability_are_retryable_with_retry_after() {
         })
         .await;
     graph.expire_tokens();
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector, &call()).await;
     assert_eq!(error.retry_after(), Some(Duration::from_secs(5)));
     assert!(
         error.reason().starts_with("SharePoint: the identity platform answered 503"),
@@ -357,18 +334,16 @@ async fn unreachable_and_slow_services_are_retryable() {
     let graph = start().await;
     let connector = connector(&settings(&graph));
     graph.update_identity(|b| b.down = Some(Down::Refuse)).await;
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector, &call()).await;
     assert!(error.reason().starts_with("SharePoint token endpoint: could not connect"), "{error}");
     graph.update_identity(|b| b.down = None).await;
 
     graph.update(|b| b.latency = Duration::from_secs(10)).await;
     let mut request = call();
     request.attempt_timeout = Some(Duration::from_millis(300));
-    let error = connector.run(&request).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector, &request).await;
     assert_eq!(error.reason(), "SharePoint Graph: no answer within 300ms");
-    assert_no_secret(&error);
+    assert_hides(&error, SECRETS);
 }
 
 #[tokio::test]
@@ -376,8 +351,7 @@ async fn a_wrong_library_and_denied_access_are_fatal() {
     let graph = start().await;
     let mut settings = settings(&graph);
     settings["drive_id"] = json!("b!nope");
-    let error = connector(&settings).run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings), &call()).await;
     assert!(
         error.reason().contains("404 Not Found itemNotFound")
             && error.reason().ends_with("(check site_id and drive_id)"),
@@ -386,8 +360,7 @@ async fn a_wrong_library_and_denied_access_are_fatal() {
 
     let graph = start().await;
     graph.update(|b| b.fail_next.push_back(Failure::Status(403))).await;
-    let error = connector(&self::settings(&graph)).run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&self::settings(&graph)), &call()).await;
     assert!(error.reason().contains("Sites.ReadWrite.All"), "{error}");
 }
 
@@ -398,8 +371,7 @@ async fn content_over_four_megabytes_is_fatal_before_any_request() {
     settings["format"] = json!("text");
     settings["content"] = json!("{{properties.blob}}");
     let request = call().with_property("blob", "x".repeat(4 * 1024 * 1024 + 1));
-    let error = connector(&settings).run(&request).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings), &request).await;
     assert!(error.reason().contains("a simple upload takes up to 4194304"), "{error}");
     assert_eq!(graph.token_requests() + graph.graph_requests(), 0);
 }
@@ -410,8 +382,7 @@ async fn a_name_that_renders_empty_is_fatal() {
     let mut settings = settings(&graph);
     settings["file_name"] = json!("{{properties.title}}");
     let request = call().with_property("title", " .. ");
-    let error = connector(&settings).run(&request).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings), &request).await;
     assert_eq!(error.reason(), "SharePoint: file_name renders an empty name in `Approvals/DEAL_7`");
 }
 
@@ -439,11 +410,7 @@ fn config_errors_name_the_key() {
         "client_secret": DEFAULT_CLIENT_SECRET, "site_id": SITE_ID, "drive_id": DRIVE_ID,
         "file_name": "x.md", "content": "x",
     });
-    let with = |key: &str, value: Value| {
-        let mut settings = base.clone();
-        settings[key] = value;
-        config_error(&settings)
-    };
+    let with = |key: &str, value: Value| rejected_with(&base, key, value);
     assert!(with("tenant", json!("a/b")).starts_with("connector.tenant: expected"));
     assert!(with("client_secret", json!("")).starts_with("connector.client_secret: empty"));
     assert!(with("drive_id", json!("a/b")).starts_with("connector.drive_id: expected a Graph id"));
@@ -463,7 +430,7 @@ fn config_errors_name_the_key() {
     let missing = {
         let mut settings = base.clone();
         settings.as_object_mut().map(|m| m.remove("content"));
-        config_error(&settings)
+        rejected(&settings)
     };
     assert!(missing.starts_with("connector: missing field `content`"), "{missing}");
     assert!(!with("tenant", json!("a/b")).contains(DEFAULT_CLIENT_SECRET));

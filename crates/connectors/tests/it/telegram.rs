@@ -5,12 +5,14 @@
 use std::time::Duration;
 
 use connectors::telegram::{TelegramConfig, TelegramConnector, TelegramError};
-use connectors::{ConnectorError, ConnectorRequest, DocumentId};
+use connectors::{ConnectorRequest, DocumentId};
 use fakes::faults::{Down, Failure};
 use fakes::telegram::{BotApi, Chat, ChatKind, DEFAULT_CHAT_ID, DEFAULT_TOKEN};
 use serde_json::{Value, json};
 
-use crate::{connector, own_error, rejected as config_error};
+use crate::{
+    assert_hides, connector, deal_call, fatal_error, own_error, rejected_with, retryable_error,
+};
 
 async fn start() -> BotApi {
     BotApi::start().await.expect("the fake Bot API starts")
@@ -30,31 +32,14 @@ fn settings(bot: &BotApi) -> Value {
 }
 
 fn call() -> ConnectorRequest {
-    ConnectorRequest::new(
-        "job-1",
-        "notify_sales",
-        DocumentId::new("crm", "CCrmDocumentDeal", "DEAL_7"),
-    )
-    .with_property("company_name", "ООО \"Ромашка\"")
-    .with_property("amount", 1500.5)
+    deal_call("notify_sales")
+        .with_property("company_name", "ООО \"Ромашка\"")
+        .with_property("amount", 1500.5)
 }
 
-/// Neither the reason, nor the `Debug` of the error with its sources, holds the token.
-fn assert_no_token(error: &ConnectorError) {
-    let secret = DEFAULT_TOKEN.split_once(':').map(|(_, s)| s).unwrap_or(DEFAULT_TOKEN);
-    let mut texts = vec![error.to_string(), format!("{error:?}")];
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        texts.push(cause.to_string());
-        source = cause.source();
-    }
-    for text in texts {
-        assert!(!text.contains(secret), "the token leaked: {text}");
-    }
-}
-
-fn telegram_error(error: &ConnectorError) -> &TelegramError {
-    own_error(error)
+/// The bot token's secret part, which must appear nowhere.
+fn token_secret() -> &'static str {
+    DEFAULT_TOKEN.split_once(':').map(|(_, s)| s).unwrap_or(DEFAULT_TOKEN)
 }
 
 #[tokio::test]
@@ -149,14 +134,13 @@ async fn the_contract_names_the_properties() {
 async fn rate_limited_is_retryable_after_telegrams_retry_after() {
     let bot = start().await;
     bot.update(|b| b.fail_next.push_back(Failure::RateLimited(Duration::from_secs(3)))).await;
-    let error = connector(&settings(&bot)).run(&call()).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector(&settings(&bot)), &call()).await;
     assert_eq!(error.retry_after(), Some(Duration::from_secs(3)));
     assert_eq!(
         error.reason(),
         "Telegram sendMessage: Telegram answered 429 Too Many Requests: Too Many Requests: retry after 3"
     );
-    assert_no_token(&error);
+    assert_hides(&error, &[token_secret()]);
     assert!(bot.sent().is_empty());
 }
 
@@ -165,13 +149,12 @@ async fn unavailable_is_retryable() {
     let bot = start().await;
     let connector = connector(&settings(&bot));
     bot.update(|b| b.down = Some(Down::Status(502))).await;
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(error.is_retryable(), "{error}");
+    let error = retryable_error(&connector, &call()).await;
     assert!(
         error.reason().starts_with("Telegram sendMessage: answered 502 Bad Gateway"),
         "{error}"
     );
-    assert_no_token(&error);
+    assert_hides(&error, &[token_secret()]);
 
     bot.update(|b| {
         b.down = None;
@@ -182,10 +165,9 @@ async fn unavailable_is_retryable() {
     assert_eq!(error.retry_after(), Some(Duration::from_secs(9)));
 
     bot.update(|b| b.down = Some(Down::Refuse)).await;
-    let error = connector.run(&call()).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector, &call()).await;
     assert!(error.reason().contains("could not connect"), "{error}");
-    assert_no_token(&error);
+    assert_hides(&error, &[token_secret()]);
 
     bot.update(|b| b.down = None).await;
     connector.run(&call()).await.expect("back up");
@@ -197,23 +179,21 @@ async fn a_slow_answer_times_out_and_is_retryable() {
     bot.update(|b| b.latency = Duration::from_secs(10)).await;
     let mut request = call();
     request.attempt_timeout = Some(Duration::from_millis(200));
-    let error = connector(&settings(&bot)).run(&request).await.unwrap_err();
-    assert!(error.is_retryable());
+    let error = retryable_error(&connector(&settings(&bot)), &request).await;
     assert_eq!(error.reason(), "Telegram sendMessage: no answer within 200ms");
-    assert_no_token(&error);
+    assert_hides(&error, &[token_secret()]);
 }
 
 #[tokio::test]
 async fn a_wrong_token_is_fatal_and_not_repeated() {
     let bot = start().await;
     bot.set_token("7000000001:AAnotherTokenAfterRevoke_012345678901");
-    let error = connector(&settings(&bot)).run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings(&bot)), &call()).await;
     assert_eq!(
         error.reason(),
         "Telegram sendMessage: Telegram refused the bot token (Telegram answered 401 Unauthorized: Unauthorized)"
     );
-    assert_no_token(&error);
+    assert_hides(&error, &[token_secret()]);
 }
 
 #[tokio::test]
@@ -221,11 +201,10 @@ async fn an_unknown_chat_is_fatal_with_telegrams_description() {
     let bot = start().await;
     let mut settings = settings(&bot);
     settings["chat_id"] = json!("-100999");
-    let error = connector(&settings).run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings), &call()).await;
     assert!(error.reason().ends_with("Bad Request: chat not found"), "{error}");
-    assert!(matches!(telegram_error(&error), TelegramError::Api { .. }));
-    assert_no_token(&error);
+    assert!(matches!(own_error::<TelegramError>(&error), TelegramError::Api { .. }));
+    assert_hides(&error, &[token_secret()]);
 }
 
 #[tokio::test]
@@ -233,8 +212,7 @@ async fn broken_template_markup_is_fatal_with_telegrams_description() {
     let bot = start().await;
     let mut settings = settings(&bot);
     settings["text"] = json!("Total: {{properties.amount}}.");
-    let error = connector(&settings).run(&call()).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings), &call()).await;
     assert!(
         error.reason().ends_with(
             "Bad Request: can't parse entities: Character '.' is reserved and must be escaped with the preceding '\\'"
@@ -248,8 +226,7 @@ async fn a_missing_property_is_fatal_before_anything_is_sent() {
     let bot = start().await;
     let request =
         ConnectorRequest::new("job-2", "notify", DocumentId::new("crm", "CCrmDocumentDeal", "D"));
-    let error = connector(&settings(&bot)).run(&request).await.unwrap_err();
-    assert!(!error.is_retryable());
+    let error = fatal_error(&connector(&settings(&bot)), &request).await;
     assert!(error.reason().contains("the call has no property `company_name`"), "{error}");
     assert_eq!(bot.requests(), 0);
 }
@@ -257,7 +234,7 @@ async fn a_missing_property_is_fatal_before_anything_is_sent() {
 #[tokio::test]
 async fn debug_output_hides_the_token() {
     let bot = start().await;
-    let secret = DEFAULT_TOKEN.split_once(':').map(|(_, s)| s).unwrap_or_default();
+    let secret = token_secret();
     let mut settings = settings(&bot);
     settings.as_object_mut().map(|m| m.remove("kind"));
     let config: TelegramConfig = serde_json::from_value(settings).expect("parses");
@@ -270,11 +247,7 @@ async fn debug_output_hides_the_token() {
 #[test]
 fn config_errors_name_the_key_and_not_the_token() {
     let base = json!({ "kind": "telegram", "bot_token": DEFAULT_TOKEN, "chat_id": 1, "text": "x" });
-    let with = |key: &str, value: Value| {
-        let mut settings = base.clone();
-        settings[key] = value;
-        config_error(&settings)
-    };
+    let with = |key: &str, value: Value| rejected_with(&base, key, value);
     let error = with("bot_token", json!("not/a token?"));
     assert!(error.starts_with("connector.bot_token: not a bot token"), "{error}");
     assert!(!error.contains("not/a"));
