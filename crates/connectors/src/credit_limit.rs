@@ -72,8 +72,8 @@ use url::{Position, Url};
 
 use crate::config::ConfigError;
 use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
-use crate::http::HttpError;
 use crate::http::error::{StatusPolicy, body_excerpt, decided, retry_after};
+use crate::http::{HttpError, WithClient};
 use crate::template::{Escape, Placeholder, Template};
 
 /// A credit answer is a few hundred bytes; anything near this is not one.
@@ -391,18 +391,10 @@ impl fmt::Debug for CreditLimitConnector {
     }
 }
 
-impl CreditLimitConnector {
-    /// Checks the config and builds the connector with the built-in connectors' HTTP client.
-    pub fn new(config: CreditLimitConfig) -> Result<CreditLimitConnector, ConfigError> {
-        CreditLimitConnector::with_client(config, crate::http::client()?)
-    }
+impl WithClient for CreditLimitConnector {
+    type Config = CreditLimitConfig;
 
-    /// Checks the config and builds the connector on a client of the caller's. The client
-    /// should not follow redirects.
-    pub fn with_client(
-        config: CreditLimitConfig,
-        client: reqwest::Client,
-    ) -> Result<CreditLimitConnector, ConfigError> {
+    fn with_client(config: Self::Config, client: reqwest::Client) -> Result<Self, ConfigError> {
         for (key, id) in [
             ("inputs.company_id", &config.inputs.company_id),
             ("inputs.amount", &config.inputs.amount),
@@ -495,7 +487,9 @@ impl CreditLimitConnector {
             outputs: config.outputs,
         })
     }
+}
 
+impl CreditLimitConnector {
     /// The company id as text (for reasons) and the amount, from the call.
     fn read_inputs(&self, request: &ConnectorRequest) -> Result<(String, f64), CreditLimitError> {
         let input_error = |property: &str, problem: &str| CreditLimitError::Input {

@@ -74,8 +74,8 @@ use url::Url;
 
 use crate::config::ConfigError;
 use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
-use crate::http::HttpError;
-use crate::http::error::{StatusPolicy, retry_after};
+use crate::http::error::StatusPolicy;
+use crate::http::{Answer, HttpError, WithClient};
 use crate::mapping::{Field, MappingError, ResponseMapping};
 
 /// Virtual tables 1C's OData interface offers on registers.
@@ -359,18 +359,10 @@ fn check_names(key: &str, names: &[String]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-impl OneCConnector {
-    /// Checks the config and builds the connector with the built-in connectors' HTTP client.
-    pub fn new(config: OneCConfig) -> Result<OneCConnector, ConfigError> {
-        OneCConnector::with_client(config, crate::http::client()?)
-    }
+impl WithClient for OneCConnector {
+    type Config = OneCConfig;
 
-    /// Checks the config and builds the connector on a client of the caller's. The client should
-    /// not follow redirects.
-    pub fn with_client(
-        config: OneCConfig,
-        client: reqwest::Client,
-    ) -> Result<OneCConnector, ConfigError> {
+    fn with_client(config: Self::Config, client: reqwest::Client) -> Result<Self, ConfigError> {
         let url = Url::parse(&config.url)
             .map_err(|e| ConfigError::new("url", e.to_string()).with_source(e))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -500,7 +492,9 @@ impl OneCConnector {
             max_response_bytes: config.max_response_bytes,
         })
     }
+}
 
+impl OneCConnector {
     /// `field eq literal and …` from the call's properties, plus the fixed parts.
     fn item_filter(&self, request: &ConnectorRequest) -> Result<String, OneCError> {
         let mut parts = Vec::new();
@@ -588,37 +582,28 @@ impl OneCConnector {
 
     /// GETs one OData resource and returns its `value` rows.
     async fn read(&self, url: &str, timeout: Duration) -> Result<Vec<Value>, OneCError> {
-        let response = self
+        let request = self
             .client
             .get(url)
             .basic_auth(&self.username, Some(&self.password))
             .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(timeout)
-            .send()
+            .timeout(timeout);
+        let answer = Answer::fetch(request, "1C", self.max_response_bytes, timeout)
             .await
-            .map_err(|e| OneCError::Http(HttpError::from_reqwest(e, timeout)))?;
-        let status = response.status();
-        tracing::debug!(status = status.as_u16(), "1C answered");
-        let retry_after = retry_after(response.headers());
-        let limit = self.max_response_bytes;
-        let bytes =
-            crate::http::read_limited(response, limit, timeout).await.map_err(OneCError::Http)?;
-        if !status.is_success() {
-            let odata_error = odata_error(&bytes);
-            return Err(match (status, odata_error) {
+            .map_err(OneCError::Http)?;
+        if !answer.status.is_success() {
+            return Err(match (answer.status, odata_error(&answer.bytes)) {
                 (StatusCode::UNAUTHORIZED, error) => {
                     OneCError::Unauthorized { message: error.map(|(_, message)| message) }
                 }
                 (status, Some((code, message))) => OneCError::OData { status, code, message },
-                (status, None) => OneCError::Http(HttpError::Status {
-                    status,
-                    retry_after,
-                    body: crate::http::excerpt_of(&bytes),
-                }),
+                (_, None) => {
+                    OneCError::Http(answer.status_error(crate::http::excerpt_of(&answer.bytes)))
+                }
             });
         }
-        let body: Value =
-            serde_json::from_slice(&bytes).map_err(|source| OneCError::InvalidJson { source })?;
+        let body: Value = serde_json::from_slice(&answer.bytes)
+            .map_err(|source| OneCError::InvalidJson { source })?;
         match body {
             Value::Object(mut object) => match object.remove("value") {
                 Some(Value::Array(rows)) => Ok(rows),

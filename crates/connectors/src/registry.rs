@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::config::{ConfigError, from_value};
 use crate::connector::Connector;
-use crate::http::{HttpConfig, HttpConnector};
+use crate::http::{HttpConfig, HttpConnector, WithClient};
 
 type Build = dyn Fn(Value) -> Result<Arc<dyn Connector>, ConfigError> + Send + Sync;
 

@@ -81,10 +81,8 @@ use url::Url;
 
 use crate::config::ConfigError;
 use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
-use crate::http::error::{StatusPolicy, retry_after};
-use crate::http::{
-    HttpError, client, excerpt_of, read_limited, required_properties, template_error,
-};
+use crate::http::error::StatusPolicy;
+use crate::http::{Answer, HttpError, WithClient, excerpt_of, required_properties, template_error};
 use crate::secret::Secret;
 use crate::template::{Escape, RenderError, Template, is_property_id};
 
@@ -338,17 +336,10 @@ impl std::fmt::Debug for SharePointConnector {
     }
 }
 
-impl SharePointConnector {
-    /// Checks the config and builds the connector with its own HTTP client.
-    pub fn new(config: SharePointConfig) -> Result<SharePointConnector, ConfigError> {
-        SharePointConnector::with_client(config, client()?)
-    }
+impl WithClient for SharePointConnector {
+    type Config = SharePointConfig;
 
-    /// Checks the config and builds the connector on a client of the caller's.
-    pub fn with_client(
-        config: SharePointConfig,
-        client: reqwest::Client,
-    ) -> Result<SharePointConnector, ConfigError> {
+    fn with_client(config: Self::Config, client: reqwest::Client) -> Result<Self, ConfigError> {
         let tenant = config.tenant.trim();
         if tenant.is_empty()
             || !tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
@@ -422,7 +413,9 @@ impl SharePointConnector {
             token: Mutex::new(None),
         })
     }
+}
 
+impl SharePointConnector {
     /// The item's path in the library, as names: folders then the file.
     fn item_path(&self, request: &ConnectorRequest) -> Result<Vec<String>, SharePointError> {
         let folder = self
@@ -488,43 +481,35 @@ impl SharePointConnector {
             .append_pair("scope", &self.scope)
             .finish();
         let asked_at = Instant::now();
-        let response = self
+        let request = self
             .client
             .post(self.token_url.clone())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body)
-            .timeout(remaining(deadline))
-            .send()
-            .await
-            .map_err(|e| http_error(SERVICE, HttpError::from_reqwest(e, timeout)))?;
-        let status = response.status();
-        tracing::debug!(status = status.as_u16(), "token endpoint answered");
-        let header_retry_after = retry_after(response.headers());
-        let bytes = read_limited(response, MAX_ANSWER_BYTES, timeout)
+            .timeout(remaining(deadline));
+        let http_answer = Answer::fetch(request, SERVICE, MAX_ANSWER_BYTES, timeout)
             .await
             .map_err(|e| http_error(SERVICE, e))?;
-        if !status.is_success() {
-            return Err(match serde_json::from_slice::<TokenError>(&bytes) {
+        let bytes = &http_answer.bytes;
+        if !http_answer.status.is_success() {
+            return Err(match serde_json::from_slice::<TokenError>(bytes) {
                 Ok(answer) => SharePointError::Token {
-                    status,
+                    status: http_answer.status,
                     error: self.client_secret.scrub(&answer.error).into_owned(),
                     description: self
                         .client_secret
                         .scrub(first_sentences(answer.error_description.as_deref()))
                         .into_owned(),
-                    retry_after: header_retry_after,
+                    retry_after: http_answer.retry_after,
                 },
                 Err(_) => http_error(
                     SERVICE,
-                    HttpError::Status {
-                        status,
-                        retry_after: header_retry_after,
-                        body: self.client_secret.scrub(&excerpt_of(&bytes)).into_owned(),
-                    },
+                    http_answer
+                        .status_error(self.client_secret.scrub(&excerpt_of(bytes)).into_owned()),
                 ),
             });
         }
-        let answer: TokenAnswer = serde_json::from_slice(&bytes).map_err(|e| {
+        let answer: TokenAnswer = serde_json::from_slice(bytes).map_err(|e| {
             SharePointError::Malformed { service: SERVICE, problem: format!("not a token: {e}") }
         })?;
         if !answer.token_type.eq_ignore_ascii_case("bearer") || answer.access_token.is_empty() {
@@ -552,32 +537,20 @@ impl SharePointConnector {
         timeout: Duration,
     ) -> Result<Option<(StatusCode, Value)>, SharePointError> {
         const SERVICE: &str = "Graph";
-        let response = self
+        let request = self
             .client
             .put(url.clone())
             .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
             .header(CONTENT_TYPE, self.format.content_type())
             .body(content.to_owned())
-            .timeout(remaining(deadline))
-            .send()
-            .await
-            .map_err(|e| http_error(SERVICE, HttpError::from_reqwest(e, timeout)))?;
-        let status = response.status();
-        tracing::debug!(status = status.as_u16(), "Graph answered");
-        let header_retry_after = retry_after(response.headers());
-        let bytes = read_limited(response, MAX_ANSWER_BYTES, timeout)
+            .timeout(remaining(deadline));
+        let answer = Answer::fetch(request, SERVICE, MAX_ANSWER_BYTES, timeout)
             .await
             .map_err(|e| http_error(SERVICE, e))?;
+        let status = answer.status;
         if !status.is_success() {
-            let Ok(GraphErrorAnswer { error }) = serde_json::from_slice(&bytes) else {
-                return Err(http_error(
-                    SERVICE,
-                    HttpError::Status {
-                        status,
-                        retry_after: header_retry_after,
-                        body: excerpt_of(&bytes),
-                    },
-                ));
+            let Ok(GraphErrorAnswer { error }) = serde_json::from_slice(&answer.bytes) else {
+                return Err(http_error(SERVICE, answer.status_error(excerpt_of(&answer.bytes))));
             };
             if status == StatusCode::UNAUTHORIZED && error.code == "InvalidAuthenticationToken" {
                 return Ok(None);
@@ -586,13 +559,14 @@ impl SharePointConnector {
                 status,
                 code: error.code,
                 message: token.scrub(&error.message).into_owned(),
-                retry_after: header_retry_after,
+                retry_after: answer.retry_after,
             });
         }
-        let item = serde_json::from_slice(&bytes).map_err(|e| SharePointError::Malformed {
-            service: SERVICE,
-            problem: format!("not a driveItem: {e}"),
-        })?;
+        let item =
+            serde_json::from_slice(&answer.bytes).map_err(|e| SharePointError::Malformed {
+                service: SERVICE,
+                problem: format!("not a driveItem: {e}"),
+            })?;
         Ok(Some((status, item)))
     }
 

@@ -57,10 +57,7 @@ use url::Url;
 use crate::config::ConfigError;
 use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
 use crate::http::error::StatusPolicy;
-use crate::http::error::retry_after;
-use crate::http::{
-    HttpError, client, excerpt_of, read_limited, required_properties, template_error,
-};
+use crate::http::{self, HttpError, WithClient, excerpt_of, required_properties, template_error};
 use crate::secret::Secret;
 use crate::template::{Escape, RenderError, Template, is_property_id};
 
@@ -256,17 +253,10 @@ impl std::fmt::Debug for TelegramConnector {
     }
 }
 
-impl TelegramConnector {
-    /// Checks the config and builds the connector with its own HTTP client.
-    pub fn new(config: TelegramConfig) -> Result<TelegramConnector, ConfigError> {
-        TelegramConnector::with_client(config, client()?)
-    }
+impl WithClient for TelegramConnector {
+    type Config = TelegramConfig;
 
-    /// Checks the config and builds the connector on a client of the caller's.
-    pub fn with_client(
-        config: TelegramConfig,
-        client: reqwest::Client,
-    ) -> Result<TelegramConnector, ConfigError> {
+    fn with_client(config: Self::Config, client: reqwest::Client) -> Result<Self, ConfigError> {
         if !is_bot_token(config.bot_token.expose()) {
             return Err(ConfigError::new(
                 "bot_token",
@@ -327,7 +317,9 @@ impl TelegramConnector {
             message_id_property: config.message_id_property,
         })
     }
+}
 
+impl TelegramConnector {
     /// The `sendMessage` parameters for one call.
     fn message(&self, request: &ConnectorRequest) -> Result<(Value, String), TelegramError> {
         let escape = self.parse_mode.map_or(Escape::Text, ParseMode::escape);
@@ -371,24 +363,16 @@ impl TelegramConnector {
         timeout: Duration,
     ) -> Result<Outputs, TelegramError> {
         let (body, chat) = self.message(request)?;
-        let response = self
-            .client
-            .post(self.send_url.clone())
-            .json(&body)
-            .timeout(timeout)
-            .send()
+        let request = self.client.post(self.send_url.clone()).json(&body).timeout(timeout);
+        let http_answer = http::Answer::fetch(request, "Telegram", MAX_ANSWER_BYTES, timeout)
             .await
-            .map_err(|e| TelegramError::Http(HttpError::from_reqwest(e, timeout)))?;
-        let status = response.status();
-        tracing::debug!(status = status.as_u16(), "Telegram answered");
-        let header_retry_after = retry_after(response.headers());
-        let bytes =
-            read_limited(response, MAX_ANSWER_BYTES, timeout).await.map_err(TelegramError::Http)?;
-        let answer: Option<Answer> = serde_json::from_slice(&bytes).ok();
-        if !status.is_success() {
+            .map_err(TelegramError::Http)?;
+        let bytes = &http_answer.bytes;
+        let answer: Option<Answer> = serde_json::from_slice(bytes).ok();
+        if !http_answer.status.is_success() {
             return Err(match answer {
                 Some(Answer { ok: false, description, parameters, .. }) => TelegramError::Api {
-                    status,
+                    status: http_answer.status,
                     description: self
                         .token
                         .scrub(description.as_deref().unwrap_or("no description"))
@@ -397,14 +381,12 @@ impl TelegramConnector {
                         .as_ref()
                         .and_then(|p| p.retry_after)
                         .map(Duration::from_secs)
-                        .or(header_retry_after),
+                        .or(http_answer.retry_after),
                     migrate_to_chat_id: parameters.and_then(|p| p.migrate_to_chat_id),
                 },
-                _ => TelegramError::Http(HttpError::Status {
-                    status,
-                    retry_after: header_retry_after,
-                    body: self.token.scrub(&excerpt_of(&bytes)).into_owned(),
-                }),
+                _ => TelegramError::Http(
+                    http_answer.status_error(self.token.scrub(&excerpt_of(bytes)).into_owned()),
+                ),
             });
         }
         let message_id = match answer {
@@ -421,7 +403,7 @@ impl TelegramConnector {
             }
             None => {
                 return Err(TelegramError::Malformed {
-                    problem: format!("not JSON: {}", self.token.scrub(&excerpt_of(&bytes))),
+                    problem: format!("not JSON: {}", self.token.scrub(&excerpt_of(bytes))),
                 });
             }
         };

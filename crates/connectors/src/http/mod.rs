@@ -59,7 +59,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue};
-use reqwest::{Method, Response};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 use tracing::Instrument;
 use url::{Position, Url};
@@ -106,19 +106,10 @@ impl std::fmt::Debug for HttpConnector {
     }
 }
 
-impl HttpConnector {
-    /// Checks the config and builds the connector with its own HTTP client (rustls on `ring`, no
-    /// redirects, system proxy settings honoured).
-    pub fn new(config: HttpConfig) -> Result<HttpConnector, ConfigError> {
-        HttpConnector::with_client(config, client()?)
-    }
+impl WithClient for HttpConnector {
+    type Config = HttpConfig;
 
-    /// Checks the config and builds the connector on a client of the caller's (to share a
-    /// connection pool). The client should not follow redirects.
-    pub fn with_client(
-        config: HttpConfig,
-        client: reqwest::Client,
-    ) -> Result<HttpConnector, ConfigError> {
+    fn with_client(config: Self::Config, client: reqwest::Client) -> Result<Self, ConfigError> {
         let method = Method::from_bytes(config.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| ConfigError::new("method", "not an HTTP method"))?;
         let url = parse_url(&config.url)?;
@@ -191,7 +182,9 @@ impl HttpConnector {
             },
         })
     }
+}
 
+impl HttpConnector {
     fn render_url(&self, request: &ConnectorRequest) -> Result<Url, HttpError> {
         let text = self
             .url
@@ -301,6 +294,26 @@ impl Connector for HttpConnector {
     }
 }
 
+/// A connector that calls out over HTTP, built from its config on its own client ([`new`]) or
+/// on a client of the caller's ([`with_client`], to share a connection pool).
+///
+/// [`new`]: WithClient::new
+/// [`with_client`]: WithClient::with_client
+pub trait WithClient: Sized {
+    /// The connector's settings, as deserialized from its `[actions.connector]` table.
+    type Config;
+
+    /// Checks the config and builds the connector on a client of the caller's. The client should
+    /// not follow redirects.
+    fn with_client(config: Self::Config, client: reqwest::Client) -> Result<Self, ConfigError>;
+
+    /// Checks the config and builds the connector with the built-in connectors' HTTP client
+    /// (rustls on `ring`, no redirects, system proxy settings honoured).
+    fn new(config: Self::Config) -> Result<Self, ConfigError> {
+        Self::with_client(config, client()?)
+    }
+}
+
 /// The HTTP client the built-in connectors use: rustls on `ring`, no redirects (a 3xx is an
 /// answer to report, not to follow with the credentials), system proxy settings honoured.
 pub(crate) fn client() -> Result<reqwest::Client, ConfigError> {
@@ -402,6 +415,36 @@ fn check_statuses(key: &str, statuses: &[u16]) -> Result<(), ConfigError> {
             format!("{bad} is not a status this rule can apply to (300–599)"),
         )),
         None => Ok(()),
+    }
+}
+
+/// An answer read whole: its status, its `Retry-After` and its body.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl Answer {
+    /// Sends `request` (its own timeout already set) and reads the answer, refusing more than
+    /// `limit` bytes; `service` names who answered in the debug log.
+    pub(crate) async fn fetch(
+        request: RequestBuilder,
+        service: &str,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Answer, HttpError> {
+        let response = request.send().await.map_err(|e| HttpError::from_reqwest(e, timeout))?;
+        let status = response.status();
+        tracing::debug!(status = status.as_u16(), "{service} answered");
+        let retry_after = error::retry_after(response.headers());
+        let bytes = read_limited(response, limit, timeout).await?;
+        Ok(Answer { status, retry_after, bytes })
+    }
+
+    /// This answer as an unexpected status, with `body` (an excerpt of it, made safe to show).
+    pub(crate) fn status_error(&self, body: String) -> HttpError {
+        HttpError::Status { status: self.status, retry_after: self.retry_after, body }
     }
 }
 

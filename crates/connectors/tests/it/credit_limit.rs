@@ -551,6 +551,10 @@ fn secrets_stay_out_of_config_errors_and_debug_output() {
     .expect("valid");
     let debug = format!("{config:?}");
     assert!(!debug.contains("bearer-secret") && !debug.contains("query-secret"), "{debug}");
-    let built = connectors::credit_limit::CreditLimitConnector::new(config).expect("valid");
+    let built =
+        <connectors::credit_limit::CreditLimitConnector as connectors::http::WithClient>::new(
+            config,
+        )
+        .expect("valid");
     assert!(!format!("{built:?}").contains("secret"));
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use connectors::http::WithClient;
 use connectors::sharepoint::{SharePointConfig, SharePointConnector, SharePointError};
 use connectors::template::{Escape, Template};
 use connectors::{Connector, ConnectorError, ConnectorRequest};

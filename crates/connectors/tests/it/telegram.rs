@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use connectors::http::WithClient;
 use connectors::telegram::{TelegramConfig, TelegramConnector, TelegramError};
 use connectors::{ConnectorRequest, DocumentId};
 use fakes::faults::{Down, Failure};
