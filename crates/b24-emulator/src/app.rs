@@ -11,6 +11,7 @@ use crate::error::EmulatorError;
 use crate::ids;
 use crate::oauth::{self, TokenSet};
 use crate::param::{Array, Param, to_form_array};
+use crate::portal::PortalState;
 use crate::state::{Shared, State};
 
 /// The HTTP timeout for event POSTs, as the portal's own client uses (§2.1).
@@ -131,22 +132,15 @@ pub(crate) async fn install(
     domain: &str,
     client_id: &str,
 ) -> Result<Installation, EmulatorError> {
-    let (url, body, mut inst) = {
-        let mut state = shared.lock();
-        let portal = state.portal_index(domain)?;
-        let app = state.app(client_id)?.clone();
-        let p = &mut state.portals[portal];
-        let application_token = p.application_token(&app);
+    announce_lifecycle(shared, domain, client_id, |p, app| {
+        let application_token = p.application_token(app);
         p.installs.insert(
             client_id.to_owned(),
             InstallState { installed: true, version: app.version, application_token },
         );
-        let (inst, body) = announce(shared, &mut state, portal, &app, Lifecycle::Install)?;
-        (app.install_url, body, inst)
-    };
-    tracing::info!(domain, client_id, "app installed");
-    inst.event_status = post_event(shared, url.as_deref(), body).await;
-    Ok(inst)
+        Ok(Lifecycle::Install)
+    })
+    .await
 }
 
 /// Updates the app to its next version: wipes its registrations (§1.1), mints tokens and POSTs
@@ -156,21 +150,39 @@ pub(crate) async fn update(
     domain: &str,
     client_id: &str,
 ) -> Result<Installation, EmulatorError> {
-    let (url, body, mut inst) = {
-        let mut state = shared.lock();
-        let portal = state.portal_index(domain)?;
-        let app = state.app(client_id)?.clone();
-        let p = &mut state.portals[portal];
+    announce_lifecycle(shared, domain, client_id, |p, _| {
         let install = installed_mut(p, domain, client_id)?;
         let previous = install.version;
         install.version += 1;
         // onRestAppUpdate calls onRestAppDelete: every activity and robot of the app is gone.
         p.registry.wipe_app(client_id);
-        let (inst, body) =
-            announce(shared, &mut state, portal, &app, Lifecycle::Update { previous })?;
-        (app.install_url, body, inst)
+        Ok(Lifecycle::Update { previous })
+    })
+    .await
+}
+
+/// Changes the app's installation on the portal with `change`, which says what that is; then
+/// mints tokens for the first admin and POSTs the life-cycle event with them.
+async fn announce_lifecycle(
+    shared: &Arc<Shared>,
+    domain: &str,
+    client_id: &str,
+    change: impl FnOnce(&mut PortalState, &App) -> Result<Lifecycle, EmulatorError>,
+) -> Result<Installation, EmulatorError> {
+    let (url, body, mut inst, kind) = {
+        let mut state = shared.lock();
+        let portal = state.portal_index(domain)?;
+        let app = state.app(client_id)?.clone();
+        let kind = change(&mut state.portals[portal], &app)?;
+        let (inst, body) = announce(shared, &mut state, portal, &app, kind)?;
+        (app.install_url, body, inst, kind)
     };
-    tracing::info!(domain, client_id, version = inst.version, "app updated");
+    match kind {
+        Lifecycle::Install => tracing::info!(domain, client_id, "app installed"),
+        Lifecycle::Update { .. } => {
+            tracing::info!(domain, client_id, version = inst.version, "app updated")
+        }
+    }
     inst.event_status = post_event(shared, url.as_deref(), body).await;
     Ok(inst)
 }
@@ -222,7 +234,7 @@ pub(crate) async fn uninstall(
 
 /// The app's installation on the portal, if it is installed.
 fn installed_mut<'p>(
-    portal: &'p mut crate::portal::PortalState,
+    portal: &'p mut PortalState,
     domain: &str,
     client_id: &str,
 ) -> Result<&'p mut InstallState, EmulatorError> {
@@ -251,7 +263,7 @@ fn announce(
 }
 
 fn installation(
-    portal: &crate::portal::PortalState,
+    portal: &PortalState,
     app: &App,
     tokens: TokenSet,
 ) -> Result<Installation, EmulatorError> {

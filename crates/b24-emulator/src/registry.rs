@@ -340,21 +340,26 @@ pub(crate) fn add(
     Ok(Param::Bool(true))
 }
 
-/// Finds the caller app's registration of the given kind, or `ERROR_ACTIVITY_NOT_FOUND`.
-fn find_key(
+/// The calling app's registration of the given kind named by `params[CODE]`: its key and the
+/// params with upper-case keys; the caller must be an admin of an installed app (§1.3, §1.4).
+fn find_own(
     portal: &PortalState,
-    client_id: &str,
-    code: &Param,
+    caller: &Caller,
+    params: &Array,
     is_robot: bool,
-) -> Result<String, RestError> {
-    let code = code.php_string().unwrap_or_default();
-    let key = internal_code(client_id, &code);
+) -> Result<(String, Array), RestError> {
+    let client_id = app_admin(portal, caller)?;
+    let params = upper_keys(params);
+    let code = params.get("CODE").and_then(Param::php_string).unwrap_or_default();
+    let key = internal_code(&client_id, &code);
     match portal.registry.items.get(&key) {
-        Some(r) if r.is_robot == is_robot => Ok(key),
-        _ => {
-            Err(RestError::bad_request("ERROR_ACTIVITY_NOT_FOUND", "Activity or Robot not found!"))
-        }
+        Some(r) if r.is_robot == is_robot => Ok((key, params)),
+        _ => Err(not_found()),
     }
+}
+
+fn not_found() -> RestError {
+    RestError::bad_request("ERROR_ACTIVITY_NOT_FOUND", "Activity or Robot not found!")
 }
 
 /// `bizproc.activity.update` / `bizproc.robot.update` (§1.3).
@@ -364,21 +369,13 @@ pub(crate) fn update(
     params: &Array,
     is_robot: bool,
 ) -> Result<Param, RestError> {
-    let client_id = app_admin(portal, caller)?;
-    let params = upper_keys(params);
-    let key = find_key(portal, &client_id, params.get("CODE").unwrap_or(&Param::Null), is_robot)?;
+    let (key, params) = find_own(portal, caller, params, is_robot)?;
     let no_fields = || invalid("No fields to update");
     let fields = match params.get("FIELDS") {
         Some(Param::Array(f)) if !f.is_empty() => prepare(f, false),
         _ => return Err(no_fields()),
     };
-    let Some(current) = portal.registry.items.get(&key) else {
-        return Err(RestError::bad_request(
-            "ERROR_ACTIVITY_NOT_FOUND",
-            "Activity or Robot not found!",
-        ));
-    };
-    let mut next = current.clone();
+    let mut next = portal.registry.items.get(&key).ok_or_else(not_found)?.clone();
     let mut changed = false;
     if fields.contains_key("HANDLER") {
         next.handler = validate_handler(fields.get("HANDLER"))?;
@@ -460,9 +457,7 @@ pub(crate) fn delete(
     params: &Array,
     is_robot: bool,
 ) -> Result<Param, RestError> {
-    let client_id = app_admin(portal, caller)?;
-    let params = upper_keys(params);
-    let key = find_key(portal, &client_id, params.get("CODE").unwrap_or(&Param::Null), is_robot)?;
+    let (key, _) = find_own(portal, caller, params, is_robot)?;
     portal.registry.items.shift_remove(&key);
     Ok(Param::Bool(true))
 }

@@ -87,38 +87,28 @@ impl CreditApproval {
             auto_complete_after: self.auto_complete_after,
             auto_outcome: self.auto_outcome,
         });
-        let cfo_decision = Step::IfElse(IfElseStep {
-            name: "cfo_decision".into(),
-            condition: Condition {
-                operand: "{=cfo_approval:outcome}".into(),
-                op: CompareOp::Eq,
-                value: json!("approved"),
-            },
-            then: vec![set_stage(&self.approved_stage), log("Approved by the CFO")],
-            otherwise: vec![
+        let cfo_decision = if_equals(
+            "cfo_decision",
+            "{=cfo_approval:outcome}",
+            "approved",
+            vec![set_stage(&self.approved_stage), log("Approved by the CFO")],
+            vec![
                 set_stage(&self.rejected_stage),
                 log("Rejected by the CFO: {=cfo_approval:comment}"),
             ],
-        });
-        let decision = Step::IfElse(IfElseStep {
-            name: "approval_required".into(),
-            condition: Condition {
-                operand: "{=check_credit_limit:approval_required}".into(),
-                op: CompareOp::Eq,
-                value: json!("N"),
-            },
-            then: vec![
+        );
+        let decision = if_equals(
+            "approval_required",
+            "{=check_credit_limit:approval_required}",
+            "N",
+            vec![
                 set_stage(&self.approved_stage),
                 log(
                     "Approved automatically: available limit {=check_credit_limit:available_limit}",
                 ),
             ],
-            otherwise: vec![
-                log("Approval required: {=check_credit_limit:reason}"),
-                cfo_task,
-                cfo_decision,
-            ],
-        });
+            vec![log("Approval required: {=check_credit_limit:reason}"), cfo_task, cfo_decision],
+        );
         WorkflowTemplate {
             id: 0,
             name: "Credit approval".into(),
@@ -126,6 +116,22 @@ impl CreditApproval {
             steps: vec![check, decision],
         }
     }
+}
+
+/// An If-Then-Else step `name`: `then` when `operand` renders equal to `value`, else `otherwise`.
+fn if_equals(
+    name: &str,
+    operand: &str,
+    value: &str,
+    then: Vec<Step>,
+    otherwise: Vec<Step>,
+) -> Step {
+    Step::IfElse(IfElseStep {
+        name: name.into(),
+        condition: Condition { operand: operand.into(), op: CompareOp::Eq, value: json!(value) },
+        then,
+        otherwise,
+    })
 }
 
 /// [`CreditApproval::new`]`(code).template()`: the CFO is user 7 and completes the task by hand.

@@ -174,13 +174,7 @@ async fn start_workflow_returns_before_the_handler_is_called() {
     assert!(begun.elapsed() < Duration::from_millis(500));
     assert!(w.echo.on(HANDLER_PATH).is_empty());
     w.echo.wait_for(HANDLER_PATH, 1).await;
-    let state = w
-        .emu
-        .wait_for_workflow(&w.portal.domain, &started.workflow_id, Duration::from_secs(2), |s| {
-            !s.deliveries.is_empty()
-        })
-        .await
-        .unwrap();
+    let state = w.delivered(&started.workflow_id).await;
     assert_eq!(state.deliveries[0].status, Some(200));
 }
 
@@ -203,13 +197,7 @@ async fn run_as_user_zero_gets_no_tokens_and_non_2xx_is_not_retried() {
     );
     assert!(call.get("properties").is_none());
     assert_eq!(call["use_subscription"], "N");
-    let state = w
-        .emu
-        .wait_for_workflow(&w.portal.domain, &started.workflow_id, Duration::from_secs(2), |s| {
-            !s.deliveries.is_empty()
-        })
-        .await
-        .unwrap();
+    let state = w.delivered(&started.workflow_id).await;
     assert_eq!(state.deliveries.len(), 1);
     assert_eq!(state.deliveries[0].status, Some(500));
 }

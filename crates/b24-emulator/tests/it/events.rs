@@ -142,13 +142,7 @@ async fn activity_log_adds_lines_and_keeps_waiting_and_webhooks_may_call_it() {
 async fn the_timeout_sets_is_timeout_and_closes() {
     let w = World::new().await;
     let wf = waiting(&w, |s| WorkflowSpec { timeout_duration: 1, ..s }).await;
-    let state = w
-        .emu
-        .wait_for_workflow(&w.portal.domain, &wf.workflow_id, Duration::from_secs(5), |s| {
-            s.status != WorkflowStatus::Waiting
-        })
-        .await
-        .unwrap();
+    let state = w.stopped_waiting(&wf.workflow_id).await;
     assert_eq!(state.status, WorkflowStatus::TimedOut);
     assert!(state.is_timeout);
     let (status, body) = w
@@ -207,13 +201,7 @@ async fn closed_at_is_null_while_waiting_and_marks_each_way_of_closing() {
         .start_workflow(WorkflowSpec { timeout_duration: 1, ..w.workflow("wait", json!({})) })
         .await
         .unwrap();
-    let state = w
-        .emu
-        .wait_for_workflow(&w.portal.domain, &timed.workflow_id, Duration::from_secs(5), |s| {
-            s.status != WorkflowStatus::Waiting
-        })
-        .await
-        .unwrap();
+    let state = w.stopped_waiting(&timed.workflow_id).await;
     assert_eq!(state.status, WorkflowStatus::TimedOut);
     let after = state.closed_at.unwrap().duration_since(state.started_at).unwrap();
     assert!(after.abs_diff(Duration::from_secs(1)) < Duration::from_millis(5), "{after:?}");

@@ -1,8 +1,6 @@
 //! Fault injection: dropped, duplicated and retried calls, missing tokens, 5xx bursts, and the
 //! 302 domain move.
 
-use std::time::Duration;
-
 use b24_emulator::{Faults, ServerErrorBurst};
 use serde_json::json;
 
@@ -18,13 +16,7 @@ async fn dropped_calls_never_arrive_but_the_workflow_waits() {
     robot(&w).await;
     w.emu.set_faults(&w.portal.domain, Faults { drop_calls: true, ..Default::default() }).unwrap();
     let wf = w.emu.start_workflow(w.workflow("f", json!({}))).await.unwrap();
-    let state = w
-        .emu
-        .wait_for_workflow(&w.portal.domain, &wf.workflow_id, Duration::from_secs(2), |s| {
-            !s.deliveries.is_empty()
-        })
-        .await
-        .unwrap();
+    let state = w.delivered(&wf.workflow_id).await;
     assert_eq!(state.deliveries[0].error.as_deref(), Some("dropped by fault injection"));
     assert!(w.echo.on(HANDLER_PATH).is_empty());
     assert_eq!(state.status, b24_emulator::WorkflowStatus::Waiting);

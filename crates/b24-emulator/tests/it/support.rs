@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use b24_emulator::{
     App, AppSpec, Emulator, EmulatorConfig, Installation, Portal, PortalSpec, WorkflowSpec,
+    WorkflowState, WorkflowStatus,
 };
 use serde_json::{Value, json};
 
@@ -185,6 +186,27 @@ impl World {
             properties,
             ..Default::default()
         }
+    }
+    /// The workflow's state once its call has been delivered (or dropped), within 2 s.
+    pub async fn delivered(&self, workflow_id: &str) -> WorkflowState {
+        self.wait_until(workflow_id, Duration::from_secs(2), |s| !s.deliveries.is_empty()).await
+    }
+
+    /// The workflow's state once its activity stopped waiting, within 5 s.
+    pub async fn stopped_waiting(&self, workflow_id: &str) -> WorkflowState {
+        self.wait_until(workflow_id, Duration::from_secs(5), |s| {
+            s.status != WorkflowStatus::Waiting
+        })
+        .await
+    }
+
+    async fn wait_until(
+        &self,
+        workflow_id: &str,
+        within: Duration,
+        done: impl Fn(&WorkflowState) -> bool,
+    ) -> WorkflowState {
+        self.emu.wait_for_workflow(&self.portal.domain, workflow_id, within, done).await.unwrap()
     }
 }
 
