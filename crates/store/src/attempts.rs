@@ -1,192 +1,192 @@
-//! Attempts: one row per execution or delivery try, kept forever, with its outcome and error.
+//! Attempts and the leases that guard them: one `attempts` row per execution or delivery try,
+//! kept forever with its outcome, opened when a job is claimed and closed by the fenced
+//! transition that ends the try.
 
-use crate::error::{Error, Result};
-use crate::jobs::JobId;
+use std::time::Duration;
 
-/// What an attempt tried to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AttemptKind {
-    /// Run the connector.
-    Execute,
-    /// Send the result with `bizproc.event.send`.
-    Deliver,
-}
-
-impl AttemptKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptKind::Execute => "execute",
-            AttemptKind::Deliver => "deliver",
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Result<AttemptKind> {
-        match text {
-            "execute" => Ok(AttemptKind::Execute),
-            "deliver" => Ok(AttemptKind::Deliver),
-            other => Err(Error::Corrupt { what: "attempt kind", value: other.to_owned() }),
-        }
-    }
-}
-
-/// How an attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AttemptOutcome {
-    /// It worked (the connector returned values, or the portal accepted the result).
-    Ok,
-    /// A transient failure: try again later.
-    Retryable,
-    /// A permanent failure: the failure policy applies (or the delivery is dead).
-    Fatal,
-    /// The per-attempt timeout passed.
-    Timeout,
-    /// The connector panicked.
-    Panic,
-    /// The job's deadline passed.
-    Deadline,
-    /// The input was invalid (a property failed its declared type).
-    Invalid,
-    /// The worker's lease expired before it reported (it died or stalled); written by the store
-    /// when another worker re-claims the job.
-    LeaseExpired,
-    /// An operator cancelled the job, or the portal uninstalled the app; written by the store.
-    Cancelled,
-}
-
-impl AttemptOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptOutcome::Ok => "ok",
-            AttemptOutcome::Retryable => "retryable",
-            AttemptOutcome::Fatal => "fatal",
-            AttemptOutcome::Timeout => "timeout",
-            AttemptOutcome::Panic => "panic",
-            AttemptOutcome::Deadline => "deadline",
-            AttemptOutcome::Invalid => "invalid",
-            AttemptOutcome::LeaseExpired => "lease_expired",
-            AttemptOutcome::Cancelled => "cancelled",
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Result<AttemptOutcome> {
-        Ok(match text {
-            "ok" => AttemptOutcome::Ok,
-            "retryable" => AttemptOutcome::Retryable,
-            "fatal" => AttemptOutcome::Fatal,
-            "timeout" => AttemptOutcome::Timeout,
-            "panic" => AttemptOutcome::Panic,
-            "deadline" => AttemptOutcome::Deadline,
-            "invalid" => AttemptOutcome::Invalid,
-            "lease_expired" => AttemptOutcome::LeaseExpired,
-            "cancelled" => AttemptOutcome::Cancelled,
-            other => {
-                return Err(Error::Corrupt { what: "attempt outcome", value: other.to_owned() });
-            }
-        })
-    }
-}
-
-/// One recorded attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    pub job_id: JobId,
-    pub kind: AttemptKind,
-    /// 1, 2, … per kind: the job's `attempts` (or `delivery_attempts`) when it was claimed.
-    pub number: u32,
-    /// The worker that claimed it.
-    pub worker: String,
-    pub started_at: i64,
-    /// `None` while it is under way.
-    pub finished_at: Option<i64>,
-    pub outcome: Option<AttemptOutcome>,
-    pub error: Option<String>,
-}
-
-/// Closes one open attempt (both dialects accept `$n` placeholders).
-pub(crate) const CLOSE_ATTEMPT: &str = "UPDATE attempts SET finished_at = $1, outcome = $2, error = $3 \
-     WHERE job_id = $4 AND kind = $5 AND number = $6 AND finished_at IS NULL";
-
-/// Closes every open attempt of a job, whatever its kind and number (cancel, uninstall).
-pub(crate) const CLOSE_OPEN_ATTEMPTS_OF_JOB: &str = "UPDATE attempts SET finished_at = $1, outcome = 'cancelled', error = $2 \
-     WHERE job_id = $3 AND finished_at IS NULL";
+use crate::Store;
+use crate::error::Result;
+use crate::model::{Attempt, AttemptKind, AttemptOutcome, Fenced, JobId, Lease};
+use crate::sql::{Conn, Failure, Record, Statement, count, decode};
 
 /// Rows per multi-row statement: far below SQLite's 32,766 bound variables and PostgreSQL's
 /// 65,535 even at a dozen columns.
 pub(crate) const CHUNK: usize = 500;
 
-/// For the jobs just claimed (`(id, number)` pairs, in `$claimed`): closes the attempt a dead
-/// worker left open as `lease_expired`, then opens the new attempt. Expands inside a
-/// [`write_tx!`](crate::backend::write_tx) body.
-macro_rules! open_attempts {
-    ($tx:ident, $kind:expr, $claimed:expr, $worker:expr, $now:expr) => {
-        for chunk in $claimed.chunks($crate::attempts::CHUNK) {
-            let kind: $crate::attempts::AttemptKind = $kind;
-            let mut close = sqlx::QueryBuilder::new("UPDATE attempts SET finished_at = ");
-            close
-                .push_bind($now)
-                .push(", outcome = 'lease_expired', error = 'the lease expired before the worker reported' ")
-                .push("WHERE finished_at IS NULL AND kind = ")
-                .push_bind(kind.as_str())
-                .push(" AND job_id IN (");
-            let mut ids = close.separated(", ");
-            for (id, _) in chunk {
-                ids.push_bind(id.0);
+/// When a lease of `lease` granted at `now` expires (Unix ms), saturating.
+pub(crate) fn lease_until(now: i64, lease: Duration) -> i64 {
+    now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The columns [`attempt_from`] reads.
+pub(crate) const ATTEMPT_COLUMNS: &str =
+    "job_id, kind, number, worker, started_at, finished_at, outcome, error";
+
+/// Decodes an `attempts` row selected with [`ATTEMPT_COLUMNS`].
+pub(crate) fn attempt_from(row: &Record) -> Result<Attempt, Failure> {
+    Ok(Attempt {
+        job_id: JobId(row.get("job_id")?),
+        kind: decode(row.get("kind")?)?,
+        number: count(row.get("number")?)?,
+        worker: row.get("worker")?,
+        started_at: row.get("started_at")?,
+        finished_at: row.get("finished_at")?,
+        outcome: row.get::<Option<&str>>("outcome")?.map(decode).transpose()?,
+        error: row.get("error")?,
+    })
+}
+
+/// For the jobs just claimed (`(id, number)` pairs): closes the attempt a dead worker left open
+/// as `lease_expired`, then opens the new attempt of `kind` for `worker`.
+async fn open_attempts(
+    conn: &mut Conn<'_>,
+    kind: AttemptKind,
+    claimed: &[(JobId, i32)],
+    worker: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    for chunk in claimed.chunks(CHUNK) {
+        let close = Statement::new("UPDATE attempts SET finished_at = ")
+            .push_bind(now)
+            .push(
+                ", outcome = 'lease_expired', error = 'the lease expired before the worker \
+                 reported' WHERE finished_at IS NULL AND kind = ",
+            )
+            .push_bind(kind.as_str())
+            .push(" AND job_id IN (")
+            .push_list(chunk.iter().map(|&(id, _)| id))
+            .push(")");
+        conn.execute(close).await?;
+
+        let open =
+            Statement::new("INSERT INTO attempts (job_id, kind, number, worker, started_at) ")
+                .push_values(chunk, |&(id, number)| {
+                    [id.into(), kind.as_str().into(), number.into(), worker.into(), now.into()]
+                });
+        conn.execute(open).await?;
+    }
+    Ok(())
+}
+
+/// A claim of due work by one worker: the kind of attempt it opens, when, until when the
+/// lease runs, and how many rows it takes (per job, or per portal for deliveries).
+pub(crate) struct Claim<'a> {
+    kind: AttemptKind,
+    worker: &'a str,
+    now: i64,
+    until: i64,
+    limit: i64,
+}
+
+impl<'a> Claim<'a> {
+    /// A claim by `worker` at `now` of up to `limit` rows, each under a lease of `lease`; `None`
+    /// when it would take nothing.
+    pub(crate) fn new(
+        kind: AttemptKind,
+        worker: &'a str,
+        now: i64,
+        lease: Duration,
+        limit: usize,
+    ) -> Option<Claim<'a>> {
+        let limit = i64::try_from(limit).ok().filter(|&limit| limit > 0)?;
+        Some(Claim { kind, worker, now, until: lease_until(now, lease), limit })
+    }
+
+    /// Runs the claiming statement — `pick`, the dialect's lock clause, then `take`, an `UPDATE
+    /// jobs … RETURNING` of the job's `id` and its new attempt count as `number`, reading `$1`
+    /// now, `$2` the limit, `$3` the worker and `$4` the lease's expiry — and opens an attempt
+    /// for each job it took. Returns each row with the lease granted for it.
+    pub(crate) async fn run(
+        &self,
+        conn: &mut Conn<'_>,
+        pick: &'static str,
+        take: &'static str,
+    ) -> Result<Vec<(Record, Lease)>, Failure> {
+        let claim = Statement::new(pick)
+            .push(conn.dialect().skip_locked())
+            .push(take)
+            .bind(self.now)
+            .bind(self.limit)
+            .bind(self.worker)
+            .bind(self.until);
+        let rows = conn.fetch_all(claim).await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let lease = Lease {
+                job_id: JobId(row.get("id")?),
+                kind: self.kind,
+                owner: self.worker.to_owned(),
+                number: row.get("number")?,
+                until: self.until,
+            };
+            claimed.push((row, lease));
+        }
+        let numbers: Vec<(JobId, i32)> =
+            claimed.iter().map(|(_, lease)| (lease.job_id, lease.number)).collect();
+        open_attempts(conn, self.kind, &numbers, self.worker, self.now).await?;
+        Ok(claimed)
+    }
+}
+
+/// Ends an `UPDATE jobs … SET …` with the fence: it changes the job only while `lease` is
+/// current — the job is still in the state the lease was granted in, held by its owner, on the
+/// attempt number it was granted for. More conditions may follow with `AND`.
+pub(crate) fn fenced<'a>(update: Statement<'a>, lease: &'a Lease) -> Statement<'a> {
+    let (state, number) = match lease.kind {
+        AttemptKind::Execute => (" AND state = 'running'", " AND attempts = "),
+        AttemptKind::Deliver => (" AND state = 'delivering'", " AND delivery_attempts = "),
+    };
+    update
+        .push(" WHERE id = ")
+        .push_bind(lease.job_id)
+        .push(state)
+        .push(" AND lease_owner = ")
+        .push_bind(lease.owner.as_str())
+        .push(number)
+        .push_bind(lease.number)
+}
+
+/// How an attempt ended, as its row records it.
+pub(crate) struct Ended<'a> {
+    pub(crate) outcome: AttemptOutcome,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) at: i64,
+}
+
+impl Store {
+    /// A fenced transition that ends the attempt `lease` was granted for, as one transaction:
+    /// runs `update`, an `UPDATE jobs` ended by [`fenced`] for `lease`; when that changed the
+    /// job, closes the attempt as `ended`. A lease of another kind than `kind`, or one that is
+    /// no longer current, changes nothing.
+    pub(crate) async fn end_attempt(
+        &self,
+        operation: &'static str,
+        lease: &Lease,
+        kind: AttemptKind,
+        update: Statement<'_>,
+        ended: Ended<'_>,
+    ) -> Result<Fenced> {
+        if lease.kind != kind {
+            return Ok(Fenced::LeaseLost);
+        }
+        self.write(operation, async |conn| {
+            if conn.execute(update).await? == 0 {
+                return Ok(Fenced::LeaseLost);
             }
-            close.push(")");
-            close.build().execute(&mut *$tx).await?;
-
-            let mut open = sqlx::QueryBuilder::new(
-                "INSERT INTO attempts (job_id, kind, number, worker, started_at) ",
+            let close = Statement::new(
+                "UPDATE attempts SET finished_at = $1, outcome = $2, error = $3 \
+                 WHERE job_id = $4 AND kind = $5 AND number = $6 AND finished_at IS NULL",
             );
-            open.push_values(chunk, |mut row, (id, number)| {
-                row.push_bind(id.0)
-                    .push_bind(kind.as_str())
-                    .push_bind(*number)
-                    .push_bind($worker)
-                    .push_bind($now);
-            });
-            open.build().execute(&mut *$tx).await?;
-        }
-    };
+            let close = close
+                .bind(ended.at)
+                .bind(ended.outcome.as_str())
+                .bind(ended.error)
+                .bind(lease.job_id)
+                .bind(lease.kind.as_str())
+                .bind(lease.number);
+            conn.execute(close).await?;
+            Ok(Fenced::Applied)
+        })
+        .await
+    }
 }
-
-pub(crate) use open_attempts;
-
-/// Decodes an `attempts` row. Expands inside a body.
-macro_rules! attempt_from_row {
-    ($row:expr) => {{
-        let row = &$row;
-        $crate::attempts::Attempt {
-            job_id: $crate::jobs::JobId(row.try_get("job_id")?),
-            kind: $crate::attempts::AttemptKind::parse(row.try_get("kind")?)?,
-            number: $crate::jobs::count(row.try_get("number")?)?,
-            worker: row.try_get("worker")?,
-            started_at: row.try_get("started_at")?,
-            finished_at: row.try_get("finished_at")?,
-            outcome: match row.try_get::<Option<&str>, _>("outcome")? {
-                Some(text) => Some($crate::attempts::AttemptOutcome::parse(text)?),
-                None => None,
-            },
-            error: row.try_get("error")?,
-        }
-    }};
-}
-
-pub(crate) use attempt_from_row;
-
-/// Closes the attempt `$lease` was granted for. Expands inside a body.
-macro_rules! close_attempt {
-    ($tx:ident, $lease:expr, $outcome:expr, $error:expr, $now:expr) => {
-        sqlx::query($crate::attempts::CLOSE_ATTEMPT)
-            .bind($now)
-            .bind($outcome.as_str())
-            .bind($error)
-            .bind($lease.job_id.0)
-            .bind($lease.kind.as_str())
-            .bind($lease.number)
-            .execute(&mut *$tx)
-            .await?;
-    };
-}
-
-pub(crate) use close_attempt;

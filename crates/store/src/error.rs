@@ -1,6 +1,6 @@
 //! The store's error type: what failed, on which object, with the driver's error kept as source.
 
-use crate::jobs::{JobId, JobState};
+use crate::model::{JobId, JobState};
 
 /// Everything that can go wrong in the store. Database failures keep the driver's error as
 /// [`std::error::Error::source`] and name the operation that failed.

@@ -5,41 +5,52 @@
 //! host maps its own types onto them. Times are Unix milliseconds passed in by the caller
 //! (`now`), so tests control the clock.
 //!
-//! - [`jobs`]: group-committed intake ([`Store::enqueue`]), claiming due work under a lease
+//! [`model`] holds the vocabulary: ids, states, outcomes, leases and the records the store
+//! takes and returns. The files that hold the SQL use it, and this file puts them together:
+//!
+//! - `jobs.rs`: group-committed intake ([`Store::enqueue`]), claiming due work under a lease
 //!   ([`Store::claim_due`]) and the fenced transitions that end an attempt.
-//! - [`outbox`]: stored results claimed in per-portal batches for `bizproc.event.send`.
-//! - [`attempts`]: every execution and delivery attempt, kept with its outcome.
-//! - [`operator`]: listing, showing, retrying and cancelling jobs; counts; the next wake-up.
-//! - [`installations`]: portals, their endpoints and their tokens, encrypted at rest
+//! - `outbox.rs`: stored results claimed in per-portal batches for `bizproc.event.send`.
+//! - `attempts.rs`: every execution and delivery attempt, kept with its outcome, and the
+//!   leases and fences that guard them.
+//! - `operator.rs`: listing, showing, retrying and cancelling jobs; counts; the next wake-up.
+//! - `installations.rs`: portals, their endpoints and their tokens, encrypted at rest
 //!   ([`cipher`]).
+//!
+//! Underneath, `sql.rs` runs one piece of code on either database, `dialect.rs` holds what the
+//! two dialects say differently, and `connect.rs` opens the pools and applies the migrations.
 //!
 //! Every transition is one transaction. Transitions that end an attempt are fenced by the
 //! lease (`lease_owner` and the attempt number): a worker whose lease expired and whose job was
 //! claimed again gets [`Fenced::LeaseLost`] and changes nothing.
 
 pub mod address;
-pub mod attempts;
-mod backend;
+mod attempts;
 pub mod cipher;
+mod connect;
+mod dialect;
 mod error;
-pub mod installations;
-pub mod jobs;
-pub mod operator;
-pub mod outbox;
+mod installations;
+mod jobs;
+pub mod model;
+mod operator;
+mod outbox;
+mod sql;
 
 pub use address::{Backend, redact_url};
-pub use attempts::{Attempt, AttemptKind, AttemptOutcome};
-pub use backend::StoreOptions;
 pub use cipher::StoreKey;
+pub use connect::StoreOptions;
 pub use error::{Error, Result};
-pub use installations::{Installation, InstallationStatus, NewInstallation};
-pub use jobs::{ClaimedJob, Enqueued, Fenced, JobId, JobState, Lease, NewJob, ResultKind};
-pub use operator::{CANCELLED_BY_OPERATOR, Job, JobDetail, JobFilter, Retried, StateCounts};
-pub use outbox::{Delivery, MAX_BATCH, PortalBatch};
+pub use model::{
+    Attempt, AttemptKind, AttemptOutcome, CANCELLED_BY_OPERATOR, ClaimedJob, Delivery, Enqueued,
+    Fenced, Installation, InstallationStatus, Job, JobDetail, JobFilter, JobId, JobState, Lease,
+    NewInstallation, NewJob, PortalBatch, ResultKind, Retried, StateCounts,
+};
+pub use outbox::MAX_BATCH;
 
 /// An open store. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Store {
-    db: backend::Db,
+    db: connect::Db,
     cipher: cipher::Cipher,
     backend: Backend,
 }
@@ -55,7 +66,7 @@ impl Store {
     /// Any other scheme is refused naming it. Errors show the URL without its password.
     pub async fn open(url: &str, options: StoreOptions) -> Result<Store> {
         let backend = Backend::from_url(url)?;
-        let db = backend::connect(url, &options).await?;
+        let db = connect::connect(url, &options).await?;
         Ok(Store { db, cipher: cipher::Cipher::new(&options.key), backend })
     }
 
@@ -67,12 +78,12 @@ impl Store {
     /// Closes every connection, waiting for queries in flight.
     pub async fn close(&self) {
         match &self.db {
-            backend::Db::Sqlite { writer, reader, checkpoints } => {
+            connect::Db::Sqlite { writer, reader, checkpoints } => {
                 checkpoints.stop();
                 reader.close().await;
                 writer.close().await;
             }
-            backend::Db::Postgres(pool) => pool.close().await,
+            connect::Db::Postgres(pool) => pool.close().await,
         }
     }
 }

@@ -8,60 +8,29 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::Value;
-use sqlx::Row;
-
 use crate::Store;
-use crate::attempts::{AttemptKind, AttemptOutcome, CHUNK, open_attempts};
-use crate::backend::{Dialect, millis, write_tx};
+use crate::attempts::{CHUNK, Claim, Ended, fenced};
 use crate::error::{Error, Result};
-use crate::jobs::{Fenced, JobId, Lease, ResultKind, count, fenced_transition, parse_json};
+use crate::model::{AttemptKind, AttemptOutcome, Delivery, Fenced, JobId, Lease, PortalBatch};
+use crate::sql::{Failure, Record, Statement, count, decode, parse_json};
 
 /// The largest batch Bitrix24's `batch` method takes.
 pub const MAX_BATCH: usize = 50;
 
-/// One stored result to send.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Delivery {
-    pub id: JobId,
-    pub action_code: String,
-    pub event_token: String,
-    pub workflow_id: String,
-    /// The stored result: send exactly this (it is never recomputed).
-    pub result: Value,
-    pub result_kind: ResultKind,
-    /// This delivery attempt's number: 1 on the first send.
-    pub attempt: u32,
-    pub deadline_at: i64,
-    pub lease: Lease,
-}
+/// Picks the due results to claim, the oldest `$2` of each portal. The dialect's lock clause
+/// follows, then [`CLAIM_DELIVERIES_TAKE`].
+const CLAIM_DELIVERIES_PICK: &str = "WITH ranked AS (SELECT id, ROW_NUMBER() OVER \
+     (PARTITION BY member_id ORDER BY next_delivery_at, id) AS position FROM jobs \
+     WHERE state = 'delivering' AND next_delivery_at <= $1), \
+     picked AS (SELECT id FROM jobs WHERE id IN (SELECT id FROM ranked WHERE position <= $2) \
+     AND state = 'delivering' AND next_delivery_at <= $1";
 
-/// The results due for one portal, at most `max_per_portal` of them (one `batch` call).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PortalBatch {
-    pub member_id: String,
-    /// Oldest-due first.
-    pub jobs: Vec<Delivery>,
-}
-
-macro_rules! claim_deliveries_sql {
-    ($lock:literal) => {
-        concat!(
-            "WITH ranked AS (SELECT id, ROW_NUMBER() OVER ",
-            "(PARTITION BY member_id ORDER BY next_delivery_at, id) AS position FROM jobs ",
-            "WHERE state = 'delivering' AND next_delivery_at <= $1), ",
-            "picked AS (SELECT id FROM jobs WHERE id IN ",
-            "(SELECT id FROM ranked WHERE position <= $2) ",
-            "AND state = 'delivering' AND next_delivery_at <= $1 ",
-            $lock,
-            ") UPDATE jobs SET delivery_attempts = delivery_attempts + 1, lease_owner = $3, ",
-            "lease_until = $4, next_delivery_at = $4, updated_at = $1 ",
-            "WHERE id IN (SELECT id FROM picked) ",
-            "RETURNING id, member_id, action_code, event_token, workflow_id, result, result_kind, ",
-            "delivery_attempts, deadline_at"
-        )
-    };
-}
+/// Takes the picked results under the lease and returns them (see [`Claim::run`]).
+const CLAIM_DELIVERIES_TAKE: &str = ") UPDATE jobs SET delivery_attempts = delivery_attempts + 1, \
+     lease_owner = $3, lease_until = $4, next_delivery_at = $4, updated_at = $1 \
+     WHERE id IN (SELECT id FROM picked) \
+     RETURNING id, member_id, action_code, event_token, workflow_id, result, result_kind, \
+     delivery_attempts AS number, deadline_at";
 
 impl Store {
     /// Claims the results due for delivery, grouped by portal, at most `max_per_portal` per
@@ -74,63 +43,21 @@ impl Store {
         lease: Duration,
         max_per_portal: usize,
     ) -> Result<Vec<PortalBatch>> {
-        let until = now.saturating_add(millis(lease));
-        let per_portal = i64::try_from(max_per_portal.min(MAX_BATCH)).unwrap_or(0);
-        if per_portal == 0 {
+        let Some(claim) =
+            Claim::new(AttemptKind::Deliver, worker, now, lease, max_per_portal.min(MAX_BATCH))
+        else {
             return Ok(Vec::new());
-        }
-        let mut claimed: Vec<(String, Delivery)> =
-            write_tx!(self, "claim deliveries", |tx, dialect| {
-                let sql = match dialect {
-                    Dialect::Sqlite => claim_deliveries_sql!(""),
-                    Dialect::Postgres => claim_deliveries_sql!("FOR UPDATE SKIP LOCKED"),
-                };
-                let rows = sqlx::query(sql)
-                    .bind(now)
-                    .bind(per_portal)
-                    .bind(worker)
-                    .bind(until)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let mut claimed = Vec::with_capacity(rows.len());
-                let mut numbers: Vec<(JobId, i32)> = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let id = JobId(row.try_get("id")?);
-                    let number: i32 = row.try_get("delivery_attempts")?;
-                    let result: Option<&str> = row.try_get("result")?;
-                    let kind: Option<&str> = row.try_get("result_kind")?;
-                    let (Some(result), Some(kind)) = (result, kind) else {
-                        return Err(Error::Corrupt {
-                            what: "delivering job without a stored result",
-                            value: id.to_string(),
-                        }
-                        .into());
-                    };
-                    numbers.push((id, number));
-                    claimed.push((
-                        row.try_get::<String, _>("member_id")?,
-                        Delivery {
-                            id,
-                            action_code: row.try_get("action_code")?,
-                            event_token: row.try_get("event_token")?,
-                            workflow_id: row.try_get("workflow_id")?,
-                            result: parse_json(id, "result", result)?,
-                            result_kind: ResultKind::decode(kind)?,
-                            attempt: count(number)?,
-                            deadline_at: row.try_get("deadline_at")?,
-                            lease: Lease {
-                                job_id: id,
-                                kind: AttemptKind::Deliver,
-                                owner: worker.to_owned(),
-                                number,
-                                until,
-                            },
-                        },
-                    ));
-                }
-                open_attempts!(tx, AttemptKind::Deliver, numbers, worker, now);
-                Ok(claimed)
-            });
+        };
+        let mut claimed = self
+            .write("claim deliveries", async |conn| {
+                let rows = claim.run(conn, CLAIM_DELIVERIES_PICK, CLAIM_DELIVERIES_TAKE).await?;
+                rows.into_iter()
+                    .map(|(row, lease)| {
+                        Ok((row.get::<String>("member_id")?, delivery(&row, lease)?))
+                    })
+                    .collect::<Result<Vec<_>, Failure>>()
+            })
+            .await?;
         claimed.sort_by_key(|(_, delivery)| delivery.id);
         let mut portals: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
         for (member_id, delivery) in claimed {
@@ -146,38 +73,35 @@ impl Store {
         if jobs.is_empty() {
             return Ok(0);
         }
-        Ok(write_tx!(self, "record deliveries", |tx, dialect| {
+        self.write("record deliveries", async |conn| {
             let mut moved = 0;
             for chunk in jobs.chunks(CHUNK) {
-                let mut attempts = sqlx::QueryBuilder::new("UPDATE attempts SET finished_at = ");
-                attempts
+                let attempts = Statement::new("UPDATE attempts SET finished_at = ")
                     .push_bind(now)
-                    .push(", outcome = 'ok', error = NULL WHERE kind = 'deliver' AND finished_at IS NULL ")
-                    .push("AND job_id IN (SELECT id FROM jobs WHERE state = 'delivering' AND id IN (");
-                let mut ids = attempts.separated(", ");
-                for id in chunk {
-                    ids.push_bind(id.0);
-                }
-                attempts.push("))");
-                attempts.build().execute(&mut *tx).await?;
+                    .push(
+                        ", outcome = 'ok', error = NULL WHERE kind = 'deliver' \
+                         AND finished_at IS NULL AND job_id IN \
+                         (SELECT id FROM jobs WHERE state = 'delivering' AND id IN (",
+                    )
+                    .push_list(chunk.iter().copied())
+                    .push("))");
+                conn.execute(attempts).await?;
 
-                let mut update =
-                    sqlx::QueryBuilder::new("UPDATE jobs SET state = 'done', delivered_at = ");
-                update
+                let update = Statement::new("UPDATE jobs SET state = 'done', delivered_at = ")
                     .push_bind(now)
                     .push(", updated_at = ")
                     .push_bind(now)
-                    .push(", next_delivery_at = NULL, lease_owner = NULL, lease_until = NULL ")
-                    .push("WHERE state = 'delivering' AND id IN (");
-                let mut ids = update.separated(", ");
-                for id in chunk {
-                    ids.push_bind(id.0);
-                }
-                update.push(")");
-                moved += update.build().execute(&mut *tx).await?.rows_affected();
+                    .push(
+                        ", next_delivery_at = NULL, lease_owner = NULL, lease_until = NULL \
+                         WHERE state = 'delivering' AND id IN (",
+                    )
+                    .push_list(chunk.iter().copied())
+                    .push(")");
+                moved += conn.execute(update).await?;
             }
             Ok(moved)
-        }))
+        })
+        .await
     }
 
     /// The send failed transiently (network, 5xx, 503/429, `"423"`, an expired token being
@@ -190,38 +114,53 @@ impl Store {
         error: &str,
         now: i64,
     ) -> Result<Fenced> {
-        Ok(fenced_transition!(
-            self,
-            "schedule a redelivery",
-            lease,
-            AttemptKind::Deliver,
+        let update = Statement::new(
             "UPDATE jobs SET next_delivery_at = $1, lease_owner = NULL, lease_until = NULL, \
-             updated_at = $2 \
-             WHERE id = $3 AND state = 'delivering' AND lease_owner = $4 \
-             AND delivery_attempts = $5",
-            [next_at, now],
-            outcome,
-            Some(error),
-            now,
-        ))
+             updated_at = $2",
+        )
+        .bind(next_at)
+        .bind(now);
+        let ended = Ended { outcome, error: Some(error), at: now };
+        let update = fenced(update, lease);
+        self.end_attempt("schedule a redelivery", lease, AttemptKind::Deliver, update, ended).await
     }
 
     /// The portal refused the result for good (`ACCESS_DENIED`, `"404"`): the job is `dead`
     /// with `reason`; its result stays stored, so an operator's retry sends it again.
     pub async fn delivery_dead(&self, lease: &Lease, reason: &str, now: i64) -> Result<Fenced> {
-        Ok(fenced_transition!(
-            self,
-            "end a delivery",
-            lease,
-            AttemptKind::Deliver,
+        let update = Statement::new(
             "UPDATE jobs SET state = 'dead', dead_reason = $1, next_delivery_at = NULL, \
-             lease_owner = NULL, lease_until = NULL, updated_at = $2 \
-             WHERE id = $3 AND state = 'delivering' AND lease_owner = $4 \
-             AND delivery_attempts = $5",
-            [reason, now],
-            AttemptOutcome::Fatal,
-            Some(reason),
-            now,
-        ))
+             lease_owner = NULL, lease_until = NULL, updated_at = $2",
+        )
+        .bind(reason)
+        .bind(now);
+        let ended = Ended { outcome: AttemptOutcome::Fatal, error: Some(reason), at: now };
+        let update = fenced(update, lease);
+        self.end_attempt("end a delivery", lease, AttemptKind::Deliver, update, ended).await
     }
+}
+
+/// Decodes a row [`CLAIM_DELIVERIES_TAKE`] returned, claimed under `lease`.
+fn delivery(row: &Record, lease: Lease) -> Result<Delivery, Failure> {
+    let id = lease.job_id;
+    let (Some(result), Some(kind)) =
+        (row.get::<Option<&str>>("result")?, row.get::<Option<&str>>("result_kind")?)
+    else {
+        return Err(Error::Corrupt {
+            what: "delivering job without a stored result",
+            value: id.to_string(),
+        }
+        .into());
+    };
+    Ok(Delivery {
+        id,
+        action_code: row.get("action_code")?,
+        event_token: row.get("event_token")?,
+        workflow_id: row.get("workflow_id")?,
+        result: parse_json(id, "result", result)?,
+        result_kind: decode(kind)?,
+        attempt: count(lease.number)?,
+        deadline_at: row.get("deadline_at")?,
+        lease,
+    })
 }

@@ -1,10 +1,5 @@
-//! Opening a store: connection pools per backend, SQLite's durability settings, embedded
-//! migrations, and the macros that run one body of SQL code against either backend.
-//!
-//! Queries are checked at run time (sqlx's compile-time macros check one database only). Each
-//! operation is written once inside [`write_tx!`] or [`read!`]; the macro expands it for
-//! SQLite and for PostgreSQL, so both get native types and the same statements, and the few
-//! places where the dialects differ branch on [`Dialect`].
+//! Opening a store: connection pools per backend, SQLite's durability settings and its
+//! background checkpoints, and the embedded migrations of each dialect.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -17,6 +12,7 @@ use sqlx::sqlite::{
 };
 
 use crate::address::{Backend, redact_url};
+use crate::dialect::Dialect;
 use crate::error::{Error, Result};
 
 /// The connection pools of an open store.
@@ -30,13 +26,6 @@ pub(crate) enum Db {
         checkpoints: Checkpoints,
     },
     Postgres(PgPool),
-}
-
-/// Which SQL dialect a macro-expanded body is running against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Sqlite,
-    Postgres,
 }
 
 /// How to open a store.
@@ -165,24 +154,12 @@ async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Db> {
     Ok(Db::Postgres(pool))
 }
 
-/// The embedded migrations of one dialect, in order. Applied ones are recorded in
-/// `_sqlx_migrations` with a checksum, so reopening applies nothing twice and an edited
-/// migration is refused.
+/// The embedded migrations of `dialect`. Applied ones are recorded in `_sqlx_migrations` with a
+/// checksum, so reopening applies nothing twice and an edited migration is refused.
 fn migrator(dialect: Dialect) -> Migrator {
-    let files: &[(i64, &'static str, &'static str)] = match dialect {
-        Dialect::Sqlite => &[(
-            1,
-            "jobs attempts installations",
-            include_str!("../migrations/sqlite/0001_init.sql"),
-        )],
-        Dialect::Postgres => &[(
-            1,
-            "jobs attempts installations",
-            include_str!("../migrations/postgres/0001_init.sql"),
-        )],
-    };
     Migrator::with_migrations(
-        files
+        dialect
+            .migrations()
             .iter()
             .map(|(version, description, sql)| {
                 Migration::new(
@@ -206,107 +183,6 @@ where
         .run(pool)
         .await
         .map_err(|source| Error::Migrate { url: shown.to_owned(), source })
-}
-
-/// An error inside a macro-expanded body: a driver error (named by the macro's operation) or a
-/// store error raised by the body itself.
-pub(crate) enum Failure {
-    Sql(sqlx::Error),
-    Store(Error),
-}
-
-impl From<sqlx::Error> for Failure {
-    fn from(error: sqlx::Error) -> Failure {
-        Failure::Sql(error)
-    }
-}
-
-impl From<Error> for Failure {
-    fn from(error: Error) -> Failure {
-        Failure::Store(error)
-    }
-}
-
-impl Failure {
-    pub(crate) fn into_error(self, operation: &'static str) -> Error {
-        match self {
-            Failure::Sql(source) => Error::Database { operation, source },
-            Failure::Store(error) => error,
-        }
-    }
-}
-
-/// Pins a body's output type so `?` inside an `async` block knows where to convert to.
-pub(crate) fn body<T, F>(future: F) -> F
-where
-    F: Future<Output = std::result::Result<T, Failure>>,
-{
-    future
-}
-
-/// Runs `$body` in one write transaction and commits it (SQLite: `BEGIN IMMEDIATE`, so the
-/// write lock is taken up front and a read-then-write never fails half-way). Inside, `$tx` is
-/// the transaction (use `&mut *$tx` as the executor), `$dialect` a [`Dialect`], and `?` works
-/// on driver and store errors alike. An error rolls the transaction back.
-macro_rules! write_tx {
-    ($store:expr, $operation:literal, |$tx:ident, $dialect:ident| $body:block) => {{
-        match &$store.db {
-            $crate::backend::Db::Sqlite { writer, .. } => {
-                #[allow(unused_variables)]
-                let $dialect = $crate::backend::Dialect::Sqlite;
-                let mut $tx = writer
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err($crate::error::db($operation))?;
-                let out = $crate::backend::body(async { $body })
-                    .await
-                    .map_err(|failure| failure.into_error($operation))?;
-                $tx.commit().await.map_err($crate::error::db($operation))?;
-                out
-            }
-            $crate::backend::Db::Postgres(pool) => {
-                #[allow(unused_variables)]
-                let $dialect = $crate::backend::Dialect::Postgres;
-                let mut $tx = pool.begin().await.map_err($crate::error::db($operation))?;
-                let out = $crate::backend::body(async { $body })
-                    .await
-                    .map_err(|failure| failure.into_error($operation))?;
-                $tx.commit().await.map_err($crate::error::db($operation))?;
-                out
-            }
-        }
-    }};
-}
-
-/// Runs `$body` with `$pool` a pool to read from (SQLite: the read-only connections).
-macro_rules! read {
-    ($store:expr, $operation:literal, |$pool:ident, $dialect:ident| $body:block) => {{
-        match &$store.db {
-            $crate::backend::Db::Sqlite { reader, .. } => {
-                #[allow(unused_variables)]
-                let $dialect = $crate::backend::Dialect::Sqlite;
-                let $pool = reader;
-                $crate::backend::body(async { $body })
-                    .await
-                    .map_err(|failure| failure.into_error($operation))?
-            }
-            $crate::backend::Db::Postgres(pool) => {
-                #[allow(unused_variables)]
-                let $dialect = $crate::backend::Dialect::Postgres;
-                let $pool = pool;
-                $crate::backend::body(async { $body })
-                    .await
-                    .map_err(|failure| failure.into_error($operation))?
-            }
-        }
-    }};
-}
-
-pub(crate) use {read, write_tx};
-
-/// Milliseconds in `duration`, saturating.
-pub(crate) fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

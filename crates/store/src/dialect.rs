@@ -1,0 +1,57 @@
+//! Everything the store says differently to SQLite and to PostgreSQL, side by side. Every other
+//! statement is the same text on both: both read `$1`, `$2`, … placeholders, `ON CONFLICT`,
+//! `RETURNING` and window functions.
+
+/// The SQL dialect of the database a store is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Opens a write transaction. SQLite: `BEGIN IMMEDIATE`, so the write lock is taken up front
+    /// and a read-then-write never fails half-way with `SQLITE_BUSY`.
+    pub(crate) fn begin_write(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        }
+    }
+
+    /// Ends the subquery that picks due rows to claim: on PostgreSQL the rows are locked and
+    /// rows another claimer holds are passed over, so concurrent claimers (tasks or nodes)
+    /// never take the same job. SQLite has one writer at a time, so it needs nothing.
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// Ends a `SELECT` of a row the transaction goes on to change: on PostgreSQL the row is
+    /// locked until the commit. SQLite's write transaction holds the whole database already.
+    pub(crate) fn lock_row(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// The embedded migrations, in order: `(version, description, SQL)`. The two files are
+    /// kept in step by hand (same tables, columns and meanings, each dialect's types).
+    pub(crate) fn migrations(self) -> &'static [(i64, &'static str, &'static str)] {
+        match self {
+            Dialect::Sqlite => &[(
+                1,
+                "jobs attempts installations",
+                include_str!("../migrations/sqlite/0001_init.sql"),
+            )],
+            Dialect::Postgres => &[(
+                1,
+                "jobs attempts installations",
+                include_str!("../migrations/postgres/0001_init.sql"),
+            )],
+        }
+    }
+}

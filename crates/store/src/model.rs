@@ -1,0 +1,536 @@
+//! The store's vocabulary: ids, states, outcomes, leases and the records the store takes and
+//! returns. Plain data only — no SQL; the files that hold the SQL read and write these types.
+
+use std::fmt;
+
+use serde_json::Value;
+
+/// A closed set of values stored as text (a state, a kind, an outcome): every value, and the
+/// text each is stored as. Reading one back goes through [`crate::sql::decode`].
+pub(crate) trait Stored: Copy + 'static {
+    /// What the value is, for the error when a stored text is none of them.
+    const WHAT: &'static str;
+    /// Every value.
+    const EVERY: &'static [Self];
+    /// The text it is stored as.
+    fn stored(self) -> &'static str;
+}
+
+/// A job's id: assigned at enqueue, never reused — connectors get it as their idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub i64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobState {
+    /// Stored, waiting for a worker.
+    Queued,
+    /// A worker holds it under a lease.
+    Running,
+    /// An attempt failed; it runs again at `next_run_at`.
+    RetryWait,
+    /// The result is stored; the outbox sends it with `bizproc.event.send`.
+    Delivering,
+    /// Finished: the result was delivered, or there was nothing to send.
+    Done,
+    /// Ended without a delivered result; `dead_reason` says why.
+    Dead,
+}
+
+impl JobState {
+    /// Every state, in life order.
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::RetryWait,
+        JobState::Delivering,
+        JobState::Done,
+        JobState::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::RetryWait => "retry_wait",
+            JobState::Delivering => "delivering",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+
+    /// The state named `text` (as written by [`JobState::as_str`]).
+    pub fn parse(text: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|state| state.as_str() == text)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Stored for JobState {
+    const WHAT: &'static str = "job state";
+    const EVERY: &'static [JobState] = &JobState::ALL;
+    fn stored(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// What a stored result is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResultKind {
+    /// The connector's values.
+    Success,
+    /// The action's declared fallback values (the deadline passed, or the error was fatal).
+    Fallback,
+}
+
+impl ResultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultKind::Success => "success",
+            ResultKind::Fallback => "fallback",
+        }
+    }
+}
+
+impl Stored for ResultKind {
+    const WHAT: &'static str = "result kind";
+    const EVERY: &'static [ResultKind] = &[ResultKind::Success, ResultKind::Fallback];
+    fn stored(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// A call to store: what the intake decoded, in plain strings and JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub member_id: String,
+    pub action_code: String,
+    /// The dedupe key: a second job with the same token is not created.
+    pub event_token: String,
+    pub workflow_id: String,
+    /// The call as the host serializes it; `payload_version` says which format.
+    pub payload: Value,
+    pub payload_version: i32,
+    /// `false` when the action returns nothing (`use_subscription = N`): it ends `done`.
+    pub waits_for_result: bool,
+    /// When the failure policy takes over (Unix ms).
+    pub deadline_at: i64,
+}
+
+/// What [`Store::enqueue`](crate::Store::enqueue) did with one [`NewJob`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Created(JobId),
+    /// A job with this `event_token` already existed (or came earlier in the same batch).
+    Duplicate(JobId),
+}
+
+impl Enqueued {
+    pub fn id(self) -> JobId {
+        match self {
+            Enqueued::Created(id) | Enqueued::Duplicate(id) => id,
+        }
+    }
+}
+
+/// What an attempt tried to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptKind {
+    /// Run the connector.
+    Execute,
+    /// Send the result with `bizproc.event.send`.
+    Deliver,
+}
+
+impl AttemptKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptKind::Execute => "execute",
+            AttemptKind::Deliver => "deliver",
+        }
+    }
+}
+
+impl Stored for AttemptKind {
+    const WHAT: &'static str = "attempt kind";
+    const EVERY: &'static [AttemptKind] = &[AttemptKind::Execute, AttemptKind::Deliver];
+    fn stored(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptOutcome {
+    /// It worked (the connector returned values, or the portal accepted the result).
+    Ok,
+    /// A transient failure: try again later.
+    Retryable,
+    /// A permanent failure: the failure policy applies (or the delivery is dead).
+    Fatal,
+    /// The per-attempt timeout passed.
+    Timeout,
+    /// The connector panicked.
+    Panic,
+    /// The job's deadline passed.
+    Deadline,
+    /// The input was invalid (a property failed its declared type).
+    Invalid,
+    /// The worker's lease expired before it reported (it died or stalled); written by the store
+    /// when another worker re-claims the job.
+    LeaseExpired,
+    /// An operator cancelled the job, or the portal uninstalled the app; written by the store.
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::Retryable => "retryable",
+            AttemptOutcome::Fatal => "fatal",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::Panic => "panic",
+            AttemptOutcome::Deadline => "deadline",
+            AttemptOutcome::Invalid => "invalid",
+            AttemptOutcome::LeaseExpired => "lease_expired",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl Stored for AttemptOutcome {
+    const WHAT: &'static str = "attempt outcome";
+    const EVERY: &'static [AttemptOutcome] = &[
+        AttemptOutcome::Ok,
+        AttemptOutcome::Retryable,
+        AttemptOutcome::Fatal,
+        AttemptOutcome::Timeout,
+        AttemptOutcome::Panic,
+        AttemptOutcome::Deadline,
+        AttemptOutcome::Invalid,
+        AttemptOutcome::LeaseExpired,
+        AttemptOutcome::Cancelled,
+    ];
+    fn stored(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub job_id: JobId,
+    pub kind: AttemptKind,
+    /// 1, 2, … per kind: the job's `attempts` (or `delivery_attempts`) when it was claimed.
+    pub number: u32,
+    /// The worker that claimed it.
+    pub worker: String,
+    pub started_at: i64,
+    /// `None` while it is under way.
+    pub finished_at: Option<i64>,
+    pub outcome: Option<AttemptOutcome>,
+    pub error: Option<String>,
+}
+
+/// The right to finish one attempt: whoever holds the current lease of a job. Opaque so it
+/// cannot be forged; a lease that is no longer current is refused with [`Fenced::LeaseLost`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub(crate) job_id: JobId,
+    pub(crate) kind: AttemptKind,
+    pub(crate) owner: String,
+    pub(crate) number: i32,
+    pub(crate) until: i64,
+}
+
+impl Lease {
+    pub fn job_id(&self) -> JobId {
+        self.job_id
+    }
+    pub fn kind(&self) -> AttemptKind {
+        self.kind
+    }
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+    /// The attempt (or delivery attempt) number this lease was granted for: 1, 2, …
+    pub fn number(&self) -> u32 {
+        u32::try_from(self.number).unwrap_or(0)
+    }
+    /// When it expires (Unix ms); after that another worker may claim the job.
+    pub fn until(&self) -> i64 {
+        self.until
+    }
+}
+
+/// Whether a fenced transition happened.
+#[must_use = "a lost lease means another worker owns the job now: drop the outcome"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fenced {
+    Applied,
+    /// The lease is not current any more (expired and re-claimed, cancelled, or already
+    /// finished): nothing was changed.
+    LeaseLost,
+}
+
+impl Fenced {
+    pub fn is_applied(self) -> bool {
+        self == Fenced::Applied
+    }
+}
+
+/// A job handed to a worker by [`Store::claim_due`](crate::Store::claim_due).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedJob {
+    pub id: JobId,
+    pub member_id: String,
+    pub action_code: String,
+    pub event_token: String,
+    pub workflow_id: String,
+    pub payload: Value,
+    pub payload_version: i32,
+    pub waits_for_result: bool,
+    pub deadline_at: i64,
+    /// This attempt's number: 1 on the first run.
+    pub attempt: u32,
+    pub created_at: i64,
+    pub lease: Lease,
+}
+
+/// One stored result to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: JobId,
+    pub action_code: String,
+    pub event_token: String,
+    pub workflow_id: String,
+    /// The stored result: send exactly this (it is never recomputed).
+    pub result: Value,
+    pub result_kind: ResultKind,
+    /// This delivery attempt's number: 1 on the first send.
+    pub attempt: u32,
+    pub deadline_at: i64,
+    pub lease: Lease,
+}
+
+/// The results due for one portal, at most `max_per_portal` of them (one `batch` call).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortalBatch {
+    pub member_id: String,
+    /// Oldest-due first.
+    pub jobs: Vec<Delivery>,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub member_id: String,
+    pub action_code: String,
+    pub event_token: String,
+    pub workflow_id: String,
+    pub payload: Value,
+    pub payload_version: i32,
+    pub waits_for_result: bool,
+    pub deadline_at: i64,
+    pub state: JobState,
+    /// Execution attempts so far.
+    pub attempts: u32,
+    /// queued / retry_wait: when it runs; running: when its lease expires.
+    pub next_run_at: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub result: Option<Value>,
+    pub result_kind: Option<ResultKind>,
+    pub delivery_attempts: u32,
+    /// delivering: when it is sent; while a sender holds it, when its lease expires.
+    pub next_delivery_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub dead_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A job with its whole history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDetail {
+    pub job: Job,
+    /// Execute attempts, then deliver attempts, each in number order.
+    pub attempts: Vec<Attempt>,
+}
+
+/// Which jobs [`Store::list_jobs`](crate::Store::list_jobs) returns: newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub member_id: Option<String>,
+    /// Only jobs older than this one (paging: pass the last id of the previous page).
+    pub before: Option<JobId>,
+    pub limit: u32,
+}
+
+impl Default for JobFilter {
+    fn default() -> JobFilter {
+        JobFilter { state: None, member_id: None, before: None, limit: 50 }
+    }
+}
+
+/// How many jobs are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub retry_wait: u64,
+    pub delivering: u64,
+    pub done: u64,
+    pub dead: u64,
+}
+
+impl StateCounts {
+    pub fn get(&self, state: JobState) -> u64 {
+        match state {
+            JobState::Queued => self.queued,
+            JobState::Running => self.running,
+            JobState::RetryWait => self.retry_wait,
+            JobState::Delivering => self.delivering,
+            JobState::Done => self.done,
+            JobState::Dead => self.dead,
+        }
+    }
+
+    pub(crate) fn slot(&mut self, state: JobState) -> &mut u64 {
+        match state {
+            JobState::Queued => &mut self.queued,
+            JobState::Running => &mut self.running,
+            JobState::RetryWait => &mut self.retry_wait,
+            JobState::Delivering => &mut self.delivering,
+            JobState::Done => &mut self.done,
+            JobState::Dead => &mut self.dead,
+        }
+    }
+}
+
+/// What an operator's retry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retried {
+    /// The job runs again now (it had no result).
+    Requeued,
+    /// Its stored result is sent again now; it is not recomputed.
+    Redelivering,
+}
+
+/// The reason an operator's cancel leaves on a job.
+pub const CANCELLED_BY_OPERATOR: &str = "cancelled by operator";
+
+/// Whether the app is installed on a portal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallationStatus {
+    Active,
+    Uninstalled,
+}
+
+impl InstallationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallationStatus::Active => "active",
+            InstallationStatus::Uninstalled => "uninstalled",
+        }
+    }
+}
+
+impl Stored for InstallationStatus {
+    const WHAT: &'static str = "installation status";
+    const EVERY: &'static [InstallationStatus] =
+        &[InstallationStatus::Active, InstallationStatus::Uninstalled];
+    fn stored(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// What ONAPPINSTALL / ONAPPUPDATE tell us about a portal. `Debug` hides the secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewInstallation {
+    pub member_id: String,
+    pub domain: String,
+    pub client_endpoint: String,
+    pub server_endpoint: String,
+    pub application_token: String,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    /// When the access token expires (Unix ms).
+    pub expires_at: i64,
+}
+
+/// A stored installation, secrets decrypted. `Debug` hides the secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Installation {
+    pub member_id: String,
+    pub domain: String,
+    pub client_endpoint: String,
+    pub server_endpoint: String,
+    pub application_token: String,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_at: i64,
+    pub status: InstallationStatus,
+    /// The first install, or the reinstall after an uninstall.
+    pub installed_at: i64,
+    pub updated_at: i64,
+}
+
+impl fmt::Debug for NewInstallation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = [&self.member_id, &self.domain, &self.client_endpoint, &self.server_endpoint];
+        debug_masked(f, "NewInstallation", shown, self.refresh_token.is_some(), self.expires_at)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Installation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = [&self.member_id, &self.domain, &self.client_endpoint, &self.server_endpoint];
+        debug_masked(f, "Installation", shown, self.refresh_token.is_some(), self.expires_at)
+            .field("status", &self.status)
+            .field("installed_at", &self.installed_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// The fields both installation records show as they are, in order.
+const SHOWN: [&str; 4] = ["member_id", "domain", "client_endpoint", "server_endpoint"];
+
+/// How a secret shows in `Debug`.
+const MASKED: &str = "***";
+
+/// Starts the `Debug` both installation records share: the [`SHOWN`] fields, then the three
+/// secrets masked, then the expiry. The caller adds its own fields and finishes.
+fn debug_masked<'a, 'b: 'a>(
+    f: &'a mut fmt::Formatter<'b>,
+    name: &str,
+    shown: [&String; 4],
+    has_refresh_token: bool,
+    expires_at: i64,
+) -> fmt::DebugStruct<'a, 'b> {
+    let mut out = f.debug_struct(name);
+    for (field, value) in SHOWN.into_iter().zip(shown) {
+        out.field(field, value);
+    }
+    out.field("application_token", &MASKED)
+        .field("access_token", &MASKED)
+        .field("refresh_token", &has_refresh_token.then_some(MASKED))
+        .field("expires_at", &expires_at);
+    out
+}

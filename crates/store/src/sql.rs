@@ -1,0 +1,363 @@
+//! Running SQL on either database with one piece of code: a [`Statement`] (text plus typed
+//! parameters) runs on a [`Conn`], rows come back as [`Record`]s, and [`Store::write`] /
+//! [`Store::read`] hand an operation a connection inside a transaction or from the read pool.
+//!
+//! sqlx gives each database its own connection, row and argument types, and generic code over
+//! `sqlx::Database` would have to repeat every `Encode`/`Decode` bound in every function that
+//! touches a query. Here the types meet the driver in one place each: parameters are bound by
+//! [`bound`], rows read by [`Record::get`], and a `Conn` method runs a statement on whichever
+//! connection it holds. Queries are checked at run time (sqlx's compile-time macros check one
+//! database only); what the dialects say differently comes from [`Dialect`].
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+use sqlx::postgres::{PgConnection, PgRow, Postgres};
+use sqlx::sqlite::{Sqlite, SqliteConnection, SqliteRow};
+use sqlx::{Database, Decode, Encode, Row, Type};
+
+use crate::Store;
+use crate::connect::Db;
+use crate::dialect::Dialect;
+use crate::error::{Error, Result, db};
+use crate::model::{JobId, Stored};
+
+/// A value bound to a statement parameter, in one of the column types the store uses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Param<'a> {
+    Int(i64),
+    OptionalInt(Option<i64>),
+    /// `INTEGER` on PostgreSQL: counts and attempt numbers, the payload version.
+    Int32(i32),
+    Bool(bool),
+    Text(&'a str),
+    OptionalText(Option<&'a str>),
+    Bytes(&'a [u8]),
+    OptionalBytes(Option<&'a [u8]>),
+}
+
+impl From<i64> for Param<'_> {
+    fn from(value: i64) -> Self {
+        Param::Int(value)
+    }
+}
+
+impl From<Option<i64>> for Param<'_> {
+    fn from(value: Option<i64>) -> Self {
+        Param::OptionalInt(value)
+    }
+}
+
+impl From<i32> for Param<'_> {
+    fn from(value: i32) -> Self {
+        Param::Int32(value)
+    }
+}
+
+impl From<bool> for Param<'_> {
+    fn from(value: bool) -> Self {
+        Param::Bool(value)
+    }
+}
+
+impl<'a> From<&'a str> for Param<'a> {
+    fn from(value: &'a str) -> Self {
+        Param::Text(value)
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Param<'a> {
+    fn from(value: Option<&'a str>) -> Self {
+        Param::OptionalText(value)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Param<'a> {
+    fn from(value: &'a [u8]) -> Self {
+        Param::Bytes(value)
+    }
+}
+
+impl<'a> From<Option<&'a [u8]>> for Param<'a> {
+    fn from(value: Option<&'a [u8]>) -> Self {
+        Param::OptionalBytes(value)
+    }
+}
+
+impl From<JobId> for Param<'_> {
+    fn from(id: JobId) -> Self {
+        Param::Int(id.0)
+    }
+}
+
+/// SQL text and its parameters, `$1`, `$2`, … in the order they are added. The text is put
+/// together from `&'static str` pieces and placeholders only, so no value can reach it.
+#[derive(Debug)]
+pub(crate) struct Statement<'a> {
+    sql: Cow<'static, str>,
+    params: Vec<Param<'a>>,
+}
+
+impl<'a> Statement<'a> {
+    /// A statement starting with `sql`, which names its parameters `$1`, `$2`, … itself.
+    pub(crate) fn new(sql: &'static str) -> Statement<'a> {
+        Statement { sql: Cow::Borrowed(sql), params: Vec::new() }
+    }
+
+    /// Adds the value of the next parameter the text names.
+    pub(crate) fn bind(mut self, value: impl Into<Param<'a>>) -> Statement<'a> {
+        self.params.push(value.into());
+        self
+    }
+
+    /// Appends `sql` to the text.
+    pub(crate) fn push(mut self, sql: &'static str) -> Statement<'a> {
+        self.sql.to_mut().push_str(sql);
+        self
+    }
+
+    /// Appends a placeholder for `value`.
+    pub(crate) fn push_bind(mut self, value: impl Into<Param<'a>>) -> Statement<'a> {
+        self.params.push(value.into());
+        let sql = self.sql.to_mut();
+        sql.push('$');
+        sql.push_str(&self.params.len().to_string());
+        self
+    }
+
+    /// Appends `$a, $b, …`, one placeholder per value (for `IN (…)`).
+    pub(crate) fn push_list<P: Into<Param<'a>>>(
+        self,
+        values: impl IntoIterator<Item = P>,
+    ) -> Statement<'a> {
+        values.into_iter().enumerate().fold(self, |statement, (index, value)| {
+            let statement = if index == 0 { statement } else { statement.push(", ") };
+            statement.push_bind(value)
+        })
+    }
+
+    /// Appends `VALUES ($a, $b), ($c, $d), …`: one tuple per row, its values from `columns`.
+    pub(crate) fn push_values<T, const N: usize>(
+        self,
+        rows: impl IntoIterator<Item = T>,
+        mut columns: impl FnMut(T) -> [Param<'a>; N],
+    ) -> Statement<'a> {
+        rows.into_iter().enumerate().fold(self.push("VALUES "), |statement, (index, row)| {
+            let statement = if index == 0 { statement } else { statement.push(", ") };
+            statement.push("(").push_list(columns(row)).push(")")
+        })
+    }
+}
+
+/// `statement` as a sqlx query for database `DB`. The one function that knows how each
+/// [`Param`] is encoded; it is only called for SQLite and PostgreSQL, which encode them all.
+fn bound<'a, DB>(statement: Statement<'a>) -> sqlx::query::Query<'a, DB, DB::Arguments>
+where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+    Option<i64>: Encode<'a, DB> + Type<DB>,
+    i32: Encode<'a, DB> + Type<DB>,
+    bool: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    &'a [u8]: Encode<'a, DB> + Type<DB>,
+    Option<&'a [u8]>: Encode<'a, DB> + Type<DB>,
+{
+    // The text is made of `&'static str` pieces and placeholders only (see `Statement`).
+    let query = sqlx::query(sqlx::AssertSqlSafe(statement.sql));
+    statement.params.into_iter().fold(query, |query, param| match param {
+        Param::Int(value) => query.bind(value),
+        Param::OptionalInt(value) => query.bind(value),
+        Param::Int32(value) => query.bind(value),
+        Param::Bool(value) => query.bind(value),
+        Param::Text(value) => query.bind(value),
+        Param::OptionalText(value) => query.bind(value),
+        Param::Bytes(value) => query.bind(value),
+        Param::OptionalBytes(value) => query.bind(value),
+    })
+}
+
+/// A row a statement returned.
+pub(crate) enum Record {
+    Sqlite(SqliteRow),
+    Postgres(PgRow),
+}
+
+impl Record {
+    /// The value of `column`, as any type both databases decode.
+    pub(crate) fn get<'r, T>(&'r self, column: &str) -> Result<T, sqlx::Error>
+    where
+        T: Decode<'r, Sqlite> + Type<Sqlite> + Decode<'r, Postgres> + Type<Postgres>,
+    {
+        match self {
+            Record::Sqlite(row) => row.try_get(column),
+            Record::Postgres(row) => row.try_get(column),
+        }
+    }
+}
+
+/// A connection an operation runs its statements on: inside a write transaction, or taken from
+/// the read pool.
+pub(crate) enum Conn<'c> {
+    Sqlite(&'c mut SqliteConnection),
+    Postgres(&'c mut PgConnection),
+}
+
+impl Conn<'_> {
+    pub(crate) fn dialect(&self) -> Dialect {
+        match self {
+            Conn::Sqlite(_) => Dialect::Sqlite,
+            Conn::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Runs `statement`; returns how many rows it changed.
+    pub(crate) async fn execute(&mut self, statement: Statement<'_>) -> Result<u64, sqlx::Error> {
+        Ok(match self {
+            Conn::Sqlite(conn) => bound(statement).execute(&mut **conn).await?.rows_affected(),
+            Conn::Postgres(conn) => bound(statement).execute(&mut **conn).await?.rows_affected(),
+        })
+    }
+
+    /// Every row `statement` returns.
+    pub(crate) async fn fetch_all(
+        &mut self,
+        statement: Statement<'_>,
+    ) -> Result<Vec<Record>, sqlx::Error> {
+        Ok(match self {
+            Conn::Sqlite(conn) => {
+                let rows = bound(statement).fetch_all(&mut **conn).await?;
+                rows.into_iter().map(Record::Sqlite).collect()
+            }
+            Conn::Postgres(conn) => {
+                let rows = bound(statement).fetch_all(&mut **conn).await?;
+                rows.into_iter().map(Record::Postgres).collect()
+            }
+        })
+    }
+
+    /// The row `statement` returns, if any: for statements that return at most one.
+    pub(crate) async fn fetch_optional(
+        &mut self,
+        statement: Statement<'_>,
+    ) -> Result<Option<Record>, sqlx::Error> {
+        Ok(self.fetch_all(statement).await?.into_iter().next())
+    }
+}
+
+/// An error inside an operation: a driver error (named by the operation when it is reported)
+/// or a store error raised by the operation itself.
+pub(crate) enum Failure {
+    Sql(sqlx::Error),
+    Store(Error),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Failure {
+        Failure::Sql(error)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure::Store(error)
+    }
+}
+
+impl Failure {
+    fn into_error(self, operation: &'static str) -> Error {
+        match self {
+            Failure::Sql(source) => Error::Database { operation, source },
+            Failure::Store(error) => error,
+        }
+    }
+}
+
+impl Store {
+    /// Runs `body` in one write transaction and commits it; an error rolls it back. Errors name
+    /// `operation`. SQLite has a single writer connection, so writes queue here.
+    pub(crate) async fn write<T>(
+        &self,
+        operation: &'static str,
+        body: impl AsyncFnOnce(&mut Conn<'_>) -> Result<T, Failure>,
+    ) -> Result<T> {
+        match &self.db {
+            Db::Sqlite { writer, .. } => {
+                let begin = Dialect::Sqlite.begin_write();
+                let mut tx = writer.begin_with(begin).await.map_err(db(operation))?;
+                let out = body(&mut Conn::Sqlite(&mut tx)).await;
+                commit_if_ok(tx, out, operation).await
+            }
+            Db::Postgres(pool) => {
+                let begin = Dialect::Postgres.begin_write();
+                let mut tx = pool.begin_with(begin).await.map_err(db(operation))?;
+                let out = body(&mut Conn::Postgres(&mut tx)).await;
+                commit_if_ok(tx, out, operation).await
+            }
+        }
+    }
+
+    /// Runs `body` on a connection from the read pool (SQLite: the read-only connections).
+    /// Errors name `operation`.
+    pub(crate) async fn read<T>(
+        &self,
+        operation: &'static str,
+        body: impl AsyncFnOnce(&mut Conn<'_>) -> Result<T, Failure>,
+    ) -> Result<T> {
+        let out = match &self.db {
+            Db::Sqlite { reader, .. } => {
+                let mut conn = reader.acquire().await.map_err(db(operation))?;
+                body(&mut Conn::Sqlite(&mut conn)).await
+            }
+            Db::Postgres(pool) => {
+                let mut conn = pool.acquire().await.map_err(db(operation))?;
+                body(&mut Conn::Postgres(&mut conn)).await
+            }
+        };
+        out.map_err(|failure| failure.into_error(operation))
+    }
+}
+
+/// Commits `tx` when the operation that ran in it succeeded with `out`; otherwise drops it,
+/// which rolls it back.
+async fn commit_if_ok<DB: Database, T>(
+    tx: sqlx::Transaction<'static, DB>,
+    out: Result<T, Failure>,
+    operation: &'static str,
+) -> Result<T> {
+    let out = out.map_err(|failure| failure.into_error(operation))?;
+    tx.commit().await.map_err(db(operation))?;
+    Ok(out)
+}
+
+/// The value of a [`Stored`] vocabulary stored as `text`.
+pub(crate) fn decode<T: Stored>(text: &str) -> Result<T> {
+    T::EVERY
+        .iter()
+        .copied()
+        .find(|value| value.stored() == text)
+        .ok_or_else(|| Error::Corrupt { what: T::WHAT, value: text.to_owned() })
+}
+
+/// A stored count (attempts, attempt numbers) as `u32`.
+pub(crate) fn count(stored: i32) -> Result<u32> {
+    u32::try_from(stored).map_err(|_| Error::Corrupt { what: "count", value: stored.to_string() })
+}
+
+/// Parses stored JSON, naming the job and field when it does not parse.
+pub(crate) fn parse_json(job_id: JobId, field: &'static str, text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|source| Error::Json { job_id, field, source })
+}
+
+/// Serializes a JSON value for storage, naming what it belongs to when it cannot be.
+pub(crate) fn to_json(
+    subject: impl FnOnce() -> String,
+    field: &'static str,
+    value: &Value,
+) -> Result<String> {
+    serde_json::to_string(value).map_err(|source| Error::Serialize {
+        subject: subject(),
+        field,
+        source,
+    })
+}
