@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use store::{AttemptKind, AttemptOutcome, Fenced, JobState, ResultKind};
 
-use crate::support::{LEASE, T0, TestDb, both_backends, call, enqueue_new};
+use crate::support::{LEASE, T0, TestDb, both_backends, call, claim_one, enqueue_new};
 
 both_backends!(
     a_crashed_workers_job_is_claimed_again_after_its_lease_and_the_stale_worker_is_fenced_off,
@@ -83,8 +83,7 @@ async fn a_crashed_workers_job_is_claimed_again_after_its_lease_and_the_stale_wo
 
 async fn a_late_worker_whose_job_was_not_reclaimed_may_still_finish(db: TestDb) {
     let store = db.open().await;
-    enqueue_new(&store, &[call("p1", "a")], T0).await;
-    let claimed = store.claim_due("w", T0, LEASE, 10).await.unwrap().remove(0);
+    let (_, claimed) = claim_one(&store).await;
     // The lease ran out but no one else claimed the job: the result is still welcome.
     let late = store.complete(&claimed.lease, &json!({ "v": 1 }), T0 + 60_000).await.unwrap();
     assert_eq!(late, Fenced::Applied);
@@ -93,8 +92,7 @@ async fn a_late_worker_whose_job_was_not_reclaimed_may_still_finish(db: TestDb) 
 
 async fn a_stored_result_is_never_overwritten(db: TestDb) {
     let store = db.open().await;
-    let id = enqueue_new(&store, &[call("p1", "a")], T0).await[0];
-    let claimed = store.claim_due("w", T0, LEASE, 10).await.unwrap().remove(0);
+    let (id, claimed) = claim_one(&store).await;
     let first = json!({ "available_limit": 1000, "approval_required": false });
     assert!(store.complete(&claimed.lease, &first, T0 + 1).await.unwrap().is_applied());
 
@@ -128,8 +126,7 @@ async fn a_stored_result_is_never_overwritten(db: TestDb) {
 
 async fn a_retry_waits_until_its_time_and_every_attempt_is_kept(db: TestDb) {
     let store = db.open().await;
-    let id = enqueue_new(&store, &[call("p1", "a")], T0).await[0];
-    let first = store.claim_due("w", T0, LEASE, 10).await.unwrap().remove(0);
+    let (id, first) = claim_one(&store).await;
     assert!(
         store
             .retry_later(&first.lease, T0 + 5_000, AttemptOutcome::Timeout, "took 10 s", T0 + 100)
@@ -189,8 +186,7 @@ async fn a_retry_waits_until_its_time_and_every_attempt_is_kept(db: TestDb) {
 
 async fn a_killed_job_is_dead_with_its_reason(db: TestDb) {
     let store = db.open().await;
-    let id = enqueue_new(&store, &[call("p1", "a")], T0).await[0];
-    let claimed = store.claim_due("w", T0, LEASE, 10).await.unwrap().remove(0);
+    let (id, claimed) = claim_one(&store).await;
     assert!(
         store
             .kill(&claimed.lease, AttemptOutcome::Fatal, "HTTP 400: unknown company", T0 + 1)
@@ -238,8 +234,7 @@ async fn a_job_that_returns_nothing_is_done_without_delivery(db: TestDb) {
 
 async fn an_extended_lease_keeps_the_job_from_other_workers(db: TestDb) {
     let store = db.open().await;
-    enqueue_new(&store, &[call("p1", "a")], T0).await;
-    let mut claimed = store.claim_due("w", T0, LEASE, 10).await.unwrap().remove(0);
+    let (_, mut claimed) = claim_one(&store).await;
     let extended = store.extend_lease(&mut claimed.lease, LEASE, T0 + 20_000).await.unwrap();
     assert!(extended.is_applied());
     assert_eq!(claimed.lease.until(), T0 + 50_000);

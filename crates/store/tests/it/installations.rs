@@ -5,7 +5,7 @@ use store::{
     AttemptOutcome, Error, Fenced, InstallationStatus, JobState, NewInstallation, StoreKey,
 };
 
-use crate::support::{LEASE, T0, TestDb, both_backends, call, enqueue_new};
+use crate::support::{LEASE, T0, TestDb, both_backends, call, enqueue_new, first_delivery};
 
 both_backends!(
     an_install_is_stored_and_read_back,
@@ -163,7 +163,7 @@ async fn an_uninstall_stops_the_portals_work(db: TestDb) {
     let done = claimed.remove(0);
     let running = claimed.remove(0);
     assert!(store.complete(&done.lease, &json!(1), T0).await.unwrap().is_applied());
-    let sent = store.claim_deliveries("s", T0, LEASE, 50).await.unwrap().remove(0).jobs.remove(0);
+    let sent = first_delivery(&store, "s", T0).await;
     assert_eq!(store.delivered(&[sent.id], T0).await.unwrap(), 1);
 
     assert_eq!(store.mark_uninstalled("p1", T0 + 5).await.unwrap(), Some(2));

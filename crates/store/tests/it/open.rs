@@ -3,14 +3,13 @@
 use serde_json::json;
 use store::{Backend, Error, JobState, Store, StoreKey, StoreOptions, redact_url};
 
-use crate::support::{LEASE, T0, TestDb, both_backends, call, enqueue_new, key};
+use crate::support::{T0, TestDb, both_backends, call, claim_one, enqueue_new, key, temp_dir};
 
 both_backends!(migrations_are_idempotent_on_reopen_and_data_survives,);
 
 async fn migrations_are_idempotent_on_reopen_and_data_survives(db: TestDb) {
     let store = db.open().await;
-    let id = enqueue_new(&store, &[call("p1", "a")], T0).await[0];
-    let claimed = store.claim_due("w", T0, LEASE, 1).await.unwrap().remove(0);
+    let (id, claimed) = claim_one(&store).await;
     assert!(
         store.complete(&claimed.lease, &json!({ "kept": true }), T0).await.unwrap().is_applied()
     );
@@ -75,10 +74,8 @@ async fn a_sqlite_file_in_a_missing_directory_is_a_clear_error() {
 
 #[tokio::test]
 async fn a_sqlite_store_is_created_on_first_start_in_wal_mode_with_full_sync() {
-    let dir = std::env::temp_dir().join(format!("b24act-store-wal-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("wal");
     let path = dir.join("fresh.db");
-    let _ = std::fs::remove_file(&path);
     let url = format!("sqlite:{}", path.display());
 
     let store = Store::open(&url, StoreOptions::new(key())).await.unwrap();
@@ -97,10 +94,8 @@ async fn a_sqlite_store_is_created_on_first_start_in_wal_mode_with_full_sync() {
 
 #[tokio::test]
 async fn the_wal_is_checkpointed_in_the_background_not_by_commits() {
-    let dir = std::env::temp_dir().join(format!("b24act-store-ckpt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("checkpoint");
     let path = dir.join("ckpt.db");
-    let _ = std::fs::remove_file(&path);
     let store =
         Store::open(&format!("sqlite:{}", path.display()), StoreOptions::new(key())).await.unwrap();
     // Past SQLite's 1,000-page automatic threshold several times over.

@@ -6,7 +6,9 @@ use store::{
     AttemptOutcome, CANCELLED_BY_OPERATOR, Error, Fenced, JobFilter, JobId, JobState, Retried,
 };
 
-use crate::support::{LEASE, T0, TestDb, both_backends, call, enqueue_new};
+use crate::support::{
+    LEASE, T0, TestDb, both_backends, call, claim_one, enqueue_new, first_delivery,
+};
 
 both_backends!(
     a_dead_job_without_a_result_runs_again_on_retry,
@@ -21,8 +23,7 @@ both_backends!(
 
 async fn a_dead_job_without_a_result_runs_again_on_retry(db: TestDb) {
     let store = db.open().await;
-    let id = enqueue_new(&store, &[call("p1", "a")], T0).await[0];
-    let first = store.claim_due("w", T0, LEASE, 10).await.unwrap().remove(0);
+    let (id, first) = claim_one(&store).await;
     assert!(
         store
             .kill(&first.lease, AttemptOutcome::Fatal, "HTTP 401", T0 + 1)
@@ -47,8 +48,7 @@ async fn a_dead_job_without_a_result_runs_again_on_retry(db: TestDb) {
 
 async fn a_waiting_retry_runs_at_once_on_retry(db: TestDb) {
     let store = db.open().await;
-    let id = enqueue_new(&store, &[call("p1", "a")], T0).await[0];
-    let claimed = store.claim_due("w", T0, LEASE, 10).await.unwrap().remove(0);
+    let (id, claimed) = claim_one(&store).await;
     let later =
         store.retry_later(&claimed.lease, T0 + 600_000, AttemptOutcome::Retryable, "down", T0 + 1);
     assert!(later.await.unwrap().is_applied());
@@ -62,12 +62,10 @@ async fn a_waiting_retry_runs_at_once_on_retry(db: TestDb) {
 
 async fn a_dead_delivery_is_resent_on_retry_without_recomputing(db: TestDb) {
     let store = db.open().await;
-    let id = enqueue_new(&store, &[call("p1", "a")], T0).await[0];
-    let claimed = store.claim_due("w", T0, LEASE, 10).await.unwrap().remove(0);
+    let (id, claimed) = claim_one(&store).await;
     let result = json!({ "available_limit": 250000.5, "approval_required": true });
     assert!(store.complete(&claimed.lease, &result, T0 + 1).await.unwrap().is_applied());
-    let sent =
-        store.claim_deliveries("s", T0 + 2, LEASE, 50).await.unwrap().remove(0).jobs.remove(0);
+    let sent = first_delivery(&store, "s", T0 + 2).await;
     assert!(
         store
             .delivery_dead(&sent.lease, "404: workflow not found", T0 + 3)
@@ -79,8 +77,7 @@ async fn a_dead_delivery_is_resent_on_retry_without_recomputing(db: TestDb) {
     assert_eq!(store.retry_job(id, None, T0 + 10).await.unwrap(), Retried::Redelivering);
 
     assert!(store.claim_due("w", T0 + 10, LEASE, 10).await.unwrap().is_empty(), "not recomputed");
-    let resent =
-        store.claim_deliveries("s", T0 + 10, LEASE, 50).await.unwrap().remove(0).jobs.remove(0);
+    let resent = first_delivery(&store, "s", T0 + 10).await;
     assert_eq!((resent.id, &resent.result, resent.attempt), (id, &result, 2));
     let job = store.job(id).await.unwrap().unwrap().job;
     assert_eq!((job.attempts, job.dead_reason), (1, None));
@@ -105,8 +102,7 @@ async fn retry_refuses_pending_and_finished_jobs(db: TestDb) {
     let done = store.claim_due("w", T0, LEASE, 10).await.unwrap();
     let done = done.iter().find(|j| j.id == ids[2]).unwrap();
     assert!(store.complete(&done.lease, &json!(1), T0).await.unwrap().is_applied());
-    let delivering =
-        store.claim_deliveries("s", T0, LEASE, 50).await.unwrap().remove(0).jobs.remove(0);
+    let delivering = first_delivery(&store, "s", T0).await;
     assert_eq!(store.delivered(&[delivering.id], T0).await.unwrap(), 1);
 
     let refused = |result: store::Result<Retried>, want: JobState| match result {

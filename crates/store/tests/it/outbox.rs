@@ -3,7 +3,7 @@
 use serde_json::json;
 use store::{AttemptKind, AttemptOutcome, Fenced, JobId, JobState, ResultKind, Store};
 
-use crate::support::{LEASE, T0, TestDb, both_backends, call, enqueue_new};
+use crate::support::{LEASE, T0, TestDb, both_backends, call, enqueue_new, first_delivery};
 
 both_backends!(
     deliveries_come_grouped_by_portal_at_most_fifty_per_portal,
@@ -79,17 +79,10 @@ async fn a_delivered_job_is_done_and_never_claimed_again(db: TestDb) {
 async fn a_crashed_senders_results_are_claimed_again_after_its_lease(db: TestDb) {
     let store = db.open().await;
     let id = completed(&store, "p1", 1, T0).await[0];
-    let stale =
-        store.claim_deliveries("sender-a", T0, LEASE, 50).await.unwrap().remove(0).jobs.remove(0);
+    let stale = first_delivery(&store, "sender-a", T0).await;
     assert!(store.claim_deliveries("sender-b", T0 + 29_999, LEASE, 50).await.unwrap().is_empty());
 
-    let fresh = store
-        .claim_deliveries("sender-b", T0 + 30_000, LEASE, 50)
-        .await
-        .unwrap()
-        .remove(0)
-        .jobs
-        .remove(0);
+    let fresh = first_delivery(&store, "sender-b", T0 + 30_000).await;
     assert_eq!((fresh.id, fresh.attempt), (id, 2));
     assert_eq!(fresh.result, stale.result, "the same stored result goes out");
 
@@ -133,7 +126,7 @@ async fn a_crashed_senders_results_are_claimed_again_after_its_lease(db: TestDb)
 async fn a_failed_send_is_retried_later_with_the_same_result(db: TestDb) {
     let store = db.open().await;
     let id = completed(&store, "p1", 1, T0).await[0];
-    let first = store.claim_deliveries("s", T0, LEASE, 50).await.unwrap().remove(0).jobs.remove(0);
+    let first = first_delivery(&store, "s", T0).await;
     let retry = store.delivery_retry(
         &first.lease,
         T0 + 2_000,
@@ -149,16 +142,14 @@ async fn a_failed_send_is_retried_later_with_the_same_result(db: TestDb) {
         (JobState::Delivering, Some(T0 + 2_000), 1)
     );
     assert!(store.claim_deliveries("s", T0 + 1_999, LEASE, 50).await.unwrap().is_empty());
-    let second =
-        store.claim_deliveries("s", T0 + 2_000, LEASE, 50).await.unwrap().remove(0).jobs.remove(0);
+    let second = first_delivery(&store, "s", T0 + 2_000).await;
     assert_eq!((second.attempt, &second.result), (2, &first.result));
 }
 
 async fn a_refused_result_ends_the_job_dead_with_the_result_kept(db: TestDb) {
     let store = db.open().await;
     let id = completed(&store, "p1", 1, T0).await[0];
-    let delivery =
-        store.claim_deliveries("s", T0, LEASE, 50).await.unwrap().remove(0).jobs.remove(0);
+    let delivery = first_delivery(&store, "s", T0).await;
     let dead =
         store.delivery_dead(&delivery.lease, "ACCESS_DENIED: the app has no bizproc scope", T0 + 1);
     assert!(dead.await.unwrap().is_applied());
@@ -194,7 +185,7 @@ async fn the_next_wakeup_is_the_earliest_run_retry_lease_or_delivery(db: TestDb)
     // a's result is due for delivery at once.
     assert!(store.complete(&a.lease, &json!(1), T0 + 5).await.unwrap().is_applied());
     assert_eq!(store.next_wakeup().await.unwrap(), Some(T0 + 5));
-    let d = store.claim_deliveries("s", T0 + 6, LEASE, 50).await.unwrap().remove(0).jobs.remove(0);
+    let d = first_delivery(&store, "s", T0 + 6).await;
     assert_eq!(store.next_wakeup().await.unwrap(), Some(T0 + 30_006), "the sender's lease expiry");
     assert_eq!(store.delivered(&[d.id], T0 + 7).await.unwrap(), 1);
     assert_eq!(store.next_wakeup().await.unwrap(), Some(T0 + 60_000));

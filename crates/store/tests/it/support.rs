@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use sqlx::Connection;
-use store::{NewJob, Store, StoreKey, StoreOptions};
+use store::{ClaimedJob, Delivery, Enqueued, JobId, NewJob, Store, StoreKey, StoreOptions};
 
 /// The variable that names the PostgreSQL server for the PostgreSQL leg.
 pub const POSTGRES_URL_VAR: &str = "B24ACT_TEST_POSTGRES_URL";
@@ -158,7 +158,8 @@ fn unique_name(test: &str) -> String {
     format!("b24act_it_{short}_{}_{sequence}_{nanos}", std::process::id())
 }
 
-fn temp_dir(test: &str) -> PathBuf {
+/// A fresh directory of its own for test `test`, under the system's temporary directory.
+pub fn temp_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(unique_name(test));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -191,17 +192,31 @@ pub fn call(member: &str, token: &str) -> NewJob {
 }
 
 /// Enqueues `calls` and returns their ids, all newly created.
-pub async fn enqueue_new(store: &Store, calls: &[NewJob], now: i64) -> Vec<store::JobId> {
+pub async fn enqueue_new(store: &Store, calls: &[NewJob], now: i64) -> Vec<JobId> {
     store
         .enqueue(calls, now)
         .await
         .unwrap()
         .into_iter()
         .map(|enqueued| match enqueued {
-            store::Enqueued::Created(id) => id,
+            Enqueued::Created(id) => id,
             other => panic!("expected a new job, got {other:?}"),
         })
         .collect()
+}
+
+/// Enqueues one call (portal `p1`, token `a`) at `T0` and claims it as worker `w`: the new
+/// job's id and its claim.
+pub async fn claim_one(store: &Store) -> (JobId, ClaimedJob) {
+    let id = enqueue_new(store, &[call("p1", "a")], T0).await[0];
+    let mut claimed = store.claim_due("w", T0, LEASE, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "one job was due");
+    (id, claimed.remove(0))
+}
+
+/// The oldest result of the first portal `sender` claims at `now` (up to 50 per portal).
+pub async fn first_delivery(store: &Store, sender: &str, now: i64) -> Delivery {
+    store.claim_deliveries(sender, now, LEASE, 50).await.unwrap().remove(0).jobs.remove(0)
 }
 
 /// CI runs every leg: a CI build without the variable fails here instead of ignoring them.
