@@ -244,38 +244,52 @@ pub struct ActivityFilter {
     pub exclude: Vec<FilterRule>,
 }
 
-/// An activity or robot as `bizproc.activity.add` / `bizproc.robot.add` take it (§1.2).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub struct ActivityDefinition {
-    /// `^[a-z0-9.\-_]+$`, at most 128 characters, unique per app across activities and robots.
-    pub code: String,
-    /// The public HTTPS URL the portal calls.
-    pub handler: String,
-    /// The default "Run as" user, whose token the handler receives. Always set it (§6.5).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_user_id: Option<u64>,
-    /// Whether the workflow waits for `bizproc.event.send`. Always send it explicitly (§2.7).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub use_subscription: Option<YesNo>,
-    pub name: LocalizedText,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<LocalizedText>,
-    /// Input properties: id (`^[a-z][a-z0-9_]*$`) → definition.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub properties: Option<OrderedMap<PropertyDefinition>>,
-    /// Output properties, set by `bizproc.event.send`'s RETURN_VALUES.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub return_properties: Option<OrderedMap<PropertyDefinition>>,
-    /// `[module, entity, type]`, e.g. `["crm", "CCrmDocumentDeal", "DEAL"]`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub document_type: Option<[String; 3]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub filter: Option<ActivityFilter>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub use_placement: Option<YesNo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub placement_handler: Option<String>,
+/// The optional fields a registration and its update share (§1.2, §1.3), written once: appended
+/// to the struct given, each an `Option` left out of the JSON while unset. A macro because a
+/// function cannot declare fields, and the public structs keep their flat fields.
+macro_rules! with_shared_activity_fields {
+    ($(#[$attr:meta])* pub struct $name:ident { $($own:tt)* }) => {
+        $(#[$attr])*
+        pub struct $name {
+            $($own)*
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub description: Option<LocalizedText>,
+            /// Input properties: id (`^[a-z][a-z0-9_]*$`) → definition.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub properties: Option<OrderedMap<PropertyDefinition>>,
+            /// Output properties, set by `bizproc.event.send`'s RETURN_VALUES.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub return_properties: Option<OrderedMap<PropertyDefinition>>,
+            /// `[module, entity, type]`, e.g. `["crm", "CCrmDocumentDeal", "DEAL"]`.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub document_type: Option<[String; 3]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub filter: Option<ActivityFilter>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub use_placement: Option<YesNo>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub placement_handler: Option<String>,
+        }
+    };
+}
+
+with_shared_activity_fields! {
+    /// An activity or robot as `bizproc.activity.add` / `bizproc.robot.add` take it (§1.2).
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    pub struct ActivityDefinition {
+        /// `^[a-z0-9.\-_]+$`, at most 128 characters, unique per app across activities and robots.
+        pub code: String,
+        /// The public HTTPS URL the portal calls.
+        pub handler: String,
+        /// The default "Run as" user, whose token the handler receives. Always set it (§6.5).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub auth_user_id: Option<u64>,
+        /// Whether the workflow waits for `bizproc.event.send`. Always send it explicitly (§2.7).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub use_subscription: Option<YesNo>,
+        pub name: LocalizedText,
+    }
 }
 
 impl ActivityDefinition {
@@ -302,33 +316,21 @@ impl ActivityDefinition {
     }
 }
 
-/// The FIELDS of `bizproc.activity.update` / `bizproc.robot.update` (§1.3): only the fields
-/// that are set change; PROPERTIES and RETURN_PROPERTIES replace the whole map.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub struct ActivityChanges {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub handler: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_user_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub use_subscription: Option<YesNo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<LocalizedText>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<LocalizedText>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub properties: Option<OrderedMap<PropertyDefinition>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub return_properties: Option<OrderedMap<PropertyDefinition>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub document_type: Option<[String; 3]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub filter: Option<ActivityFilter>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub use_placement: Option<YesNo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub placement_handler: Option<String>,
+with_shared_activity_fields! {
+    /// The FIELDS of `bizproc.activity.update` / `bizproc.robot.update` (§1.3): only the fields
+    /// that are set change; PROPERTIES and RETURN_PROPERTIES replace the whole map.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    pub struct ActivityChanges {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub handler: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub auth_user_id: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub use_subscription: Option<YesNo>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub name: Option<LocalizedText>,
+    }
 }
 
 impl From<&ActivityDefinition> for ActivityChanges {
@@ -479,60 +481,6 @@ impl RestClient {
         self.call_as(&kind.method("list"), &()).await
     }
 
-    /// `bizproc.activity.add`.
-    pub async fn activity_add(
-        &self,
-        definition: &ActivityDefinition,
-    ) -> Result<Response<bool>, Error> {
-        self.action_add(ActionKind::Activity, definition).await
-    }
-
-    /// `bizproc.activity.update`.
-    pub async fn activity_update(
-        &self,
-        code: &str,
-        changes: &ActivityChanges,
-    ) -> Result<Response<bool>, Error> {
-        self.action_update(ActionKind::Activity, code, changes).await
-    }
-
-    /// `bizproc.activity.delete`.
-    pub async fn activity_delete(&self, code: &str) -> Result<Response<bool>, Error> {
-        self.action_delete(ActionKind::Activity, code).await
-    }
-
-    /// `bizproc.activity.list`.
-    pub async fn activity_list(&self) -> Result<Response<Vec<String>>, Error> {
-        self.action_list(ActionKind::Activity).await
-    }
-
-    /// `bizproc.robot.add`.
-    pub async fn robot_add(
-        &self,
-        definition: &ActivityDefinition,
-    ) -> Result<Response<bool>, Error> {
-        self.action_add(ActionKind::Robot, definition).await
-    }
-
-    /// `bizproc.robot.update`.
-    pub async fn robot_update(
-        &self,
-        code: &str,
-        changes: &ActivityChanges,
-    ) -> Result<Response<bool>, Error> {
-        self.action_update(ActionKind::Robot, code, changes).await
-    }
-
-    /// `bizproc.robot.delete`.
-    pub async fn robot_delete(&self, code: &str) -> Result<Response<bool>, Error> {
-        self.action_delete(ActionKind::Robot, code).await
-    }
-
-    /// `bizproc.robot.list`.
-    pub async fn robot_list(&self) -> Result<Response<Vec<String>>, Error> {
-        self.action_list(ActionKind::Robot).await
-    }
-
     /// `bizproc.event.send` (§3.1). `true` also when the portal ignored it (activity already
     /// closed, stale token); errors per §3.3: `ACCESS_DENIED` and `"404"` are permanent,
     /// `"423"` retryable.
@@ -554,6 +502,47 @@ impl RestClient {
     pub async fn app_info(&self) -> Result<Response<AppInfo>, Error> {
         self.call_as("app.info", &()).await
     }
+}
+
+/// The four registration methods of one [`ActionKind`] under their own names
+/// (`activity_add`, `robot_list`, …), each a call of the kind-generic `action_*` method. A macro
+/// because a function cannot give methods names.
+macro_rules! kind_methods {
+    ($($kind:expr, $prefix:literal: $add:ident, $update:ident, $delete:ident, $list:ident;)*) => {
+        $(impl RestClient {
+            #[doc = concat!("`", $prefix, ".add`.")]
+            pub async fn $add(
+                &self,
+                definition: &ActivityDefinition,
+            ) -> Result<Response<bool>, Error> {
+                self.action_add($kind, definition).await
+            }
+
+            #[doc = concat!("`", $prefix, ".update`.")]
+            pub async fn $update(
+                &self,
+                code: &str,
+                changes: &ActivityChanges,
+            ) -> Result<Response<bool>, Error> {
+                self.action_update($kind, code, changes).await
+            }
+
+            #[doc = concat!("`", $prefix, ".delete`.")]
+            pub async fn $delete(&self, code: &str) -> Result<Response<bool>, Error> {
+                self.action_delete($kind, code).await
+            }
+
+            #[doc = concat!("`", $prefix, ".list`.")]
+            pub async fn $list(&self) -> Result<Response<Vec<String>>, Error> {
+                self.action_list($kind).await
+            }
+        })*
+    };
+}
+
+kind_methods! {
+    ActionKind::Activity, "bizproc.activity": activity_add, activity_update, activity_delete, activity_list;
+    ActionKind::Robot, "bizproc.robot": robot_add, robot_update, robot_delete, robot_list;
 }
 
 impl EventSend {
