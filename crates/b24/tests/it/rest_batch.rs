@@ -6,15 +6,13 @@ use b24::rest::{BatchCommand, BatchOutcome, ErrorClass, EventSend};
 use b24_emulator::WorkflowStatus;
 use serde_json::json;
 
-use crate::rest_methods::credit_check;
 use crate::support::TestPortal;
 
 #[tokio::test]
 async fn batch_over_fifty_is_chunked_with_per_command_errors() {
     let t = TestPortal::start().await;
     let client = t.client();
-    client.activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
-    let wf = t.start_waiting_workflow("check_credit_limit").await;
+    let wf = t.waiting_credit_check().await;
 
     // 120 commands: every 7th is an event.send with a forged token, one real event.send,
     // the rest list calls.
@@ -70,8 +68,7 @@ async fn batch_over_fifty_is_chunked_with_per_command_errors() {
 async fn log_lines_and_a_result_in_one_batch_reach_the_workflow_in_order() {
     let t = TestPortal::start().await;
     let client = t.client();
-    client.activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
-    let wf = t.start_waiting_workflow("check_credit_limit").await;
+    let wf = t.waiting_credit_check().await;
     let token = EventToken::new(wf.event_token.clone());
 
     let result = EventSend::new(token.clone()).value("approval_required", "N").log("limit checked");

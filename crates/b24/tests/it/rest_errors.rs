@@ -3,15 +3,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use b24::rest::{
-    ActivityDefinition, Credentials, Error, ErrorClass, EventSend, HttpClient, RestClient,
-    WebhookUrl,
-};
+use b24::rest::{ActivityDefinition, Error, ErrorClass, EventSend};
 use b24::secret::AccessToken;
 use b24_emulator::{Faults, PortalSpec, ServerErrorBurst};
 
-use crate::rest_methods::credit_check;
-use crate::support::{TestPortal, eventually};
+use crate::support::{TestPortal, credit_check, eventually, webhook_builder};
 
 fn assert_api(error: &Error, code: &str, class: ErrorClass) {
     assert_eq!(error.code(), Some(code), "{error:?}");
@@ -52,8 +48,7 @@ async fn webhook_cannot_register_and_that_is_permanent() {
 async fn forged_event_token_is_access_denied_and_permanent() {
     let t = TestPortal::start().await;
     let client = t.client();
-    client.activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
-    let wf = t.start_waiting_workflow("check_credit_limit").await;
+    let wf = t.waiting_credit_check().await;
 
     // Same payload, signature flipped.
     let (payload, signature) = wf.event_token.rsplit_once('.').unwrap();
@@ -68,8 +63,7 @@ async fn forged_event_token_is_access_denied_and_permanent() {
 async fn event_send_after_the_workflow_closed_is_404_and_permanent() {
     let t = TestPortal::start().await;
     let client = t.client();
-    client.activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
-    let wf = t.start_waiting_workflow("check_credit_limit").await;
+    let wf = t.waiting_credit_check().await;
     client.event_send(&EventSend::new(&wf.event_token)).await.unwrap();
     // The workflow runs on for a moment after the activity closes (another send is a no-op
     // then); once its instance is gone, the portal answers "404".
@@ -89,8 +83,7 @@ async fn locked_workflow_423_is_retryable() {
     };
     let t = TestPortal::start_with(spec).await;
     let client = t.client();
-    client.activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
-    let wf = t.start_waiting_workflow("check_credit_limit").await;
+    let wf = t.waiting_credit_check().await;
 
     let error = client.event_send(&EventSend::new(&wf.event_token)).await.unwrap_err();
     assert_api(&error, "423", ErrorClass::Retryable);
@@ -101,16 +94,11 @@ async fn locked_workflow_423_is_retryable() {
 #[tokio::test]
 async fn operating_limit_429_is_retryable_with_the_reset_time() {
     let t = TestPortal::start().await;
-    t.emu
-        .set_faults(
-            &t.portal.domain,
-            Faults {
-                operating_limit: Some(Duration::from_secs(1)),
-                operating_cost: Some(Duration::from_secs(2)),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    t.set_faults(Faults {
+        operating_limit: Some(Duration::from_secs(1)),
+        operating_cost: Some(Duration::from_secs(2)),
+        ..Faults::default()
+    });
     let client = t.client();
 
     // The first call is charged 2 s against a 1 s budget; the next one is refused.
@@ -128,15 +116,8 @@ async fn operating_limit_429_is_retryable_with_the_reset_time() {
 #[tokio::test]
 async fn server_error_burst_is_retryable_and_passes() {
     let t = TestPortal::start().await;
-    t.emu
-        .set_faults(
-            &t.portal.domain,
-            Faults {
-                server_errors: Some(ServerErrorBurst { count: 2, status: 500 }),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    let burst = ServerErrorBurst { count: 2, status: 500 };
+    t.set_faults(Faults { server_errors: Some(burst), ..Faults::default() });
     let client = t.client();
 
     for _ in 0..2 {
@@ -156,15 +137,8 @@ async fn server_error_burst_is_retryable_and_passes() {
 #[tokio::test]
 async fn overload_503_is_retryable() {
     let t = TestPortal::start().await;
-    t.emu
-        .set_faults(
-            &t.portal.domain,
-            Faults {
-                server_errors: Some(ServerErrorBurst { count: 1, status: 503 }),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    let burst = ServerErrorBurst { count: 1, status: 503 };
+    t.set_faults(Faults { server_errors: Some(burst), ..Faults::default() });
     let error = t.client().app_info().await.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Retryable, "{error:?}");
 }
@@ -194,11 +168,7 @@ async fn connection_refused_is_retryable() {
     let holder = tokio::net::TcpSocket::new_v4().unwrap();
     holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = holder.local_addr().unwrap();
-    let hook = WebhookUrl::parse(&format!("http://{addr}/rest/1/secret/")).unwrap();
-    let client = RestClient::builder(Credentials::Webhook(hook))
-        .http_client(HttpClient::new().unwrap())
-        .build()
-        .unwrap();
+    let client = webhook_builder(&format!("http://{addr}/rest/1/secret/")).build().unwrap();
     let error = client.app_info().await.unwrap_err();
     match &error {
         Error::Transport { source, .. } => assert!(source.is_connect(), "{source:?}"),
@@ -219,9 +189,7 @@ async fn a_portal_that_does_not_answer_times_out_and_is_retryable() {
             open.push(socket);
         }
     });
-    let hook = WebhookUrl::parse(&format!("http://{addr}/rest/1/secret/")).unwrap();
-    let client = RestClient::builder(Credentials::Webhook(hook))
-        .http_client(HttpClient::new().unwrap())
+    let client = webhook_builder(&format!("http://{addr}/rest/1/secret/"))
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();

@@ -3,27 +3,23 @@
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use b24::rest::{ErrorClass, LimiterRegistry, PortalLimiter, RateLimits};
+use b24::rest::{ErrorClass, LimiterRegistry, RateLimits};
 use b24_emulator::PortalSpec;
 
-use crate::support::{TestPortal, concurrently};
+use crate::support::{TestPortal, concurrently, unpaced, webhook_builder};
 
-/// The emulator's bucket, scaled down so a test takes a couple of seconds: 10/s, burst 10.
-fn small_bucket() -> (PortalSpec, RateLimits) {
+/// A portal whose bucket is the emulator's scaled down so a test takes a couple of seconds
+/// (10/s, burst 10), and a limiter registry that knows those limits.
+async fn small_bucket_portal() -> (TestPortal, LimiterRegistry) {
     let spec = PortalSpec { rate: (10.0, 10), ..PortalSpec::default() };
     let limits = RateLimits { per_second: 10.0, burst: NonZeroU32::new(10).unwrap() };
-    (spec, limits)
+    (TestPortal::start_with(spec).await, LimiterRegistry::new(limits))
 }
 
 #[tokio::test]
 async fn without_pacing_a_burst_over_the_threshold_gets_503_retryable() {
-    let (spec, _) = small_bucket();
-    let t = TestPortal::start_with(spec).await;
-    let unpaced = PortalLimiter::new(RateLimits {
-        per_second: 1000.0,
-        burst: NonZeroU32::new(1000).unwrap(),
-    });
-    let client = t.oauth().limiter(unpaced).build().unwrap();
+    let (t, _) = small_bucket_portal().await;
+    let client = t.oauth().limiter(unpaced(1000)).build().unwrap();
 
     let mut refused = 0;
     for _ in 0..40 {
@@ -38,9 +34,7 @@ async fn without_pacing_a_burst_over_the_threshold_gets_503_retryable() {
 
 #[tokio::test]
 async fn limiter_keeps_a_burst_under_the_portal_bucket() {
-    let (spec, limits) = small_bucket();
-    let t = TestPortal::start_with(spec).await;
-    let registry = LimiterRegistry::new(limits);
+    let (t, registry) = small_bucket_portal().await;
     let client = t.oauth().limiter_from(&registry).build().unwrap();
 
     let started = Instant::now();
@@ -58,17 +52,10 @@ async fn limiter_keeps_a_burst_under_the_portal_bucket() {
 
 #[tokio::test]
 async fn clients_of_one_portal_share_its_bucket() {
-    let (spec, limits) = small_bucket();
-    let t = TestPortal::start_with(spec).await;
-    let registry = LimiterRegistry::new(limits);
+    let (t, registry) = small_bucket_portal().await;
     let oauth = t.oauth().limiter_from(&registry).build().unwrap();
     let hook_url = t.emu.create_webhook(&t.portal.domain, 1, "bizproc").unwrap();
-    let hook = b24::rest::RestClient::builder(b24::rest::Credentials::Webhook(
-        b24::rest::WebhookUrl::parse(&hook_url).unwrap(),
-    ))
-    .limiter_from(&registry)
-    .build()
-    .unwrap();
+    let hook = webhook_builder(&hook_url).limiter_from(&registry).build().unwrap();
     assert_eq!(oauth.domain(), hook.domain());
 
     let mut calls = Vec::new();
@@ -95,24 +82,15 @@ async fn clients_of_one_portal_share_its_bucket() {
 
 #[tokio::test]
 async fn a_bucket_filled_by_another_client_costs_at_most_one_refusal() {
-    let (spec, limits) = small_bucket();
-    let t = TestPortal::start_with(spec).await;
+    let (t, registry) = small_bucket_portal().await;
     // Someone else (another app, another node) spends the portal's whole budget.
-    let hog = t
-        .oauth()
-        .limiter(PortalLimiter::new(RateLimits {
-            per_second: 10_000.0,
-            burst: NonZeroU32::new(10_000).unwrap(),
-        }))
-        .build()
-        .unwrap();
+    let hog = t.oauth().limiter(unpaced(10_000)).build().unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await; // our own bucket drains meanwhile
     for _ in 0..12 {
         let _ = hog.call("profile", &()).await;
     }
     let before = t.recorded_errors(&t.portal.domain).len();
 
-    let registry = LimiterRegistry::new(limits);
     tokio::time::sleep(Duration::from_millis(1100)).await; // ours believes itself empty again
     let client = t.oauth().limiter_from(&registry).build().unwrap();
     let mut failed = 0;

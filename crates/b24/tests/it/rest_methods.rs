@@ -1,44 +1,10 @@
 //! Every typed method and the generic `call` against the emulator: success envelopes.
 
-use b24::rest::{
-    ActionKind, ActivityChanges, ActivityDefinition, EventSend, PropertyDefinition, PropertyType,
-    TokenPlacement, YesNo,
-};
+use b24::rest::{ActionKind, ActivityChanges, EventSend, TokenPlacement};
 use b24_emulator::WorkflowStatus;
 use serde_json::json;
 
-use crate::support::TestPortal;
-
-/// The reference case's action (design.md §2).
-pub fn credit_check(code: &str, handler: &str) -> ActivityDefinition {
-    let mut definition = ActivityDefinition::new(code, handler, "Check credit limit");
-    definition.auth_user_id = Some(1);
-    definition.use_subscription = Some(YesNo::Yes);
-    definition.description = Some("Asks the finance system".into());
-    definition.properties = Some(
-        [
-            ("company_id", PropertyDefinition::new("Company", PropertyType::Int).required(true)),
-            ("amount", PropertyDefinition::new("Amount", PropertyType::Double).required(true)),
-            (
-                "mode",
-                PropertyDefinition::new("Mode", PropertyType::Select)
-                    .options([("strict", "Strict"), ("lenient", "Lenient")])
-                    .default_value("strict"),
-            ),
-        ]
-        .into_iter()
-        .collect(),
-    );
-    definition.return_properties = Some(
-        [
-            ("available_limit", PropertyDefinition::new("Available limit", PropertyType::Double)),
-            ("approval_required", PropertyDefinition::new("Approval required", PropertyType::Bool)),
-        ]
-        .into_iter()
-        .collect(),
-    );
-    definition
-}
+use crate::support::{TestPortal, credit_check};
 
 #[tokio::test]
 async fn activity_add_list_update_delete_round_trip() {
@@ -88,8 +54,7 @@ async fn app_info_describes_the_installed_app() {
 async fn event_send_returns_values_and_resumes_the_workflow() {
     let t = TestPortal::start().await;
     let client = t.client();
-    client.activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
-    let wf = t.start_waiting_workflow("check_credit_limit").await;
+    let wf = t.waiting_credit_check().await;
 
     client.activity_log(&wf.event_token, "asking the finance system").await.unwrap();
     let sent = client
@@ -115,8 +80,7 @@ async fn event_send_returns_values_and_resumes_the_workflow() {
 async fn activity_log_leaves_the_workflow_waiting() {
     let t = TestPortal::start().await;
     let client = t.client();
-    client.activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
-    let wf = t.start_waiting_workflow("check_credit_limit").await;
+    let wf = t.waiting_credit_check().await;
 
     assert!(
         client.activity_log(&wf.event_token, "attempt 1 failed, retrying").await.unwrap().result
@@ -130,8 +94,7 @@ async fn activity_log_leaves_the_workflow_waiting() {
 #[tokio::test]
 async fn webhook_can_return_results() {
     let t = TestPortal::start().await;
-    t.client().activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
-    let wf = t.start_waiting_workflow("check_credit_limit").await;
+    let wf = t.waiting_credit_check().await;
 
     let hook = t.webhook();
     assert!(hook.event_send(&EventSend::new(&wf.event_token)).await.unwrap().result);

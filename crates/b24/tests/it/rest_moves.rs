@@ -3,19 +3,34 @@
 
 use std::sync::Arc;
 
-use b24::rest::DomainMove;
+use b24::rest::{DomainMove, RestClient};
 
-use crate::rest_methods::credit_check;
-use crate::support::{RecordingMoves, TestPortal, concurrently};
+use crate::support::{RecordingMoves, TestPortal, concurrently, credit_check};
+
+/// A portal, a client of it that records the moves it sees, and the portal's old and new
+/// domain once it has been moved.
+struct MovedPortal {
+    t: TestPortal,
+    moves: Arc<RecordingMoves>,
+    client: RestClient,
+    old: String,
+    new: String,
+}
+
+impl MovedPortal {
+    async fn start() -> MovedPortal {
+        let t = TestPortal::start().await;
+        let moves = Arc::new(RecordingMoves::default());
+        let client = t.oauth().move_sink(moves.clone()).build().unwrap();
+        let old = t.portal.domain.clone();
+        let new = t.emu.move_portal(&old).await.unwrap();
+        MovedPortal { t, moves, client, old, new }
+    }
+}
 
 #[tokio::test]
 async fn moved_portal_gets_the_post_resent_and_the_move_reported() {
-    let t = TestPortal::start().await;
-    let moves = Arc::new(RecordingMoves::default());
-    let client = t.oauth().move_sink(moves.clone()).build().unwrap();
-    let old = t.portal.domain.clone();
-
-    let new = t.emu.move_portal(&old).await.unwrap();
+    let MovedPortal { t, moves, client, old, new } = MovedPortal::start().await;
     // A POST with a body: had it turned into a GET, the registration would be missing.
     let added = client.activity_add(&credit_check("after_move", &t.handler)).await.unwrap();
     assert!(added.result);
@@ -40,8 +55,7 @@ async fn moved_portal_gets_the_post_resent_and_the_move_reported() {
 #[tokio::test]
 async fn moved_portal_webhook_keeps_its_path_on_the_new_host() {
     let t = TestPortal::start().await;
-    t.client().activity_add(&credit_check("check_credit_limit", &t.handler)).await.unwrap();
-    let wf = t.start_waiting_workflow("check_credit_limit").await;
+    let wf = t.waiting_credit_check().await;
     let hook = t.webhook();
 
     let new = t.emu.move_portal(&t.portal.domain).await.unwrap();
@@ -70,11 +84,8 @@ async fn batch_to_a_moved_portal_reports_the_move() {
 
 #[tokio::test]
 async fn concurrent_calls_to_a_moved_portal_report_the_move_once() {
-    let t = TestPortal::start().await;
-    let moves = Arc::new(RecordingMoves::default());
-    let client = t.oauth().move_sink(moves.clone()).build().unwrap();
-    let old = t.portal.domain.clone();
-    let new = t.emu.move_portal(&old).await.unwrap();
+    // `t` bound too: the emulator lives as long as it.
+    let MovedPortal { t: _t, moves, client, old, new } = MovedPortal::start().await;
 
     let calls =
         concurrently(&client, 8, |client| async move { client.activity_list().await }).await;

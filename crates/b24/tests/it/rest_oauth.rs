@@ -66,11 +66,7 @@ async fn concurrent_calls_with_an_expired_token_share_one_refresh() {
     // would also have been `invalid_grant` and failed a call above).
     assert_eq!(auth.count(), 1, "exactly one /oauth/token/ request");
     assert_eq!(sink.all().len(), 1);
-    let expired = t
-        .recorded_errors(&t.portal.domain)
-        .iter()
-        .filter(|e| e.as_deref() == Some("expired_token"))
-        .count();
+    let expired = t.recorded_error_count("expired_token");
     assert!((1..=12).contains(&expired), "{expired}");
 }
 
@@ -80,23 +76,14 @@ async fn token_expired_again_after_refresh_is_a_token_error_not_a_loop() {
     let sink = Arc::new(RecordingSink::default());
     let client = t.oauth().token_sink(sink.clone()).build().unwrap();
     // Tokens issued from now on are born expired.
-    t.emu
-        .set_faults(
-            &t.portal.domain,
-            Faults { access_token_lifetime: Some(Duration::ZERO), ..Faults::default() },
-        )
-        .unwrap();
+    t.set_faults(Faults { access_token_lifetime: Some(Duration::ZERO), ..Faults::default() });
     t.emu.expire_tokens(&t.portal.domain).unwrap();
 
     let error = client.app_info().await.unwrap_err();
     assert_eq!(error.code(), Some("expired_token"), "{error:?}");
     assert_eq!(error.class(), ErrorClass::Token);
     assert_eq!(sink.all().len(), 1, "refreshed exactly once");
-    let expired = t
-        .recorded_errors(&t.portal.domain)
-        .iter()
-        .filter(|e| e.as_deref() == Some("expired_token"))
-        .count();
+    let expired = t.recorded_error_count("expired_token");
     assert_eq!(expired, 2, "the call and its single repeat");
 }
 

@@ -7,16 +7,62 @@ use std::time::{Duration, Instant};
 
 use axum::extract::RawQuery;
 use b24::rest::{
-    AppCredentials, Credentials, DomainMove, HttpClient, MoveSink, OAuthTokens, PortalLimiter,
-    RateLimits, RefreshedTokens, RestClient, RestClientBuilder, SinkFuture, TokenSink, WebhookUrl,
+    ActivityDefinition, AppCredentials, Credentials, DomainMove, HttpClient, MoveSink, OAuthTokens,
+    PortalLimiter, PropertyDefinition, PropertyType, RateLimits, RefreshedTokens, RestClient,
+    RestClientBuilder, SinkFuture, TokenSink, WebhookUrl, YesNo,
 };
 use b24::secret::{AccessToken, ClientSecret, RefreshToken};
 use b24_emulator::{
-    AppSpec, Emulator, EmulatorConfig, Installation, Portal, PortalSpec, StartedWorkflow,
+    AppSpec, Emulator, EmulatorConfig, Faults, Installation, Portal, PortalSpec, StartedWorkflow,
     WorkflowSpec, WorkflowState, WorkflowStatus,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
+
+/// The reference case's action (design.md §2).
+pub fn credit_check(code: &str, handler: &str) -> ActivityDefinition {
+    let mut definition = ActivityDefinition::new(code, handler, "Check credit limit");
+    definition.auth_user_id = Some(1);
+    definition.use_subscription = Some(YesNo::Yes);
+    definition.description = Some("Asks the finance system".into());
+    definition.properties = Some(
+        [
+            ("company_id", PropertyDefinition::new("Company", PropertyType::Int).required(true)),
+            ("amount", PropertyDefinition::new("Amount", PropertyType::Double).required(true)),
+            (
+                "mode",
+                PropertyDefinition::new("Mode", PropertyType::Select)
+                    .options([("strict", "Strict"), ("lenient", "Lenient")])
+                    .default_value("strict"),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    definition.return_properties = Some(
+        [
+            ("available_limit", PropertyDefinition::new("Available limit", PropertyType::Double)),
+            ("approval_required", PropertyDefinition::new("Approval required", PropertyType::Bool)),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    definition
+}
+
+/// A limiter that lets `per_second` requests through at once and every second after: no
+/// pacing worth the name.
+pub fn unpaced(per_second: u32) -> PortalLimiter {
+    PortalLimiter::new(RateLimits {
+        per_second: f64::from(per_second),
+        burst: NonZeroU32::new(per_second).expect("non-zero"),
+    })
+}
+
+/// A client builder on the inbound webhook at `url`.
+pub fn webhook_builder(url: &str) -> RestClientBuilder {
+    RestClient::builder(Credentials::Webhook(WebhookUrl::parse(url).expect("webhook url")))
+}
 
 /// Makes `calls` calls with clones of `client` at once, each its own task, and returns their
 /// results in the order they were started.
@@ -101,10 +147,7 @@ impl TestPortal {
         }
         // A limiter starts full and paces at 2/s; against a portal without limits that only
         // slows tests that are not about limits.
-        builder.limiter(PortalLimiter::new(RateLimits {
-            per_second: 100_000.0,
-            burst: NonZeroU32::new(100_000).expect("non-zero"),
-        }))
+        builder.limiter(unpaced(100_000))
     }
 
     pub fn client(&self) -> RestClient {
@@ -114,16 +157,23 @@ impl TestPortal {
     /// A client on an inbound webhook of admin user 1.
     pub fn webhook(&self) -> RestClient {
         let url = self.emu.create_webhook(&self.portal.domain, 1, "bizproc").expect("webhook");
-        RestClient::builder(Credentials::Webhook(WebhookUrl::parse(&url).expect("webhook url")))
-            .http_client(HttpClient::new().expect("http client"))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client builds")
+        webhook_builder(&url).timeout(Duration::from_secs(10)).build().expect("client builds")
     }
 
     /// The error codes of every REST call the portal recorded, in order.
     pub fn recorded_errors(&self, domain: &str) -> Vec<Option<String>> {
         self.emu.rest_calls(domain).into_iter().map(|c| c.error).collect()
+    }
+
+    /// How many REST calls to the portal failed with `code`.
+    pub fn recorded_error_count(&self, code: &str) -> usize {
+        let errors = self.recorded_errors(&self.portal.domain);
+        errors.iter().filter(|error| error.as_deref() == Some(code)).count()
+    }
+
+    /// Injects `faults` into the portal.
+    pub fn set_faults(&self, faults: Faults) {
+        self.emu.set_faults(&self.portal.domain, faults).expect("faults set");
     }
 }
 
@@ -206,6 +256,13 @@ impl TestPortal {
         let started = self.emu.start_workflow(spec).await.expect("workflow starts");
         assert!(started.use_subscription, "the test activities wait for event.send");
         started
+    }
+
+    /// Registers [`credit_check`] as `check_credit_limit` and starts a workflow waiting on it.
+    pub async fn waiting_credit_check(&self) -> StartedWorkflow {
+        let definition = credit_check("check_credit_limit", &self.handler);
+        self.client().activity_add(&definition).await.expect("activity registers");
+        self.start_waiting_workflow("check_credit_limit").await
     }
 
     /// The workflow as the portal sees it now.
