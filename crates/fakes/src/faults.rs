@@ -106,7 +106,7 @@ impl Behaviour {
 
 /// What a request gets, decided once under the behaviour's lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+enum Verdict {
     /// Answer this status in the system's own shape, with `Retry-After` if given.
     Status(u16, Option<Duration>),
     /// 429 with this delay.
@@ -189,8 +189,21 @@ impl Faults {
         let _ = applied.wait_for(|done| *done >= generation).await;
     }
 
+    /// Waits the latency, then `Err` with the answer for a request that fails, shaped by
+    /// `failure` from the status and `Retry-After` (a rate limit is 429 with its delay).
+    pub(crate) async fn admit(
+        &self,
+        failure: impl FnOnce(u16, Option<Duration>) -> axum::response::Response,
+    ) -> Result<(), axum::response::Response> {
+        match self.verdict().await {
+            Verdict::Status(status, retry_after) => Err(failure(status, retry_after)),
+            Verdict::RateLimited(after) => Err(failure(429, Some(after))),
+            Verdict::Proceed => Ok(()),
+        }
+    }
+
     /// Waits the latency, then decides the request's fate.
-    pub(crate) async fn verdict(&self) -> Verdict {
+    async fn verdict(&self) -> Verdict {
         let (latency, slow) = {
             let mut behaviour = lock(&self.behaviour);
             let slow = match behaviour.fail_next.front() {
@@ -244,7 +257,7 @@ impl Faults {
 
 /// Serves `router` on `addr`'s listener until `stop`, closing the port while the behaviour says
 /// to refuse connections and opening it again (same port) afterwards.
-pub(crate) fn serve(
+fn serve(
     name: &'static str,
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
@@ -307,7 +320,7 @@ pub(crate) fn serve(
 }
 
 /// Serves `router` on `listener` until `stop` is cancelled.
-pub(crate) fn spawn_server(
+fn spawn_server(
     name: &'static str,
     listener: tokio::net::TcpListener,
     router: Router,
@@ -321,23 +334,64 @@ pub(crate) fn spawn_server(
     });
 }
 
-/// Cancels a fake's servers when the fake is dropped.
-pub(crate) struct StopOnDrop(CancellationToken);
+/// A listener bound at `address`, and the address it got (the port, when `address` asked for
+/// any).
+pub(crate) async fn listen(
+    address: impl tokio::net::ToSocketAddrs,
+) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
 
-impl StopOnDrop {
-    pub(crate) fn new() -> StopOnDrop {
-        StopOnDrop(CancellationToken::new())
+/// A running fake: the address it listens on, the state its handlers share, and the token its
+/// servers stop on, cancelled when this is dropped. Every fake's public handle holds one.
+pub(crate) struct Served<S> {
+    pub(crate) addr: SocketAddr,
+    pub(crate) state: Arc<S>,
+    stop: CancellationToken,
+}
+
+impl<S> Served<S> {
+    /// Nothing served yet: [`spawn`](Served::spawn) or [`spawn_with_faults`](Served::spawn_with_faults)
+    /// starts the servers.
+    pub(crate) fn new(addr: SocketAddr, state: Arc<S>) -> Served<S> {
+        Served { addr, state, stop: CancellationToken::new() }
     }
 
-    /// The token the fake's servers stop on.
-    pub(crate) fn token(&self) -> CancellationToken {
-        self.0.clone()
+    /// Serves `router` on `listener` until this is dropped.
+    pub(crate) fn spawn(
+        &self,
+        name: &'static str,
+        listener: tokio::net::TcpListener,
+        router: Router,
+    ) {
+        spawn_server(name, listener, router, self.stop.clone());
+    }
+
+    /// Serves `router` on `listener` (bound at `addr`) until this is dropped, closing the port
+    /// while `faults` say to refuse connections (see [`serve`]).
+    pub(crate) fn spawn_with_faults(
+        &self,
+        name: &'static str,
+        listener: tokio::net::TcpListener,
+        addr: SocketAddr,
+        router: Router,
+        faults: Arc<Faults>,
+    ) {
+        serve(name, listener, addr, router, faults, self.stop.clone());
     }
 }
 
-impl Drop for StopOnDrop {
+impl<S> std::fmt::Debug for Served<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl<S> Drop for Served<S> {
     fn drop(&mut self) {
-        self.0.cancel();
+        self.stop.cancel();
     }
 }
 

@@ -29,7 +29,6 @@
 //! a test with a paused clock controls them too.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,7 +45,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::faults::{RateWindow, StopOnDrop, lock, spawn_server, whole_seconds};
+use crate::faults::{RateWindow, Served, listen, lock, whole_seconds};
 
 /// How many companies the book starts with: ids 1 to this.
 pub const SEEDED_COMPANIES: u64 = 1_000;
@@ -180,16 +179,9 @@ pub struct Received {
 }
 
 /// A running fake finance API on 127.0.0.1; stops when dropped.
+#[derive(Debug)]
 pub struct FinanceApi {
-    addr: SocketAddr,
-    state: Arc<ApiState>,
-    _stop: StopOnDrop,
-}
-
-impl std::fmt::Debug for FinanceApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FinanceApi").field("addr", &self.addr).finish_non_exhaustive()
-    }
+    server: Served<ApiState>,
 }
 
 struct ApiState {
@@ -219,8 +211,7 @@ impl FinanceApi {
     /// Starts on 127.0.0.1 on a free port. `seed` fixes the book of companies, the token and the
     /// random failures, so a run can be repeated.
     pub async fn start(seed: u64) -> std::io::Result<FinanceApi> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = listen(("127.0.0.1", 0)).await?;
         let now = Instant::now();
         let state = Arc::new(ApiState {
             started: now,
@@ -238,15 +229,15 @@ impl FinanceApi {
             .route("/api/v1/companies/{id}/credit", get(credit))
             .fallback(no_route)
             .with_state(state.clone());
-        let stop = StopOnDrop::new();
-        spawn_server("finance", listener, router, stop.token());
+        let server = Served::new(addr, state);
+        server.spawn("finance", listener, router);
         tracing::debug!(%addr, seed, "fake finance API started");
-        Ok(FinanceApi { addr, state, _stop: stop })
+        Ok(FinanceApi { server })
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr)
     }
 
     /// The credit endpoint's URL for a company: `http://127.0.0.1:PORT/api/v1/companies/42/credit`.
@@ -256,47 +247,47 @@ impl FinanceApi {
 
     /// The bearer token accepted by default (derived from the seed).
     pub fn token(&self) -> String {
-        token_for(self.state.seed)
+        token_for(self.server.state.seed)
     }
 
     /// Replaces the behaviour.
     pub fn set(&self, behaviour: Behaviour) {
-        *lock(&self.state.behaviour) = behaviour;
+        *lock(&self.server.state.behaviour) = behaviour;
     }
 
     /// Changes the behaviour in place, e.g. `api.update(|b| b.down = false)`.
     pub fn update(&self, change: impl FnOnce(&mut Behaviour)) {
-        change(&mut lock(&self.state.behaviour));
+        change(&mut lock(&self.server.state.behaviour));
     }
 
     /// The behaviour now (`fail_next` counts down as requests arrive).
     pub fn behaviour(&self) -> Behaviour {
-        lock(&self.state.behaviour).clone()
+        lock(&self.server.state.behaviour).clone()
     }
 
     /// Which credentials the API accepts from now on.
     pub fn set_credentials(&self, credentials: Credentials) {
-        *lock(&self.state.credentials) = credentials;
+        *lock(&self.server.state.credentials) = credentials;
     }
 
     /// A company's credit limit and current debt, if the book has it.
     pub fn company(&self, id: u64) -> Option<(f64, f64)> {
-        lock(&self.state.companies).get(&id).map(|c| (c.credit_limit, c.current_debt))
+        lock(&self.server.state.companies).get(&id).map(|c| (c.credit_limit, c.current_debt))
     }
 
     /// Adds or replaces a company.
     pub fn set_company(&self, id: u64, company: Company) {
-        lock(&self.state.companies).insert(id, company);
+        lock(&self.server.state.companies).insert(id, company);
     }
 
     /// Removes a company: it answers 404 from now on.
     pub fn remove_company(&self, id: u64) {
-        lock(&self.state.companies).remove(&id);
+        lock(&self.server.state.companies).remove(&id);
     }
 
     /// What the API has answered so far.
     pub fn counts(&self) -> Counts {
-        let c = &self.state.counters;
+        let c = &self.server.state.counters;
         Counts {
             requests: c.requests.load(Ordering::Relaxed),
             ok: c.ok.load(Ordering::Relaxed),
@@ -310,12 +301,12 @@ impl FinanceApi {
 
     /// Every request so far, oldest first.
     pub fn received(&self) -> Vec<Received> {
-        lock(&self.state.received).clone()
+        lock(&self.server.state.received).clone()
     }
 
     /// Time since the API started, on Tokio's clock (what maintenance windows are measured on).
     pub fn elapsed(&self) -> Duration {
-        self.state.started.elapsed()
+        self.server.state.started.elapsed()
     }
 }
 

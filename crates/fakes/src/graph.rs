@@ -48,7 +48,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -58,9 +58,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::faults::{
-    self, Behaviour, Faults, StopOnDrop, Verdict, lock, percent_decode, set_retry_after,
-};
+use crate::dates::rfc3339;
+use crate::faults::{Behaviour, Faults, Served, listen, lock, percent_decode, set_retry_after};
 
 /// The tenant that exists from the start (its domain; [`TENANT_ID`] works as well).
 pub const TENANT: &str = "contoso.onmicrosoft.com";
@@ -105,20 +104,11 @@ pub struct Upload {
 }
 
 /// A running fake identity platform and Graph on 127.0.0.1; both stop when dropped.
+#[derive(Debug)]
 pub struct GraphApi {
     identity_addr: SocketAddr,
-    graph_addr: SocketAddr,
-    state: Arc<GraphState>,
-    _stop: StopOnDrop,
-}
-
-impl std::fmt::Debug for GraphApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GraphApi")
-            .field("identity", &self.identity_addr)
-            .field("graph", &self.graph_addr)
-            .finish_non_exhaustive()
-    }
+    /// Graph's address and both servers' state and stop token.
+    server: Served<GraphState>,
 }
 
 struct GraphState {
@@ -157,10 +147,8 @@ impl GraphApi {
     /// Starts both servers on 127.0.0.1 on free ports, with the tenant [`TENANT`], the app
     /// [`CLIENT_ID`]/[`DEFAULT_CLIENT_SECRET`] and the library [`SITE_ID`]/[`DRIVE_ID`].
     pub async fn start() -> std::io::Result<GraphApi> {
-        let identity = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let identity_addr = identity.local_addr()?;
-        let graph = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let graph_addr = graph.local_addr()?;
+        let (identity, identity_addr) = listen(("127.0.0.1", 0)).await?;
+        let (graph, graph_addr) = listen(("127.0.0.1", 0)).await?;
         let library = Library { web_url: LIBRARY_WEB_URL.to_owned(), files: BTreeMap::new() };
         let state = Arc::new(GraphState {
             identity_faults: Arc::new(Faults::new()),
@@ -177,27 +165,21 @@ impl GraphApi {
             graph_requests: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
         });
-        let stop = StopOnDrop::new();
         let identity_router = Router::new().fallback(token).with_state(state.clone());
-        faults::serve(
+        let graph_router = Router::new().fallback(graph_request).with_state(state.clone());
+        let (identity_faults, graph_faults) =
+            (state.identity_faults.clone(), state.graph_faults.clone());
+        let server = Served::new(graph_addr, state);
+        server.spawn_with_faults(
             "entra-id",
             identity,
             identity_addr,
             identity_router,
-            state.identity_faults.clone(),
-            stop.token(),
+            identity_faults,
         );
-        let graph_router = Router::new().fallback(graph_request).with_state(state.clone());
-        faults::serve(
-            "graph",
-            graph,
-            graph_addr,
-            graph_router,
-            state.graph_faults.clone(),
-            stop.token(),
-        );
+        server.spawn_with_faults("graph", graph, graph_addr, graph_router, graph_faults);
         tracing::debug!(%identity_addr, %graph_addr, "fake identity platform and Graph started");
-        Ok(GraphApi { identity_addr, graph_addr, state, _stop: stop })
+        Ok(GraphApi { identity_addr, server })
     }
 
     /// `http://127.0.0.1:PORT`, the connector's `authority` (really
@@ -208,34 +190,34 @@ impl GraphApi {
 
     /// `http://127.0.0.1:PORT`, the connector's `graph_url` (really `https://graph.microsoft.com`).
     pub fn graph_url(&self) -> String {
-        format!("http://{}", self.graph_addr)
+        format!("http://{}", self.server.addr)
     }
 
     /// The secret the app registration accepts now.
     pub fn client_secret(&self) -> String {
-        lock(&self.state.client_secret).clone()
+        lock(&self.server.state.client_secret).clone()
     }
 
     /// Accepts only this secret from now on (a rotated secret).
     pub fn set_client_secret(&self, secret: impl Into<String>) {
-        *lock(&self.state.client_secret) = secret.into();
+        *lock(&self.server.state.client_secret) = secret.into();
     }
 
     /// How long tokens issued from now on live (and what `expires_in` says, in whole seconds).
     pub fn set_token_lifetime(&self, lifetime: Duration) {
-        *lock(&self.state.token_lifetime) = lifetime;
+        *lock(&self.server.state.token_lifetime) = lifetime;
     }
 
     /// Ends every token issued so far: Graph answers 401 `InvalidAuthenticationToken` to them,
     /// although their `expires_in` has not run out (a revocation, or clocks that disagree).
     pub fn expire_tokens(&self) {
         let now = Instant::now();
-        lock(&self.state.tokens).values_mut().for_each(|expiry| *expiry = now);
+        lock(&self.server.state.tokens).values_mut().for_each(|expiry| *expiry = now);
     }
 
     /// Adds an empty document library.
     pub fn add_library(&self, site_id: &str, drive_id: &str, web_url: &str) {
-        lock(&self.state.libraries).insert(
+        lock(&self.server.state.libraries).insert(
             (site_id.to_owned(), drive_id.to_owned()),
             Library { web_url: web_url.to_owned(), files: BTreeMap::new() },
         );
@@ -243,9 +225,9 @@ impl GraphApi {
 
     /// Puts a file in the default library, as if someone had uploaded it (to test conflicts).
     pub fn put_file(&self, path: &str, bytes: &[u8]) {
-        let id = self.state.item_id();
+        let id = self.server.state.item_id();
         let now = SystemTime::now();
-        let mut libraries = lock(&self.state.libraries);
+        let mut libraries = lock(&self.server.state.libraries);
         if let Some(library) = libraries.get_mut(&(SITE_ID.to_owned(), DRIVE_ID.to_owned())) {
             let path = path.trim_start_matches('/').to_owned();
             library.files.insert(
@@ -263,7 +245,7 @@ impl GraphApi {
 
     /// A file's current content in a library.
     pub fn file_in(&self, site_id: &str, drive_id: &str, path: &str) -> Option<Vec<u8>> {
-        let libraries = lock(&self.state.libraries);
+        let libraries = lock(&self.server.state.libraries);
         let library = libraries.get(&(site_id.to_owned(), drive_id.to_owned()))?;
         let key = path.trim_start_matches('/').to_lowercase();
         library.files.get(&key).map(|item| item.bytes.clone())
@@ -271,7 +253,7 @@ impl GraphApi {
 
     /// The paths in the default library, sorted (lower-cased).
     pub fn paths(&self) -> Vec<String> {
-        lock(&self.state.libraries)
+        lock(&self.server.state.libraries)
             .get(&(SITE_ID.to_owned(), DRIVE_ID.to_owned()))
             .map(|library| library.files.keys().cloned().collect())
             .unwrap_or_default()
@@ -279,42 +261,42 @@ impl GraphApi {
 
     /// Every accepted upload, oldest first.
     pub fn uploads(&self) -> Vec<Upload> {
-        lock(&self.state.uploads).clone()
+        lock(&self.server.state.uploads).clone()
     }
 
     /// Requests to the token endpoint so far, whatever their answer.
     pub fn token_requests(&self) -> u64 {
-        self.state.token_requests.load(Ordering::Relaxed)
+        self.server.state.token_requests.load(Ordering::Relaxed)
     }
 
     /// Requests to Graph so far, whatever their answer.
     pub fn graph_requests(&self) -> u64 {
-        self.state.graph_requests.load(Ordering::Relaxed)
+        self.server.state.graph_requests.load(Ordering::Relaxed)
     }
 
     /// Replaces Graph's behaviour; returns once its port matches it.
     pub async fn set(&self, behaviour: Behaviour) {
-        self.state.graph_faults.update(|b| *b = behaviour).await;
+        self.server.state.graph_faults.update(|b| *b = behaviour).await;
     }
 
     /// Changes Graph's behaviour in place.
     pub async fn update(&self, change: impl FnOnce(&mut Behaviour)) {
-        self.state.graph_faults.update(change).await;
+        self.server.state.graph_faults.update(change).await;
     }
 
     /// Graph's behaviour now.
     pub fn behaviour(&self) -> Behaviour {
-        self.state.graph_faults.behaviour()
+        self.server.state.graph_faults.behaviour()
     }
 
     /// Replaces the token endpoint's behaviour; returns once its port matches it.
     pub async fn set_identity(&self, behaviour: Behaviour) {
-        self.state.identity_faults.update(|b| *b = behaviour).await;
+        self.server.state.identity_faults.update(|b| *b = behaviour).await;
     }
 
     /// Changes the token endpoint's behaviour in place.
     pub async fn update_identity(&self, change: impl FnOnce(&mut Behaviour)) {
-        self.state.identity_faults.update(change).await;
+        self.server.state.identity_faults.update(change).await;
     }
 }
 
@@ -394,10 +376,8 @@ async fn token(
     body: Bytes,
 ) -> Response {
     state.token_requests.fetch_add(1, Ordering::Relaxed);
-    match state.identity_faults.verdict().await {
-        Verdict::Status(status, after) => return identity_failure(status, after),
-        Verdict::RateLimited(after) => return identity_failure(429, Some(after)),
-        Verdict::Proceed => {}
+    if let Err(answer) = state.identity_faults.admit(identity_failure).await {
+        return answer;
     }
     let Some(tenant) =
         uri.path().strip_prefix('/').and_then(|p| p.strip_suffix("/oauth2/v2.0/token"))
@@ -582,10 +562,8 @@ async fn graph_request(
     body: Bytes,
 ) -> Response {
     state.graph_requests.fetch_add(1, Ordering::Relaxed);
-    match state.graph_faults.verdict().await {
-        Verdict::Status(status, after) => return graph_failure(status, after),
-        Verdict::RateLimited(after) => return graph_failure(429, Some(after)),
-        Verdict::Proceed => {}
+    if let Err(answer) = state.graph_faults.admit(graph_failure).await {
+        return answer;
     }
     // Authentication comes before routing, as on Graph.
     let bearer = headers
@@ -826,41 +804,9 @@ fn uuid_like(n: u64) -> String {
     )
 }
 
-/// `2024-05-01T12:34:56Z` (UTC, whole seconds), as Graph writes dates.
-fn rfc3339(at: SystemTime) -> String {
-    let seconds = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let days = (seconds / 86_400) as i64;
-    let time = seconds % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        time / 3_600,
-        (time / 60) % 60,
-        time % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_are_rfc3339() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_210_096)),
-            "2024-02-29T12:34:56Z"
-        );
-    }
 
     #[test]
     fn content_paths_decode() {

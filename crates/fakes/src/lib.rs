@@ -3,6 +3,7 @@
 //! (unavailable windows, slow answers, rate limits). Tests and `b24act demo` use them; nothing
 //! here is a mock: connectors talk to them over HTTP exactly as they would to the real system.
 
+pub mod dates;
 pub mod faults;
 pub mod finance;
 pub mod graph;

@@ -48,7 +48,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::faults::{StopOnDrop, lock, percent_decode, spawn_server};
+use crate::faults::{Served, listen, lock, percent_decode};
 
 /// The publication's name: the first path segment, as in `http://server/trade/odata/...`.
 pub const BASE: &str = "trade";
@@ -168,16 +168,9 @@ struct Shared {
 }
 
 /// A running fake 1C publication on 127.0.0.1; stops when dropped.
+#[derive(Debug)]
 pub struct OneC {
-    address: SocketAddr,
-    shared: Arc<Shared>,
-    _stop: StopOnDrop,
-}
-
-impl std::fmt::Debug for OneC {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OneC").field("address", &self.address).finish_non_exhaustive()
-    }
+    server: Served<Shared>,
 }
 
 impl OneC {
@@ -189,8 +182,7 @@ impl OneC {
 
     /// As [`start`](OneC::start), on this address.
     pub async fn start_on(address: SocketAddr) -> std::io::Result<OneC> {
-        let listener = tokio::net::TcpListener::bind(address).await?;
-        let address = listener.local_addr()?;
+        let (listener, address) = listen(address).await?;
         let shared = Arc::new(Shared {
             base: BASE.to_owned(),
             data: Mutex::new(Data {
@@ -201,21 +193,21 @@ impl OneC {
             faults: Mutex::new(Faults::default()),
             received: Mutex::new(Vec::new()),
         });
-        let stop = StopOnDrop::new();
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        spawn_server("1c", listener, app, stop.token());
+        let server = Served::new(address, shared);
+        server.spawn("1c", listener, app);
         tracing::debug!(%address, "fake 1C publication started");
-        Ok(OneC { address, shared, _stop: stop })
+        Ok(OneC { server })
     }
 
     pub fn address(&self) -> SocketAddr {
-        self.address
+        self.server.addr
     }
 
     /// The publication's URL, e.g. `http://127.0.0.1:4321/trade` (what the `onec` connector's
     /// `url` takes).
     pub fn base_url(&self) -> String {
-        format!("http://{}/{}", self.address, self.shared.base)
+        format!("http://{}/{}", self.server.addr, self.server.state.base)
     }
 
     /// The OData service root: `{base_url}/odata/standard.odata`.
@@ -225,14 +217,14 @@ impl OneC {
 
     /// Replaces the accepted credentials.
     pub fn set_credentials(&self, user: impl Into<String>, password: impl Into<String>) {
-        let mut data = lock(&self.shared.data);
+        let mut data = lock(&self.server.state.data);
         data.user = user.into();
         data.password = password.into();
     }
 
     /// Queues faults, one per coming request, before any already queued are used up.
     pub fn fail_next(&self, faults: impl IntoIterator<Item = Fault>) {
-        lock(&self.shared.faults).next.extend(faults);
+        lock(&self.server.state.faults).next.extend(faults);
     }
 
     /// The next `n` requests get `fault`.
@@ -242,27 +234,27 @@ impl OneC {
 
     /// While set, every request gets 503 (after the queued faults are used up).
     pub fn set_unavailable(&self, unavailable: bool) {
-        lock(&self.shared.faults).unavailable = unavailable;
+        lock(&self.server.state.faults).unavailable = unavailable;
     }
 
     /// Every answer waits this long first.
     pub fn set_latency(&self, latency: Duration) {
-        lock(&self.shared.faults).latency = latency;
+        lock(&self.server.state.faults).latency = latency;
     }
 
     /// Every request so far, in order.
     pub fn received(&self) -> Vec<Received> {
-        lock(&self.shared.received).clone()
+        lock(&self.server.state.received).clone()
     }
 
     /// Forgets the requests received so far.
     pub fn clear_received(&self) {
-        lock(&self.shared.received).clear();
+        lock(&self.server.state.received).clear();
     }
 
     /// Adds a catalog item with this SKU and name; returns its `Ref_Key`.
     pub fn add_item(&self, sku: &str, name: &str) -> String {
-        let mut data = lock(&self.shared.data);
+        let mut data = lock(&self.server.state.data);
         let number = data.tables.get(ITEMS).map_or(0, |t| t.rows.len()) + 1;
         let key = format!("9a8b7c6d-0000-11ee-8000-{number:012x}");
         if let Some(table) = data.tables.get_mut(ITEMS) {
@@ -273,7 +265,7 @@ impl OneC {
 
     /// Records a price of this type for the item from `period` (`2024-01-01T00:00:00`).
     pub fn set_price(&self, item: &str, price_type: &str, period: &str, price: f64) {
-        let mut data = lock(&self.shared.data);
+        let mut data = lock(&self.server.state.data);
         if let Some(table) = data.tables.get_mut(PRICES) {
             table.rows.push(price_row(period, price_type, item, price));
         }
@@ -281,7 +273,7 @@ impl OneC {
 
     /// Records a stock movement: a receipt (positive) or an expense (negative) at a warehouse.
     pub fn move_stock(&self, item: &str, warehouse: &str, period: &str, quantity: f64) {
-        let mut data = lock(&self.shared.data);
+        let mut data = lock(&self.server.state.data);
         if let Some(table) = data.tables.get_mut(&format!("{STOCK}_RecordType")) {
             table.rows.push(movement(period, item, warehouse, quantity));
         }

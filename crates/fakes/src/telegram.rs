@@ -28,12 +28,11 @@
 //! the queued failures, the rate limit, and only then the token and the request itself.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::faults::{self, Behaviour, Faults, StopOnDrop, Verdict, lock};
+use crate::faults::{self, Behaviour, Faults, Served, listen, lock};
 use axum::Router;
 use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -135,16 +134,9 @@ pub struct SentMessage {
 }
 
 /// A running fake Bot API on 127.0.0.1; stops when dropped.
+#[derive(Debug)]
 pub struct BotApi {
-    addr: SocketAddr,
-    state: Arc<BotState>,
-    _stop: StopOnDrop,
-}
-
-impl std::fmt::Debug for BotApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BotApi").field("addr", &self.addr).finish_non_exhaustive()
-    }
+    server: Served<BotState>,
 }
 
 struct BotState {
@@ -161,8 +153,7 @@ impl BotApi {
     /// Starts on 127.0.0.1 on a free port, accepting [`DEFAULT_TOKEN`], with one chat
     /// ([`DEFAULT_CHAT_ID`], `@b24act_approvals`).
     pub async fn start() -> std::io::Result<BotApi> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = listen(("127.0.0.1", 0)).await?;
         let chat = Chat::new(DEFAULT_CHAT_ID, ChatKind::Supergroup, "Approvals")
             .with_username("b24act_approvals");
         let state = Arc::new(BotState {
@@ -174,56 +165,56 @@ impl BotApi {
             requests: AtomicU64::new(0),
         });
         let router = Router::new().fallback(handle).with_state(state.clone());
-        let stop = StopOnDrop::new();
-        faults::serve("telegram", listener, addr, router, state.faults.clone(), stop.token());
+        let server = Served::new(addr, state);
+        server.spawn_with_faults("telegram", listener, addr, router, server.state.faults.clone());
         tracing::debug!(%addr, "fake Telegram Bot API started");
-        Ok(BotApi { addr, state, _stop: stop })
+        Ok(BotApi { server })
     }
 
     /// `http://127.0.0.1:PORT`, the connector's `base_url` (the real one is
     /// `https://api.telegram.org`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr)
     }
 
     /// The token the fake accepts now.
     pub fn token(&self) -> String {
-        lock(&self.state.token).clone()
+        lock(&self.server.state.token).clone()
     }
 
     /// Accepts this token from now on (as if the bot's token had been revoked and reissued).
     pub fn set_token(&self, token: impl Into<String>) {
-        *lock(&self.state.token) = token.into();
+        *lock(&self.server.state.token) = token.into();
     }
 
     /// Adds or replaces a chat.
     pub fn add_chat(&self, chat: Chat) {
-        lock(&self.state.chats).insert(chat.id, chat);
+        lock(&self.server.state.chats).insert(chat.id, chat);
     }
 
     /// Replaces the behaviour; returns once the port matches it (closed while refusing).
     pub async fn set(&self, behaviour: Behaviour) {
-        self.state.faults.update(|b| *b = behaviour).await;
+        self.server.state.faults.update(|b| *b = behaviour).await;
     }
 
     /// Changes the behaviour in place, e.g. `bot.update(|b| b.down = None).await`.
     pub async fn update(&self, change: impl FnOnce(&mut Behaviour)) {
-        self.state.faults.update(change).await;
+        self.server.state.faults.update(change).await;
     }
 
     /// The behaviour now (`fail_next` shrinks as requests arrive).
     pub fn behaviour(&self) -> Behaviour {
-        self.state.faults.behaviour()
+        self.server.state.faults.behaviour()
     }
 
     /// Every message accepted so far, oldest first.
     pub fn sent(&self) -> Vec<SentMessage> {
-        lock(&self.state.sent).clone()
+        lock(&self.server.state.sent).clone()
     }
 
     /// Requests received so far, whatever their answer (refused connections do not count).
     pub fn requests(&self) -> u64 {
-        self.state.requests.load(Ordering::Relaxed)
+        self.server.state.requests.load(Ordering::Relaxed)
     }
 }
 
@@ -297,10 +288,8 @@ fn nginx_page(status: u16) -> Response {
 
 async fn handle(State(state): State<Arc<BotState>>, request: Request) -> Response {
     state.requests.fetch_add(1, Ordering::Relaxed);
-    match state.faults.verdict().await {
-        Verdict::Status(status, retry_after) => return failure(status, retry_after),
-        Verdict::RateLimited(after) => return rate_limited(after),
-        Verdict::Proceed => {}
+    if let Err(answer) = state.faults.admit(failure).await {
+        return answer;
     }
     let path = request.uri().path().to_owned();
     let Some((token, method)) = path.strip_prefix("/bot").and_then(|rest| rest.split_once('/'))
