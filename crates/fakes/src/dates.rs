@@ -57,25 +57,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_210_096)),
-            "2024-02-29T12:34:56Z"
-        );
-    }
-
-    #[test]
-    fn imf_fixdates() {
-        assert_eq!(imf_fixdate(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
-        // RFC 9110's own example.
-        assert_eq!(
-            imf_fixdate(UNIX_EPOCH + Duration::from_secs(784_111_777)),
-            "Sun, 06 Nov 1994 08:49:37 GMT"
-        );
-        assert_eq!(
-            imf_fixdate(UNIX_EPOCH + Duration::from_secs(1_709_210_096)),
-            "Thu, 29 Feb 2024 12:34:56 GMT"
-        );
+    fn dates_in_both_formats() {
+        for (seconds, in_rfc3339, in_imf_fixdate) in [
+            (0, "1970-01-01T00:00:00Z", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            // RFC 9110's own example.
+            (784_111_777, "1994-11-06T08:49:37Z", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            (1_709_210_096, "2024-02-29T12:34:56Z", "Thu, 29 Feb 2024 12:34:56 GMT"),
+        ] {
+            let at = UNIX_EPOCH + Duration::from_secs(seconds);
+            assert_eq!(rfc3339(at), in_rfc3339);
+            assert_eq!(imf_fixdate(at), in_imf_fixdate);
+        }
     }
 }

@@ -7,6 +7,8 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 
+use crate::support::client;
+
 /// One answer, read whole.
 struct Answer {
     status: StatusCode,
@@ -22,11 +24,6 @@ impl Answer {
     fn header(&self, name: impl reqwest::header::AsHeaderName) -> &str {
         self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
     }
-}
-
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
 }
 
 async fn start(seed: u64) -> FinanceApi {

@@ -12,10 +12,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::Value;
 
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
+use crate::support::{assert_refused, client, percent_encode};
 
 async fn start() -> GraphApi {
     GraphApi::start().await.expect("the fake starts")
@@ -42,15 +39,7 @@ fn credentials(secret: &str) -> String {
 }
 
 fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encode(text, b"-._")
 }
 
 async fn access_token(api: &GraphApi) -> String {
@@ -261,12 +250,8 @@ async fn graph_faults_leave_the_token_endpoint_alone() {
 async fn the_token_endpoint_can_be_down_on_its_own() {
     let api = start().await;
     api.update_identity(|b| b.down = Some(Down::Refuse)).await;
-    let error = client()
-        .post(format!("{}/{TENANT}/oauth2/v2.0/token", api.identity_url()))
-        .send()
-        .await
-        .expect_err("refused");
-    assert!(error.is_connect());
+    assert_refused(client().post(format!("{}/{TENANT}/oauth2/v2.0/token", api.identity_url())))
+        .await;
     api.update_identity(|b| b.down = Some(Down::Status(503))).await;
     let (status, body) = token_request(&api, TENANT, &credentials(DEFAULT_CLIENT_SECRET)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

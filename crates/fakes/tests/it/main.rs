@@ -3,4 +3,5 @@
 mod finance;
 mod graph;
 mod onec;
+mod support;
 mod telegram;

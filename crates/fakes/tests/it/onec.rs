@@ -8,6 +8,8 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 
+use crate::support::{client, percent_encode};
+
 struct Answer {
     status: StatusCode,
     content_type: String,
@@ -46,15 +48,7 @@ async fn start() -> OneC {
 
 /// Percent-encodes as a careful client does: UTF-8, spaces as `%20`.
 fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~$(),='".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    percent_encode(text, b"-_.~$(),='")
 }
 
 /// `GET {odata}/{resource}?{query}` with the right credentials; `query` pairs are encoded here.
@@ -65,9 +59,20 @@ async fn odata(fake: &OneC, resource: &str, query: &[(&str, &str)]) -> Answer {
     get(&url, Some((onec::USER, onec::PASSWORD))).await
 }
 
+/// The items `filter` (a `$filter`) selects, as JSON.
+async fn items_where(fake: &OneC, filter: &str) -> Answer {
+    odata(fake, onec::ITEMS, &[("$format", "json"), ("$filter", filter)]).await
+}
+
+/// The one item `filter` selects; fails unless there is exactly one.
+async fn the_item_where(fake: &OneC, filter: &str) -> Value {
+    let rows = items_where(fake, filter).await.rows();
+    assert_eq!(rows.len(), 1, "{filter}: {rows:?}");
+    rows.into_iter().next().expect("one row")
+}
+
 async fn get(url: &str, credentials: Option<(&str, &str)>) -> Answer {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut request = reqwest::Client::new().get(url);
+    let mut request = client().get(url);
     if let Some((user, password)) = credentials {
         request = request.basic_auth(user, Some(password));
     }
@@ -87,12 +92,7 @@ async fn get(url: &str, credentials: Option<(&str, &str)>) -> Answer {
 #[tokio::test]
 async fn an_item_is_found_by_sku_in_1c_shape() {
     let fake = start().await;
-    let answer = odata(
-        &fake,
-        onec::ITEMS,
-        &[("$format", "json"), ("$filter", "Артикул eq 'SKU-2' and DeletionMark eq false")],
-    )
-    .await;
+    let answer = items_where(&fake, "Артикул eq 'SKU-2' and DeletionMark eq false").await;
     assert!(answer.content_type.starts_with("application/json"), "{}", answer.content_type);
     let body = answer.json();
     assert!(
@@ -111,30 +111,17 @@ async fn an_item_is_found_by_sku_in_1c_shape() {
 #[tokio::test]
 async fn deleted_duplicates_are_there_until_filtered_out() {
     let fake = start().await;
-    let all = odata(&fake, onec::ITEMS, &[("$format", "json"), ("$filter", "Артикул eq 'SKU-1'")])
-        .await
-        .rows();
+    let all = items_where(&fake, "Артикул eq 'SKU-1'").await.rows();
     assert_eq!(all.len(), 2);
-    let live = odata(
-        &fake,
-        onec::ITEMS,
-        &[("$format", "json"), ("$filter", "Артикул eq 'SKU-1' and DeletionMark eq false")],
-    )
-    .await
-    .rows();
-    assert_eq!(live.len(), 1);
-    assert_eq!(live[0]["Ref_Key"], keys::DESK);
+    let live = the_item_where(&fake, "Артикул eq 'SKU-1' and DeletionMark eq false").await;
+    assert_eq!(live["Ref_Key"], keys::DESK);
 }
 
 #[tokio::test]
 async fn a_doubled_quote_in_a_literal_is_a_quote() {
     let fake = start().await;
-    let rows =
-        odata(&fake, onec::ITEMS, &[("$format", "json"), ("$filter", "Артикул eq 'O''NEIL-7'")])
-            .await
-            .rows();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["Ref_Key"], keys::LAMP);
+    let lamp = the_item_where(&fake, "Артикул eq 'O''NEIL-7'").await;
+    assert_eq!(lamp["Ref_Key"], keys::LAMP);
 }
 
 #[tokio::test]
@@ -227,9 +214,7 @@ async fn data_added_by_a_test_is_served() {
     let key = fake.add_item("НОВ-1", "Диван «Дельта»");
     fake.set_price(&key, keys::RETAIL, "2024-07-01T00:00:00", 45000.0);
     fake.move_stock(&key, keys::MAIN_WAREHOUSE, "2024-07-02T00:00:00", 2.0);
-    let rows = odata(&fake, onec::ITEMS, &[("$format", "json"), ("$filter", "Артикул eq 'НОВ-1'")])
-        .await
-        .rows();
+    let rows = items_where(&fake, "Артикул eq 'НОВ-1'").await.rows();
     assert_eq!(rows[0]["Ref_Key"], key.as_str());
     let condition = format!("Номенклатура_Key eq guid''{key}''");
     let stock =
@@ -249,17 +234,11 @@ async fn bad_queries_get_1cs_error_body() {
     assert_eq!(code, "9");
     assert!(message.contains("Catalog_Товары"), "{message}");
 
-    let unknown_field =
-        odata(&fake, onec::ITEMS, &[("$format", "json"), ("$filter", "Цвет eq 'красный'")]).await;
+    let unknown_field = items_where(&fake, "Цвет eq 'красный'").await;
     assert_eq!(unknown_field.status, StatusCode::BAD_REQUEST);
     assert!(unknown_field.odata_error().1.contains("Цвет"));
 
-    let or = odata(
-        &fake,
-        onec::ITEMS,
-        &[("$format", "json"), ("$filter", "Артикул eq 'SKU-1' or Артикул eq 'SKU-2'")],
-    )
-    .await;
+    let or = items_where(&fake, "Артикул eq 'SKU-1' or Артикул eq 'SKU-2'").await;
     assert_eq!(or.status, StatusCode::BAD_REQUEST);
 
     let unknown_method = odata(&fake, &format!("{}/Turnover()", onec::STOCK), &[]).await;
@@ -301,7 +280,7 @@ async fn wrong_or_missing_credentials_get_401_with_1cs_body() {
 #[tokio::test]
 async fn what_was_received_is_kept_raw_and_decoded() {
     let fake = start().await;
-    odata(&fake, onec::ITEMS, &[("$format", "json"), ("$filter", "Артикул eq 'SKU-1'")]).await;
+    items_where(&fake, "Артикул eq 'SKU-1'").await;
     let received = fake.received();
     assert_eq!(received.len(), 1);
     let request = &received[0];

@@ -9,23 +9,21 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
+use crate::support::{assert_refused, client};
 
 async fn start() -> BotApi {
     BotApi::start().await.expect("the fake starts")
 }
 
+/// `POST /bot<token>/<method>`, to be sent.
+fn bot_method(bot: &BotApi, token: &str, method: &str) -> reqwest::RequestBuilder {
+    client().post(format!("{}/bot{token}/{method}", bot.url()))
+}
+
 /// `POST /bot<token>/sendMessage` with a JSON body; the status and the JSON answer.
 async fn send(bot: &BotApi, token: &str, body: Value) -> (StatusCode, Value) {
-    let response = client()
-        .post(format!("{}/bot{token}/sendMessage", bot.url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("the fake answers");
+    let response =
+        bot_method(bot, token, "sendMessage").json(&body).send().await.expect("the fake answers");
     let status = response.status();
     let text = response.text().await.expect("a body");
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -65,8 +63,7 @@ async fn send_message_answers_the_message_with_markup_taken_out() {
 #[tokio::test]
 async fn a_form_body_and_a_username_work_too() {
     let bot = start().await;
-    let response = client()
-        .post(format!("{}/bot{DEFAULT_TOKEN}/SENDMESSAGE", bot.url()))
+    let response = bot_method(&bot, DEFAULT_TOKEN, "SENDMESSAGE")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body("chat_id=%40b24act_approvals&text=%3Cb%3EA%20%26amp%3B%20B%3C%2Fb%3E&parse_mode=HTML&disable_notification=true")
         .send()
@@ -115,11 +112,7 @@ async fn errors_have_telegrams_shape() {
         send(&bot, DEFAULT_TOKEN, json!({ "chat_id": DEFAULT_CHAT_ID, "text": long })).await;
     assert_eq!(body["description"], "Bad Request: message is too long");
 
-    let response = client()
-        .post(format!("{}/bot{DEFAULT_TOKEN}/noSuchMethod", bot.url()))
-        .send()
-        .await
-        .expect("answers");
+    let response = bot_method(&bot, DEFAULT_TOKEN, "noSuchMethod").send().await.expect("answers");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert!(bot.sent().is_empty());
 }
@@ -187,8 +180,7 @@ async fn rate_limits_answer_429_with_retry_after() {
 async fn down_answers_nginx_pages_then_recovers() {
     let bot = start().await;
     bot.update(|b| b.down = Some(Down::Status(502))).await;
-    let response = client()
-        .post(format!("{}/bot{DEFAULT_TOKEN}/sendMessage", bot.url()))
+    let response = bot_method(&bot, DEFAULT_TOKEN, "sendMessage")
         .json(&json!({ "chat_id": DEFAULT_CHAT_ID, "text": "x" }))
         .send()
         .await
@@ -207,19 +199,10 @@ async fn down_answers_nginx_pages_then_recovers() {
 async fn refusing_closes_the_port_and_reopens_it() {
     let bot = start().await;
     bot.update(|b| b.down = Some(Down::Refuse)).await;
-    let error = client()
-        .post(format!("{}/bot{DEFAULT_TOKEN}/getMe", bot.url()))
-        .send()
-        .await
-        .expect_err("nothing listens");
-    assert!(error.is_connect(), "{error:?}");
+    assert_refused(bot_method(&bot, DEFAULT_TOKEN, "getMe")).await;
 
     bot.update(|b| b.down = None).await;
-    let response = client()
-        .post(format!("{}/bot{DEFAULT_TOKEN}/getMe", bot.url()))
-        .send()
-        .await
-        .expect("listening again");
+    let response = bot_method(&bot, DEFAULT_TOKEN, "getMe").send().await.expect("listening again");
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -244,11 +227,7 @@ async fn latency_and_slow_answers_delay_the_answer() {
 async fn a_queued_server_error_can_carry_retry_after() {
     let bot = start().await;
     bot.update(|b| b.fail_next.push_back(Failure::RetryAfter(503, Duration::from_secs(7)))).await;
-    let response = client()
-        .post(format!("{}/bot{DEFAULT_TOKEN}/getMe", bot.url()))
-        .send()
-        .await
-        .expect("answers");
+    let response = bot_method(&bot, DEFAULT_TOKEN, "getMe").send().await.expect("answers");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "7");
 }

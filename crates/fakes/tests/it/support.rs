@@ -1,0 +1,26 @@
+//! What the fakes' tests share: an HTTP client, percent-encoding, and a refused connection.
+
+/// A plain client, with rustls's crypto provider installed first.
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// `text` with every byte but ASCII letters, digits and those in `keep` as `%XX`.
+pub fn percent_encode(text: &str, keep: &[u8]) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Sends `request` and asserts that the connection was refused.
+pub async fn assert_refused(request: reqwest::RequestBuilder) {
+    let error = request.send().await.expect_err("nothing listens");
+    assert!(error.is_connect(), "{error:?}");
+}
