@@ -32,6 +32,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use b24::incoming::quoted;
+use b24::report::ErrorChain;
 use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -86,7 +87,7 @@ pub async fn serve(listener: TcpListener, router: Router, edge: Edge, cancel: Ca
                 Err(error) => {
                     // Out of file descriptors, a connection reset before accept: wait a little
                     // rather than spin, and go on.
-                    tracing::warn!(%error, "accept failed");
+                    tracing::warn!(error = %ErrorChain(&error), "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -129,7 +130,7 @@ async fn serve_connection(
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
+                    tracing::debug!(error = %ErrorChain(&error), "connection ended with an error");
                 }
                 return;
             }

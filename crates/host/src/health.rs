@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use b24::report::ErrorChain;
 use serde_json::{Value, json};
 
 use crate::Host;
@@ -91,7 +92,7 @@ async fn health(State(host): State<Arc<Host>>) -> (StatusCode, Json<Value>) {
         }
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "store unavailable", "error": format!("{error:#}")})),
+            Json(json!({"status": "store unavailable", "error": ErrorChain(&error).to_string()})),
         ),
     }
 }
