@@ -19,9 +19,8 @@ use store::{
     StoreKey, StoreOptions,
 };
 
-use host::clock::now_ms;
+use host::clock::{millis, now_ms};
 use host::config::Config;
-use host::payload::millis;
 
 /// The version of the `--json` output; bumped when a field changes meaning or disappears.
 /// 2: `event_token` hides its signature unless `--reveal` is given.

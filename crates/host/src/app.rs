@@ -1,5 +1,6 @@
 //! Assembling and running the host: one HTTP server (intake, install handler, health; its
-//! connections kept in bounds by `edge`), the workers and the outbox, in one process, stopped together by one cancellation token.
+//! connections kept in bounds by `edge`), the workers and the outbox, in one process, stopped
+//! together by one cancellation token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
+use b24::report::ErrorChain;
 use connectors::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -16,8 +18,8 @@ use crate::edge::{self, Edge};
 use crate::health;
 use crate::install::{self, Installer};
 use crate::intake::{self, Intake};
+use crate::loops::Wakeups;
 use crate::state::{Host, StartError};
-use crate::worker::Wakeups;
 use crate::{outbox, worker};
 
 /// A started host. Dropping it does not stop it: call [`Running::shutdown`].
@@ -67,7 +69,7 @@ pub async fn start_on(
     let cancel = CancellationToken::new();
     let wakeups = Arc::new(Wakeups::default());
     let intake = Intake::start(host.clone(), wakeups.clone());
-    let installer = Arc::new(Installer { host: host.clone(), intake: intake.clone() });
+    let installer = Arc::new(Installer { host: host.clone() });
     let router = router(host.clone(), intake, installer);
 
     let mut tasks = JoinSet::new();
@@ -129,7 +131,7 @@ async fn register_everywhere(host: Arc<Host>) {
             }
         }
         Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "cannot list installations to register actions")
+            tracing::error!(error = %ErrorChain(&error), "cannot list installations to register actions")
         }
     }
 }

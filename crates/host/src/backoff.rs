@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use crate::clock::millis;
 use crate::config::RetryPolicy;
-use crate::payload::millis;
 
 /// The wait after failed attempt number `attempt` (1, 2, …): `base · 2^(attempt-1)`, at most
 /// `cap`, then shortened by `jitter · random` of itself, so the waits of many jobs spread out.

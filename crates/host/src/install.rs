@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use b24::incoming::{AppEvent, AppEventKind, Limits};
+use b24::report::ErrorChain;
 use b24::rest::{ActivityChanges, ErrorClass, Grant};
 use store::{InstallationStatus, NewInstallation};
 use subtle::ConstantTimeEq;
@@ -21,7 +22,7 @@ use tracing::Instrument;
 
 use crate::Host;
 use crate::clock;
-use crate::intake::Intake;
+use crate::portals::{self, Lookup};
 
 /// How often registration is tried when the portal answers with a retryable error.
 const REGISTRATION_ATTEMPTS: u32 = 8;
@@ -29,7 +30,6 @@ const REGISTRATION_ATTEMPTS: u32 = 8;
 /// The install handler's state.
 pub struct Installer {
     pub host: Arc<Host>,
-    pub intake: Arc<Intake>,
 }
 
 /// Route: `POST /bitrix/install`.
@@ -45,9 +45,9 @@ async fn take_event(
 ) -> Result<&'static str, Refusal> {
     let host = &installer.host;
     let limits = Limits { max_body_bytes: host.config.server.max_body_bytes, ..Limits::default() };
-    let event = AppEvent::from_form(&body, &limits).map_err(|e| {
-        tracing::warn!(error = %e, "refused an install event that does not decode");
-        (StatusCode::BAD_REQUEST, e.to_string())
+    let event = AppEvent::from_form(&body, &limits).map_err(|error| {
+        tracing::warn!(error = %ErrorChain(&error), "refused an install event that does not decode");
+        (StatusCode::BAD_REQUEST, error.to_string())
     })?;
     let span =
         tracing::info_span!("install_event", portal = %event.auth.member_id, kind = ?event.kind);
@@ -71,7 +71,9 @@ async fn handle_event(installer: &Installer, event: AppEvent) -> Result<&'static
                 // presenting a new token (a reinstall): take it, but loudly (§4.4).
                 tracing::warn!(
                     domain = %grant.domain,
-                    "APPLICATION_TOKEN CHANGED for an installed portal; the auth server vouched for                      the event, so the new one replaces the old. If nobody reinstalled the app                      there, investigate"
+                    "APPLICATION_TOKEN CHANGED for an installed portal; the auth server vouched for \
+                     the event, so the new one replaces the old. If nobody reinstalled the app \
+                     there, investigate"
                 );
             }
             let installation = NewInstallation {
@@ -94,7 +96,6 @@ async fn handle_event(installer: &Installer, event: AppEvent) -> Result<&'static
                 .await
                 .map_err(store_down)?;
             host.portals.forget(&member_id);
-            installer.intake.forget_portal(&member_id);
             if host.health.clear(&member_id) {
                 tracing::info!("the portal installed again: its paused deliveries resume");
             }
@@ -102,24 +103,14 @@ async fn handle_event(installer: &Installer, event: AppEvent) -> Result<&'static
             tokio::spawn(register_with_retries(host.clone(), member_id));
         }
         AppEventKind::Uninstall => {
-            let stored = host.store.installation(&member_id).await.map_err(store_down)?;
-            let Some(stored) = stored.filter(|i| i.status == InstallationStatus::Active) else {
-                return Err((
-                    StatusCode::UNAUTHORIZED,
-                    "auth[member_id]: this portal has not installed the app".to_owned(),
-                ));
-            };
-            let presented = event.auth.application_token.expose().as_bytes();
-            if !bool::from(stored.application_token.as_bytes().ct_eq(presented)) {
-                tracing::warn!("refused ONAPPUNINSTALL with a wrong application_token");
-                return Err((
-                    StatusCode::FORBIDDEN,
-                    "auth[application_token]: does not match the installation".to_owned(),
-                ));
-            }
+            // Checked against the store, not what this node remembers: the app may have been
+            // installed again through another node, with a new token, moments ago.
+            host.portals
+                .authenticate(&member_id, &event.auth.application_token, Lookup::Stored)
+                .await
+                .map_err(|error| portals::refusal("ONAPPUNINSTALL", &member_id, &error))?;
             host.store.mark_uninstalled(&member_id, clock::now_ms()).await.map_err(store_down)?;
             host.portals.forget(&member_id);
-            installer.intake.forget_portal(&member_id);
             tracing::warn!(
                 "portal uninstalled the app: its calls are refused and its results not sent"
             );
@@ -129,7 +120,7 @@ async fn handle_event(installer: &Installer, event: AppEvent) -> Result<&'static
 }
 
 fn store_down(error: store::Error) -> Refusal {
-    tracing::error!(error = %format!("{error:#}"), "store unavailable during an install event");
+    tracing::error!(error = %ErrorChain(&error), "store unavailable during an install event");
     (StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable".to_owned())
 }
 
@@ -152,13 +143,13 @@ async fn verify(host: &Host, event: &AppEvent) -> Result<Grant, Refusal> {
     let grant = match host.portals.verify(refresh_token).await {
         Ok(grant) => grant,
         Err(error) if error.is_credentials_problem() => {
-            tracing::warn!(error = %format!("{error:#}"), "refused an install event: the auth server does not vouch for its refresh token");
+            tracing::warn!(error = %ErrorChain(&error), "refused an install event: the auth server does not vouch for its refresh token");
             return Err(forbidden(
                 "auth[refresh_token]: the auth server does not vouch for it for this app",
             ));
         }
         Err(error) => {
-            tracing::warn!(error = %format!("{error:#}"), auth_server = %host.config.app.auth_server, "could not verify an install event yet: the auth server did not answer");
+            tracing::warn!(error = %ErrorChain(&error), auth_server = %host.config.app.auth_server, "could not verify an install event yet: the auth server did not answer");
             return Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the auth server could not be reached to verify the install".to_owned(),
@@ -244,12 +235,12 @@ pub async fn register_with_retries(host: Arc<Host>, member_id: String) {
                 return;
             }
             Err(error) if error.is_retryable() && attempt < REGISTRATION_ATTEMPTS => {
-                tracing::warn!(portal = %member_id, attempt, error = %format!("{error:#}"), "registration failed; retrying");
+                tracing::warn!(portal = %member_id, attempt, error = %ErrorChain(&error), "registration failed; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(60));
             }
             Err(error) => {
-                tracing::error!(portal = %member_id, error = %format!("{error:#}"), "ACTIONS NOT REGISTERED on this portal; restart b24act or reinstall the app to try again");
+                tracing::error!(portal = %member_id, error = %ErrorChain(&error), "ACTIONS NOT REGISTERED on this portal; restart b24act or reinstall the app to try again");
                 return;
             }
         }

@@ -3,38 +3,33 @@
 //! connector (design.md §3). Concurrent calls are committed together (group commit): one
 //! transaction and one fsync acknowledge a whole batch.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use b24::incoming::{ActivityCall, ApplicationToken, Limits, quoted};
-use store::{Enqueued, InstallationStatus, NewJob, Store};
-use subtle::ConstantTimeEq;
+use b24::incoming::{ActivityCall, Limits, quoted};
+use b24::report::ErrorChain;
+use store::{Enqueued, NewJob, Store};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::Host;
 use crate::catalog::Action;
 use crate::clock;
+use crate::loops::Wakeups;
 use crate::payload::{self, JobPayload, PAYLOAD_VERSION};
-use crate::worker::Wakeups;
+use crate::portals::{self, Lookup};
 
 /// The most calls one transaction commits.
 const MAX_GROUP: usize = 512;
-/// How long a portal's credentials are trusted from memory before the store is asked again.
-/// Install events on this node refresh it at once; this bounds staleness across nodes.
-const AUTH_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// The intake's shared state.
 pub struct Intake {
     host: Arc<Host>,
     committer: mpsc::Sender<Pending>,
-    portals: PortalAuthCache,
     /// Large bodies decoded at once: at most half the cores, so that a flood of worst-case
     /// bodies (decoded before authentication, so anyone can send them) leaves the runtime
     /// threads the CPU they need to ack good calls.
@@ -53,18 +48,12 @@ impl Intake {
         let (sender, receiver) = mpsc::channel(MAX_GROUP * 8);
         tokio::spawn(commit_groups(host.store.clone(), receiver, wakeups));
         Arc::new(Intake {
-            portals: PortalAuthCache::new(host.store.clone()),
             host,
             committer: sender,
             large_decodes: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             ),
         })
-    }
-
-    /// Drops what is remembered of a portal's credentials (after an install event).
-    pub fn forget_portal(&self, member_id: &str) {
-        self.portals.forget(member_id);
     }
 }
 
@@ -102,9 +91,9 @@ async fn take_call(
             .await
             .map_err(|_| unavailable())?
     };
-    let call = decoded.map_err(|e| {
-        tracing::warn!(error = %e, code = %quoted(&code), "refused a call that does not decode");
-        (StatusCode::BAD_REQUEST, e.to_string())
+    let call = decoded.map_err(|error| {
+        tracing::warn!(error = %ErrorChain(&error), code = %quoted(&code), "refused a call that does not decode");
+        (StatusCode::BAD_REQUEST, error.to_string())
     })?;
     let member_id = call.auth.member_id.as_str().to_owned();
     // Not yet authenticated: what the body says is shown bounded and escaped.
@@ -128,7 +117,12 @@ async fn store_call(
     member_id: String,
     received_at: i64,
 ) -> Result<&'static str, Refusal> {
-    intake.portals.authenticate(&member_id, &call.auth.application_token).await?;
+    intake
+        .host
+        .portals
+        .authenticate(&member_id, &call.auth.application_token, Lookup::Remembered)
+        .await
+        .map_err(|error| portals::refusal("a call", &member_id, &error))?;
     if call.code != code {
         tracing::warn!(path_code = %quoted(&code), "call's code differs from its handler URL");
         return Err((
@@ -147,10 +141,10 @@ async fn store_call(
     match answer.await.map_err(|_| unavailable())? {
         Ok(Enqueued::Created(id)) => tracing::info!(job = id.0, "call stored"),
         Ok(Enqueued::Duplicate(id)) => tracing::info!(job = id.0, "duplicate call: already stored"),
-        Err(error) => {
+        Err(chain) => {
             // Bitrix24 does not resend a call (§2.6): this one is lost unless the store recovers
             // and the portal's admin restarts the workflow. Say so loudly.
-            tracing::error!(%error, "COULD NOT STORE A CALL: the workflow will wait for its timeout");
+            tracing::error!(error = %chain, "COULD NOT STORE A CALL: the workflow will wait for its timeout");
             return Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the call could not be stored".to_owned(),
@@ -181,7 +175,8 @@ fn new_job(action: &Action, call: &ActivityCall, received_at: i64) -> NewJob {
     }
 }
 
-/// A call waiting for its group's commit.
+/// A call waiting for its group's commit; a failed commit answers with the store error's
+/// whole chain (it is shared by every call of the group, so it travels as text).
 struct Pending {
     job: NewJob,
     reply: oneshot::Sender<Result<Enqueued, String>>,
@@ -207,84 +202,11 @@ async fn commit_groups(
                 wakeups.job_arrived();
             }
             Err(error) => {
-                let message = format!("{error:#}");
+                let message = ErrorChain(&error).to_string();
                 for reply in replies {
                     let _ = reply.send(Err(message.clone()));
                 }
             }
         }
-    }
-}
-
-/// Who may post calls: a known, installed portal presenting its `application_token` (§4.4).
-struct PortalAuthCache {
-    store: Arc<Store>,
-    known: Mutex<HashMap<String, (ApplicationToken, Instant)>>,
-}
-
-impl PortalAuthCache {
-    fn new(store: Arc<Store>) -> Self {
-        PortalAuthCache { store, known: Mutex::new(HashMap::new()) }
-    }
-
-    async fn authenticate(
-        &self,
-        member_id: &str,
-        presented: &ApplicationToken,
-    ) -> Result<(), Refusal> {
-        let expected = match self.cached(member_id) {
-            Some(expected) => Some(expected),
-            None => {
-                let installation = self.store.installation(member_id).await.map_err(|error| {
-                    tracing::error!(%error, "cannot read installations");
-                    (StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable".to_owned())
-                })?;
-                let expected = installation
-                    .filter(|i| i.status == InstallationStatus::Active)
-                    .map(|i| ApplicationToken::new(i.application_token));
-                // Only installed portals are remembered: one that installs through another node
-                // must not be refused from a stale "unknown".
-                if let Some(token) = &expected {
-                    self.remember(member_id, token.clone());
-                }
-                expected
-            }
-        };
-        let Some(expected) = expected else {
-            tracing::warn!("refused a call from a portal where the app is not installed");
-            return Err((
-                StatusCode::UNAUTHORIZED,
-                format!(
-                    "auth[member_id]: portal `{}` has not installed this app",
-                    quoted(member_id)
-                ),
-            ));
-        };
-        let equal: bool = expected.expose().as_bytes().ct_eq(presented.expose().as_bytes()).into();
-        if !equal {
-            tracing::warn!("refused a call with a wrong application_token");
-            return Err((
-                StatusCode::FORBIDDEN,
-                "auth[application_token]: does not match the installation".to_owned(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn cached(&self, member_id: &str) -> Option<ApplicationToken> {
-        let known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        known
-            .get(member_id)
-            .filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL)
-            .map(|(token, _)| token.clone())
-    }
-
-    fn remember(&self, member_id: &str, token: ApplicationToken) {
-        let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        known.insert(member_id.to_owned(), (token, Instant::now()));
-    }
-
-    fn forget(&self, member_id: &str) {
-        self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(member_id);
     }
 }

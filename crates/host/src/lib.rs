@@ -15,6 +15,7 @@ pub mod edge;
 pub mod health;
 pub mod install;
 pub mod intake;
+pub mod loops;
 pub mod outbox;
 pub mod payload;
 pub mod portals;

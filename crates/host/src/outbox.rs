@@ -13,26 +13,26 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use b24::rest::{BatchCommand, BatchOutcome, ErrorClass, EventSend};
-use store::{AttemptOutcome, Delivery, Fenced, JobId, MAX_BATCH, PortalBatch};
+use b24::incoming::EventToken;
+use b24::report::ErrorChain;
+use b24::rest::{
+    BatchCommand, BatchOutcome, BatchResults, EVENT_SEND_METHOD, ErrorClass, EventSend,
+    MAX_BATCH_COMMANDS,
+};
+use store::{AttemptOutcome, Delivery, Fenced, JobId, PortalBatch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Host;
 use crate::backoff;
-use crate::clock;
-use crate::payload::{JobResult, millis};
+use crate::clock::{self, ClaimClock};
+use crate::loops::{IDLE_PAUSE, Wakeups, pause_until_due, report_task};
+use crate::payload::JobResult;
 use crate::portals::PortalError;
 use crate::progress::ProgressLine;
-use crate::worker::{ClaimClock, IDLE_PAUSE, Wakeups, chain, pause_until_due, report_task};
-
-/// The REST method results go back with.
-pub const EVENT_SEND: &str = "bizproc.event.send";
-/// The REST method progress lines go with.
-pub const ACTIVITY_LOG: &str = "bizproc.activity.log";
 
 /// The largest random share cut from a redelivery wait, so many jobs refused together (a rate
 /// limit, a portal outage) do not all come back in the same second.
@@ -40,7 +40,7 @@ const DELIVERY_JITTER: f64 = 0.2;
 
 /// How long a portal's deliveries wait after the auth server refused to renew its token: one
 /// refresh attempt per pause, instead of one per retry.
-const CREDENTIALS_PAUSE: std::time::Duration = std::time::Duration::from_secs(60);
+const CREDENTIALS_PAUSE: Duration = Duration::from_secs(60);
 
 /// Sends results until `cancel`, sleeping until the store's next wake-up or a poke on
 /// [`Wakeups::results`]; a round in flight finishes before it returns.
@@ -53,7 +53,7 @@ pub async fn run(host: Arc<Host>, wakeups: Arc<Wakeups>, cancel: CancellationTok
             Ok(handled) if handled > 0 => continue,
             Ok(_) => pause_until_due(&host, now).await,
             Err(error) => {
-                tracing::error!(error = %chain(&error), "cannot claim deliveries; trying again shortly");
+                tracing::error!(error = %ErrorChain(&error), "cannot claim deliveries; trying again shortly");
                 IDLE_PAUSE
             }
         };
@@ -66,13 +66,14 @@ pub async fn run(host: Arc<Host>, wakeups: Arc<Wakeups>, cancel: CancellationTok
     tracing::info!("outbox stopped");
 }
 
-/// One round at time `now`: claims the results due, at most 50 per portal, sends one `batch`
-/// per portal (portals in parallel) with the progress lines that fit beside them, and records
-/// each result's outcome. Returns how many results and lines were sent or settled.
+/// One round at time `now`: claims the results due, at most [`MAX_BATCH_COMMANDS`] per
+/// portal, sends one `batch` per portal (portals in parallel) with the progress lines that fit
+/// beside them, and records each result's outcome. Returns how many results and lines were sent
+/// or settled.
 pub async fn run_once(host: &Arc<Host>, now: i64) -> Result<usize, store::Error> {
     let mut batches = host
         .store
-        .claim_deliveries(&host.node_id, now, host.config.workers.lease, MAX_BATCH)
+        .claim_deliveries(&host.node_id, now, host.config.workers.lease, MAX_BATCH_COMMANDS)
         .await?;
     // Portals with lines but no result due get a batch of lines alone.
     for member_id in host.progress.portals() {
@@ -84,7 +85,7 @@ pub async fn run_once(host: &Arc<Host>, now: i64) -> Result<usize, store::Error>
     let clock = ClaimClock::claimed_at(now);
     let mut portals = JoinSet::new();
     for batch in batches {
-        let lines = host.progress.take(&batch.member_id, MAX_BATCH - batch.jobs.len());
+        let lines = host.progress.take(&batch.member_id, MAX_BATCH_COMMANDS - batch.jobs.len());
         handled += batch.jobs.len() + lines.len();
         let span = tracing::info_span!(
             "delivery",
@@ -101,31 +102,116 @@ pub async fn run_once(host: &Arc<Host>, now: i64) -> Result<usize, store::Error>
 }
 
 /// What to do with one result after a send.
+#[derive(Debug, Clone, PartialEq)]
 enum Verdict {
     Delivered,
     Retry { reason: String, not_before: Option<SystemTime> },
     Dead { reason: String },
 }
 
+/// What one `batch` request's outcome means for a portal's deliveries: decided by [`judge`]
+/// without I/O, acted on by [`deliver`].
+#[derive(Debug, PartialEq)]
+enum BatchVerdict {
+    /// The request failed and carried only progress lines: they are lost (they are best effort).
+    LinesLost,
+    /// The auth server will not renew the portal's token (docs/protocol.md §4.1). Retrying will
+    /// not mend that: the portal is degraded, its client forgotten (a reinstall brings new
+    /// tokens), and every result waits until `not_before`.
+    CredentialsRefused { reason: String, not_before: SystemTime },
+    /// The request failed as a whole: every result in it is sent again later.
+    RequestFailed { reason: String, not_before: Option<SystemTime>, forget_client: bool },
+    /// The portal answered: one verdict per result, in the order they were sent.
+    Answered { results: Vec<Verdict>, unwritten_lines: usize, forget_client: bool },
+}
+
+/// Judges one `batch` request's outcome for the results `sending` (and `lines` progress lines)
+/// it carried, at wall-clock time `wall_now`. Each command's outcome decides its result alone
+/// (see the module's documentation); an access token the client could not renew also means the
+/// client is forgotten, so the next try reads the installation again.
+fn judge(
+    sent: &Result<BatchResults, b24::rest::Error>,
+    sending: &[JobId],
+    lines: usize,
+    wall_now: SystemTime,
+) -> BatchVerdict {
+    let answered = match sent {
+        Ok(answered) => answered,
+        Err(_) if sending.is_empty() => return BatchVerdict::LinesLost,
+        Err(error) if error.is_credentials_problem() => {
+            return BatchVerdict::CredentialsRefused {
+                reason: rest_reason(error),
+                not_before: wall_now + CREDENTIALS_PAUSE,
+            };
+        }
+        Err(error) => {
+            return BatchVerdict::RequestFailed {
+                reason: rest_reason(error),
+                not_before: error.retry_at(),
+                forget_client: error.class() == ErrorClass::Token,
+            };
+        }
+    };
+    let outcomes: HashMap<&str, &BatchOutcome> =
+        answered.entries.iter().map(|entry| (entry.key.as_str(), &entry.outcome)).collect();
+    let unwritten_lines = (0..lines)
+        .filter_map(|index| outcomes.get(line_key(index).as_str()))
+        .filter(|outcome| !matches!(outcome, BatchOutcome::Ok(_)))
+        .count();
+    let mut forget_client = false;
+    let results = sending
+        .iter()
+        .map(|&id| match outcomes.get(key(id).as_str()) {
+            Some(BatchOutcome::Ok(_)) => Verdict::Delivered,
+            Some(BatchOutcome::Failed(error)) => match error.class() {
+                ErrorClass::Retryable => {
+                    Verdict::Retry { reason: rest_reason(error), not_before: error.retry_at() }
+                }
+                ErrorClass::Token => {
+                    forget_client = true;
+                    Verdict::Retry { reason: rest_reason(error), not_before: None }
+                }
+                ErrorClass::Permanent => Verdict::Dead { reason: rest_reason(error) },
+            },
+            Some(BatchOutcome::Unsent(error)) => {
+                Verdict::Retry { reason: rest_reason(error), not_before: error.retry_at() }
+            }
+            Some(BatchOutcome::Skipped) | None => Verdict::Retry {
+                reason: format!("{EVENT_SEND_METHOD}: the portal did not run the command"),
+                not_before: None,
+            },
+        })
+        .collect();
+    BatchVerdict::Answered { results, unwritten_lines, forget_client }
+}
+
+/// What becomes of a portal's results when no client can be had for it: gone for good if the
+/// portal is not (or no longer) installed or its stored endpoint is broken, else sent again.
+fn without_client(error: &PortalError) -> Verdict {
+    let reason = format!("no client for the portal: {}", ErrorChain(error));
+    match error {
+        PortalError::Unknown(_)
+        | PortalError::Uninstalled(_)
+        | PortalError::BadEndpoint { .. }
+        | PortalError::WrongApplicationToken(_) => Verdict::Dead { reason },
+        PortalError::Store(_) | PortalError::Client(_) => {
+            Verdict::Retry { reason, not_before: None }
+        }
+    }
+}
+
 /// Sends one portal's batch — its progress lines, then its results — and records every
-/// result's outcome. Lines are best effort: one that fails is only logged.
+/// result's outcome as [`judge`] decides it. Lines are best effort: one that fails is only
+/// logged.
 async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, clock: ClaimClock) {
     let PortalBatch { member_id, jobs } = batch;
     let client = match host.portals.client(&member_id).await {
         Ok(client) => client,
         Err(error) => {
             if !lines.is_empty() {
-                tracing::warn!(dropped = lines.len(), error = %chain(&error), "progress lines dropped: no client for the portal");
+                tracing::warn!(dropped = lines.len(), error = %ErrorChain(&error), "progress lines dropped: no client for the portal");
             }
-            let reason = format!("no client for the portal: {}", chain(&error));
-            let verdict = match error {
-                PortalError::Unknown(_)
-                | PortalError::Uninstalled(_)
-                | PortalError::BadEndpoint { .. } => Verdict::Dead { reason },
-                PortalError::Store(_) | PortalError::Client(_) => {
-                    Verdict::Retry { reason, not_before: None }
-                }
-            };
+            let verdict = without_client(&error);
             let now = clock.now();
             for job in &jobs {
                 record(&host, job, &verdict, now).await;
@@ -134,15 +220,13 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, 
         }
     };
 
-    let mut commands = Vec::with_capacity(lines.len() + jobs.len());
-    for (index, line) in lines.iter().enumerate() {
-        let params =
-            serde_json::json!({"EVENT_TOKEN": line.event_token, "LOG_MESSAGE": line.message});
-        match BatchCommand::new(format!("log{index}"), ACTIVITY_LOG, &params) {
-            Ok(command) => commands.push(command),
-            Err(error) => tracing::warn!(%error, "progress line dropped: it cannot be encoded"),
-        }
-    }
+    let mut commands: Vec<BatchCommand> = lines
+        .iter()
+        .enumerate()
+        .map(|(index, line)| {
+            BatchCommand::activity_log(line_key(index), &line.event_token, &line.message)
+        })
+        .collect();
     let mut sending = Vec::with_capacity(jobs.len());
     for job in jobs {
         match command(&job) {
@@ -159,84 +243,61 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, 
 
     let sent = client.batch(&commands, false).await;
     let now = clock.now();
-    let mut outcomes: HashMap<String, BatchOutcome> = match sent {
-        Ok(results) => {
-            results.entries.into_iter().map(|entry| (entry.key, entry.outcome)).collect()
-        }
-        Err(error) if sending.is_empty() => {
-            tracing::warn!(dropped = lines.len(), error = %error, "progress lines not written to the workflow log");
+    let ids: Vec<JobId> = sending.iter().map(|job| job.id).collect();
+    let verdicts = match judge(&sent, &ids, lines.len(), SystemTime::now()) {
+        BatchVerdict::LinesLost => {
+            if let Err(error) = &sent {
+                tracing::warn!(dropped = lines.len(), error = %ErrorChain(error), "progress lines not written to the workflow log");
+            }
             return;
         }
-        Err(error) if error.is_credentials_problem() => {
-            // Retrying will not mend this (docs/protocol.md §4.1): pause, say what to do once.
-            let reason = rest_reason(&error);
-            if host.health.degrade(&member_id, reason.clone()) {
-                tracing::error!(error = %chain(&error), pause = ?CREDENTIALS_PAUSE,
+        BatchVerdict::CredentialsRefused { reason, not_before } => {
+            if host.health.degrade(&member_id, reason.clone())
+                && let Err(error) = &sent
+            {
+                tracing::error!(error = %ErrorChain(error), pause = ?CREDENTIALS_PAUSE,
                     "PORTAL DEGRADED: the auth server will not renew its token, so its results \
                      cannot be sent. invalid_grant: the installation's refresh token is dead — \
                      reinstall the app on the portal; invalid_client: check [app] client_id and \
                      client_secret. Results are kept; delivery pauses and is tried again, and \
                      resumes by itself once the portal installs again");
             }
-            // The next try reads the installation again: a reinstall brings new tokens.
             host.portals.forget(&member_id);
-            let not_before = Some(SystemTime::now() + CREDENTIALS_PAUSE);
-            for job in &sending {
-                record(&host, job, &Verdict::Retry { reason: reason.clone(), not_before }, now)
-                    .await;
-            }
-            return;
+            let retry = Verdict::Retry { reason, not_before: Some(not_before) };
+            vec![retry; sending.len()]
         }
-        Err(error) => {
-            tracing::warn!(error = %error, "batch request failed; every result in it is sent again later");
-            if error.class() == ErrorClass::Token {
+        BatchVerdict::RequestFailed { reason, not_before, forget_client } => {
+            if let Err(error) = &sent {
+                tracing::warn!(error = %ErrorChain(error), "batch request failed; every result in it is sent again later");
+            }
+            if forget_client {
                 // Read the installation again next time: a reinstall may have brought new tokens.
                 host.portals.forget(&member_id);
             }
-            let verdict =
-                Verdict::Retry { reason: rest_reason(&error), not_before: error.retry_at() };
-            for job in &sending {
-                record(&host, job, &verdict, now).await;
+            vec![Verdict::Retry { reason, not_before }; sending.len()]
+        }
+        BatchVerdict::Answered { results, unwritten_lines, forget_client } => {
+            if host.health.clear(&member_id) {
+                tracing::info!("portal recovered: its token renews again and deliveries resume");
             }
-            return;
+            if unwritten_lines > 0 {
+                tracing::warn!(
+                    unwritten = unwritten_lines,
+                    "progress lines not written to the workflow log"
+                );
+            }
+            if forget_client {
+                host.portals.forget(&member_id);
+            }
+            results
         }
     };
 
-    if host.health.clear(&member_id) {
-        tracing::info!("portal recovered: its token renews again and deliveries resume");
-    }
-    let unwritten = outcomes
-        .iter()
-        .filter(|(key, outcome)| key.starts_with("log") && !matches!(outcome, BatchOutcome::Ok(_)))
-        .count();
-    if unwritten > 0 {
-        tracing::warn!(unwritten, "progress lines not written to the workflow log");
-    }
     let mut delivered: Vec<JobId> = Vec::with_capacity(sending.len());
-    for job in &sending {
-        let verdict = match outcomes.remove(&key(job)) {
-            Some(BatchOutcome::Ok(_)) => Verdict::Delivered,
-            Some(BatchOutcome::Failed(error)) => match error.class() {
-                ErrorClass::Retryable => {
-                    Verdict::Retry { reason: rest_reason(&error), not_before: error.retry_at() }
-                }
-                ErrorClass::Token => {
-                    host.portals.forget(&member_id);
-                    Verdict::Retry { reason: rest_reason(&error), not_before: None }
-                }
-                ErrorClass::Permanent => Verdict::Dead { reason: rest_reason(&error) },
-            },
-            Some(BatchOutcome::Unsent(error)) => {
-                Verdict::Retry { reason: rest_reason(&error), not_before: error.retry_at() }
-            }
-            Some(BatchOutcome::Skipped) | None => Verdict::Retry {
-                reason: format!("{EVENT_SEND}: the portal did not run the command"),
-                not_before: None,
-            },
-        };
+    for (job, verdict) in sending.iter().zip(&verdicts) {
         match verdict {
             Verdict::Delivered => delivered.push(job.id),
-            other => record(&host, job, &other, now).await,
+            other => record(&host, job, other, now).await,
         }
     }
     if delivered.is_empty() {
@@ -246,7 +307,9 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, 
         Ok(moved) => tracing::info!(delivered = moved, "results delivered"),
         // The jobs stay `delivering` and are sent again when their lease expires; the portal
         // ignores a second event.send for a closed activity (§3.3).
-        Err(error) => tracing::error!(error = %chain(&error), "results delivered but not recorded"),
+        Err(error) => {
+            tracing::error!(error = %ErrorChain(&error), "results delivered but not recorded")
+        }
     }
 }
 
@@ -263,9 +326,9 @@ async fn record(host: &Host, job: &Delivery, verdict: &Verdict, now: i64) {
                 job.attempt,
                 rand::random(),
             );
-            let mut next = now.saturating_add(millis(wait));
-            if let Some(asked) = not_before.and_then(|at| at.duration_since(UNIX_EPOCH).ok()) {
-                next = next.max(millis(asked));
+            let mut next = now.saturating_add(clock::millis(wait));
+            if let Some(asked) = not_before.and_then(clock::unix_ms) {
+                next = next.max(asked);
             }
             tracing::warn!(job_id = %job.id, attempt = job.attempt, %reason, retry_in_ms = next - now, "result not delivered; sending again later");
             host.store
@@ -283,26 +346,32 @@ async fn record(host: &Host, job: &Delivery, verdict: &Verdict, now: i64) {
             tracing::debug!(job_id = %job.id, "lease lost before the send was recorded; outcome dropped")
         }
         Err(error) => {
-            tracing::error!(job_id = %job.id, error = %chain(&error), "send outcome not recorded")
+            tracing::error!(job_id = %job.id, error = %ErrorChain(&error), "send outcome not recorded")
         }
     }
 }
 
-/// The `batch` key of a job's command.
-fn key(job: &Delivery) -> String {
-    format!("job{}", job.id)
+/// The `batch` key of a job's result.
+fn key(id: JobId) -> String {
+    format!("job{id}")
+}
+
+/// The `batch` key of the batch's `index`th progress line.
+fn line_key(index: usize) -> String {
+    format!("log{index}")
 }
 
 /// The `bizproc.event.send` command for a stored result, exactly as stored.
 fn command(job: &Delivery) -> Result<BatchCommand, String> {
     let result: JobResult = serde_json::from_value(job.result.clone())
         .map_err(|error| format!("the stored result is unreadable: {error}"))?;
+    let event_token = EventToken::new(job.event_token.as_str());
     let event = EventSend {
-        event_token: job.event_token.clone(),
         return_values: result.return_values,
         log_message: result.log_message,
+        ..EventSend::new(event_token)
     };
-    BatchCommand::new(key(job), EVENT_SEND, &event)
+    BatchCommand::event_send(key(job.id), &event)
         .map_err(|error| format!("the stored result cannot be encoded: {error}"))
 }
 
@@ -318,10 +387,162 @@ fn rest_reason(error: &b24::rest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::UNIX_EPOCH;
 
-    use b24::rest::{ApiError, Error, RefreshError};
+    use b24::rest::{ApiError, BatchEntry, Error, RefreshError, Response};
+    use serde_json::{Map, json};
 
     use super::*;
+
+    const WALL_NOW: Duration = Duration::from_secs(1_800_000_000);
+
+    fn wall_now() -> SystemTime {
+        UNIX_EPOCH + WALL_NOW
+    }
+
+    fn api(code: &str, status: Option<u16>, extra: Map<String, serde_json::Value>) -> Error {
+        let error = ApiError { code: code.into(), description: String::new(), extra };
+        Error::Api { method: EVENT_SEND_METHOD.into(), status, error }
+    }
+
+    fn failed(code: &str) -> BatchOutcome {
+        BatchOutcome::Failed(api(code, None, Map::new()))
+    }
+
+    fn refused_refresh(code: &str) -> Error {
+        let error = ApiError { code: code.into(), description: String::new(), extra: Map::new() };
+        Error::Refresh {
+            method: "batch".into(),
+            source: Arc::new(RefreshError::Rejected { status: 400, error }),
+        }
+    }
+
+    /// The portal's answer with these outcomes.
+    fn answered(entries: Vec<(String, BatchOutcome)>) -> BatchResults {
+        let entries = entries
+            .into_iter()
+            .map(|(key, outcome)| BatchEntry { key, method: EVENT_SEND_METHOD.into(), outcome })
+            .collect();
+        BatchResults { entries, requests: 1, moved: None }
+    }
+
+    fn ok() -> BatchOutcome {
+        BatchOutcome::Ok(Response {
+            result: json!(true),
+            total: None,
+            next: None,
+            time: None,
+            moved: None,
+        })
+    }
+
+    fn retry(reason: &str) -> Verdict {
+        Verdict::Retry { reason: reason.into(), not_before: None }
+    }
+
+    #[test]
+    fn a_failed_request_of_lines_alone_loses_them() {
+        let sent = Err(api("QUERY_LIMIT_EXCEEDED", Some(503), Map::new()));
+        assert_eq!(judge(&sent, &[], 3, wall_now()), BatchVerdict::LinesLost);
+    }
+
+    #[test]
+    fn a_token_the_auth_server_will_not_renew_pauses_every_result() {
+        let sent = Err(refused_refresh("invalid_grant"));
+        let BatchVerdict::CredentialsRefused { reason, not_before } =
+            judge(&sent, &[JobId(1), JobId(2)], 0, wall_now())
+        else {
+            panic!("not a credentials pause");
+        };
+        assert_eq!(not_before, wall_now() + CREDENTIALS_PAUSE);
+        assert!(reason.contains("invalid_grant"), "{reason}");
+    }
+
+    #[test]
+    fn a_request_failed_as_a_whole_retries_when_the_portal_says() {
+        let mut extra = Map::new();
+        extra.insert("operating_reset_at".into(), json!(WALL_NOW.as_secs() + 30));
+        let sent = Err(api("OPERATION_TIME_LIMIT", Some(429), extra));
+        let verdict = judge(&sent, &[JobId(1)], 0, wall_now());
+        let BatchVerdict::RequestFailed { not_before, forget_client, .. } = verdict else {
+            panic!("not a failed request: {verdict:?}");
+        };
+        assert_eq!(not_before, Some(wall_now() + Duration::from_secs(30)));
+        assert!(!forget_client);
+    }
+
+    #[test]
+    fn an_expired_token_fails_the_request_and_forgets_the_client() {
+        let sent = Err(api("expired_token", Some(401), Map::new()));
+        let verdict = judge(&sent, &[JobId(1)], 0, wall_now());
+        assert!(
+            matches!(verdict, BatchVerdict::RequestFailed { forget_client: true, .. }),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn each_command_decides_its_result_alone() {
+        let unsent = Arc::new(api("QUERY_LIMIT_EXCEEDED", Some(503), Map::new()));
+        let sent = Ok(answered(vec![
+            (line_key(0), ok()),
+            (line_key(1), failed("ERROR_EMPTY_LOG_MESSAGE")),
+            (key(JobId(1)), ok()),
+            (key(JobId(2)), failed("423")),
+            (key(JobId(3)), failed("ACCESS_DENIED")),
+            (key(JobId(4)), BatchOutcome::Unsent(unsent)),
+            (key(JobId(5)), BatchOutcome::Skipped),
+        ]));
+        let sending = [1, 2, 3, 4, 5, 6].map(JobId);
+        let verdict = judge(&sent, &sending, 2, wall_now());
+        let not_run = "bizproc.event.send: the portal did not run the command";
+        assert_eq!(
+            verdict,
+            BatchVerdict::Answered {
+                results: vec![
+                    Verdict::Delivered,
+                    retry("bizproc.event.send: 423"),
+                    Verdict::Dead { reason: "bizproc.event.send: ACCESS_DENIED".into() },
+                    retry("bizproc.event.send: QUERY_LIMIT_EXCEEDED (HTTP 503)"),
+                    retry(not_run),
+                    retry(not_run),
+                ],
+                unwritten_lines: 1,
+                forget_client: false,
+            }
+        );
+    }
+
+    #[test]
+    fn a_command_refused_for_its_token_is_retried_and_forgets_the_client() {
+        let sent = Ok(answered(vec![(key(JobId(1)), failed("expired_token"))]));
+        assert_eq!(
+            judge(&sent, &[JobId(1)], 0, wall_now()),
+            BatchVerdict::Answered {
+                results: vec![retry("bizproc.event.send: expired_token")],
+                unwritten_lines: 0,
+                forget_client: true,
+            }
+        );
+    }
+
+    #[test]
+    fn without_a_client_only_a_passing_trouble_is_retried() {
+        let gone = without_client(&PortalError::Uninstalled("m1".into()));
+        assert!(matches!(gone, Verdict::Dead { .. }), "{gone:?}");
+        let unknown = without_client(&PortalError::Unknown("m1".into()));
+        assert!(matches!(unknown, Verdict::Dead { .. }), "{unknown:?}");
+        let broken = PortalError::BadEndpoint { member_id: "m1".into(), url: "not a url".into() };
+        assert!(matches!(without_client(&broken), Verdict::Dead { .. }));
+        let building = PortalError::Client(Box::new(api("x", None, Map::new())));
+        let Verdict::Retry { reason, not_before: None } = without_client(&building) else {
+            panic!("a client that could not be built is tried again");
+        };
+        assert_eq!(
+            reason,
+            "no client for the portal: building the REST client: bizproc.event.send: x"
+        );
+    }
 
     #[test]
     fn a_refused_refresh_keeps_the_auth_servers_answer() {

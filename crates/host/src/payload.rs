@@ -2,12 +2,11 @@
 //! result as the outbox sends it. Both are wire formats (they outlive a process and an upgrade),
 //! so they are versioned and changed only deliberately.
 
-use std::time::Duration;
-
 use b24::incoming::ActivityCall;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::clock::millis;
 use crate::config::RetryPolicy;
 
 /// The version of [`JobPayload`] written today.
@@ -71,10 +70,6 @@ pub fn deadline(received_at_ms: i64, call: &ActivityCall, retry: &RetryPolicy) -
         portal_gives_up.saturating_sub(millis(retry.deadline_margin).min(window / 4))
     });
     by_portal.map_or(by_max_wait, |portal| portal.min(by_max_wait)).max(received_at_ms)
-}
-
-pub fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

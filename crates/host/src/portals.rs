@@ -1,11 +1,18 @@
-//! One REST client per installed portal, built from the tokens stored at install, sharing the
-//! process's HTTP client and per-portal rate limiters; refreshed tokens and domain moves go back
-//! to the store. Tokens go only to a portal's verified `client_endpoint` and to the configured
-//! auth server, the client secret only to the latter (docs/protocol.md §4.4).
+//! What this node knows of each installed portal: who it is when it posts (its
+//! `application_token`, [`Portals::authenticate`]) and how to call it back (a REST client built
+//! from the tokens stored at install, sharing the process's HTTP client and per-portal rate
+//! limiters; refreshed tokens and domain moves go back to the store). Both are remembered
+//! together and forgotten together ([`Portals::forget`]). Tokens go only to a portal's verified
+//! `client_endpoint` and to the configured auth server, the client secret only to the latter
+//! (docs/protocol.md §4.4).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use b24::incoming::{ApplicationToken, quoted};
+use b24::report::ErrorChain;
 
 use b24::rest::{
     AppCredentials, Credentials, DomainMove, Grant, HttpClient, LimiterRegistry, MoveSink,
@@ -13,17 +20,20 @@ use b24::rest::{
 };
 use b24::secret::{AccessToken, RefreshToken};
 use store::{InstallationStatus, NewInstallation, Store};
+use subtle::ConstantTimeEq;
 use url::Url;
 
 use crate::clock;
 
-/// Why no client could be had for a portal.
+/// Why no client could be had for a portal, or a portal's call or event was not taken as its.
 #[derive(Debug, thiserror::Error)]
 pub enum PortalError {
     #[error("portal {0} is not installed")]
     Unknown(String),
     #[error("portal {0} uninstalled the app")]
     Uninstalled(String),
+    #[error("portal {0}: the application_token does not match the installation")]
+    WrongApplicationToken(String),
     #[error("portal {member_id}: stored endpoint `{url}` is not a URL")]
     BadEndpoint { member_id: String, url: String },
     #[error("reading the installation")]
@@ -34,6 +44,21 @@ pub enum PortalError {
 
 /// How long the auth server may take to vouch for an install event's refresh token.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a portal's `application_token` is trusted from memory before the store is asked
+/// again. Install events on this node forget it at once; this bounds staleness across nodes.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Where [`Portals::authenticate`] reads the installation it checks against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// What this node remembers, up to [`AUTH_CACHE_TTL`] old: for activity calls, which come
+    /// in floods and must be answered fast.
+    Remembered,
+    /// The store, now: for an uninstall, which stops a portal's work for good and must not be
+    /// refused on a token another node has replaced since.
+    Stored,
+}
 
 /// The clients, by `member_id`.
 #[derive(Clone)]
@@ -47,7 +72,17 @@ struct Inner {
     limiters: LimiterRegistry,
     /// The app's id, secret and the configured auth server: the one place its secret goes.
     app: AppCredentials,
-    clients: Mutex<HashMap<String, RestClient>>,
+    /// By `member_id`; an entry goes whole ([`Portals::forget`]).
+    known: Mutex<HashMap<String, KnownPortal>>,
+}
+
+/// What this node remembers of one portal.
+#[derive(Default)]
+struct KnownPortal {
+    /// Its REST client, once built.
+    client: Option<RestClient>,
+    /// The `application_token` of its active installation, and when it was read.
+    application_token: Option<(ApplicationToken, Instant)>,
 }
 
 impl Portals {
@@ -63,7 +98,7 @@ impl Portals {
                 http,
                 limiters,
                 app,
-                clients: Mutex::new(HashMap::new()),
+                known: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -118,28 +153,100 @@ impl Portals {
                 .move_sink(sinks)
                 .build()
                 .map_err(|e| PortalError::Client(Box::new(e)))?;
-        let mut clients =
-            self.inner.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Ok(clients.entry(member_id.to_owned()).or_insert(client).clone())
+        let mut known = self.known();
+        let entry = known.entry(member_id.to_owned()).or_default();
+        Ok(entry.client.get_or_insert(client).clone())
     }
 
-    /// Forgets a portal's client, so the next use reads the installation again (after an
-    /// install, update or uninstall changed it).
+    /// Whether a call or event really comes from `member_id`: a portal with the app installed,
+    /// presenting its installation's `application_token` (compared in constant time; §4.4).
+    pub async fn authenticate(
+        &self,
+        member_id: &str,
+        presented: &ApplicationToken,
+        lookup: Lookup,
+    ) -> Result<(), PortalError> {
+        let remembered = match lookup {
+            Lookup::Remembered => self.remembered_application_token(member_id),
+            Lookup::Stored => None,
+        };
+        let expected = match remembered {
+            Some(expected) => expected,
+            None => {
+                let installation = self
+                    .inner
+                    .store
+                    .installation(member_id)
+                    .await?
+                    .ok_or_else(|| PortalError::Unknown(member_id.to_owned()))?;
+                if installation.status == InstallationStatus::Uninstalled {
+                    return Err(PortalError::Uninstalled(member_id.to_owned()));
+                }
+                let expected = ApplicationToken::new(installation.application_token);
+                // Only installed portals are remembered: one that installs through another node
+                // must not be refused from a stale "unknown".
+                let mut known = self.known();
+                known.entry(member_id.to_owned()).or_default().application_token =
+                    Some((expected.clone(), Instant::now()));
+                expected
+            }
+        };
+        let equal: bool = expected.expose().as_bytes().ct_eq(presented.expose().as_bytes()).into();
+        if !equal {
+            return Err(PortalError::WrongApplicationToken(member_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Forgets all this node remembers of a portal — its client and its `application_token` —
+    /// so the next use reads the installation again (after an install, update or uninstall
+    /// changed it, or its tokens stopped working).
     pub fn forget(&self, member_id: &str) {
-        self.inner
-            .clients
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(member_id);
+        self.known().remove(member_id);
     }
 
     fn cached(&self, member_id: &str) -> Option<RestClient> {
-        self.inner
-            .clients
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(member_id)
-            .cloned()
+        self.known().get(member_id).and_then(|known| known.client.clone())
+    }
+
+    fn remembered_application_token(&self, member_id: &str) -> Option<ApplicationToken> {
+        let known = self.known();
+        let (token, read_at) = known.get(member_id)?.application_token.as_ref()?;
+        (read_at.elapsed() < AUTH_CACHE_TTL).then(|| token.clone())
+    }
+
+    fn known(&self) -> MutexGuard<'_, HashMap<String, KnownPortal>> {
+        // Whole fields are replaced under the lock: a poisoned map is consistent.
+        self.inner.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The answer to a call or event that [`Portals::authenticate`] did not take as its portal's,
+/// logged once here; `what` names it in the log line ("a call", "ONAPPUNINSTALL"). The portal
+/// named is unauthenticated input, so it is quoted (docs/protocol.md §4.4).
+pub(crate) fn refusal(what: &str, member_id: &str, error: &PortalError) -> (StatusCode, String) {
+    match error {
+        PortalError::Unknown(_) | PortalError::Uninstalled(_) => {
+            tracing::warn!("refused {what} from a portal where the app is not installed");
+            (
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "auth[member_id]: portal `{}` has not installed this app",
+                    quoted(member_id)
+                ),
+            )
+        }
+        PortalError::WrongApplicationToken(_) => {
+            tracing::warn!("refused {what} with a wrong application_token");
+            (
+                StatusCode::FORBIDDEN,
+                "auth[application_token]: does not match the installation".to_owned(),
+            )
+        }
+        PortalError::Store(_) | PortalError::BadEndpoint { .. } | PortalError::Client(_) => {
+            tracing::error!(error = %ErrorChain(error), "cannot read installations");
+            (StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable".to_owned())
+        }
     }
 }
 
@@ -210,7 +317,7 @@ impl MoveSink for StoreSinks {
                     tracing::warn!(portal = %member_id, from = %change.old_domain, to = %change.new_domain, "portal moved; stored its new domain")
                 }
                 Err(error) => {
-                    tracing::error!(portal = %member_id, error = %error, "portal moved, but its new domain could not be stored")
+                    tracing::error!(portal = %member_id, error = %ErrorChain(&error), "portal moved, but its new domain could not be stored")
                 }
             }
         });

@@ -11,13 +11,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use b24::incoming::EventToken;
+
 /// The most lines waiting for one portal; beyond it the oldest go.
 pub const MAX_PENDING_PER_PORTAL: usize = 1_000;
 
 /// One line for one waiting activity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgressLine {
-    pub event_token: String,
+    pub event_token: EventToken,
     pub message: String,
 }
 
@@ -29,14 +31,14 @@ pub struct ProgressLines {
 
 impl ProgressLines {
     /// Queues a line for the activity behind `event_token` on portal `member_id`.
-    pub fn push(&self, member_id: &str, event_token: &str, message: String) {
+    pub fn push(&self, member_id: &str, event_token: EventToken, message: String) {
         let mut pending = self.lock();
         let queue = pending.entry(member_id.to_owned()).or_default();
         if queue.len() == MAX_PENDING_PER_PORTAL {
             queue.pop_front();
             tracing::warn!(portal = %member_id, "too many progress lines waiting; dropped the oldest");
         }
-        queue.push_back(ProgressLine { event_token: event_token.to_owned(), message });
+        queue.push_back(ProgressLine { event_token, message });
     }
 
     /// Takes up to `max` of a portal's lines, oldest first.
@@ -64,12 +66,16 @@ impl ProgressLines {
 mod tests {
     use super::*;
 
+    fn token(text: &str) -> EventToken {
+        EventToken::new(text)
+    }
+
     #[test]
     fn lines_come_out_oldest_first_per_portal() {
         let lines = ProgressLines::default();
-        lines.push("p1", "t1", "one".into());
-        lines.push("p2", "t2", "other portal".into());
-        lines.push("p1", "t3", "two".into());
+        lines.push("p1", token("t1"), "one".into());
+        lines.push("p2", token("t2"), "other portal".into());
+        lines.push("p1", token("t3"), "two".into());
         let taken: Vec<String> = lines.take("p1", 50).into_iter().map(|l| l.message).collect();
         assert_eq!(taken, ["one", "two"]);
         assert_eq!(lines.portals(), ["p2"]);
@@ -80,7 +86,7 @@ mod tests {
     fn take_leaves_what_does_not_fit() {
         let lines = ProgressLines::default();
         for n in 0..5 {
-            lines.push("p", "t", format!("line {n}"));
+            lines.push("p", token("t"), format!("line {n}"));
         }
         assert_eq!(lines.take("p", 2).len(), 2);
         assert_eq!(lines.take("p", 0).len(), 0);
@@ -91,7 +97,7 @@ mod tests {
     fn the_queue_is_bounded_by_dropping_the_oldest() {
         let lines = ProgressLines::default();
         for n in 0..MAX_PENDING_PER_PORTAL + 3 {
-            lines.push("p", "t", format!("line {n}"));
+            lines.push("p", token("t"), format!("line {n}"));
         }
         let taken = lines.take("p", usize::MAX);
         assert_eq!(taken.len(), MAX_PENDING_PER_PORTAL);

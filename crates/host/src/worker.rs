@@ -14,11 +14,13 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::Duration;
 
+use b24::incoming::EventToken;
+use b24::report::ErrorChain;
 use connectors::{ConnectorError, ConnectorRequest, DocumentId, Outputs};
 use store::{AttemptOutcome, ClaimedJob, Fenced};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -26,37 +28,9 @@ use tracing::Instrument;
 use crate::Host;
 use crate::backoff;
 use crate::catalog::Action;
-use crate::clock;
+use crate::clock::{self, ClaimClock};
+use crate::loops::{IDLE_PAUSE, Wakeups, pause_until_due, report_task};
 use crate::payload::{JobPayload, JobResult, PAYLOAD_VERSION};
-
-/// The longest a worker or the outbox sleeps without looking at the store: jobs written by
-/// another node (PostgreSQL) are found within this.
-pub const IDLE_PAUSE: Duration = Duration::from_secs(1);
-
-/// The shortest sleep between two looks at the store, so something due that another part is
-/// handling (a delivery, a job held by another node) is not polled in a tight loop.
-const MIN_PAUSE: Duration = Duration::from_millis(25);
-
-/// Pokes between the host's parts: the intake pokes `jobs` after it commits calls, the workers
-/// poke `results` after they store a result to send. A poke while nobody waits is kept, so it is
-/// never lost between a look at the store and the next sleep.
-#[derive(Debug, Default)]
-pub struct Wakeups {
-    pub jobs: Notify,
-    pub results: Notify,
-}
-
-impl Wakeups {
-    /// New calls were stored: wake the workers.
-    pub fn job_arrived(&self) {
-        self.jobs.notify_one();
-    }
-
-    /// A result was stored: wake the outbox.
-    pub fn result_stored(&self) {
-        self.results.notify_one();
-    }
-}
 
 /// Runs workers on `host` until `cancel`, then waits for the attempts in flight.
 pub async fn run(host: Arc<Host>, wakeups: Arc<Wakeups>, cancel: CancellationToken) {
@@ -129,7 +103,7 @@ impl Workers {
                 Ok(_) if self.slots.available_permits() == 0 => IDLE_PAUSE,
                 Ok(_) => pause_until_due(&self.shared.host, now).await,
                 Err(error) => {
-                    tracing::error!(error = %chain(&error), "cannot claim jobs; trying again shortly");
+                    tracing::error!(error = %ErrorChain(&error), "cannot claim jobs; trying again shortly");
                     IDLE_PAUSE
                 }
             };
@@ -170,35 +144,15 @@ impl Workers {
             running.spawn(
                 async move {
                     let _slot = permit;
-                    if let Err(error) = shared.process(&job, clock).await {
+                    if let Err(error) = (Claim { shared: &shared, job: &job }).process(clock).await {
                         // The lease runs out and the job is claimed again.
-                        tracing::error!(error = %chain(&error), "job not recorded; it runs again when its lease expires");
+                        tracing::error!(error = %ErrorChain(&error), "job not recorded; it runs again when its lease expires");
                     }
                 }
                 .instrument(span),
             );
         }
         Ok(claimed)
-    }
-}
-
-/// A claimed job's (or an outbox round's) time: the `now` it was claimed at, moved on by the real
-/// time since, so stepped tests and production agree.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClaimClock {
-    at_claim: i64,
-    since: Instant,
-}
-
-impl ClaimClock {
-    /// The clock of a claim made at `now`, from this instant on.
-    pub(crate) fn claimed_at(now: i64) -> ClaimClock {
-        ClaimClock { at_claim: now, since: Instant::now() }
-    }
-
-    pub(crate) fn now(&self) -> i64 {
-        let elapsed = i64::try_from(self.since.elapsed().as_millis()).unwrap_or(i64::MAX);
-        self.at_claim.saturating_add(elapsed)
     }
 }
 
@@ -227,28 +181,36 @@ enum Ran {
     },
 }
 
-impl Shared {
-    /// Runs one claimed job to its next state.
-    async fn process(&self, job: &ClaimedJob, clock: ClaimClock) -> Result<(), JobError> {
-        let Some(action) = self.host.catalog.get(&job.action_code).cloned() else {
+/// A claimed job on its way to its next state. Each state change is a method of it, fenced by
+/// the job's lease: a worker that lost the lease changes nothing.
+struct Claim<'a> {
+    shared: &'a Shared,
+    job: &'a ClaimedJob,
+}
+
+impl Claim<'_> {
+    /// Runs the job to its next state.
+    async fn process(&self, clock: ClaimClock) -> Result<(), JobError> {
+        let job = self.job;
+        let Some(action) = self.shared.host.catalog.get(&job.action_code).cloned() else {
             let reason = format!(
                 "action `{}` is not configured on this host (the configuration changed after the call arrived)",
                 job.action_code
             );
-            return self.kill(job, AttemptOutcome::Fatal, &reason, clock.now()).await;
+            return self.mark_dead(AttemptOutcome::Fatal, &reason, clock.now()).await;
         };
         let payload = match parse_payload(job) {
             Ok(payload) => payload,
             Err(reason) => {
-                return self.kill(job, AttemptOutcome::Fatal, &reason, clock.now()).await;
+                return self.mark_dead(AttemptOutcome::Fatal, &reason, clock.now()).await;
             }
         };
         if let Some(invalid) = &payload.invalid {
-            return self.fail(job, &action, AttemptOutcome::Invalid, invalid, clock.now()).await;
+            return self.mark_failed(&action, AttemptOutcome::Invalid, invalid, clock.now()).await;
         }
         if clock.now() >= job.deadline_at {
             return self
-                .fail(job, &action, AttemptOutcome::Deadline, "deadline passed", clock.now())
+                .mark_failed(&action, AttemptOutcome::Deadline, "deadline passed", clock.now())
                 .await;
         }
 
@@ -260,19 +222,11 @@ impl Shared {
                     let log_message =
                         outputs.log.unwrap_or_else(|| format!("b24act: {} done", job.action_code));
                     let result = JobResult { return_values, log_message: Some(log_message) };
-                    let fenced = self
-                        .host
-                        .store
-                        .complete(&job.lease, &serde_json::to_value(&result)?, now)
-                        .await?;
-                    if self.stored(job, fenced) {
-                        tracing::info!("attempt succeeded; result stored");
-                    }
-                    Ok(())
+                    self.mark_succeeded(&result, now).await
                 }
                 Err(problem) => {
                     let reason = format!("the connector's result was refused: {problem}");
-                    self.fail(job, &action, AttemptOutcome::Fatal, &reason, now).await
+                    self.mark_failed(&action, AttemptOutcome::Fatal, &reason, now).await
                 }
             },
             Ran::Retry { outcome, reason, retry_after } => {
@@ -286,62 +240,89 @@ impl Shared {
                         format!("{} attempts", job.attempt)
                     };
                     let reason = format!("gave up after {attempts}: {reason}");
-                    return self.fail(job, &action, AttemptOutcome::Deadline, &reason, now).await;
+                    return self.mark_failed(&action, AttemptOutcome::Deadline, &reason, now).await;
                 }
-                let fenced =
-                    self.host.store.retry_later(&job.lease, next, outcome, &reason, now).await?;
-                if fenced == Fenced::LeaseLost {
-                    tracing::debug!("lease lost before the retry was recorded; outcome dropped");
-                    return Ok(());
-                }
-                tracing::info!(%reason, retry_in_ms = next - now, "attempt failed; retrying");
-                if retry.log_retries && job.waits_for_result {
-                    let line = format!(
-                        "Attempt {} failed: {reason}; retrying at {}",
-                        job.attempt,
-                        clock_time(next)
-                    );
-                    self.progress_line(job, line);
-                }
-                Ok(())
+                self.retry_at(next, outcome, &reason, retry.log_retries, now).await
             }
-            Ran::Failed { outcome, reason } => self.fail(job, &action, outcome, &reason, now).await,
+            Ran::Failed { outcome, reason } => {
+                self.mark_failed(&action, outcome, &reason, now).await
+            }
         }
     }
 
-    /// The failure policy: the action's fallback values and log line, or a dead job.
-    async fn fail(
+    /// The attempt produced a result: store it for the outbox.
+    async fn mark_succeeded(&self, result: &JobResult, now: i64) -> Result<(), JobError> {
+        let result = serde_json::to_value(result)?;
+        let fenced = self.shared.host.store.complete(&self.job.lease, &result, now).await?;
+        if self.stored(fenced) {
+            tracing::info!("attempt succeeded; result stored");
+        }
+        Ok(())
+    }
+
+    /// The attempt failed but another may succeed: run again at `next`, and (with the action's
+    /// `log_retries`) tell the waiting workflow.
+    async fn retry_at(
         &self,
-        job: &ClaimedJob,
+        next: i64,
+        outcome: AttemptOutcome,
+        reason: &str,
+        log_retries: bool,
+        now: i64,
+    ) -> Result<(), JobError> {
+        let job = self.job;
+        let fenced =
+            self.shared.host.store.retry_later(&job.lease, next, outcome, reason, now).await?;
+        if fenced == Fenced::LeaseLost {
+            tracing::debug!("lease lost before the retry was recorded; outcome dropped");
+            return Ok(());
+        }
+        tracing::info!(%reason, retry_in_ms = next - now, "attempt failed; retrying");
+        if log_retries && job.waits_for_result {
+            let line = format!(
+                "Attempt {} failed: {reason}; retrying at {}",
+                job.attempt,
+                clock::utc_time_of_day(next)
+            );
+            self.progress_line(line);
+        }
+        Ok(())
+    }
+
+    /// No attempt will succeed: the failure policy applies — the action's fallback values and
+    /// log line, or a dead job.
+    async fn mark_failed(
+        &self,
         action: &Action,
         outcome: AttemptOutcome,
         reason: &str,
         now: i64,
     ) -> Result<(), JobError> {
         let Some((return_values, log_message)) = action.fallback(reason) else {
-            return self.kill(job, outcome, reason, now).await;
+            return self.mark_dead(outcome, reason, now).await;
         };
         let result = JobResult { return_values, log_message: Some(log_message) };
         let fallback = serde_json::to_value(&result)?;
         let fenced = self
+            .shared
             .host
             .store
-            .resolve_with_fallback(&job.lease, &fallback, outcome, reason, now)
+            .resolve_with_fallback(&self.job.lease, &fallback, outcome, reason, now)
             .await?;
-        if self.stored(job, fenced) {
+        if self.stored(fenced) {
             tracing::warn!(outcome = outcome.as_str(), %reason, "resolved with the fallback");
         }
         Ok(())
     }
 
-    async fn kill(
+    /// The job is dead: nothing is sent; an operator decides (`b24act jobs`).
+    async fn mark_dead(
         &self,
-        job: &ClaimedJob,
         outcome: AttemptOutcome,
         reason: &str,
         now: i64,
     ) -> Result<(), JobError> {
-        match self.host.store.kill(&job.lease, outcome, reason, now).await? {
+        match self.shared.host.store.kill(&self.job.lease, outcome, reason, now).await? {
             Fenced::Applied => tracing::error!(outcome = outcome.as_str(), %reason, "job is dead"),
             Fenced::LeaseLost => {
                 tracing::debug!("lease lost before the job was killed; outcome dropped")
@@ -351,11 +332,11 @@ impl Shared {
     }
 
     /// After a result was stored: wakes the outbox if there is something to send.
-    fn stored(&self, job: &ClaimedJob, fenced: Fenced) -> bool {
+    fn stored(&self, fenced: Fenced) -> bool {
         match fenced {
             Fenced::Applied => {
-                if job.waits_for_result {
-                    self.wakeups.result_stored();
+                if self.job.waits_for_result {
+                    self.shared.wakeups.result_stored();
                 }
                 true
             }
@@ -368,9 +349,11 @@ impl Shared {
 
     /// Queues `line` for the workflow's log; the outbox sends it in the room results leave in
     /// its batches (see `progress.rs`), so lines never cost results their place.
-    fn progress_line(&self, job: &ClaimedJob, line: String) {
-        self.host.progress.push(&job.member_id, &job.event_token, line);
-        self.wakeups.result_stored();
+    fn progress_line(&self, line: String) {
+        let job = self.job;
+        let event_token = EventToken::new(job.event_token.as_str());
+        self.shared.host.progress.push(&job.member_id, event_token, line);
+        self.shared.wakeups.result_stored();
     }
 }
 
@@ -395,8 +378,7 @@ async fn run_connector(
     now: i64,
 ) -> Ran {
     let retry = &action.config.retry;
-    let left =
-        Duration::from_millis(u64::try_from(job.deadline_at.saturating_sub(now)).unwrap_or(0));
+    let left = clock::duration_ms(job.deadline_at.saturating_sub(now));
     let limit = retry.attempt_timeout.min(left);
     let [module, entity, id] = payload.document_id;
     let mut request = ConnectorRequest::new(
@@ -406,8 +388,7 @@ async fn run_connector(
     );
     request.attempt = job.attempt;
     request.properties = payload.properties;
-    request.deadline =
-        UNIX_EPOCH + Duration::from_millis(u64::try_from(job.deadline_at).unwrap_or(0));
+    request.deadline = clock::system_time(job.deadline_at);
     request.attempt_timeout = Some(limit);
 
     let connector = action.connector.clone();
@@ -457,59 +438,9 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-/// `HH:MM:SS UTC` of a Unix-ms time, for progress lines.
-fn clock_time(at_ms: i64) -> String {
-    let seconds = at_ms.div_euclid(1000).rem_euclid(86_400);
-    format!("{:02}:{:02}:{:02} UTC", seconds / 3600, seconds / 60 % 60, seconds % 60)
-}
-
-/// How long to sleep before the next look at the store: until its next wake-up, at least
-/// [`MIN_PAUSE`] and at most [`IDLE_PAUSE`].
-pub(crate) async fn pause_until_due(host: &Host, now: i64) -> Duration {
-    match host.store.next_wakeup().await {
-        Ok(Some(due)) => {
-            let wait = Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0));
-            wait.clamp(MIN_PAUSE, IDLE_PAUSE)
-        }
-        Ok(None) => IDLE_PAUSE,
-        Err(error) => {
-            tracing::warn!(error = %chain(&error), "cannot read the next wake-up");
-            IDLE_PAUSE
-        }
-    }
-}
-
-/// A task of ours that panicked is a bug; say so and carry on.
-pub(crate) fn report_task(ended: Result<(), JoinError>) {
-    if let Err(error) = ended
-        && error.is_panic()
-    {
-        tracing::error!(error = %error, "a worker task panicked");
-    }
-}
-
-/// An error with its sources, `outer: inner: …`, for logs.
-pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clock_time_is_utc_hours_minutes_seconds() {
-        // 2026-11-06 13:04:09.500 UTC
-        assert_eq!(clock_time(1_793_970_249_500), "13:04:09 UTC");
-        assert_eq!(clock_time(0), "00:00:00 UTC");
-    }
 
     #[test]
     fn panic_messages_are_read_from_str_and_string() {

@@ -13,8 +13,9 @@ use b24_emulator::{
 use connectors::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Outputs, Registry};
 use host::Host;
 use host::config::{Config, DeliveryConfig, RetryPolicy, WorkersConfig};
+use host::loops::Wakeups;
 use host::payload::{JobPayload, PAYLOAD_VERSION};
-use host::worker::{Wakeups, Workers};
+use host::worker::Workers;
 use host::{clock, outbox};
 use sandbox::{AppIdentity, HostConfig, Site, TempDir, retry_table};
 use serde_json::{Map, Value, json};
