@@ -182,10 +182,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let public_url = config.app.public_url.clone();
     let running = host::app::start(config, &connectors::Registry::new()).await?;
     println!("b24act serving on http://{}", running.addr);
-    println!("  install handler: {}", host::catalog::install_url(&public_url));
+    println!("  install handler: {}", host::routes::install_url(&public_url));
     for action in running.host.catalog.iter() {
         let code = &action.config.code;
-        println!("  action {code}: {}", host::catalog::handler_url(&public_url, code));
+        println!("  action {code}: {}", host::routes::handler_url(&public_url, code));
     }
     shutdown_signal().await;
     tracing::info!("stopping: letting running attempts finish");

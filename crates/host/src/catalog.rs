@@ -13,12 +13,8 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::config::{ActionConfig, ActionKind, Config, FailurePolicy, PropertyConfig};
+use crate::routes;
 use crate::values::{self, Shape};
-
-/// Where portals POST calls: `<public_url>bitrix/actions/<code>`.
-pub const ACTIONS_PATH: &str = "bitrix/actions/";
-/// Where portals POST ONAPPINSTALL / ONAPPUPDATE / ONAPPUNINSTALL.
-pub const INSTALL_PATH: &str = "bitrix/install";
 
 /// Every configured action, by code.
 pub struct Catalog {
@@ -71,30 +67,13 @@ impl Catalog {
     }
 }
 
-/// The handler URL an action is registered with.
-pub fn handler_url(public_url: &Url, code: &str) -> Url {
-    join(public_url, &format!("{ACTIONS_PATH}{code}"))
-}
-
-/// The install handler URL.
-pub fn install_url(public_url: &Url) -> Url {
-    join(public_url, INSTALL_PATH)
-}
-
-fn join(base: &Url, path: &str) -> Url {
-    let mut url = base.clone();
-    let prefix = base.path().trim_end_matches('/');
-    url.set_path(&format!("{prefix}/{path}"));
-    url
-}
-
 impl Action {
     /// The registration this action sends to `bizproc.activity.add` / `bizproc.robot.add`.
     pub fn definition(&self, public_url: &Url) -> (RestActionKind, ActivityDefinition) {
         let c = &self.config;
         let mut definition = ActivityDefinition::new(
             c.code.clone(),
-            handler_url(public_url, &c.code).to_string(),
+            routes::handler_url(public_url, &c.code).to_string(),
             c.name.clone(),
         );
         definition.description = c.description.clone();
@@ -241,16 +220,5 @@ url = "URL"
         let error = build("/relative").err().unwrap();
         assert_eq!(error.to_string(), "actions[0].connector.url: relative URL without a base");
         assert!(build("https://finance.example.com/{{properties.company_id}}").is_ok());
-    }
-
-    #[test]
-    fn handler_urls_join_under_the_public_url() {
-        let base = Url::parse("https://b24act.example.com/").unwrap();
-        assert_eq!(
-            handler_url(&base, "check").as_str(),
-            "https://b24act.example.com/bitrix/actions/check"
-        );
-        let nested = Url::parse("https://example.com/hooks").unwrap();
-        assert_eq!(install_url(&nested).as_str(), "https://example.com/hooks/bitrix/install");
     }
 }

@@ -59,7 +59,7 @@ impl PortalHealth {
 
 /// Route: `GET /health`.
 pub fn router(host: Arc<Host>) -> Router {
-    Router::new().route("/health", get(health)).with_state(host)
+    Router::new().route(crate::routes::HEALTH, get(health)).with_state(host)
 }
 
 /// `GET /health`: 503 while the store does not answer; otherwise 200 with the jobs by state,

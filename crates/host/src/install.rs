@@ -34,7 +34,7 @@ pub struct Installer {
 
 /// Route: `POST /bitrix/install`.
 pub fn router(installer: Arc<Installer>) -> Router {
-    Router::new().route("/bitrix/install", post(take_event)).with_state(installer)
+    Router::new().route(crate::routes::INSTALL, post(take_event)).with_state(installer)
 }
 
 type Refusal = (StatusCode, String);

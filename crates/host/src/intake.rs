@@ -38,7 +38,7 @@ pub struct Intake {
 
 /// Route: `POST /bitrix/actions/{code}`.
 pub fn router(intake: Arc<Intake>) -> Router {
-    Router::new().route("/bitrix/actions/{code}", post(take_call)).with_state(intake)
+    Router::new().route(crate::routes::ACTION, post(take_call)).with_state(intake)
 }
 
 impl Intake {

@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod payload;
 pub mod portals;
 pub mod progress;
+pub mod routes;
 pub mod state;
 pub mod values;
 pub mod worker;

@@ -77,7 +77,7 @@ impl Sandbox {
         self.emulator.register_app(AppSpec {
             client_id: Some(app.client_id.clone()),
             client_secret: Some(app.client_secret.clone()),
-            install_url: Some(format!("http://{host}/bitrix/install")),
+            install_url: Some(format!("http://{host}{}", host::routes::INSTALL)),
             scope: "bizproc,crm".into(),
             ..AppSpec::default()
         });

@@ -108,7 +108,7 @@ impl Deployment {
     /// The server's jobs by state, from `GET /health`.
     pub async fn job_counts(&self) -> anyhow::Result<JobCounts> {
         let mut conn = Conn::open(self.server.addr).await?;
-        let path: Uri = "/health".parse()?;
+        let path: Uri = host::routes::HEALTH.parse()?;
         let (status, body) = conn.send(Method::GET, &path, Bytes::new()).await?;
         if status != StatusCode::OK {
             bail!("GET /health answered {status}: {}", String::from_utf8_lossy(&body));

@@ -63,7 +63,7 @@ impl Calls {
         let encoded = phpform::encode(&form);
         let pieces: Vec<String> = encoded.split(MARK).map(str::to_owned).collect();
         ensure!(pieces.len() == 3, "the sequence mark should appear twice in the encoded call");
-        let path: Uri = format!("/bitrix/actions/{code}").parse().context("handler path")?;
+        let path: Uri = host::routes::action_path(code).parse().context("handler path")?;
         Ok(Calls { pieces, path, next: AtomicU64::new(0) })
     }
 

@@ -83,7 +83,7 @@ async fn hostile(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioRepo
     let deployment = Deployment::start(&backlog_setup(args), args, server).await?;
     let calls = template_calls(&deployment).await?;
     let addr = deployment.server.addr;
-    let path: hyper::Uri = format!("/bitrix/actions/{CODE}").parse()?;
+    let path: hyper::Uri = host::routes::action_path(CODE).parse()?;
     let bodies = hostile_bodies(HOSTILE_BODY_BYTES);
     let stop = tokio_util::sync::CancellationToken::new();
     let mut attackers = tokio::task::JoinSet::new();

@@ -82,8 +82,8 @@ pub struct AppConfig {
     /// a box portal or the emulator names its own.
     #[serde(default = "default_auth_server")]
     pub auth_server: Url,
-    /// Where portals reach this server, e.g. `https://b24act.example.com/`. Handler URLs are
-    /// `<public_url>bitrix/actions/<code>`; the install handler is `<public_url>bitrix/install`.
+    /// Where portals reach this server, e.g. `https://b24act.example.com/`: handler and install
+    /// URLs are built under it ([`crate::routes`]).
     pub public_url: Url,
 }
 

@@ -1,0 +1,52 @@
+//! The paths this host answers, defined once: the routers mount them, registrations and the
+//! install URL are built from them under `[app] public_url`, and the sandbox and the bench
+//! address them.
+
+use url::Url;
+
+/// The handler every action is registered with, as a router pattern: `POST` with the call.
+pub const ACTION: &str = "/bitrix/actions/{code}";
+/// The app's install handler: `POST` with ONAPPINSTALL, ONAPPUPDATE or ONAPPUNINSTALL.
+pub const INSTALL: &str = "/bitrix/install";
+/// `GET`: jobs by state, and the portals whose deliveries are paused.
+pub const HEALTH: &str = "/health";
+
+/// The path portals POST calls for `code` to: `/bitrix/actions/<code>`.
+pub fn action_path(code: &str) -> String {
+    ACTION.replace("{code}", code)
+}
+
+/// The handler URL an action is registered with: `<public_url>bitrix/actions/<code>`.
+pub fn handler_url(public_url: &Url, code: &str) -> Url {
+    under(public_url, &action_path(code))
+}
+
+/// The install handler's URL: `<public_url>bitrix/install`.
+pub fn install_url(public_url: &Url) -> Url {
+    under(public_url, INSTALL)
+}
+
+/// `path` (absolute, as the router mounts it) below `base`'s own path.
+fn under(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}{path}"));
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_urls_join_under_the_public_url() {
+        let base = Url::parse("https://b24act.example.com/").unwrap();
+        assert_eq!(
+            handler_url(&base, "check").as_str(),
+            "https://b24act.example.com/bitrix/actions/check"
+        );
+        let nested = Url::parse("https://example.com/hooks").unwrap();
+        assert_eq!(install_url(&nested).as_str(), "https://example.com/hooks/bitrix/install");
+        assert_eq!(action_path("check"), "/bitrix/actions/check");
+    }
+}
