@@ -1,4 +1,4 @@
-//! Loading and validating configurations: a complete example, overrides, and each rule's message.
+//! Loading and validating configurations: examples/b24act.toml, overrides, each rule's message.
 
 use std::time::Duration;
 
@@ -7,72 +7,26 @@ use serde_json::json;
 
 use super::*;
 
+/// A random-looking key for `store.encryption_key`, which the example leaves to be generated.
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const KEY_VARIABLE: &str = "B24ACT__STORE__ENCRYPTION_KEY";
 
-/// A complete configuration: the credit-limit action of design.md §2.
-fn example() -> String {
-    format!(
-        r#"
-[app]
-client_id = "local.6571a1b2c3d4e5.12345678"
-client_secret = "s3cret"
-public_url = "https://b24act.example.com/"
+/// examples/b24act.toml: the complete configuration of the reference case (design.md §2).
+const EXAMPLE: &str = include_str!("../../../../examples/b24act.toml");
 
-[store]
-url = "sqlite:/var/lib/b24act/b24act.db"
-encryption_key = "{KEY}"
-
-[workers]
-concurrency = 4
-
-[[actions]]
-code = "check_credit_limit"
-name = {{ en = "Check credit limit", ru = "Проверить кредитный лимит" }}
-description = "Asks the finance system for the company's limit and debt"
-
-[actions.properties.company_id]
-name = "Company ID"
-type = "int"
-required = true
-
-[actions.properties.amount]
-name = "Amount"
-type = "double"
-required = true
-
-[actions.return_properties.available_limit]
-name = "Available limit"
-type = "double"
-
-[actions.return_properties.approval_required]
-name = "Approval required"
-type = "bool"
-
-[actions.return_properties.reason]
-name = "Reason"
-
-[actions.connector]
-kind = "http"
-url = "https://finance.example.com/limits/{{{{properties.company_id}}}}"
-
-[actions.retry]
-max_wait = "30m"
-attempt_timeout = "10s"
-
-[actions.on_failure]
-mode = "fallback"
-log_message = "Finance system unavailable: {{reason}}"
-values = {{ approval_required = true, reason = "finance system unavailable" }}
-"#
-    )
-}
-
+/// Loads `text` with `env`'s overrides, and [`KEY`] as the encryption key unless `env` sets one.
 fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-    Config::from_toml(text, "b24act.toml", env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    let key = (!env.iter().any(|(name, _)| *name == KEY_VARIABLE)).then_some((KEY_VARIABLE, KEY));
+    let env = env.iter().copied().chain(key).map(|(k, v)| (k.to_owned(), v.to_owned()));
+    Config::from_toml(text, "b24act.toml", env)
 }
 
 fn problems_of(text: &str) -> Vec<String> {
-    match load(text, &[]) {
+    problems_with(text, &[])
+}
+
+fn problems_with(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+    match load(text, env) {
         Err(ConfigError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
         other => panic!("expected validation problems, got {other:?}"),
     }
@@ -80,7 +34,7 @@ fn problems_of(text: &str) -> Vec<String> {
 
 #[test]
 fn the_complete_example_loads_with_defaults_filled_in() {
-    let config = load(&example(), &[]).unwrap();
+    let config = load(EXAMPLE, &[]).unwrap();
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(config.workers.concurrency, 4);
     assert_eq!(config.delivery.burst, 50);
@@ -95,28 +49,46 @@ fn the_complete_example_loads_with_defaults_filled_in() {
     assert_eq!(action.return_properties["reason"].kind, PropertyType::String);
     assert_eq!(action.retry.max_wait, Duration::from_secs(1800));
     assert_eq!(action.retry.backoff_cap, Duration::from_secs(300), "default");
-    assert_eq!(action.connector.kind, "http");
+    assert_eq!(action.connector.kind, "credit_limit");
     assert_eq!(
         action.connector.settings["url"],
-        json!("https://finance.example.com/limits/{{properties.company_id}}")
+        json!("https://finance.example.com/api/v1/companies/{{properties.company_id}}/credit")
     );
     let FailurePolicy::Fallback { values, log_message } = &action.on_failure else {
         panic!("fallback")
     };
     assert_eq!(values["approval_required"], json!(true));
-    assert_eq!(log_message, "Finance system unavailable: {reason}");
+    assert_eq!(log_message, "Credit check failed, sent to manual approval: {reason}");
+}
+
+#[test]
+fn the_example_passes_what_check_config_checks() {
+    let config = load(EXAMPLE, &[]).unwrap();
+    let catalog = crate::catalog::Catalog::build(&config, &connectors::Registry::new());
+    assert!(catalog.is_ok(), "{:?}", catalog.err());
+}
+
+#[test]
+fn the_example_needs_a_generated_encryption_key() {
+    let refused = Config::from_toml(EXAMPLE, "b24act.toml", std::iter::empty()).unwrap_err();
+    let ConfigError::Invalid(problems) = refused else { panic!("{refused:?}") };
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].key, "store.encryption_key");
+    assert!(problems[0].message.contains("openssl rand -hex 32"), "{}", problems[0]);
 }
 
 #[test]
 fn secrets_are_not_in_debug_output() {
-    let shown = format!("{:?}", load(&example(), &[]).unwrap());
-    assert!(!shown.contains("s3cret") && !shown.contains(KEY), "{shown}");
+    let config = load(EXAMPLE, &[]).unwrap();
+    let shown = format!("{config:?}");
+    let secret = config.app.client_secret.expose();
+    assert!(!shown.contains(secret) && !shown.contains(KEY), "{shown}");
 }
 
 #[test]
 fn environment_overrides_keep_types_and_reach_into_lists() {
     let config = load(
-        &example(),
+        EXAMPLE,
         &[
             ("B24ACT__APP__CLIENT_SECRET", "from-env"),
             ("B24ACT__WORKERS__CONCURRENCY", "16"),
@@ -136,18 +108,18 @@ fn environment_overrides_keep_types_and_reach_into_lists() {
 
 #[test]
 fn a_digit_only_secret_from_the_environment_stays_a_string() {
-    let config = load(&example(), &[("B24ACT__APP__CLIENT_SECRET", "123456")]).unwrap();
+    let config = load(EXAMPLE, &[("B24ACT__APP__CLIENT_SECRET", "123456")]).unwrap();
     assert_eq!(config.app.client_secret.expose(), "123456");
 }
 
 #[test]
 fn bad_overrides_name_the_variable() {
-    let err = load(&example(), &[("B24ACT__ACTIONS__3__CODE", "x")]).unwrap_err();
+    let err = load(EXAMPLE, &[("B24ACT__ACTIONS__3__CODE", "x")]).unwrap_err();
     assert_eq!(
         err.to_string(),
         "environment variable B24ACT__ACTIONS__3__CODE: index 3 is past the 1 configured elements"
     );
-    let err = load(&example(), &[("B24ACT__APP__CLIENT_ID__X", "x")]).unwrap_err();
+    let err = load(EXAMPLE, &[("B24ACT__APP__CLIENT_ID__X", "x")]).unwrap_err();
     assert_eq!(
         err.to_string(),
         "environment variable B24ACT__APP__CLIENT_ID__X: cannot set `x` inside a string"
@@ -156,13 +128,13 @@ fn bad_overrides_name_the_variable() {
 
 #[test]
 fn type_errors_name_the_key() {
-    let text = example().replace("attempt_timeout = \"10s\"", "attempt_timeout = \"ten seconds\"");
+    let text = EXAMPLE.replace("attempt_timeout = \"10s\"", "attempt_timeout = \"ten seconds\"");
     let err = load(&text, &[]).unwrap_err().to_string();
     assert!(err.starts_with("actions[0].retry.attempt_timeout: "), "{err}");
-    let text = example().replace("concurrency = 4", "concurrency = \"many\"");
+    let text = EXAMPLE.replace("concurrency = 4", "concurrency = \"many\"");
     let err = load(&text, &[]).unwrap_err().to_string();
     assert!(err.starts_with("workers.concurrency: invalid type: string \"many\""), "{err}");
-    let text = example().replace("[workers]", "[workers]\nthreads = 2");
+    let text = EXAMPLE.replace("[workers]", "[workers]\nthreads = 2");
     let err = load(&text, &[]).unwrap_err().to_string();
     assert!(
         err.starts_with("workers.threads: unknown field `threads`")
@@ -181,7 +153,7 @@ fn syntax_errors_name_the_file() {
 
 #[test]
 fn portal_registration_rules_are_checked_locally() {
-    let text = example()
+    let text = EXAMPLE
         .replace("code = \"check_credit_limit\"", "code = \"check credit limit!\"")
         .replace("[actions.properties.amount]", "[actions.properties.2amount]")
         .replace("[actions.return_properties.reason]", "[actions.return_properties.Title]");
@@ -201,7 +173,7 @@ fn portal_registration_rules_are_checked_locally() {
 #[test]
 fn a_key_in_both_maps_and_a_long_code_are_refused() {
     let long = "a".repeat(129);
-    let text = example()
+    let text = EXAMPLE
         .replace("code = \"check_credit_limit\"", &format!("code = \"{long}\""))
         .replace("[actions.return_properties.reason]", "[actions.return_properties.Amount]");
     let problems = problems_of(&text);
@@ -215,7 +187,7 @@ fn a_key_in_both_maps_and_a_long_code_are_refused() {
 
 #[test]
 fn fallback_values_must_fit_their_declared_types() {
-    let text = example().replace("approval_required = true", "approval_required = \"perhaps\"");
+    let text = EXAMPLE.replace("approval_required = true", "approval_required = \"perhaps\"");
     assert_eq!(
         problems_of(&text),
         [
@@ -226,12 +198,11 @@ fn fallback_values_must_fit_their_declared_types() {
 
 #[test]
 fn runtime_settings_are_checked() {
-    let text = example()
-        .replace(KEY, "short")
+    let text = EXAMPLE
         .replace("sqlite:/var/lib/b24act/b24act.db", "mysql://db/b24act")
         .replace("https://b24act.example.com/", "http://localhost:8080/")
         .replace("attempt_timeout = \"10s\"", "attempt_timeout = \"10m\"");
-    let problems = problems_of(&text);
+    let problems = problems_with(&text, &[(KEY_VARIABLE, "short")]);
     let keys: Vec<&str> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
     assert_eq!(
         keys,
@@ -243,7 +214,7 @@ fn runtime_settings_are_checked() {
 #[test]
 fn the_auth_server_is_https_or_loopback_only() {
     let with = |url: &str| {
-        example().replace(
+        EXAMPLE.replace(
             "public_url = \"https://b24act.example.com/\"",
             &format!("public_url = \"https://b24act.example.com/\"\nauth_server = \"{url}\""),
         )
@@ -257,15 +228,15 @@ fn the_auth_server_is_https_or_loopback_only() {
 
 #[test]
 fn duplicate_codes_and_no_subscription_with_return_values_are_refused() {
-    let action = &example()[example().find("[[actions]]").unwrap()..];
-    let twice = format!("{}\n{action}", example());
+    let action = &EXAMPLE[EXAMPLE.find("[[actions]]").unwrap()..];
+    let twice = format!("{EXAMPLE}\n{action}");
     assert!(
         problems_of(&twice)
             .iter()
             .any(|p| p.starts_with("actions[1].code: `check_credit_limit` is declared twice"))
     );
     let text =
-        example().replace("description = \"Asks", "use_subscription = false\ndescription = \"Asks");
+        EXAMPLE.replace("description = \"Asks", "use_subscription = false\ndescription = \"Asks");
     assert!(problems_of(&text).iter().any(|p| {
         p.starts_with("actions[0].return_properties: return values need use_subscription = true")
     }));
@@ -273,7 +244,7 @@ fn duplicate_codes_and_no_subscription_with_return_values_are_refused() {
 
 #[test]
 fn select_properties_need_options_and_a_default_among_them() {
-    let text = example().replace(
+    let text = EXAMPLE.replace(
         "[actions.properties.amount]",
         "[actions.properties.priority]\nname = \"Priority\"\ntype = \"select\"\ndefault = \"urgent\"\noptions = { low = \"Low\", high = \"High\" }\n\n[actions.properties.amount]",
     );
@@ -286,12 +257,11 @@ fn select_properties_need_options_and_a_default_among_them() {
 #[test]
 fn log_format_comes_from_the_file_or_the_environment() {
     let env = |format: &str| [("B24ACT__LOG__FORMAT".to_owned(), format.to_owned())];
-    let plain = Config::from_toml(&example(), "example", std::iter::empty()).unwrap();
+    let plain = load(EXAMPLE, &[]).unwrap();
     assert_eq!(plain.log.format, LogFormat::Text, "text by default");
-    let in_file = format!("{}\n[log]\nformat = \"json\"\n", example());
-    let json = Config::from_toml(&in_file, "example", std::iter::empty()).unwrap();
-    assert_eq!(json.log.format, LogFormat::Json);
-    let from_env = Config::from_toml(&example(), "example", env("json")).unwrap();
+    let in_file = EXAMPLE.replace("# format = \"text\"", "format = \"json\"");
+    assert_eq!(load(&in_file, &[]).unwrap().log.format, LogFormat::Json);
+    let from_env = load(EXAMPLE, &[("B24ACT__LOG__FORMAT", "json")]).unwrap();
     assert_eq!(from_env.log.format, LogFormat::Json);
     assert_eq!(LogConfig::from_env_vars(env("json")).unwrap().format, LogFormat::Json);
     assert_eq!(LogConfig::from_env_vars(std::iter::empty()).unwrap().format, LogFormat::Text);
@@ -302,7 +272,7 @@ fn log_format_comes_from_the_file_or_the_environment() {
 #[test]
 fn a_hand_made_encryption_key_is_refused() {
     for key in ["0".repeat(64), "ab".repeat(32), "0123456789a".repeat(6)[..64].to_owned()] {
-        let problems = problems_of(&example().replace(KEY, &key));
+        let problems = problems_with(EXAMPLE, &[(KEY_VARIABLE, &key)]);
         assert_eq!(problems.len(), 1, "{key}: {problems:#?}");
         assert!(
             problems[0].starts_with("store.encryption_key: has ")
@@ -312,29 +282,29 @@ fn a_hand_made_encryption_key_is_refused() {
     }
     // Twelve distinct values pass; so does the test key (16) and the same key in upper case.
     let twelve: String = (0..32).map(|i| format!("{:02x}", (i % 12) * 17)).collect();
-    assert!(load(&example().replace(KEY, &twelve), &[]).is_ok());
-    assert!(load(&example().replace(KEY, &KEY.to_uppercase()), &[]).is_ok());
+    assert!(load(EXAMPLE, &[(KEY_VARIABLE, &twelve)]).is_ok());
+    assert!(load(EXAMPLE, &[(KEY_VARIABLE, &KEY.to_uppercase())]).is_ok());
 }
 
 #[test]
 fn the_server_section_has_timeouts_a_connection_cap_and_a_body_cap() {
-    let defaults = load(&example(), &[]).unwrap().server;
+    let defaults = load(EXAMPLE, &[]).unwrap().server;
     assert_eq!(defaults.header_timeout, Duration::from_secs(10));
     assert_eq!(defaults.body_timeout, Duration::from_secs(30));
     assert_eq!(defaults.idle_timeout, Duration::from_secs(60));
     assert_eq!(defaults.max_connections, 1024);
-    let tuned = format!(
-        "{}\n[server]\nheader_timeout = \"2s\"\nbody_timeout = \"5s\"\nidle_timeout = \"15s\"\nmax_connections = 100\nmax_body_bytes = 16777216\n",
-        example()
+    let tuned = EXAMPLE.replace(
+        "[server]\n",
+        "[server]\nheader_timeout = \"2s\"\nbody_timeout = \"5s\"\nidle_timeout = \"15s\"\nmax_connections = 100\nmax_body_bytes = 16777216\n",
     );
     let server = load(&tuned, &[("B24ACT__SERVER__IDLE_TIMEOUT", "3s")]).unwrap().server;
     assert_eq!(
         (server.header_timeout, server.body_timeout, server.idle_timeout, server.max_connections),
         (Duration::from_secs(2), Duration::from_secs(5), Duration::from_secs(3), 100)
     );
-    let broken = format!(
-        "{}\n[server]\nheader_timeout = \"0s\"\nbody_timeout = \"2h\"\nmax_connections = 0\nmax_body_bytes = 16777217\n",
-        example()
+    let broken = EXAMPLE.replace(
+        "[server]\n",
+        "[server]\nheader_timeout = \"0s\"\nbody_timeout = \"2h\"\nmax_connections = 0\nmax_body_bytes = 16777217\n",
     );
     assert_eq!(
         problems_of(&broken),
