@@ -128,22 +128,26 @@ impl<'a> Claim<'a> {
     }
 }
 
-/// Ends an `UPDATE jobs … SET …` with the fence: it changes the job only while `lease` is
+/// `UPDATE jobs SET <set> WHERE <the fence>`: it changes the job only while `lease` is
 /// current — the job is still in the state the lease was granted in, held by its owner, on the
-/// attempt number it was granted for. More conditions may follow with `AND`.
-pub(crate) fn fenced<'a>(update: Statement<'a>, lease: &'a Lease) -> Statement<'a> {
-    let (state, number) = match lease.kind {
-        AttemptKind::Execute => (" AND state = 'running'", " AND attempts = "),
-        AttemptKind::Deliver => (" AND state = 'delivering'", " AND delivery_attempts = "),
+/// attempt number it was granted for. The fence reads `$1` to `$3`, bound here; `set`, and any
+/// conditions appended with `AND`, number their own parameters from `$4`, bound after.
+pub(crate) fn fenced_update<'a>(lease: &'a Lease, set: &'static str) -> Statement<'a> {
+    let fence = match lease.kind {
+        AttemptKind::Execute => {
+            " WHERE id = $1 AND state = 'running' AND lease_owner = $2 AND attempts = $3"
+        }
+        AttemptKind::Deliver => {
+            " WHERE id = $1 AND state = 'delivering' AND lease_owner = $2 \
+             AND delivery_attempts = $3"
+        }
     };
-    update
-        .push(" WHERE id = ")
-        .push_bind(lease.job_id)
-        .push(state)
-        .push(" AND lease_owner = ")
-        .push_bind(lease.owner.as_str())
-        .push(number)
-        .push_bind(lease.number)
+    Statement::new("UPDATE jobs SET ")
+        .push(set)
+        .push(fence)
+        .bind(lease.job_id)
+        .bind(lease.owner.as_str())
+        .bind(lease.number)
 }
 
 /// How an attempt ended, as its row records it.
@@ -155,7 +159,7 @@ pub(crate) struct Ended<'a> {
 
 impl Store {
     /// A fenced transition that ends the attempt `lease` was granted for, as one transaction:
-    /// runs `update`, an `UPDATE jobs` ended by [`fenced`] for `lease`; when that changed the
+    /// runs `update`, a [`fenced_update`] for `lease`; when that changed the
     /// job, closes the attempt as `ended`. A lease of another kind than `kind`, or one that is
     /// no longer current, changes nothing.
     pub(crate) async fn end_attempt(

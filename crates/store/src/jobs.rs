@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::Store;
-use crate::attempts::{CHUNK, Claim, Ended, fenced, lease_until};
+use crate::attempts::{CHUNK, Claim, Ended, fenced_update, lease_until};
 use crate::error::{Error, Result};
 use crate::model::{
     AttemptKind, AttemptOutcome, ClaimedJob, Enqueued, Fenced, JobId, Lease, NewJob, ResultKind,
@@ -180,17 +180,15 @@ impl Store {
         now: i64,
     ) -> Result<Fenced> {
         let text = to_json(|| format!("job {}", lease.job_id), "result", result)?;
-        let update = Statement::new(
-            "UPDATE jobs SET \
-             state = CASE WHEN waits_for_result THEN 'delivering' ELSE 'done' END, \
-             result = $1, result_kind = $2, \
-             next_delivery_at = CASE WHEN waits_for_result THEN $3 ELSE NULL END, \
-             next_run_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $3",
-        )
-        .bind(text.as_str())
-        .bind(kind.as_str())
-        .bind(now);
-        let update = fenced(update, lease).push(" AND result IS NULL");
+        let set = "state = CASE WHEN waits_for_result THEN 'delivering' ELSE 'done' END, \
+             result = $4, result_kind = $5, \
+             next_delivery_at = CASE WHEN waits_for_result THEN $6 ELSE NULL END, \
+             next_run_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $6";
+        let update = fenced_update(lease, set)
+            .push(" AND result IS NULL")
+            .bind(text.as_str())
+            .bind(kind.as_str())
+            .bind(now);
         let ended = Ended { outcome, error, at: now };
         self.end_attempt("store a job's result", lease, AttemptKind::Execute, update, ended).await
     }
@@ -204,14 +202,10 @@ impl Store {
         error: &str,
         now: i64,
     ) -> Result<Fenced> {
-        let update = Statement::new(
-            "UPDATE jobs SET state = 'retry_wait', next_run_at = $1, lease_owner = NULL, \
-             lease_until = NULL, updated_at = $2",
-        )
-        .bind(next_run_at)
-        .bind(now);
+        let set = "state = 'retry_wait', next_run_at = $4, lease_owner = NULL, \
+                   lease_until = NULL, updated_at = $5";
+        let update = fenced_update(lease, set).bind(next_run_at).bind(now);
         let ended = Ended { outcome, error: Some(error), at: now };
-        let update = fenced(update, lease);
         self.end_attempt("schedule a retry", lease, AttemptKind::Execute, update, ended).await
     }
 
@@ -223,14 +217,10 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<Fenced> {
-        let update = Statement::new(
-            "UPDATE jobs SET state = 'dead', dead_reason = $1, next_run_at = NULL, \
-             lease_owner = NULL, lease_until = NULL, updated_at = $2",
-        )
-        .bind(reason)
-        .bind(now);
+        let set = "state = 'dead', dead_reason = $4, next_run_at = NULL, lease_owner = NULL, \
+                   lease_until = NULL, updated_at = $5";
+        let update = fenced_update(lease, set).bind(reason).bind(now);
         let ended = Ended { outcome, error: Some(reason), at: now };
-        let update = fenced(update, lease);
         self.end_attempt("kill a job", lease, AttemptKind::Execute, update, ended).await
     }
 
@@ -243,15 +233,11 @@ impl Store {
         now: i64,
     ) -> Result<Fenced> {
         let until = lease_until(now, lease);
-        let update = match held.kind {
-            AttemptKind::Execute => Statement::new(
-                "UPDATE jobs SET lease_until = $1, next_run_at = $1, updated_at = $2",
-            ),
-            AttemptKind::Deliver => Statement::new(
-                "UPDATE jobs SET lease_until = $1, next_delivery_at = $1, updated_at = $2",
-            ),
+        let set = match held.kind {
+            AttemptKind::Execute => "lease_until = $4, next_run_at = $4, updated_at = $5",
+            AttemptKind::Deliver => "lease_until = $4, next_delivery_at = $4, updated_at = $5",
         };
-        let update = fenced(update.bind(until).bind(now), held);
+        let update = fenced_update(held, set).bind(until).bind(now);
         let changed =
             self.write("extend a lease", async |conn| Ok(conn.execute(update).await?)).await?;
         if changed == 0 {

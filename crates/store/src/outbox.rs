@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::Store;
-use crate::attempts::{CHUNK, Claim, Ended, fenced};
+use crate::attempts::{CHUNK, Claim, Ended, fenced_update};
 use crate::error::{Error, Result};
 use crate::model::{AttemptKind, AttemptOutcome, Delivery, Fenced, JobId, Lease, PortalBatch};
 use crate::sql::{Failure, Record, Statement, count, decode, parse_json};
@@ -114,28 +114,19 @@ impl Store {
         error: &str,
         now: i64,
     ) -> Result<Fenced> {
-        let update = Statement::new(
-            "UPDATE jobs SET next_delivery_at = $1, lease_owner = NULL, lease_until = NULL, \
-             updated_at = $2",
-        )
-        .bind(next_at)
-        .bind(now);
+        let set = "next_delivery_at = $4, lease_owner = NULL, lease_until = NULL, updated_at = $5";
+        let update = fenced_update(lease, set).bind(next_at).bind(now);
         let ended = Ended { outcome, error: Some(error), at: now };
-        let update = fenced(update, lease);
         self.end_attempt("schedule a redelivery", lease, AttemptKind::Deliver, update, ended).await
     }
 
     /// The portal refused the result for good (`ACCESS_DENIED`, `"404"`): the job is `dead`
     /// with `reason`; its result stays stored, so an operator's retry sends it again.
     pub async fn delivery_dead(&self, lease: &Lease, reason: &str, now: i64) -> Result<Fenced> {
-        let update = Statement::new(
-            "UPDATE jobs SET state = 'dead', dead_reason = $1, next_delivery_at = NULL, \
-             lease_owner = NULL, lease_until = NULL, updated_at = $2",
-        )
-        .bind(reason)
-        .bind(now);
+        let set = "state = 'dead', dead_reason = $4, next_delivery_at = NULL, \
+                   lease_owner = NULL, lease_until = NULL, updated_at = $5";
+        let update = fenced_update(lease, set).bind(reason).bind(now);
         let ended = Ended { outcome: AttemptOutcome::Fatal, error: Some(reason), at: now };
-        let update = fenced(update, lease);
         self.end_attempt("end a delivery", lease, AttemptKind::Deliver, update, ended).await
     }
 }

@@ -90,21 +90,26 @@ impl From<JobId> for Param<'_> {
     }
 }
 
-/// SQL text and its parameters, `$1`, `$2`, … in the order they are added. The text is put
-/// together from `&'static str` pieces and placeholders only, so no value can reach it.
+/// SQL text and its parameters. Either the text names its parameters `$1`, `$2`, … itself
+/// ([`Statement::new`] and [`Statement::bind`]), or every parameter gets its placeholder from
+/// [`Statement::push_bind`], written in the dialect's form when the statement runs — never
+/// both, since SQLite's `?` counts by position. The text is put together from `&'static str`
+/// pieces and placeholders only, so no value can reach it.
 #[derive(Debug)]
 pub(crate) struct Statement<'a> {
     sql: Cow<'static, str>,
+    /// Where in `sql` each [`Statement::push_bind`] placeholder goes, in order.
+    placeholders: Vec<usize>,
     params: Vec<Param<'a>>,
 }
 
 impl<'a> Statement<'a> {
-    /// A statement starting with `sql`, which names its parameters `$1`, `$2`, … itself.
+    /// A statement starting with `sql`.
     pub(crate) fn new(sql: &'static str) -> Statement<'a> {
-        Statement { sql: Cow::Borrowed(sql), params: Vec::new() }
+        Statement { sql: Cow::Borrowed(sql), placeholders: Vec::new(), params: Vec::new() }
     }
 
-    /// Adds the value of the next parameter the text names.
+    /// Adds the value of the next parameter the text names (`$1`, `$2`, … in order).
     pub(crate) fn bind(mut self, value: impl Into<Param<'a>>) -> Statement<'a> {
         self.params.push(value.into());
         self
@@ -118,40 +123,74 @@ impl<'a> Statement<'a> {
 
     /// Appends a placeholder for `value`.
     pub(crate) fn push_bind(mut self, value: impl Into<Param<'a>>) -> Statement<'a> {
-        self.params.push(value.into());
-        let sql = self.sql.to_mut();
-        sql.push('$');
-        sql.push_str(&self.params.len().to_string());
+        self.place_all([value.into()]);
         self
     }
 
-    /// Appends `$a, $b, …`, one placeholder per value (for `IN (…)`).
+    /// Appends `?, ?, …`, one placeholder per value (for `IN (…)`).
     pub(crate) fn push_list<P: Into<Param<'a>>>(
-        self,
+        mut self,
         values: impl IntoIterator<Item = P>,
     ) -> Statement<'a> {
-        values.into_iter().enumerate().fold(self, |statement, (index, value)| {
-            let statement = if index == 0 { statement } else { statement.push(", ") };
-            statement.push_bind(value)
-        })
+        self.place_all(values.into_iter().map(Into::into));
+        self
     }
 
-    /// Appends `VALUES ($a, $b), ($c, $d), …`: one tuple per row, its values from `columns`.
+    /// Appends `VALUES (?, ?), (?, ?), …`: one tuple per row, its values from `columns`.
     pub(crate) fn push_values<T, const N: usize>(
-        self,
+        mut self,
         rows: impl IntoIterator<Item = T>,
         mut columns: impl FnMut(T) -> [Param<'a>; N],
     ) -> Statement<'a> {
-        rows.into_iter().enumerate().fold(self.push("VALUES "), |statement, (index, row)| {
-            let statement = if index == 0 { statement } else { statement.push(", ") };
-            statement.push("(").push_list(columns(row)).push(")")
-        })
+        self.sql.to_mut().push_str("VALUES ");
+        for (index, row) in rows.into_iter().enumerate() {
+            self.sql.to_mut().push_str(if index == 0 { "(" } else { ", (" });
+            self.place_all(columns(row));
+            self.sql.to_mut().push(')');
+        }
+        self
+    }
+
+    /// Appends a placeholder for each of `values`, separated by commas.
+    fn place_all(&mut self, values: impl IntoIterator<Item = Param<'a>>) {
+        let sql = self.sql.to_mut();
+        for (index, value) in values.into_iter().enumerate() {
+            if index > 0 {
+                sql.push_str(", ");
+            }
+            self.placeholders.push(sql.len());
+            self.params.push(value);
+        }
+    }
+
+    /// The text in `dialect`, its placeholders written in, and the parameters.
+    fn written(self, dialect: Dialect) -> (Cow<'static, str>, Vec<Param<'a>>) {
+        if self.placeholders.is_empty() {
+            return (self.sql, self.params);
+        }
+        debug_assert_eq!(
+            self.placeholders.len(),
+            self.params.len(),
+            "a statement names its parameters itself or has push_bind place them all"
+        );
+        let mut sql = String::with_capacity(self.sql.len() + 6 * self.placeholders.len());
+        let mut from = 0;
+        for (index, &at) in self.placeholders.iter().enumerate() {
+            sql.push_str(&self.sql[from..at]);
+            dialect.placeholder(index + 1, &mut sql);
+            from = at;
+        }
+        sql.push_str(&self.sql[from..]);
+        (Cow::Owned(sql), self.params)
     }
 }
 
-/// `statement` as a sqlx query for database `DB`. The one function that knows how each
-/// [`Param`] is encoded; it is only called for SQLite and PostgreSQL, which encode them all.
-fn bound<'a, DB>(statement: Statement<'a>) -> sqlx::query::Query<'a, DB, DB::Arguments>
+/// `statement` as a sqlx query for database `DB`, in `dialect`. The one function that knows how
+/// each [`Param`] is encoded; it is only called for SQLite and PostgreSQL, which encode them all.
+fn bound<'a, DB>(
+    statement: Statement<'a>,
+    dialect: Dialect,
+) -> sqlx::query::Query<'a, DB, DB::Arguments>
 where
     DB: Database,
     i64: Encode<'a, DB> + Type<DB>,
@@ -163,9 +202,10 @@ where
     &'a [u8]: Encode<'a, DB> + Type<DB>,
     Option<&'a [u8]>: Encode<'a, DB> + Type<DB>,
 {
+    let (sql, params) = statement.written(dialect);
     // The text is made of `&'static str` pieces and placeholders only (see `Statement`).
-    let query = sqlx::query(sqlx::AssertSqlSafe(statement.sql));
-    statement.params.into_iter().fold(query, |query, param| match param {
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    params.into_iter().fold(query, |query, param| match param {
         Param::Int(value) => query.bind(value),
         Param::OptionalInt(value) => query.bind(value),
         Param::Int32(value) => query.bind(value),
@@ -214,8 +254,12 @@ impl Conn<'_> {
     /// Runs `statement`; returns how many rows it changed.
     pub(crate) async fn execute(&mut self, statement: Statement<'_>) -> Result<u64, sqlx::Error> {
         Ok(match self {
-            Conn::Sqlite(conn) => bound(statement).execute(&mut **conn).await?.rows_affected(),
-            Conn::Postgres(conn) => bound(statement).execute(&mut **conn).await?.rows_affected(),
+            Conn::Sqlite(conn) => {
+                bound(statement, Dialect::Sqlite).execute(&mut **conn).await?.rows_affected()
+            }
+            Conn::Postgres(conn) => {
+                bound(statement, Dialect::Postgres).execute(&mut **conn).await?.rows_affected()
+            }
         })
     }
 
@@ -226,11 +270,11 @@ impl Conn<'_> {
     ) -> Result<Vec<Record>, sqlx::Error> {
         Ok(match self {
             Conn::Sqlite(conn) => {
-                let rows = bound(statement).fetch_all(&mut **conn).await?;
+                let rows = bound(statement, Dialect::Sqlite).fetch_all(&mut **conn).await?;
                 rows.into_iter().map(Record::Sqlite).collect()
             }
             Conn::Postgres(conn) => {
-                let rows = bound(statement).fetch_all(&mut **conn).await?;
+                let rows = bound(statement, Dialect::Postgres).fetch_all(&mut **conn).await?;
                 rows.into_iter().map(Record::Postgres).collect()
             }
         })
