@@ -36,6 +36,8 @@ pub mod model;
 mod operator;
 mod outbox;
 mod sql;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use address::{Backend, redact_url};
 pub use cipher::StoreKey;

@@ -7,9 +7,10 @@ use std::time::Duration;
 use serde_json::json;
 use store::{AttemptKind, AttemptOutcome, Fenced, JobState, ResultKind};
 
-use crate::support::{LEASE, T0, TestDb, both_backends, call, claim_one, enqueue_new};
+use crate::support::{LEASE, T0, TestDb, call, claim_one, enqueue_new};
 
-both_backends!(
+store::on_both_stores!(crate::support::run =>
+
     a_crashed_workers_job_is_claimed_again_after_its_lease_and_the_stale_worker_is_fenced_off,
     a_late_worker_whose_job_was_not_reclaimed_may_still_finish,
     a_stored_result_is_never_overwritten,

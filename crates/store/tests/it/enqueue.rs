@@ -6,9 +6,10 @@ use std::time::Instant;
 use serde_json::json;
 use store::{Enqueued, JobFilter, JobState};
 
-use crate::support::{LEASE, T0, TestDb, both_backends, call, enqueue_new};
+use crate::support::{LEASE, T0, TestDb, call, enqueue_new};
 
-both_backends!(
+store::on_both_stores!(crate::support::run =>
+
     a_duplicate_call_creates_nothing,
     duplicates_inside_one_batch_create_one_job,
     a_thousand_calls_are_stored_in_one_enqueue,

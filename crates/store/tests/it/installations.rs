@@ -5,9 +5,10 @@ use store::{
     AttemptOutcome, Error, Fenced, InstallationStatus, JobState, NewInstallation, StoreKey,
 };
 
-use crate::support::{LEASE, T0, TestDb, both_backends, call, enqueue_new, first_delivery};
+use crate::support::{LEASE, T0, TestDb, call, enqueue_new, first_delivery};
 
-both_backends!(
+store::on_both_stores!(crate::support::run =>
+
     an_install_is_stored_and_read_back,
     an_app_update_replaces_endpoints_and_tokens_but_keeps_the_install_time,
     refreshed_tokens_replace_the_old_ones,

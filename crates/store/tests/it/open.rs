@@ -3,9 +3,10 @@
 use serde_json::json;
 use store::{Backend, Error, JobState, Store, StoreKey, StoreOptions, redact_url};
 
-use crate::support::{T0, TestDb, both_backends, call, claim_one, enqueue_new, key, temp_dir};
+use crate::support::{T0, TestDb, call, claim_one, enqueue_new, key};
 
-both_backends!(migrations_are_idempotent_on_reopen_and_data_survives,);
+store::on_both_stores!(crate::support::run =>
+    migrations_are_idempotent_on_reopen_and_data_survives,);
 
 async fn migrations_are_idempotent_on_reopen_and_data_survives(db: TestDb) {
     let store = db.open().await;
@@ -74,7 +75,7 @@ async fn a_sqlite_file_in_a_missing_directory_is_a_clear_error() {
 
 #[tokio::test]
 async fn a_sqlite_store_is_created_on_first_start_in_wal_mode_with_full_sync() {
-    let dir = temp_dir("wal");
+    let dir = store::testing::scratch_dir("wal");
     let path = dir.join("fresh.db");
     let url = format!("sqlite:{}", path.display());
 
@@ -94,7 +95,7 @@ async fn a_sqlite_store_is_created_on_first_start_in_wal_mode_with_full_sync() {
 
 #[tokio::test]
 async fn the_wal_is_checkpointed_in_the_background_not_by_commits() {
-    let dir = temp_dir("checkpoint");
+    let dir = store::testing::scratch_dir("checkpoint");
     let path = dir.join("ckpt.db");
     let store =
         Store::open(&format!("sqlite:{}", path.display()), StoreOptions::new(key())).await.unwrap();

@@ -6,11 +6,10 @@ use store::{
     AttemptOutcome, CANCELLED_BY_OPERATOR, Error, Fenced, JobFilter, JobId, JobState, Retried,
 };
 
-use crate::support::{
-    LEASE, T0, TestDb, both_backends, call, claim_one, enqueue_new, first_delivery,
-};
+use crate::support::{LEASE, T0, TestDb, call, claim_one, enqueue_new, first_delivery};
 
-both_backends!(
+store::on_both_stores!(crate::support::run =>
+
     a_dead_job_without_a_result_runs_again_on_retry,
     a_waiting_retry_runs_at_once_on_retry,
     a_dead_delivery_is_resent_on_retry_without_recomputing,

@@ -3,9 +3,10 @@
 use serde_json::json;
 use store::{AttemptKind, AttemptOutcome, Fenced, JobId, JobState, ResultKind, Store};
 
-use crate::support::{LEASE, T0, TestDb, both_backends, call, enqueue_new, first_delivery};
+use crate::support::{LEASE, T0, TestDb, call, enqueue_new, first_delivery};
 
-both_backends!(
+store::on_both_stores!(crate::support::run =>
+
     deliveries_come_grouped_by_portal_at_most_fifty_per_portal,
     a_delivered_job_is_done_and_never_claimed_again,
     a_crashed_senders_results_are_claimed_again_after_its_lease,
