@@ -389,10 +389,10 @@ impl RestClient {
             if let (Some(token), TokenPlacement::Bearer) = (token, self.inner.placement) {
                 request = request.bearer_auth(token.token.expose());
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|source| Error::Transport { method: method.to_owned(), source })?;
+            let response = request.send().await.map_err(|source| Error::Transport {
+                method: method.to_owned(),
+                source: source.without_url(),
+            })?;
             let status = response.status();
             if status.is_redirection() {
                 let location = response
@@ -403,10 +403,10 @@ impl RestClient {
                 *moved = Some(self.follow_move(method, &url, location)?);
                 continue;
             }
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|source| Error::Transport { method: method.to_owned(), source })?;
+            let bytes = response.bytes().await.map_err(|source| Error::Transport {
+                method: method.to_owned(),
+                source: source.without_url(),
+            })?;
             return read_answer(method, status.as_u16(), &bytes);
         }
         Err(Error::BadRedirect { method: method.to_owned(), location: None })

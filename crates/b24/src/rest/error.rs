@@ -89,7 +89,8 @@ impl std::fmt::Display for ApiError {
 /// waited for the same refresh, so one failure is not repeated N times.
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
-    /// The auth server could not be reached or did not answer in time.
+    /// The auth server could not be reached or did not answer in time. The source carries no
+    /// URL: the refresh request's query holds the client secret and the refresh token.
     #[error("token refresh request failed")]
     Transport(#[source] reqwest::Error),
     /// The auth server answered with an error envelope (`invalid_grant`, `invalid_client`, ...).
@@ -131,7 +132,8 @@ impl RefreshError {
 /// Everything that can go wrong with a REST call.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The request never got an HTTP answer: connection refused, reset, TLS, timeout.
+    /// The request never got an HTTP answer: connection refused, reset, TLS, timeout. The
+    /// source carries no URL: a webhook's holds its secret.
     #[error("{method}: request failed")]
     Transport {
         method: String,

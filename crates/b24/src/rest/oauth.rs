@@ -363,9 +363,10 @@ async fn request_refresh(
         .timeout(timeout)
         .send()
         .await
-        .map_err(RefreshError::Transport)?;
+        .map_err(|source| RefreshError::Transport(source.without_url()))?;
     let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(RefreshError::Transport)?;
+    let body =
+        response.bytes().await.map_err(|source| RefreshError::Transport(source.without_url()))?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|source| RefreshError::Unreadable { status, source })?;
     if let Some(error) = value.as_object().and_then(ApiError::from_object) {
@@ -408,6 +409,31 @@ fn lenient_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::ErrorChain;
+    use crate::secret::ClientSecret;
+
+    /// A refresh that cannot reach the auth server fails with an error whose whole chain, as
+    /// logged, names neither the client secret nor the refresh token (they travel in the URL).
+    #[tokio::test]
+    async fn an_unreachable_auth_server_is_reported_without_the_secret_or_the_token() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let app = AppCredentials {
+            client_id: "local.app".into(),
+            client_secret: ClientSecret::new("the-client-secret"),
+            auth_server: Url::parse(&format!("http://{closed}/")).unwrap(),
+        };
+        let refresh = RefreshToken::new("the-refresh-token");
+        let http = HttpClient::new().unwrap();
+        let Err(error) =
+            request_refresh(http.reqwest(), Duration::from_secs(5), &app, &refresh).await
+        else {
+            panic!("nothing listens there, yet the refresh succeeded");
+        };
+        assert!(matches!(error, RefreshError::Transport(_)), "{error:?}");
+        let logged = format!("{} {error:?}", ErrorChain(&error));
+        assert!(!logged.contains("the-client-secret"), "{logged}");
+        assert!(!logged.contains("the-refresh-token"), "{logged}");
+    }
 
     #[test]
     fn token_url_is_on_the_auth_server_host_not_under_rest() {
