@@ -10,6 +10,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::routing::post;
 use b24::incoming::{ActivityCall, AppEvent, AppEventKind, Limits, PropertyValue};
+use b24::report::ErrorChain;
 use b24::rest::{AppCredentials, Credentials, EventSend, OAuthTokens, RestClient};
 use b24::secret::ClientSecret;
 use serde_json::{Value, json};
@@ -43,6 +44,8 @@ impl EmulatorProcess {
                 break url.trim().trim_end_matches('/').to_owned();
             }
         };
+        // Keep reading what it prints: a closed pipe would make its next line fail.
+        std::thread::spawn(move || lines.for_each(drop));
         EmulatorProcess { child, control }
     }
 }
@@ -213,7 +216,7 @@ async fn send_when_unlocked(rest: &RestClient, result: &EventSend) -> bool {
             Err(e) if e.is_retryable() && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => panic!("event.send failed: {e}"),
+            Err(e) => panic!("event.send failed: {}", ErrorChain(&e)),
         }
     }
 }

@@ -9,12 +9,19 @@ mod edge;
 mod emulator_command;
 mod host_fixture;
 mod install;
+mod invariants;
 mod logs;
 mod operator_cli;
 mod outbox;
 mod portal_budget;
 mod portal_cli;
-mod postgres_leg;
 mod serve;
 mod support;
 mod worker;
+
+/// CI runs every PostgreSQL leg: a CI build without the variable fails here instead of
+/// ignoring them (see `store::testing`).
+#[test]
+fn legs_run_under_ci() {
+    store::testing::assert_legs_run_under_ci(cfg!(postgres_tests));
+}

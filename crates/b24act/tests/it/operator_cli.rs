@@ -2,7 +2,7 @@
 //! a configuration file naming the store, jobs put in every state through the store's own API.
 //! Each scenario runs on SQLite (a file in a fresh directory) and on PostgreSQL (a fresh
 //! database per test, `operator_cli::postgres::*`), which is ignored by name when
-//! `B24ACT_TEST_POSTGRES_URL` is not set (see `postgres_leg`).
+//! `B24ACT_TEST_POSTGRES_URL` is not set (see `store::testing`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -14,9 +14,10 @@ use host::clock::now_ms;
 use host::config::Config;
 use sandbox::TempDir;
 use serde_json::{Value, json};
+use store::testing::{ScratchStore, with_scratch_store};
 use store::{
-    AttemptOutcome, CANCELLED_BY_OPERATOR, Enqueued, JobId, JobState, Lease, NewJob, Store,
-    StoreKey, StoreOptions,
+    AttemptOutcome, Backend, CANCELLED_BY_OPERATOR, Enqueued, JobId, JobState, Lease, NewJob,
+    Store, StoreKey, StoreOptions,
 };
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -29,36 +30,7 @@ const DEADLINE: i64 = T0 + 30 * 60 * 1000;
 
 const LEASE: Duration = Duration::from_secs(30);
 
-/// Declares each listed `async fn(Operator)` as a test on both backends: `sqlite::NAME` and
-/// `postgres::NAME`.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::with_operator(super::Backend::Sqlite, stringify!($name), super::$name)
-                        .await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[cfg_attr(
-                    not(postgres_tests),
-                    ignore = "PostgreSQL leg: set B24ACT_TEST_POSTGRES_URL to run it"
-                )]
-                async fn $name() {
-                    super::with_operator(super::Backend::Postgres, stringify!($name), super::$name)
-                        .await
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+store::on_both_stores!(super::with_operator =>
     list_shows_jobs_newest_first_with_counts_by_state,
     list_filters_by_state_and_portal,
     list_pages_with_before_and_says_how_to_get_the_next_page,
@@ -722,50 +694,17 @@ async fn run(config: &Config, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// Writes a complete configuration whose store is `store_url` into `dir` and loads it as
-/// `b24act` does; returns it with its path.
+/// Writes examples/b24act.toml with its store at `store_url`, a key and a client secret into `dir`
+/// and loads it as `b24act` does; returns it with its path.
 fn write_config(dir: &Path, store_url: &str) -> (Config, PathBuf) {
-    let text = format!(
-        r#"
-[app]
-client_id = "local.6571a1b2c3d4e5.12345678"
-client_secret = "s3cret"
-public_url = "https://b24act.example.com/"
-
-[store]
-url = "{store_url}"
-encryption_key = "{KEY}"
-
-[[actions]]
-code = "check_credit_limit"
-name = "Check credit limit"
-
-[actions.properties.company_id]
-name = "Company ID"
-type = "int"
-required = true
-
-[actions.return_properties.available_limit]
-name = "Available limit"
-type = "double"
-
-[actions.connector]
-kind = "http"
-url = "https://finance.example.com/limits/{{{{properties.company_id}}}}"
-"#
-    );
+    let mut config = sandbox::example();
+    sandbox::set(&mut config, "store.url", store_url);
+    sandbox::set(&mut config, "store.encryption_key", KEY);
+    sandbox::set(&mut config, "app.client_secret", "s3cret");
     let path = dir.join("b24act.toml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, config.to_string()).unwrap();
     let config = Config::load_with_env(&path, []).unwrap_or_else(|error| panic!("{error:#}"));
     (config, path)
-}
-
-// One suite, two backends.
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
 }
 
 /// Runs `test` with a fresh store on `backend` and a configuration naming it; removes the store
@@ -775,32 +714,20 @@ where
     F: FnOnce(Operator) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let dir = TempDir::new(&format!("b24act_ops_{name}")).unwrap();
-    match backend {
-        Backend::Sqlite => {
-            let url = format!("sqlite:{}", dir.path().join("b24act.db").display());
-            let outcome = tokio::spawn(operate(dir, url, test)).await;
-            if let Err(error) = outcome {
-                std::panic::resume_unwind(error.into_panic());
-            }
-        }
-        Backend::Postgres => {
-            crate::postgres_leg::with_database(name, |url| operate(dir, url, test)).await;
-        }
-    }
+    with_scratch_store(backend, name, |scratch| operate(scratch, test)).await;
 }
 
 /// Writes the configuration naming the store at `url` into `dir`, opens the store as the server
 /// would have, and runs `test` with both.
-async fn operate<F, Fut>(dir: TempDir, url: String, test: F)
+async fn operate<F, Fut>(scratch: ScratchStore, test: F)
 where
     F: FnOnce(Operator) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let (config, config_path) = write_config(dir.path(), &url);
+    let url = scratch.url;
+    let (config, config_path) = write_config(&scratch.dir, &url);
     let store = Store::open(&url, StoreOptions::new(StoreKey::from_hex(KEY).unwrap()))
         .await
         .unwrap_or_else(|error| panic!("cannot open {url}: {error:?}"));
     test(Operator { config, config_path, store }).await;
-    drop(dir);
 }

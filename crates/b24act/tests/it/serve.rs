@@ -1,65 +1,18 @@
 //! End to end, emulator → intake → store → worker → `http` connector → fake API → outbox →
 //! `bizproc.event.send`, each scenario on SQLite and again on PostgreSQL (`serve::postgres::*`,
-//! ignored by name when `B24ACT_TEST_POSTGRES_URL` is not set: see `postgres_leg`).
+//! ignored by name when `B24ACT_TEST_POSTGRES_URL` is not set: see `store::testing`).
 
 use std::time::Duration;
 
 use b24_emulator::{Faults, PortalSpec, WorkflowStatus};
 use fakes::finance::Behaviour;
 use serde_json::json;
+use store::testing::ScratchStore;
 use store::{JobFilter, JobState};
 
 use crate::support::{Options, TestApp, number};
 
-/// Where a scenario keeps its jobs.
-#[derive(Clone, Copy, Debug)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Runs `scenario` with a fresh store: a SQLite file, or a database of its own on the PostgreSQL
-/// server (see `postgres_leg`).
-pub async fn with_store<F, Fut>(backend: Backend, name: &str, scenario: F)
-where
-    F: FnOnce(Option<String>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    match backend {
-        Backend::Sqlite => scenario(None).await,
-        Backend::Postgres => {
-            crate::postgres_leg::with_database(name, |url| scenario(Some(url))).await;
-        }
-    }
-}
-
-/// Declares each scenario `async fn(Option<String>)` as a test on both stores.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::with_store(super::Backend::Sqlite, stringify!($name), super::$name).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[cfg_attr(
-                    not(postgres_tests),
-                    ignore = "PostgreSQL leg: set B24ACT_TEST_POSTGRES_URL to run it"
-                )]
-                async fn $name() {
-                    super::with_store(super::Backend::Postgres, stringify!($name), super::$name).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+store::on_both_stores!(store::testing::with_scratch_store =>
     happy_path_returns_the_apis_answer_once,
     api_down_then_up_is_retried_with_log_lines_until_the_result,
     api_down_past_the_deadline_returns_the_fallback_with_the_reason,
@@ -71,12 +24,12 @@ on_both_stores!(
     under_the_portal_rate_limit_results_are_batched_without_503s,
 );
 
-fn options(store_url: Option<String>) -> Options {
-    Options { store_url, ..Options::default() }
+fn options(store: ScratchStore) -> Options {
+    Options { store_url: Some(store.url), ..Options::default() }
 }
 
-async fn happy_path_returns_the_apis_answer_once(store_url: Option<String>) {
-    let app = TestApp::start(options(store_url)).await;
+async fn happy_path_returns_the_apis_answer_once(store: ScratchStore) {
+    let app = TestApp::start(options(store)).await;
     let id = app.start_workflow(42, 0).await;
     let state = app.wait_closed(&id, Duration::from_secs(10)).await;
     let (limit, debt) = app.api.company(42).unwrap();
@@ -88,8 +41,8 @@ async fn happy_path_returns_the_apis_answer_once(store_url: Option<String>) {
     assert_eq!(app.calls_of("bizproc.event.send"), 1, "sent exactly once");
 }
 
-async fn api_down_then_up_is_retried_with_log_lines_until_the_result(store_url: Option<String>) {
-    let app = TestApp::start(options(store_url)).await;
+async fn api_down_then_up_is_retried_with_log_lines_until_the_result(store: ScratchStore) {
+    let app = TestApp::start(options(store)).await;
     app.api.set(Behaviour { down: true, ..Behaviour::default() });
     let id = app.start_workflow(7, 0).await;
     app.wait_until("three failed attempts", Duration::from_secs(10), |app| {
@@ -109,10 +62,8 @@ async fn api_down_then_up_is_retried_with_log_lines_until_the_result(store_url: 
     assert_eq!(app.calls_of("bizproc.event.send"), 1);
 }
 
-async fn api_down_past_the_deadline_returns_the_fallback_with_the_reason(
-    store_url: Option<String>,
-) {
-    let app = TestApp::start(Options { max_wait: "2s", ..options(store_url) }).await;
+async fn api_down_past_the_deadline_returns_the_fallback_with_the_reason(store: ScratchStore) {
+    let app = TestApp::start(Options { max_wait: "2s", ..options(store) }).await;
     app.api.set(Behaviour { down: true, ..Behaviour::default() });
     let id = app.start_workflow(3, 0).await;
     let state = app.wait_closed(&id, Duration::from_secs(10)).await;
@@ -125,8 +76,8 @@ async fn api_down_past_the_deadline_returns_the_fallback_with_the_reason(
     );
 }
 
-async fn portal_timeout_shorter_than_max_wait_wins(store_url: Option<String>) {
-    let app = TestApp::start(Options { max_wait: "60s", ..options(store_url) }).await;
+async fn portal_timeout_shorter_than_max_wait_wins(store: ScratchStore) {
+    let app = TestApp::start(Options { max_wait: "60s", ..options(store) }).await;
     app.api.set(Behaviour { down: true, ..Behaviour::default() });
     // The portal waits 4 s; with the 1 s margin the fallback must arrive within about 3 s,
     // before the portal's own timeout closes the activity.
@@ -141,8 +92,8 @@ async fn portal_timeout_shorter_than_max_wait_wins(store_url: Option<String>) {
     assert_eq!(state.return_values["unavailable"], json!("Y"));
 }
 
-async fn a_duplicated_call_makes_one_job(store_url: Option<String>) {
-    let app = TestApp::start(options(store_url)).await;
+async fn a_duplicated_call_makes_one_job(store: ScratchStore) {
+    let app = TestApp::start(options(store)).await;
     app.emulator
         .set_faults(&app.domain, Faults { duplicate_calls: true, ..Faults::default() })
         .unwrap();
@@ -161,8 +112,8 @@ async fn a_duplicated_call_makes_one_job(store_url: Option<String>) {
     assert_eq!(app.calls_of("bizproc.event.send"), 1);
 }
 
-async fn a_wrong_application_token_is_refused_and_nothing_stored(store_url: Option<String>) {
-    let app = TestApp::start(options(store_url)).await;
+async fn a_wrong_application_token_is_refused_and_nothing_stored(store: ScratchStore) {
+    let app = TestApp::start(options(store)).await;
     // A real call body, captured by dropping the emulator's delivery, then tampered with.
     app.emulator.set_faults(&app.domain, Faults { drop_calls: true, ..Faults::default() }).unwrap();
     let id = app.start_workflow(1, 0).await;
@@ -203,8 +154,8 @@ fn auth_of(form: &mut phpform::Array) -> &mut phpform::Array {
     }
 }
 
-async fn invalid_properties_resolve_through_the_failure_policy(store_url: Option<String>) {
-    let app = TestApp::start(options(store_url)).await;
+async fn invalid_properties_resolve_through_the_failure_policy(store: ScratchStore) {
+    let app = TestApp::start(options(store)).await;
     let spec = b24_emulator::WorkflowSpec {
         domain: app.domain.clone(),
         code: crate::support::CODE.into(),
@@ -223,8 +174,8 @@ async fn invalid_properties_resolve_through_the_failure_policy(store_url: Option
     assert_eq!(app.api.counts().requests, 0, "the connector never ran");
 }
 
-async fn an_expired_token_is_refreshed_during_delivery(store_url: Option<String>) {
-    let app = TestApp::start(options(store_url)).await;
+async fn an_expired_token_is_refreshed_during_delivery(store: ScratchStore) {
+    let app = TestApp::start(options(store)).await;
     let member_id = app.emulator.portal(&app.domain).unwrap().member_id;
     let before = app.store().installation(&member_id).await.unwrap().unwrap().refresh_token;
     app.emulator.expire_tokens(&app.domain).unwrap();
@@ -235,9 +186,9 @@ async fn an_expired_token_is_refreshed_during_delivery(store_url: Option<String>
     assert_ne!(before, after, "the new refresh token was stored");
 }
 
-async fn under_the_portal_rate_limit_results_are_batched_without_503s(store_url: Option<String>) {
+async fn under_the_portal_rate_limit_results_are_batched_without_503s(store: ScratchStore) {
     let portal = PortalSpec { rate: (2.0, 50), ..PortalSpec::default() };
-    let app = TestApp::start(Options { portal, ..options(store_url) }).await;
+    let app = TestApp::start(Options { portal, ..options(store) }).await;
     let mut ids = Vec::new();
     for company in 0..120 {
         ids.push(app.start_workflow(company, 0).await);
