@@ -1,6 +1,7 @@
-//! The configuration file of a local host, built from typed knobs: one builder for the demo's
-//! scenarios, the bench and the end-to-end tests, so the `[app]`, `[server]`, `[store]`,
-//! `[workers]`, `[delivery]` and `[actions.retry]` tables are written in one place.
+//! The configuration file of a local host: `examples/b24act.toml` with what a local deployment
+//! changes (addresses, store, key, timings) set by key path, for the demo's scenarios, the bench
+//! and the end-to-end tests. The reference action is the example's own; other actions and the
+//! `[actions.retry]` table are written from typed knobs here, in one place.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,6 +10,63 @@ use fakes::finance::FinanceApi;
 
 use super::{AppIdentity, Site};
 use host::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
+
+/// `examples/b24act.toml`: the reference configuration every local deployment starts from.
+pub const EXAMPLE: &str = include_str!("../../../examples/b24act.toml");
+
+/// The example as a tree, to change with [`set`].
+pub fn example() -> toml::Table {
+    EXAMPLE.parse().unwrap_or_else(|e| unreachable!("examples/b24act.toml is TOML: {e}"))
+}
+
+/// The example's action, `check_credit_limit` (the reference case), as a tree to change with
+/// [`set`] and write with [`action_toml`].
+pub fn reference_action() -> toml::Table {
+    let mut config = example();
+    let actions = config.remove("actions");
+    match actions.as_ref().and_then(|actions| actions.get(0)) {
+        Some(toml::Value::Table(action)) => action.clone(),
+        _ => unreachable!("examples/b24act.toml declares an [[actions]] table"),
+    }
+}
+
+/// The reference action asking `api`: the example's URL on the fake's origin, and its token.
+pub fn reference_action_against(api: &FinanceApi) -> toml::Table {
+    let mut action = reference_action();
+    let url = action.get("connector").and_then(|c| c.get("url")).and_then(toml::Value::as_str);
+    // The example's finance API has the fake's paths; only the origin differs.
+    let path = url
+        .and_then(|url| url.split_once("://"))
+        .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_owned()))
+        .unwrap_or_else(|| unreachable!("the example's connector URL has a path"));
+    set(&mut action, "connector.url", format!("{}{path}", api.url()));
+    set(&mut action, "connector.auth.bearer", api.token());
+    action
+}
+
+/// Sets `value` at `path`, keys joined by dots (`store.url`), creating the tables on the way.
+pub fn set(table: &mut toml::Table, path: &str, value: impl Into<toml::Value>) {
+    let (parents, key) = path.rsplit_once('.').map_or((None, path), |(p, k)| (Some(p), k));
+    let mut node = table;
+    for segment in parents.into_iter().flat_map(|p| p.split('.')) {
+        let child = node.entry(segment).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = match child {
+            toml::Value::Table(next) => next,
+            other => {
+                *other = toml::Value::Table(toml::Table::new());
+                other.as_table_mut().unwrap_or_else(|| unreachable!("just made a table"))
+            }
+        };
+    }
+    node.insert(key.to_owned(), value.into());
+}
+
+/// One action's `[[actions]]` table as TOML text, for [`HostConfig::actions`].
+pub fn action_toml(action: &toml::Table) -> String {
+    let mut document = toml::Table::new();
+    document.insert("actions".to_owned(), toml::Value::Array(vec![action.clone().into()]));
+    format!("\n{document}")
+}
 
 /// A host's configuration: what differs between local deployments, everything else the
 /// product's defaults. [`HostConfig::to_toml`] writes the file.
@@ -46,46 +104,25 @@ impl HostConfig {
         }
     }
 
-    /// The configuration file's text.
+    /// The configuration file's text: the example's, with this deployment's values and actions.
     pub fn to_toml(&self) -> String {
         let HostConfig { app, listen, workers, delivery, .. } = self;
-        let mut text = format!(
-            r#"
-[app]
-client_id = "{client_id}"
-client_secret = "{client_secret}"
-public_url = "http://{listen}/"
-auth_server = "{auth_server}"
-
-[server]
-listen = "{listen}"
-
-[store]
-url = "{store_url}"
-encryption_key = "{key}"
-
-[workers]
-concurrency = {concurrency}
-lease = "{lease}"
-
-[delivery]
-rate_per_second = {rate:?}
-burst = {burst}
-retry_base = "{retry_base}"
-retry_cap = "{retry_cap}"
-"#,
-            client_id = toml_escape(&app.client_id),
-            client_secret = toml_escape(&app.client_secret),
-            auth_server = toml_escape(&self.auth_server),
-            store_url = toml_escape(&self.store_url),
-            key = toml_escape(&self.encryption_key),
-            concurrency = workers.concurrency,
-            lease = config_duration(workers.lease),
-            rate = delivery.rate_per_second,
-            burst = delivery.burst,
-            retry_base = config_duration(delivery.retry_base),
-            retry_cap = config_duration(delivery.retry_cap),
-        );
+        let mut config = example();
+        config.remove("actions");
+        set(&mut config, "app.client_id", app.client_id.as_str());
+        set(&mut config, "app.client_secret", app.client_secret.as_str());
+        set(&mut config, "app.public_url", format!("http://{listen}/"));
+        set(&mut config, "app.auth_server", self.auth_server.as_str());
+        set(&mut config, "server.listen", listen.to_string());
+        set(&mut config, "store.url", self.store_url.as_str());
+        set(&mut config, "store.encryption_key", self.encryption_key.as_str());
+        set(&mut config, "workers.concurrency", count(workers.concurrency));
+        set(&mut config, "workers.lease", config_duration(workers.lease));
+        set(&mut config, "delivery.rate_per_second", delivery.rate_per_second);
+        set(&mut config, "delivery.burst", i64::from(delivery.burst));
+        set(&mut config, "delivery.retry_base", config_duration(delivery.retry_base));
+        set(&mut config, "delivery.retry_cap", config_duration(delivery.retry_cap));
+        let mut text = config.to_string();
         for action in &self.actions {
             text.push_str(action);
         }
@@ -230,27 +267,29 @@ headers = {{ Authorization = "Bearer {token}" }}
     )
 }
 
-/// The `[actions.retry]` table of the action last opened, every key written.
+/// An action's retry policy as its `retry` table, every key written.
+pub fn retry_settings(retry: &RetryPolicy) -> toml::Table {
+    let mut table = toml::Table::new();
+    set(&mut table, "max_wait", config_duration(retry.max_wait));
+    set(&mut table, "backoff_base", config_duration(retry.backoff_base));
+    set(&mut table, "backoff_cap", config_duration(retry.backoff_cap));
+    set(&mut table, "jitter", retry.jitter);
+    set(&mut table, "attempt_timeout", config_duration(retry.attempt_timeout));
+    set(&mut table, "deadline_margin", config_duration(retry.deadline_margin));
+    set(&mut table, "log_retries", retry.log_retries);
+    table
+}
+
+/// The `[actions.retry]` table of the action last opened, as TOML text.
 pub fn retry_table(retry: &RetryPolicy) -> String {
-    format!(
-        r#"
-[actions.retry]
-max_wait = "{max_wait}"
-backoff_base = "{backoff_base}"
-backoff_cap = "{backoff_cap}"
-jitter = {jitter:?}
-attempt_timeout = "{attempt_timeout}"
-deadline_margin = "{deadline_margin}"
-log_retries = {log_retries}
-"#,
-        max_wait = config_duration(retry.max_wait),
-        backoff_base = config_duration(retry.backoff_base),
-        backoff_cap = config_duration(retry.backoff_cap),
-        jitter = retry.jitter,
-        attempt_timeout = config_duration(retry.attempt_timeout),
-        deadline_margin = config_duration(retry.deadline_margin),
-        log_retries = retry.log_retries,
-    )
+    let mut document = toml::Table::new();
+    set(&mut document, "actions.retry", retry_settings(retry));
+    format!("\n{document}")
+}
+
+/// A count as a TOML integer.
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A string's content for a TOML basic string.

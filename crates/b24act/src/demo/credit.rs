@@ -42,7 +42,7 @@ use super::deployment::{
 };
 use super::{DemoArgs, Latency, row, seconds};
 use host::config::{RetryPolicy, WorkersConfig};
-use sandbox::{AppIdentity, Deployment, HostConfig, Site, retry_table};
+use sandbox::{AppIdentity, Deployment, HostConfig, Site, retry_settings};
 
 /// The demo app's OAuth client id on the emulator.
 pub const CLIENT_ID: &str = "local.b24act.demo";
@@ -313,8 +313,8 @@ fn real(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
-/// The host's configuration: the `check_credit_limit` action of README's `credit_limit`
-/// section, its durations compressed.
+/// The host's configuration: examples/b24act.toml's `check_credit_limit` action against the
+/// fake finance API, its durations compressed.
 fn config_text(
     app: &AppIdentity,
     site: &Site,
@@ -334,55 +334,12 @@ fn config_text(
         deadline_margin: settings.compress(DEADLINE_MARGIN),
         log_retries: settings.log_retries,
     };
-    let action = format!(
-        r#"
-[[actions]]
-code = "{CODE}"
-name = {{ en = "Check credit limit", ru = "Проверить кредитный лимит" }}
-description = "Asks the finance system for the company's credit limit and debt"
-
-[actions.properties.company_id]
-name = "Company ID"
-type = "int"
-required = true
-
-[actions.properties.amount]
-name = "Amount"
-type = "double"
-required = true
-
-[actions.return_properties.available_limit]
-name = "Available limit"
-type = "double"
-
-[actions.return_properties.approval_required]
-name = "Approval required"
-type = "bool"
-
-[actions.return_properties.reason]
-name = "Reason"
-type = "string"
-
-[actions.connector]
-kind = "credit_limit"
-url = "{api_url}/api/v1/companies/{{{{properties.company_id}}}}/credit"
-
-[actions.connector.auth]
-bearer = "{token}"
-{retry}
-[actions.on_failure]
-mode = "fallback"
-log_message = "Credit check failed, sent to manual approval: {{reason}}"
-values = {{ approval_required = true, reason = "Manual approval: {{reason}}" }}
-"#,
-        api_url = api.url(),
-        token = api.token(),
-        retry = retry_table(&retry),
-    );
+    let mut action = sandbox::reference_action_against(api);
+    sandbox::set(&mut action, "retry", retry_settings(&retry));
     HostConfig {
         workers: WorkersConfig { concurrency: 16, lease },
         delivery: delivery(args),
-        actions: vec![action],
+        actions: vec![sandbox::action_toml(&action)],
         ..HostConfig::new(app, site, store_url)
     }
     .to_toml()

@@ -17,7 +17,7 @@ use host::loops::Wakeups;
 use host::payload::{JobPayload, PAYLOAD_VERSION};
 use host::worker::Workers;
 use host::{clock, outbox};
-use sandbox::{AppIdentity, HostConfig, Site, TempDir, retry_table};
+use sandbox::{AppIdentity, HostConfig, Site, TempDir, retry_settings};
 use serde_json::{Map, Value, json};
 use store::{JobDetail, JobId, NewInstallation, NewJob};
 use tokio::sync::Notify;
@@ -291,33 +291,25 @@ fn config_toml(
         attempt_timeout,
         ..RetryPolicy::default()
     };
-    let check = format!(
-        r#"{action}{retry}
-[actions.on_failure]
+    let check = action(
+        CHECK,
+        &RetryPolicy { backoff_cap: Duration::from_secs(60), ..retry(Duration::from_secs(10)) },
+        r#"
 mode = "fallback"
-log_message = "Finance system unavailable: {{reason}}"
-values = {{ approval_required = true, reason = "finance system unavailable" }}
+log_message = "Finance system unavailable: {reason}"
+values = { approval_required = true, reason = "finance system unavailable" }
 "#,
-        action = action(CHECK),
-        retry = retry_table(&RetryPolicy {
-            backoff_cap: Duration::from_secs(60),
-            ..retry(Duration::from_secs(10))
-        }),
     );
-    let dead_letter = format!(
-        "{}{}\n[actions.on_failure]\nmode = \"dead_letter\"\n",
-        action(CHECK_DEAD_LETTER),
-        retry_table(&retry(Duration::from_secs(10))),
-    );
-    let quick = format!(
-        r#"{action}{retry}
-[actions.on_failure]
+    let dead_letter =
+        action(CHECK_DEAD_LETTER, &retry(Duration::from_secs(10)), r#"mode = "dead_letter""#);
+    let quick = action(
+        QUICK_CHECK,
+        &retry(Duration::from_millis(300)),
+        r#"
 mode = "fallback"
-log_message = "Quick check failed: {{reason}}"
-values = {{ approval_required = true }}
+log_message = "Quick check failed: {reason}"
+values = { approval_required = true }
 "#,
-        action = action(QUICK_CHECK),
-        retry = retry_table(&retry(Duration::from_millis(300))),
     );
     HostConfig {
         encryption_key: KEY.into(),
@@ -339,37 +331,17 @@ values = {{ approval_required = true }}
     .to_toml()
 }
 
-/// An `[[actions]]` table of the credit-limit shape with the scripted connector.
-fn action(code: &str) -> String {
-    format!(
-        r#"
-[[actions]]
-code = "{code}"
-name = "Check credit limit"
-
-[actions.properties.company_id]
-name = "Company ID"
-type = "int"
-required = true
-
-[actions.properties.amount]
-name = "Amount"
-type = "double"
-required = true
-
-[actions.return_properties.available_limit]
-name = "Available limit"
-type = "double"
-
-[actions.return_properties.approval_required]
-name = "Approval required"
-type = "bool"
-
-[actions.return_properties.reason]
-name = "Reason"
-
-[actions.connector]
-kind = "scripted"
-"#
-    )
+/// The reference action of examples/b24act.toml as `code`, run by the scripted connector, with
+/// `retry` and the `on_failure` table given as TOML.
+fn action(code: &str, retry: &RetryPolicy, on_failure: &str) -> String {
+    let mut action = sandbox::reference_action();
+    sandbox::set(&mut action, "code", code);
+    sandbox::set(
+        &mut action,
+        "connector",
+        toml::Table::from_iter([("kind".into(), "scripted".into())]),
+    );
+    sandbox::set(&mut action, "retry", retry_settings(retry));
+    sandbox::set(&mut action, "on_failure", toml::from_str::<toml::Table>(on_failure).unwrap());
+    sandbox::action_toml(&action)
 }
