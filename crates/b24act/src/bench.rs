@@ -10,7 +10,7 @@
 //! Figures are for BENCHMARKS.md; no test asserts a timing.
 
 mod deployment;
-mod load;
+pub mod load;
 pub(crate) mod measure;
 mod report;
 mod scenarios;

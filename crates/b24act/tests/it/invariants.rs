@@ -1,5 +1,7 @@
 //! The invariants ARCHITECTURE.md states that no other suite pins down, each tested the way it
-//! would break: registration at every start, `/health` answering 503 while the store is down.
+//! would break: the intake alone making no REST or connector call, its 200 waiting for the
+//! commit, group commit, registration at every start, `/health` answering 503 while the store
+//! is down, `check-config` as the binary runs it.
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +12,160 @@ use serde_json::{Value, json};
 use store::testing::with_scratch_store;
 
 use crate::support::{
-    CLIENT_ID, CLIENT_SECRET, CODE, Options, Server, TempDir, TestApp, config_text,
+    CLIENT_ID, CLIENT_SECRET, CODE, NOTIFY_CODE, Options, Server, TempDir, TestApp, config_text,
 };
+
+/// A host that runs nothing but its HTTP server (intake and install handler): no workers, no
+/// outbox. Whatever REST call or connector request happens while it takes calls is the intake's.
+struct IntakeOnly {
+    sandbox: Sandbox,
+    api: FinanceApi,
+    host: std::sync::Arc<host::Host>,
+    listen: std::net::SocketAddr,
+    db: std::path::PathBuf,
+    cancel: tokio_util::sync::CancellationToken,
+    _dir: TempDir,
+}
+
+impl IntakeOnly {
+    async fn start() -> IntakeOnly {
+        let sandbox =
+            Sandbox::start(PortalSpec { unlimited: true, ..PortalSpec::default() }).await.unwrap();
+        let api = FinanceApi::start(5).await.unwrap();
+        let dir = TempDir::new("b24act-it").unwrap();
+        let db = dir.path().join("b24act.db");
+        let (listener, listen) = sandbox::loopback_listener().await.unwrap();
+        let text = config_text(
+            &sandbox.site(listen),
+            &format!("sqlite:{}", db.display()),
+            &api,
+            &Options::default(),
+        );
+        let config = host::config::Config::from_toml(&text, "test", std::iter::empty()).unwrap();
+        let host = std::sync::Arc::new(
+            host::Host::open(config, &connectors::Registry::new()).await.unwrap(),
+        );
+        let intake = host::intake::Intake::start(host.clone(), Default::default());
+        let installer = std::sync::Arc::new(host::install::Installer { host: host.clone() });
+        let router = host::app::router(host.clone(), intake, installer);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let edge = host::edge::Edge::new(&host.config.server);
+        tokio::spawn(host::edge::serve(listener, router, edge, cancel.clone()));
+        sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
+        sandbox.install(CLIENT_ID, &[CODE, NOTIFY_CODE], Duration::from_secs(10)).await.unwrap();
+        IntakeOnly { sandbox, api, host, listen, db, cancel, _dir: dir }
+    }
+
+    fn rest_calls(&self) -> usize {
+        self.sandbox.emulator.rest_calls(&self.sandbox.domain).len()
+    }
+
+    async fn jobs(&self) -> Vec<store::Job> {
+        self.host.store.list_jobs(&store::JobFilter::default()).await.unwrap()
+    }
+}
+
+impl Drop for IntakeOnly {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Calls are stored and answered by the intake alone: not one REST request to the portal, not
+/// one request to the action's API, however many calls come in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intake_makes_no_rest_or_connector_call() {
+    let deployment = IntakeOnly::start().await;
+    let rest_before = deployment.rest_calls();
+    let mut workflows = Vec::new();
+    for company in 0..10 {
+        let spec = b24_emulator::WorkflowSpec {
+            domain: deployment.sandbox.domain.clone(),
+            code: CODE.into(),
+            properties: json!({ "company_id": company }),
+            finish_after: None,
+            ..b24_emulator::WorkflowSpec::default()
+        };
+        workflows.push(deployment.sandbox.emulator.start_workflow(spec).await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deployment.jobs().await.len() < workflows.len() {
+        assert!(Instant::now() < deadline, "the calls were not all stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Anything the intake would have set off after answering has had time to happen.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new_rest: Vec<String> = deployment
+        .sandbox
+        .emulator
+        .rest_calls(&deployment.sandbox.domain)
+        .into_iter()
+        .skip(rest_before)
+        .map(|call| call.method)
+        .collect();
+    assert!(new_rest.is_empty(), "the intake called the portal: {new_rest:?}");
+    assert_eq!(deployment.api.counts().requests, 0, "the intake called the action's API");
+    assert!(
+        deployment.jobs().await.iter().all(|job| job.state == store::JobState::Queued),
+        "nothing ran them"
+    );
+}
+
+/// A call is answered only once it is committed: while another connection holds SQLite's write
+/// lock no answer comes; when it lets go, every call waiting is committed in one transaction
+/// (they share the commit's `created_at`) and answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_wait_for_the_commit_and_waiting_calls_are_committed_together() {
+    use sqlx::Connection;
+    const CALLS: usize = 20;
+    let deployment = IntakeOnly::start().await;
+    let spec = b24_emulator::WorkflowSpec {
+        domain: deployment.sandbox.domain.clone(),
+        code: CODE.into(),
+        properties: json!({ "company_id": 1 }),
+        finish_after: None,
+        ..b24_emulator::WorkflowSpec::default()
+    };
+    let template = deployment.sandbox.emulator.start_workflow(spec).await.unwrap().workflow_id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deployment.jobs().await.is_empty() {
+        assert!(Instant::now() < deadline, "the template call was not stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = deployment.sandbox.emulator.workflow(&deployment.sandbox.domain, &template).unwrap();
+    let calls = b24act::bench::load::Calls::from_body(&body.body, CODE).unwrap();
+
+    let mut writer =
+        sqlx::SqliteConnection::connect(&format!("sqlite:{}", deployment.db.display()))
+            .await
+            .unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut writer).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://{}{}", deployment.listen, host::routes::action_path(CODE));
+    let answers: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let request = http
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(calls.next_body());
+            tokio::spawn(async move { request.send().await.map(|answer| answer.status()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let answered = answers.iter().filter(|answer| answer.is_finished()).count();
+    assert_eq!(answered, 0, "calls were answered before they could be committed");
+    sqlx::query("ROLLBACK").execute(&mut writer).await.unwrap();
+    for answer in answers {
+        assert_eq!(answer.await.unwrap().unwrap(), 200);
+    }
+
+    let jobs = deployment.jobs().await;
+    assert_eq!(jobs.len(), CALLS + 1, "every call stored once");
+    let commits: std::collections::BTreeSet<i64> =
+        jobs.iter().filter(|job| job.workflow_id != template).map(|job| job.created_at).collect();
+    // The first call's group was already waiting on the lock; all the others gathered behind it.
+    assert!(commits.len() <= 2, "{CALLS} calls took {} commits: {commits:?}", commits.len());
+}
 
 /// A changed configuration reaches the portal when the host starts: no reinstall, no event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,4 +272,33 @@ async fn wait_for_status(url: &str, status: u16) -> Value {
         assert!(Instant::now() < deadline, "/health stayed {got}, not {status}: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `b24act check-config` as an operator runs it before a deploy: the shipped example passes
+/// once it has a key, and a broken copy fails with exit 1 and the key that is wrong.
+#[test]
+fn check_config_passes_the_example_and_names_what_is_wrong() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/b24act.toml");
+    let check = |path: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_b24act"))
+            .args(["check-config", "--config"])
+            .arg(path)
+            .env("B24ACT__STORE__ENCRYPTION_KEY", crate::support::KEY)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = check(std::path::Path::new(example));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    let dir = TempDir::new("b24act-check").unwrap();
+    let broken = dir.path().join("b24act.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let bad = text.replacen("concurrency = 4", "concurrency = \"many\"", 1);
+    assert_ne!(bad, text, "the example sets workers.concurrency = 4");
+    std::fs::write(&broken, bad).unwrap();
+    let refused = check(&broken);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("workers.concurrency"), "names the key: {stderr}");
 }
