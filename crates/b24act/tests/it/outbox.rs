@@ -1,5 +1,6 @@
-//! The outbox against the emulated portal: batching under the rate limit, a locked workflow,
-//! a finished workflow, an expired token, a portal outage and an unknown portal.
+//! The outbox against the emulated portal: batching under the rate limit, results before log
+//! lines, a locked workflow, a finished workflow, an expired token, a portal outage and an
+//! unknown portal.
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,31 @@ async fn sixty_results_for_one_portal_go_out_in_two_batches_within_the_rate_limi
         assert_eq!(t.workflow(call).status, WorkflowStatus::Closed);
         assert_eq!(t.job(call).await.job.state, JobState::Done);
     }
+}
+
+/// A portal's batch carries its results first and progress lines only in the room left: a
+/// full batch of lines waiting does not push a result out of the next request.
+#[tokio::test]
+async fn results_go_first_and_log_lines_take_only_the_room_left() {
+    let t = TestHost::start().await;
+    let calls = t.calls(CHECK, 3, HALF_HOUR_MS, None).await;
+    assert_eq!(t.work_at(0).await, 3, "their results are stored");
+    // A workflow still waiting (its job never runs here) to write the lines into.
+    let waiting = t.calls(CHECK, 1, HALF_HOUR_MS, None).await;
+    let token = t.workflow(&waiting[0]).event_token;
+    for line in 0..60 {
+        let event_token = b24::incoming::EventToken::new(token.clone());
+        t.host.progress.push(&t.portal.member_id, event_token, format!("line {line}"));
+    }
+
+    assert_eq!(t.deliver_at(1_000).await, 50, "3 results and 47 lines fill one batch");
+    for call in &calls {
+        assert_eq!(t.job(call).await.job.state, JobState::Done, "every result went in it");
+    }
+    let batches: Vec<_> = t.rest_calls("batch").into_iter().filter(|c| !c.in_batch).collect();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(t.rest_calls("bizproc.activity.log").len(), 47);
+    assert_eq!(t.deliver_at(2_000).await, 13, "the lines left go in a batch of their own");
 }
 
 #[tokio::test]
