@@ -67,11 +67,10 @@ use reqwest::header::{ACCEPT, HeaderName, HeaderValue};
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
-use tracing::Instrument;
 use url::{Position, Url};
 
 use crate::config::ConfigError;
-use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
+use crate::connector::{ConnectorError, ConnectorRequest, Contract, Outputs};
 use crate::http::error::{StatusPolicy, body_excerpt, decided, retry_after};
 use crate::http::{HttpError, WithClient};
 use crate::template::{Escape, Placeholder, Template};
@@ -385,9 +384,7 @@ pub struct CreditLimitConnector {
 
 impl fmt::Debug for CreditLimitConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CreditLimitConnector")
-            .field("endpoint", &self.endpoint_template)
-            .finish_non_exhaustive()
+        crate::http::debug_endpoint_only(f, "CreditLimitConnector", &self.endpoint_template)
     }
 }
 
@@ -642,57 +639,45 @@ fn field(body: &Value, name: &'static str, pointer: &str) -> Result<f64, CreditL
     Err(CreditLimitError::Field { field: name, pointer: pointer.to_owned(), found })
 }
 
-impl Connector for CreditLimitConnector {
-    fn run<'a>(
-        &'a self,
-        request: &'a ConnectorRequest,
-    ) -> BoxFuture<'a, Result<Outputs, ConnectorError>> {
-        let timeout = crate::http::attempt_timeout(self.timeout, request);
-        let span = tracing::debug_span!(
-            "credit_limit",
-            job_id = %request.job_id,
-            attempt = request.attempt,
-            company = tracing::field::Empty,
+impl CreditLimitConnector {
+    /// One attempt: reads the inputs, asks the finance API and applies the rule.
+    async fn attempt(
+        &self,
+        request: &ConnectorRequest,
+        timeout: Duration,
+    ) -> Result<Outputs, ConnectorError> {
+        let (company, amount) =
+            self.read_inputs(request).map_err(|e| e.classify(&self.endpoint_template))?;
+        tracing::Span::current().record("company", company.as_str());
+        let url = self
+            .render_url(request)
+            .map_err(|e| CreditLimitError::from(e).classify(&self.endpoint_template))?;
+        let endpoint = format!("GET {}", &url[..Position::AfterPath]);
+        let (limit, debt) =
+            self.fetch(url, &company, request, timeout).await.map_err(|e| e.classify(&endpoint))?;
+        let decision = self.rule.decide(amount, limit, debt);
+        tracing::debug!(
+            limit,
+            debt,
+            amount,
+            approval_required = decision.approval_required,
+            "decided"
         );
-        Box::pin(
-            async move {
-                let (company, amount) =
-                    self.read_inputs(request).map_err(|e| e.classify(&self.endpoint_template))?;
-                tracing::Span::current().record("company", company.as_str());
-                let url = self
-                    .render_url(request)
-                    .map_err(|e| CreditLimitError::from(e).classify(&self.endpoint_template))?;
-                let endpoint = format!("GET {}", &url[..Position::AfterPath]);
-                let (limit, debt) = self
-                    .fetch(url, &company, request, timeout)
-                    .await
-                    .map_err(|e| e.classify(&endpoint))?;
-                let decision = self.rule.decide(amount, limit, debt);
-                tracing::debug!(
-                    limit,
-                    debt,
-                    amount,
-                    approval_required = decision.approval_required,
-                    "decided"
-                );
-                let log = format!(
-                    "Company {company}: credit limit {}, debt {}, amount {}: {}",
-                    money(limit),
-                    money(debt),
-                    money(amount),
-                    decision.reason
-                );
-                Ok(Outputs::new()
-                    .with(&self.outputs.available_limit, decision.available_limit)
-                    .with(&self.outputs.approval_required, decision.approval_required)
-                    .with(&self.outputs.reason, decision.reason)
-                    .with_log(log))
-            }
-            .instrument(span),
-        )
+        let log = format!(
+            "Company {company}: credit limit {}, debt {}, amount {}: {}",
+            money(limit),
+            money(debt),
+            money(amount),
+            decision.reason
+        );
+        Ok(Outputs::new()
+            .with(&self.outputs.available_limit, decision.available_limit)
+            .with(&self.outputs.approval_required, decision.approval_required)
+            .with(&self.outputs.reason, decision.reason)
+            .with_log(log))
     }
 
-    fn contract(&self) -> Option<Contract> {
+    fn known_contract(&self) -> Contract {
         let mut inputs = crate::http::required_properties(self.url.placeholders());
         inputs.insert(self.inputs.company_id.clone());
         inputs.insert(self.inputs.amount.clone());
@@ -701,6 +686,12 @@ impl Connector for CreditLimitConnector {
                 .into_iter()
                 .cloned()
                 .collect();
-        Some(Contract { inputs, outputs })
+        Contract { inputs, outputs }
     }
 }
+
+crate::http::impl_http_connector!(
+    CreditLimitConnector,
+    "credit_limit",
+    company = tracing::field::Empty,
+);

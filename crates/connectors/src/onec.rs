@@ -73,7 +73,7 @@ use tracing::Instrument;
 use url::Url;
 
 use crate::config::ConfigError;
-use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
+use crate::connector::{ConnectorError, ConnectorRequest, Contract, Outputs};
 use crate::http::error::StatusPolicy;
 use crate::http::{Answer, HttpError, WithClient};
 use crate::mapping::{Field, MappingError, ResponseMapping};
@@ -622,12 +622,14 @@ impl OneCConnector {
         }
     }
 
-    async fn run_once(
+    /// One attempt: finds the item, reads its registers and maps the answer.
+    async fn attempt(
         &self,
         request: &ConnectorRequest,
         timeout: Duration,
     ) -> Result<Outputs, ConnectorError> {
         let entity = &self.item.entity;
+        tracing::Span::current().record("entity", tracing::field::display(entity));
         let filter = self.item_filter(request).map_err(|e| e.classify(entity))?;
         let mut query = vec![("$filter", filter.clone())];
         if !self.item.select.is_empty() {
@@ -726,26 +728,14 @@ fn is_guid(text: &str) -> bool {
         })
 }
 
-impl Connector for OneCConnector {
-    fn run<'a>(
-        &'a self,
-        request: &'a ConnectorRequest,
-    ) -> BoxFuture<'a, Result<Outputs, ConnectorError>> {
-        let timeout = crate::http::attempt_timeout(self.timeout, request);
-        let span = tracing::debug_span!(
-            "onec",
-            job_id = %request.job_id,
-            attempt = request.attempt,
-            entity = %self.item.entity,
-        );
-        Box::pin(self.run_once(request, timeout).instrument(span))
-    }
-
-    fn contract(&self) -> Option<Contract> {
+impl OneCConnector {
+    fn known_contract(&self) -> Contract {
         let inputs = self.item.filter.values().cloned().collect();
         let mut outputs: std::collections::BTreeSet<String> =
             self.response.properties().map(str::to_owned).collect();
         outputs.extend(self.flags.iter().map(|(id, _)| id.clone()));
-        Some(Contract { inputs, outputs })
+        Contract { inputs, outputs }
     }
 }
+
+crate::http::impl_http_connector!(OneCConnector, "onec", entity = tracing::field::Empty);

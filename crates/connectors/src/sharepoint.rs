@@ -76,11 +76,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use tracing::Instrument;
 use url::Url;
 
 use crate::config::ConfigError;
-use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
+use crate::connector::{ConnectorError, ConnectorRequest, Contract, Outputs};
 use crate::http::error::StatusPolicy;
 use crate::http::{Answer, HttpError, WithClient, excerpt_of, required_properties, template_error};
 use crate::secret::Secret;
@@ -264,6 +263,12 @@ fn graph_hint(status: StatusCode, code: &str) -> &'static str {
         }
         (404, _) => " (check site_id and drive_id)",
         _ => "",
+    }
+}
+
+impl From<SharePointError> for ConnectorError {
+    fn from(error: SharePointError) -> ConnectorError {
+        error.classify()
     }
 }
 
@@ -596,7 +601,8 @@ impl SharePointConnector {
         }
     }
 
-    async fn create(
+    /// One attempt: takes a token, makes the folders and uploads the file.
+    async fn attempt(
         &self,
         request: &ConnectorRequest,
         timeout: Duration,
@@ -666,21 +672,8 @@ impl SharePointConnector {
     }
 }
 
-impl Connector for SharePointConnector {
-    fn run<'a>(
-        &'a self,
-        request: &'a ConnectorRequest,
-    ) -> BoxFuture<'a, Result<Outputs, ConnectorError>> {
-        let timeout = crate::http::attempt_timeout(self.timeout, request);
-        let span =
-            tracing::debug_span!("sharepoint", job_id = %request.job_id, attempt = request.attempt);
-        Box::pin(
-            async move { self.create(request, timeout).await.map_err(SharePointError::classify) }
-                .instrument(span),
-        )
-    }
-
-    fn contract(&self) -> Option<Contract> {
+impl SharePointConnector {
+    fn known_contract(&self) -> Contract {
         let inputs = required_properties(
             self.folder
                 .placeholders()
@@ -689,9 +682,11 @@ impl Connector for SharePointConnector {
         );
         let outputs =
             BTreeSet::from([self.document_id_property.clone(), self.document_url_property.clone()]);
-        Some(Contract { inputs, outputs })
+        Contract { inputs, outputs }
     }
 }
+
+crate::http::impl_http_connector!(SharePointConnector, "sharepoint");
 
 #[derive(Deserialize)]
 struct TokenAnswer {

@@ -51,11 +51,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tracing::Instrument;
 use url::Url;
 
 use crate::config::ConfigError;
-use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
+use crate::connector::{ConnectorError, ConnectorRequest, Contract, Outputs};
 use crate::http::error::StatusPolicy;
 use crate::http::{self, HttpError, WithClient, excerpt_of, required_properties, template_error};
 use crate::secret::Secret;
@@ -195,6 +194,12 @@ fn hint(migrate_to: Option<i64>) -> String {
     match migrate_to {
         Some(id) => format!(" (the chat is now {id}: set chat_id to it)"),
         None => String::new(),
+    }
+}
+
+impl From<TelegramError> for ConnectorError {
+    fn from(error: TelegramError) -> ConnectorError {
+        error.classify()
     }
 }
 
@@ -357,7 +362,8 @@ impl TelegramConnector {
         Ok((Value::Object(body), chat))
     }
 
-    async fn send(
+    /// One attempt: renders the message and sends it.
+    async fn attempt(
         &self,
         request: &ConnectorRequest,
         timeout: Duration,
@@ -433,27 +439,16 @@ struct Parameters {
     migrate_to_chat_id: Option<i64>,
 }
 
-impl Connector for TelegramConnector {
-    fn run<'a>(
-        &'a self,
-        request: &'a ConnectorRequest,
-    ) -> BoxFuture<'a, Result<Outputs, ConnectorError>> {
-        let timeout = crate::http::attempt_timeout(self.timeout, request);
-        let span =
-            tracing::debug_span!("telegram", job_id = %request.job_id, attempt = request.attempt);
-        Box::pin(
-            async move { self.send(request, timeout).await.map_err(TelegramError::classify) }
-                .instrument(span),
-        )
-    }
-
-    fn contract(&self) -> Option<Contract> {
+impl TelegramConnector {
+    fn known_contract(&self) -> Contract {
         let inputs =
             required_properties(self.text.placeholders().chain(self.chat_id.placeholders()));
         let outputs = BTreeSet::from([self.message_id_property.clone()]);
-        Some(Contract { inputs, outputs })
+        Contract { inputs, outputs }
     }
 }
+
+crate::http::impl_http_connector!(TelegramConnector, "telegram");
 
 /// `<digits>:<letters, digits, _ and ->`, as @BotFather issues them. Checked so that a token
 /// cannot change the URL's path or query.

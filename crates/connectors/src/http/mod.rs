@@ -61,7 +61,6 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
-use tracing::Instrument;
 use url::{Position, Url};
 
 pub use config::HttpConfig;
@@ -69,10 +68,50 @@ pub(crate) use config::without_query;
 pub use error::HttpError;
 
 use crate::config::ConfigError;
-use crate::connector::{BoxFuture, Connector, ConnectorError, ConnectorRequest, Contract, Outputs};
+use crate::connector::{ConnectorError, ConnectorRequest, Contract, Outputs};
 use crate::mapping::ResponseMapping;
 use crate::template::{Escape, JsonTemplate, Placeholder, Template};
 use error::StatusPolicy;
+
+/// `impl Connector` for a connector that calls out over HTTP. Each attempt gets its timeout from
+/// [`attempt_timeout`] (the connector's `timeout` field and the host's) and runs
+/// `attempt(request, timeout)` inside a debug span named `$span` with the job id, the attempt
+/// number and `$field`s (declared empty, for `attempt` to record); an error it returns becomes a
+/// [`ConnectorError`] through `From`. The contract is the connector's `known_contract()`.
+macro_rules! impl_http_connector {
+    ($connector:ty, $span:literal $(, $field:ident = $value:expr)* $(,)?) => {
+        impl $crate::connector::Connector for $connector {
+            fn run<'a>(
+                &'a self,
+                request: &'a $crate::connector::ConnectorRequest,
+            ) -> $crate::connector::BoxFuture<
+                'a,
+                Result<$crate::connector::Outputs, $crate::connector::ConnectorError>,
+            > {
+                let timeout = $crate::http::attempt_timeout(self.timeout, request);
+                let span = tracing::debug_span!(
+                    $span,
+                    job_id = %request.job_id,
+                    attempt = request.attempt,
+                    $($field = $value,)*
+                );
+                Box::pin(tracing::Instrument::instrument(
+                    async move {
+                        self.attempt(request, timeout)
+                            .await
+                            .map_err($crate::connector::ConnectorError::from)
+                    },
+                    span,
+                ))
+            }
+
+            fn contract(&self) -> Option<$crate::connector::Contract> {
+                Some(self.known_contract())
+            }
+        }
+    };
+}
+pub(crate) use impl_http_connector;
 
 /// When neither the connector nor the host sets a timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -100,9 +139,7 @@ pub struct HttpConnector {
 
 impl std::fmt::Debug for HttpConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpConnector")
-            .field("endpoint", &self.endpoint_template)
-            .finish_non_exhaustive()
+        debug_endpoint_only(f, "HttpConnector", &self.endpoint_template)
     }
 }
 
@@ -254,34 +291,22 @@ impl HttpConnector {
     }
 }
 
-impl Connector for HttpConnector {
-    fn run<'a>(
-        &'a self,
-        request: &'a ConnectorRequest,
-    ) -> BoxFuture<'a, Result<Outputs, ConnectorError>> {
-        let timeout = attempt_timeout(self.timeout, request);
-        let span = tracing::debug_span!(
-            "http",
-            job_id = %request.job_id,
-            attempt = request.attempt,
-            endpoint = tracing::field::Empty,
-        );
-        Box::pin(
-            async move {
-                let url = self
-                    .render_url(request)
-                    .map_err(|e| self.policy.classify(&self.endpoint_template, e))?;
-                let endpoint = format!("{} {}", self.method, &url[..Position::AfterPath]);
-                tracing::Span::current().record("endpoint", endpoint.as_str());
-                self.call(url, request, timeout)
-                    .await
-                    .map_err(|e| self.policy.classify(&endpoint, e))
-            }
-            .instrument(span),
-        )
+impl HttpConnector {
+    /// One attempt: renders the request, sends it and maps the answer.
+    async fn attempt(
+        &self,
+        request: &ConnectorRequest,
+        timeout: Duration,
+    ) -> Result<Outputs, ConnectorError> {
+        let url = self
+            .render_url(request)
+            .map_err(|e| self.policy.classify(&self.endpoint_template, e))?;
+        let endpoint = format!("{} {}", self.method, &url[..Position::AfterPath]);
+        tracing::Span::current().record("endpoint", endpoint.as_str());
+        self.call(url, request, timeout).await.map_err(|e| self.policy.classify(&endpoint, e))
     }
 
-    fn contract(&self) -> Option<Contract> {
+    fn known_contract(&self) -> Contract {
         let mut placeholders: Vec<&Placeholder> = self.url.placeholders().collect();
         placeholders.extend(self.headers.iter().flat_map(|(_, _, t)| t.placeholders()));
         placeholders.extend(self.query.iter().flat_map(|(_, t)| t.placeholders()));
@@ -290,9 +315,11 @@ impl Connector for HttpConnector {
         }
         let inputs = required_properties(placeholders);
         let outputs = self.response.properties().map(str::to_owned).collect();
-        Some(Contract { inputs, outputs })
+        Contract { inputs, outputs }
     }
 }
+
+impl_http_connector!(HttpConnector, "http", endpoint = tracing::field::Empty);
 
 /// A connector that calls out over HTTP, built from its config on its own client ([`new`]) or
 /// on a client of the caller's ([`with_client`], to share a connection pool).
@@ -324,6 +351,15 @@ pub(crate) fn client() -> Result<reqwest::Client, ConfigError> {
         .user_agent(concat!("b24act/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ConfigError::new("", "cannot set up an HTTP client").with_source(e))
+}
+
+/// `Debug` for a connector whose other fields may hold secrets: its name and endpoint only.
+pub(crate) fn debug_endpoint_only(
+    f: &mut std::fmt::Formatter<'_>,
+    connector: &str,
+    endpoint: &str,
+) -> std::fmt::Result {
+    f.debug_struct(connector).field("endpoint", &endpoint).finish_non_exhaustive()
 }
 
 /// Parses the URL template: absolute http(s), placeholders only after the host.
