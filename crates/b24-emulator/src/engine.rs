@@ -90,6 +90,29 @@ fn task_value(task: &TaskState, name: &str) -> Value {
     }
 }
 
+/// Runs every workflow of the portal as far as it can go as of `now` (see [`advance`]).
+pub(crate) fn advance_all(portal: &mut PortalState, now: Instant) {
+    let ids: Vec<String> = portal.workflows.keys().cloned().collect();
+    for id in &ids {
+        advance(portal, id, now);
+    }
+}
+
+/// Runs workflow `workflow_id` of the portal at `domain` as far as it can go as of `now` (see
+/// [`advance`]) and returns it.
+pub(crate) fn advanced<'p>(
+    portal: &'p mut PortalState,
+    domain: &str,
+    workflow_id: &str,
+    now: Instant,
+) -> Result<&'p mut Workflow, EmulatorError> {
+    advance(portal, workflow_id, now);
+    portal
+        .workflows
+        .get_mut(workflow_id)
+        .ok_or_else(|| EmulatorError::unknown_workflow(domain, workflow_id))
+}
+
 /// Runs the workflow as far as it can go as of `now` without dispatching (see the module docs).
 pub(crate) fn advance(portal: &mut PortalState, workflow_id: &str, now: Instant) {
     let PortalState { workflows, documents, next_task_id, task_index, .. } = portal;
@@ -462,12 +485,10 @@ pub(crate) fn start_single(
     let workflow_id = wf.workflow_id.clone();
     state.portals[portal].workflows.insert(workflow_id.clone(), wf);
     let (plans, _) = drive(shared, &mut state, portal, &workflow_id, Instant::now());
-    let wf = state.portals[portal].workflows.get(&workflow_id).ok_or_else(|| {
-        EmulatorError::UnknownWorkflow {
-            domain: spec.domain.clone(),
-            workflow_id: workflow_id.clone(),
-        }
-    })?;
+    let wf = state.portals[portal]
+        .workflows
+        .get(&workflow_id)
+        .ok_or_else(|| EmulatorError::unknown_workflow(&spec.domain, &workflow_id))?;
     let Some(run) = wf.activities.first() else {
         return Err(EmulatorError::InvalidSpec(wf.error.clone().unwrap_or_default()));
     };

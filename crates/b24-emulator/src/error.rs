@@ -43,4 +43,11 @@ impl EmulatorError {
     pub(crate) fn not_installed(domain: &str, client_id: &str) -> EmulatorError {
         EmulatorError::NotInstalled { domain: domain.to_owned(), client_id: client_id.to_owned() }
     }
+
+    pub(crate) fn unknown_workflow(domain: &str, workflow_id: &str) -> EmulatorError {
+        EmulatorError::UnknownWorkflow {
+            domain: domain.to_owned(),
+            workflow_id: workflow_id.to_owned(),
+        }
+    }
 }

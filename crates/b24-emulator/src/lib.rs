@@ -264,12 +264,7 @@ impl Emulator {
         client_id: &str,
         user_id: u64,
     ) -> Result<TokenSet, EmulatorError> {
-        let mut state = self.shared.lock();
-        let portal = state.portal_index(domain)?;
-        if !state.portals[portal].is_installed(client_id) {
-            return Err(EmulatorError::not_installed(domain, client_id));
-        }
-        oauth::issue(&self.shared, &mut state, portal, client_id, user_id)
+        oauth::issue_on(&self.shared, domain, client_id, user_id)
     }
 
     /// Issues an authorization code for `grant_type=authorization_code` (lives 30 s, §4.1).
@@ -363,14 +358,8 @@ impl Emulator {
         workflow_id: &str,
     ) -> Result<WorkflowState, EmulatorError> {
         let mut state = self.shared.lock();
-        let p = state.portal_mut(domain)?;
         let now = Instant::now();
-        engine::advance(p, workflow_id, now);
-        let wf = p.workflows.get(workflow_id).ok_or_else(|| EmulatorError::UnknownWorkflow {
-            domain: domain.to_owned(),
-            workflow_id: workflow_id.to_owned(),
-        })?;
-        Ok(wf.state(now))
+        Ok(engine::advanced(state.portal_mut(domain)?, domain, workflow_id, now)?.state(now))
     }
 
     /// Every workflow started on the portal, oldest first.
@@ -378,10 +367,7 @@ impl Emulator {
         let mut state = self.shared.lock();
         let p = state.portal_mut(domain)?;
         let now = Instant::now();
-        let ids: Vec<String> = p.workflows.keys().cloned().collect();
-        for id in &ids {
-            engine::advance(p, id, now);
-        }
+        engine::advance_all(p, now);
         Ok(p.workflows.values().map(|w| w.state(now)).collect())
     }
 
@@ -480,11 +466,7 @@ impl Emulator {
     pub fn tasks(&self, domain: &str) -> Result<Vec<TaskState>, EmulatorError> {
         let mut state = self.shared.lock();
         let p = state.portal_mut(domain)?;
-        let now = Instant::now();
-        let ids: Vec<String> = p.workflows.keys().cloned().collect();
-        for id in &ids {
-            engine::advance(p, id, now);
-        }
+        engine::advance_all(p, Instant::now());
         let mut tasks: Vec<TaskState> =
             p.workflows.values().flat_map(|w| w.tasks.iter().map(|t| t.state.clone())).collect();
         tasks.sort_by_key(|t| t.task_id);
@@ -545,14 +527,8 @@ impl Emulator {
     /// `event.send` calls answer "404".
     pub fn finish_workflow(&self, domain: &str, workflow_id: &str) -> Result<(), EmulatorError> {
         let mut state = self.shared.lock();
-        let p = state.portal_mut(domain)?;
         let now = Instant::now();
-        engine::advance(p, workflow_id, now);
-        let wf =
-            p.workflows.get_mut(workflow_id).ok_or_else(|| EmulatorError::UnknownWorkflow {
-                domain: domain.to_owned(),
-                workflow_id: workflow_id.to_owned(),
-            })?;
+        let wf = engine::advanced(state.portal_mut(domain)?, domain, workflow_id, now)?;
         if wf.ended.is_none() {
             wf.process = ProcessStatus::Terminated;
             wf.ended = Some(now);

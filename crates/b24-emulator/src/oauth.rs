@@ -105,6 +105,22 @@ impl TokenStore {
     }
 }
 
+/// Issues a token pair for `user_id` of app `client_id`, which must be installed on the portal
+/// at `domain`.
+pub(crate) fn issue_on(
+    shared: &Shared,
+    domain: &str,
+    client_id: &str,
+    user_id: u64,
+) -> Result<TokenSet, EmulatorError> {
+    let mut state = shared.lock();
+    let portal = state.portal_index(domain)?;
+    if !state.portals[portal].is_installed(client_id) {
+        return Err(EmulatorError::not_installed(domain, client_id));
+    }
+    issue(shared, &mut state, portal, client_id, user_id)
+}
+
 /// Issues a new access + refresh token pair for `user_id` of an installed app.
 pub(crate) fn issue(
     shared: &Shared,

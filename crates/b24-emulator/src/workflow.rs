@@ -162,72 +162,70 @@ pub struct Delivery {
     pub error: Option<String>,
 }
 
-/// One activity execution of a workflow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ActivityState {
-    /// The step's name, which is also `activity_name`.
-    pub name: String,
-    pub code: String,
-    pub activity_name: String,
-    pub event_id: String,
-    pub event_token: String,
-    pub status: WorkflowStatus,
-    pub is_timeout: bool,
-    /// Return values by their registered IDs (matched case-insensitively, §3.1).
-    pub return_values: serde_json::Value,
-    pub deliveries: Vec<Delivery>,
-    pub use_subscription: bool,
-    pub timeout_duration: u64,
-    pub handler: String,
-    pub body: String,
-    #[serde(with = "clock::unix")]
-    pub started_at: SystemTime,
-    #[serde(with = "clock::opt_unix")]
-    pub closed_at: Option<SystemTime>,
+/// Declares a state struct with its own fields followed by the fields that describe one activity
+/// execution, which [`ActivityState`] and [`WorkflowState`] (for its latest activity) share.
+macro_rules! with_activity_fields {
+    ($(#[$attr:meta])* pub struct $name:ident { $($own:tt)* }) => {
+        $(#[$attr])*
+        pub struct $name {
+            $($own)*
+            pub code: String,
+            pub activity_name: String,
+            pub event_id: String,
+            pub event_token: String,
+            pub status: WorkflowStatus,
+            pub is_timeout: bool,
+            /// Return values by their registered IDs (matched case-insensitively, §3.1).
+            pub return_values: serde_json::Value,
+            pub deliveries: Vec<Delivery>,
+            pub use_subscription: bool,
+            pub timeout_duration: u64,
+            pub handler: String,
+            pub body: String,
+            #[serde(with = "clock::unix")]
+            pub started_at: SystemTime,
+            /// When the activity stopped waiting (`event.send`, the timeout, or dispatch with
+            /// USE_SUBSCRIPTION=N); `None` while it waits.
+            #[serde(with = "clock::opt_unix")]
+            pub closed_at: Option<SystemTime>,
+        }
+    };
 }
 
-/// A workflow as tests inspect it. The fields from `code` to `closed_at` describe the latest
-/// activity (the only one of a single-activity workflow); before a template's first activity
-/// they are empty and `status` is `Closed`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkflowState {
-    pub workflow_id: String,
-    pub code: String,
-    pub activity_name: String,
-    pub event_id: String,
-    pub event_token: String,
-    pub status: WorkflowStatus,
-    /// The instance is gone: `event.send` now answers "404".
-    pub finished: bool,
-    pub is_timeout: bool,
-    /// Return values by their registered IDs (matched case-insensitively, §3.1).
-    pub return_values: serde_json::Value,
-    /// Tracking-log lines (`LOG_MESSAGE`, `activity.log`, log steps).
-    pub log: Vec<String>,
-    pub deliveries: Vec<Delivery>,
-    pub use_subscription: bool,
-    pub timeout_duration: u64,
-    pub handler: String,
-    pub body: String,
-    #[serde(with = "clock::unix")]
-    pub started_at: SystemTime,
-    /// When the activity stopped waiting (`event.send`, the timeout, or dispatch with
-    /// USE_SUBSCRIPTION=N); `None` while it waits.
-    #[serde(with = "clock::opt_unix")]
-    pub closed_at: Option<SystemTime>,
-    /// The template this workflow runs; `None` for a single-activity workflow.
-    pub template_id: Option<u64>,
-    pub document_id: Vec<String>,
-    pub process_status: ProcessStatus,
-    /// Why the workflow failed.
-    pub error: Option<String>,
-    /// When the last step finished or the workflow failed or was terminated.
-    #[serde(with = "clock::opt_unix")]
-    pub ended_at: Option<SystemTime>,
-    pub steps: Vec<StepRecord>,
-    /// Every activity execution, oldest first.
-    pub activities: Vec<ActivityState>,
-    pub tasks: Vec<TaskState>,
+with_activity_fields! {
+    /// One activity execution of a workflow.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct ActivityState {
+        /// The step's name, which is also `activity_name`.
+        pub name: String,
+    }
+}
+
+with_activity_fields! {
+    /// A workflow as tests inspect it. The activity fields (from `code` to `closed_at`) describe
+    /// the latest activity (the only one of a single-activity workflow); before a template's
+    /// first activity they are empty and `status` is `Closed`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct WorkflowState {
+        pub workflow_id: String,
+        /// The instance is gone: `event.send` now answers "404".
+        pub finished: bool,
+        /// Tracking-log lines (`LOG_MESSAGE`, `activity.log`, log steps).
+        pub log: Vec<String>,
+        /// The template this workflow runs; `None` for a single-activity workflow.
+        pub template_id: Option<u64>,
+        pub document_id: Vec<String>,
+        pub process_status: ProcessStatus,
+        /// Why the workflow failed.
+        pub error: Option<String>,
+        /// When the last step finished or the workflow failed or was terminated.
+        #[serde(with = "clock::opt_unix")]
+        pub ended_at: Option<SystemTime>,
+        pub steps: Vec<StepRecord>,
+        /// Every activity execution, oldest first.
+        pub activities: Vec<ActivityState>,
+        pub tasks: Vec<TaskState>,
+    }
 }
 
 /// One activity execution as the engine keeps it.

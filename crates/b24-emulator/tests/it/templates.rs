@@ -51,6 +51,25 @@ impl Handler {
         Handler { url, calls }
     }
 
+    /// Registers activity `code` with this handler as its HANDLER.
+    async fn register_activity(
+        &self,
+        w: &World,
+        code: &str,
+        use_subscription: &str,
+        properties: Value,
+        return_properties: Option<Value>,
+    ) {
+        let mut fields = json!({
+            "CODE": code, "HANDLER": self.url, "USE_SUBSCRIPTION": use_subscription,
+            "PROPERTIES": properties,
+        });
+        if let Some(return_properties) = return_properties {
+            fields["RETURN_PROPERTIES"] = return_properties;
+        }
+        w.register("bizproc.activity.add", fields).await;
+    }
+
     /// The decoded calls so far, as JSON.
     fn calls(&self) -> Vec<Value> {
         self.calls.lock().unwrap().clone()
@@ -94,22 +113,16 @@ fn credit_check(code: &str, properties: &Value) -> Option<Value> {
 }
 
 async fn register_credit_check(w: &World, handler: &Handler) {
-    w.register(
-        "bizproc.activity.add",
-        json!({
-            "CODE": "check_credit", "HANDLER": handler.url, "USE_SUBSCRIPTION": "Y",
-            "PROPERTIES": {
-                "company_id": {"Name": "Company", "Type": "int"},
-                "amount": {"Name": "Amount", "Type": "double"}
-            },
-            "RETURN_PROPERTIES": {
-                "available_limit": {"Name": "Available", "Type": "double"},
-                "approval_required": {"Name": "Approval required", "Type": "bool"},
-                "reason": {"Name": "Reason", "Type": "string"}
-            }
-        }),
-    )
-    .await;
+    let properties = json!({
+        "company_id": {"Name": "Company", "Type": "int"},
+        "amount": {"Name": "Amount", "Type": "double"}
+    });
+    let return_properties = json!({
+        "available_limit": {"Name": "Available", "Type": "double"},
+        "approval_required": {"Name": "Approval required", "Type": "bool"},
+        "reason": {"Name": "Reason", "Type": "string"}
+    });
+    handler.register_activity(w, "check_credit", "Y", properties, Some(return_properties)).await;
 }
 
 /// A handler and the credit action registered with it.
@@ -305,19 +318,13 @@ async fn the_cfo_task_completes_itself_after_its_delay() {
 #[tokio::test]
 async fn document_fields_and_earlier_return_values_reach_later_steps() {
     let (w, handler) = credit_world(credit_check).await;
-    w.register(
-        "bizproc.activity.add",
-        json!({
-            "CODE": "notify", "HANDLER": handler.url, "USE_SUBSCRIPTION": "N",
-            "PROPERTIES": {
-                "text": {"Name": "Text", "Type": "string"},
-                "limit": {"Name": "Limit", "Type": "double"},
-                "approvers": {"Name": "Approvers", "Type": "user", "Multiple": "Y"},
-                "untouched": {"Name": "Default", "Type": "string", "Default": "as registered"}
-            }
-        }),
-    )
-    .await;
+    let properties = json!({
+        "text": {"Name": "Text", "Type": "string"},
+        "limit": {"Name": "Limit", "Type": "double"},
+        "approvers": {"Name": "Approvers", "Type": "user", "Multiple": "Y"},
+        "untouched": {"Name": "Default", "Type": "string", "Default": "as registered"}
+    });
+    handler.register_activity(&w, "notify", "N", properties, None).await;
     let deal = deal(&w, 100.0);
     let mut check = serde_json::Map::new();
     check.insert("company_id".into(), json!("{=Document:COMPANY_ID}"));
