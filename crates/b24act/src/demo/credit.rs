@@ -37,16 +37,13 @@ use serde_json::{Value, json};
 use store::ResultKind;
 
 use super::deployment::{
-    DemoDeployment, JobTotals, PortalCalls, all_jobs, delivery, jobs_settled, most_frequent_first,
-    portal_limit, print_summary,
+    CLIENT_ID, DemoDeployment, JobTotals, PortalCalls, Settling, all_jobs, most_frequent_first,
+    portal_limit, print_summary, problems,
 };
 use super::{DemoArgs, Latency, row, seconds};
-use host::config::{RetryPolicy, WorkersConfig};
-use sandbox::{AppIdentity, Deployment, HostConfig, Site, retry_settings};
+use host::config::RetryPolicy;
+use sandbox::{Deployment, retry_settings};
 
-/// The demo app's OAuth client id on the emulator.
-pub const CLIENT_ID: &str = "local.b24act.demo";
-const CLIENT_SECRET: &str = "demo-secret";
 /// The action's code, as in design.md §2.
 pub const CODE: &str = "check_credit_limit";
 /// The CFO's user id on the portal.
@@ -121,6 +118,28 @@ impl Settings {
     /// A measured wall time in real time.
     fn expand(&self, wall: Duration) -> Duration {
         wall.mul_f64(self.factor)
+    }
+
+    /// How long a worker holds a job: four attempts' worth, at least 10 s.
+    fn lease(&self) -> Duration {
+        (self.compress(ATTEMPT_TIMEOUT) * 4).max(Duration::from_secs(10))
+    }
+
+    /// The host's one action: examples/b24act.toml's `check_credit_limit` against the fake
+    /// finance API, its durations compressed.
+    fn action_toml(&self, api: &FinanceApi) -> String {
+        let retry = RetryPolicy {
+            max_wait: self.compress(self.max_wait),
+            backoff_base: self.compress(BACKOFF_BASE),
+            backoff_cap: self.compress(BACKOFF_CAP),
+            jitter: 0.2,
+            attempt_timeout: self.compress(ATTEMPT_TIMEOUT),
+            deadline_margin: self.compress(DEADLINE_MARGIN),
+            log_retries: self.log_retries,
+        };
+        let mut action = sandbox::reference_action_against(api);
+        sandbox::set(&mut action, "retry", retry_settings(&retry));
+        sandbox::action_toml(&action)
     }
 }
 
@@ -198,26 +217,15 @@ impl CreditSummary {
 
     /// Why the run counts as failed, if it does.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.hung > 0 {
-            problems.push(format!("{} workflow(s) hung", self.hung));
-        }
-        if self.failed > 0 {
-            problems.push(format!("{} workflow(s) failed", self.failed));
-        }
-        if self.duplicate_sends > 0 {
-            problems.push(format!("{} result(s) sent more than once", self.duplicate_sends));
-        }
-        if self.wrong > 0 {
-            problems.push(format!("{} decision(s) contradict the book", self.wrong));
-        }
-        if self.query_limit_exceeded > 0 {
-            problems.push(format!(
-                "the portal answered QUERY_LIMIT_EXCEEDED {} time(s)",
-                self.query_limit_exceeded
-            ));
-        }
-        problems
+        problems(
+            &[
+                (self.hung, "workflow(s) hung"),
+                (self.failed, "workflow(s) failed"),
+                (self.duplicate_sends, "result(s) sent more than once"),
+                (self.wrong, "decision(s) contradict the book"),
+            ],
+            self.query_limit_exceeded,
+        )
     }
 
     /// The summary as the demo prints it.
@@ -313,38 +321,6 @@ fn real(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
-/// The host's configuration: examples/b24act.toml's `check_credit_limit` action against the
-/// fake finance API, its durations compressed.
-fn config_text(
-    app: &AppIdentity,
-    site: &Site,
-    store_url: &str,
-    api: &FinanceApi,
-    args: &DemoArgs,
-    settings: &Settings,
-) -> String {
-    let attempt_timeout = settings.compress(ATTEMPT_TIMEOUT);
-    let lease = (attempt_timeout * 4).max(Duration::from_secs(10));
-    let retry = RetryPolicy {
-        max_wait: settings.compress(settings.max_wait),
-        backoff_base: settings.compress(BACKOFF_BASE),
-        backoff_cap: settings.compress(BACKOFF_CAP),
-        jitter: 0.2,
-        attempt_timeout,
-        deadline_margin: settings.compress(DEADLINE_MARGIN),
-        log_retries: settings.log_retries,
-    };
-    let mut action = sandbox::reference_action_against(api);
-    sandbox::set(&mut action, "retry", retry_settings(&retry));
-    HostConfig {
-        workers: WorkersConfig { concurrency: 16, lease },
-        delivery: delivery(args),
-        actions: vec![sandbox::action_toml(&action)],
-        ..HostConfig::new(app, site, store_url)
-    }
-    .to_toml()
-}
-
 /// Who asks for how much: companies drawn from the book, amounts spread around what each has
 /// available so that about seven in ten are within it (a company over its limit asks for
 /// 5–30% of the limit, and always needs approval).
@@ -399,11 +375,8 @@ fn cfo_decides(book: Option<(f64, f64)>, amount: f64, rng: &mut StdRng) -> TaskC
 pub async fn run(args: &DemoArgs, out: &mut impl std::io::Write) -> anyhow::Result<CreditSummary> {
     let settings = Settings::of(args)?;
     let wall = Instant::now();
-    let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
-    let demo = DemoDeployment::start(args, &app, CODE, |site, store_url, api| {
-        config_text(&app, site, store_url, api, args, &settings)
-    })
-    .await?;
+    let demo = DemoDeployment::start(args, CODE, settings.lease(), |api| settings.action_toml(api))
+        .await?;
     let (deployment, api) = (&demo.deployment, &demo.api);
     let template = CreditApproval {
         client_id: Some(CLIENT_ID.into()),
@@ -449,8 +422,7 @@ pub async fn run(args: &DemoArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         Ok(requests) => run.collect(&requests).await,
         Err(error) => Err(error),
     };
-    demo.deployment.running.shutdown().await;
-    let mut summary = collected?;
+    let mut summary = demo.shut_down(collected).await?;
     summary.wall_time = wall.elapsed();
     print_summary(&summary.render(), args, out)?;
     Ok(summary)
@@ -497,7 +469,7 @@ impl Run<'_> {
         let mut answered: HashSet<u64> = HashSet::new();
         let mut next_progress = PROGRESS_EVERY;
         let mut next_cfo = Duration::ZERO;
-        let mut next_check = Duration::ZERO;
+        let mut settling = Settling::until(hard_cap);
         loop {
             let elapsed = t0.elapsed();
             let due = if spacing.is_zero() {
@@ -517,14 +489,9 @@ impl Run<'_> {
                 next_progress += PROGRESS_EVERY;
                 self.progress(elapsed, requests.len(), (m_from, m_until), out).await?;
             }
-            if requests.len() == s.requests && elapsed >= quiet_from && elapsed >= next_check {
-                next_check = elapsed + Duration::from_millis(100);
-                if self.settled().await? {
-                    return Ok(requests);
-                }
-            }
-            if elapsed >= hard_cap {
-                writeln!(out, "  giving up waiting after {:.1} s", elapsed.as_secs_f64())?;
+            let ready = requests.len() == s.requests && elapsed >= quiet_from;
+            let is_running = |w: &WorkflowState| w.ended_at.is_none();
+            if settling.done(self.deployment, elapsed, ready, is_running, out).await? {
                 return Ok(requests);
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -586,20 +553,6 @@ impl Run<'_> {
             }
         }
         Ok(())
-    }
-
-    /// Every workflow ended and no job has anything left to do (a late second send would show).
-    async fn settled(&self) -> anyhow::Result<bool> {
-        let running = self
-            .deployment
-            .emulator()
-            .workflows(self.domain())?
-            .iter()
-            .any(|w| w.ended_at.is_none());
-        if running {
-            return Ok(false);
-        }
-        jobs_settled(self.deployment.store()).await
     }
 
     async fn progress(

@@ -1,19 +1,24 @@
 //! What both demo scenarios share: the deployment with the fake finance API and the store's
-//! file, the host's delivery pace, the tallies read back at the end (jobs, the portal's REST
-//! calls, fallback reasons) and the closing summary.
+//! file, the host's delivery pace, when the drive loop stops waiting, the tallies read back at
+//! the end (jobs, the portal's REST calls, fallback reasons), the problems that fail a run and
+//! the closing summary.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use b24_emulator::{PortalSpec, RecordedCall};
+use b24_emulator::{PortalSpec, RecordedCall, WorkflowState};
 use fakes::finance::FinanceApi;
 use store::{JobFilter, JobState};
 
 use super::{DemoArgs, kept_config_path};
-use host::config::DeliveryConfig;
-use sandbox::{AppIdentity, Deployment, Site, TempDir};
+use host::config::{DeliveryConfig, WorkersConfig};
+use sandbox::{AppIdentity, Deployment, HostConfig, TempDir};
+
+/// The demo app's OAuth client id on the emulator, in every scenario.
+pub(crate) const CLIENT_ID: &str = "local.b24act.demo";
+const CLIENT_SECRET: &str = "demo-secret";
 
 /// A scenario's portal and host, the fake finance API behind its action, and the store's file.
 pub(crate) struct DemoDeployment {
@@ -27,15 +32,17 @@ pub(crate) struct DemoDeployment {
 
 impl DemoDeployment {
     /// Starts the fake finance API (seeded with `--seed`), the portal (limited by `--rate` and
-    /// `--burst`, unlimited at rate 0) and the host with the configuration `config` builds,
-    /// installs the app until `code` is registered, and with `--keep-db` writes the
-    /// configuration next to the store.
+    /// `--burst`, unlimited at rate 0) and the host: the demo app, 16 workers holding a job for
+    /// `lease`, delivery paced like the portal, and the one `[[actions]]` table `action` writes
+    /// against the API. Installs the app until `code` is registered, and with `--keep-db`
+    /// writes the configuration next to the store.
     pub async fn start(
         args: &DemoArgs,
-        app: &AppIdentity,
         code: &str,
-        config: impl FnOnce(&Site, &str, &FinanceApi) -> String,
+        lease: Duration,
+        action: impl FnOnce(&FinanceApi) -> String,
     ) -> anyhow::Result<DemoDeployment> {
+        let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
         let temp = TempDir::new("b24act-demo").context("creating a temp dir for the store")?;
         let store_path = match &args.keep_db {
             Some(path) => path.clone(),
@@ -50,9 +57,17 @@ impl DemoDeployment {
         let store_url = format!("sqlite:{}", store_path.display());
         let deployment = Deployment::start(
             portal,
-            app,
+            &app,
             &[code],
-            |site| config(site, &store_url, &api),
+            |site| {
+                HostConfig {
+                    workers: WorkersConfig { concurrency: 16, lease },
+                    delivery: delivery(args),
+                    actions: vec![action(&api)],
+                    ..HostConfig::new(&app, site, &store_url)
+                }
+                .to_toml()
+            },
             &connectors::Registry::new(),
         )
         .await?;
@@ -62,6 +77,12 @@ impl DemoDeployment {
                 .with_context(|| format!("writing {}", config_path.display()))?;
         }
         Ok(DemoDeployment { deployment, api, store_path, _temp: temp })
+    }
+
+    /// Shuts the deployment down, whether the run `collected` its summary or failed.
+    pub async fn shut_down<S>(self, collected: anyhow::Result<S>) -> anyhow::Result<S> {
+        self.deployment.running.shutdown().await;
+        collected
     }
 }
 
@@ -100,7 +121,7 @@ pub(crate) fn portal_limit(args: &DemoArgs) -> String {
 
 /// The host's `[delivery]`: paced like the portal (practically unpaced when the portal has no
 /// limit), retrying a failed delivery quickly.
-pub(crate) fn delivery(args: &DemoArgs) -> DeliveryConfig {
+fn delivery(args: &DemoArgs) -> DeliveryConfig {
     let (rate_per_second, burst) =
         if portal_is_limited(args) { (args.rate, args.burst) } else { (1000.0, 1000) };
     DeliveryConfig {
@@ -145,9 +166,64 @@ impl JobTotals {
 }
 
 /// No job has anything left to do: none queued, running, waiting to retry or delivering.
-pub(crate) async fn jobs_settled(store: &store::Store) -> anyhow::Result<bool> {
+async fn jobs_settled(store: &store::Store) -> anyhow::Result<bool> {
     let counts = store.state_counts().await?;
     Ok(counts.queued + counts.running + counts.retry_wait + counts.delivering == 0)
+}
+
+/// When a scenario's drive loop stops waiting: once everything has started and nothing is left
+/// to do, or at the hard cap.
+pub(crate) struct Settling {
+    hard_cap: Duration,
+    next_check: Duration,
+}
+
+impl Settling {
+    /// Gives up waiting at `hard_cap`, measured like the drive loop's elapsed time.
+    pub fn until(hard_cap: Duration) -> Settling {
+        Settling { hard_cap, next_check: Duration::ZERO }
+    }
+
+    /// Whether the drive loop is done at `elapsed`: when `ready` (everything started, nothing
+    /// more to come), checked every 100 ms, no workflow `is_running` and no job has anything
+    /// left to do (a late second send would show); at the hard cap in any case, saying so.
+    pub async fn done(
+        &mut self,
+        deployment: &Deployment,
+        elapsed: Duration,
+        ready: bool,
+        is_running: impl Fn(&WorkflowState) -> bool,
+        out: &mut impl std::io::Write,
+    ) -> anyhow::Result<bool> {
+        if ready && elapsed >= self.next_check {
+            self.next_check = elapsed + Duration::from_millis(100);
+            let workflows = deployment.emulator().workflows(deployment.domain())?;
+            if !workflows.iter().any(is_running) && jobs_settled(deployment.store()).await? {
+                return Ok(true);
+            }
+        }
+        if elapsed >= self.hard_cap {
+            writeln!(out, "  giving up waiting after {:.1} s", elapsed.as_secs_f64())?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// Why a run counts as failed: `"{count} {what}"` for each of `must_be_zero` that is not 0,
+/// then the portal's `QUERY_LIMIT_EXCEEDED` answers, which every scenario counts.
+pub(crate) fn problems(must_be_zero: &[(usize, &str)], query_limit_exceeded: usize) -> Vec<String> {
+    let mut problems: Vec<String> = must_be_zero
+        .iter()
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, what)| format!("{count} {what}"))
+        .collect();
+    if query_limit_exceeded > 0 {
+        problems.push(format!(
+            "the portal answered QUERY_LIMIT_EXCEEDED {query_limit_exceeded} time(s)"
+        ));
+    }
+    problems
 }
 
 /// What the portal received, as every summary counts it.

@@ -16,19 +16,16 @@ use serde_json::Value;
 use store::{AttemptKind, ResultKind};
 
 use super::deployment::{
-    DemoDeployment, JobTotals, PortalCalls, all_jobs, delivery, jobs_settled, most_frequent_first,
-    portal_limit, print_summary,
+    DemoDeployment, JobTotals, PortalCalls, Settling, all_jobs, most_frequent_first, portal_limit,
+    print_summary, problems,
 };
 use super::{DemoArgs, row, seconds};
 use crate::bench::measure::nearest_rank;
-use host::config::{RetryPolicy, WorkersConfig};
-use sandbox::{AppIdentity, Deployment, FinanceCreditCheck, HostConfig, Site};
+use host::config::RetryPolicy;
+use sandbox::{Deployment, FinanceCreditCheck};
 
-/// The demo app's OAuth client id on the emulator.
-pub const CLIENT_ID: &str = "local.b24act.demo";
 /// The action every generic workflow runs.
 pub const CODE: &str = "check_credit";
-const CLIENT_SECRET: &str = "demo-secret";
 
 /// How often the demo prints a progress line.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -135,23 +132,14 @@ pub struct DemoSummary {
 impl DemoSummary {
     /// Why the run counts as failed, if it does.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.hung > 0 {
-            problems.push(format!("{} workflow(s) hung", self.hung));
-        }
-        if self.duplicate_sends > 0 {
-            problems.push(format!("{} result(s) sent more than once", self.duplicate_sends));
-        }
-        if self.wrong > 0 {
-            problems.push(format!("{} workflow(s) closed with a wrong result", self.wrong));
-        }
-        if self.query_limit_exceeded > 0 {
-            problems.push(format!(
-                "the portal answered QUERY_LIMIT_EXCEEDED {} time(s)",
-                self.query_limit_exceeded
-            ));
-        }
-        problems
+        problems(
+            &[
+                (self.hung, "workflow(s) hung"),
+                (self.duplicate_sends, "result(s) sent more than once"),
+                (self.wrong, "workflow(s) closed with a wrong result"),
+            ],
+            self.query_limit_exceeded,
+        )
     }
 
     /// The summary as the demo prints it.
@@ -211,17 +199,10 @@ fn latency(l: &Latency) -> String {
     )
 }
 
-/// The host's configuration: one `http` action asking the finance API for a company's credit,
-/// with a fallback that names the reason.
-fn config_text(
-    app: &AppIdentity,
-    site: &Site,
-    store_url: &str,
-    api: &FinanceApi,
-    args: &DemoArgs,
-    settings: &Settings,
-) -> String {
-    let check = FinanceCreditCheck {
+/// The host's one action: an `http` action asking the finance API for a company's credit, with
+/// a fallback that names the reason.
+fn action_toml(api: &FinanceApi, settings: &Settings) -> String {
+    FinanceCreditCheck {
         code: CODE,
         name: "Check credit",
         api,
@@ -235,12 +216,6 @@ fn config_text(
             log_retries: settings.log_retries,
         },
         flags_unavailable: true,
-    };
-    HostConfig {
-        workers: WorkersConfig { concurrency: 16, lease: Duration::from_secs(10) },
-        delivery: delivery(args),
-        actions: vec![check.to_toml()],
-        ..HostConfig::new(app, site, store_url)
     }
     .to_toml()
 }
@@ -268,11 +243,8 @@ impl Outage {
 pub async fn run(args: &DemoArgs, out: &mut impl std::io::Write) -> anyhow::Result<DemoSummary> {
     let settings = Settings::of(args)?;
     let wall = Instant::now();
-    let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
-    let demo = DemoDeployment::start(args, &app, CODE, |site, store_url, api| {
-        config_text(&app, site, store_url, api, args, &settings)
-    })
-    .await?;
+    let lease = Duration::from_secs(10);
+    let demo = DemoDeployment::start(args, CODE, lease, |api| action_toml(api, &settings)).await?;
     let (deployment, api) = (&demo.deployment, &demo.api);
     let start_phase = Duration::from_secs_f64(settings.workflows as f64 / settings.start_rate);
     let outage = Outage::centred(start_phase, settings.outage);
@@ -299,8 +271,7 @@ pub async fn run(args: &DemoArgs, out: &mut impl std::io::Write) -> anyhow::Resu
         Ok(ids) => collect(deployment, api, &ids).await,
         Err(error) => Err(error),
     };
-    demo.deployment.running.shutdown().await;
-    let mut summary = collected?;
+    let mut summary = demo.shut_down(collected).await?;
     summary.wall_time = wall.elapsed();
     print_summary(&summary.render(), args, out)?;
     Ok(summary)
@@ -321,7 +292,7 @@ async fn drive(
     let hard_cap = start_phase + args.outage + args.max_wait + SETTLE_WITHIN;
     let mut ids = Vec::with_capacity(args.workflows);
     let mut next_progress = PROGRESS_EVERY;
-    let mut next_check = Duration::ZERO;
+    let mut settling = Settling::until(hard_cap);
     loop {
         let elapsed = t0.elapsed();
         let down = outage.covers(elapsed);
@@ -338,14 +309,9 @@ async fn drive(
             next_progress += PROGRESS_EVERY;
             progress(deployment, api, elapsed, ids.len(), args.workflows, api_down, out).await?;
         }
-        if ids.len() == args.workflows && !api_down && elapsed >= next_check {
-            next_check = elapsed + Duration::from_millis(100);
-            if settled(deployment).await? {
-                return Ok(ids);
-            }
-        }
-        if elapsed >= hard_cap {
-            writeln!(out, "  giving up waiting after {:.1} s", elapsed.as_secs_f64())?;
+        let ready = ids.len() == args.workflows && !api_down;
+        let is_running = |w: &WorkflowState| w.status == WorkflowStatus::Waiting;
+        if settling.done(deployment, elapsed, ready, is_running, out).await? {
             return Ok(ids);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -365,19 +331,6 @@ async fn start_workflow(deployment: &Deployment, company_id: u64) -> anyhow::Res
         ..WorkflowSpec::default()
     };
     Ok(deployment.emulator().start_workflow(spec).await?.workflow_id)
-}
-
-/// Every workflow closed and no job has anything left to do (a late second send would show).
-async fn settled(deployment: &Deployment) -> anyhow::Result<bool> {
-    let waiting = deployment
-        .emulator()
-        .workflows(deployment.domain())?
-        .iter()
-        .any(|w| w.status == WorkflowStatus::Waiting);
-    if waiting {
-        return Ok(false);
-    }
-    jobs_settled(deployment.store()).await
 }
 
 async fn progress(
