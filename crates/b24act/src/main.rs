@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use b24::report::ErrorChain;
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
 use host::config::{Config, ConfigError, LogConfig, LogFormat};
@@ -222,7 +223,7 @@ async fn shutdown_signal() {
                 sigterm.recv().await;
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; stop with Ctrl-C");
+                tracing::warn!(error = %ErrorChain(&error), "cannot listen for SIGTERM; stop with Ctrl-C");
                 std::future::pending::<()>().await;
             }
         }

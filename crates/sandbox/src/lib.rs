@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use b24::report::ErrorChain;
 use b24_emulator::{AppSpec, Emulator, EmulatorConfig, PortalSpec};
 
 pub mod host_config;
@@ -221,7 +222,7 @@ impl Drop for TempDir {
             return;
         }
         if let Err(error) = std::fs::remove_dir_all(&self.path) {
-            tracing::warn!(%error, path = %self.path.display(), "cannot remove a temp dir");
+            tracing::warn!(error = %ErrorChain(&error), path = %self.path.display(), "cannot remove a temp dir");
         }
     }
 }

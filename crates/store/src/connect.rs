@@ -136,7 +136,12 @@ async fn checkpoint_wal(pool: SqlitePool) {
     loop {
         tick.tick().await;
         if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            tracing::warn!(%error, "WAL checkpoint failed; trying again");
+            // Recorded as an error, so the log line carries its sources (the store links no `b24`
+            // for `ErrorChain`; sqlx's own message names the cause).
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "WAL checkpoint failed; trying again"
+            );
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use b24::report::ErrorChain;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -97,7 +98,7 @@ impl Conn {
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::debug!(%error, "load connection ended");
+                tracing::debug!(error = %ErrorChain(&error), "load connection ended");
             }
         });
         Ok(Conn { sender, host: HeaderValue::from_str(&addr.to_string())? })

@@ -26,6 +26,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, ensure};
+use b24::report::ErrorChain;
 use b24_emulator::templates::{CHECK_STEP, CreditApproval};
 use b24_emulator::{
     DocumentSpec, ProcessStatus, StepKind, TaskCompletion, TaskOutcome, WorkflowState,
@@ -548,7 +549,7 @@ impl Run<'_> {
             if let Some((_, decision)) = answers.remove(&task_id) {
                 answered.insert(task_id);
                 if let Err(error) = emulator.complete_task(self.domain(), task_id, decision) {
-                    tracing::warn!(task_id, %error, "the CFO could not complete a task");
+                    tracing::warn!(task_id, error = %ErrorChain(&error), "the CFO could not complete a task");
                 }
             }
         }
