@@ -2,10 +2,11 @@
 //! configurations, asserting on the summaries, and as the real binary, asserting on what it
 //! prints and its exit code.
 
+use std::ffi::OsStr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use b24act::demo::{self, DemoArgs, Outcome, Scenario};
+use b24act::demo::{self, DemoArgs, DemoReport, Outcome, Scenario};
 
 use crate::support::TempDir;
 
@@ -26,12 +27,24 @@ fn small_credit_case() -> DemoArgs {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reference_case_approves_some_automatically_and_routes_the_rest_to_the_cfo_with_why() {
+/// Runs the demo in-process, which must take under 20 s; returns its report and what it printed.
+async fn run_in_process(args: DemoArgs) -> (DemoReport, String) {
     let started = Instant::now();
     let mut out = Vec::new();
-    let report = demo::run(small_credit_case(), &mut out).await.unwrap();
-    let printed = String::from_utf8(out).unwrap();
+    let report = demo::run(args, &mut out).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    (report, String::from_utf8(out).unwrap())
+}
+
+/// The texts of a summary's grouped reasons, whose counts must add up to `total`.
+fn reasons_for<'a>(reasons: &'a [(String, usize)], total: usize, printed: &str) -> Vec<&'a str> {
+    assert_eq!(reasons.iter().map(|(_, n)| n).sum::<usize>(), total, "{printed}");
+    reasons.iter().map(|(reason, _)| reason.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_case_approves_some_automatically_and_routes_the_rest_to_the_cfo_with_why() {
+    let (report, printed) = run_in_process(small_credit_case()).await;
     let Outcome::Credit(summary) = &report.outcome else { panic!("not the credit case") };
 
     assert_eq!(summary.requests, 40, "{printed}");
@@ -40,15 +53,8 @@ async fn the_reference_case_approves_some_automatically_and_routes_the_rest_to_t
     assert!(summary.auto_approved > 0, "{printed}");
     assert!(summary.cfo_over_limit > 0, "{printed}");
     assert!(summary.cfo_unreachable > 0, "the window outlasts the max wait: {printed}");
-    assert_eq!(
-        summary.unreachable_reasons.iter().map(|(_, n)| n).sum::<usize>(),
-        summary.cfo_unreachable,
-        "{printed}"
-    );
-    assert!(
-        summary.unreachable_reasons.iter().any(|(reason, _)| reason.contains("503")),
-        "{printed}"
-    );
+    let reasons = reasons_for(&summary.unreachable_reasons, summary.cfo_unreachable, &printed);
+    assert!(reasons.iter().any(|reason| reason.contains("503")), "{printed}");
     assert_eq!(summary.cfo_approved + summary.cfo_rejected, summary.routed_to_cfo(), "{printed}");
     // Every automatic approval is within the limit by the book (`wrong` is 0), and only the
     // unreachable ones within it can have gone to the CFO.
@@ -66,7 +72,6 @@ async fn the_reference_case_approves_some_automatically_and_routes_the_rest_to_t
     for line in ["approved automatically", "routed to the CFO", "unreachable past the max wait"] {
         assert!(printed.contains(line), "no `{line}` in:\n{printed}");
     }
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,10 +90,7 @@ async fn generic_every_workflow_closes_once_with_a_result_or_the_fallback_throug
         burst: 50,
         ..DemoArgs::default()
     };
-    let started = Instant::now();
-    let mut out = Vec::new();
-    let report = demo::run(args, &mut out).await.unwrap();
-    let printed = String::from_utf8(out).unwrap();
+    let (report, printed) = run_in_process(args).await;
     let Outcome::Generic(summary) = &report.outcome else { panic!("not the generic scenario") };
 
     assert_eq!(summary.started, 40, "{printed}");
@@ -96,15 +98,8 @@ async fn generic_every_workflow_closes_once_with_a_result_or_the_fallback_throug
     assert_eq!(summary.with_result + summary.with_fallback, 40, "{printed}");
     assert!(summary.with_result > 0, "{printed}");
     assert!(summary.with_fallback > 0, "the outage is longer than the max wait: {printed}");
-    assert_eq!(
-        summary.fallback_reasons.iter().map(|(_, n)| n).sum::<usize>(),
-        summary.with_fallback,
-        "{printed}"
-    );
-    assert!(
-        summary.fallback_reasons.iter().all(|(reason, _)| reason.starts_with("deadline: gave up")),
-        "{printed}"
-    );
+    let reasons = reasons_for(&summary.fallback_reasons, summary.with_fallback, &printed);
+    assert!(reasons.iter().all(|reason| reason.starts_with("deadline: gave up")), "{printed}");
     assert_eq!(summary.wrong, 0, "{printed}");
     assert_eq!((summary.jobs, summary.dead), (40, 0), "{printed}");
     assert_eq!((summary.event_sends, summary.duplicate_sends), (40, 0), "{printed}");
@@ -119,25 +114,15 @@ async fn generic_every_workflow_closes_once_with_a_result_or_the_fallback_throug
     assert!(summary.latency_clean.max <= summary.latency.max);
     assert!(summary.problems().is_empty());
     assert!(printed.contains("Summary") && printed.contains("finished with the fallback"));
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
 }
 
 #[test]
 fn the_binary_runs_the_generic_demo_prints_the_summary_and_keeps_the_store_when_asked() {
     let dir = TempDir::new("b24act-it").unwrap();
     let db = dir.path().join("kept.db");
-    let output = Command::new(env!("CARGO_BIN_EXE_b24act"))
-        .args(["demo", "--scenario", "generic", "--workflows", "30", "--start-rate", "30"])
-        .args(["--failure-rate", "0.2"])
-        .args(["--outage", "0.5", "--max-wait", "2", "--rate", "0", "--seed", "5"])
-        .arg("--keep-db")
-        .arg(&db)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "exit {:?}\n{stdout}\n{stderr}", output.status);
+    let flags = "demo --scenario generic --workflows 30 --start-rate 30 --failure-rate 0.2 \
+        --outage 0.5 --max-wait 2 --rate 0 --seed 5 --keep-db";
+    let stdout = run_binary_demo(flags.split_whitespace().map(OsStr::new).chain([db.as_os_str()]));
     let value_of = |label: &str| summary_value(&stdout, label);
     assert_eq!(value_of("workflows started"), "30");
     assert_eq!(value_of("hung (must be 0)"), "0");
@@ -151,8 +136,6 @@ fn the_binary_runs_the_generic_demo_prints_the_summary_and_keeps_the_store_when_
         "{stdout}"
     );
     assert!(value_of("call → result, all").starts_with("p50 "), "{stdout}");
-    // Quiet by default: the demo's own lines on stdout, no logs on stderr.
-    assert!(stderr.trim().is_empty(), "{stderr}");
     assert!(db.exists(), "--keep-db leaves the store at {}", db.display());
     let config = dir.path().join("kept.db.toml");
     assert!(stdout.contains(&format!("b24act jobs list --config {}", config.display())));
@@ -179,16 +162,9 @@ fn the_binary_runs_the_generic_demo_prints_the_summary_and_keeps_the_store_when_
 
 #[test]
 fn the_binary_runs_the_reference_case_and_prints_the_shares_and_the_cycle_time() {
-    let output = Command::new(env!("CARGO_BIN_EXE_b24act"))
-        .args(["demo", "--requests", "24", "--time-factor", "900", "--arrivals", "30m"])
-        .args(["--maintenance-at", "5m", "--maintenance-for", "40m", "--cfo-response", "5m"])
-        .args(["--rate", "0", "--seed", "4"])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "exit {:?}\n{stdout}\n{stderr}", output.status);
+    let flags = "demo --requests 24 --time-factor 900 --arrivals 30m --maintenance-at 5m \
+        --maintenance-for 40m --cfo-response 5m --rate 0 --seed 4";
+    let stdout = run_binary_demo(flags.split_whitespace());
     let value_of = |label: &str| summary_value(&stdout, label);
     let count = |label: &str| -> usize {
         value_of(label).split_whitespace().next().unwrap().parse().unwrap()
@@ -202,7 +178,21 @@ fn the_binary_runs_the_reference_case_and_prints_the_shares_and_the_cycle_time()
     assert!(stdout.contains("unreachable past the max wait (30m)"), "{stdout}");
     assert!(value_of("approved automatically").contains('%'), "{stdout}");
     assert!(stdout.contains("real p50 "), "{stdout}");
+}
+
+/// Runs the binary with `args` and `RUST_LOG` unset; it must succeed, and be quiet by default:
+/// the demo's own lines on stdout, no logs on stderr. Returns its stdout.
+fn run_binary_demo(args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_b24act"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {:?}\n{stdout}\n{stderr}", output.status);
     assert!(stderr.trim().is_empty(), "{stderr}");
+    stdout.into_owned()
 }
 
 /// The value on the summary line `label` of what the demo printed.
