@@ -209,10 +209,10 @@ async fn execute(store: &Store, command: JobsCommand, out: &mut impl Write) -> a
                     )?;
                 }
             }
-            let deadline = timestamp(job.deadline_at);
+            let deadline = timestamp(job.call.deadline_at);
             if deadline_at.is_some() {
                 writeln!(out, "new deadline: {deadline}")?;
-            } else if retried == Retried::Requeued && job.deadline_at <= now {
+            } else if retried == Retried::Requeued && job.call.deadline_at <= now {
                 writeln!(
                     out,
                     "note: its deadline passed ({deadline}), so it resolves through the failure \
@@ -260,8 +260,8 @@ fn write_list(
             table.row([
                 job.id.to_string(),
                 job.state.to_string(),
-                job.member_id.clone(),
-                job.action_code.clone(),
+                job.call.member_id.clone(),
+                job.call.action_code.clone(),
                 job.attempts.to_string(),
                 job.delivery_attempts.to_string(),
                 timestamp(job.created_at),
@@ -321,12 +321,12 @@ fn write_detail(out: &mut impl Write, detail: &JobDetail, reveal: Reveal) -> any
     let fields: [(&str, String); 19] = [
         ("state", job.state.to_string()),
         ("dead reason", optional(job.dead_reason.clone())),
-        ("portal", job.member_id.clone()),
-        ("action", job.action_code.clone()),
-        ("workflow", job.workflow_id.clone()),
-        ("event token", reveal.event_token(&job.event_token)),
-        ("waits for result", if job.waits_for_result { "yes" } else { "no" }.to_owned()),
-        ("deadline", timestamp(job.deadline_at)),
+        ("portal", job.call.member_id.clone()),
+        ("action", job.call.action_code.clone()),
+        ("workflow", job.call.workflow_id.clone()),
+        ("event token", reveal.event_token(&job.call.event_token)),
+        ("waits for result", if job.call.waits_for_result { "yes" } else { "no" }.to_owned()),
+        ("deadline", timestamp(job.call.deadline_at)),
         ("attempts", job.attempts.to_string()),
         ("next run", optional(job.next_run_at.map(timestamp))),
         ("lease owner", optional(job.lease_owner.clone())),
@@ -337,7 +337,7 @@ fn write_detail(out: &mut impl Write, detail: &JobDetail, reveal: Reveal) -> any
         ("delivered", optional(job.delivered_at.map(timestamp))),
         ("created", timestamp(job.created_at)),
         ("updated", timestamp(job.updated_at)),
-        ("payload version", job.payload_version.to_string()),
+        ("payload version", job.call.payload_version.to_string()),
     ];
     let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0) + 1;
     writeln!(out, "job {}", job.id)?;
@@ -345,7 +345,7 @@ fn write_detail(out: &mut impl Write, detail: &JobDetail, reveal: Reveal) -> any
         writeln!(out, "  {:<width$} {value}", format!("{name}:"), width = width)?;
     }
     writeln!(out, "  payload:")?;
-    write_indented_json(out, &job.payload)?;
+    write_indented_json(out, &job.call.payload)?;
     match &job.result {
         Some(result) => {
             writeln!(out, "  result:")?;
@@ -416,14 +416,14 @@ fn job_json(job: &Job, reveal: Reveal) -> Value {
     json!({
         "id": job.id.0,
         "state": job.state.as_str(),
-        "member_id": job.member_id,
-        "action_code": job.action_code,
-        "event_token": reveal.event_token(&job.event_token),
-        "workflow_id": job.workflow_id,
-        "payload": job.payload,
-        "payload_version": job.payload_version,
-        "waits_for_result": job.waits_for_result,
-        "deadline_at": job.deadline_at,
+        "member_id": job.call.member_id,
+        "action_code": job.call.action_code,
+        "event_token": reveal.event_token(&job.call.event_token),
+        "workflow_id": job.call.workflow_id,
+        "payload": job.call.payload,
+        "payload_version": job.call.payload_version,
+        "waits_for_result": job.call.waits_for_result,
+        "deadline_at": job.call.deadline_at,
         "attempts": job.attempts,
         "next_run_at": job.next_run_at,
         "lease_owner": job.lease_owner,

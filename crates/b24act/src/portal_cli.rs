@@ -74,8 +74,8 @@ async fn execute(
             let mut table = Table::new(["MEMBER_ID", "DOMAIN", "STATUS", "INSTALLED", "UPDATED"]);
             for i in &installations {
                 table.row([
-                    i.member_id.clone(),
-                    i.domain.clone(),
+                    i.portal.member_id.clone(),
+                    i.portal.domain.clone(),
                     i.status.as_str().to_owned(),
                     timestamp(i.installed_at),
                     timestamp(i.updated_at),
@@ -89,22 +89,22 @@ async fn execute(
             if json {
                 let mut shown = summary_json(&installation);
                 shown["version"] = json!(JSON_FORMAT_VERSION);
-                shown["client_endpoint"] = json!(installation.client_endpoint);
-                shown["server_endpoint"] = json!(installation.server_endpoint);
-                shown["token_expires_at"] = json!(installation.expires_at);
+                shown["client_endpoint"] = json!(installation.portal.client_endpoint);
+                shown["server_endpoint"] = json!(installation.portal.server_endpoint);
+                shown["token_expires_at"] = json!(installation.portal.expires_at);
                 shown["has_refresh_token"] = json!(has_refresh_token(&installation));
                 shown["jobs"] = counts_json(&counts);
                 return write_json(out, &shown);
             }
             let i = &installation;
-            writeln!(out, "portal {}", i.member_id)?;
-            writeln!(out, "  domain           {}", i.domain)?;
+            writeln!(out, "portal {}", i.portal.member_id)?;
+            writeln!(out, "  domain           {}", i.portal.domain)?;
             writeln!(out, "  status           {}", i.status.as_str())?;
-            writeln!(out, "  client endpoint  {}", i.client_endpoint)?;
-            writeln!(out, "  auth server      {}", i.server_endpoint)?;
+            writeln!(out, "  client endpoint  {}", i.portal.client_endpoint)?;
+            writeln!(out, "  auth server      {}", i.portal.server_endpoint)?;
             writeln!(out, "  installed        {}", timestamp(i.installed_at))?;
             writeln!(out, "  updated          {}", timestamp(i.updated_at))?;
-            writeln!(out, "  token expires    {}", timestamp(i.expires_at))?;
+            writeln!(out, "  token expires    {}", timestamp(i.portal.expires_at))?;
             let refresh = if has_refresh_token(i) { "held" } else { "none" };
             writeln!(out, "  refresh token    {refresh}")?;
             let jobs: Vec<String> = JobState::ALL
@@ -141,13 +141,13 @@ fn unknown(member_id: &str) -> String {
 
 /// A removed portal keeps an empty access token and no refresh token.
 fn has_refresh_token(installation: &Installation) -> bool {
-    installation.refresh_token.as_deref().is_some_and(|token| !token.is_empty())
+    installation.portal.refresh_token.as_deref().is_some_and(|token| !token.is_empty())
 }
 
 fn summary_json(installation: &Installation) -> Value {
     json!({
-        "member_id": installation.member_id,
-        "domain": installation.domain,
+        "member_id": installation.portal.member_id,
+        "domain": installation.portal.domain,
         "status": installation.status.as_str(),
         "installed_at": installation.installed_at,
         "updated_at": installation.updated_at,

@@ -127,7 +127,10 @@ async fn register_everywhere(host: Arc<Host>) {
             for installation in
                 installations.into_iter().filter(|i| i.status == store::InstallationStatus::Active)
             {
-                tokio::spawn(install::register_with_retries(host.clone(), installation.member_id));
+                tokio::spawn(install::register_with_retries(
+                    host.clone(),
+                    installation.portal.member_id,
+                ));
             }
         }
         Err(error) => {

@@ -65,7 +65,9 @@ async fn handle_event(installer: &Installer, event: AppEvent) -> Result<&'static
             let presented = event.auth.application_token.expose();
             let stored = host.store.installation(&member_id).await.map_err(store_down)?;
             if let Some(stored) = stored.filter(|i| i.status == InstallationStatus::Active)
-                && !bool::from(stored.application_token.as_bytes().ct_eq(presented.as_bytes()))
+                && !bool::from(
+                    stored.portal.application_token.as_bytes().ct_eq(presented.as_bytes()),
+                )
             {
                 // The auth server vouched for this portal and app, so this is the portal itself
                 // presenting a new token (a reinstall): take it, but loudly (§4.4).

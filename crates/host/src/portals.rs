@@ -19,7 +19,7 @@ use b24::rest::{
     OAuthTokens, RefreshError, RefreshedTokens, RestClient, SinkFuture, TokenSink,
 };
 use b24::secret::{AccessToken, RefreshToken};
-use store::{InstallationStatus, NewInstallation, Store};
+use store::{InstallationStatus, Store};
 use subtle::ConstantTimeEq;
 use url::Url;
 
@@ -137,12 +137,12 @@ impl Portals {
             })
         };
         let tokens = OAuthTokens {
-            client_endpoint: url(&installation.client_endpoint)?,
-            access_token: AccessToken::new(installation.access_token),
-            refresh_token: installation.refresh_token.map(RefreshToken::new),
-            expires: Some(installation.expires_at / 1000),
-            member_id: installation.member_id,
-            domain: installation.domain,
+            client_endpoint: url(&installation.portal.client_endpoint)?,
+            access_token: AccessToken::new(installation.portal.access_token),
+            refresh_token: installation.portal.refresh_token.map(RefreshToken::new),
+            expires: Some(installation.portal.expires_at / 1000),
+            member_id: installation.portal.member_id,
+            domain: installation.portal.domain,
         };
         let sinks = Arc::new(StoreSinks { store: self.inner.store.clone() });
         let client =
@@ -182,7 +182,7 @@ impl Portals {
                 if installation.status == InstallationStatus::Uninstalled {
                     return Err(PortalError::Uninstalled(member_id.to_owned()));
                 }
-                let expected = ApplicationToken::new(installation.application_token);
+                let expected = ApplicationToken::new(installation.portal.application_token);
                 // Only installed portals are remembered: one that installs through another node
                 // must not be refused from a stale "unknown".
                 let mut known = self.known();
@@ -262,9 +262,11 @@ impl TokenSink for StoreSinks {
             // An old auth server may send no new refresh token: the stored one stays valid.
             let refresh = match &tokens.refresh_token {
                 Some(token) => Some(token.expose().to_owned()),
-                None => {
-                    self.store.installation(&tokens.member_id).await?.and_then(|i| i.refresh_token)
-                }
+                None => self
+                    .store
+                    .installation(&tokens.member_id)
+                    .await?
+                    .and_then(|i| i.portal.refresh_token),
             };
             let expires_at = tokens.expires.map_or(now + 3_600_000, |s| s.saturating_mul(1000));
             let refresh = refresh.unwrap_or_default();
@@ -295,21 +297,10 @@ impl MoveSink for StoreSinks {
                 let Some(installation) = store.installation(&member_id).await? else {
                     return Ok(());
                 };
-                let client_endpoint = installation.client_endpoint.replacen(
-                    &change.old_domain,
-                    &change.new_domain,
-                    1,
-                );
-                let moved = NewInstallation {
-                    member_id: installation.member_id,
-                    domain: change.new_domain.clone(),
-                    client_endpoint,
-                    server_endpoint: installation.server_endpoint,
-                    application_token: installation.application_token,
-                    access_token: installation.access_token,
-                    refresh_token: installation.refresh_token,
-                    expires_at: installation.expires_at,
-                };
+                let mut moved = installation.portal;
+                moved.client_endpoint =
+                    moved.client_endpoint.replacen(&change.old_domain, &change.new_domain, 1);
+                moved.domain = change.new_domain.clone();
                 store.upsert_installation(&moved, clock::now_ms()).await
             };
             match outcome.await {

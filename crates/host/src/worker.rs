@@ -137,8 +137,8 @@ impl Workers {
             let span = tracing::info_span!(
                 "job",
                 job_id = %job.id,
-                portal = %job.member_id,
-                code = %job.action_code,
+                portal = %job.call.member_id,
+                code = %job.call.action_code,
                 attempt = job.attempt,
             );
             running.spawn(
@@ -192,10 +192,10 @@ impl Claim<'_> {
     /// Runs the job to its next state.
     async fn process(&self, clock: ClaimClock) -> Result<(), JobError> {
         let job = self.job;
-        let Some(action) = self.shared.host.catalog.get(&job.action_code).cloned() else {
+        let Some(action) = self.shared.host.catalog.get(&job.call.action_code).cloned() else {
             let reason = format!(
                 "action `{}` is not configured on this host (the configuration changed after the call arrived)",
-                job.action_code
+                job.call.action_code
             );
             return self.mark_dead(AttemptOutcome::Fatal, &reason, clock.now()).await;
         };
@@ -208,7 +208,7 @@ impl Claim<'_> {
         if let Some(invalid) = &payload.invalid {
             return self.mark_failed(&action, AttemptOutcome::Invalid, invalid, clock.now()).await;
         }
-        if clock.now() >= job.deadline_at {
+        if clock.now() >= job.call.deadline_at {
             return self
                 .mark_failed(&action, AttemptOutcome::Deadline, "deadline passed", clock.now())
                 .await;
@@ -219,8 +219,9 @@ impl Claim<'_> {
         match ran {
             Ran::Outputs(outputs) => match action.return_values(&outputs.values) {
                 Ok(return_values) => {
-                    let log_message =
-                        outputs.log.unwrap_or_else(|| format!("b24act: {} done", job.action_code));
+                    let log_message = outputs
+                        .log
+                        .unwrap_or_else(|| format!("b24act: {} done", job.call.action_code));
                     let result = JobResult { return_values, log_message: Some(log_message) };
                     self.mark_succeeded(&result, now).await
                 }
@@ -233,7 +234,7 @@ impl Claim<'_> {
                 let retry = &action.config.retry;
                 let next =
                     backoff::next_attempt_at(now, job.attempt, retry, retry_after, rand::random());
-                if next >= job.deadline_at {
+                if next >= job.call.deadline_at {
                     let attempts = if job.attempt == 1 {
                         "1 attempt".to_owned()
                     } else {
@@ -278,7 +279,7 @@ impl Claim<'_> {
             return Ok(());
         }
         tracing::info!(%reason, retry_in_ms = next - now, "attempt failed; retrying");
-        if log_retries && job.waits_for_result {
+        if log_retries && job.call.waits_for_result {
             let line = format!(
                 "Attempt {} failed: {reason}; retrying at {}",
                 job.attempt,
@@ -335,7 +336,7 @@ impl Claim<'_> {
     fn stored(&self, fenced: Fenced) -> bool {
         match fenced {
             Fenced::Applied => {
-                if self.job.waits_for_result {
+                if self.job.call.waits_for_result {
                     self.shared.wakeups.result_stored();
                 }
                 true
@@ -351,21 +352,21 @@ impl Claim<'_> {
     /// its batches (see `progress.rs`), so lines never cost results their place.
     fn progress_line(&self, line: String) {
         let job = self.job;
-        let event_token = EventToken::new(job.event_token.as_str());
-        self.shared.host.progress.push(&job.member_id, event_token, line);
+        let event_token = EventToken::new(job.call.event_token.as_str());
+        self.shared.host.progress.push(&job.call.member_id, event_token, line);
         self.shared.wakeups.result_stored();
     }
 }
 
 /// The job's payload, if this build understands it.
 fn parse_payload(job: &ClaimedJob) -> Result<JobPayload, String> {
-    if job.payload_version != PAYLOAD_VERSION {
+    if job.call.payload_version != PAYLOAD_VERSION {
         return Err(format!(
             "payload version {} is not understood by this build (it reads version {PAYLOAD_VERSION})",
-            job.payload_version
+            job.call.payload_version
         ));
     }
-    serde_json::from_value(job.payload.clone())
+    serde_json::from_value(job.call.payload.clone())
         .map_err(|error| format!("stored payload is unreadable: {error}"))
 }
 
@@ -378,17 +379,17 @@ async fn run_connector(
     now: i64,
 ) -> Ran {
     let retry = &action.config.retry;
-    let left = clock::duration_ms(job.deadline_at.saturating_sub(now));
+    let left = clock::duration_ms(job.call.deadline_at.saturating_sub(now));
     let limit = retry.attempt_timeout.min(left);
     let [module, entity, id] = payload.document_id;
     let mut request = ConnectorRequest::new(
         job.id.to_string(),
-        job.action_code.clone(),
+        job.call.action_code.clone(),
         DocumentId::new(module, entity, id),
     );
     request.attempt = job.attempt;
     request.properties = payload.properties;
-    request.deadline = clock::system_time(job.deadline_at);
+    request.deadline = clock::system_time(job.call.deadline_at);
     request.attempt_timeout = Some(limit);
 
     let connector = action.connector.clone();

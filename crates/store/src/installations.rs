@@ -18,7 +18,7 @@ const SELECT_INSTALLATIONS: &str = "SELECT member_id, domain, client_endpoint, s
 fn installation_from(cipher: &Cipher, row: &Record) -> Result<Installation, Failure> {
     let member_id: String = row.get("member_id")?;
     let refresh_token: Option<&[u8]> = row.get("refresh_token")?;
-    Ok(Installation {
+    let portal = NewInstallation {
         domain: row.get("domain")?,
         client_endpoint: row.get("client_endpoint")?,
         server_endpoint: row.get("server_endpoint")?,
@@ -32,10 +32,13 @@ fn installation_from(cipher: &Cipher, row: &Record) -> Result<Installation, Fail
             .map(|sealed| cipher.open(&member_id, "refresh_token", sealed))
             .transpose()?,
         expires_at: row.get("expires_at")?,
+        member_id,
+    };
+    Ok(Installation {
+        portal,
         status: decode(row.get("status")?)?,
         installed_at: row.get("installed_at")?,
         updated_at: row.get("updated_at")?,
-        member_id,
     })
 }
 

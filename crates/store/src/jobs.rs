@@ -287,6 +287,16 @@ fn claimed_job(row: &Record, lease: Lease) -> Result<ClaimedJob, Failure> {
     let id = lease.job_id;
     Ok(ClaimedJob {
         id,
+        call: call_from(id, row)?,
+        attempt: count(lease.number)?,
+        created_at: row.get("created_at")?,
+        lease,
+    })
+}
+
+/// Decodes the call job `id` stores, from a `jobs` row selected with its call's columns.
+pub(crate) fn call_from(id: JobId, row: &Record) -> Result<NewJob, Failure> {
+    Ok(NewJob {
         member_id: row.get("member_id")?,
         action_code: row.get("action_code")?,
         event_token: row.get("event_token")?,
@@ -295,8 +305,5 @@ fn claimed_job(row: &Record, lease: Lease) -> Result<ClaimedJob, Failure> {
         payload_version: row.get("payload_version")?,
         waits_for_result: row.get("waits_for_result")?,
         deadline_at: row.get("deadline_at")?,
-        attempt: count(lease.number)?,
-        created_at: row.get("created_at")?,
-        lease,
     })
 }

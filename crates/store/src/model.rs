@@ -16,6 +16,34 @@ pub(crate) trait Stored: Copy + 'static {
     fn stored(self) -> &'static str;
 }
 
+/// Writes a [`Stored`] vocabulary's `ALL`, `as_str` and `Stored` impl from the one list of its
+/// values and the texts they are stored as. A macro because a function cannot write a `match`
+/// over an enum's variants, and that `match` is what makes the compiler refuse a value added
+/// without its text.
+macro_rules! stored_as {
+    ($vocabulary:ident, $what:literal, { $($value:ident => $text:literal),+ $(,)? }) => {
+        impl $vocabulary {
+            /// Every value, in the order they are declared.
+            pub const ALL: [$vocabulary; [$($text),+].len()] = [$($vocabulary::$value),+];
+
+            /// The text the value is stored and shown as.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($vocabulary::$value => $text,)+
+                }
+            }
+        }
+
+        impl Stored for $vocabulary {
+            const WHAT: &'static str = $what;
+            const EVERY: &'static [$vocabulary] = &$vocabulary::ALL;
+            fn stored(self) -> &'static str {
+                self.as_str()
+            }
+        }
+    };
+}
+
 /// A job's id: assigned at enqueue, never reused — connectors get it as their idempotency key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(pub i64);
@@ -43,28 +71,16 @@ pub enum JobState {
     Dead,
 }
 
+stored_as!(JobState, "job state", {
+    Queued => "queued",
+    Running => "running",
+    RetryWait => "retry_wait",
+    Delivering => "delivering",
+    Done => "done",
+    Dead => "dead",
+});
+
 impl JobState {
-    /// Every state, in life order.
-    pub const ALL: [JobState; 6] = [
-        JobState::Queued,
-        JobState::Running,
-        JobState::RetryWait,
-        JobState::Delivering,
-        JobState::Done,
-        JobState::Dead,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::RetryWait => "retry_wait",
-            JobState::Delivering => "delivering",
-            JobState::Done => "done",
-            JobState::Dead => "dead",
-        }
-    }
-
     /// The state named `text` (as written by [`JobState::as_str`]).
     pub fn parse(text: &str) -> Option<JobState> {
         JobState::ALL.into_iter().find(|state| state.as_str() == text)
@@ -77,14 +93,6 @@ impl fmt::Display for JobState {
     }
 }
 
-impl Stored for JobState {
-    const WHAT: &'static str = "job state";
-    const EVERY: &'static [JobState] = &JobState::ALL;
-    fn stored(self) -> &'static str {
-        self.as_str()
-    }
-}
-
 /// What a stored result is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResultKind {
@@ -94,22 +102,7 @@ pub enum ResultKind {
     Fallback,
 }
 
-impl ResultKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResultKind::Success => "success",
-            ResultKind::Fallback => "fallback",
-        }
-    }
-}
-
-impl Stored for ResultKind {
-    const WHAT: &'static str = "result kind";
-    const EVERY: &'static [ResultKind] = &[ResultKind::Success, ResultKind::Fallback];
-    fn stored(self) -> &'static str {
-        self.as_str()
-    }
-}
+stored_as!(ResultKind, "result kind", { Success => "success", Fallback => "fallback" });
 
 /// A call to store: what the intake decoded, in plain strings and JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,22 +146,7 @@ pub enum AttemptKind {
     Deliver,
 }
 
-impl AttemptKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptKind::Execute => "execute",
-            AttemptKind::Deliver => "deliver",
-        }
-    }
-}
-
-impl Stored for AttemptKind {
-    const WHAT: &'static str = "attempt kind";
-    const EVERY: &'static [AttemptKind] = &[AttemptKind::Execute, AttemptKind::Deliver];
-    fn stored(self) -> &'static str {
-        self.as_str()
-    }
-}
+stored_as!(AttemptKind, "attempt kind", { Execute => "execute", Deliver => "deliver" });
 
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -194,39 +172,17 @@ pub enum AttemptOutcome {
     Cancelled,
 }
 
-impl AttemptOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptOutcome::Ok => "ok",
-            AttemptOutcome::Retryable => "retryable",
-            AttemptOutcome::Fatal => "fatal",
-            AttemptOutcome::Timeout => "timeout",
-            AttemptOutcome::Panic => "panic",
-            AttemptOutcome::Deadline => "deadline",
-            AttemptOutcome::Invalid => "invalid",
-            AttemptOutcome::LeaseExpired => "lease_expired",
-            AttemptOutcome::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl Stored for AttemptOutcome {
-    const WHAT: &'static str = "attempt outcome";
-    const EVERY: &'static [AttemptOutcome] = &[
-        AttemptOutcome::Ok,
-        AttemptOutcome::Retryable,
-        AttemptOutcome::Fatal,
-        AttemptOutcome::Timeout,
-        AttemptOutcome::Panic,
-        AttemptOutcome::Deadline,
-        AttemptOutcome::Invalid,
-        AttemptOutcome::LeaseExpired,
-        AttemptOutcome::Cancelled,
-    ];
-    fn stored(self) -> &'static str {
-        self.as_str()
-    }
-}
+stored_as!(AttemptOutcome, "attempt outcome", {
+    Ok => "ok",
+    Retryable => "retryable",
+    Fatal => "fatal",
+    Timeout => "timeout",
+    Panic => "panic",
+    Deadline => "deadline",
+    Invalid => "invalid",
+    LeaseExpired => "lease_expired",
+    Cancelled => "cancelled",
+});
 
 /// One recorded attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,14 +251,8 @@ impl Fenced {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedJob {
     pub id: JobId,
-    pub member_id: String,
-    pub action_code: String,
-    pub event_token: String,
-    pub workflow_id: String,
-    pub payload: Value,
-    pub payload_version: i32,
-    pub waits_for_result: bool,
-    pub deadline_at: i64,
+    /// The call, as it was enqueued.
+    pub call: NewJob,
     /// This attempt's number: 1 on the first run.
     pub attempt: u32,
     pub created_at: i64,
@@ -337,14 +287,8 @@ pub struct PortalBatch {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: JobId,
-    pub member_id: String,
-    pub action_code: String,
-    pub event_token: String,
-    pub workflow_id: String,
-    pub payload: Value,
-    pub payload_version: i32,
-    pub waits_for_result: bool,
-    pub deadline_at: i64,
+    /// The call, as it was enqueued.
+    pub call: NewJob,
     pub state: JobState,
     /// Execution attempts so far.
     pub attempts: u32,
@@ -441,23 +385,10 @@ pub enum InstallationStatus {
     Uninstalled,
 }
 
-impl InstallationStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstallationStatus::Active => "active",
-            InstallationStatus::Uninstalled => "uninstalled",
-        }
-    }
-}
-
-impl Stored for InstallationStatus {
-    const WHAT: &'static str = "installation status";
-    const EVERY: &'static [InstallationStatus] =
-        &[InstallationStatus::Active, InstallationStatus::Uninstalled];
-    fn stored(self) -> &'static str {
-        self.as_str()
-    }
-}
+stored_as!(InstallationStatus, "installation status", {
+    Active => "active",
+    Uninstalled => "uninstalled",
+});
 
 /// What ONAPPINSTALL / ONAPPUPDATE tell us about a portal. `Debug` hides the secrets.
 #[derive(Clone, PartialEq, Eq)]
@@ -476,14 +407,8 @@ pub struct NewInstallation {
 /// A stored installation, secrets decrypted. `Debug` hides the secrets.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Installation {
-    pub member_id: String,
-    pub domain: String,
-    pub client_endpoint: String,
-    pub server_endpoint: String,
-    pub application_token: String,
-    pub access_token: String,
-    pub refresh_token: Option<String>,
-    pub expires_at: i64,
+    /// What the last ONAPPINSTALL / ONAPPUPDATE (or token refresh) told us about the portal.
+    pub portal: NewInstallation,
     pub status: InstallationStatus,
     /// The first install, or the reinstall after an uninstall.
     pub installed_at: i64,
@@ -500,8 +425,9 @@ impl fmt::Debug for NewInstallation {
 
 impl fmt::Debug for Installation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = [&self.member_id, &self.domain, &self.client_endpoint, &self.server_endpoint];
-        debug_masked(f, "Installation", shown, self.refresh_token.is_some(), self.expires_at)
+        let p = &self.portal;
+        let shown = [&p.member_id, &p.domain, &p.client_endpoint, &p.server_endpoint];
+        debug_masked(f, "Installation", shown, p.refresh_token.is_some(), p.expires_at)
             .field("status", &self.status)
             .field("installed_at", &self.installed_at)
             .field("updated_at", &self.updated_at)

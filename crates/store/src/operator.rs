@@ -4,7 +4,7 @@
 use crate::Store;
 use crate::attempts::{ATTEMPT_COLUMNS, attempt_from};
 use crate::error::{Error, Result};
-use crate::jobs::stop_jobs;
+use crate::jobs::{call_from, stop_jobs};
 use crate::model::{
     CANCELLED_BY_OPERATOR, Job, JobDetail, JobFilter, JobId, JobState, Retried, StateCounts,
 };
@@ -172,14 +172,7 @@ fn job_from(row: &Record) -> Result<Job, Failure> {
     let id = JobId(row.get("id")?);
     Ok(Job {
         id,
-        member_id: row.get("member_id")?,
-        action_code: row.get("action_code")?,
-        event_token: row.get("event_token")?,
-        workflow_id: row.get("workflow_id")?,
-        payload: parse_json(id, "payload", row.get("payload")?)?,
-        payload_version: row.get("payload_version")?,
-        waits_for_result: row.get("waits_for_result")?,
-        deadline_at: row.get("deadline_at")?,
+        call: call_from(id, row)?,
         state: decode(row.get("state")?)?,
         attempts: count(row.get("attempts")?)?,
         next_run_at: row.get("next_run_at")?,

@@ -592,7 +592,7 @@ impl Run<'_> {
         let s = self.settings;
         let jobs = all_jobs(self.deployment.store()).await?;
         let by_workflow: HashMap<&str, &store::Job> =
-            jobs.iter().map(|job| (job.workflow_id.as_str(), job)).collect();
+            jobs.iter().map(|job| (job.call.workflow_id.as_str(), job)).collect();
         let totals = JobTotals::of(&jobs);
         let mut summary = CreditSummary {
             requests: requests.len(),

@@ -371,7 +371,7 @@ async fn collect(
     let store = deployment.store();
     let jobs = all_jobs(store).await?;
     let by_workflow: HashMap<&str, &store::Job> =
-        jobs.iter().map(|job| (job.workflow_id.as_str(), job)).collect();
+        jobs.iter().map(|job| (job.call.workflow_id.as_str(), job)).collect();
 
     let JobTotals { jobs: stored, dead, retries } = JobTotals::of(&jobs);
     let mut summary =

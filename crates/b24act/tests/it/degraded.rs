@@ -43,7 +43,7 @@ async fn a_dead_refresh_token_pauses_delivery_shows_in_health_and_a_reinstall_cl
         client_secret: ClientSecret::new(CLIENT_SECRET),
         auth_server: format!("{}/", app.emulator.control_url()).parse().unwrap(),
     };
-    let spent = RefreshToken::new(stored.refresh_token.unwrap());
+    let spent = RefreshToken::new(stored.portal.refresh_token.unwrap());
     redeem_refresh_token(&HttpClient::new().unwrap(), &credentials, &spent, Duration::from_secs(5))
         .await
         .unwrap();

@@ -47,7 +47,7 @@ async fn after_an_uninstall_calls_are_refused_and_nothing_is_stored() {
                 &document_id[2]=DEAL_1&event_token=w.1|A1|E.sig&auth[domain]=d.example.com";
     let body = format!(
         "{body}&auth[member_id]={member_id}&auth[application_token]={}",
-        installation.application_token
+        installation.portal.application_token
     );
     let form = "application/x-www-form-urlencoded";
     let response = http.post(&url).header("content-type", form).body(body).send().await.unwrap();
@@ -126,12 +126,12 @@ async fn post_install(app: &TestApp, body: impl Into<reqwest::Body>) -> (u16, St
 /// What an install event could change of a stored installation.
 fn identity(installation: &store::Installation) -> [String; 6] {
     [
-        installation.domain.clone(),
-        installation.client_endpoint.clone(),
-        installation.server_endpoint.clone(),
-        installation.application_token.clone(),
-        installation.access_token.clone(),
-        installation.refresh_token.clone().unwrap_or_default(),
+        installation.portal.domain.clone(),
+        installation.portal.client_endpoint.clone(),
+        installation.portal.server_endpoint.clone(),
+        installation.portal.application_token.clone(),
+        installation.portal.access_token.clone(),
+        installation.portal.refresh_token.clone().unwrap_or_default(),
     ]
 }
 
@@ -224,15 +224,19 @@ async fn a_vouched_install_stores_the_auth_servers_identity_not_the_events() {
     // auth server names are stored, and the event's are never used.
     let tokens = (genuine.access_token.as_str(), genuine.refresh_token.as_str());
     let form = InstallForm {
-        application_token: &stored.application_token,
+        application_token: &stored.portal.application_token,
         ..forged(&portal, tokens, &attacker.url)
     };
     let (status, answer) = form.post(&app).await;
     assert_eq!(status, 200, "{answer}");
     let after = app.store().installation(&portal.member_id).await.unwrap().unwrap();
-    assert_eq!(after.client_endpoint, portal.client_endpoint);
-    assert_eq!(after.server_endpoint, app.emulator.oauth_server_endpoint());
-    assert_ne!(after.refresh_token.as_deref(), Some(genuine.refresh_token.as_str()), "rotated");
+    assert_eq!(after.portal.client_endpoint, portal.client_endpoint);
+    assert_eq!(after.portal.server_endpoint, app.emulator.oauth_server_endpoint());
+    assert_ne!(
+        after.portal.refresh_token.as_deref(),
+        Some(genuine.refresh_token.as_str()),
+        "rotated"
+    );
     let id = app.start_workflow(4, 0).await;
     assert_eq!(app.wait_closed(&id, Duration::from_secs(10)).await.status, WorkflowStatus::Closed);
     assert_eq!(attacker.count(), 0);

@@ -161,8 +161,11 @@ async fn answers_wait_for_the_commit_and_waiting_calls_are_committed_together() 
 
     let jobs = deployment.jobs().await;
     assert_eq!(jobs.len(), CALLS + 1, "every call stored once");
-    let commits: std::collections::BTreeSet<i64> =
-        jobs.iter().filter(|job| job.workflow_id != template).map(|job| job.created_at).collect();
+    let commits: std::collections::BTreeSet<i64> = jobs
+        .iter()
+        .filter(|job| job.call.workflow_id != template)
+        .map(|job| job.created_at)
+        .collect();
     // The first call's group was already waiting on the lock; all the others gathered behind it.
     assert!(commits.len() <= 2, "{CALLS} calls took {} commits: {commits:?}", commits.len());
 }

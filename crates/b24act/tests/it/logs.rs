@@ -162,11 +162,11 @@ impl Secrets {
     }
 
     fn add_installation(&mut self, when: &str, installation: &store::Installation) {
-        self.add(&format!("access token ({when})"), &installation.access_token);
-        if let Some(refresh) = &installation.refresh_token {
+        self.add(&format!("access token ({when})"), &installation.portal.access_token);
+        if let Some(refresh) = &installation.portal.refresh_token {
             self.add(&format!("refresh token ({when})"), refresh);
         }
-        self.add("application_token", &installation.application_token);
+        self.add("application_token", &installation.portal.application_token);
     }
 
     /// The tokens an activity call carried, and its event token's signature.
@@ -248,7 +248,10 @@ async fn a_whole_flow_logged_at_trace_level_shows_no_secret() {
     secrets.add_call(&first);
     secrets.add_call(&second);
     let refreshed = site.stored_installation(&member_id).await;
-    assert_ne!(refreshed.refresh_token, after_install.refresh_token, "the tokens were refreshed");
+    assert_ne!(
+        refreshed.portal.refresh_token, after_install.portal.refresh_token,
+        "the tokens were refreshed"
+    );
     secrets.add_installation("after the refresh", &refreshed);
 
     let logs = server.stop();

@@ -192,7 +192,10 @@ async fn retry_requeues_a_dead_job_and_can_extend_its_deadline(op: Operator) {
         )
     );
     let job = op.job(id).await;
-    assert_eq!((job.state, job.dead_reason, job.deadline_at), (JobState::Queued, None, DEADLINE));
+    assert_eq!(
+        (job.state, job.dead_reason, job.call.deadline_at),
+        (JobState::Queued, None, DEADLINE)
+    );
 
     // It dies again; this time the operator gives it two more hours.
     let lease = op.claim(id, "w", now_ms()).await;
@@ -204,12 +207,12 @@ async fn retry_requeues_a_dead_job_and_can_extend_its_deadline(op: Operator) {
     let job = op.job(id).await;
     assert_eq!(job.state, JobState::Queued);
     let two_hours = 2 * 3600 * 1000;
-    assert!((before + two_hours..=after + two_hours).contains(&job.deadline_at));
+    assert!((before + two_hours..=after + two_hours).contains(&job.call.deadline_at));
     assert_eq!(
         retried,
         format!(
             "job {id} requeued: it runs again now (attempt 3)\nnew deadline: {}\n",
-            operator_cli::timestamp(job.deadline_at)
+            operator_cli::timestamp(job.call.deadline_at)
         )
     );
     let again = op.claim(id, "w", now_ms()).await;

@@ -148,7 +148,7 @@ async fn an_expired_token_is_refreshed_from_the_store_and_the_result_delivered()
     assert_eq!(batches.iter().filter(|c| c.error.is_none()).count(), 1);
 
     let installation = t.host.store.installation(&t.portal.member_id).await.unwrap().unwrap();
-    let refresh = installation.refresh_token.unwrap_or_default();
+    let refresh = installation.portal.refresh_token.unwrap_or_default();
     assert!(
         !refresh.is_empty() && refresh != t.install_refresh_token,
         "the store holds the new refresh token"

@@ -34,9 +34,9 @@ async fn an_operator_lists_shows_and_removes_a_portal_without_seeing_a_secret() 
     std::fs::write(&config, &app.config_text).unwrap();
     let stored = app.store().installation(&member_id).await.unwrap().unwrap();
     let secrets = [
-        stored.access_token.clone(),
-        stored.refresh_token.clone().unwrap(),
-        stored.application_token.clone(),
+        stored.portal.access_token.clone(),
+        stored.portal.refresh_token.clone().unwrap(),
+        stored.portal.application_token.clone(),
     ];
     let no_secret = |text: &str| {
         for secret in &secrets {
@@ -69,7 +69,7 @@ async fn an_operator_lists_shows_and_removes_a_portal_without_seeing_a_secret() 
     assert!(removed.contains("1 unfinished job(s) stopped"), "{removed}");
     let after = app.store().installation(&member_id).await.unwrap().unwrap();
     assert_eq!(after.status, InstallationStatus::Uninstalled);
-    assert_eq!(after.refresh_token, None, "its tokens are forgotten");
+    assert_eq!(after.portal.refresh_token, None, "its tokens are forgotten");
     let counts = app.store().portal_state_counts(&member_id).await.unwrap();
     assert_eq!(counts.get(JobState::Dead), 1, "its job is kept, stopped");
 

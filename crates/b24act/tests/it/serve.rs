@@ -177,12 +177,12 @@ async fn invalid_properties_resolve_through_the_failure_policy(store: ScratchSto
 async fn an_expired_token_is_refreshed_during_delivery(store: ScratchStore) {
     let app = TestApp::start(options(store)).await;
     let member_id = app.emulator.portal(&app.domain).unwrap().member_id;
-    let before = app.store().installation(&member_id).await.unwrap().unwrap().refresh_token;
+    let before = app.store().installation(&member_id).await.unwrap().unwrap().portal.refresh_token;
     app.emulator.expire_tokens(&app.domain).unwrap();
     let id = app.start_workflow(9, 0).await;
     let state = app.wait_closed(&id, Duration::from_secs(10)).await;
     assert_eq!(number(&state.return_values["limit"]), app.api.company(9).unwrap().0);
-    let after = app.store().installation(&member_id).await.unwrap().unwrap().refresh_token;
+    let after = app.store().installation(&member_id).await.unwrap().unwrap().portal.refresh_token;
     assert_ne!(before, after, "the new refresh token was stored");
 }
 

@@ -211,7 +211,7 @@ async fn a_job_that_returns_nothing_is_done_without_delivery(db: TestDb) {
     job.waits_for_result = false;
     let id = enqueue_new(&store, &[job], T0).await[0];
     let claimed = store.claim_due("w", T0, LEASE, 10).await.unwrap().remove(0);
-    assert!(!claimed.waits_for_result);
+    assert!(!claimed.call.waits_for_result);
     assert!(
         store
             .resolve_with_fallback(

@@ -29,7 +29,7 @@ async fn a_duplicate_call_creates_nothing(db: TestDb) {
     assert!(matches!(second[1], Enqueued::Created(id) if !first.contains(&id)));
     assert_eq!(store.state_counts().await.unwrap().queued, 3);
     let original = store.job(first[0]).await.unwrap().unwrap().job;
-    assert_eq!(original.payload["token"], "a", "the duplicate must not replace the payload");
+    assert_eq!(original.call.payload["token"], "a", "the duplicate must not replace the payload");
     assert_eq!(original.created_at, T0);
 }
 
@@ -60,8 +60,8 @@ async fn a_thousand_calls_are_stored_in_one_enqueue(db: TestDb) {
     assert_eq!(store.state_counts().await.unwrap().queued, 1000);
     // Ids map to the right calls, in input order.
     let job = store.job(out[999].id()).await.unwrap().unwrap().job;
-    assert_eq!(job.event_token, "t-999");
-    assert_eq!(job.member_id, "p2");
+    assert_eq!(job.call.event_token, "t-999");
+    assert_eq!(job.call.member_id, "p2");
 }
 
 async fn a_new_job_is_queued_and_due_at_once_with_its_payload(db: TestDb) {
@@ -82,13 +82,13 @@ async fn a_new_job_is_queued_and_due_at_once_with_its_payload(db: TestDb) {
     assert_eq!(claimed.len(), 1);
     let claimed = &claimed[0];
     assert_eq!(claimed.id, id);
-    assert_eq!(claimed.payload, job.payload);
-    assert_eq!(claimed.payload_version, 3);
-    assert_eq!(claimed.event_token, "a");
-    assert_eq!(claimed.workflow_id, "wf-a");
-    assert_eq!(claimed.action_code, "check_credit_limit");
-    assert!(claimed.waits_for_result);
-    assert_eq!(claimed.deadline_at, job.deadline_at);
+    assert_eq!(claimed.call.payload, job.payload);
+    assert_eq!(claimed.call.payload_version, 3);
+    assert_eq!(claimed.call.event_token, "a");
+    assert_eq!(claimed.call.workflow_id, "wf-a");
+    assert_eq!(claimed.call.action_code, "check_credit_limit");
+    assert!(claimed.call.waits_for_result);
+    assert_eq!(claimed.call.deadline_at, job.deadline_at);
     assert_eq!(claimed.attempt, 1);
 }
 

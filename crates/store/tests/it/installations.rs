@@ -41,11 +41,19 @@ async fn an_install_is_stored_and_read_back(db: TestDb) {
     let p2 = store.installation("p2").await.unwrap().unwrap();
     let want = install("p2");
     assert_eq!(
-        (p2.domain.as_str(), p2.client_endpoint.as_str(), p2.server_endpoint.as_str()),
+        (
+            p2.portal.domain.as_str(),
+            p2.portal.client_endpoint.as_str(),
+            p2.portal.server_endpoint.as_str()
+        ),
         (want.domain.as_str(), want.client_endpoint.as_str(), want.server_endpoint.as_str())
     );
     assert_eq!(
-        (p2.application_token.as_str(), p2.access_token.as_str(), p2.refresh_token.as_deref()),
+        (
+            p2.portal.application_token.as_str(),
+            p2.portal.access_token.as_str(),
+            p2.portal.refresh_token.as_deref()
+        ),
         (
             want.application_token.as_str(),
             want.access_token.as_str(),
@@ -53,13 +61,13 @@ async fn an_install_is_stored_and_read_back(db: TestDb) {
         )
     );
     assert_eq!(
-        (p2.expires_at, p2.status, p2.installed_at, p2.updated_at),
+        (p2.portal.expires_at, p2.status, p2.installed_at, p2.updated_at),
         (want.expires_at, InstallationStatus::Active, T0, T0)
     );
-    assert_eq!(store.installation("p1").await.unwrap().unwrap().refresh_token, None);
+    assert_eq!(store.installation("p1").await.unwrap().unwrap().portal.refresh_token, None);
     assert_eq!(store.installation("nobody").await.unwrap(), None);
     let all: Vec<_> =
-        store.installations().await.unwrap().into_iter().map(|i| i.member_id).collect();
+        store.installations().await.unwrap().into_iter().map(|i| i.portal.member_id).collect();
     assert_eq!(all, ["p1", "p2"]);
 
     let shown = format!("{p2:?}");
@@ -83,10 +91,10 @@ async fn an_app_update_replaces_endpoints_and_tokens_but_keeps_the_install_time(
 
     let stored = store.installation("p1").await.unwrap().unwrap();
     assert_eq!(
-        (stored.domain.as_str(), stored.access_token.as_str()),
+        (stored.portal.domain.as_str(), stored.portal.access_token.as_str()),
         ("moved.bitrix24.example", "access-2")
     );
-    assert_eq!(stored.application_token, "app-2");
+    assert_eq!(stored.portal.application_token, "app-2");
     assert_eq!((stored.installed_at, stored.updated_at), (T0, T0 + 500));
 }
 
@@ -103,11 +111,15 @@ async fn refreshed_tokens_replace_the_old_ones(db: TestDb) {
 
     let stored = store.installation("p1").await.unwrap().unwrap();
     assert_eq!(
-        (stored.access_token.as_str(), stored.refresh_token.as_deref()),
+        (stored.portal.access_token.as_str(), stored.portal.refresh_token.as_deref()),
         ("access-new", Some("refresh-new"))
     );
-    assert_eq!((stored.expires_at, stored.updated_at), (T0 + 7_200_000, T0 + 10));
-    assert_eq!(stored.application_token, install("p1").application_token, "untouched by a refresh");
+    assert_eq!((stored.portal.expires_at, stored.updated_at), (T0 + 7_200_000, T0 + 10));
+    assert_eq!(
+        stored.portal.application_token,
+        install("p1").application_token,
+        "untouched by a refresh"
+    );
 }
 
 async fn tokens_are_encrypted_at_rest(db: TestDb) {
@@ -204,8 +216,8 @@ async fn a_removed_portal_stops_its_work_forgets_its_tokens_and_keeps_its_jobs(d
 
     let removed = store.installation("p1").await.unwrap().unwrap();
     assert_eq!(removed.status, InstallationStatus::Uninstalled);
-    assert_eq!((removed.access_token.as_str(), removed.refresh_token), ("", None));
-    assert_eq!(removed.domain, install("p1").domain, "what it was stays visible");
+    assert_eq!((removed.portal.access_token.as_str(), removed.portal.refresh_token), ("", None));
+    assert_eq!(removed.portal.domain, install("p1").domain, "what it was stays visible");
     for id in &jobs {
         let job = store.job(*id).await.unwrap().unwrap().job;
         assert_eq!(job.state, JobState::Dead);

@@ -39,9 +39,9 @@ async fn a_dead_job_without_a_result_runs_again_on_retry(db: TestDb) {
         (job.state, job.next_run_at, job.dead_reason),
         (JobState::Queued, Some(T0 + 100), None)
     );
-    assert_eq!(job.deadline_at, new_deadline);
+    assert_eq!(job.call.deadline_at, new_deadline);
     let second = store.claim_due("w", T0 + 100, LEASE, 10).await.unwrap().remove(0);
-    assert_eq!((second.id, second.attempt, second.deadline_at), (id, 2, new_deadline));
+    assert_eq!((second.id, second.attempt, second.call.deadline_at), (id, 2, new_deadline));
     assert_eq!(store.complete(&first.lease, &json!(1), T0 + 101).await.unwrap(), Fenced::LeaseLost);
 }
 
@@ -51,12 +51,12 @@ async fn a_waiting_retry_runs_at_once_on_retry(db: TestDb) {
     let later =
         store.retry_later(&claimed.lease, T0 + 600_000, AttemptOutcome::Retryable, "down", T0 + 1);
     assert!(later.await.unwrap().is_applied());
-    let deadline = store.job(id).await.unwrap().unwrap().job.deadline_at;
+    let deadline = store.job(id).await.unwrap().unwrap().job.call.deadline_at;
 
     assert_eq!(store.retry_job(id, None, T0 + 2).await.unwrap(), Retried::Requeued);
     let again = store.claim_due("w", T0 + 2, LEASE, 10).await.unwrap();
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0].deadline_at, deadline, "no new deadline given: the old one stays");
+    assert_eq!(again[0].call.deadline_at, deadline, "no new deadline given: the old one stays");
 }
 
 async fn a_dead_delivery_is_resent_on_retry_without_recomputing(db: TestDb) {

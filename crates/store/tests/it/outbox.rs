@@ -22,7 +22,7 @@ async fn completed(store: &Store, member: &str, count: usize, now: i64) -> Vec<J
     let claimed = store.claim_due("w", now, LEASE, 1000).await.unwrap();
     assert_eq!(claimed.len(), count);
     for job in claimed {
-        let result = json!({ "for": job.event_token });
+        let result = json!({ "for": job.call.event_token });
         assert!(store.complete(&job.lease, &result, now).await.unwrap().is_applied());
     }
     ids
