@@ -19,7 +19,7 @@ use b24::rest::{
     OAuthTokens, RefreshError, RefreshedTokens, RestClient, SinkFuture, TokenSink,
 };
 use b24::secret::{AccessToken, RefreshToken};
-use store::{InstallationStatus, Store};
+use store::{InstallationStatus, NewInstallation, Store};
 use subtle::ConstantTimeEq;
 use url::Url;
 
@@ -116,11 +116,10 @@ impl Portals {
         .await
     }
 
-    /// The client for an installed portal, built on first use from the stored installation.
-    pub async fn client(&self, member_id: &str) -> Result<RestClient, PortalError> {
-        if let Some(client) = self.cached(member_id) {
-            return Ok(client);
-        }
+    /// What the stored installation of `member_id` says about the portal, if the app is
+    /// installed there: [`PortalError::Unknown`] without one, [`PortalError::Uninstalled`] after
+    /// an uninstall.
+    async fn installed(&self, member_id: &str) -> Result<NewInstallation, PortalError> {
         let installation = self
             .inner
             .store
@@ -130,6 +129,15 @@ impl Portals {
         if installation.status == InstallationStatus::Uninstalled {
             return Err(PortalError::Uninstalled(member_id.to_owned()));
         }
+        Ok(installation.portal)
+    }
+
+    /// The client for an installed portal, built on first use from the stored installation.
+    pub async fn client(&self, member_id: &str) -> Result<RestClient, PortalError> {
+        if let Some(client) = self.cached(member_id) {
+            return Ok(client);
+        }
+        let portal = self.installed(member_id).await?;
         let url = |text: &str| {
             Url::parse(text).map_err(|_| PortalError::BadEndpoint {
                 member_id: member_id.to_owned(),
@@ -137,12 +145,12 @@ impl Portals {
             })
         };
         let tokens = OAuthTokens {
-            client_endpoint: url(&installation.portal.client_endpoint)?,
-            access_token: AccessToken::new(installation.portal.access_token),
-            refresh_token: installation.portal.refresh_token.map(RefreshToken::new),
-            expires: Some(installation.portal.expires_at / 1000),
-            member_id: installation.portal.member_id,
-            domain: installation.portal.domain,
+            client_endpoint: url(&portal.client_endpoint)?,
+            access_token: AccessToken::new(portal.access_token),
+            refresh_token: portal.refresh_token.map(RefreshToken::new),
+            expires: Some(portal.expires_at / 1000),
+            member_id: portal.member_id,
+            domain: portal.domain,
         };
         let sinks = Arc::new(StoreSinks { store: self.inner.store.clone() });
         let client =
@@ -173,16 +181,8 @@ impl Portals {
         let expected = match remembered {
             Some(expected) => expected,
             None => {
-                let installation = self
-                    .inner
-                    .store
-                    .installation(member_id)
-                    .await?
-                    .ok_or_else(|| PortalError::Unknown(member_id.to_owned()))?;
-                if installation.status == InstallationStatus::Uninstalled {
-                    return Err(PortalError::Uninstalled(member_id.to_owned()));
-                }
-                let expected = ApplicationToken::new(installation.portal.application_token);
+                let portal = self.installed(member_id).await?;
+                let expected = ApplicationToken::new(portal.application_token);
                 // Only installed portals are remembered: one that installs through another node
                 // must not be refused from a stale "unknown".
                 let mut known = self.known();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use store::{AttemptKind, AttemptOutcome, Fenced, JobState, ResultKind};
+use store::{AttemptKind, AttemptOutcome, Fenced, JobState, Lease, ResultKind, Store};
 
 use crate::support::{LEASE, T0, TestDb, call, claim_one, enqueue_new};
 
@@ -53,13 +53,7 @@ async fn a_crashed_workers_job_is_claimed_again_after_its_lease_and_the_stale_wo
         store.kill(&stale.lease, AttemptOutcome::Fatal, "x", now).await.unwrap(),
         Fenced::LeaseLost
     );
-    assert_eq!(
-        store
-            .resolve_with_fallback(&stale.lease, &json!({}), AttemptOutcome::Deadline, "x", now)
-            .await
-            .unwrap(),
-        Fenced::LeaseLost
-    );
+    assert_eq!(fall_back_at_deadline(&store, &stale.lease, "x", now).await, Fenced::LeaseLost);
     let job = store.job(id).await.unwrap().unwrap().job;
     assert_eq!(
         (job.state, job.lease_owner.as_deref(), job.result),
@@ -103,16 +97,7 @@ async fn a_stored_result_is_never_overwritten(db: TestDb) {
         Fenced::LeaseLost
     );
     assert_eq!(
-        store
-            .resolve_with_fallback(
-                &claimed.lease,
-                &json!({}),
-                AttemptOutcome::Deadline,
-                "late",
-                T0 + 2
-            )
-            .await
-            .unwrap(),
+        fall_back_at_deadline(&store, &claimed.lease, "late", T0 + 2).await,
         Fenced::LeaseLost
     );
     // A delivering job is never handed to a worker to be computed again.
@@ -212,19 +197,7 @@ async fn a_job_that_returns_nothing_is_done_without_delivery(db: TestDb) {
     let id = enqueue_new(&store, &[job], T0).await[0];
     let claimed = store.claim_due("w", T0, LEASE, 10).await.unwrap().remove(0);
     assert!(!claimed.call.waits_for_result);
-    assert!(
-        store
-            .resolve_with_fallback(
-                &claimed.lease,
-                &json!({}),
-                AttemptOutcome::Deadline,
-                "late",
-                T0 + 1
-            )
-            .await
-            .unwrap()
-            .is_applied()
-    );
+    assert!(fall_back_at_deadline(&store, &claimed.lease, "late", T0 + 1).await.is_applied());
 
     let job = store.job(id).await.unwrap().unwrap().job;
     assert_eq!(job.state, JobState::Done);
@@ -305,4 +278,12 @@ async fn concurrent_claimers_never_get_the_same_job(db: TestDb) {
     assert_eq!(total, JOBS);
     let counts = store.state_counts().await.unwrap();
     assert_eq!((counts.delivering, counts.queued, counts.running), (JOBS as u64, 0, 0));
+}
+
+/// Ends the job `lease` holds with empty fallback values, its deadline passed for `why`.
+async fn fall_back_at_deadline(store: &Store, lease: &Lease, why: &str, now: i64) -> Fenced {
+    store
+        .resolve_with_fallback(lease, &json!({}), AttemptOutcome::Deadline, why, now)
+        .await
+        .unwrap()
 }
