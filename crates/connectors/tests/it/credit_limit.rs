@@ -60,10 +60,34 @@ async fn check(api: &FinanceApi, settings: Value, company: u64, amount: f64) -> 
     outputs.unwrap_or_else(|e| panic!("the check succeeds, got {e} (fake saw {:?})", api.counts()))
 }
 
+/// Checks each `(company, amount)` with the fake's [`settings`] under `rule`, asserting the
+/// decision given with it; returns the outputs in the same order.
+async fn decisions_under_rule(
+    api: &FinanceApi,
+    rule: Value,
+    cases: &[(u64, f64, bool, &str)],
+) -> Vec<Outputs> {
+    let mut settings = settings(api);
+    settings["rule"] = rule;
+    let mut outputs = Vec::new();
+    for &(company, amount, approval_required, reason) in cases {
+        let decided = check(api, settings.clone(), company, amount).await;
+        assert_decision(&decided, approval_required, reason);
+        outputs.push(decided);
+    }
+    outputs
+}
+
 async fn failure(api: &FinanceApi, settings: Value, request: &ConnectorRequest) -> ConnectorError {
     let error = connector(settings).run(request).await.expect_err("the check fails");
     assert!(!error.reason().contains(&api.token()), "the token leaked: {error}");
     error
+}
+
+/// Asserts the decision a check returned: whether approval is required, and why.
+fn assert_decision(outputs: &Outputs, approval_required: bool, reason: &str) {
+    assert_eq!(outputs.values["approval_required"], approval_required, "{reason}");
+    assert_eq!(outputs.values["reason"], reason);
 }
 
 fn source(error: &ConnectorError) -> &CreditLimitError {
@@ -104,8 +128,7 @@ async fn an_amount_over_the_available_limit_needs_approval() {
     let api = finance().await;
     let outputs = check(&api, settings(&api), 7, 15_000.0).await;
     assert_eq!(outputs.values["available_limit"], 8000.0);
-    assert_eq!(outputs.values["approval_required"], true);
-    assert_eq!(outputs.values["reason"], "amount 15000.00 exceeds the available limit 8000.00");
+    assert_decision(&outputs, true, "amount 15000.00 exceeds the available limit 8000.00");
 }
 
 #[tokio::test]
@@ -121,46 +144,51 @@ async fn a_company_over_its_limit_has_a_negative_available_limit_and_needs_appro
     api.set_company(9, Company::new(10_000.0, 12_500.0));
     let outputs = check(&api, settings(&api), 9, 100.0).await;
     assert_eq!(outputs.values["available_limit"], -2500.0);
-    assert_eq!(outputs.values["approval_required"], true);
-    assert_eq!(outputs.values["reason"], "amount 100.00 exceeds the available limit -2500.00");
+    assert_decision(&outputs, true, "amount 100.00 exceeds the available limit -2500.00");
 }
 
 #[tokio::test]
 async fn share_of_available_asks_for_approval_above_that_share() {
     let api = finance().await;
-    let mut settings = settings(&api);
-    settings["rule"] = json!({ "share_of_available": 0.8 });
-    let over = check(&api, settings.clone(), 42, 31_000.0).await;
-    assert_eq!(over.values["approval_required"], true);
+    let outputs = decisions_under_rule(
+        &api,
+        json!({ "share_of_available": 0.8 }),
+        &[
+            (
+                42,
+                31_000.0,
+                true,
+                "amount 31000.00 exceeds 80% of the available limit 38000.00 (30400.00)",
+            ),
+            (42, 30_400.0, false, "within 80% of the available limit 38000.00 (30400.00)"),
+        ],
+    )
+    .await;
     assert_eq!(
-        over.values["reason"],
-        "amount 31000.00 exceeds 80% of the available limit 38000.00 (30400.00)"
+        outputs[0].values["available_limit"], 38000.0,
+        "the full available limit is returned"
     );
-    assert_eq!(over.values["available_limit"], 38000.0, "the full available limit is returned");
-    let within = check(&api, settings, 42, 30_400.0).await;
-    assert_eq!(within.values["approval_required"], false);
-    assert_eq!(within.values["reason"], "within 80% of the available limit 38000.00 (30400.00)");
 }
 
 #[tokio::test]
 async fn always_above_asks_for_approval_whatever_the_limit() {
     let api = finance().await;
-    let mut settings = settings(&api);
-    settings["rule"] = json!({ "always_above": 20000 });
-    let big = check(&api, settings.clone(), 42, 25_000.0).await;
-    assert_eq!(big.values["approval_required"], true);
-    assert_eq!(
-        big.values["reason"],
-        "amount 25000.00 is above 20000.00, above which approval is always required"
-    );
-    let both = check(&api, settings.clone(), 7, 25_000.0).await;
-    assert_eq!(
-        both.values["reason"],
-        "amount 25000.00 exceeds the available limit 8000.00; amount 25000.00 is above 20000.00, \
-         above which approval is always required"
-    );
-    let small = check(&api, settings, 42, 20_000.0).await;
-    assert_eq!(small.values["approval_required"], false);
+    decisions_under_rule(
+        &api,
+        json!({ "always_above": 20000 }),
+        &[
+            (42, 25_000.0, true, "amount 25000.00 is above 20000.00, above which approval is always required"),
+            (
+                7,
+                25_000.0,
+                true,
+                "amount 25000.00 exceeds the available limit 8000.00; amount 25000.00 is above 20000.00, \
+                 above which approval is always required",
+            ),
+            (42, 20_000.0, false, "within the available limit 38000.00"),
+        ],
+    )
+    .await;
 }
 
 #[test]

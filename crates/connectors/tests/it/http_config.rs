@@ -9,31 +9,29 @@ use crate::{config_error, http};
 
 #[test]
 fn url_errors_name_the_url_key() {
-    assert_eq!(
-        config_error(json!({ "url": "/api/{{properties.company_id}}" })),
-        "connector.url: relative URL without a base"
-    );
-    assert_eq!(
-        config_error(json!({ "url": "ftp://files.example.com/x" })),
-        "connector.url: `ftp` is not http or https"
-    );
-    assert_eq!(
-        config_error(json!({ "url": "https://{{properties.host}}/api" })),
-        "connector.url: placeholders are allowed only in the path, query and fragment, not in the scheme or host"
-    );
-    assert_eq!(
-        config_error(json!({ "url": "https://api.example.com:{{properties.port}}/x" })),
-        "connector.url: placeholders are allowed only in the path, query and fragment, not in the scheme or host"
-    );
-    assert_eq!(
-        config_error(json!({ "url": "https://api.example.com/{{env.TOKEN}}" })),
-        "connector.url: unknown namespace `env` in `{{env.TOKEN}}`; use properties, document, job or action \
-         (secrets come resolved in the config, not from templates)"
-    );
-    assert_eq!(
-        config_error(json!({ "url": "https://api.example.com/{{properties.id" })),
-        "connector.url: `{{` at byte 24 is not closed by `}}`"
-    );
+    for (url, expected) in [
+        ("/api/{{properties.company_id}}", "connector.url: relative URL without a base"),
+        ("ftp://files.example.com/x", "connector.url: `ftp` is not http or https"),
+        (
+            "https://{{properties.host}}/api",
+            "connector.url: placeholders are allowed only in the path, query and fragment, not in the scheme or host",
+        ),
+        (
+            "https://api.example.com:{{properties.port}}/x",
+            "connector.url: placeholders are allowed only in the path, query and fragment, not in the scheme or host",
+        ),
+        (
+            "https://api.example.com/{{env.TOKEN}}",
+            "connector.url: unknown namespace `env` in `{{env.TOKEN}}`; use properties, document, job or action \
+             (secrets come resolved in the config, not from templates)",
+        ),
+        (
+            "https://api.example.com/{{properties.id",
+            "connector.url: `{{` at byte 24 is not closed by `}}`",
+        ),
+    ] {
+        assert_eq!(config_error(json!({ "url": url })), expected, "url {url}");
+    }
     assert!(config_error(json!({})).starts_with("connector: missing field `url`"));
 }
 
