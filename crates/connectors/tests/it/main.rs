@@ -68,11 +68,16 @@ pub fn rejected(settings: &Value) -> String {
     }
 }
 
-/// [`rejected`]'s text for `base` with `key` set to `value`.
-pub fn rejected_with(base: &Value, key: &str, value: Value) -> String {
+/// `base` with `key` set to `value`.
+pub fn with_setting(base: &Value, key: &str, value: Value) -> Value {
     let mut settings = base.clone();
     settings[key] = value;
-    rejected(&settings)
+    settings
+}
+
+/// [`rejected`]'s text for `base` with `key` set to `value`.
+pub fn rejected_with(base: &Value, key: &str, value: Value) -> String {
+    rejected(&with_setting(base, key, value))
 }
 
 /// Asserts that no text the error shows (its reason, its `Debug`, the text and `Debug` of each
@@ -97,6 +102,16 @@ pub async fn fatal_error(
     request: &ConnectorRequest,
 ) -> ConnectorError {
     error_of_class(connector, request, false).await
+}
+
+/// [`fatal_error`] of `request` on a connector from `base` with `key` set to `value`.
+pub async fn fatal_with(
+    base: &Value,
+    key: &str,
+    value: Value,
+    request: &ConnectorRequest,
+) -> ConnectorError {
+    fatal_error(&connector(&with_setting(base, key, value)), request).await
 }
 
 /// Runs `request` and returns the error it must fail with, which must be retryable.

@@ -9,7 +9,9 @@ use connectors::{ConnectorError, ConnectorRequest, DocumentId};
 use fakes::onec::{self, Fault, OneC, keys};
 use serde_json::{Value, json};
 
-use crate::{connector, fatal_error, own_error, rejected as config_error, retryable_error};
+use crate::{
+    connector, fatal_error, fatal_with, own_error, rejected as config_error, retryable_error,
+};
 
 async fn start() -> OneC {
     OneC::start().await.expect("the fake 1C starts")
@@ -214,9 +216,8 @@ async fn two_live_items_with_one_sku_are_fatal() {
 #[tokio::test]
 async fn refused_credentials_are_fatal_and_the_password_stays_out() {
     let fake = start().await;
-    let mut settings = settings(&fake);
-    settings["password"] = json!("wrong-пароль");
-    let error = fatal_error(&connector(&settings), &sku("SKU-1")).await;
+    let password = json!("wrong-пароль");
+    let error = fatal_with(&settings(&fake), "password", password, &sku("SKU-1")).await;
     assert!(matches!(onec_error(&error), OneCError::Unauthorized { .. }));
     assert_eq!(
         error.reason(),

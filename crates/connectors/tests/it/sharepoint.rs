@@ -16,8 +16,8 @@ use fakes::graph::{
 use serde_json::{Value, json};
 
 use crate::{
-    assert_hides, connector, deal_call, fatal_error, own_error, rejected, rejected_with,
-    retryable_error,
+    assert_hides, connector, deal_call, fatal_error, fatal_with, own_error, rejected,
+    rejected_with, retryable_error,
 };
 
 async fn start() -> GraphApi {
@@ -192,9 +192,8 @@ async fn a_wrong_secret_is_fatal_and_not_echoed() {
 #[tokio::test]
 async fn an_unknown_tenant_is_fatal() {
     let graph = start().await;
-    let mut settings = settings(&graph);
-    settings["tenant"] = json!("fabrikam.onmicrosoft.com");
-    let error = fatal_error(&connector(&settings), &call()).await;
+    let tenant = json!("fabrikam.onmicrosoft.com");
+    let error = fatal_with(&settings(&graph), "tenant", tenant, &call()).await;
     assert!(
         error.reason().contains("AADSTS90002: Tenant 'fabrikam.onmicrosoft.com' not found"),
         "{error}"
@@ -205,9 +204,7 @@ async fn an_unknown_tenant_is_fatal() {
 async fn conflict_fail_is_fatal_and_names_the_path() {
     let graph = start().await;
     graph.put_file("Approvals/DEAL_7/credit-check-DEAL_7.md", b"someone else's");
-    let mut settings = settings(&graph);
-    settings["conflict"] = json!("fail");
-    let error = fatal_error(&connector(&settings), &call()).await;
+    let error = fatal_with(&settings(&graph), "conflict", json!("fail"), &call()).await;
     assert_eq!(
         error.reason(),
         "SharePoint: `Approvals/DEAL_7/credit-check-DEAL_7.md` already exists in the library and \
@@ -350,9 +347,7 @@ async fn unreachable_and_slow_services_are_retryable() {
 #[tokio::test]
 async fn a_wrong_library_and_denied_access_are_fatal() {
     let graph = start().await;
-    let mut settings = settings(&graph);
-    settings["drive_id"] = json!("b!nope");
-    let error = fatal_error(&connector(&settings), &call()).await;
+    let error = fatal_with(&settings(&graph), "drive_id", json!("b!nope"), &call()).await;
     assert!(
         error.reason().contains("404 Not Found itemNotFound")
             && error.reason().ends_with("(check site_id and drive_id)"),
@@ -361,7 +356,7 @@ async fn a_wrong_library_and_denied_access_are_fatal() {
 
     let graph = start().await;
     graph.update(|b| b.fail_next.push_back(Failure::Status(403))).await;
-    let error = fatal_error(&connector(&self::settings(&graph)), &call()).await;
+    let error = fatal_error(&connector(&settings(&graph)), &call()).await;
     assert!(error.reason().contains("Sites.ReadWrite.All"), "{error}");
 }
 
@@ -380,10 +375,9 @@ async fn content_over_four_megabytes_is_fatal_before_any_request() {
 #[tokio::test]
 async fn a_name_that_renders_empty_is_fatal() {
     let graph = start().await;
-    let mut settings = settings(&graph);
-    settings["file_name"] = json!("{{properties.title}}");
+    let file_name = json!("{{properties.title}}");
     let request = call().with_property("title", " .. ");
-    let error = fatal_error(&connector(&settings), &request).await;
+    let error = fatal_with(&settings(&graph), "file_name", file_name, &request).await;
     assert_eq!(error.reason(), "SharePoint: file_name renders an empty name in `Approvals/DEAL_7`");
 }
 

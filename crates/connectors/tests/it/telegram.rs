@@ -12,7 +12,8 @@ use fakes::telegram::{BotApi, Chat, ChatKind, DEFAULT_CHAT_ID, DEFAULT_TOKEN};
 use serde_json::{Value, json};
 
 use crate::{
-    assert_hides, connector, deal_call, fatal_error, own_error, rejected_with, retryable_error,
+    assert_hides, connector, deal_call, fatal_error, fatal_with, own_error, rejected_with,
+    retryable_error,
 };
 
 async fn start() -> BotApi {
@@ -200,9 +201,7 @@ async fn a_wrong_token_is_fatal_and_not_repeated() {
 #[tokio::test]
 async fn an_unknown_chat_is_fatal_with_telegrams_description() {
     let bot = start().await;
-    let mut settings = settings(&bot);
-    settings["chat_id"] = json!("-100999");
-    let error = fatal_error(&connector(&settings), &call()).await;
+    let error = fatal_with(&settings(&bot), "chat_id", json!("-100999"), &call()).await;
     assert!(error.reason().ends_with("Bad Request: chat not found"), "{error}");
     assert!(matches!(own_error::<TelegramError>(&error), TelegramError::Api { .. }));
     assert_hides(&error, &[token_secret()]);
@@ -211,9 +210,8 @@ async fn an_unknown_chat_is_fatal_with_telegrams_description() {
 #[tokio::test]
 async fn broken_template_markup_is_fatal_with_telegrams_description() {
     let bot = start().await;
-    let mut settings = settings(&bot);
-    settings["text"] = json!("Total: {{properties.amount}}.");
-    let error = fatal_error(&connector(&settings), &call()).await;
+    let text = json!("Total: {{properties.amount}}.");
+    let error = fatal_with(&settings(&bot), "text", text, &call()).await;
     assert!(
         error.reason().ends_with(
             "Bad Request: can't parse entities: Character '.' is reserved and must be escaped with the preceding '\\'"
