@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -154,6 +155,8 @@ pub(crate) struct Faults {
     changed: watch::Sender<u64>,
     /// The last change the supervisor has applied.
     applied: watch::Sender<u64>,
+    /// Requests admitted or failed so far (refused connections never get here).
+    requests: AtomicU64,
 }
 
 impl Faults {
@@ -165,6 +168,7 @@ impl Faults {
             window: Mutex::new(RateWindow::new(now)),
             changed: watch::Sender::new(0),
             applied: watch::Sender::new(0),
+            requests: AtomicU64::new(0),
         }
     }
 
@@ -189,12 +193,19 @@ impl Faults {
         let _ = applied.wait_for(|done| *done >= generation).await;
     }
 
-    /// Waits the latency, then `Err` with the answer for a request that fails, shaped by
-    /// `failure` from the status and `Retry-After` (a rate limit is 429 with its delay).
+    /// Requests received so far, whatever their answer.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Counts the request, waits the latency, then `Err` with the answer for a request that
+    /// fails, shaped by `failure` from the status and `Retry-After` (a rate limit is 429 with
+    /// its delay).
     pub(crate) async fn admit(
         &self,
         failure: impl FnOnce(u16, Option<Duration>) -> axum::response::Response,
     ) -> Result<(), axum::response::Response> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         match self.verdict().await {
             Verdict::Status(status, retry_after) => Err(failure(status, retry_after)),
             Verdict::RateLimited(after) => Err(failure(429, Some(after))),

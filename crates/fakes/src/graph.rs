@@ -121,8 +121,6 @@ struct GraphState {
     /// `(site id, drive id)` → the library.
     libraries: Mutex<BTreeMap<(String, String), Library>>,
     uploads: Mutex<Vec<Upload>>,
-    token_requests: AtomicU64,
-    graph_requests: AtomicU64,
     next_id: AtomicU64,
 }
 
@@ -161,8 +159,6 @@ impl GraphApi {
                 library,
             )])),
             uploads: Mutex::new(Vec::new()),
-            token_requests: AtomicU64::new(0),
-            graph_requests: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
         });
         let identity_router = Router::new().fallback(token).with_state(state.clone());
@@ -266,12 +262,12 @@ impl GraphApi {
 
     /// Requests to the token endpoint so far, whatever their answer.
     pub fn token_requests(&self) -> u64 {
-        self.server.state.token_requests.load(Ordering::Relaxed)
+        self.server.state.identity_faults.requests()
     }
 
     /// Requests to Graph so far, whatever their answer.
     pub fn graph_requests(&self) -> u64 {
-        self.server.state.graph_requests.load(Ordering::Relaxed)
+        self.server.state.graph_faults.requests()
     }
 
     /// Replaces Graph's behaviour; returns once its port matches it.
@@ -375,7 +371,6 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    state.token_requests.fetch_add(1, Ordering::Relaxed);
     if let Err(answer) = state.identity_faults.admit(identity_failure).await {
         return answer;
     }
@@ -561,7 +556,6 @@ async fn graph_request(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    state.graph_requests.fetch_add(1, Ordering::Relaxed);
     if let Err(answer) = state.graph_faults.admit(graph_failure).await {
         return answer;
     }
@@ -831,8 +825,6 @@ mod tests {
                     tokens: Mutex::new(BTreeMap::new()),
                     libraries: Mutex::new(BTreeMap::new()),
                     uploads: Mutex::new(Vec::new()),
-                    token_requests: AtomicU64::new(0),
-                    graph_requests: AtomicU64::new(0),
                     next_id: AtomicU64::new(n),
                 };
                 a.item_id()

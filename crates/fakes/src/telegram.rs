@@ -28,7 +28,6 @@
 //! the queued failures, the rate limit, and only then the token and the request itself.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -146,7 +145,6 @@ struct BotState {
     /// Message ids count per chat, as on Telegram.
     next_message_id: Mutex<BTreeMap<i64, i64>>,
     sent: Mutex<Vec<SentMessage>>,
-    requests: AtomicU64,
 }
 
 impl BotApi {
@@ -162,7 +160,6 @@ impl BotApi {
             chats: Mutex::new(BTreeMap::from([(chat.id, chat)])),
             next_message_id: Mutex::new(BTreeMap::new()),
             sent: Mutex::new(Vec::new()),
-            requests: AtomicU64::new(0),
         });
         let router = Router::new().fallback(handle).with_state(state.clone());
         let server = Served::new(addr, state);
@@ -214,7 +211,7 @@ impl BotApi {
 
     /// Requests received so far, whatever their answer (refused connections do not count).
     pub fn requests(&self) -> u64 {
-        self.server.state.requests.load(Ordering::Relaxed)
+        self.server.state.faults.requests()
     }
 }
 
@@ -287,7 +284,6 @@ fn nginx_page(status: u16) -> Response {
 }
 
 async fn handle(State(state): State<Arc<BotState>>, request: Request) -> Response {
-    state.requests.fetch_add(1, Ordering::Relaxed);
     if let Err(answer) = state.faults.admit(failure).await {
         return answer;
     }
