@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 
-use crate::support::client;
+use crate::support::{answer, client};
 
 /// One answer, read whole.
 struct Answer {
@@ -37,7 +37,7 @@ async fn get(api: &FinanceApi, company: impl std::fmt::Display) -> Answer {
 }
 
 async fn send(request: reqwest::RequestBuilder) -> Answer {
-    let response = request.send().await.expect("the fake answers");
+    let response = answer(request).await;
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.text().await.expect("the body is read");

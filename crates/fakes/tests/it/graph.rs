@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::Value;
 
-use crate::support::{assert_refused, client, percent_encode};
+use crate::support::{answer, assert_refused, client, json_body, percent_encode};
 
 async fn start() -> GraphApi {
     GraphApi::start().await.expect("the fake starts")
@@ -20,13 +20,11 @@ async fn start() -> GraphApi {
 
 /// Asks the token endpoint with this form body.
 async fn token_request(api: &GraphApi, tenant: &str, form: &str) -> (StatusCode, Value) {
-    let response = client()
+    let request = client()
         .post(format!("{}/{tenant}/oauth2/v2.0/token", api.identity_url()))
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(form.to_owned())
-        .send()
-        .await
-        .expect("the fake answers");
+        .body(form.to_owned());
+    let response = answer(request).await;
     (response.status(), response.json().await.expect("JSON"))
 }
 
@@ -61,14 +59,12 @@ async fn upload(
     if let Some(conflict) = conflict {
         url.push_str(&format!("?@microsoft.graph.conflictBehavior={conflict}"));
     }
-    client()
+    let request = client()
         .put(url)
         .bearer_auth(token)
         .header(CONTENT_TYPE, "text/markdown; charset=utf-8")
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .expect("the fake answers")
+        .body(bytes.to_vec());
+    answer(request).await
 }
 
 #[tokio::test]
@@ -128,8 +124,7 @@ async fn an_upload_creates_a_drive_item_and_keeps_the_bytes() {
         "# Deal 7\n".as_bytes(),
     )
     .await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let item: Value = response.json().await.expect("JSON");
+    let item = json_body(response, StatusCode::CREATED).await;
     assert_eq!(item["name"], "Сделка 7.md");
     assert_eq!(item["size"], 9);
     assert_eq!(item["file"]["mimeType"], "text/markdown");
@@ -156,21 +151,18 @@ async fn conflict_behaviour_fail_replace_rename() {
         upload(&api, &token, "r/report.md", None, b"one").await.json().await.expect("JSON");
 
     let response = upload(&api, &token, "r/report.md", Some("fail"), b"two").await;
-    assert_eq!(response.status(), StatusCode::CONFLICT);
-    let body: Value = response.json().await.expect("JSON");
+    let body = json_body(response, StatusCode::CONFLICT).await;
     assert_eq!(body["error"]["code"], "nameAlreadyExists");
     assert_eq!(body["error"]["message"], "The specified item name already exists. Name: report.md");
     assert_eq!(api.file("r/report.md").as_deref(), Some(&b"one"[..]));
 
     let response = upload(&api, &token, "r/REPORT.md", Some("replace"), b"three").await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let replaced: Value = response.json().await.expect("JSON");
+    let replaced = json_body(response, StatusCode::OK).await;
     assert_eq!(replaced["id"], first["id"]);
     assert_eq!(api.file("r/report.md").as_deref(), Some(&b"three"[..]));
 
     let response = upload(&api, &token, "r/report.md", Some("rename"), b"four").await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let renamed: Value = response.json().await.expect("JSON");
+    let renamed = json_body(response, StatusCode::CREATED).await;
     assert_eq!(renamed["name"], "report 1.md");
     assert_ne!(renamed["id"], first["id"]);
     assert_eq!(api.file("r/report 1.md").as_deref(), Some(&b"four"[..]));
@@ -180,9 +172,8 @@ async fn conflict_behaviour_fail_replace_rename() {
 async fn unknown_and_expired_tokens_are_invalid_authentication_tokens() {
     let api = start().await;
     let response = upload(&api, "eyJnot-issued", "x.md", None, b"x").await;
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(response.headers().contains_key(WWW_AUTHENTICATE));
-    let body: Value = response.json().await.expect("JSON");
+    let body = json_body(response, StatusCode::UNAUTHORIZED).await;
     assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
 
     let token = access_token(&api).await;
@@ -203,15 +194,12 @@ async fn unknown_and_expired_tokens_are_invalid_authentication_tokens() {
 async fn unknown_libraries_and_big_bodies_are_refused() {
     let api = start().await;
     let token = access_token(&api).await;
-    let response = client()
+    let request = client()
         .put(format!("{}/v1.0/sites/nope/drives/{DRIVE_ID}/root:/x.md:/content", api.graph_url()))
         .bearer_auth(&token)
-        .body("x")
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let body: Value = response.json().await.expect("JSON");
+        .body("x");
+    let response = answer(request).await;
+    let body = json_body(response, StatusCode::NOT_FOUND).await;
     assert_eq!(body["error"]["code"], "itemNotFound");
 
     let big = vec![b'x'; 4 * 1024 * 1024 + 1];
@@ -232,15 +220,13 @@ async fn graph_faults_leave_the_token_endpoint_alone() {
     .await;
     let token = access_token(&api).await;
     let response = upload(&api, &token, "x.md", None, b"x").await;
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.headers()[RETRY_AFTER], "4");
-    let body: Value = response.json().await.expect("JSON");
+    let body = json_body(response, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(body["error"]["code"], "activityLimitReached");
 
     let response = upload(&api, &token, "x.md", None, b"x").await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()[RETRY_AFTER], "2");
-    let body: Value = response.json().await.expect("JSON");
+    let body = json_body(response, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(body["error"]["code"], "serviceNotAvailable");
 
     assert_eq!(upload(&api, &token, "x.md", None, b"x").await.status(), StatusCode::CREATED);

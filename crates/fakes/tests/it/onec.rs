@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 
-use crate::support::{client, percent_encode};
+use crate::support::{answer, client, percent_encode};
 
 struct Answer {
     status: StatusCode,
@@ -76,7 +76,7 @@ async fn get(url: &str, credentials: Option<(&str, &str)>) -> Answer {
     if let Some((user, password)) = credentials {
         request = request.basic_auth(user, Some(password));
     }
-    let response = request.send().await.expect("the fake answers");
+    let response = answer(request).await;
     let header =
         |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let content_type = header(CONTENT_TYPE).unwrap_or_default();

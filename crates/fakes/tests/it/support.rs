@@ -1,4 +1,7 @@
-//! What the fakes' tests share: an HTTP client, percent-encoding, and a refused connection.
+//! What the fakes' tests share: an HTTP client, percent-encoding, an answer, a JSON answer of a
+//! given status, and a refused connection.
+
+use serde_json::Value;
 
 /// A plain client, with rustls's crypto provider installed first.
 pub fn client() -> reqwest::Client {
@@ -17,6 +20,17 @@ pub fn percent_encode(text: &str, keep: &[u8]) -> String {
             }
         })
         .collect()
+}
+
+/// Sends `request`, which the fake must answer.
+pub async fn answer(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.expect("the fake answers")
+}
+
+/// Asserts the answer's status and returns its body, which must be JSON.
+pub async fn json_body(response: reqwest::Response, status: reqwest::StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    response.json().await.expect("JSON")
 }
 
 /// Sends `request` and asserts that the connection was refused.

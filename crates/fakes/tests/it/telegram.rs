@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
-use crate::support::{assert_refused, client};
+use crate::support::{answer, assert_refused, client, json_body};
 
 async fn start() -> BotApi {
     BotApi::start().await.expect("the fake starts")
@@ -22,8 +22,7 @@ fn bot_method(bot: &BotApi, token: &str, method: &str) -> reqwest::RequestBuilde
 
 /// `POST /bot<token>/sendMessage` with a JSON body; the status and the JSON answer.
 async fn send(bot: &BotApi, token: &str, body: Value) -> (StatusCode, Value) {
-    let response =
-        bot_method(bot, token, "sendMessage").json(&body).send().await.expect("the fake answers");
+    let response = answer(bot_method(bot, token, "sendMessage").json(&body)).await;
     let status = response.status();
     let text = response.text().await.expect("a body");
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -63,14 +62,11 @@ async fn send_message_answers_the_message_with_markup_taken_out() {
 #[tokio::test]
 async fn a_form_body_and_a_username_work_too() {
     let bot = start().await;
-    let response = bot_method(&bot, DEFAULT_TOKEN, "SENDMESSAGE")
+    let request = bot_method(&bot, DEFAULT_TOKEN, "SENDMESSAGE")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body("chat_id=%40b24act_approvals&text=%3Cb%3EA%20%26amp%3B%20B%3C%2Fb%3E&parse_mode=HTML&disable_notification=true")
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.expect("JSON");
+        .body("chat_id=%40b24act_approvals&text=%3Cb%3EA%20%26amp%3B%20B%3C%2Fb%3E&parse_mode=HTML&disable_notification=true");
+    let response = answer(request).await;
+    let body = json_body(response, StatusCode::OK).await;
     assert_eq!(body["result"]["text"], "A & B");
     let sent = bot.sent();
     assert!(sent[0].disable_notification);
@@ -112,7 +108,7 @@ async fn errors_have_telegrams_shape() {
         send(&bot, DEFAULT_TOKEN, json!({ "chat_id": DEFAULT_CHAT_ID, "text": long })).await;
     assert_eq!(body["description"], "Bad Request: message is too long");
 
-    let response = bot_method(&bot, DEFAULT_TOKEN, "noSuchMethod").send().await.expect("answers");
+    let response = answer(bot_method(&bot, DEFAULT_TOKEN, "noSuchMethod")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert!(bot.sent().is_empty());
 }
@@ -180,11 +176,9 @@ async fn rate_limits_answer_429_with_retry_after() {
 async fn down_answers_nginx_pages_then_recovers() {
     let bot = start().await;
     bot.update(|b| b.down = Some(Down::Status(502))).await;
-    let response = bot_method(&bot, DEFAULT_TOKEN, "sendMessage")
-        .json(&json!({ "chat_id": DEFAULT_CHAT_ID, "text": "x" }))
-        .send()
-        .await
-        .expect("answers");
+    let request = bot_method(&bot, DEFAULT_TOKEN, "sendMessage")
+        .json(&json!({ "chat_id": DEFAULT_CHAT_ID, "text": "x" }));
+    let response = answer(request).await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(response.headers()[CONTENT_TYPE], "text/html");
     assert!(response.text().await.expect("body").contains("<title>502 Bad Gateway</title>"));
@@ -227,7 +221,7 @@ async fn latency_and_slow_answers_delay_the_answer() {
 async fn a_queued_server_error_can_carry_retry_after() {
     let bot = start().await;
     bot.update(|b| b.fail_next.push_back(Failure::RetryAfter(503, Duration::from_secs(7)))).await;
-    let response = bot_method(&bot, DEFAULT_TOKEN, "getMe").send().await.expect("answers");
+    let response = answer(bot_method(&bot, DEFAULT_TOKEN, "getMe")).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "7");
 }
