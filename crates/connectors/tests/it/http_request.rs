@@ -1,6 +1,9 @@
 //! The `http` connector's requests: templated URL, query, headers and body reach the server exactly,
 //! and mapped answers keep their JSON types.
 
+use std::sync::Arc;
+
+use connectors::Connector;
 use serde_json::json;
 
 use crate::fake_api::FakeApi;
@@ -148,13 +151,18 @@ async fn a_dot_segment_value_is_refused_before_sending() {
     assert!(api.received().is_empty());
 }
 
+/// A connector that sends the property `name` as the header `X-Company`.
+fn company_header_connector(api: &FakeApi) -> Arc<dyn Connector> {
+    http(json!({
+        "url": api.url("/echo/x"),
+        "headers": { "X-Company": "{{properties.name}}" },
+    }))
+}
+
 #[tokio::test]
 async fn header_values_with_cr_or_lf_are_refused_before_sending() {
     let api = FakeApi::start().await;
-    let connector = http(json!({
-        "url": api.url("/echo/x"),
-        "headers": { "X-Company": "{{properties.name}}" },
-    }));
+    let connector = company_header_connector(&api);
     for evil in ["ACME\r\nX-Admin: yes", "ACME\nX-Admin: yes", "ACME\rX", "A\u{0}B"] {
         let error = connector.run(&call().with_property("name", evil)).await.unwrap_err();
         assert!(!error.is_retryable(), "{evil:?}");
@@ -167,10 +175,7 @@ async fn header_values_with_cr_or_lf_are_refused_before_sending() {
 #[tokio::test]
 async fn header_values_keep_tabs_and_cyrillic() {
     let api = FakeApi::start().await;
-    let connector = http(json!({
-        "url": api.url("/echo/x"),
-        "headers": { "X-Company": "{{properties.name}}" },
-    }));
+    let connector = company_header_connector(&api);
     connector.run(&call().with_property("name", "ООО\t«Рога»")).await.expect("sent");
     assert_eq!(
         api.only_request().header("x-company").map(|v| v.as_bytes().to_vec()),
