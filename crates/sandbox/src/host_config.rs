@@ -213,7 +213,7 @@ pub struct ActionTable<'a> {
     pub properties: &'a [(&'a str, &'a str)],
     /// Each return property as `(id, type)`.
     pub returns: &'a [(&'a str, &'a str)],
-    /// The `[actions.connector]` table and its sub-tables, as TOML text.
+    /// The `[actions.connector]` table and its sub-tables, as TOML text ([`connector_table`]).
     pub connector: &'a str,
     pub retry: RetryPolicy,
     /// The fallback's `log_message` (`{reason}` becomes the reason).
@@ -254,17 +254,21 @@ impl ActionTable<'_> {
 /// The `[actions.connector]` table of an `http` GET of `api`'s credit endpoint for
 /// `properties.company_id`, with its bearer token.
 pub fn finance_credit_connector(api: &FinanceApi) -> String {
-    format!(
-        r#"
-[actions.connector]
-kind = "http"
-method = "GET"
-url = "{api_url}/api/v1/companies/{{{{properties.company_id}}}}/credit"
-headers = {{ Authorization = "Bearer {token}" }}
-"#,
-        api_url = toml_escape(&api.url()),
-        token = toml_escape(&api.token()),
-    )
+    let mut settings = toml::Table::new();
+    set(&mut settings, "method", "GET");
+    let url = format!("{}/api/v1/companies/{{{{properties.company_id}}}}/credit", api.url());
+    set(&mut settings, "url", url);
+    set(&mut settings, "headers.Authorization", format!("Bearer {}", api.token()));
+    connector_table("http", settings)
+}
+
+/// The `[actions.connector]` table of the action last opened, as TOML text: `kind`, then
+/// `settings` (the connector's own keys and sub-tables), each value escaped by the writer.
+pub fn connector_table(kind: &str, settings: toml::Table) -> String {
+    let mut connector = toml::Table::new();
+    connector.insert("kind".to_owned(), kind.into());
+    connector.extend(settings);
+    action_subtable("connector", connector)
 }
 
 /// An action's retry policy as its `retry` table, every key written.
@@ -282,8 +286,13 @@ pub fn retry_settings(retry: &RetryPolicy) -> toml::Table {
 
 /// The `[actions.retry]` table of the action last opened, as TOML text.
 pub fn retry_table(retry: &RetryPolicy) -> String {
+    action_subtable("retry", retry_settings(retry))
+}
+
+/// `table` as the `[actions.<key>]` table of the action last opened, as TOML text.
+fn action_subtable(key: &str, table: toml::Table) -> String {
     let mut document = toml::Table::new();
-    set(&mut document, "actions.retry", retry_settings(retry));
+    set(&mut document, &format!("actions.{key}"), table);
     format!("\n{document}")
 }
 

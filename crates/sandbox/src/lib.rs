@@ -19,9 +19,9 @@ use host::app::{self, Running};
 use host::config::Config;
 
 pub use host_config::{
-    ActionTable, EXAMPLE, FinanceCreditCheck, HostConfig, action_toml, config_duration, example,
-    finance_credit_connector, reference_action, reference_action_against, retry_settings,
-    retry_table, set, toml_escape,
+    ActionTable, EXAMPLE, FinanceCreditCheck, HostConfig, action_toml, config_duration,
+    connector_table, example, finance_credit_connector, reference_action, reference_action_against,
+    retry_settings, retry_table, set, toml_escape,
 };
 
 /// How long the host may take to register its actions after ONAPPINSTALL.

@@ -16,7 +16,9 @@ use fakes::telegram::{self, BotApi};
 use serde_json::{Value, json};
 
 use host::config::{RetryPolicy, WorkersConfig};
-use sandbox::{ActionTable, AppIdentity, Deployment, HostConfig, Site, TempDir, toml_escape};
+use sandbox::{
+    ActionTable, AppIdentity, Deployment, HostConfig, Site, TempDir, connector_table, set,
+};
 
 const CLIENT_ID: &str = "local.b24act.examples";
 const CLIENT_SECRET: &str = "examples-secret";
@@ -335,96 +337,79 @@ async fn run_spec(
     })
 }
 
-/// README's `onec` connector table against the fake 1C at `base_url`: price and stock by SKU.
-pub fn onec_connector(base_url: &str) -> String {
-    format!(
-        r#"
-[actions.connector]
-kind = "onec"
-url = "{base_url}"
-username = "{user}"
-password = "{password}"
-
-[actions.connector.item]
+/// The fixed part of README's `onec` connector table: the item by SKU, its retail price (the
+/// price register's condition names the price kind) and its stock, and what comes back.
+const ONEC_MAPPING: &str = r#"
+[item]
 entity = "Catalog_Номенклатура"
-filter = {{ "Артикул" = "sku" }}
+filter = { "Артикул" = "sku" }
 
-[actions.connector.registers.price]
+[registers.price]
 entity = "InformationRegister_ЦеныНоменклатуры/SliceLast"
 key = "Номенклатура_Key"
-condition = "ВидЦены_Key eq guid'{retail}'"
 
-[actions.connector.registers.stock]
+[registers.stock]
 entity = "AccumulationRegister_ТоварыНаСкладах/Balance"
 key = "Номенклатура_Key"
 dimensions = "Номенклатура"
 
-[actions.connector.response]
+[response]
 name = "/item/Description"
-price = {{ pointer = "/price/0/Цена", default = 0 }}
-available = {{ pointer = "/stock/0/ВНаличииBalance", default = 0 }}
+price = { pointer = "/price/0/Цена", default = 0 }
+available = { pointer = "/stock/0/ВНаличииBalance", default = 0 }
 
-[actions.connector.flags]
-in_stock = {{ pointer = "/stock/0/ВНаличииBalance", above = 0 }}
-"#,
-        base_url = toml_escape(base_url),
-        user = toml_escape(onec::USER),
-        password = toml_escape(onec::PASSWORD),
-        retail = onec::keys::RETAIL,
-    )
+[flags]
+in_stock = { pointer = "/stock/0/ВНаличииBalance", above = 0 }
+"#;
+
+/// README's `onec` connector table against the fake 1C at `base_url`: price and stock by SKU.
+pub fn onec_connector(base_url: &str) -> String {
+    let mut settings = toml::Table::new();
+    set(&mut settings, "url", base_url);
+    set(&mut settings, "username", onec::USER);
+    set(&mut settings, "password", onec::PASSWORD);
+    settings
+        .extend(ONEC_MAPPING.parse::<toml::Table>().unwrap_or_else(|e| unreachable!("TOML: {e}")));
+    let condition = format!("ВидЦены_Key eq guid'{}'", onec::keys::RETAIL);
+    set(&mut settings, "registers.price.condition", condition);
+    connector_table("onec", settings)
 }
 
 /// The `telegram` module's example against the fake Bot API: a MarkdownV2 message about the
 /// shipment request to the default chat.
 pub fn telegram_connector(bot: &BotApi) -> String {
-    format!(
-        r#"
-[actions.connector]
-kind = "telegram"
-bot_token = "{token}"
-base_url = "{url}"
-chat_id = "{chat}"
-parse_mode = "MarkdownV2"
-text = """
-*Shipment request {{{{document.id}}}}*
-Company: {{{{properties.company_name}}}}
-Amount: {{{{properties.amount}}}} RUB"""
-"#,
-        token = toml_escape(telegram::DEFAULT_TOKEN),
-        url = toml_escape(&bot.url()),
-        chat = telegram::DEFAULT_CHAT_ID,
-    )
+    let mut settings = toml::Table::new();
+    set(&mut settings, "bot_token", telegram::DEFAULT_TOKEN);
+    set(&mut settings, "base_url", bot.url());
+    set(&mut settings, "chat_id", telegram::DEFAULT_CHAT_ID.to_string());
+    set(&mut settings, "parse_mode", "MarkdownV2");
+    let text = "*Shipment request {{document.id}}*\n\
+                Company: {{properties.company_name}}\n\
+                Amount: {{properties.amount}} RUB";
+    set(&mut settings, "text", text);
+    connector_table("telegram", settings)
 }
 
 /// The `sharepoint` module's example against the fake identity platform and Graph: a Markdown
 /// note of the credit check in `Approvals/<deal>/`.
 pub fn sharepoint_connector(graph: &GraphApi) -> String {
-    format!(
-        r#"
-[actions.connector]
-kind = "sharepoint"
-tenant = "{tenant}"
-client_id = "{client_id}"
-client_secret = "{secret}"
-authority = "{authority}"
-graph_url = "{graph_url}"
-site_id = "{site}"
-drive_id = "{drive}"
-folder = "Approvals/{{{{document.id}}}}"
-file_name = "credit-check-{{{{document.id}}}}.md"
-format = "markdown"
-content = """
-# Credit check for {{{{properties.company_name}}}}
-
-Amount: {{{{properties.amount}}}} RUB, requested in {{{{document.id}}}}.
-"""
-"#,
-        tenant = graph::TENANT,
-        client_id = graph::CLIENT_ID,
-        secret = toml_escape(graph::DEFAULT_CLIENT_SECRET),
-        authority = toml_escape(&graph.identity_url()),
-        graph_url = toml_escape(&graph.graph_url()),
-        site = toml_escape(graph::SITE_ID),
-        drive = toml_escape(graph::DRIVE_ID),
-    )
+    let mut settings = toml::Table::new();
+    for (key, value) in [
+        ("tenant", graph::TENANT.to_owned()),
+        ("client_id", graph::CLIENT_ID.to_owned()),
+        ("client_secret", graph::DEFAULT_CLIENT_SECRET.to_owned()),
+        ("authority", graph.identity_url()),
+        ("graph_url", graph.graph_url()),
+        ("site_id", graph::SITE_ID.to_owned()),
+        ("drive_id", graph::DRIVE_ID.to_owned()),
+        ("folder", "Approvals/{{document.id}}".to_owned()),
+        ("file_name", "credit-check-{{document.id}}.md".to_owned()),
+        ("format", "markdown".to_owned()),
+    ] {
+        set(&mut settings, key, value);
+    }
+    let content = "# Credit check for {{properties.company_name}}\n\n\
+                   Amount: {{properties.amount}} RUB, requested in {{document.id}}.\n";
+    set(&mut settings, "content", content);
+    connector_table("sharepoint", settings)
 }
