@@ -18,7 +18,9 @@ use fakes::graph::{GraphApi, LIBRARY_WEB_URL};
 use fakes::onec::{Fault, OneC};
 use fakes::telegram::{BotApi, DEFAULT_CHAT_ID};
 use host::config::{RetryPolicy, WorkersConfig};
-use sandbox::{ActionTable, AppIdentity, Deployment, HostConfig, Site, TempDir, toml_escape};
+use sandbox::{
+    ActionTable, AppIdentity, Deployment, HostConfig, Site, TempDir, connector_table, set,
+};
 use serde_json::{Value, json};
 use store::{Job, JobFilter, JobState, ResultKind};
 
@@ -112,6 +114,24 @@ impl Harness {
         (state, job)
     }
 
+    /// Runs one workflow like [`Harness::run`], but once its log has `retries` progress lines
+    /// (failed attempts), awaits `recover` (the fake back to normal) before waiting for the close.
+    async fn run_recovering(
+        &self,
+        deal: &str,
+        properties: Value,
+        retries: usize,
+        recover: impl Future<Output = ()>,
+        kind: ResultKind,
+    ) -> (WorkflowState, Job) {
+        let id = self.start_workflow(deal, properties).await;
+        self.wait_log(&id, "retrying at", retries).await;
+        recover.await;
+        let state = self.wait_closed(&id).await;
+        let job = self.finish(&state, kind).await;
+        (state, job)
+    }
+
     /// Waits until the workflow `id` is no longer waiting; fails the test past [`WITHIN`].
     async fn wait_closed(&self, id: &str) -> WorkflowState {
         let deadline = Instant::now() + WITHIN;
@@ -169,6 +189,24 @@ fn fallback_line(state: &WorkflowState) -> &str {
         .unwrap_or_else(|| panic!("no `{FAILED}` line: {:?}", state.log))
 }
 
+/// Some log line contains `text`.
+fn assert_logged(state: &WorkflowState, text: &str) {
+    assert!(state.log.iter().any(|l| l.contains(text)), "no `{text}` line: {:?}", state.log);
+}
+
+/// The fallback after more than two attempts, its line naming the give-up and `status`.
+fn assert_gave_up(state: &WorkflowState, job: &Job, status: &str) {
+    assert!(job.attempts > 2, "{job:?}");
+    let line = fallback_line(state);
+    assert!(line.contains("gave up after") && line.contains(status), "{line}");
+}
+
+/// Done in one attempt, with no progress line about a retry.
+fn assert_no_retries(state: &WorkflowState, job: &Job) {
+    assert_eq!(job.attempts, 1, "no retries: {job:?}");
+    assert_eq!(retry_lines(state), 0, "{:?}", state.log);
+}
+
 /// How many progress lines say an attempt failed and is retried.
 fn retry_lines(state: &WorkflowState) -> usize {
     state.log.iter().filter(|line| line.contains("retrying at")).count()
@@ -183,18 +221,11 @@ mod credit_limit {
     const FALLBACK: &str = r#"{ approval_required = true, reason = "Manual approval: {reason}" }"#;
 
     fn connector(api: &FinanceApi) -> String {
-        format!(
-            r#"
-[actions.connector]
-kind = "credit_limit"
-url = "{url}/api/v1/companies/{{{{properties.company_id}}}}/credit"
-
-[actions.connector.auth]
-bearer = "{token}"
-"#,
-            url = toml_escape(&api.url()),
-            token = toml_escape(&api.token()),
-        )
+        let mut settings = toml::Table::new();
+        let url = format!("{}/api/v1/companies/{{{{properties.company_id}}}}/credit", api.url());
+        set(&mut settings, "url", url);
+        set(&mut settings, "auth.bearer", api.token());
+        connector_table("credit_limit", settings)
     }
 
     async fn start() -> (Harness, FinanceApi) {
@@ -253,7 +284,7 @@ bearer = "{token}"
         assert_within_limit(&state);
         assert_eq!(job.attempts, 4, "three 503s, then the answer");
         assert_eq!(retry_lines(&state), 3, "{:?}", state.log);
-        assert!(state.log.iter().any(|l| l.contains("503")), "{:?}", state.log);
+        assert_logged(&state, "503");
         assert_eq!(api.counts().unavailable, 3);
     }
 
@@ -267,23 +298,20 @@ bearer = "{token}"
         assert_eq!(state.return_values["approval_required"], json!("Y"), "{state:?}");
         let reason = state.return_values["reason"].as_str().unwrap();
         assert!(reason.starts_with("Manual approval: gave up after"), "{reason}");
-        let line = fallback_line(&state);
-        assert!(line.contains("gave up after") && line.contains("503"), "{line}");
-        assert!(job.attempts > 2, "{job:?}");
+        assert_gave_up(&state, &job, "503");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slow_past_the_attempt_timeout_is_retried() {
         let (harness, api) = start().await;
         api.update(|b| b.latency = Duration::from_secs(2));
-        let id = harness.start_workflow("DEAL_1", request(15_000.0)).await;
-        harness.wait_log(&id, "retrying at", 1).await;
-        api.update(|b| b.latency = Duration::ZERO);
-        let state = harness.wait_closed(&id).await;
-        let job = harness.finish(&state, ResultKind::Success).await;
+        let recover = async { api.update(|b| b.latency = Duration::ZERO) };
+        let (state, job) = harness
+            .run_recovering("DEAL_1", request(15_000.0), 1, recover, ResultKind::Success)
+            .await;
         assert_within_limit(&state);
         assert!(job.attempts >= 2, "{job:?}");
-        assert!(state.log.iter().any(|l| l.contains("no answer within 500ms")), "{:?}", state.log);
+        assert_logged(&state, "no answer within 500ms");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,7 +327,7 @@ bearer = "{token}"
         assert_within_limit(&state);
         assert_eq!(api.counts().rate_limited, 1);
         assert_eq!(job.attempts, 2);
-        assert!(state.log.iter().any(|l| l.contains("429")), "{:?}", state.log);
+        assert_logged(&state, "429");
         // Retry-After is whole seconds: the retry waited for the window to end, not 100 ms.
         let window_left = Duration::from_millis(500);
         assert!(started.elapsed() >= window_left, "retried after {:?}", started.elapsed());
@@ -310,9 +338,8 @@ bearer = "{token}"
         let (harness, api) = start().await;
         api.set_credentials(Credentials::Bearer("rotated".into()));
         let (state, job) = harness.run("DEAL_1", request(15_000.0), ResultKind::Fallback).await;
-        assert_eq!(job.attempts, 1, "no retries: {job:?}");
+        assert_no_retries(&state, &job);
         assert_eq!(state.return_values["approval_required"], json!("Y"));
-        assert_eq!(retry_lines(&state), 0, "{:?}", state.log);
         let line = fallback_line(&state);
         assert!(line.contains("401"), "{line}");
         assert!(!line.contains(&api.token()), "the token stays out of the log: {line}");
@@ -358,6 +385,10 @@ mod onec {
         (harness, onec)
     }
 
+    fn request() -> Value {
+        json!({ "sku": "SKU-1" })
+    }
+
     fn assert_sku_1(state: &WorkflowState) {
         let values = &state.return_values;
         assert_eq!(values["name"], json!("Стол письменный «Альфа»"), "{state:?}");
@@ -369,8 +400,7 @@ mod onec {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn price_and_stock_reach_the_workflow() {
         let (harness, onec) = start().await;
-        let (state, job) =
-            harness.run("DEAL_1", json!({"sku": "SKU-1"}), ResultKind::Success).await;
+        let (state, job) = harness.run("DEAL_1", request(), ResultKind::Success).await;
         assert_sku_1(&state);
         assert!(state.log.iter().any(|l| l.starts_with("1C: Стол письменный «Альфа»")));
         assert_eq!(job.attempts, 1);
@@ -387,23 +417,19 @@ mod onec {
     async fn unavailable_then_back_is_retried_with_progress_lines() {
         let (harness, onec) = start().await;
         onec.fail_next_n(2, Fault::Unavailable);
-        let (state, job) =
-            harness.run("DEAL_1", json!({"sku": "SKU-1"}), ResultKind::Success).await;
+        let (state, job) = harness.run("DEAL_1", request(), ResultKind::Success).await;
         assert_sku_1(&state);
         assert_eq!(job.attempts, 3);
         assert_eq!(retry_lines(&state), 2, "{:?}", state.log);
-        assert!(state.log.iter().any(|l| l.contains("503")), "{:?}", state.log);
+        assert_logged(&state, "503");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unavailable_past_the_max_wait_falls_back_with_the_reason() {
         let (harness, onec) = start().await;
         onec.set_unavailable(true);
-        let (state, job) =
-            harness.run("DEAL_1", json!({"sku": "SKU-1"}), ResultKind::Fallback).await;
-        assert!(job.attempts > 2, "{job:?}");
-        let line = fallback_line(&state);
-        assert!(line.contains("gave up after") && line.contains("503"), "{line}");
+        let (state, job) = harness.run("DEAL_1", request(), ResultKind::Fallback).await;
+        assert_gave_up(&state, &job, "503");
         let error = state.return_values["error"].as_str().unwrap();
         assert!(error.starts_with("gave up after"), "{error}");
     }
@@ -412,32 +438,28 @@ mod onec {
     async fn slow_past_the_attempt_timeout_is_retried() {
         let (harness, onec) = start().await;
         onec.fail_next([Fault::Slow(Duration::from_secs(2))]);
-        let (state, job) =
-            harness.run("DEAL_1", json!({"sku": "SKU-1"}), ResultKind::Success).await;
+        let (state, job) = harness.run("DEAL_1", request(), ResultKind::Success).await;
         assert_sku_1(&state);
         assert_eq!(job.attempts, 2, "{job:?}");
-        assert!(state.log.iter().any(|l| l.contains("no answer within 500ms")), "{:?}", state.log);
+        assert_logged(&state, "no answer within 500ms");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rate_limited_is_retried() {
         let (harness, onec) = start().await;
         onec.fail_next([Fault::Status(429)]);
-        let (state, job) =
-            harness.run("DEAL_1", json!({"sku": "SKU-1"}), ResultKind::Success).await;
+        let (state, job) = harness.run("DEAL_1", request(), ResultKind::Success).await;
         assert_sku_1(&state);
         assert_eq!(job.attempts, 2, "{job:?}");
-        assert!(state.log.iter().any(|l| l.contains("429")), "{:?}", state.log);
+        assert_logged(&state, "429");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refused_credentials_fall_back_at_once() {
         let (harness, onec) = start().await;
         onec.set_credentials(fakes::onec::USER, "changed");
-        let (state, job) =
-            harness.run("DEAL_1", json!({"sku": "SKU-1"}), ResultKind::Fallback).await;
-        assert_eq!(job.attempts, 1, "no retries: {job:?}");
-        assert_eq!(retry_lines(&state), 0, "{:?}", state.log);
+        let (state, job) = harness.run("DEAL_1", request(), ResultKind::Fallback).await;
+        assert_no_retries(&state, &job);
         let line = fallback_line(&state);
         assert!(line.contains("1C refused the credentials"), "{line}");
         assert!(!line.contains(fakes::onec::PASSWORD), "{line}");
@@ -447,8 +469,7 @@ mod onec {
     async fn a_malformed_answer_falls_back_at_once() {
         let (harness, onec) = start().await;
         onec.fail_next([Fault::Malformed]);
-        let (state, job) =
-            harness.run("DEAL_1", json!({"sku": "SKU-1"}), ResultKind::Fallback).await;
+        let (state, job) = harness.run("DEAL_1", request(), ResultKind::Fallback).await;
         assert_eq!(job.attempts, 1, "no retries: {job:?}");
         let line = fallback_line(&state);
         assert!(line.contains("JSON"), "{line}");
@@ -462,8 +483,7 @@ mod onec {
             code: "6".into(),
             message: "Неизвестный сегмент пути".into(),
         }]);
-        let (state, job) =
-            harness.run("DEAL_1", json!({"sku": "SKU-1"}), ResultKind::Fallback).await;
+        let (state, job) = harness.run("DEAL_1", request(), ResultKind::Fallback).await;
         assert_eq!(job.attempts, 1, "no retries: {job:?}");
         assert!(fallback_line(&state).contains("Неизвестный сегмент пути"), "{:?}", state.log);
     }
@@ -526,11 +546,9 @@ mod telegram {
     async fn unavailable_then_back_is_retried_with_progress_lines() {
         let (harness, bot) = start().await;
         bot.set(Behaviour { down: Some(Down::Refuse), ..Behaviour::default() }).await;
-        let id = harness.start_workflow("DEAL_7", request()).await;
-        harness.wait_log(&id, "retrying at", 2).await;
-        bot.set(Behaviour::default()).await;
-        let state = harness.wait_closed(&id).await;
-        let job = harness.finish(&state, ResultKind::Success).await;
+        let recover = bot.set(Behaviour::default());
+        let (state, job) =
+            harness.run_recovering("DEAL_7", request(), 2, recover, ResultKind::Success).await;
         assert_sent(&bot, &state);
         assert_eq!(bot.sent().len(), 1, "posted once");
         assert!(job.attempts >= 3, "{job:?}");
@@ -542,10 +560,8 @@ mod telegram {
         let (harness, bot) = start().await;
         bot.set(Behaviour { down: Some(Down::Status(502)), ..Behaviour::default() }).await;
         let (state, job) = harness.run("DEAL_7", request(), ResultKind::Fallback).await;
-        assert!(job.attempts > 2, "{job:?}");
+        assert_gave_up(&state, &job, "502");
         assert!(bot.sent().is_empty());
-        let line = fallback_line(&state);
-        assert!(line.contains("gave up after") && line.contains("502"), "{line}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,7 +571,7 @@ mod telegram {
         let (state, job) = harness.run("DEAL_7", request(), ResultKind::Success).await;
         assert_sent(&bot, &state);
         assert!(job.attempts >= 2, "{job:?}");
-        assert!(state.log.iter().any(|l| l.contains("no answer within 500ms")), "{:?}", state.log);
+        assert_logged(&state, "no answer within 500ms");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -569,7 +585,7 @@ mod telegram {
         assert_sent(&bot, &state);
         assert_eq!(bot.sent().len(), 1);
         assert_eq!(job.attempts, 2, "{job:?}");
-        assert!(state.log.iter().any(|l| l.contains("429")), "{:?}", state.log);
+        assert_logged(&state, "429");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -577,8 +593,7 @@ mod telegram {
         let (harness, bot) = start().await;
         bot.set_token("7000000001:AAHreissued");
         let (state, job) = harness.run("DEAL_7", request(), ResultKind::Fallback).await;
-        assert_eq!(job.attempts, 1, "no retries: {job:?}");
-        assert_eq!(retry_lines(&state), 0, "{:?}", state.log);
+        assert_no_retries(&state, &job);
         let line = fallback_line(&state);
         assert!(line.contains("401") && line.contains("Unauthorized"), "{line}");
         let secret = fakes::telegram::DEFAULT_TOKEN.split_once(':').unwrap().1;
@@ -660,11 +675,9 @@ mod sharepoint {
     async fn unavailable_then_back_is_retried_with_progress_lines() {
         let (harness, graph) = start().await;
         graph.set(Behaviour { down: Some(Down::Refuse), ..Behaviour::default() }).await;
-        let id = harness.start_workflow("DEAL_7", request()).await;
-        harness.wait_log(&id, "retrying at", 2).await;
-        graph.set(Behaviour::default()).await;
-        let state = harness.wait_closed(&id).await;
-        let job = harness.finish(&state, ResultKind::Success).await;
+        let recover = graph.set(Behaviour::default());
+        let (state, job) =
+            harness.run_recovering("DEAL_7", request(), 2, recover, ResultKind::Success).await;
         assert_created(&graph, &state);
         assert!(job.attempts >= 3, "{job:?}");
     }
@@ -676,10 +689,8 @@ mod sharepoint {
             .set_identity(Behaviour { down: Some(Down::Status(503)), ..Behaviour::default() })
             .await;
         let (state, job) = harness.run("DEAL_7", request(), ResultKind::Fallback).await;
-        assert!(job.attempts > 2, "{job:?}");
+        assert_gave_up(&state, &job, "503");
         assert!(graph.uploads().is_empty());
-        let line = fallback_line(&state);
-        assert!(line.contains("gave up after") && line.contains("503"), "{line}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -689,7 +700,7 @@ mod sharepoint {
         let (state, job) = harness.run("DEAL_7", request(), ResultKind::Success).await;
         assert_created(&graph, &state);
         assert!(job.attempts >= 2, "{job:?}");
-        assert!(state.log.iter().any(|l| l.contains("no answer within 500ms")), "{:?}", state.log);
+        assert_logged(&state, "no answer within 500ms");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -707,7 +718,7 @@ mod sharepoint {
         assert!(started.elapsed() >= 2 * after, "Retry-After honoured: {:?}", started.elapsed());
         assert_created(&graph, &state);
         assert_eq!(job.attempts, 3, "{job:?}");
-        assert!(state.log.iter().any(|l| l.contains("429")), "{:?}", state.log);
+        assert_logged(&state, "429");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -715,8 +726,7 @@ mod sharepoint {
         let (harness, graph) = start().await;
         graph.set_client_secret("rotated");
         let (state, job) = harness.run("DEAL_7", request(), ResultKind::Fallback).await;
-        assert_eq!(job.attempts, 1, "no retries: {job:?}");
-        assert_eq!(retry_lines(&state), 0, "{:?}", state.log);
+        assert_no_retries(&state, &job);
         assert!(graph.uploads().is_empty());
         let line = fallback_line(&state);
         assert!(line.contains("invalid_client"), "{line}");
