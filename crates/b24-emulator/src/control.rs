@@ -2,55 +2,157 @@
 //! [`crate::Emulator`] so tests in other languages and the CLI can drive the emulator
 //! (documented route by route in the README's "Control API" section).
 
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{
-    AppSpec, DocumentSpec, Emulator, EmulatorError, Faults, PortalSpec, TaskCompletion,
-    WorkflowSpec, WorkflowTemplate,
-};
+use crate::{AppSpec, Emulator, EmulatorError, Faults, PortalSpec, TaskCompletion, WorkflowSpec};
 
-/// The control routes, relative to `/control`.
+/// The control routes, relative to `/control`. Most routes are one [`Emulator`] method applied
+/// to the path's parameters (and the JSON body), written in place with [`call`],
+/// [`call_with_body`] or [`call_async`].
 pub(crate) fn router(emu: Emulator) -> Router {
     Router::new()
         .route("/portals", post(create_portal).get(list_portals))
-        .route("/portals/{domain}", get(get_portal))
+        .route("/portals/{domain}", get(call(|emu, domain: String| emu.portal(&domain))))
         .route("/apps", post(register_app).get(list_apps))
-        .route("/portals/{domain}/apps/{client_id}/install", post(install))
-        .route("/portals/{domain}/apps/{client_id}/update", post(update))
+        .route(
+            "/portals/{domain}/apps/{client_id}/install",
+            post(call_async(|emu, (domain, client_id): (String, String)| async move {
+                emu.install_app(&domain, &client_id).await
+            })),
+        )
+        .route(
+            "/portals/{domain}/apps/{client_id}/update",
+            post(call_async(|emu, (domain, client_id): (String, String)| async move {
+                emu.update_app(&domain, &client_id).await
+            })),
+        )
         .route("/portals/{domain}/apps/{client_id}/uninstall", post(uninstall))
-        .route("/portals/{domain}/apps/{client_id}/tokens", post(issue_token))
-        .route("/portals/{domain}/apps/{client_id}/authorization-code", post(authorization_code))
-        .route("/portals/{domain}/webhooks", post(create_webhook))
-        .route("/portals/{domain}/faults", get(get_faults).put(set_faults))
-        .route("/portals/{domain}/rate-limit", axum::routing::put(set_rate_limit))
-        .route("/portals/{domain}/expire-tokens", post(expire_tokens))
-        .route("/portals/{domain}/move", post(move_portal))
-        .route("/portals/{domain}/workflows", post(start_workflow).get(list_workflows))
-        .route("/portals/{domain}/workflows/{workflow_id}", get(get_workflow))
-        .route("/portals/{domain}/workflows/{workflow_id}/finish", post(finish_workflow))
-        .route("/portals/{domain}/documents", post(create_document).get(list_documents))
+        .route(
+            "/portals/{domain}/apps/{client_id}/tokens",
+            post(call_with_body(|emu, (domain, client_id): (String, String), req: UserRequest| {
+                emu.issue_token(&domain, &client_id, req.user_id)
+            })),
+        )
+        .route(
+            "/portals/{domain}/apps/{client_id}/authorization-code",
+            post(call_with_body(|emu, (domain, client_id): (String, String), req: UserRequest| {
+                Ok(json!({ "code": emu.authorization_code(&domain, &client_id, req.user_id)? }))
+            })),
+        )
+        .route(
+            "/portals/{domain}/webhooks",
+            post(call_with_body(|emu, domain: String, req: WebhookRequest| {
+                Ok(json!({ "url": emu.create_webhook(&domain, req.user_id, &req.scope)? }))
+            })),
+        )
+        .route(
+            "/portals/{domain}/faults",
+            get(call(|emu, domain: String| emu.faults(&domain))).put(call_with_body(
+                |emu, domain: String, faults: Faults| {
+                    emu.set_faults(&domain, faults.clone())?;
+                    Ok(faults)
+                },
+            )),
+        )
+        .route(
+            "/portals/{domain}/rate-limit",
+            put(call_with_body(|emu, domain: String, req: RateLimitRequest| {
+                emu.set_rate_limit(&domain, req.rate)?;
+                Ok(json!({ "rate": req.rate }))
+            })),
+        )
+        .route(
+            "/portals/{domain}/expire-tokens",
+            post(call(|emu, domain: String| {
+                emu.expire_tokens(&domain)?;
+                Ok(json!({ "expired": true }))
+            })),
+        )
+        .route(
+            "/portals/{domain}/move",
+            post(call_async(|emu, domain: String| async move {
+                let new_domain = emu.move_portal(&domain).await?;
+                emu.portal(&new_domain)
+            })),
+        )
+        .route(
+            "/portals/{domain}/workflows",
+            post(start_workflow).get(call(|emu, domain: String| emu.workflows(&domain))),
+        )
+        .route(
+            "/portals/{domain}/workflows/{workflow_id}",
+            get(call(|emu, (domain, workflow_id): (String, String)| {
+                emu.workflow(&domain, &workflow_id)
+            })),
+        )
+        .route(
+            "/portals/{domain}/workflows/{workflow_id}/finish",
+            post(call(|emu, (domain, workflow_id): (String, String)| {
+                emu.finish_workflow(&domain, &workflow_id)?;
+                emu.workflow(&domain, &workflow_id)
+            })),
+        )
+        .route(
+            "/portals/{domain}/documents",
+            post(call_with_body(|emu, domain: String, spec| emu.create_document(&domain, spec)))
+                .get(call(|emu, domain: String| emu.documents(&domain))),
+        )
         .route(
             "/portals/{domain}/documents/{module}/{entity}/{id}",
-            get(get_document).patch(update_document),
+            get(call(|emu, (domain, module, entity, id): DocumentPath| {
+                emu.document(&domain, &[module, entity, id])
+            }))
+            .patch(call_with_body(
+                |emu, (domain, module, entity, id): DocumentPath, req: FieldsRequest| {
+                    emu.update_document(&domain, &[module, entity, id], req.fields)
+                },
+            )),
         )
-        .route("/portals/{domain}/templates", post(create_template).get(list_templates))
-        .route("/portals/{domain}/templates/{template_id}", get(get_template))
+        .route(
+            "/portals/{domain}/templates",
+            post(call_with_body(|emu, domain: String, t| emu.create_template(&domain, t)))
+                .get(call(|emu, domain: String| emu.templates(&domain))),
+        )
+        .route(
+            "/portals/{domain}/templates/{template_id}",
+            get(call(|emu, (domain, template_id): (String, u64)| {
+                emu.template(&domain, template_id)
+            })),
+        )
         .route("/portals/{domain}/templates/{template_id}/start", post(start_template))
         .route("/portals/{domain}/tasks", get(list_tasks))
-        .route("/portals/{domain}/tasks/{task_id}", get(get_task))
+        .route(
+            "/portals/{domain}/tasks/{task_id}",
+            get(call(|emu, (domain, task_id): (String, u64)| emu.task(&domain, task_id))),
+        )
         .route("/portals/{domain}/tasks/{task_id}/complete", post(complete_task))
-        .route("/portals/{domain}/registrations", get(registrations))
-        .route("/portals/{domain}/calls", get(calls))
+        .route(
+            "/portals/{domain}/registrations",
+            get(call(|emu, domain: String| emu.registrations(&domain))),
+        )
+        .route(
+            "/portals/{domain}/calls",
+            get(call(|emu, domain: String| {
+                emu.portal(&domain)?;
+                Ok(emu.rest_calls(&domain))
+            })),
+        )
         .with_state(emu)
 }
+
+/// `{domain}/{module}/{entity}/{id}`: a document's portal and `[module, entity, id]`.
+type DocumentPath = (String, String, String, String);
 
 /// A control error: `{"error": "<message>"}` with 404 for unknown things, 400 otherwise.
 struct ControlError(StatusCode, String);
@@ -93,8 +195,14 @@ impl IntoResponse for ControlError {
 
 type Reply = Result<Response, ControlError>;
 
-fn ok<T: serde::Serialize>(value: T) -> Reply {
+fn ok<T: Serialize>(value: T) -> Reply {
     Ok(Json(value).into_response())
+}
+
+/// Parses a JSON body.
+fn json_body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ControlError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ControlError(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
 }
 
 /// Parses an optional JSON body; an empty body is `T::default()`.
@@ -102,8 +210,54 @@ fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ControlError>
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ControlError(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+    json_body(bytes)
+}
+
+/// A handler answering with what `call` makes of the path's parameters.
+fn call<P, R>(
+    call: impl Fn(&Emulator, P) -> Result<R, EmulatorError> + Clone + Send + Sync + 'static,
+) -> impl Fn(State<Emulator>, Path<P>) -> Ready<Reply> + Clone + Send + Sync + 'static
+where
+    P: DeserializeOwned + Send,
+    R: Serialize,
+{
+    move |State(emu), Path(params)| {
+        ready(call(&emu, params).map_err(ControlError::from).and_then(ok))
+    }
+}
+
+/// A handler answering with what `call` makes of the path's parameters and the optional JSON
+/// body (see [`body`]); a body that does not parse is refused before `call` runs.
+fn call_with_body<P, B, R>(
+    call: impl Fn(&Emulator, P, B) -> Result<R, EmulatorError> + Clone + Send + Sync + 'static,
+) -> impl Fn(State<Emulator>, Path<P>, Bytes) -> Ready<Reply> + Clone + Send + Sync + 'static
+where
+    P: DeserializeOwned + Send,
+    B: DeserializeOwned + Default,
+    R: Serialize,
+{
+    move |State(emu), Path(params), bytes| {
+        ready(body(&bytes).and_then(|req| Ok(call(&emu, params, req)?)).and_then(ok))
+    }
+}
+
+/// [`call`] for an async `call`, which gets its own handle on the emulator.
+fn call_async<P, F, R>(
+    call: impl Fn(Emulator, P) -> F + Clone + Send + Sync + 'static,
+) -> impl Fn(State<Emulator>, Path<P>) -> Pin<Box<dyn Future<Output = Reply> + Send>>
++ Clone
++ Send
++ Sync
++ 'static
+where
+    P: DeserializeOwned + Send,
+    F: Future<Output = Result<R, EmulatorError>> + Send + 'static,
+    R: Serialize,
+{
+    move |State(emu), Path(params)| {
+        let answer = call(emu, params);
+        Box::pin(async move { ok(answer.await?) })
+    }
 }
 
 async fn create_portal(State(emu): State<Emulator>, bytes: Bytes) -> Reply {
@@ -115,10 +269,6 @@ async fn list_portals(State(emu): State<Emulator>) -> Reply {
     ok(emu.portals())
 }
 
-async fn get_portal(State(emu): State<Emulator>, Path(domain): Path<String>) -> Reply {
-    ok(emu.portal(&domain)?)
-}
-
 async fn register_app(State(emu): State<Emulator>, bytes: Bytes) -> Reply {
     let spec: AppSpec = body(&bytes)?;
     ok(emu.register_app(spec))
@@ -126,20 +276,6 @@ async fn register_app(State(emu): State<Emulator>, bytes: Bytes) -> Reply {
 
 async fn list_apps(State(emu): State<Emulator>) -> Reply {
     ok(emu.apps())
-}
-
-async fn install(
-    State(emu): State<Emulator>,
-    Path((domain, client_id)): Path<(String, String)>,
-) -> Reply {
-    ok(emu.install_app(&domain, &client_id).await?)
-}
-
-async fn update(
-    State(emu): State<Emulator>,
-    Path((domain, client_id)): Path<(String, String)>,
-) -> Reply {
-    ok(emu.update_app(&domain, &client_id).await?)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,24 +311,6 @@ impl Default for UserRequest {
     }
 }
 
-async fn issue_token(
-    State(emu): State<Emulator>,
-    Path((domain, client_id)): Path<(String, String)>,
-    bytes: Bytes,
-) -> Reply {
-    let req: UserRequest = body(&bytes)?;
-    ok(emu.issue_token(&domain, &client_id, req.user_id)?)
-}
-
-async fn authorization_code(
-    State(emu): State<Emulator>,
-    Path((domain, client_id)): Path<(String, String)>,
-    bytes: Bytes,
-) -> Reply {
-    let req: UserRequest = body(&bytes)?;
-    ok(json!({ "code": emu.authorization_code(&domain, &client_id, req.user_id)? }))
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct WebhookRequest {
@@ -206,53 +324,10 @@ impl Default for WebhookRequest {
     }
 }
 
-async fn create_webhook(
-    State(emu): State<Emulator>,
-    Path(domain): Path<String>,
-    bytes: Bytes,
-) -> Reply {
-    let req: WebhookRequest = body(&bytes)?;
-    ok(json!({ "url": emu.create_webhook(&domain, req.user_id, &req.scope)? }))
-}
-
-async fn get_faults(State(emu): State<Emulator>, Path(domain): Path<String>) -> Reply {
-    ok(emu.faults(&domain)?)
-}
-
-async fn set_faults(
-    State(emu): State<Emulator>,
-    Path(domain): Path<String>,
-    bytes: Bytes,
-) -> Reply {
-    let faults: Faults = body(&bytes)?;
-    emu.set_faults(&domain, faults.clone())?;
-    ok(faults)
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RateLimitRequest {
     rate: Option<(f64, u32)>,
-}
-
-async fn set_rate_limit(
-    State(emu): State<Emulator>,
-    Path(domain): Path<String>,
-    bytes: Bytes,
-) -> Reply {
-    let req: RateLimitRequest = body(&bytes)?;
-    emu.set_rate_limit(&domain, req.rate)?;
-    ok(json!({ "rate": req.rate }))
-}
-
-async fn expire_tokens(State(emu): State<Emulator>, Path(domain): Path<String>) -> Reply {
-    emu.expire_tokens(&domain)?;
-    ok(json!({ "expired": true }))
-}
-
-async fn move_portal(State(emu): State<Emulator>, Path(domain): Path<String>) -> Reply {
-    let new_domain = emu.move_portal(&domain).await?;
-    ok(emu.portal(&new_domain)?)
 }
 
 async fn start_workflow(
@@ -265,87 +340,10 @@ async fn start_workflow(
     ok(emu.start_workflow(spec).await?)
 }
 
-async fn list_workflows(State(emu): State<Emulator>, Path(domain): Path<String>) -> Reply {
-    ok(emu.workflows(&domain)?)
-}
-
-async fn get_workflow(
-    State(emu): State<Emulator>,
-    Path((domain, workflow_id)): Path<(String, String)>,
-) -> Reply {
-    ok(emu.workflow(&domain, &workflow_id)?)
-}
-
-async fn finish_workflow(
-    State(emu): State<Emulator>,
-    Path((domain, workflow_id)): Path<(String, String)>,
-) -> Reply {
-    emu.finish_workflow(&domain, &workflow_id)?;
-    ok(emu.workflow(&domain, &workflow_id)?)
-}
-
-async fn registrations(State(emu): State<Emulator>, Path(domain): Path<String>) -> Reply {
-    ok(emu.registrations(&domain)?)
-}
-
-async fn calls(State(emu): State<Emulator>, Path(domain): Path<String>) -> Reply {
-    emu.portal(&domain)?;
-    ok(emu.rest_calls(&domain))
-}
-
-async fn create_document(
-    State(emu): State<Emulator>,
-    Path(domain): Path<String>,
-    bytes: Bytes,
-) -> Reply {
-    let spec: DocumentSpec = body(&bytes)?;
-    ok(emu.create_document(&domain, spec)?)
-}
-
-async fn list_documents(State(emu): State<Emulator>, Path(domain): Path<String>) -> Reply {
-    ok(emu.documents(&domain)?)
-}
-
-async fn get_document(
-    State(emu): State<Emulator>,
-    Path((domain, module, entity, id)): Path<(String, String, String, String)>,
-) -> Reply {
-    ok(emu.document(&domain, &[module, entity, id])?)
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FieldsRequest {
     fields: serde_json::Map<String, serde_json::Value>,
-}
-
-async fn update_document(
-    State(emu): State<Emulator>,
-    Path((domain, module, entity, id)): Path<(String, String, String, String)>,
-    bytes: Bytes,
-) -> Reply {
-    let req: FieldsRequest = body(&bytes)?;
-    ok(emu.update_document(&domain, &[module, entity, id], req.fields)?)
-}
-
-async fn create_template(
-    State(emu): State<Emulator>,
-    Path(domain): Path<String>,
-    bytes: Bytes,
-) -> Reply {
-    let template: WorkflowTemplate = body(&bytes)?;
-    ok(emu.create_template(&domain, template)?)
-}
-
-async fn list_templates(State(emu): State<Emulator>, Path(domain): Path<String>) -> Reply {
-    ok(emu.templates(&domain)?)
-}
-
-async fn get_template(
-    State(emu): State<Emulator>,
-    Path((domain, template_id)): Path<(String, u64)>,
-) -> Reply {
-    ok(emu.template(&domain, template_id)?)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -386,19 +384,12 @@ async fn list_tasks(
     }
 }
 
-async fn get_task(
-    State(emu): State<Emulator>,
-    Path((domain, task_id)): Path<(String, u64)>,
-) -> Reply {
-    ok(emu.task(&domain, task_id)?)
-}
-
+/// Unlike the other bodies, a completion has no default: an empty body is refused.
 async fn complete_task(
     State(emu): State<Emulator>,
     Path((domain, task_id)): Path<(String, u64)>,
     bytes: Bytes,
 ) -> Reply {
-    let completion: TaskCompletion = serde_json::from_slice(&bytes)
-        .map_err(|e| ControlError(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))?;
+    let completion: TaskCompletion = json_body(&bytes)?;
     ok(emu.complete_task(&domain, task_id, completion)?)
 }
