@@ -5,16 +5,25 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use connectors::onec::OneCError;
-use connectors::{ConnectorError, ConnectorRequest, DocumentId};
+use connectors::{ConnectorError, ConnectorRequest, DocumentId, Outputs};
 use fakes::onec::{self, Fault, OneC, keys};
 use serde_json::{Value, json};
 
+use crate::fake_api::refusing_address;
 use crate::{
     connector, fatal_error, fatal_with, own_error, rejected as config_error, retryable_error,
+    with_setting,
 };
 
 async fn start() -> OneC {
     OneC::start().await.expect("the fake 1C starts")
+}
+
+/// A fake 1C whose next requests get these faults, one each, in order.
+async fn failing(faults: impl IntoIterator<Item = Fault>) -> OneC {
+    let fake = start().await;
+    fake.fail_next(faults);
+    fake
 }
 
 /// The README's example: retail price (latest), stock summed over warehouses, name, in-stock flag.
@@ -56,14 +65,21 @@ fn sku(sku: &str) -> ConnectorRequest {
     .with_property("sku", sku)
 }
 
+/// Looks up an SKU that 1C has with the README example on a fresh fake: the fake (to see what
+/// it received) and the outputs.
+async fn found(sku_value: &str) -> (OneC, Outputs) {
+    let fake = start().await;
+    let outputs = connector(&settings(&fake)).run(&sku(sku_value)).await.expect("found");
+    (fake, outputs)
+}
+
 fn onec_error(error: &ConnectorError) -> &OneCError {
     own_error(error)
 }
 
 #[tokio::test]
 async fn price_and_stock_of_an_item_by_sku() {
-    let fake = start().await;
-    let outputs = connector(&settings(&fake)).run(&sku("SKU-1")).await.expect("found");
+    let (_fake, outputs) = found("SKU-1").await;
     assert_eq!(
         Value::Object(outputs.values),
         json!({
@@ -81,8 +97,7 @@ async fn price_and_stock_of_an_item_by_sku() {
 
 #[tokio::test]
 async fn what_1c_receives_is_percent_encoded_odata() {
-    let fake = start().await;
-    connector(&settings(&fake)).run(&sku("SKU-1")).await.expect("found");
+    let (fake, _) = found("SKU-1").await;
     let received = fake.received();
     assert_eq!(received.len(), 3, "{received:#?}");
     for request in &received {
@@ -127,8 +142,7 @@ async fn what_1c_receives_is_percent_encoded_odata() {
 
 #[tokio::test]
 async fn a_quote_in_the_sku_is_doubled_in_the_literal() {
-    let fake = start().await;
-    let outputs = connector(&settings(&fake)).run(&sku("O'NEIL-7")).await.expect("found");
+    let (fake, outputs) = found("O'NEIL-7").await;
     assert_eq!(outputs.values["price"], 2450.5);
     assert_eq!(outputs.values["available"], 3.0);
     assert_eq!(
@@ -139,8 +153,7 @@ async fn a_quote_in_the_sku_is_doubled_in_the_literal() {
 
 #[tokio::test]
 async fn no_stock_takes_the_default_and_the_flag_is_false() {
-    let fake = start().await;
-    let outputs = connector(&settings(&fake)).run(&sku("SKU-2")).await.expect("found");
+    let (_fake, outputs) = found("SKU-2").await;
     assert_eq!(outputs.values["price"], 8990.0);
     assert_eq!(outputs.values["available"], 0);
     assert_eq!(outputs.values["in_stock"], false);
@@ -246,8 +259,7 @@ async fn a_1c_error_answer_is_fatal_with_1cs_message() {
 
 #[tokio::test]
 async fn a_1c_server_error_is_retryable_with_1cs_message() {
-    let fake = start().await;
-    fake.fail_next([Fault::internal("Ошибка блокировки объекта")]);
+    let fake = failing([Fault::internal("Ошибка блокировки объекта")]).await;
     let error = retryable_error(&connector(&settings(&fake)), &sku("SKU-1")).await;
     assert_eq!(
         error.reason(),
@@ -274,9 +286,8 @@ async fn an_unavailable_1c_is_retryable_and_the_next_attempt_succeeds() {
 
 #[tokio::test]
 async fn a_register_failing_midway_is_retryable() {
-    let fake = start().await;
     // The item read succeeds; the price read hits the fault.
-    fake.fail_next([Fault::Slow(Duration::ZERO), Fault::Status(502)]);
+    let fake = failing([Fault::Slow(Duration::ZERO), Fault::Status(502)]).await;
     let error = retryable_error(&connector(&settings(&fake)), &sku("SKU-1")).await;
     assert!(
         error.reason().starts_with("1C InformationRegister_ЦеныНоменклатуры: answered 502"),
@@ -286,30 +297,24 @@ async fn a_register_failing_midway_is_retryable() {
 
 #[tokio::test]
 async fn a_slow_1c_times_out_and_is_retryable() {
-    let fake = start().await;
-    fake.fail_next([Fault::Slow(Duration::from_secs(30))]);
-    let mut settings = settings(&fake);
-    settings["timeout"] = json!("200ms");
+    let fake = failing([Fault::Slow(Duration::from_secs(30))]).await;
+    let settings = with_setting(&settings(&fake), "timeout", json!("200ms"));
     let error = retryable_error(&connector(&settings), &sku("SKU-1")).await;
     assert!(error.reason().contains("no answer within 200ms"), "{error}");
 }
 
 #[tokio::test]
 async fn a_refused_connection_is_retryable() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-    let address = listener.local_addr().expect("an address");
-    drop(listener);
     let fake = start().await;
-    let mut settings = settings(&fake);
-    settings["url"] = json!(format!("http://{address}/trade"));
+    let url = json!(format!("{}/trade", refusing_address()));
+    let settings = with_setting(&settings(&fake), "url", url);
     let error = retryable_error(&connector(&settings), &sku("SKU-1")).await;
     assert!(error.reason().contains("could not connect"), "{error}");
 }
 
 #[tokio::test]
 async fn a_malformed_answer_is_fatal_and_says_what_is_wrong() {
-    let fake = start().await;
-    fake.fail_next([Fault::Malformed]);
+    let fake = failing([Fault::Malformed]).await;
     let error = fatal_error(&connector(&settings(&fake)), &sku("SKU-1")).await;
     assert!(matches!(onec_error(&error), OneCError::InvalidJson { .. }));
     assert!(
