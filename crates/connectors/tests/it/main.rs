@@ -68,11 +68,19 @@ pub fn rejected(settings: &Value) -> String {
     }
 }
 
+/// `base` with each key of the object `changes` set to its value.
+pub fn with_settings(base: &Value, changes: Value) -> Value {
+    let Value::Object(changes) = changes else { panic!("changes are an object: {changes}") };
+    let mut settings = base.clone();
+    for (key, value) in changes {
+        settings[key] = value;
+    }
+    settings
+}
+
 /// `base` with `key` set to `value`.
 pub fn with_setting(base: &Value, key: &str, value: Value) -> Value {
-    let mut settings = base.clone();
-    settings[key] = value;
-    settings
+    with_settings(base, json!({ key: value }))
 }
 
 /// [`rejected`]'s text for `base` with `key` set to `value`.

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::fake_api::refusing_address;
 use crate::{
     connector, fatal_error, fatal_with, own_error, rejected as config_error, retryable_error,
-    with_setting,
+    with_setting, with_settings,
 };
 
 async fn start() -> OneC {
@@ -162,19 +162,21 @@ async fn no_stock_takes_the_default_and_the_flag_is_false() {
 #[tokio::test]
 async fn a_plain_register_is_read_with_filter_orderby_top_and_select() {
     let fake = start().await;
-    let mut settings = settings(&fake);
-    settings["registers"] = json!({
-        "price": {
-            "entity": "InformationRegister_ЦеныНоменклатуры",
-            "key": "Номенклатура_Key",
-            "condition": format!("ВидЦены_Key eq guid'{}'", keys::RETAIL),
-            "select": ["Period", "Цена"],
-            "order_by": "Period desc",
-            "top": 1,
+    let plain_register = json!({
+        "registers": {
+            "price": {
+                "entity": "InformationRegister_ЦеныНоменклатуры",
+                "key": "Номенклатура_Key",
+                "condition": format!("ВидЦены_Key eq guid'{}'", keys::RETAIL),
+                "select": ["Period", "Цена"],
+                "order_by": "Period desc",
+                "top": 1,
+            },
         },
+        "response": { "price": "/price/0/Цена", "since": "/price/0/Period" },
+        "flags": {},
     });
-    settings["response"] = json!({ "price": "/price/0/Цена", "since": "/price/0/Period" });
-    settings["flags"] = json!({});
+    let settings = with_settings(&settings(&fake), plain_register);
     let outputs = connector(&settings).run(&sku("SKU-1")).await.expect("found");
     assert_eq!(outputs.values["price"], 12500.0);
     assert_eq!(outputs.values["since"], "2024-06-01T00:00:00");

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::{
     assert_hides, connector, deal_call, fatal_error, fatal_with, own_error, rejected,
-    rejected_with, retryable_error,
+    rejected_with, retryable_error, with_setting, with_settings,
 };
 
 async fn start() -> GraphApi {
@@ -226,8 +226,7 @@ async fn conflict_replace_keeps_the_id_and_rename_makes_a_second_file() {
     assert_eq!(first.values["document_id"], again.values["document_id"]);
     assert!(again.log.as_deref().is_some_and(|l| l.starts_with("SharePoint: replaced")));
 
-    let mut settings = settings(&graph);
-    settings["conflict"] = json!("rename");
+    let settings = with_setting(&settings(&graph), "conflict", json!("rename"));
     let renamed = connector(&settings).run(&call()).await.expect("renamed");
     assert_ne!(renamed.values["document_id"], first.values["document_id"]);
     assert!(
@@ -246,11 +245,15 @@ async fn conflict_replace_keeps_the_id_and_rename_makes_a_second_file() {
 #[tokio::test]
 async fn names_are_made_safe_and_folders_cannot_be_added_by_values() {
     let graph = start().await;
-    let mut settings = settings(&graph);
-    settings["folder"] = json!("Deals/{{properties.company_name}}");
-    settings["file_name"] = json!("{{properties.title}}.txt");
-    settings["format"] = json!("text");
-    settings["content"] = json!("{{properties.title}}");
+    let settings = with_settings(
+        &settings(&graph),
+        json!({
+            "folder": "Deals/{{properties.company_name}}",
+            "file_name": "{{properties.title}}.txt",
+            "format": "text",
+            "content": "{{properties.title}}",
+        }),
+    );
     let request = call()
         .with_property("company_name", "../A/B: \"C\"?")
         .with_property("title", "Q1 * report | <draft> ");
@@ -264,10 +267,12 @@ async fn names_are_made_safe_and_folders_cannot_be_added_by_values() {
 #[tokio::test]
 async fn html_and_csv_values_are_escaped() {
     let graph = start().await;
-    let mut settings = settings(&graph);
-    settings["format"] = json!("html");
-    settings["file_name"] = json!("{{document.id}}.html");
-    settings["content"] = json!("<p>{{properties.company_name}}</p>");
+    let html = json!({
+        "format": "html",
+        "file_name": "{{document.id}}.html",
+        "content": "<p>{{properties.company_name}}</p>",
+    });
+    let settings = with_settings(&settings(&graph), html);
     let request = call().with_property("company_name", "<script>alert('x')</script> & Co");
     connector(&settings).run(&request).await.expect("uploaded");
     assert_eq!(
@@ -275,10 +280,12 @@ async fn html_and_csv_values_are_escaped() {
         Some("<p>&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; Co</p>".as_bytes())
     );
 
-    settings["format"] = json!("csv");
-    settings["file_name"] = json!("{{document.id}}.csv");
-    settings["content"] =
-        json!("company,amount\n{{properties.company_name}},{{properties.amount}}\n");
+    let csv = json!({
+        "format": "csv",
+        "file_name": "{{document.id}}.csv",
+        "content": "company,amount\n{{properties.company_name}},{{properties.amount}}\n",
+    });
+    let settings = with_settings(&settings, csv);
     let request = call().with_property("company_name", "=HYPERLINK(\"x\"), Inc");
     connector(&settings).run(&request).await.expect("uploaded");
     assert_eq!(
@@ -363,9 +370,8 @@ async fn a_wrong_library_and_denied_access_are_fatal() {
 #[tokio::test]
 async fn content_over_four_megabytes_is_fatal_before_any_request() {
     let graph = start().await;
-    let mut settings = settings(&graph);
-    settings["format"] = json!("text");
-    settings["content"] = json!("{{properties.blob}}");
+    let blob = json!({ "format": "text", "content": "{{properties.blob}}" });
+    let settings = with_settings(&settings(&graph), blob);
     let request = call().with_property("blob", "x".repeat(4 * 1024 * 1024 + 1));
     let error = fatal_error(&connector(&settings), &request).await;
     assert!(error.reason().contains("a simple upload takes up to 4194304"), "{error}");

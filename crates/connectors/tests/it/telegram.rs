@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     assert_hides, connector, deal_call, fatal_error, fatal_with, own_error, rejected_with,
-    retryable_error,
+    retryable_error, with_setting, with_settings,
 };
 
 async fn start() -> BotApi {
@@ -85,9 +85,11 @@ async fn markdown_v2_values_cannot_break_the_message() {
 #[tokio::test]
 async fn html_values_cannot_break_the_message() {
     let bot = start().await;
-    let mut settings = settings(&bot);
-    settings["parse_mode"] = json!("HTML");
-    settings["text"] = json!("<b>{{document.id}}</b>: {{properties.company_name}}");
+    let html = json!({
+        "parse_mode": "HTML",
+        "text": "<b>{{document.id}}</b>: {{properties.company_name}}",
+    });
+    let settings = with_settings(&settings(&bot), html);
     let request = call().with_property("company_name", "<i>A & B</i> \"q\" 'a'");
     connector(&settings).run(&request).await.expect("sent");
     let sent = bot.sent();
@@ -125,8 +127,7 @@ async fn plain_text_goes_as_is_with_options() {
 #[tokio::test]
 async fn the_contract_names_the_properties() {
     let bot = start().await;
-    let mut settings = settings(&bot);
-    settings["chat_id"] = json!("{{properties.chat}}");
+    let settings = with_setting(&settings(&bot), "chat_id", json!("{{properties.chat}}"));
     let contract = connector(&settings).contract().expect("a contract");
     assert_eq!(contract.inputs.into_iter().collect::<Vec<_>>(), ["amount", "chat", "company_name"]);
     assert_eq!(contract.outputs.into_iter().collect::<Vec<_>>(), ["message_id"]);
