@@ -16,7 +16,7 @@ use b24_emulator::{AppSpec, Emulator, EmulatorConfig, PortalSpec};
 pub mod host_config;
 
 use host::app::{self, Running};
-use host::config::Config;
+use host::config::{Config, WorkersConfig};
 
 pub use host_config::{
     ActionTable, EXAMPLE, FinanceCreditCheck, HostConfig, action_toml, config_duration,
@@ -164,6 +164,32 @@ impl Deployment {
         let deployment = Deployment { sandbox, running, config_text, listen };
         deployment.sandbox.install(&app.client_id, codes, REGISTRATION_WITHIN).await?;
         Ok(deployment)
+    }
+
+    /// A deployment of one action, as a connector's example or test wants it: an unlimited
+    /// portal, and a host with 4 workers holding a job for `lease`, on a SQLite file in a fresh
+    /// temp dir (`prefix`), running `action` (its `[[actions]]` table) as `code`, installed.
+    pub async fn one_action(
+        prefix: &str,
+        app: &AppIdentity,
+        code: &str,
+        action: String,
+        lease: Duration,
+    ) -> anyhow::Result<(Deployment, TempDir)> {
+        let temp = TempDir::new(prefix).context("creating a temp dir")?;
+        let store_url = format!("sqlite:{}", temp.path().join("b24act.db").display());
+        let config = |site: &Site| {
+            HostConfig {
+                workers: WorkersConfig { concurrency: 4, lease },
+                actions: vec![action],
+                ..HostConfig::new(app, site, &store_url)
+            }
+            .to_toml()
+        };
+        let portal = PortalSpec { unlimited: true, ..PortalSpec::default() };
+        let registry = connectors::Registry::new();
+        let deployment = Deployment::start(portal, app, &[code], config, &registry).await?;
+        Ok((deployment, temp))
     }
 
     pub fn emulator(&self) -> &Emulator {

@@ -8,42 +8,60 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use b24_emulator::{PortalSpec, WorkflowSpec, WorkflowStatus};
+use b24_emulator::{WorkflowSpec, WorkflowStatus};
 use fakes::faults::Failure;
 use fakes::graph::{self, GraphApi};
 use fakes::onec::{self, Fault, OneC};
 use fakes::telegram::{self, BotApi};
 use serde_json::{Value, json};
 
-use host::config::{RetryPolicy, WorkersConfig};
-use sandbox::{
-    ActionTable, AppIdentity, Deployment, HostConfig, Site, TempDir, connector_table, set,
-};
+use host::config::RetryPolicy;
+use sandbox::{ActionTable, AppIdentity, Deployment, TempDir, connector_table, set};
 
 const CLIENT_ID: &str = "local.b24act.examples";
 const CLIENT_SECRET: &str = "examples-secret";
-/// The `onec` example's action.
-pub const ONEC_CODE: &str = "item_price_stock";
-/// The `onec` example's inputs and return values.
-pub const ONEC_PROPERTIES: &[(&str, &str)] = &[("sku", "string")];
-pub const ONEC_RETURNS: &[(&str, &str)] = &[
-    ("name", "string"),
-    ("price", "double"),
-    ("available", "double"),
-    ("in_stock", "bool"),
-    ("error", "string"),
-];
-/// The `telegram` example's action.
-pub const TELEGRAM_CODE: &str = "notify_sales";
-pub const TELEGRAM_PROPERTIES: &[(&str, &str)] =
-    &[("company_name", "string"), ("amount", "double")];
-pub const TELEGRAM_RETURNS: &[(&str, &str)] = &[("message_id", "int"), ("error", "string")];
-/// The `sharepoint` example's action.
-pub const SHAREPOINT_CODE: &str = "archive_check";
-pub const SHAREPOINT_PROPERTIES: &[(&str, &str)] =
-    &[("company_name", "string"), ("amount", "double")];
-pub const SHAREPOINT_RETURNS: &[(&str, &str)] =
-    &[("document_id", "string"), ("document_url", "string"), ("error", "string")];
+/// One example's action: its code, inputs (all required) and return values, and what its
+/// fallback's log line says before the reason. The end-to-end tests run the same inputs and
+/// return values.
+pub struct ExampleAction {
+    pub code: &'static str,
+    /// Each input property as `(id, type)`.
+    pub properties: &'static [(&'static str, &'static str)],
+    /// Each return property as `(id, type)`; `error` gets the fallback's reason.
+    pub returns: &'static [(&'static str, &'static str)],
+    /// What the fallback's log line says before the reason.
+    pub failed: &'static str,
+}
+
+/// The `onec` example's action: price and stock by SKU.
+pub const ONEC: ExampleAction = ExampleAction {
+    code: "item_price_stock",
+    properties: &[("sku", "string")],
+    returns: &[
+        ("name", "string"),
+        ("price", "double"),
+        ("available", "double"),
+        ("in_stock", "bool"),
+        ("error", "string"),
+    ],
+    failed: "1C lookup",
+};
+/// The `telegram` example's action: a message to the sales chat.
+pub const TELEGRAM: ExampleAction = ExampleAction {
+    code: "notify_sales",
+    properties: &[("company_name", "string"), ("amount", "double")],
+    returns: &[("message_id", "int"), ("error", "string")],
+    failed: "Telegram message not sent",
+};
+/// The `sharepoint` example's action: a document in a library.
+pub const SHAREPOINT: ExampleAction = ExampleAction {
+    code: "archive_check",
+    properties: &[("company_name", "string"), ("amount", "double")],
+    returns: &[("document_id", "string"), ("document_url", "string"), ("error", "string")],
+    failed: "SharePoint document not created",
+};
+/// The examples' fallback values: the reason in `error`.
+pub const FALLBACK_VALUES: &str = r#"{ error = "{reason}" }"#;
 /// How long one example workflow may take before it counts as hung.
 const WITHIN: Duration = Duration::from_secs(20);
 
@@ -118,9 +136,7 @@ pub async fn run(_seed: u64, out: &mut impl std::io::Write) -> anyhow::Result<Ve
 /// unavailable for the first two attempts.
 async fn onec_example() -> anyhow::Result<Example> {
     let onec = OneC::start().await.context("starting the fake 1C")?;
-    let connector = onec_connector(&onec.base_url());
-    let action = example_action(ONEC_CODE, ONEC_PROPERTIES, ONEC_RETURNS, &connector, "1C lookup");
-    let (deployment, _temp) = deploy(ONEC_CODE, action).await?;
+    let (deployment, _temp) = deploy(&ONEC, &onec_connector(&onec.base_url())).await?;
     let cases: [(&str, Option<Fault>); 5] = [
         ("SKU-1", None),
         ("SKU-2", None),
@@ -134,7 +150,7 @@ async fn onec_example() -> anyhow::Result<Example> {
         if let Some(fault) = fault {
             onec.fail_next_n(2, fault);
         }
-        runs.push(run_one(&deployment, ONEC_CODE, json!({ "sku": sku }), described).await?);
+        runs.push(run_one(&deployment, ONEC.code, json!({ "sku": sku }), described).await?);
     }
     deployment.running.shutdown().await;
     Ok(Example { connector: "onec".into(), runs })
@@ -144,15 +160,7 @@ async fn onec_example() -> anyhow::Result<Example> {
 /// `retry_after`, and refused for a revoked bot token; each run also shows the text the chat got.
 async fn telegram_example() -> anyhow::Result<Example> {
     let bot = BotApi::start().await.context("starting the fake Telegram Bot API")?;
-    let connector = telegram_connector(&bot);
-    let action = example_action(
-        TELEGRAM_CODE,
-        TELEGRAM_PROPERTIES,
-        TELEGRAM_RETURNS,
-        &connector,
-        "Telegram message not sent",
-    );
-    let (deployment, _temp) = deploy(TELEGRAM_CODE, action).await?;
+    let (deployment, _temp) = deploy(&TELEGRAM, &telegram_connector(&bot)).await?;
     let cases = [
         ("ООО \"Ромашка\"", 1500.5, None),
         ("snake_case & Co.", 42.0, Some("429 with retry_after 1")),
@@ -170,7 +178,7 @@ async fn telegram_example() -> anyhow::Result<Example> {
         }
         let properties = json!({ "company_name": company, "amount": amount });
         let mut run =
-            run_one(&deployment, TELEGRAM_CODE, properties, fault.map(str::to_owned)).await?;
+            run_one(&deployment, TELEGRAM.code, properties, fault.map(str::to_owned)).await?;
         if let Some(message) = bot.sent().last().filter(|_| run.values.get("message_id").is_some())
         {
             run.log.push(format!("the chat shows: {:?}", message.text));
@@ -186,15 +194,7 @@ async fn telegram_example() -> anyhow::Result<Example> {
 /// file the library got.
 async fn sharepoint_example() -> anyhow::Result<Example> {
     let graph = GraphApi::start().await.context("starting the fake Microsoft Graph")?;
-    let connector = sharepoint_connector(&graph);
-    let action = example_action(
-        SHAREPOINT_CODE,
-        SHAREPOINT_PROPERTIES,
-        SHAREPOINT_RETURNS,
-        &connector,
-        "SharePoint document not created",
-    );
-    let (deployment, _temp) = deploy(SHAREPOINT_CODE, action).await?;
+    let (deployment, _temp) = deploy(&SHAREPOINT, &sharepoint_connector(&graph)).await?;
     let cases = [
         ("Ромашка", 1500.5, "DEAL_1", None),
         ("Лютик", 42.0, "DEAL_2", Some("Graph 503 with Retry-After 1")),
@@ -216,7 +216,7 @@ async fn sharepoint_example() -> anyhow::Result<Example> {
         let properties = json!({ "company_name": company, "amount": amount });
         let spec = WorkflowSpec {
             document_id: Some(vec!["crm".into(), "CCrmDocumentDeal".into(), deal.into()]),
-            ..workflow(&deployment, SHAREPOINT_CODE, properties)
+            ..workflow(&deployment, SHAREPOINT.code, properties)
         };
         let mut run = run_spec(&deployment, spec, fault.map(str::to_owned)).await?;
         let path = format!("Approvals/{deal}/credit-check-{deal}.md");
@@ -229,20 +229,14 @@ async fn sharepoint_example() -> anyhow::Result<Example> {
     Ok(Example { connector: "sharepoint".into(), runs })
 }
 
-/// An example's action: its connector, short retries, and a fallback that puts the reason in
-/// `error` and the log.
-fn example_action<'a>(
-    code: &'a str,
-    properties: &'a [(&'a str, &'a str)],
-    returns: &'a [(&'a str, &'a str)],
-    connector: &'a str,
-    failed: &str,
-) -> String {
-    ActionTable {
-        code,
-        name: code,
-        properties,
-        returns,
+/// The emulator, and the host on a temp SQLite file running `action` around `connector` with
+/// short retries and a fallback that puts the reason in `error` and the log, installed.
+async fn deploy(action: &ExampleAction, connector: &str) -> anyhow::Result<(Deployment, TempDir)> {
+    let table = ActionTable {
+        code: action.code,
+        name: action.code,
+        properties: action.properties,
+        returns: action.returns,
         connector,
         retry: RetryPolicy {
             max_wait: Duration::from_secs(10),
@@ -251,34 +245,12 @@ fn example_action<'a>(
             attempt_timeout: Duration::from_secs(2),
             ..RetryPolicy::default()
         },
-        fallback_log: &format!("{failed}: {{reason}}"),
-        fallback_values: r#"{ error = "{reason}" }"#,
-    }
-    .to_toml()
-}
-
-/// The emulator, and the host on a temp SQLite file running `action`, installed.
-async fn deploy(code: &str, action: String) -> anyhow::Result<(Deployment, TempDir)> {
-    let temp = TempDir::new("b24act-examples").context("creating a temp dir")?;
-    let store_url = format!("sqlite:{}", temp.path().join("examples.db").display());
-    let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
-    let config = |site: &Site| {
-        HostConfig {
-            workers: WorkersConfig { concurrency: 4, lease: Duration::from_secs(10) },
-            actions: vec![action],
-            ..HostConfig::new(&app, site, &store_url)
-        }
-        .to_toml()
+        fallback_log: &format!("{}: {{reason}}", action.failed),
+        fallback_values: FALLBACK_VALUES,
     };
-    let deployment = Deployment::start(
-        PortalSpec { unlimited: true, ..PortalSpec::default() },
-        &app,
-        &[code],
-        config,
-        &connectors::Registry::new(),
-    )
-    .await?;
-    Ok((deployment, temp))
+    let app = AppIdentity::new(CLIENT_ID, CLIENT_SECRET);
+    let lease = Duration::from_secs(10);
+    Deployment::one_action("b24act-examples", &app, action.code, table.to_toml(), lease).await
 }
 
 /// A single-activity workflow running `code` with `properties`.

@@ -7,20 +7,18 @@
 
 use std::time::{Duration, Instant};
 
-use b24_emulator::{PortalSpec, WorkflowSpec, WorkflowState, WorkflowStatus};
+use b24_emulator::{WorkflowSpec, WorkflowState, WorkflowStatus};
 use b24act::demo::examples::{
-    ONEC_PROPERTIES, ONEC_RETURNS, SHAREPOINT_PROPERTIES, SHAREPOINT_RETURNS, TELEGRAM_PROPERTIES,
-    TELEGRAM_RETURNS, onec_connector, sharepoint_connector, telegram_connector,
+    ExampleAction, FALLBACK_VALUES, ONEC, SHAREPOINT, TELEGRAM, onec_connector,
+    sharepoint_connector, telegram_connector,
 };
 use fakes::faults::{Behaviour, Down, Failure};
 use fakes::finance::{self, Company, Credentials, FinanceApi, Malformed};
 use fakes::graph::{GraphApi, LIBRARY_WEB_URL};
 use fakes::onec::{Fault, OneC};
 use fakes::telegram::{BotApi, DEFAULT_CHAT_ID};
-use host::config::{RetryPolicy, WorkersConfig};
-use sandbox::{
-    ActionTable, AppIdentity, Deployment, HostConfig, Site, TempDir, connector_table, set,
-};
+use host::config::RetryPolicy;
+use sandbox::{ActionTable, AppIdentity, Deployment, TempDir, connector_table, set};
 use serde_json::{Value, json};
 use store::{Job, JobFilter, JobState, ResultKind};
 
@@ -71,21 +69,19 @@ impl Harness {
             fallback_values: fallback,
         }
         .to_toml();
-        let temp = TempDir::new("b24act-it-connectors").unwrap();
-        let store_url = format!("sqlite:{}", temp.path().join("b24act.db").display());
         let app = AppIdentity::new("local.b24act.connectors", "connectors-secret");
-        let config = |site: &Site| {
-            HostConfig {
-                workers: WorkersConfig { concurrency: 4, lease: Duration::from_secs(5) },
-                actions: vec![action],
-                ..HostConfig::new(&app, site, &store_url)
-            }
-            .to_toml()
-        };
-        let portal = PortalSpec { unlimited: true, ..PortalSpec::default() };
-        let registry = connectors::Registry::new();
-        let deployment = Deployment::start(portal, &app, &[CODE], config, &registry).await.unwrap();
+        let lease = Duration::from_secs(5);
+        let (deployment, temp) =
+            Deployment::one_action("b24act-it-connectors", &app, CODE, action, lease)
+                .await
+                .unwrap();
         Harness { deployment, _temp: temp }
+    }
+
+    /// Deploys `connector` as the action of a connector's example: its inputs and return values,
+    /// and the reason in `error`.
+    async fn example(example: &ExampleAction, connector: &str) -> Harness {
+        Harness::start(connector, example.properties, example.returns, FALLBACK_VALUES).await
     }
 
     /// Starts a workflow on `deal` with `properties`; returns its id.
@@ -375,13 +371,7 @@ mod onec {
 
     async fn start() -> (Harness, OneC) {
         let onec = OneC::start().await.unwrap();
-        let harness = Harness::start(
-            &onec_connector(&onec.base_url()),
-            ONEC_PROPERTIES,
-            ONEC_RETURNS,
-            r#"{ error = "{reason}" }"#,
-        )
-        .await;
+        let harness = Harness::example(&ONEC, &onec_connector(&onec.base_url())).await;
         (harness, onec)
     }
 
@@ -496,13 +486,7 @@ mod telegram {
 
     async fn start() -> (Harness, BotApi) {
         let bot = BotApi::start().await.unwrap();
-        let harness = Harness::start(
-            &telegram_connector(&bot),
-            TELEGRAM_PROPERTIES,
-            TELEGRAM_RETURNS,
-            r#"{ error = "{reason}" }"#,
-        )
-        .await;
+        let harness = Harness::example(&TELEGRAM, &telegram_connector(&bot)).await;
         (harness, bot)
     }
 
@@ -605,13 +589,7 @@ mod telegram {
     async fn an_unknown_chat_falls_back_with_telegrams_description() {
         let bot = BotApi::start().await.unwrap();
         let connector = telegram_connector(&bot).replace(&DEFAULT_CHAT_ID.to_string(), "-100999");
-        let harness = Harness::start(
-            &connector,
-            TELEGRAM_PROPERTIES,
-            TELEGRAM_RETURNS,
-            r#"{ error = "{reason}" }"#,
-        )
-        .await;
+        let harness = Harness::example(&TELEGRAM, &connector).await;
         let (state, job) = harness.run("DEAL_7", request(), ResultKind::Fallback).await;
         assert_eq!(job.attempts, 1, "no retries: {job:?}");
         assert!(fallback_line(&state).contains("chat not found"), "{:?}", state.log);
@@ -629,13 +607,7 @@ mod sharepoint {
 
     async fn start() -> (Harness, GraphApi) {
         let graph = GraphApi::start().await.unwrap();
-        let harness = Harness::start(
-            &sharepoint_connector(&graph),
-            SHAREPOINT_PROPERTIES,
-            SHAREPOINT_RETURNS,
-            r#"{ error = "{reason}" }"#,
-        )
-        .await;
+        let harness = Harness::example(&SHAREPOINT, &sharepoint_connector(&graph)).await;
         (harness, graph)
     }
 
