@@ -41,28 +41,32 @@ pub struct TokenSet {
     pub status: String,
 }
 
+/// Whom an access token, refresh token or authorization code speaks for: a user of an app on a
+/// portal.
 #[derive(Debug, Clone)]
-pub(crate) struct AccessToken {
+pub(crate) struct Grant {
     pub(crate) portal: usize,
     pub(crate) client_id: String,
     pub(crate) user_id: u64,
-    pub(crate) expires_at: SystemTime,
-    /// Set by `expire_tokens`: the token answers `expired_token` whatever its time.
-    pub(crate) forced_expired: bool,
+}
+
+impl Grant {
+    fn is_for(&self, portal: usize, client_id: &str) -> bool {
+        self.portal == portal && self.client_id == client_id
+    }
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct RefreshToken {
-    pub(crate) portal: usize,
-    pub(crate) client_id: String,
-    pub(crate) user_id: u64,
+struct AccessToken {
+    grant: Grant,
+    expires_at: SystemTime,
+    /// Set by `expire_tokens`: the token answers `expired_token` whatever its time.
+    forced_expired: bool,
 }
 
 #[derive(Debug, Clone)]
 struct AuthorizationCode {
-    portal: usize,
-    client_id: String,
-    user_id: u64,
+    grant: Grant,
     expires_at: SystemTime,
 }
 
@@ -70,13 +74,13 @@ struct AuthorizationCode {
 #[derive(Debug, Default)]
 pub(crate) struct TokenStore {
     access: HashMap<String, AccessToken>,
-    refresh: HashMap<String, RefreshToken>,
+    refresh: HashMap<String, Grant>,
     codes: HashMap<String, AuthorizationCode>,
 }
 
 /// What the portal learns from an access token.
 pub(crate) enum TokenCheck<'a> {
-    Valid(&'a AccessToken),
+    Valid(&'a Grant),
     Expired,
     Unknown,
 }
@@ -86,22 +90,22 @@ impl TokenStore {
         match self.access.get(token) {
             None => TokenCheck::Unknown,
             Some(t) if t.forced_expired || SystemTime::now() >= t.expires_at => TokenCheck::Expired,
-            Some(t) => TokenCheck::Valid(t),
+            Some(t) => TokenCheck::Valid(&t.grant),
         }
     }
 
     /// Makes every access token of a portal answer `expired_token`.
     pub(crate) fn expire_portal(&mut self, portal: usize) {
-        for t in self.access.values_mut().filter(|t| t.portal == portal) {
+        for t in self.access.values_mut().filter(|t| t.grant.portal == portal) {
             t.forced_expired = true;
         }
     }
 
     /// Forgets every token of an app on a portal (uninstall: "API access is already revoked").
     pub(crate) fn revoke(&mut self, portal: usize, client_id: &str) {
-        self.access.retain(|_, t| !(t.portal == portal && t.client_id == client_id));
-        self.refresh.retain(|_, t| !(t.portal == portal && t.client_id == client_id));
-        self.codes.retain(|_, t| !(t.portal == portal && t.client_id == client_id));
+        self.access.retain(|_, t| !t.grant.is_for(portal, client_id));
+        self.refresh.retain(|_, g| !g.is_for(portal, client_id));
+        self.codes.retain(|_, c| !c.grant.is_for(portal, client_id));
     }
 }
 
@@ -151,20 +155,12 @@ pub(crate) fn issue(
         server_endpoint: shared.server_endpoint(),
         status,
     };
+    let grant = Grant { portal, client_id: client_id.to_owned(), user_id };
     state.tokens.access.insert(
         set.access_token.clone(),
-        AccessToken {
-            portal,
-            client_id: client_id.to_owned(),
-            user_id,
-            expires_at,
-            forced_expired: false,
-        },
+        AccessToken { grant: grant.clone(), expires_at, forced_expired: false },
     );
-    state.tokens.refresh.insert(
-        set.refresh_token.clone(),
-        RefreshToken { portal, client_id: client_id.to_owned(), user_id },
-    );
+    state.tokens.refresh.insert(set.refresh_token.clone(), grant);
     Ok(set)
 }
 
@@ -179,7 +175,10 @@ pub(crate) fn issue_code(
     let expires_at = SystemTime::now() + AUTHORIZATION_CODE_LIFETIME;
     state.tokens.codes.insert(
         code.clone(),
-        AuthorizationCode { portal, client_id: client_id.to_owned(), user_id, expires_at },
+        AuthorizationCode {
+            grant: Grant { portal, client_id: client_id.to_owned(), user_id },
+            expires_at,
+        },
     );
     code
 }
@@ -242,8 +241,8 @@ pub(crate) async fn token_endpoint(
         "authorization_code" => {
             let code = get("code");
             match state.tokens.codes.remove(&code) {
-                Some(c) if c.client_id == client_id && SystemTime::now() < c.expires_at => {
-                    Some((c.portal, c.user_id))
+                Some(c) if c.grant.client_id == client_id && SystemTime::now() < c.expires_at => {
+                    Some((c.grant.portal, c.grant.user_id))
                 }
                 _ => None,
             }
