@@ -8,7 +8,9 @@ use connectors::http::HttpError;
 use serde_json::json;
 
 use crate::fake_api::{Break, FakeApi, Fault, breaking_server, refusing_address};
-use crate::{assert_hides, call, fatal_error, http, own_error, retryable_error};
+use crate::{
+    assert_hides, assert_reason_contains, call, fatal_error, http, own_error, retryable_error,
+};
 
 fn http_error(error: &ConnectorError) -> &HttpError {
     own_error(error)
@@ -22,7 +24,7 @@ async fn a_slow_answer_times_out_and_is_retryable() {
     let error = retryable_error(&connector, &call()).await;
     assert_eq!(error.retry_after(), None);
     assert!(matches!(http_error(&error), HttpError::Timeout { .. }));
-    assert!(error.reason().contains("no answer within 200ms"), "{error}");
+    assert_reason_contains(&error, "no answer within 200ms");
 }
 
 #[tokio::test]
@@ -33,7 +35,7 @@ async fn the_hosts_attempt_timeout_bounds_the_request_when_shorter() {
     let mut request = call();
     request.attempt_timeout = Some(Duration::from_millis(150));
     let error = retryable_error(&connector, &request).await;
-    assert!(error.reason().contains("no answer within 150ms"), "{error}");
+    assert_reason_contains(&error, "no answer within 150ms");
 }
 
 #[tokio::test]
@@ -67,7 +69,7 @@ async fn server_errors_are_retryable_and_quote_the_body() {
         api.fail_next([Fault::Status(code, r#"{"error": "maintenance until 03:00"}"#)]);
         let error = connector.run(&call()).await.unwrap_err();
         assert!(error.is_retryable(), "{code}");
-        assert!(error.reason().contains(&format!("answered {code}")), "{error}");
+        assert_reason_contains(&error, &format!("answered {code}"));
         assert!(error.reason().ends_with(r#": {"error": "maintenance until 03:00"}"#), "{error}");
     }
 }
@@ -107,7 +109,7 @@ async fn client_errors_and_redirects_are_fatal() {
         api.fail_next([Fault::Status(code, "{}")]);
         let error = connector.run(&call()).await.unwrap_err();
         assert!(!error.is_retryable(), "{code}");
-        assert!(error.reason().contains(&format!("answered {code}")), "{error}");
+        assert_reason_contains(&error, &format!("answered {code}"));
     }
 }
 
@@ -126,11 +128,9 @@ async fn the_upstreams_own_validation_error_is_fatal() {
         "body": { "amount": "{{properties.amount}}" },
     }));
     let error = fatal_error(&connector, &call().with_property("amount", "lots")).await;
-    assert!(
-        error
-            .reason()
-            .contains(r#"answered 422 Unprocessable Entity: {"error":"amount must be a number"}"#),
-        "{error}"
+    assert_reason_contains(
+        &error,
+        r#"answered 422 Unprocessable Entity: {"error":"amount must be a number"}"#,
     );
 }
 
@@ -169,11 +169,9 @@ async fn a_missing_pointer_is_fatal_and_named() {
         "response": { "available_limit": "/limit/available", "rating": "/company/rating" },
     }));
     let error = fatal_error(&connector, &call()).await;
-    assert!(
-        error
-            .reason()
-            .contains("nothing at `/company/rating` in the response for return value `rating`"),
-        "{error}"
+    assert_reason_contains(
+        &error,
+        "nothing at `/company/rating` in the response for return value `rating`",
     );
 }
 
@@ -208,11 +206,9 @@ async fn a_2xx_that_is_not_json_is_fatal_unless_configured_retryable() {
         api.fail_next([Fault::Garbage(content_type, body)]);
         let error = http(settings.clone()).run(&call()).await.unwrap_err();
         assert!(!error.is_retryable(), "{body:?}");
-        assert!(
-            error.reason().contains(&format!(
-                "answered 200 OK with a body that is not JSON ({content_type})"
-            )),
-            "{error}"
+        assert_reason_contains(
+            &error,
+            &format!("answered 200 OK with a body that is not JSON ({content_type})"),
         );
     }
 
@@ -232,7 +228,7 @@ async fn a_body_over_the_limit_is_fatal() {
         "response": { "padding": "/padding" },
     }));
     let error = fatal_error(&connector, &call()).await;
-    assert!(error.reason().contains("larger than 1000 bytes"), "{error}");
+    assert_reason_contains(&error, "larger than 1000 bytes");
 }
 
 #[tokio::test]

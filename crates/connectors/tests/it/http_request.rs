@@ -7,7 +7,7 @@ use connectors::Connector;
 use serde_json::json;
 
 use crate::fake_api::FakeApi;
-use crate::{call, fatal_error, http};
+use crate::{assert_reason_contains, call, fatal_error, http};
 
 #[tokio::test]
 async fn templated_request_reaches_the_server_exactly_and_the_answer_is_mapped() {
@@ -147,7 +147,7 @@ async fn a_dot_segment_value_is_refused_before_sending() {
     let connector =
         http(json!({ "url": api.url("/echo/companies/{{properties.company_id}}/limit") }));
     let error = fatal_error(&connector, &call().with_property("company_id", "..")).await;
-    assert!(error.reason().contains("url: `{{properties.company_id}}` is `.` or `..`"), "{error}");
+    assert_reason_contains(&error, "url: `{{properties.company_id}}` is `.` or `..`");
     assert!(api.received().is_empty());
 }
 
@@ -166,8 +166,8 @@ async fn header_values_with_cr_or_lf_are_refused_before_sending() {
     for evil in ["ACME\r\nX-Admin: yes", "ACME\nX-Admin: yes", "ACME\rX", "A\u{0}B"] {
         let error = connector.run(&call().with_property("name", evil)).await.unwrap_err();
         assert!(!error.is_retryable(), "{evil:?}");
-        assert!(error.reason().contains("headers.X-Company"), "{error}");
-        assert!(error.reason().contains("control character"), "{error}");
+        assert_reason_contains(&error, "headers.X-Company");
+        assert_reason_contains(&error, "control character");
     }
     assert!(api.received().is_empty());
 }
@@ -191,7 +191,7 @@ async fn a_missing_property_is_fatal_and_nothing_is_sent() {
         "body": { "inn": "{{properties.inn}}" },
     }));
     let error = fatal_error(&connector, &call()).await;
-    assert!(error.reason().contains("the call has no property `inn`"), "{error}");
+    assert_reason_contains(&error, "the call has no property `inn`");
     assert!(error.reason().starts_with(&format!("POST {}/echo/x: body:", api.base)), "{error}");
     assert!(api.received().is_empty());
 }

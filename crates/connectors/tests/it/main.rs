@@ -140,6 +140,11 @@ async fn error_of_class(
     error
 }
 
+/// Asserts that the error's reason contains `text`, showing the whole error when it does not.
+pub fn assert_reason_contains(error: &ConnectorError, text: &str) {
+    assert!(error.reason().contains(text), "{error}");
+}
+
 /// The connector's own error `E` behind a [`ConnectorError`].
 pub fn own_error<E: std::error::Error + 'static>(error: &ConnectorError) -> &E {
     std::error::Error::source(error).and_then(|source| source.downcast_ref::<E>()).unwrap_or_else(

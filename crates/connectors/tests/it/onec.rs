@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use crate::fake_api::refusing_address;
 use crate::{
-    connector, fatal_error, fatal_with, own_error, rejected as config_error, retryable_error,
-    with_setting, with_settings,
+    assert_reason_contains, connector, fatal_error, fatal_with, own_error,
+    rejected as config_error, retryable_error, with_setting, with_settings,
 };
 
 async fn start() -> OneC {
@@ -225,7 +225,7 @@ async fn two_live_items_with_one_sku_are_fatal() {
     let fake = start().await;
     fake.add_item("SKU-2", "Кресло офисное «Бета» (дубль)");
     let error = fatal_error(&connector(&settings(&fake)), &sku("SKU-2")).await;
-    assert!(error.reason().contains("more than one item where Артикул eq 'SKU-2'"), "{error}");
+    assert_reason_contains(&error, "more than one item where Артикул eq 'SKU-2'");
 }
 
 #[tokio::test]
@@ -276,11 +276,9 @@ async fn an_unavailable_1c_is_retryable_and_the_next_attempt_succeeds() {
     fake.fail_next_n(2, Fault::Unavailable);
     for _ in 0..2 {
         let error = retryable_error(&connector, &sku("SKU-1")).await;
-        assert!(
-            error
-                .reason()
-                .contains("answered 503 Service Unavailable: Сервер 1С:Предприятия не обнаружен"),
-            "{error}"
+        assert_reason_contains(
+            &error,
+            "answered 503 Service Unavailable: Сервер 1С:Предприятия не обнаружен",
         );
     }
     assert_eq!(connector.run(&sku("SKU-1")).await.expect("back").values["price"], 12500.0);
@@ -302,7 +300,7 @@ async fn a_slow_1c_times_out_and_is_retryable() {
     let fake = failing([Fault::Slow(Duration::from_secs(30))]).await;
     let settings = with_setting(&settings(&fake), "timeout", json!("200ms"));
     let error = retryable_error(&connector(&settings), &sku("SKU-1")).await;
-    assert!(error.reason().contains("no answer within 200ms"), "{error}");
+    assert_reason_contains(&error, "no answer within 200ms");
 }
 
 #[tokio::test]
@@ -311,7 +309,7 @@ async fn a_refused_connection_is_retryable() {
     let url = json!(format!("{}/trade", refusing_address()));
     let settings = with_setting(&settings(&fake), "url", url);
     let error = retryable_error(&connector(&settings), &sku("SKU-1")).await;
-    assert!(error.reason().contains("could not connect"), "{error}");
+    assert_reason_contains(&error, "could not connect");
 }
 
 #[tokio::test]
@@ -331,11 +329,9 @@ async fn a_missing_mapped_field_is_fatal_naming_it() {
     let mut settings = settings(&fake);
     settings["response"]["unit"] = json!("/item/Единица");
     let error = fatal_error(&connector(&settings), &sku("SKU-1")).await;
-    assert!(
-        error
-            .reason()
-            .contains("nothing at `/item/Единица` in the response for return value `unit`"),
-        "{error}"
+    assert_reason_contains(
+        &error,
+        "nothing at `/item/Единица` in the response for return value `unit`",
     );
 }
 

@@ -12,8 +12,8 @@ use fakes::telegram::{BotApi, Chat, ChatKind, DEFAULT_CHAT_ID, DEFAULT_TOKEN};
 use serde_json::{Value, json};
 
 use crate::{
-    assert_hides, connector, deal_call, fatal_error, fatal_with, own_error, rejected_with,
-    retryable_error, with_setting, with_settings,
+    assert_hides, assert_reason_contains, connector, deal_call, fatal_error, fatal_with, own_error,
+    rejected_with, retryable_error, with_setting, with_settings,
 };
 
 async fn start() -> BotApi {
@@ -169,7 +169,7 @@ async fn unavailable_is_retryable() {
 
     bot.update(|b| b.down = Some(Down::Refuse)).await;
     let error = retryable_error(&connector, &call()).await;
-    assert!(error.reason().contains("could not connect"), "{error}");
+    assert_reason_contains(&error, "could not connect");
     assert_hides(&error, &[token_secret()]);
 
     bot.update(|b| b.down = None).await;
@@ -227,7 +227,7 @@ async fn a_missing_property_is_fatal_before_anything_is_sent() {
     let request =
         ConnectorRequest::new("job-2", "notify", DocumentId::new("crm", "CCrmDocumentDeal", "D"));
     let error = fatal_error(&connector(&settings(&bot)), &request).await;
-    assert!(error.reason().contains("the call has no property `company_name`"), "{error}");
+    assert_reason_contains(&error, "the call has no property `company_name`");
     assert_eq!(bot.requests(), 0);
 }
 
