@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::support::{HANDLER_PATH, World};
+use crate::support::{HANDLER_PATH, TOKENLESS_AUTH_KEYS, World, auth_keys};
 
 /// Registers the §2.5 example. The JSON is sent as text because `json!` would sort the keys, and
 /// the property order is what the call order is checked against.
@@ -168,7 +168,7 @@ async fn start_workflow_returns_before_the_handler_is_called() {
     let w = World::new().await;
     register_example(&w).await;
     let faults = Faults { call_delay: Duration::from_millis(800), ..Default::default() };
-    w.emu.set_faults(&w.portal.domain, faults).unwrap();
+    w.set_faults(faults);
     let begun = Instant::now();
     let started = w.emu.start_workflow(w.workflow("md5_action", json!({}))).await.unwrap();
     assert!(begun.elapsed() < Duration::from_millis(500));
@@ -189,12 +189,7 @@ async fn run_as_user_zero_gets_no_tokens_and_non_2xx_is_not_retried() {
     w.echo.set_status(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
     let started = w.emu.start_workflow(w.workflow("nobody", json!({}))).await.unwrap();
     let call = w.echo.wait_for(HANDLER_PATH, 1).await[0].json();
-    let mut keys: Vec<_> = call["auth"].as_object().unwrap().keys().cloned().collect();
-    keys.sort();
-    assert_eq!(
-        keys,
-        ["application_token", "client_endpoint", "domain", "member_id", "server_endpoint"]
-    );
+    assert_eq!(auth_keys(&call), TOKENLESS_AUTH_KEYS);
     assert!(call.get("properties").is_none());
     assert_eq!(call["use_subscription"], "N");
     let state = w.delivered(&started.workflow_id).await;

@@ -85,12 +85,7 @@ async fn a_token_of_another_portal_is_access_denied() {
 #[tokio::test]
 async fn the_lock_window_answers_423_then_lets_the_event_through() {
     let w = World::new().await;
-    w.emu
-        .set_faults(
-            &w.portal.domain,
-            Faults { lock_window: Some(Duration::from_millis(700)), ..Default::default() },
-        )
-        .unwrap();
+    w.set_faults(Faults { lock_window: Some(Duration::from_millis(700)), ..Default::default() });
     let wf = waiting(&w, |s| s).await;
     let (status, body) = w.call("bizproc.event.send", json!({"EVENT_TOKEN": wf.event_token})).await;
     assert_eq!((status, err(&body)), (400, ("423", "The workflow is hung or being executed")));

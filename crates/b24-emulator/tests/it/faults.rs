@@ -1,21 +1,27 @@
 //! Fault injection: dropped, duplicated and retried calls, missing tokens, 5xx bursts, and the
 //! 302 domain move.
 
-use b24_emulator::{Faults, ServerErrorBurst};
+use b24_emulator::{Faults, ServerErrorBurst, StartedWorkflow};
 use serde_json::json;
 
-use crate::support::{HANDLER_PATH, World, err, get_json};
+use crate::support::{HANDLER_PATH, TOKENLESS_AUTH_KEYS, World, auth_keys, err, get_json};
 
-async fn robot(w: &World) {
+/// A world with the robot `f` (a subscribing one) registered and `faults` set.
+async fn robot_with(faults: Faults) -> World {
+    let w = World::new().await;
     w.register("bizproc.robot.add", json!({"CODE": "f", "USE_SUBSCRIPTION": "Y"})).await;
+    w.set_faults(faults);
+    w
+}
+
+async fn start_robot(w: &World) -> StartedWorkflow {
+    w.emu.start_workflow(w.workflow("f", json!({}))).await.unwrap()
 }
 
 #[tokio::test]
 async fn dropped_calls_never_arrive_but_the_workflow_waits() {
-    let w = World::new().await;
-    robot(&w).await;
-    w.emu.set_faults(&w.portal.domain, Faults { drop_calls: true, ..Default::default() }).unwrap();
-    let wf = w.emu.start_workflow(w.workflow("f", json!({}))).await.unwrap();
+    let w = robot_with(Faults { drop_calls: true, ..Default::default() }).await;
+    let wf = start_robot(&w).await;
     let state = w.delivered(&wf.workflow_id).await;
     assert_eq!(state.deliveries[0].error.as_deref(), Some("dropped by fault injection"));
     assert!(w.echo.on(HANDLER_PATH).is_empty());
@@ -24,56 +30,39 @@ async fn dropped_calls_never_arrive_but_the_workflow_waits() {
 
 #[tokio::test]
 async fn duplicated_calls_arrive_twice_with_the_same_body() {
-    let w = World::new().await;
-    robot(&w).await;
-    w.emu
-        .set_faults(&w.portal.domain, Faults { duplicate_calls: true, ..Default::default() })
-        .unwrap();
-    w.emu.start_workflow(w.workflow("f", json!({}))).await.unwrap();
+    let w = robot_with(Faults { duplicate_calls: true, ..Default::default() }).await;
+    start_robot(&w).await;
     let calls = w.echo.wait_for(HANDLER_PATH, 2).await;
     assert_eq!(calls[0].body, calls[1].body);
 }
 
 #[tokio::test]
 async fn retry_mode_resends_while_the_handler_fails() {
-    let w = World::new().await;
-    robot(&w).await;
+    let w = robot_with(Faults { retry_non_2xx: 2, ..Default::default() }).await;
     w.echo.set_status(axum::http::StatusCode::SERVICE_UNAVAILABLE);
-    w.emu.set_faults(&w.portal.domain, Faults { retry_non_2xx: 2, ..Default::default() }).unwrap();
-    w.emu.start_workflow(w.workflow("f", json!({}))).await.unwrap();
+    start_robot(&w).await;
     w.echo.wait_for(HANDLER_PATH, 3).await;
 }
 
 #[tokio::test]
 async fn token_omission_faults_strip_auth_fields() {
-    let w = World::new().await;
-    robot(&w).await;
-    w.emu
-        .set_faults(&w.portal.domain, Faults { omit_refresh_token: true, ..Default::default() })
-        .unwrap();
-    w.emu.start_workflow(w.workflow("f", json!({}))).await.unwrap();
+    let w = robot_with(Faults { omit_refresh_token: true, ..Default::default() }).await;
+    start_robot(&w).await;
     let first = w.echo.wait_for(HANDLER_PATH, 1).await[0].json();
     assert!(first["auth"].get("refresh_token").is_none());
     assert!(first["auth"].get("access_token").is_some());
 
-    w.emu.set_faults(&w.portal.domain, Faults { omit_tokens: true, ..Default::default() }).unwrap();
-    w.emu.start_workflow(w.workflow("f", json!({}))).await.unwrap();
+    w.set_faults(Faults { omit_tokens: true, ..Default::default() });
+    start_robot(&w).await;
     let second = w.echo.wait_for(HANDLER_PATH, 2).await[1].json();
-    let mut keys: Vec<_> = second["auth"].as_object().unwrap().keys().cloned().collect();
-    keys.sort();
-    assert_eq!(
-        keys,
-        ["application_token", "client_endpoint", "domain", "member_id", "server_endpoint"]
-    );
+    assert_eq!(auth_keys(&second), TOKENLESS_AUTH_KEYS);
 }
 
 #[tokio::test]
 async fn a_burst_of_server_errors_hits_the_next_requests_only() {
     let w = World::new().await;
     let burst = ServerErrorBurst { count: 2, status: 500 };
-    w.emu
-        .set_faults(&w.portal.domain, Faults { server_errors: Some(burst), ..Default::default() })
-        .unwrap();
+    w.set_faults(Faults { server_errors: Some(burst), ..Default::default() });
     let (status, body) = w.call("bizproc.robot.list", json!({})).await;
     assert_eq!((status, err(&body).0), (500, "INTERNAL_SERVER_ERROR"));
     let (status, _) = w.call("bizproc.robot.list", json!({})).await;
@@ -81,9 +70,7 @@ async fn a_burst_of_server_errors_hits_the_next_requests_only() {
     let (status, _) = w.call("bizproc.robot.list", json!({})).await;
     assert_eq!(status, 200);
     let burst = ServerErrorBurst { count: 1, status: 503 };
-    w.emu
-        .set_faults(&w.portal.domain, Faults { server_errors: Some(burst), ..Default::default() })
-        .unwrap();
+    w.set_faults(Faults { server_errors: Some(burst), ..Default::default() });
     let (status, body) = w.call("bizproc.robot.list", json!({})).await;
     assert_eq!((status, err(&body).0), (503, "OVERLOAD_LIMIT"));
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use b24_emulator::PortalSpec;
 use serde_json::json;
 
-use crate::support::{INSTALL_PATH, World, err, get_json};
+use crate::support::{INSTALL_PATH, TOKENLESS_AUTH_KEYS, World, auth_keys, err, get_json};
 
 fn refresh_url(w: &World, refresh_token: &str, secret: &str) -> String {
     format!(
@@ -113,13 +113,7 @@ async fn onappinstall_is_a_php_form_with_tokens_and_uninstall_carries_none() {
     w.emu.uninstall_app(&w.portal.domain, &w.app.client_id).await.unwrap();
     let uninstall = w.echo.wait_for(INSTALL_PATH, 2).await[1].json();
     assert_eq!(uninstall["event"], "ONAPPUNINSTALL");
-    let keys: Vec<_> = uninstall["auth"].as_object().unwrap().keys().cloned().collect();
-    let mut expected =
-        vec!["application_token", "client_endpoint", "domain", "member_id", "server_endpoint"];
-    expected.sort();
-    let mut keys = keys;
-    keys.sort();
-    assert_eq!(keys, expected);
+    assert_eq!(auth_keys(&uninstall), TOKENLESS_AUTH_KEYS);
     assert_eq!(uninstall["auth"]["application_token"], json!(w.inst.application_token));
     // Uninstall revokes API access.
     let (status, _) = w.call("bizproc.activity.list", json!({})).await;

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use b24_emulator::{
-    App, AppSpec, Emulator, EmulatorConfig, Installation, Portal, PortalSpec, WorkflowSpec,
+    App, AppSpec, Emulator, EmulatorConfig, Faults, Installation, Portal, PortalSpec, WorkflowSpec,
     WorkflowState, WorkflowStatus,
 };
 use serde_json::{Value, json};
@@ -137,6 +137,11 @@ impl World {
         World { emu, portal, app, inst, echo, http }
     }
 
+    /// Replaces the portal's faults.
+    pub fn set_faults(&self, faults: Faults) {
+        self.emu.set_faults(&self.portal.domain, faults).unwrap();
+    }
+
     pub fn handler_url(&self) -> String {
         format!("{}{HANDLER_PATH}", self.echo.url)
     }
@@ -222,6 +227,18 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> (u16, Value) {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// The `auth[...]` keys of an event that carries no tokens (run as user 0, the `omit_tokens`
+/// fault, ONAPPUNINSTALL), sorted.
+pub const TOKENLESS_AUTH_KEYS: [&str; 5] =
+    ["application_token", "client_endpoint", "domain", "member_id", "server_endpoint"];
+
+/// The keys of an event's `auth[...]`, sorted.
+pub fn auth_keys(event: &Value) -> Vec<String> {
+    let mut keys: Vec<_> = event["auth"].as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    keys
 }
 
 /// The error pair of an error envelope.
