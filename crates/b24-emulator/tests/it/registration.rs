@@ -11,6 +11,17 @@ async fn add_error(world: &World, method: &str, params: Value) -> (u16, String, 
     (status, code.to_owned(), description.to_owned())
 }
 
+/// Asserts that calling `method` with `params` fails with exactly `expected`.
+async fn assert_error(
+    world: &World,
+    method: &str,
+    params: Value,
+    expected: &(u16, String, String),
+) {
+    let got = add_error(world, method, params.clone()).await;
+    assert_eq!(&got, expected, "{method} {params}");
+}
+
 fn v(status: u16, code: &str, description: &str) -> (u16, String, String) {
     (status, code.to_owned(), description.to_owned())
 }
@@ -76,8 +87,7 @@ async fn every_validation_error_of_the_table_has_its_exact_string() {
         ),
     ];
     for (params, expected) in cases {
-        let got = add_error(&w, "bizproc.activity.add", params.clone()).await;
-        assert_eq!(got, expected, "params: {params}");
+        assert_error(&w, "bizproc.activity.add", params, &expected).await;
     }
 }
 
@@ -157,31 +167,15 @@ async fn keys_are_upper_cased_except_property_ids_and_options() {
 async fn activities_and_robots_share_codes_on_add_but_not_on_update_delete_list() {
     let w = World::new().await;
     w.register("bizproc.robot.add", json!({"CODE": "shared"})).await;
-    let got = add_error(
-        &w,
-        "bizproc.activity.add",
-        json!({"CODE": "shared", "HANDLER": w.handler_url(), "NAME": "n"}),
-    )
-    .await;
-    assert_eq!(
-        got,
-        v(400, "ERROR_ACTIVITY_ALREADY_INSTALLED", "Activity or Robot already installed!")
-    );
+    let add = json!({"CODE": "shared", "HANDLER": w.handler_url(), "NAME": "n"});
+    let installed =
+        v(400, "ERROR_ACTIVITY_ALREADY_INSTALLED", "Activity or Robot already installed!");
+    assert_error(&w, "bizproc.activity.add", add, &installed).await;
 
     let not_found = v(400, "ERROR_ACTIVITY_NOT_FOUND", "Activity or Robot not found!");
-    assert_eq!(
-        add_error(&w, "bizproc.activity.delete", json!({"code": "shared"})).await,
-        not_found
-    );
-    assert_eq!(
-        add_error(
-            &w,
-            "bizproc.activity.update",
-            json!({"CODE": "shared", "FIELDS": {"NAME": "x"}})
-        )
-        .await,
-        not_found
-    );
+    assert_error(&w, "bizproc.activity.delete", json!({"code": "shared"}), &not_found).await;
+    let update = json!({"CODE": "shared", "FIELDS": {"NAME": "x"}});
+    assert_error(&w, "bizproc.activity.update", update, &not_found).await;
     let (_, list) = w.call("bizproc.activity.list", json!({})).await;
     assert_eq!(list["result"], json!([]));
     let (_, list) = w.call("bizproc.robot.list", json!({})).await;
@@ -199,20 +193,14 @@ async fn update_changes_only_given_fields_and_rejects_empty_fields() {
     w.register("bizproc.activity.add", json!({"CODE": "u1", "PROPERTIES": {"a": {"NAME": "A"}}}))
         .await;
     let no_fields = v(400, "ERROR_ACTIVITY_VALIDATION_FAILURE", "No fields to update");
-    assert_eq!(add_error(&w, "bizproc.activity.update", json!({"CODE": "u1"})).await, no_fields);
-    assert_eq!(
-        add_error(&w, "bizproc.activity.update", json!({"CODE": "u1", "FIELDS": {"FOO": 1}})).await,
-        no_fields
-    );
-    assert_eq!(
-        add_error(
-            &w,
-            "bizproc.activity.update",
-            json!({"CODE": "u1", "FIELDS": {"HANDLER": "http://localhost/"}})
-        )
-        .await,
-        v(400, "ERROR_WRONG_HANDLER_URL", "Wrong handler URL")
-    );
+    let wrong_handler = v(400, "ERROR_WRONG_HANDLER_URL", "Wrong handler URL");
+    for (params, expected) in [
+        (json!({"CODE": "u1"}), &no_fields),
+        (json!({"CODE": "u1", "FIELDS": {"FOO": 1}}), &no_fields),
+        (json!({"CODE": "u1", "FIELDS": {"HANDLER": "http://localhost/"}}), &wrong_handler),
+    ] {
+        assert_error(&w, "bizproc.activity.update", params, expected).await;
+    }
     let (status, body) = w
         .call(
             "bizproc.activity.update",
