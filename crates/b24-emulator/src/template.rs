@@ -51,7 +51,7 @@ pub enum Step {
 }
 
 /// Runs a registered REST activity or robot, exactly as a single-activity workflow does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ActivityStep {
     /// The designer's activity name: what `{=name:value}` refers to and the middle part of the
@@ -72,22 +72,8 @@ pub struct ActivityStep {
     pub run_as_user: Option<u64>,
 }
 
-impl Default for ActivityStep {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            code: String::new(),
-            client_id: None,
-            properties: serde_json::Map::new(),
-            timeout_duration: 0,
-            use_subscription: None,
-            run_as_user: None,
-        }
-    }
-}
-
 /// If-Then-Else on one condition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IfElseStep {
     /// A label for the step records; optional.
@@ -97,23 +83,9 @@ pub struct IfElseStep {
     pub otherwise: Vec<Step>,
 }
 
-impl Default for IfElseStep {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            condition: Condition {
-                operand: String::new(),
-                op: CompareOp::IsTrue,
-                value: serde_json::Value::Null,
-            },
-            then: Vec::new(),
-            otherwise: Vec::new(),
-        }
-    }
-}
-
 /// `operand op value`, where `operand` is one expression such as `{=check:approval_required}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The default is an empty operand with `is_true`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     pub operand: String,
@@ -124,7 +96,7 @@ pub struct Condition {
 }
 
 /// How a condition compares; see [`crate::expr`] for the rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompareOp {
     #[serde(rename = "=")]
     Eq,
@@ -140,6 +112,7 @@ pub enum CompareOp {
     Le,
     /// `Y`, `y`, `1`, `true` or a non-zero number (`CBPHelper::getBool`).
     #[serde(rename = "is_true")]
+    #[default]
     IsTrue,
     #[serde(rename = "empty")]
     Empty,
