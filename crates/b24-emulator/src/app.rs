@@ -199,7 +199,6 @@ pub(crate) async fn uninstall(
         let mut state = shared.lock();
         let portal = state.portal_index(domain)?;
         let app = state.app(client_id)?.clone();
-        let server_endpoint = shared.server_endpoint();
         let p = &mut state.portals[portal];
         let install = installed_mut(p, domain, client_id)?;
         install.installed = false;
@@ -215,16 +214,7 @@ pub(crate) async fn uninstall(
             ]),
         );
         form.insert("ts".into(), Param::str(clock::unix_secs(SystemTime::now()).to_string()));
-        form.insert(
-            "auth".into(),
-            Param::map([
-                ("domain", Param::str(&p.domain)),
-                ("server_endpoint", Param::str(server_endpoint)),
-                ("client_endpoint", Param::str(p.client_endpoint())),
-                ("member_id", Param::str(&p.member_id)),
-                ("application_token", Param::str(application_token)),
-            ]),
-        );
+        form.insert("auth".into(), Param::Array(event_auth(shared, p, None, &application_token)));
         state.tokens.revoke(portal, client_id);
         (app.install_url, phpform::encode(&to_form_array(&form)))
     };
@@ -257,8 +247,9 @@ fn announce(
     let user = state.portals[portal].first_admin();
     let tokens = oauth::issue(shared, state, portal, &app.client_id, user)?;
     let p = &state.portals[portal];
-    let inst = installation(p, app, tokens)?;
-    let body = lifecycle_body(kind, &inst, &p.spec.language_id);
+    let inst = installation(p, app, tokens.clone())?;
+    let auth = event_auth(shared, p, Some(&tokens), &inst.application_token);
+    let body = lifecycle_body(kind, inst.version, auth, &p.spec.language_id);
     Ok((inst, body))
 }
 
@@ -289,14 +280,14 @@ fn installation(
     })
 }
 
-/// The ONAPPINSTALL / ONAPPUPDATE form body, `auth[...]` in the order of §2.2.
-fn lifecycle_body(kind: Lifecycle, inst: &Installation, language_id: &str) -> String {
+/// The ONAPPINSTALL / ONAPPUPDATE form body of the installed `version`, with `auth`.
+fn lifecycle_body(kind: Lifecycle, version: u32, auth: Array, language_id: &str) -> String {
     let mut form = Array::new();
     let (event, data) = match kind {
         Lifecycle::Install => (
             "ONAPPINSTALL",
             Param::map([
-                ("VERSION", Param::str(inst.version.to_string())),
+                ("VERSION", Param::str(version.to_string())),
                 ("ACTIVE", Param::str("Y")),
                 ("INSTALLED", Param::str("Y")),
                 ("LANGUAGE_ID", Param::str(language_id)),
@@ -305,7 +296,7 @@ fn lifecycle_body(kind: Lifecycle, inst: &Installation, language_id: &str) -> St
         Lifecycle::Update { previous } => (
             "ONAPPUPDATE",
             Param::map([
-                ("VERSION", Param::str(inst.version.to_string())),
+                ("VERSION", Param::str(version.to_string())),
                 ("PREVIOUS_VERSION", Param::str(previous.to_string())),
                 ("LANGUAGE_ID", Param::str(language_id)),
             ]),
@@ -314,24 +305,42 @@ fn lifecycle_body(kind: Lifecycle, inst: &Installation, language_id: &str) -> St
     form.insert("event".into(), Param::str(event));
     form.insert("data".into(), data);
     form.insert("ts".into(), Param::str(clock::unix_secs(SystemTime::now()).to_string()));
-    form.insert(
-        "auth".into(),
-        Param::map([
-            ("access_token", Param::str(&inst.access_token)),
-            ("expires", Param::str(inst.expires.to_string())),
-            ("expires_in", Param::str(inst.expires_in.to_string())),
-            ("scope", Param::str(&inst.scope)),
-            ("domain", Param::str(&inst.domain)),
-            ("server_endpoint", Param::str(&inst.server_endpoint)),
-            ("status", Param::str(&inst.status)),
-            ("client_endpoint", Param::str(&inst.client_endpoint)),
-            ("member_id", Param::str(&inst.member_id)),
-            ("user_id", Param::str(inst.user_id.to_string())),
-            ("refresh_token", Param::str(&inst.refresh_token)),
-            ("application_token", Param::str(&inst.application_token)),
-        ]),
-    );
+    form.insert("auth".into(), Param::Array(auth));
     phpform::encode(&to_form_array(&form))
+}
+
+/// An event's `auth[...]` in the order of §2.2: the token set's fields interleaved with the
+/// portal's and the app's. Without `tokens` (an event without sendAuth: no "Run as" user, the
+/// `omit_tokens` fault, ONAPPUNINSTALL) only the portal's and the app's are left.
+pub(crate) fn event_auth(
+    shared: &Shared,
+    portal: &PortalState,
+    tokens: Option<&TokenSet>,
+    application_token: &str,
+) -> Array {
+    let mut auth = Array::new();
+    let mut put = |k: &str, v: String| {
+        auth.insert(k.to_owned(), Param::Str(v));
+    };
+    if let Some(t) = tokens {
+        put("access_token", t.access_token.clone());
+        put("expires", t.expires.to_string());
+        put("expires_in", t.expires_in.to_string());
+        put("scope", t.scope.clone());
+    }
+    put("domain", portal.domain.clone());
+    put("server_endpoint", shared.server_endpoint());
+    if let Some(t) = tokens {
+        put("status", t.status.clone());
+    }
+    put("client_endpoint", portal.client_endpoint());
+    put("member_id", portal.member_id.clone());
+    if let Some(t) = tokens {
+        put("user_id", t.user_id.to_string());
+        put("refresh_token", t.refresh_token.clone());
+    }
+    put("application_token", application_token.to_owned());
+    auth
 }
 
 /// POSTs an event form and returns the HTTP status, or `None` when there is no URL or the

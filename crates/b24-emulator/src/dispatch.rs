@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 
-use crate::app::{EVENT_TIMEOUT, USER_AGENT};
+use crate::app::{self, EVENT_TIMEOUT, USER_AGENT};
 use crate::clock;
 use crate::error::EmulatorError;
 use crate::event_token::{self, TokenParts};
@@ -105,8 +105,6 @@ pub(crate) fn build(
         .ok_or_else(|| EmulatorError::UnknownPortal(portal.to_string()))?;
     let (reg, application_token) = resolve(p, &step.code, step.client_id.as_deref())?;
     let faults = p.faults.clone();
-    let (domain, member_id, client_endpoint) =
-        (p.domain.clone(), p.member_id.clone(), p.client_endpoint());
     let parts = TokenParts {
         workflow_id: cx.workflow_id.to_owned(),
         activity_name: step.name.clone(),
@@ -137,35 +135,10 @@ pub(crate) fn build(
     form.insert("use_subscription".into(), Param::str(if use_subscription { "Y" } else { "N" }));
     form.insert("timeout_duration".into(), Param::str(step.timeout_duration.to_string()));
     form.insert("ts".into(), Param::str(clock::unix_secs(SystemTime::now()).to_string()));
-    let mut auth = Array::new();
-    let mut put = |k: &str, v: String| {
-        auth.insert(k.to_owned(), Param::Str(v));
-    };
-    match &tokens {
-        Some(t) => {
-            put("access_token", t.access_token.clone());
-            put("expires", t.expires.to_string());
-            put("expires_in", t.expires_in.to_string());
-            put("scope", t.scope.clone());
-            put("domain", domain.clone());
-            put("server_endpoint", shared.server_endpoint());
-            put("status", t.status.clone());
-            put("client_endpoint", client_endpoint.clone());
-            put("member_id", member_id.clone());
-            put("user_id", t.user_id.to_string());
-            if !faults.omit_refresh_token {
-                put("refresh_token", t.refresh_token.clone());
-            }
-            put("application_token", application_token);
-        }
-        None => {
-            // No "Run as" user or the omit_tokens fault: what an event without sendAuth keeps.
-            put("domain", domain.clone());
-            put("server_endpoint", shared.server_endpoint());
-            put("client_endpoint", client_endpoint.clone());
-            put("member_id", member_id.clone());
-            put("application_token", application_token);
-        }
+    let mut auth =
+        app::event_auth(shared, &state.portals[portal], tokens.as_ref(), &application_token);
+    if faults.omit_refresh_token {
+        auth.shift_remove("refresh_token");
     }
     form.insert("auth".into(), Param::Array(auth));
     let body = phpform::encode(&to_form_array(&form));
