@@ -3,28 +3,18 @@
 
 use std::time::Duration;
 
-use b24_emulator::{PortalSpec, WorkflowSpec, WorkflowStatus};
-use fakes::finance::{Behaviour, FinanceApi};
-use sandbox::{AppIdentity, Sandbox};
+use b24_emulator::{WorkflowSpec, WorkflowStatus};
+use fakes::finance::Behaviour;
+use sandbox::Sandbox;
 use store::{JobFilter, JobId, JobState, StoreKey, StoreOptions};
 
-use crate::support::{
-    CLIENT_ID, CLIENT_SECRET, CODE, KEY, Options, Server, TempDir, config_text, number,
-};
+use crate::support::{CLIENT_ID, CODE, KEY, Options, ServeSite, Server, number};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_interrupted_by_sigkill_finishes_once_after_restart() {
-    let sandbox =
-        Sandbox::start(PortalSpec { unlimited: true, ..PortalSpec::default() }).await.unwrap();
-    let api = FinanceApi::start(1).await.unwrap();
-    let dir = TempDir::new("b24act-it").unwrap();
-    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let store_url = format!("sqlite:{}/b24act.db", dir.path().display());
     let options = Options { lease: "3s", attempt_timeout: "2500ms", ..Options::default() };
-    let config = dir.path().join("b24act.toml");
-    std::fs::write(&config, config_text(&sandbox.site(listen), &store_url, &api, &options))
-        .unwrap();
-    sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
+    let ServeSite { sandbox, api, dir: _dir, config, store_url, .. } =
+        ServeSite::new("b24act-it", 1, &options).await;
 
     let server = Server::start(&config);
     // ONAPPINSTALL answered 200, and the action registered.

@@ -7,45 +7,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use b24_emulator::Faults;
-use fakes::finance::FinanceApi;
-use sandbox::{self, AppIdentity, Sandbox};
 use store::JobFilter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{
-    CLIENT_ID, CLIENT_SECRET, CODE, NOTIFY_CODE, Options, Server, TempDir, TestApp, config_text,
-};
+use crate::support::{CLIENT_ID, CODE, NOTIFY_CODE, Options, ServeSite, Server, TestApp};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// The test deployment's configuration with these lines added to `[server]`.
-fn with_server(text: &str, server: &str) -> String {
-    text.replacen("[server]\n", &format!("[server]\n{server}\n"), 1)
-}
-
 /// [`TestApp::start`] with `[server]` tuned: short deadlines, so tests run in seconds.
-async fn start(server: &str) -> TestApp {
-    let options = Options::default();
-    let sandbox = Sandbox::start(options.portal.clone()).await.unwrap();
-    let api = FinanceApi::start(7).await.unwrap();
-    let dir = TempDir::new("b24act-edge").unwrap();
-    let (listener, listen) = sandbox::loopback_listener().await.unwrap();
-    let store_url = format!("sqlite:{}/b24act.db", dir.path().display());
-    let text = config_text(&sandbox.site(listen), &store_url, &api, &options);
-    sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
-    let mut app = TestApp {
-        emulator: sandbox.emulator.clone(),
-        domain: sandbox.domain.clone(),
-        api,
-        running: None,
-        config_text: with_server(&text, server),
-        _dir: dir,
-        listen,
-    };
-    app.start_host(listener).await;
-    sandbox.install(CLIENT_ID, &[CODE, NOTIFY_CODE], Duration::from_secs(10)).await.unwrap();
-    app
+async fn start(server: &'static str) -> TestApp {
+    TestApp::start(Options { server, ..Options::default() }).await
 }
 
 /// A real call body for [`CODE`], as the portal sent it: captured by making the emulator drop
@@ -284,17 +256,10 @@ async fn long_fields_and_hostile_keys_are_400_with_a_short_escaped_answer() {
 /// process grows by a few MB, and a good call is answered 200 at once while they are open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_slow_connections_are_closed_cheaply_and_do_not_block_a_good_call() {
-    let sandbox = Sandbox::start(Options::default().portal).await.unwrap();
-    let api = FinanceApi::start(1).await.unwrap();
-    let dir = TempDir::new("b24act-edge").unwrap();
-    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let store_url = format!("sqlite:{}/b24act.db", dir.path().display());
-    let text = config_text(&sandbox.site(listen), &store_url, &api, &Options::default());
     let server = "header_timeout = \"2s\"\nbody_timeout = \"2s\"\nidle_timeout = \"2s\"\nmax_connections = 1000";
-    let config = dir.path().join("b24act.toml");
-    std::fs::write(&config, with_server(&text, server)).unwrap();
-    sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
-    let server = Server::start(&config);
+    let site = ServeSite::new("b24act-edge", 1, &Options { server, ..Options::default() }).await;
+    let (sandbox, listen) = (&site.sandbox, site.listen);
+    let server = Server::start(&site.config);
     sandbox.install(CLIENT_ID, &[CODE, NOTIFY_CODE], Duration::from_secs(10)).await.unwrap();
     let body = real_call_body(&sandbox.emulator, &sandbox.domain).await;
     let http = reqwest::Client::new();

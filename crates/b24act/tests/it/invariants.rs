@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use store::testing::with_scratch_store;
 
 use crate::support::{
-    CLIENT_ID, CLIENT_SECRET, CODE, NOTIFY_CODE, Options, Server, TempDir, TestApp, config_text,
+    CLIENT_ID, CLIENT_SECRET, CODE, NOTIFY_CODE, Options, ServeSite, Server, TempDir, TestApp,
+    config_text,
 };
 
 /// A host that runs nothing but its HTTP server (intake and install handler): no workers, no
@@ -173,16 +174,8 @@ async fn answers_wait_for_the_commit_and_waiting_calls_are_committed_together() 
 /// A changed configuration reaches the portal when the host starts: no reinstall, no event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_are_registered_again_at_every_start() {
-    let sandbox =
-        Sandbox::start(PortalSpec { unlimited: true, ..PortalSpec::default() }).await.unwrap();
-    let api = FinanceApi::start(3).await.unwrap();
-    let dir = TempDir::new("b24act-it").unwrap();
-    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let store_url = format!("sqlite:{}/b24act.db", dir.path().display());
-    let text = config_text(&sandbox.site(listen), &store_url, &api, &Options::default());
-    let config = dir.path().join("b24act.toml");
-    std::fs::write(&config, &text).unwrap();
-    sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
+    let ServeSite { sandbox, dir: _dir, config, config_text: text, .. } =
+        ServeSite::new("b24act-it", 3, &Options::default()).await;
 
     let first = Server::start(&config);
     sandbox.install(CLIENT_ID, &[CODE], Duration::from_secs(10)).await.unwrap();

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use b24_emulator::{Faults, PortalSpec, ServerErrorBurst, WorkflowSpec, WorkflowStatus};
+use b24_emulator::{Faults, ServerErrorBurst, WorkflowSpec, WorkflowStatus};
 use fakes::finance::{Behaviour, FinanceApi};
-use sandbox::{AppIdentity, REGISTRATION_WITHIN, Sandbox};
+use sandbox::{REGISTRATION_WITHIN, Sandbox};
 use serde_json::Value;
 use store::{Store, StoreKey, StoreOptions};
 
-use crate::support::{CLIENT_ID, CLIENT_SECRET, CODE, KEY, Options, TempDir, config_text};
+use crate::support::{CLIENT_ID, CLIENT_SECRET, CODE, KEY, Options, ServeSite, TempDir};
 
 /// A `b24act serve` child whose stderr goes to a file; stopped with SIGTERM when dropped.
 struct Server {
@@ -100,17 +100,9 @@ struct Site {
 
 impl Site {
     async fn new() -> Site {
-        let portal = PortalSpec { unlimited: true, ..PortalSpec::default() };
-        let sandbox = Sandbox::start(portal).await.unwrap();
-        let api = FinanceApi::start(3).await.unwrap();
-        let dir = TempDir::new("b24act-logs").unwrap();
-        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let store_url = format!("sqlite:{}/b24act.db", dir.path().display());
         let options = Options { max_wait: "30s", ..Options::default() };
-        let config = dir.path().join("b24act.toml");
-        let text = config_text(&sandbox.site(listen), &store_url, &api, &options);
-        std::fs::write(&config, text).unwrap();
-        sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
+        let ServeSite { sandbox, api, dir, config, store_url, .. } =
+            ServeSite::new("b24act-logs", 3, &options).await;
         Site { sandbox, api, dir, config, store_url }
     }
 

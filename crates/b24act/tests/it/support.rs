@@ -4,6 +4,7 @@
 //! the real way (ONAPPINSTALL → app.info → registration).
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ pub struct Options {
     pub store_url: Option<String>,
     pub lease: &'static str,
     pub attempt_timeout: &'static str,
+    /// Lines added to the `[server]` table (its deadlines and limits).
+    pub server: &'static str,
 }
 
 impl Default for Options {
@@ -40,6 +43,7 @@ impl Default for Options {
             store_url: None,
             lease: "3s",
             attempt_timeout: "1s",
+            server: "",
         }
     }
 }
@@ -90,7 +94,7 @@ type = "int"
         retry = sandbox::retry_table(&RetryPolicy { attempt_timeout, ..RetryPolicy::default() }),
         connector = sandbox::finance_credit_connector(api),
     );
-    HostConfig {
+    let text = HostConfig {
         encryption_key: KEY.into(),
         workers: WorkersConfig { concurrency: 8, lease: duration(options.lease) },
         delivery: DeliveryConfig {
@@ -101,7 +105,42 @@ type = "int"
         actions: vec![check.to_toml(), notify],
         ..HostConfig::new(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), site, store_url)
     }
-    .to_toml()
+    .to_toml();
+    if options.server.is_empty() {
+        return text;
+    }
+    text.replacen("[server]\n", &format!("[server]\n{}\n", options.server), 1)
+}
+
+/// The portal, the fake finance API (`seed`), and in a temp dir (`prefix`) the store and the
+/// configuration file of a host at a free loopback port, the app registered for that port; the
+/// host is not started (a [`Server`] on `config` starts it).
+pub struct ServeSite {
+    pub sandbox: Sandbox,
+    pub api: FinanceApi,
+    pub dir: TempDir,
+    /// `b24act.toml` in `dir`.
+    pub config: PathBuf,
+    /// What `config` holds.
+    pub config_text: String,
+    pub store_url: String,
+    /// Where the host is to listen.
+    pub listen: std::net::SocketAddr,
+}
+
+impl ServeSite {
+    pub async fn new(prefix: &str, seed: u64, options: &Options) -> ServeSite {
+        let sandbox = Sandbox::start(options.portal.clone()).await.unwrap();
+        let api = FinanceApi::start(seed).await.unwrap();
+        let dir = TempDir::new(prefix).unwrap();
+        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let store_url = format!("sqlite:{}/b24act.db", dir.path().display());
+        let config_text = config_text(&sandbox.site(listen), &store_url, &api, options);
+        let config = dir.path().join("b24act.toml");
+        std::fs::write(&config, &config_text).unwrap();
+        sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
+        ServeSite { sandbox, api, dir, config, config_text, store_url, listen }
+    }
 }
 
 /// The host's pacing: the portal's own limits, or, for a portal without any, none worth waiting
