@@ -314,12 +314,16 @@ mod tests {
 
     #[test]
     fn floats_print_like_php() {
-        assert_eq!(php_float(1500.5), "1500.5");
-        assert_eq!(php_float(1.0), "1");
-        assert_eq!(php_float(1e25), "1.0E+25");
-        assert_eq!(php_float(0.0001), "0.0001");
-        assert_eq!(php_float(0.00001), "1.0E-5");
-        assert_eq!(php_float(1e16), "10000000000000000");
+        for (float, printed) in [
+            (1500.5, "1500.5"),
+            (1.0, "1"),
+            (1e25, "1.0E+25"),
+            (0.0001, "0.0001"),
+            (0.00001, "1.0E-5"),
+            (1e16, "10000000000000000"),
+        ] {
+            assert_eq!(php_float(float), printed, "{float:e}");
+        }
     }
 
     #[test]
