@@ -6,10 +6,10 @@ use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use crate::{AppSpec, Emulator, EmulatorError, Faults, PortalSpec, TaskCompletion
 
 /// The control routes, relative to `/control`. Most routes are one [`Emulator`] method applied
 /// to the path's parameters (and the JSON body), written in place with [`call`],
-/// [`call_with_body`] or [`call_async`].
+/// [`call_with_body`], [`call_async`] or, for a portal's documents and templates, [`collection`].
 pub(crate) fn router(emu: Emulator) -> Router {
     Router::new()
         .route("/portals", post(create_portal).get(list_portals))
@@ -105,8 +105,7 @@ pub(crate) fn router(emu: Emulator) -> Router {
         )
         .route(
             "/portals/{domain}/documents",
-            post(call_with_body(|emu, domain: String, spec| emu.create_document(&domain, spec)))
-                .get(call(|emu, domain: String| emu.documents(&domain))),
+            collection(Emulator::create_document, Emulator::documents),
         )
         .route(
             "/portals/{domain}/documents/{module}/{entity}/{id}",
@@ -121,8 +120,7 @@ pub(crate) fn router(emu: Emulator) -> Router {
         )
         .route(
             "/portals/{domain}/templates",
-            post(call_with_body(|emu, domain: String, t| emu.create_template(&domain, t)))
-                .get(call(|emu, domain: String| emu.templates(&domain))),
+            collection(Emulator::create_template, Emulator::templates),
         )
         .route(
             "/portals/{domain}/templates/{template_id}",
@@ -205,12 +203,19 @@ fn json_body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ControlError> {
         .map_err(|e| ControlError(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
 }
 
-/// Parses an optional JSON body; an empty body is `T::default()`.
-fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ControlError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+/// An optional JSON body; an empty body is `T::default()`.
+struct Body<T>(T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let bytes = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Body(T::default()));
+        }
+        json_body(&bytes).map(Body).map_err(IntoResponse::into_response)
     }
-    json_body(bytes)
 }
 
 /// A handler answering with what `call` makes of the path's parameters.
@@ -226,19 +231,34 @@ where
     }
 }
 
-/// A handler answering with what `call` makes of the path's parameters and the optional JSON
-/// body (see [`body`]); a body that does not parse is refused before `call` runs.
+/// A handler answering with what `call` makes of the path's parameters and the [`Body`]; a body
+/// that does not parse is refused before `call` runs.
 fn call_with_body<P, B, R>(
     call: impl Fn(&Emulator, P, B) -> Result<R, EmulatorError> + Clone + Send + Sync + 'static,
-) -> impl Fn(State<Emulator>, Path<P>, Bytes) -> Ready<Reply> + Clone + Send + Sync + 'static
+) -> impl Fn(State<Emulator>, Path<P>, Body<B>) -> Ready<Reply> + Clone + Send + Sync + 'static
 where
     P: DeserializeOwned + Send,
-    B: DeserializeOwned + Default,
+    B: DeserializeOwned + Default + Send,
     R: Serialize,
 {
-    move |State(emu), Path(params), bytes| {
-        ready(body(&bytes).and_then(|req| Ok(call(&emu, params, req)?)).and_then(ok))
+    move |State(emu), Path(params), Body(req)| {
+        ready(call(&emu, params, req).map_err(ControlError::from).and_then(ok))
     }
+}
+
+/// A portal's collection: `POST` adds what the body describes with `create`, `GET` answers
+/// with `list`.
+fn collection<B, C, L>(
+    create: fn(&Emulator, &str, B) -> Result<C, EmulatorError>,
+    list: fn(&Emulator, &str) -> Result<L, EmulatorError>,
+) -> MethodRouter<Emulator>
+where
+    B: DeserializeOwned + Default + Send + 'static,
+    C: Serialize + 'static,
+    L: Serialize + 'static,
+{
+    post(call_with_body(move |emu, domain: String, item| create(emu, &domain, item)))
+        .get(call(move |emu, domain: String| list(emu, &domain)))
 }
 
 /// [`call`] for an async `call`, which gets its own handle on the emulator.
@@ -260,8 +280,7 @@ where
     }
 }
 
-async fn create_portal(State(emu): State<Emulator>, bytes: Bytes) -> Reply {
-    let spec: PortalSpec = body(&bytes)?;
+async fn create_portal(State(emu): State<Emulator>, Body(spec): Body<PortalSpec>) -> Reply {
     ok(emu.create_portal(spec).await?)
 }
 
@@ -269,8 +288,7 @@ async fn list_portals(State(emu): State<Emulator>) -> Reply {
     ok(emu.portals())
 }
 
-async fn register_app(State(emu): State<Emulator>, bytes: Bytes) -> Reply {
-    let spec: AppSpec = body(&bytes)?;
+async fn register_app(State(emu): State<Emulator>, Body(spec): Body<AppSpec>) -> Reply {
     ok(emu.register_app(spec))
 }
 
@@ -287,9 +305,8 @@ struct UninstallRequest {
 async fn uninstall(
     State(emu): State<Emulator>,
     Path((domain, client_id)): Path<(String, String)>,
-    bytes: Bytes,
+    Body(req): Body<UninstallRequest>,
 ) -> Reply {
-    let req: UninstallRequest = body(&bytes)?;
     let status = if req.clean {
         emu.uninstall_app_clean(&domain, &client_id).await?
     } else {
@@ -333,9 +350,8 @@ struct RateLimitRequest {
 async fn start_workflow(
     State(emu): State<Emulator>,
     Path(domain): Path<String>,
-    bytes: Bytes,
+    Body(mut spec): Body<WorkflowSpec>,
 ) -> Reply {
-    let mut spec: WorkflowSpec = body(&bytes)?;
     spec.domain = domain;
     ok(emu.start_workflow(spec).await?)
 }
@@ -355,9 +371,8 @@ struct StartRequest {
 async fn start_template(
     State(emu): State<Emulator>,
     Path((domain, template_id)): Path<(String, u64)>,
-    bytes: Bytes,
+    Body(req): Body<StartRequest>,
 ) -> Reply {
-    let req: StartRequest = body(&bytes)?;
     let workflow_id = emu.start_template(&domain, template_id, &req.document_id).await?;
     ok(json!({ "workflow_id": workflow_id }))
 }
