@@ -215,91 +215,89 @@ impl LoadResult {
     }
 }
 
-/// Closed loop: `connections` connections send calls back to back until `max_calls` were sent
-/// or `duration` passed.
-pub async fn closed_loop(
-    addr: SocketAddr,
-    calls: &Arc<Calls>,
-    connections: usize,
-    max_calls: u64,
-    duration: Duration,
-) -> anyhow::Result<LoadResult> {
-    drive_all(addr, calls, connections, move |mut conn, calls, issued, started| async move {
-        let deadline = started + duration;
-        let mut seen = LoadResult::default();
-        while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_calls {
-            let body = calls.next_body();
-            let sent = Instant::now();
-            if !seen.call(&mut conn, addr, &calls.path, body, sent).await {
-                break;
-            }
-        }
-        seen
-    })
-    .await
+/// Where the load goes: `connections` connections to the host at `addr`, posting `calls`.
+pub struct Target<'a> {
+    pub addr: SocketAddr,
+    pub calls: &'a Arc<Calls>,
+    pub connections: usize,
 }
 
-/// Open loop: `total` calls at `rate` per second, spread over `connections` connections.
-pub async fn open_loop(
-    addr: SocketAddr,
-    calls: &Arc<Calls>,
-    connections: usize,
-    rate: f64,
-    total: u64,
-) -> anyhow::Result<LoadResult> {
-    drive_all(addr, calls, connections, move |mut conn, calls, issued, started| async move {
-        let mut seen = LoadResult::default();
-        loop {
-            let index = issued.fetch_add(1, Ordering::Relaxed);
-            if index >= total {
-                break;
-            }
-            let scheduled = started + Duration::from_secs_f64(index as f64 / rate);
-            let free_at = Instant::now();
-            let origin = if free_at > scheduled {
-                scheduled
-            } else {
-                tokio::time::sleep_until(scheduled.into()).await;
+impl Target<'_> {
+    /// Closed loop: the connections send calls back to back until `max_calls` were sent or
+    /// `duration` passed.
+    pub async fn closed_loop(
+        &self,
+        max_calls: u64,
+        duration: Duration,
+    ) -> anyhow::Result<LoadResult> {
+        let addr = self.addr;
+        self.drive_all(move |mut conn, calls, issued, started| async move {
+            let deadline = started + duration;
+            let mut seen = LoadResult::default();
+            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_calls {
+                let body = calls.next_body();
                 let sent = Instant::now();
-                seen.lag_us.push(micros(sent - scheduled));
-                sent
-            };
-            let body = calls.next_body();
-            if !seen.call(&mut conn, addr, &calls.path, body, origin).await {
-                break;
+                if !seen.call(&mut conn, addr, &calls.path, body, sent).await {
+                    break;
+                }
             }
-        }
-        seen
-    })
-    .await
-}
+            seen
+        })
+        .await
+    }
 
-/// Opens `connections` connections, runs `drive` on each in its own task (given the calls, the
-/// count of calls issued so far, shared by all, and when the run started) and merges what they
-/// saw, with the run's elapsed time.
-async fn drive_all<Drive, Driven>(
-    addr: SocketAddr,
-    calls: &Arc<Calls>,
-    connections: usize,
-    drive: Drive,
-) -> anyhow::Result<LoadResult>
-where
-    Drive: Fn(Conn, Arc<Calls>, Arc<AtomicU64>, Instant) -> Driven,
-    Driven: Future<Output = LoadResult> + Send + 'static,
-{
-    let conns = open_all(addr, connections).await?;
-    let issued = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for conn in conns {
-        tasks.spawn(drive(conn, calls.clone(), issued.clone(), started));
+    /// Open loop: `total` calls at `rate` per second, spread over the connections.
+    pub async fn open_loop(&self, rate: f64, total: u64) -> anyhow::Result<LoadResult> {
+        let addr = self.addr;
+        self.drive_all(move |mut conn, calls, issued, started| async move {
+            let mut seen = LoadResult::default();
+            loop {
+                let index = issued.fetch_add(1, Ordering::Relaxed);
+                if index >= total {
+                    break;
+                }
+                let scheduled = started + Duration::from_secs_f64(index as f64 / rate);
+                let free_at = Instant::now();
+                let origin = if free_at > scheduled {
+                    scheduled
+                } else {
+                    tokio::time::sleep_until(scheduled.into()).await;
+                    let sent = Instant::now();
+                    seen.lag_us.push(micros(sent - scheduled));
+                    sent
+                };
+                let body = calls.next_body();
+                if !seen.call(&mut conn, addr, &calls.path, body, origin).await {
+                    break;
+                }
+            }
+            seen
+        })
+        .await
     }
-    let mut result = LoadResult::default();
-    while let Some(ended) = tasks.join_next().await {
-        result.merge(ended.context("a load connection's task failed")?);
+
+    /// Opens the connections, runs `drive` on each in its own task (given the calls, the count of
+    /// calls issued so far, shared by all, and when the run started) and merges what they saw, with
+    /// the run's elapsed time.
+    async fn drive_all<Drive, Driven>(&self, drive: Drive) -> anyhow::Result<LoadResult>
+    where
+        Drive: Fn(Conn, Arc<Calls>, Arc<AtomicU64>, Instant) -> Driven,
+        Driven: Future<Output = LoadResult> + Send + 'static,
+    {
+        let conns = open_all(self.addr, self.connections).await?;
+        let issued = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut tasks = JoinSet::new();
+        for conn in conns {
+            tasks.spawn(drive(conn, self.calls.clone(), issued.clone(), started));
+        }
+        let mut result = LoadResult::default();
+        while let Some(ended) = tasks.join_next().await {
+            result.merge(ended.context("a load connection's task failed")?);
+        }
+        result.elapsed = started.elapsed();
+        Ok(result)
     }
-    result.elapsed = started.elapsed();
-    Ok(result)
 }
 
 async fn open_all(addr: SocketAddr, connections: usize) -> anyhow::Result<Vec<Conn>> {

@@ -114,7 +114,8 @@ async fn hostile(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioRepo
     let total = (rate * args.rate_duration.as_secs_f64()).ceil().max(1.0) as u64;
     let cpu = CpuMeter::start(deployment.server.pid())?;
     let attack_started = Instant::now();
-    let mut result = load::open_loop(addr, &calls, args.connections, rate, total).await?;
+    let target = load::Target { addr, calls: &calls, connections: args.connections };
+    let mut result = target.open_loop(rate, total).await?;
     let share = cpu.stop()?;
     stop.cancel();
     let attack_seconds = attack_started.elapsed().as_secs_f64();
@@ -178,15 +179,14 @@ async fn intake(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioRepor
     let deployment = Deployment::start(&backlog_setup(args), args, server).await?;
     let calls = template_calls(&deployment).await?;
     let addr = deployment.server.addr;
+    let target = load::Target { addr, calls: &calls, connections: args.connections };
     let warmup = (args.intake_calls / 20).min(2_000);
     if warmup > 0 {
-        load::closed_loop(addr, &calls, args.connections, warmup, args.intake_duration).await?;
+        target.closed_loop(warmup, args.intake_duration).await?;
     }
     let stored_before = deployment.job_counts().await?.total;
     let cpu = CpuMeter::start(deployment.server.pid())?;
-    let mut result =
-        load::closed_loop(addr, &calls, args.connections, args.intake_calls, args.intake_duration)
-            .await?;
+    let mut result = target.closed_loop(args.intake_calls, args.intake_duration).await?;
     let share = cpu.stop()?;
     let stored = deployment.job_counts().await?.total - stored_before;
     let latencies = Latencies::new(std::mem::take(&mut result.latencies_us));
@@ -220,8 +220,12 @@ async fn latency(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioRepo
         let rate = f64::from(rate);
         let total = (rate * args.rate_duration.as_secs_f64()).ceil().max(1.0) as u64;
         let cpu = CpuMeter::start(deployment.server.pid())?;
-        let mut result =
-            load::open_loop(deployment.server.addr, &calls, args.connections, rate, total).await?;
+        let target = load::Target {
+            addr: deployment.server.addr,
+            calls: &calls,
+            connections: args.connections,
+        };
+        let mut result = target.open_loop(rate, total).await?;
         let share = cpu.stop()?;
         let latencies = Latencies::new(std::mem::take(&mut result.latencies_us));
         let lag = Latencies::new(std::mem::take(&mut result.lag_us));
@@ -403,14 +407,9 @@ async fn rss(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> 
     let idle = deployment.server.memory()?;
     // The template's job holds one worker slot; the others take the first calls.
     let to_send = args.queued + args.workers as u64 - 1;
-    let result = load::closed_loop(
-        deployment.server.addr,
-        &calls,
-        args.connections,
-        to_send,
-        args.scenario_timeout,
-    )
-    .await?;
+    let target =
+        load::Target { addr: deployment.server.addr, calls: &calls, connections: args.connections };
+    let result = target.closed_loop(to_send, args.scenario_timeout).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut counts = deployment.job_counts().await?;
     while counts.queued < args.queued || counts.running < args.workers as u64 {
