@@ -77,10 +77,18 @@ pub enum JobsCommand {
     /// A job with a stored result whose delivery died (the portal refused it) has that same
     /// result sent again; it is never recomputed. A dead job without a result, or one waiting to
     /// retry, runs again now. Jobs that are queued, running, delivering or done are refused.
+    ///
+    /// A result that may already have reached the workflow — an earlier send whose answer was
+    /// lost, or a delivery recorded as unconfirmed — is refused unless --force: sending it
+    /// again could deliver it twice.
     Retry {
         /// The job's id.
         #[arg(value_parser = job_id_parser())]
         id: i64,
+        /// Send a result again even though it may already have been delivered (also resends
+        /// a `done` job whose delivery is unconfirmed).
+        #[arg(long)]
+        force: bool,
         /// Give the job a new deadline this long from now (`30m`, `2h`, `1day`). Without it the
         /// old deadline stays, and a job past its deadline resolves through its failure policy
         /// at once instead of running.
@@ -185,11 +193,11 @@ async fn execute(store: &Store, command: JobsCommand, out: &mut impl Write) -> a
                 write_detail(out, &detail, reveal)
             }
         }
-        JobsCommand::Retry { id, deadline_in } => {
+        JobsCommand::Retry { id, deadline_in, force } => {
             let id = JobId(id);
             let now = now_ms();
             let deadline_at = deadline_in.map(|wait| now.saturating_add(millis(wait)));
-            let retried = store.retry_job(id, deadline_at, now).await?;
+            let retried = store.retry_job(id, deadline_at, force, now).await?;
             let job = store.job(id).await?.ok_or(store::Error::JobNotFound(id))?.job;
             match retried {
                 Retried::Requeued => {
@@ -316,10 +324,29 @@ impl Reveal {
     }
 }
 
+/// What is known of a job's delivery: confirmed by the portal, unconfirmed (a "not found" after
+/// a send whose answer was lost: most likely taken then), or possibly made by a send whose
+/// answer was lost.
+fn delivery_certainty(job: &store::Job) -> &'static str {
+    match (job.delivered_at, job.delivery_unconfirmed, job.send_uncertain) {
+        (Some(_), true, _) => {
+            "unconfirmed: a send's answer was lost and the portal then answered \"not found\"; \
+             the workflow most likely took that send (retry --force sends it again)"
+        }
+        (Some(_), false, _) => "confirmed by the portal",
+        (None, _, true) => {
+            "uncertain: a send's answer was lost, so the workflow may have it already \
+             (retry needs --force)"
+        }
+        (None, _, false) => "-",
+    }
+}
+
 fn write_detail(out: &mut impl Write, detail: &JobDetail, reveal: Reveal) -> anyhow::Result<()> {
     let job = &detail.job;
-    let fields: [(&str, String); 19] = [
+    let fields: [(&str, String); 20] = [
         ("state", job.state.to_string()),
+        ("delivery", delivery_certainty(job).to_owned()),
         ("dead reason", optional(job.dead_reason.clone())),
         ("portal", job.call.member_id.clone()),
         ("action", job.call.action_code.clone()),
@@ -433,6 +460,8 @@ fn job_json(job: &Job, reveal: Reveal) -> Value {
         "delivery_attempts": job.delivery_attempts,
         "next_delivery_at": job.next_delivery_at,
         "delivered_at": job.delivered_at,
+        "send_uncertain": job.send_uncertain,
+        "delivery_unconfirmed": job.delivery_unconfirmed,
         "dead_reason": job.dead_reason,
         "created_at": job.created_at,
         "updated_at": job.updated_at,

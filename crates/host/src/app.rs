@@ -1,6 +1,7 @@
 //! Assembling and running the host: one HTTP server (intake, install handler, health; its
-//! connections kept in bounds by `edge`), the workers and the outbox, in one process, stopped
-//! together by one cancellation token.
+//! connections kept in bounds by `edge`), the workers and the outbox — each as `server.roles`
+//! says — in one process. Stopping drains: work stops being claimed at once, calls are still
+//! answered for `server.drain_grace` (`/health` says `draining`), then the server stops.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,12 +14,12 @@ use connectors::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::edge::{self, Edge};
 use crate::health;
 use crate::install::{self, Installer};
 use crate::intake::{self, Intake};
-use crate::loops::Wakeups;
+use crate::loops::{Wakeups, relay_wakeups};
 use crate::state::{Host, StartError};
 use crate::{outbox, worker};
 
@@ -27,8 +28,12 @@ pub struct Running {
     /// Where the HTTP server listens (the configured address, with the real port if it was 0).
     pub addr: SocketAddr,
     pub host: Arc<Host>,
-    cancel: CancellationToken,
-    tasks: JoinSet<()>,
+    /// Stops the workers, the outbox and the relay of wake-ups.
+    stop_work: CancellationToken,
+    /// Stops the HTTP server, after the drain.
+    stop_serving: CancellationToken,
+    work: JoinSet<()>,
+    server: JoinSet<()>,
 }
 
 /// Why the host could not start.
@@ -45,8 +50,9 @@ pub enum RunError {
 }
 
 /// Opens the store, builds the connectors, binds `server.listen`, and starts the server, the
-/// workers and the outbox. Actions are registered again on every installed portal in the
-/// background, so a changed configuration reaches the portals at start.
+/// workers and the outbox. Actions are registered in the background on every installed portal
+/// that does not have this configuration's registrations yet, so a changed configuration
+/// reaches the portals at start.
 pub async fn start(config: Config, registry: &Registry) -> Result<Running, RunError> {
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -66,44 +72,76 @@ pub async fn start_on(
     let addr = listener.local_addr().map_err(|source| RunError::Listen { addr: listen, source })?;
     let host = Arc::new(Host::open(config, registry).await?);
 
-    let cancel = CancellationToken::new();
+    let stop_work = CancellationToken::new();
+    let stop_serving = CancellationToken::new();
     let wakeups = Arc::new(Wakeups::default());
-    let intake = Intake::start(host.clone(), wakeups.clone());
-    let installer = Arc::new(Installer { host: host.clone() });
-    let router = router(host.clone(), intake, installer);
+    let roles = &host.config.server;
+    let intake = roles.has(Role::Intake).then(|| {
+        let intake = Intake::start(host.clone(), wakeups.clone());
+        (intake, Arc::new(Installer { host: host.clone() }))
+    });
+    let router = router(host.clone(), intake);
 
-    let mut tasks = JoinSet::new();
+    let mut server = JoinSet::new();
     warn_if_exposed_over_http(addr, &host.config);
-    tasks.spawn(edge::serve(listener, router, Edge::new(&host.config.server), cancel.clone()));
-    tasks.spawn(worker::run(host.clone(), wakeups.clone(), cancel.clone()));
-    tasks.spawn(outbox::run(host.clone(), wakeups, cancel.clone()));
-    tasks.spawn(register_everywhere(host.clone()));
-    tracing::info!(%addr, node = %host.node_id, actions = host.catalog.iter().count(), "b24act serving");
-    Ok(Running { addr, host, cancel, tasks })
+    server.spawn(edge::serve(
+        listener,
+        router,
+        Edge::new(&host.config.server),
+        stop_serving.clone(),
+    ));
+    let mut work = JoinSet::new();
+    if roles.has(Role::Worker) {
+        work.spawn(worker::run(host.clone(), wakeups.clone(), stop_work.clone()));
+    }
+    if roles.has(Role::Outbox) {
+        work.spawn(outbox::run(host.clone(), wakeups.clone(), stop_work.clone()));
+        work.spawn(register_everywhere(host.clone()));
+    }
+    work.spawn(relay_wakeups(host.clone(), wakeups, stop_work.clone()));
+    tracing::info!(%addr, node = %host.node_id, roles = ?roles.roles,
+        actions = host.catalog.iter().count(), "b24act serving");
+    Ok(Running { addr, host, stop_work, stop_serving, work, server })
 }
 
 impl Running {
-    /// Stops taking calls, lets running attempts and deliveries finish, and waits for all.
+    /// Drains and stops: stops claiming work at once (running attempts and deliveries finish),
+    /// keeps answering calls for `server.drain_grace` while `/health` says `draining` — every
+    /// call taken meanwhile is stored, for this node's next start or another node — then stops
+    /// the server, waits for all and closes the store.
     pub async fn shutdown(mut self) {
-        self.cancel.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        self.host.health.start_draining();
+        self.stop_work.cancel();
+        let grace = self.host.config.server.drain_grace;
+        if self.host.config.server.has(Role::Intake) && !grace.is_zero() {
+            tracing::info!(?grace, "draining: calls are still answered, no work is claimed");
+            tokio::time::sleep(grace).await;
+        }
+        self.stop_serving.cancel();
+        while self.work.join_next().await.is_some() {}
+        while self.server.join_next().await.is_some() {}
         self.host.store.close().await;
     }
 
     /// Completes when the host was told to stop.
     pub fn cancellation(&self) -> CancellationToken {
-        self.cancel.clone()
+        self.stop_work.clone()
     }
 }
 
-/// Every route of the host. Every body is read whole within `server.body_timeout` and
+/// Every route of the host: the intake's and the install handler's when this node takes calls,
+/// and `/health`. Every body is read whole within `server.body_timeout` and
 /// `server.max_body_bytes` before a handler runs; the protocol routes take forms only.
-pub fn router(host: Arc<Host>, intake: Arc<Intake>, installer: Arc<Installer>) -> Router {
+pub fn router(host: Arc<Host>, intake: Option<(Arc<Intake>, Arc<Installer>)>) -> Router {
     let limit = host.config.server.max_body_bytes;
     let forms_only = middleware::from_fn(edge::require_form);
-    Router::new()
-        .merge(intake::router(intake).layer(forms_only.clone()))
-        .merge(install::router(installer).layer(forms_only))
+    let mut routes = Router::new();
+    if let Some((intake, installer)) = intake {
+        routes = routes
+            .merge(intake::router(intake).layer(forms_only.clone()))
+            .merge(install::router(installer).layer(forms_only));
+    }
+    routes
         .merge(health::router(host.clone()))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(Edge::new(&host.config.server), edge::body_deadline))
@@ -121,20 +159,34 @@ fn warn_if_exposed_over_http(addr: SocketAddr, config: &Config) {
     }
 }
 
+/// Registers the actions on every installed portal whose stored registrations are not this
+/// configuration's (a new or changed catalog, a new public URL); portals already current cost
+/// no request. An install or update event registers anew whatever is stored (an update wipes
+/// registrations, §1.1).
 async fn register_everywhere(host: Arc<Host>) {
-    match host.store.installations().await {
-        Ok(installations) => {
-            for installation in
-                installations.into_iter().filter(|i| i.status == store::InstallationStatus::Active)
-            {
-                tokio::spawn(install::register_with_retries(
-                    host.clone(),
-                    installation.portal.member_id,
-                ));
-            }
-        }
+    let installations = match host.store.installations().await {
+        Ok(installations) => installations,
         Err(error) => {
-            tracing::error!(error = %ErrorChain(&error), "cannot list installations to register actions")
+            tracing::error!(error = %ErrorChain(&error), "cannot list installations to register actions");
+            return;
+        }
+    };
+    let fingerprint = install::registrations_fingerprint(&host);
+    for installation in
+        installations.into_iter().filter(|i| i.status == store::InstallationStatus::Active)
+    {
+        let member_id = installation.portal.member_id;
+        match host.store.registrations(&member_id).await {
+            Ok(Some(stored)) if stored == fingerprint => {
+                tracing::info!(portal = %member_id, "registrations current; none made");
+            }
+            Ok(_) => {
+                tokio::spawn(install::register_with_retries(host.clone(), member_id));
+            }
+            Err(error) => {
+                tracing::warn!(portal = %member_id, error = %ErrorChain(&error), "cannot read the stored registrations; registering");
+                tokio::spawn(install::register_with_retries(host.clone(), member_id));
+            }
         }
     }
 }

@@ -2,9 +2,11 @@
 //! degraded when the auth server refuses to renew its token (`invalid_grant`,
 //! `invalid_client`): a matter of the installation or the configuration that no retry mends, so
 //! its deliveries pause and an operator is told what to do. An install event or a delivery that
-//! gets through clears it.
+//! gets through clears it. A node that is draining (stopping, but still answering calls for
+//! `server.drain_grace`) says so with 503, so a load balancer moves traffic elsewhere.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::State;
@@ -24,13 +26,24 @@ pub struct Degraded {
     pub since: i64,
 }
 
-/// The degraded portals of this node, by `member_id`.
+/// The degraded portals of this node, by `member_id`, and whether it is draining.
 #[derive(Debug, Default)]
 pub struct PortalHealth {
     degraded: Mutex<BTreeMap<String, Degraded>>,
+    draining: AtomicBool,
 }
 
 impl PortalHealth {
+    /// The node is stopping: it still answers calls, but `/health` sends traffic elsewhere.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`PortalHealth::start_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Degraded>> {
         // Whole entries are inserted and removed under the lock: a poisoned map is consistent.
         self.degraded.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -62,11 +75,16 @@ pub fn router(host: Arc<Host>) -> Router {
     Router::new().route(crate::routes::HEALTH, get(health)).with_state(host)
 }
 
-/// `GET /health`: 503 while the store does not answer; otherwise 200 with the jobs by state,
+/// `GET /health`: 503 while the store does not answer or the node drains; otherwise 200 with
+/// the jobs by state,
 /// and `"status": "degraded"` with each degraded portal and why. A degraded portal does not make
 /// the node unhealthy — it still takes every call durably — so the code stays 200 and a load
 /// balancer keeps sending calls; monitoring reads `status`.
 async fn health(State(host): State<Arc<Host>>) -> (StatusCode, Json<Value>) {
+    if host.health.is_draining() {
+        let body = json!({"status": "draining", "node": host.node_id});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
     match host.store.state_counts().await {
         Ok(counts) => {
             let by_state: serde_json::Map<String, Value> = store::JobState::ALL

@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -226,14 +228,34 @@ pub async fn register_actions(host: &Host, member_id: &str) -> Result<usize, Reg
     Ok(registered)
 }
 
+/// What the registrations of this configuration say to a portal, as a hash: every action's
+/// kind and definition (handler URL included), in order. Stored with the installation after
+/// they were all made, so a start with the same catalog knows the portal has them.
+pub fn registrations_fingerprint(host: &Host) -> String {
+    let mut hasher = Sha256::new();
+    for action in host.catalog.iter() {
+        let (kind, definition) = action.definition(&host.config.app.public_url);
+        // A definition always serializes (strings, numbers and maps only).
+        let text = serde_json::to_string(&definition).unwrap_or_default();
+        hasher.update(format!("{kind:?}\n{text}\n").as_bytes());
+    }
+    hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// [`register_actions`], tried again with growing pauses while the portal answers with a
-/// retryable error (rate limit, 5xx, unreachable).
+/// retryable error (rate limit, 5xx, unreachable); once all are made, their fingerprint is
+/// stored with the installation.
 pub async fn register_with_retries(host: Arc<Host>, member_id: String) {
     let mut pause = Duration::from_secs(1);
     for attempt in 1..=REGISTRATION_ATTEMPTS {
         match register_actions(&host, &member_id).await {
             Ok(count) => {
                 tracing::info!(portal = %member_id, count, "all actions registered");
+                let fingerprint = registrations_fingerprint(&host);
+                if let Err(error) = host.store.set_registrations(&member_id, &fingerprint).await {
+                    tracing::warn!(portal = %member_id, error = %ErrorChain(&error),
+                        "registrations made but not recorded; the next start makes them again");
+                }
                 return;
             }
             Err(error) if error.is_retryable() && attempt < REGISTRATION_ATTEMPTS => {

@@ -19,7 +19,6 @@ pub mod loops;
 pub mod outbox;
 pub mod payload;
 pub mod portals;
-pub mod progress;
 pub mod routes;
 pub mod state;
 pub mod values;

@@ -1,12 +1,17 @@
 //! What the host's long-running loops share: the pokes between them ([`Wakeups`]), how long
 //! they sleep between looks at the store, and what becomes of a task of theirs that panicked.
 //! The intake pokes the workers, the workers poke the outbox; each loop lives in its own module.
+//! On PostgreSQL the pokes also reach the other nodes ([`relay_wakeups`]: `LISTEN`/`NOTIFY`),
+//! so a call taken by one node is run by another at once instead of at its next poll.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use b24::report::ErrorChain;
+use store::{Backend, Wake};
 use tokio::sync::Notify;
 use tokio::task::JoinError;
+use tokio_util::sync::CancellationToken;
 
 use crate::Host;
 use crate::clock;
@@ -26,17 +31,80 @@ const MIN_PAUSE: Duration = Duration::from_millis(25);
 pub struct Wakeups {
     pub jobs: Notify,
     pub results: Notify,
+    /// Pokes for the other nodes, sent by [`relay_wakeups`] (several pokes, one `NOTIFY`).
+    tell_jobs: Notify,
+    tell_results: Notify,
 }
 
 impl Wakeups {
-    /// New calls were stored: wake the workers.
+    /// New calls were stored: wake the workers (here and on the other nodes).
     pub fn job_arrived(&self) {
         self.jobs.notify_one();
+        self.tell_jobs.notify_one();
     }
 
-    /// A result (or a progress line) waits to be sent: wake the outbox.
+    /// A result (or a progress line) waits to be sent: wake the outbox (here and on the other
+    /// nodes).
     pub fn result_stored(&self) {
         self.results.notify_one();
+        self.tell_results.notify_one();
+    }
+}
+
+/// How long the relay waits before listening again after its connection failed.
+const RELISTEN_PAUSE: Duration = Duration::from_secs(1);
+
+/// On PostgreSQL, until `cancel`: sends this node's pokes to the other nodes (`NOTIFY`) and
+/// turns theirs into pokes here (`LISTEN`). Pokes that come while one is being sent are sent as
+/// one. A lost connection only delays work until the loops' next look at the store
+/// ([`IDLE_PAUSE`]). Nothing to do on SQLite, where this node is the only one.
+pub async fn relay_wakeups(
+    host: Arc<crate::Host>,
+    wakeups: Arc<Wakeups>,
+    cancel: CancellationToken,
+) {
+    if host.store.backend() != Backend::Postgres {
+        return;
+    }
+    let tell = async {
+        loop {
+            let wake = tokio::select! {
+                () = wakeups.tell_jobs.notified() => Wake::Jobs,
+                () = wakeups.tell_results.notified() => Wake::Results,
+            };
+            if let Err(error) = host.store.wake_others(wake, &host.node_id).await {
+                tracing::debug!(error = %ErrorChain(&error), "cannot wake the other nodes");
+            }
+        }
+    };
+    let listen = async {
+        loop {
+            match host.store.listen().await {
+                Ok(Some(mut listener)) => loop {
+                    match store::next_wake(&mut listener).await {
+                        Ok(woken) if woken.from == host.node_id => {}
+                        Ok(woken) => match woken.wake {
+                            Wake::Jobs => wakeups.jobs.notify_one(),
+                            Wake::Results => wakeups.results.notify_one(),
+                        },
+                        Err(error) => {
+                            tracing::warn!(error = %ErrorChain(&error), "wake-ups from other nodes lost; listening again");
+                            break;
+                        }
+                    }
+                },
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(error = %ErrorChain(&error), "cannot listen for the other nodes' wake-ups");
+                }
+            }
+            tokio::time::sleep(RELISTEN_PAUSE).await;
+        }
+    };
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        () = tell => {}
+        () = listen => {}
     }
 }
 

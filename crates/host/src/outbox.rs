@@ -1,15 +1,23 @@
 //! The outbox: stored results returned with `bizproc.event.send`, one `batch` of up to 50 per
 //! portal at a time, paced by the portal's limiter (design.md §3, protocol §3.1, §3.3, §5.5).
 //!
-//! Progress lines waiting for the same portal (`progress.rs`) ride in the room the results leave
-//! in its batch — ahead of them, so a line reaches the activity before its result closes it — or
-//! in a batch of their own when no result is due; they never take a result's place.
+//! Progress lines stored for the same portal (`store::StoredLine`) ride in the room the results
+//! leave in its batch — ahead of them, so a line reaches the activity before its result closes
+//! it — or in a batch of their own when no result is due; they never take a result's place.
+//! Once a batch carried a line it is deleted, whatever the portal made of it.
 //!
 //! Each command's outcome decides its job alone: accepted → `done` (never sent again);
 //! `"423"`, rate limits, 5xx, network trouble, commands the portal did not run, or an access
 //! token the client could not renew → sent again after a backoff; `ACCESS_DENIED`, `"404"` and
 //! other permanent refusals → `dead` with the portal's reason. A stored result is sent exactly
 //! as stored, never recomputed.
+//!
+//! What holds is at-least-once sending and a result the workflow observes once (docs/protocol.md
+//! §3.3: a second `event.send` to a waiting workflow does nothing). A send whose answer was lost
+//! — the sender died between the `batch` and its record, or the request failed in a way that
+//! the portal may have run it — marks the job `send_uncertain`; when a later send of it is
+//! answered "not found", the workflow most likely took the first, so the job is `done` with its
+//! delivery unconfirmed, never `dead` and never sent again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,10 +26,10 @@ use std::time::{Duration, SystemTime};
 use b24::incoming::EventToken;
 use b24::report::ErrorChain;
 use b24::rest::{
-    BatchCommand, BatchOutcome, BatchResults, EVENT_SEND_METHOD, ErrorClass, EventSend,
+    ApiError, BatchCommand, BatchOutcome, BatchResults, EVENT_SEND_METHOD, ErrorClass, EventSend,
     MAX_BATCH_COMMANDS,
 };
-use store::{AttemptOutcome, Delivery, Fenced, JobId, PortalBatch};
+use store::{AttemptOutcome, Delivery, Fenced, JobId, PortalBatch, StoredLine};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -32,7 +40,6 @@ use crate::clock::{self, ClaimClock};
 use crate::loops::{IDLE_PAUSE, Wakeups, pause_until_due, report_task};
 use crate::payload::JobResult;
 use crate::portals::PortalError;
-use crate::progress::ProgressLine;
 
 /// The largest random share cut from a redelivery wait, so many jobs refused together (a rate
 /// limit, a portal outage) do not all come back in the same second.
@@ -76,7 +83,7 @@ pub async fn run_once(host: &Arc<Host>, now: i64) -> Result<usize, store::Error>
         .claim_deliveries(&host.node_id, now, host.config.workers.lease, MAX_BATCH_COMMANDS)
         .await?;
     // Portals with lines but no result due get a batch of lines alone.
-    for member_id in host.progress.portals() {
+    for member_id in host.store.portals_with_progress(now).await? {
         if !batches.iter().any(|batch| batch.member_id == member_id) {
             batches.push(PortalBatch { member_id, jobs: Vec::new() });
         }
@@ -85,7 +92,9 @@ pub async fn run_once(host: &Arc<Host>, now: i64) -> Result<usize, store::Error>
     let clock = ClaimClock::claimed_at(now);
     let mut portals = JoinSet::new();
     for batch in batches {
-        let lines = host.progress.take(&batch.member_id, MAX_BATCH_COMMANDS - batch.jobs.len());
+        let room = MAX_BATCH_COMMANDS - batch.jobs.len();
+        let lease = host.config.workers.lease;
+        let lines = host.store.claim_progress(&batch.member_id, room, now, lease).await?;
         handled += batch.jobs.len() + lines.len();
         let span = tracing::info_span!(
             "delivery",
@@ -105,8 +114,28 @@ pub async fn run_once(host: &Arc<Host>, now: i64) -> Result<usize, store::Error>
 #[derive(Debug, Clone, PartialEq)]
 enum Verdict {
     Delivered,
-    Retry { reason: String, not_before: Option<SystemTime> },
-    Dead { reason: String },
+    /// Sent again later; `uncertain`: the portal may have run this send (see the module's
+    /// documentation).
+    Retry {
+        reason: String,
+        not_before: Option<SystemTime>,
+        uncertain: bool,
+    },
+    Dead {
+        reason: String,
+    },
+    /// "Not found" after a send that may have reached the workflow: `done`, unconfirmed.
+    Unconfirmed {
+        reason: String,
+    },
+}
+
+/// A result in a batch, as [`judge`] needs it.
+#[derive(Debug, Clone, Copy)]
+struct Sending {
+    id: JobId,
+    /// An earlier send of it may have reached the portal.
+    send_uncertain: bool,
 }
 
 /// What one `batch` request's outcome means for a portal's deliveries: decided by [`judge`]
@@ -119,8 +148,14 @@ enum BatchVerdict {
     /// not mend that: the portal is degraded, its client forgotten (a reinstall brings new
     /// tokens), and every result waits until `not_before`.
     CredentialsRefused { reason: String, not_before: SystemTime },
-    /// The request failed as a whole: every result in it is sent again later.
-    RequestFailed { reason: String, not_before: Option<SystemTime>, forget_client: bool },
+    /// The request failed as a whole: every result in it is sent again later. `uncertain`: the
+    /// portal may have run it although the answer was lost.
+    RequestFailed {
+        reason: String,
+        not_before: Option<SystemTime>,
+        forget_client: bool,
+        uncertain: bool,
+    },
     /// The portal answered: one verdict per result, in the order they were sent.
     Answered { results: Vec<Verdict>, unwritten_lines: usize, forget_client: bool },
 }
@@ -131,7 +166,7 @@ enum BatchVerdict {
 /// client is forgotten, so the next try reads the installation again.
 fn judge(
     sent: &Result<BatchResults, b24::rest::Error>,
-    sending: &[JobId],
+    sending: &[Sending],
     lines: usize,
     wall_now: SystemTime,
 ) -> BatchVerdict {
@@ -149,6 +184,7 @@ fn judge(
                 reason: rest_reason(error),
                 not_before: error.retry_at(),
                 forget_client: error.class() == ErrorClass::Token,
+                uncertain: error.may_have_been_processed(),
             };
         }
     };
@@ -159,27 +195,30 @@ fn judge(
         .filter(|outcome| !matches!(outcome, BatchOutcome::Ok(_)))
         .count();
     let mut forget_client = false;
+    let retry =
+        |reason: String, not_before| Verdict::Retry { reason, not_before, uncertain: false };
     let results = sending
         .iter()
-        .map(|&id| match outcomes.get(key(id).as_str()) {
+        .map(|job| match outcomes.get(key(job.id).as_str()) {
             Some(BatchOutcome::Ok(_)) => Verdict::Delivered,
             Some(BatchOutcome::Failed(error)) => match error.class() {
-                ErrorClass::Retryable => {
-                    Verdict::Retry { reason: rest_reason(error), not_before: error.retry_at() }
-                }
+                ErrorClass::Retryable => retry(rest_reason(error), error.retry_at()),
                 ErrorClass::Token => {
                     forget_client = true;
-                    Verdict::Retry { reason: rest_reason(error), not_before: None }
+                    retry(rest_reason(error), None)
+                }
+                ErrorClass::Permanent
+                    if job.send_uncertain
+                        && error.api_error().is_some_and(ApiError::is_workflow_gone) =>
+                {
+                    Verdict::Unconfirmed { reason: rest_reason(error) }
                 }
                 ErrorClass::Permanent => Verdict::Dead { reason: rest_reason(error) },
             },
-            Some(BatchOutcome::Unsent(error)) => {
-                Verdict::Retry { reason: rest_reason(error), not_before: error.retry_at() }
+            Some(BatchOutcome::Unsent(error)) => retry(rest_reason(error), error.retry_at()),
+            Some(BatchOutcome::Skipped) | None => {
+                retry(format!("{EVENT_SEND_METHOD}: the portal did not run the command"), None)
             }
-            Some(BatchOutcome::Skipped) | None => Verdict::Retry {
-                reason: format!("{EVENT_SEND_METHOD}: the portal did not run the command"),
-                not_before: None,
-            },
         })
         .collect();
     BatchVerdict::Answered { results, unwritten_lines, forget_client }
@@ -195,23 +234,24 @@ fn without_client(error: &PortalError) -> Verdict {
         | PortalError::BadEndpoint { .. }
         | PortalError::WrongApplicationToken(_) => Verdict::Dead { reason },
         PortalError::Store(_) | PortalError::Client(_) => {
-            Verdict::Retry { reason, not_before: None }
+            Verdict::Retry { reason, not_before: None, uncertain: false }
         }
     }
 }
 
 /// Sends one portal's batch — its progress lines, then its results — and records every
-/// result's outcome as [`judge`] decides it. Lines are best effort: one that fails is only
-/// logged.
-async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, clock: ClaimClock) {
+/// result's outcome as [`judge`] decides it. Lines are best effort: once a batch carried them
+/// they are deleted, and one that fails is only logged.
+async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<StoredLine>, clock: ClaimClock) {
     let PortalBatch { member_id, jobs } = batch;
     let client = match host.portals.client(&member_id).await {
         Ok(client) => client,
         Err(error) => {
-            if !lines.is_empty() {
-                tracing::warn!(dropped = lines.len(), error = %ErrorChain(&error), "progress lines dropped: no client for the portal");
-            }
             let verdict = without_client(&error);
+            if matches!(verdict, Verdict::Dead { .. }) && !lines.is_empty() {
+                tracing::warn!(dropped = lines.len(), error = %ErrorChain(&error), "progress lines dropped: the portal cannot be called");
+                forget_lines(&host, &lines).await;
+            }
             let now = clock.now();
             for job in &jobs {
                 record(&host, job, &verdict, now).await;
@@ -224,7 +264,8 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, 
         .iter()
         .enumerate()
         .map(|(index, line)| {
-            BatchCommand::activity_log(line_key(index), &line.event_token, &line.message)
+            let event_token = EventToken::new(line.event_token.as_str());
+            BatchCommand::activity_log(line_key(index), &event_token, &line.message)
         })
         .collect();
     let mut sending = Vec::with_capacity(jobs.len());
@@ -243,8 +284,12 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, 
 
     let sent = client.batch(&commands, false).await;
     let now = clock.now();
-    let ids: Vec<JobId> = sending.iter().map(|job| job.id).collect();
-    let verdicts = match judge(&sent, &ids, lines.len(), SystemTime::now()) {
+    forget_lines(&host, &lines).await;
+    let judged: Vec<Sending> = sending
+        .iter()
+        .map(|job| Sending { id: job.id, send_uncertain: job.send_uncertain })
+        .collect();
+    let verdicts = match judge(&sent, &judged, lines.len(), SystemTime::now()) {
         BatchVerdict::LinesLost => {
             if let Err(error) = &sent {
                 tracing::warn!(dropped = lines.len(), error = %ErrorChain(error), "progress lines not written to the workflow log");
@@ -263,18 +308,18 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, 
                      resumes by itself once the portal installs again");
             }
             host.portals.forget(&member_id);
-            let retry = Verdict::Retry { reason, not_before: Some(not_before) };
+            let retry = Verdict::Retry { reason, not_before: Some(not_before), uncertain: false };
             vec![retry; sending.len()]
         }
-        BatchVerdict::RequestFailed { reason, not_before, forget_client } => {
+        BatchVerdict::RequestFailed { reason, not_before, forget_client, uncertain } => {
             if let Err(error) = &sent {
-                tracing::warn!(error = %ErrorChain(error), "batch request failed; every result in it is sent again later");
+                tracing::warn!(error = %ErrorChain(error), uncertain, "batch request failed; every result in it is sent again later");
             }
             if forget_client {
                 // Read the installation again next time: a reinstall may have brought new tokens.
                 host.portals.forget(&member_id);
             }
-            vec![Verdict::Retry { reason, not_before }; sending.len()]
+            vec![Verdict::Retry { reason, not_before, uncertain }; sending.len()]
         }
         BatchVerdict::Answered { results, unwritten_lines, forget_client } => {
             if host.health.clear(&member_id) {
@@ -305,11 +350,21 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, 
     }
     match host.store.delivered(&delivered, now).await {
         Ok(moved) => tracing::info!(delivered = moved, "results delivered"),
-        // The jobs stay `delivering` and are sent again when their lease expires; the portal
-        // ignores a second event.send for a closed activity (§3.3).
+        // The jobs stay `delivering` under this sender's lease; once it expires they are sent
+        // again as uncertain sends, and the portal's "not found" then records them as
+        // delivered, unconfirmed (§3.3).
         Err(error) => {
             tracing::error!(error = %ErrorChain(&error), "results delivered but not recorded")
         }
+    }
+}
+
+/// Deletes lines a batch carried (or that can never be sent), so no sender sends them again.
+async fn forget_lines(host: &Host, lines: &[StoredLine]) {
+    let ids: Vec<i64> = lines.iter().map(|line| line.id).collect();
+    if let Err(error) = host.store.progress_sent(&ids).await {
+        tracing::error!(lines = ids.len(), error = %ErrorChain(&error),
+            "progress lines sent but not forgotten; they go again when their claim expires");
     }
 }
 
@@ -317,7 +372,7 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<ProgressLine>, 
 async fn record(host: &Host, job: &Delivery, verdict: &Verdict, now: i64) {
     let recorded = match verdict {
         Verdict::Delivered => return,
-        Verdict::Retry { reason, not_before } => {
+        Verdict::Retry { reason, not_before, uncertain } => {
             let delivery = &host.config.delivery;
             let wait = backoff::delay(
                 delivery.retry_base,
@@ -332,8 +387,21 @@ async fn record(host: &Host, job: &Delivery, verdict: &Verdict, now: i64) {
             }
             tracing::warn!(job_id = %job.id, attempt = job.attempt, %reason, retry_in_ms = next - now, "result not delivered; sending again later");
             host.store
-                .delivery_retry(&job.lease, next, AttemptOutcome::Retryable, reason, now)
+                .delivery_retry(
+                    &job.lease,
+                    next,
+                    *uncertain,
+                    AttemptOutcome::Retryable,
+                    reason,
+                    now,
+                )
                 .await
+        }
+        Verdict::Unconfirmed { reason } => {
+            tracing::warn!(job_id = %job.id, attempt = job.attempt, %reason,
+                "the portal no longer knows the workflow after a send whose answer was lost: \
+                 it most likely took that send; recorded as delivered, unconfirmed");
+            host.store.delivery_unconfirmed(&job.lease, reason, now).await
         }
         Verdict::Dead { reason } => {
             tracing::error!(job_id = %job.id, attempt = job.attempt, %reason, "result refused for good; job is dead");
@@ -437,7 +505,12 @@ mod tests {
     }
 
     fn retry(reason: &str) -> Verdict {
-        Verdict::Retry { reason: reason.into(), not_before: None }
+        Verdict::Retry { reason: reason.into(), not_before: None, uncertain: false }
+    }
+
+    /// Results never sent before (`send_uncertain` false).
+    fn first_sends(ids: &[i64]) -> Vec<Sending> {
+        ids.iter().map(|&id| Sending { id: JobId(id), send_uncertain: false }).collect()
     }
 
     #[test]
@@ -450,7 +523,7 @@ mod tests {
     fn a_token_the_auth_server_will_not_renew_pauses_every_result() {
         let sent = Err(refused_refresh("invalid_grant"));
         let BatchVerdict::CredentialsRefused { reason, not_before } =
-            judge(&sent, &[JobId(1), JobId(2)], 0, wall_now())
+            judge(&sent, &first_sends(&[1, 2]), 0, wall_now())
         else {
             panic!("not a credentials pause");
         };
@@ -463,7 +536,7 @@ mod tests {
         let mut extra = Map::new();
         extra.insert("operating_reset_at".into(), json!(WALL_NOW.as_secs() + 30));
         let sent = Err(api("OPERATION_TIME_LIMIT", Some(429), extra));
-        let verdict = judge(&sent, &[JobId(1)], 0, wall_now());
+        let verdict = judge(&sent, &first_sends(&[1]), 0, wall_now());
         let BatchVerdict::RequestFailed { not_before, forget_client, .. } = verdict else {
             panic!("not a failed request: {verdict:?}");
         };
@@ -474,7 +547,7 @@ mod tests {
     #[test]
     fn an_expired_token_fails_the_request_and_forgets_the_client() {
         let sent = Err(api("expired_token", Some(401), Map::new()));
-        let verdict = judge(&sent, &[JobId(1)], 0, wall_now());
+        let verdict = judge(&sent, &first_sends(&[1]), 0, wall_now());
         assert!(
             matches!(verdict, BatchVerdict::RequestFailed { forget_client: true, .. }),
             "{verdict:?}"
@@ -493,8 +566,7 @@ mod tests {
             (key(JobId(4)), BatchOutcome::Unsent(unsent)),
             (key(JobId(5)), BatchOutcome::Skipped),
         ]));
-        let sending = [1, 2, 3, 4, 5, 6].map(JobId);
-        let verdict = judge(&sent, &sending, 2, wall_now());
+        let verdict = judge(&sent, &first_sends(&[1, 2, 3, 4, 5, 6]), 2, wall_now());
         let not_run = "bizproc.event.send: the portal did not run the command";
         assert_eq!(
             verdict,
@@ -514,10 +586,67 @@ mod tests {
     }
 
     #[test]
+    fn a_request_whose_answer_was_lost_marks_its_results_uncertain() {
+        let lost = Err(api("INTERNAL_SERVER_ERROR", Some(500), Map::new()));
+        let verdict = judge(&lost, &first_sends(&[1]), 0, wall_now());
+        assert!(
+            matches!(verdict, BatchVerdict::RequestFailed { uncertain: true, .. }),
+            "{verdict:?}"
+        );
+        // A rate limit refuses before running anything.
+        let refused = Err(api("QUERY_LIMIT_EXCEEDED", Some(503), Map::new()));
+        let verdict = judge(&refused, &first_sends(&[1]), 0, wall_now());
+        assert!(
+            matches!(verdict, BatchVerdict::RequestFailed { uncertain: false, .. }),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn not_found_after_an_uncertain_send_is_an_unconfirmed_delivery_not_a_dead_job() {
+        let gone = |code: &str, description: &str| {
+            let error =
+                ApiError { code: code.into(), description: description.into(), extra: Map::new() };
+            BatchOutcome::Failed(Error::Api {
+                method: EVENT_SEND_METHOD.into(),
+                status: None,
+                error,
+            })
+        };
+        let sent = Ok(answered(vec![
+            (key(JobId(1)), gone("404", "The business process is not found.")),
+            (key(JobId(2)), gone("404", "The business process is not found.")),
+            (key(JobId(3)), gone("ERROR_CORE", "The business process is not found.")),
+            (key(JobId(4)), gone("ACCESS_DENIED", "Access denied!")),
+        ]));
+        let sending = [(1, true), (2, false), (3, true), (4, true)]
+            .map(|(id, send_uncertain)| Sending { id: JobId(id), send_uncertain });
+        let BatchVerdict::Answered { results, .. } = judge(&sent, &sending, 0, wall_now()) else {
+            panic!("the portal answered");
+        };
+        assert!(
+            matches!(&results[0], Verdict::Unconfirmed { reason } if reason.contains("404")),
+            "{results:?}"
+        );
+        assert!(
+            matches!(&results[1], Verdict::Dead { .. }),
+            "a first send's 404: the workflow is gone: {results:?}"
+        );
+        assert!(
+            matches!(&results[2], Verdict::Unconfirmed { .. }),
+            "older portals' wording: {results:?}"
+        );
+        assert!(
+            matches!(&results[3], Verdict::Dead { .. }),
+            "a refusal is no proof of a delivery: {results:?}"
+        );
+    }
+
+    #[test]
     fn a_command_refused_for_its_token_is_retried_and_forgets_the_client() {
         let sent = Ok(answered(vec![(key(JobId(1)), failed("expired_token"))]));
         assert_eq!(
-            judge(&sent, &[JobId(1)], 0, wall_now()),
+            judge(&sent, &first_sends(&[1]), 0, wall_now()),
             BatchVerdict::Answered {
                 results: vec![retry("bizproc.event.send: expired_token")],
                 unwritten_lines: 0,
@@ -535,7 +664,9 @@ mod tests {
         let broken = PortalError::BadEndpoint { member_id: "m1".into(), url: "not a url".into() };
         assert!(matches!(without_client(&broken), Verdict::Dead { .. }));
         let building = PortalError::Client(Box::new(api("x", None, Map::new())));
-        let Verdict::Retry { reason, not_before: None } = without_client(&building) else {
+        let Verdict::Retry { reason, not_before: None, uncertain: false } =
+            without_client(&building)
+        else {
             panic!("a client that could not be built is tried again");
         };
         assert_eq!(

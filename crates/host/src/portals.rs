@@ -15,11 +15,12 @@ use b24::incoming::{ApplicationToken, quoted};
 use b24::report::ErrorChain;
 
 use b24::rest::{
-    AppCredentials, Credentials, DomainMove, Grant, HttpClient, LimiterRegistry, MoveSink,
-    OAuthTokens, RefreshError, RefreshedTokens, RestClient, SinkFuture, TokenSink,
+    AppCredentials, BudgetFuture, CheckOutFuture, CheckedOut, Credentials, DomainMove, Grant,
+    HttpClient, KeptTokens, LimiterRegistry, MoveSink, OAuthTokens, RateLimits, RefreshError,
+    RefreshedTokens, RestClient, SharedBudget, SinkFuture, TokenSink,
 };
 use b24::secret::{AccessToken, RefreshToken};
-use store::{InstallationStatus, NewInstallation, Store};
+use store::{InstallationStatus, NewInstallation, Store, TokenLock};
 use subtle::ConstantTimeEq;
 use url::Url;
 
@@ -250,12 +251,55 @@ pub(crate) fn refusal(what: &str, member_id: &str, error: &PortalError) -> (Stat
     }
 }
 
-/// Writes what the client learns back to the store.
+/// Writes what the client learns back to the store, and lends it the stored tokens for a
+/// refresh under the store's token lock — the row lock every node takes on PostgreSQL — so one
+/// node refreshes a portal's tokens and the others take the tokens it stored.
 struct StoreSinks {
     store: Arc<Store>,
 }
 
+/// A portal's stored tokens, lent to a refresh under the store's lock.
+struct StoredLoan<'a>(TokenLock<'a>);
+
+impl<'a> CheckedOut<'a> for StoredLoan<'a> {
+    fn tokens(&self) -> Option<KeptTokens> {
+        self.0.tokens().map(|stored| KeptTokens {
+            access_token: AccessToken::new(stored.access_token.clone()),
+            refresh_token: stored.refresh_token.clone().map(RefreshToken::new),
+            expires: Some(stored.expires_at / 1000),
+        })
+    }
+
+    fn save(self: Box<Self>, tokens: RefreshedTokens) -> SinkFuture<'a> {
+        Box::pin(async move {
+            let now = clock::now_ms();
+            let refresh = match (&tokens.refresh_token, self.0.tokens()) {
+                (Some(token), _) => token.expose().to_owned(),
+                // An old auth server may send no new refresh token: the stored one stays valid.
+                (None, Some(stored)) => stored.refresh_token.clone().unwrap_or_default(),
+                (None, None) => String::new(),
+            };
+            let expires_at = expires_at_ms(&tokens, now);
+            self.0.save(tokens.access_token.expose(), &refresh, expires_at, now).await?;
+            tracing::info!(portal = %tokens.member_id, "stored refreshed tokens");
+            Ok(())
+        })
+    }
+}
+
+/// When refreshed tokens expire, in Unix ms: as the auth server said, else in an hour (§4.1).
+fn expires_at_ms(tokens: &RefreshedTokens, now: i64) -> i64 {
+    tokens.expires.map_or(now + 3_600_000, |s| s.saturating_mul(1000))
+}
+
 impl TokenSink for StoreSinks {
+    fn check_out<'a>(&'a self, member_id: &'a str) -> CheckOutFuture<'a> {
+        Box::pin(async move {
+            let lock = self.store.lock_tokens(member_id).await?;
+            Ok(Some(Box::new(StoredLoan(lock)) as Box<dyn CheckedOut<'a> + 'a>))
+        })
+    }
+
     fn store<'a>(&'a self, tokens: &'a RefreshedTokens) -> SinkFuture<'a> {
         Box::pin(async move {
             let now = clock::now_ms();
@@ -268,7 +312,7 @@ impl TokenSink for StoreSinks {
                     .await?
                     .and_then(|i| i.portal.refresh_token),
             };
-            let expires_at = tokens.expires.map_or(now + 3_600_000, |s| s.saturating_mul(1000));
+            let expires_at = expires_at_ms(tokens, now);
             let refresh = refresh.unwrap_or_default();
             self.store
                 .update_tokens(
@@ -312,5 +356,36 @@ impl MoveSink for StoreSinks {
                 }
             }
         });
+    }
+}
+
+/// Each portal's request budget in the store, shared by every node on the same PostgreSQL
+/// database (see `store::Store::reserve_request`).
+pub struct StoreBudget {
+    store: Arc<Store>,
+}
+
+impl StoreBudget {
+    pub fn new(store: &Arc<Store>) -> StoreBudget {
+        StoreBudget { store: store.clone() }
+    }
+}
+
+impl SharedBudget for StoreBudget {
+    fn reserve<'a>(&'a self, portal: &'a str, limits: RateLimits) -> BudgetFuture<'a, Duration> {
+        Box::pin(async move {
+            let interval_ms = limits.interval().as_secs_f64() * 1000.0;
+            let wait_ms =
+                self.store.reserve_request(portal, interval_ms, limits.capacity()).await?;
+            Ok(Duration::from_secs_f64(wait_ms / 1000.0))
+        })
+    }
+
+    fn fill<'a>(&'a self, portal: &'a str, limits: RateLimits) -> BudgetFuture<'a, ()> {
+        Box::pin(async move {
+            let interval_ms = limits.interval().as_secs_f64() * 1000.0;
+            self.store.fill_budget(portal, interval_ms, limits.capacity()).await?;
+            Ok(())
+        })
     }
 }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use b24::rest::{AppCredentials, HttpClient, LimiterRegistry, RateLimits};
 use b24::secret::ClientSecret;
 use connectors::Registry;
+use store::Backend;
 use store::{Store, StoreKey, StoreOptions};
 
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::health::PortalHealth;
-use crate::portals::Portals;
-use crate::progress::ProgressLines;
+use crate::portals::{Portals, StoreBudget};
 
 /// Everything the host's parts share.
 pub struct Host {
@@ -21,8 +21,6 @@ pub struct Host {
     pub store: Arc<Store>,
     pub catalog: Catalog,
     pub portals: Portals,
-    /// Workflow-log lines waiting for room in the outbox's batches.
-    pub progress: ProgressLines,
     /// Portals whose deliveries are paused, and why (`GET /health` shows them).
     pub health: PortalHealth,
     /// This process's name in leases (`lease_owner`), unique per start.
@@ -58,10 +56,18 @@ impl Host {
             burst: NonZeroU32::new(config.delivery.burst).unwrap_or(NonZeroU32::MIN),
         };
         let store = Arc::new(store);
+        // Several nodes share a PostgreSQL store, and so each portal's request budget; on
+        // SQLite this process is the only one calling its portals.
+        let limiters = match store.backend() {
+            Backend::Postgres => {
+                LimiterRegistry::shared(limits, Arc::new(StoreBudget::new(&store)))
+            }
+            Backend::Sqlite => LimiterRegistry::new(limits),
+        };
         let portals = Portals::new(
             store.clone(),
             HttpClient::new()?,
-            LimiterRegistry::new(limits),
+            limiters,
             AppCredentials {
                 client_id: config.app.client_id.clone(),
                 client_secret: ClientSecret::new(config.app.client_secret.expose()),
@@ -69,15 +75,7 @@ impl Host {
             },
         );
         let node_id = format!("{}-{}", hostname(), std::process::id());
-        Ok(Host {
-            config,
-            store,
-            catalog,
-            portals,
-            progress: ProgressLines::default(),
-            health: PortalHealth::default(),
-            node_id,
-        })
+        Ok(Host { config, store, catalog, portals, health: PortalHealth::default(), node_id })
     }
 }
 

@@ -3,8 +3,8 @@
 //! job — through transitions fenced by the job's lease (design.md §3).
 //!
 //! - [`Workers::run_once`] claims as many due jobs as there are free slots, runs them and waits
-//!   for them: tests step it with explicit times. Progress lines go to the outbox's queue
-//!   (`progress.rs`), not straight to the portal.
+//!   for them: tests step it with explicit times. Progress lines are stored with their job
+//!   for the outbox to send, not sent straight to the portal.
 //! - [`run`] loops until cancelled, sleeping until the store's next wake-up, a poke on
 //!   [`Wakeups::jobs`], or a slot freeing up; on cancel it stops claiming and lets running
 //!   attempts finish.
@@ -16,7 +16,6 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
-use b24::incoming::EventToken;
 use b24::report::ErrorChain;
 use connectors::{ConnectorError, ConnectorRequest, DocumentId, Outputs};
 use store::{AttemptOutcome, ClaimedJob, Fenced};
@@ -285,7 +284,7 @@ impl Claim<'_> {
                 job.attempt,
                 clock::utc_time_of_day(next)
             );
-            self.progress_line(line);
+            self.progress_line(&line).await;
         }
         Ok(())
     }
@@ -348,13 +347,23 @@ impl Claim<'_> {
         }
     }
 
-    /// Queues `line` for the workflow's log; the outbox sends it in the room results leave in
-    /// its batches (see `progress.rs`), so lines never cost results their place.
-    fn progress_line(&self, line: String) {
+    /// Stores `line` for the workflow's log; the outbox sends it in the room results leave in
+    /// its batches, so lines never cost results their place. A line that cannot be stored is
+    /// only logged: it is best effort.
+    async fn progress_line(&self, line: &str) {
         let job = self.job;
-        let event_token = EventToken::new(job.call.event_token.as_str());
-        self.shared.host.progress.push(&job.call.member_id, event_token, line);
-        self.shared.wakeups.result_stored();
+        let stored = self.shared.host.store.add_progress_line(
+            job.id,
+            &job.call.member_id,
+            line,
+            clock::now_ms(),
+        );
+        match stored.await {
+            Ok(()) => self.shared.wakeups.result_stored(),
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), "progress line not stored; dropped")
+            }
+        }
     }
 }
 

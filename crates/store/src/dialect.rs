@@ -53,20 +53,49 @@ impl Dialect {
         }
     }
 
+    /// A statement that holds portal `$1`'s progress-line lock until the transaction ends, so
+    /// claimers of one portal's lines take turns (PostgreSQL: an advisory lock). SQLite's write
+    /// transaction is already the only one.
+    pub(crate) fn lock_portal_progress(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => {
+                Some("SELECT pg_advisory_xact_lock(hashtext('b24act.progress:' || $1))")
+            }
+        }
+    }
+
+    /// The database's own clock, now, in Unix milliseconds (a `DOUBLE PRECISION`): what nodes
+    /// that share a request budget measure time by, so their own clocks' drift does not count.
+    pub(crate) fn clock_ms(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "((julianday('now') - 2440587.5) * 86400000.0)",
+            Dialect::Postgres => {
+                "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000.0)::DOUBLE PRECISION"
+            }
+        }
+    }
+
     /// The embedded migrations, in order: `(version, description, SQL)`. The two files are
     /// kept in step by hand (same tables, columns and meanings, each dialect's types).
     pub(crate) fn migrations(self) -> &'static [(i64, &'static str, &'static str)] {
         match self {
-            Dialect::Sqlite => &[(
-                1,
-                "jobs attempts installations",
-                include_str!("../migrations/sqlite/0001_init.sql"),
-            )],
-            Dialect::Postgres => &[(
-                1,
-                "jobs attempts installations",
-                include_str!("../migrations/postgres/0001_init.sql"),
-            )],
+            Dialect::Sqlite => &[
+                (
+                    1,
+                    "jobs attempts installations",
+                    include_str!("../migrations/sqlite/0001_init.sql"),
+                ),
+                (2, "several nodes", include_str!("../migrations/sqlite/0002_several_nodes.sql")),
+            ],
+            Dialect::Postgres => &[
+                (
+                    1,
+                    "jobs attempts installations",
+                    include_str!("../migrations/postgres/0001_init.sql"),
+                ),
+                (2, "several nodes", include_str!("../migrations/postgres/0002_several_nodes.sql")),
+            ],
         }
     }
 }

@@ -97,6 +97,13 @@ pub enum Error {
     /// An operator command is not allowed in the job's current state.
     #[error("cannot {action} job {job_id}: it is {state}")]
     NotAllowed { action: &'static str, job_id: JobId, state: JobState },
+    /// An operator's retry would send a result again that the workflow may already have.
+    #[error(
+        "job {job_id}: its result may already have reached the workflow (an earlier send was \
+         not answered, or the portal answered \"not found\" after one); sending it again could \
+         deliver it twice, so it is refused without --force"
+    )]
+    MayBeDelivered { job_id: JobId },
 }
 
 /// Short for `Result<T, store::Error>`.

@@ -24,11 +24,27 @@ use crate::sql::{Conn, Failure, Param, Record, Statement, count, parse_json, to_
 /// The most jobs one claim takes.
 const MAX_CLAIM: usize = 1_000;
 
-/// Picks the due jobs to claim: queued or waiting-to-retry jobs whose time has come, and running
-/// jobs whose lease expired. The dialect's lock clause follows, then [`CLAIM_DUE_TAKE`].
-const CLAIM_DUE_PICK: &str = "WITH due AS (SELECT id FROM jobs \
-     WHERE state IN ('queued', 'retry_wait', 'running') AND next_run_at <= $1 \
-     ORDER BY next_run_at, id LIMIT $2";
+/// Picks the due jobs to claim — queued or waiting-to-retry jobs whose time has come, and
+/// running jobs whose lease expired — round-robin across portals: the oldest due of every
+/// portal first, then the second oldest of each, and so on, so one portal's backlog never
+/// holds up another's few (design.md §3: fairness). The portals are found by a loose index scan
+/// (`jobs_run_due_by_member`, one step per portal) and each gives at most `$2`, so a claim reads
+/// a few rows per portal, never a whole backlog. The dialect's lock clause follows, then
+/// [`CLAIM_DUE_TAKE`].
+const CLAIM_DUE_PICK: &str = "WITH RECURSIVE portals (member_id) AS (\
+     SELECT MIN(member_id) FROM jobs WHERE state IN ('queued', 'retry_wait', 'running') \
+     UNION ALL SELECT (SELECT MIN(member_id) FROM jobs \
+     WHERE state IN ('queued', 'retry_wait', 'running') AND member_id > portals.member_id) \
+     FROM portals WHERE portals.member_id IS NOT NULL), \
+     ranked AS (SELECT jobs.id, jobs.next_run_at, ROW_NUMBER() OVER \
+     (PARTITION BY jobs.member_id ORDER BY jobs.next_run_at, jobs.id) AS position \
+     FROM portals JOIN jobs ON jobs.id IN (SELECT id FROM jobs AS own \
+     WHERE own.member_id = portals.member_id \
+     AND own.state IN ('queued', 'retry_wait', 'running') AND own.next_run_at <= $1 \
+     ORDER BY own.next_run_at, own.id LIMIT $2)), \
+     due AS (SELECT id FROM jobs WHERE id IN \
+     (SELECT id FROM ranked ORDER BY position, next_run_at, id LIMIT $2) \
+     AND state IN ('queued', 'retry_wait', 'running') AND next_run_at <= $1";
 
 /// Takes the picked jobs under the lease and returns them (see [`Claim::run`]).
 const CLAIM_DUE_TAKE: &str = ") UPDATE jobs SET state = 'running', attempts = attempts + 1, \
@@ -125,7 +141,8 @@ impl Store {
     /// or stalled). Each becomes `running` under a lease until `now + lease`, its attempt count
     /// goes up by one and an `execute` attempt is opened; the attempt a dead worker left open
     /// is closed as `lease_expired`. Several claimers (tasks, processes, PostgreSQL nodes) never
-    /// get the same job. Returned oldest-due first.
+    /// get the same job. Taken round-robin across portals (see [`CLAIM_DUE_PICK`]); returned in
+    /// id order.
     pub async fn claim_due(
         &self,
         worker: &str,

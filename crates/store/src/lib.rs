@@ -28,6 +28,7 @@ pub mod address;
 mod attempts;
 pub mod cipher;
 mod connect;
+mod coordination;
 mod dialect;
 mod error;
 mod installations;
@@ -35,6 +36,7 @@ mod jobs;
 pub mod model;
 mod operator;
 mod outbox;
+mod progress;
 mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -42,6 +44,7 @@ pub mod testing;
 pub use address::{Backend, redact_url};
 pub use cipher::StoreKey;
 pub use connect::StoreOptions;
+pub use coordination::{StoredTokens, TokenLock, WAKE_CHANNEL, Wake, WakeUp, next_wake};
 pub use error::{Error, Result};
 pub use model::{
     Attempt, AttemptKind, AttemptOutcome, CANCELLED_BY_OPERATOR, ClaimedJob, Delivery, Enqueued,
@@ -49,12 +52,15 @@ pub use model::{
     NewInstallation, NewJob, PortalBatch, ResultKind, Retried, StateCounts,
 };
 pub use outbox::MAX_BATCH;
+pub use progress::StoredLine;
 
 /// An open store. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Store {
     db: connect::Db,
     cipher: cipher::Cipher,
     backend: Backend,
+    /// On SQLite, where one process is the only node: the per-portal token locks.
+    token_locks: coordination::LocalTokenLocks,
 }
 
 impl Store {
@@ -69,12 +75,24 @@ impl Store {
     pub async fn open(url: &str, options: StoreOptions) -> Result<Store> {
         let backend = Backend::from_url(url)?;
         let db = connect::connect(url, &options).await?;
-        Ok(Store { db, cipher: cipher::Cipher::new(&options.key), backend })
+        Ok(Store {
+            db,
+            cipher: cipher::Cipher::new(&options.key),
+            backend,
+            token_locks: coordination::LocalTokenLocks::default(),
+        })
     }
 
     /// Which database this store is on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    pub(crate) fn dialect(&self) -> dialect::Dialect {
+        match &self.db {
+            connect::Db::Sqlite { .. } => dialect::Dialect::Sqlite,
+            connect::Db::Postgres(_) => dialect::Dialect::Postgres,
+        }
     }
 
     /// Closes every connection, waiting for queries in flight.

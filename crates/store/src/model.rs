@@ -170,6 +170,9 @@ pub enum AttemptOutcome {
     LeaseExpired,
     /// An operator cancelled the job, or the portal uninstalled the app; written by the store.
     Cancelled,
+    /// A delivery: the portal answered "not found" to a result whose earlier send may already
+    /// have reached it (see [`Job::delivery_unconfirmed`]).
+    Unconfirmed,
 }
 
 stored_as!(AttemptOutcome, "attempt outcome", {
@@ -182,6 +185,7 @@ stored_as!(AttemptOutcome, "attempt outcome", {
     Invalid => "invalid",
     LeaseExpired => "lease_expired",
     Cancelled => "cancelled",
+    Unconfirmed => "unconfirmed",
 });
 
 /// One recorded attempt.
@@ -271,6 +275,8 @@ pub struct Delivery {
     pub result_kind: ResultKind,
     /// This delivery attempt's number: 1 on the first send.
     pub attempt: u32,
+    /// An earlier send may have reached the portal (see [`Job::send_uncertain`]).
+    pub send_uncertain: bool,
     pub deadline_at: i64,
     pub lease: Lease,
 }
@@ -302,6 +308,14 @@ pub struct Job {
     /// delivering: when it is sent; while a sender holds it, when its lease expires.
     pub next_delivery_at: Option<i64>,
     pub delivered_at: Option<i64>,
+    /// An earlier send of the result may have reached the portal though nothing recorded its
+    /// answer (the sender died, or the request failed after the portal may have run it): the
+    /// workflow may have the result already, so it is not sent again without an operator's
+    /// `--force`.
+    pub send_uncertain: bool,
+    /// `done` without the portal's word: a resend after an uncertain send was answered "not
+    /// found", which is what a workflow that already took the result answers (protocol §3.3).
+    pub delivery_unconfirmed: bool,
     pub dead_reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,

@@ -14,7 +14,7 @@ use crate::sql::{Conn, Failure, Record, Statement, count, decode, parse_json};
 const SELECT_JOBS: &str = "SELECT id, member_id, action_code, event_token, workflow_id, payload, \
      payload_version, waits_for_result, deadline_at, state, attempts, next_run_at, lease_owner, \
      lease_until, result, result_kind, delivery_attempts, next_delivery_at, delivered_at, \
-     dead_reason, created_at, updated_at FROM jobs";
+     send_uncertain, delivery_unconfirmed, dead_reason, created_at, updated_at FROM jobs";
 
 impl Store {
     /// Jobs matching `filter`, newest first.
@@ -62,29 +62,43 @@ impl Store {
     /// An operator's retry. A job with a stored result (its delivery died) is sent again — the
     /// result is never recomputed. A job without one (dead, or waiting to retry) runs again now.
     /// `deadline_at` replaces the job's deadline when given (an expired deadline would send the
-    /// fallback at once). Any other state is refused with [`Error::NotAllowed`].
+    /// fallback at once). A result that may already have reached the workflow (an uncertain
+    /// send, or a delivery recorded as unconfirmed) is refused with [`Error::MayBeDelivered`]
+    /// unless `force`; with it, an unconfirmed `done` job is sent again too. Any other state is
+    /// refused with [`Error::NotAllowed`].
     pub async fn retry_job(
         &self,
         id: JobId,
         deadline_at: Option<i64>,
+        force: bool,
         now: i64,
     ) -> Result<Retried> {
         self.write("retry a job", async |conn| {
-            let (state, has_result) = locked_state(conn, id).await?;
-            let (retried, sql) = match (state, has_result) {
-                (JobState::Dead, true) => (
+            let job = locked_job(conn, id).await?;
+            let redeliver = job.has_result
+                && (job.state == JobState::Dead
+                    || (job.state == JobState::Done && job.delivery_unconfirmed));
+            let (retried, sql) = if redeliver {
+                if (job.send_uncertain || job.delivery_unconfirmed) && !force {
+                    return Err(Error::MayBeDelivered { job_id: id }.into());
+                }
+                (
                     Retried::Redelivering,
                     "UPDATE jobs SET state = 'delivering', next_delivery_at = $1, \
-                     dead_reason = NULL, lease_owner = NULL, lease_until = NULL, \
+                     dead_reason = NULL, delivered_at = NULL, delivery_unconfirmed = false, \
+                     lease_owner = NULL, lease_until = NULL, \
                      deadline_at = COALESCE($2, deadline_at), updated_at = $1 WHERE id = $3",
-                ),
-                (JobState::Dead | JobState::RetryWait, false) => (
+                )
+            } else if !job.has_result && matches!(job.state, JobState::Dead | JobState::RetryWait) {
+                (
                     Retried::Requeued,
                     "UPDATE jobs SET state = 'queued', next_run_at = $1, dead_reason = NULL, \
                      lease_owner = NULL, lease_until = NULL, \
                      deadline_at = COALESCE($2, deadline_at), updated_at = $1 WHERE id = $3",
-                ),
-                _ => return Err(Error::NotAllowed { action: "retry", job_id: id, state }.into()),
+                )
+            } else {
+                let state = job.state;
+                return Err(Error::NotAllowed { action: "retry", job_id: id, state }.into());
             };
             conn.execute(Statement::new(sql).bind(now).bind(deadline_at).bind(id)).await?;
             Ok(retried)
@@ -96,7 +110,7 @@ impl Store {
     /// operator"; a worker or sender holding it loses its lease. Finished jobs are refused.
     pub async fn cancel_job(&self, id: JobId, now: i64) -> Result<()> {
         self.write("cancel a job", async |conn| {
-            let (state, _) = locked_state(conn, id).await?;
+            let state = locked_job(conn, id).await?.state;
             if matches!(state, JobState::Done | JobState::Dead) {
                 return Err(Error::NotAllowed { action: "cancel", job_id: id, state }.into());
             }
@@ -156,15 +170,30 @@ impl Store {
 
 /// Reads (and on PostgreSQL row-locks) a job's state inside a write transaction, and whether it
 /// has a stored result; a missing job is [`Error::JobNotFound`].
-async fn locked_state(conn: &mut Conn<'_>, id: JobId) -> Result<(JobState, bool), Failure> {
-    let select =
-        Statement::new("SELECT state, result IS NOT NULL AS has_result FROM jobs WHERE id = $1")
-            .push(conn.dialect().lock_row())
-            .bind(id);
+/// What an operator's command needs to know of a job, read under a row lock.
+struct LockedJob {
+    state: JobState,
+    has_result: bool,
+    send_uncertain: bool,
+    delivery_unconfirmed: bool,
+}
+
+async fn locked_job(conn: &mut Conn<'_>, id: JobId) -> Result<LockedJob, Failure> {
+    let select = Statement::new(
+        "SELECT state, result IS NOT NULL AS has_result, send_uncertain, delivery_unconfirmed \
+         FROM jobs WHERE id = $1",
+    )
+    .push(conn.dialect().lock_row())
+    .bind(id);
     let Some(row) = conn.fetch_optional(select).await? else {
         return Err(Error::JobNotFound(id).into());
     };
-    Ok((decode(row.get("state")?)?, row.get("has_result")?))
+    Ok(LockedJob {
+        state: decode(row.get("state")?)?,
+        has_result: row.get("has_result")?,
+        send_uncertain: row.get("send_uncertain")?,
+        delivery_unconfirmed: row.get("delivery_unconfirmed")?,
+    })
 }
 
 /// Decodes a `jobs` row selected with [`SELECT_JOBS`].
@@ -186,6 +215,8 @@ fn job_from(row: &Record) -> Result<Job, Failure> {
         delivery_attempts: count(row.get("delivery_attempts")?)?,
         next_delivery_at: row.get("next_delivery_at")?,
         delivered_at: row.get("delivered_at")?,
+        send_uncertain: row.get("send_uncertain")?,
+        delivery_unconfirmed: row.get("delivery_unconfirmed")?,
         dead_reason: row.get("dead_reason")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,

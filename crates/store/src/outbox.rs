@@ -26,11 +26,13 @@ const CLAIM_DELIVERIES_PICK: &str = "WITH ranked AS (SELECT id, ROW_NUMBER() OVE
      AND state = 'delivering' AND next_delivery_at <= $1";
 
 /// Takes the picked results under the lease and returns them (see [`Claim::run`]).
+/// A job still held by a sender when it is claimed again was left by one that died or stalled
+/// between its send and its record: that send may have reached the portal (`send_uncertain`).
 const CLAIM_DELIVERIES_TAKE: &str = ") UPDATE jobs SET delivery_attempts = delivery_attempts + 1, \
-     lease_owner = $3, lease_until = $4, next_delivery_at = $4, updated_at = $1 \
+     send_uncertain = (send_uncertain OR lease_owner IS NOT NULL), lease_owner = $3, lease_until = $4, next_delivery_at = $4, updated_at = $1 \
      WHERE id IN (SELECT id FROM picked) \
      RETURNING id, member_id, action_code, event_token, workflow_id, result, result_kind, \
-     delivery_attempts AS number, deadline_at";
+     delivery_attempts AS number, send_uncertain, deadline_at";
 
 impl Store {
     /// Claims the results due for delivery, grouped by portal, at most `max_per_portal` per
@@ -105,17 +107,21 @@ impl Store {
     }
 
     /// The send failed transiently (network, 5xx, 503/429, `"423"`, an expired token being
-    /// refreshed): the result is sent again at `next_at`.
+    /// refreshed): the result is sent again at `next_at`. `uncertain`: the portal may have run
+    /// the send although it was not answered (a dropped connection, a 5xx after the request
+    /// went out); the job remembers it (see [`crate::Job::send_uncertain`]).
     pub async fn delivery_retry(
         &self,
         lease: &Lease,
         next_at: i64,
+        uncertain: bool,
         outcome: AttemptOutcome,
         error: &str,
         now: i64,
     ) -> Result<Fenced> {
-        let set = "next_delivery_at = $4, lease_owner = NULL, lease_until = NULL, updated_at = $5";
-        let update = fenced_update(lease, set).bind(next_at).bind(now);
+        let set = "next_delivery_at = $4, send_uncertain = (send_uncertain OR $5), \
+                   lease_owner = NULL, lease_until = NULL, updated_at = $6";
+        let update = fenced_update(lease, set).bind(next_at).bind(uncertain).bind(now);
         let ended = Ended { outcome, error: Some(error), at: now };
         self.end_attempt("schedule a redelivery", lease, AttemptKind::Deliver, update, ended).await
     }
@@ -128,6 +134,30 @@ impl Store {
         let update = fenced_update(lease, set).bind(reason).bind(now);
         let ended = Ended { outcome: AttemptOutcome::Fatal, error: Some(reason), at: now };
         self.end_attempt("end a delivery", lease, AttemptKind::Deliver, update, ended).await
+    }
+
+    /// The portal answered "not found" to a result whose earlier send may have reached it: the
+    /// workflow most likely took it then (protocol §3.3: a finished workflow answers "not
+    /// found"). The job is `done` with `delivery_unconfirmed` and `reason`, never sent again.
+    pub async fn delivery_unconfirmed(
+        &self,
+        lease: &Lease,
+        reason: &str,
+        now: i64,
+    ) -> Result<Fenced> {
+        let set = "state = 'done', delivery_unconfirmed = $4, delivered_at = $5, \
+                   next_delivery_at = NULL, lease_owner = NULL, lease_until = NULL, \
+                   updated_at = $5";
+        let update = fenced_update(lease, set).bind(true).bind(now);
+        let ended = Ended { outcome: AttemptOutcome::Unconfirmed, error: Some(reason), at: now };
+        self.end_attempt(
+            "record an unconfirmed delivery",
+            lease,
+            AttemptKind::Deliver,
+            update,
+            ended,
+        )
+        .await
     }
 }
 
@@ -151,6 +181,7 @@ fn delivery(row: &Record, lease: Lease) -> Result<Delivery, Failure> {
         result: parse_json(id, "result", result)?,
         result_kind: decode(kind)?,
         attempt: count(lease.number)?,
+        send_uncertain: row.get("send_uncertain")?,
         deadline_at: row.get("deadline_at")?,
         lease,
     })

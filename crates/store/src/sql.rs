@@ -29,6 +29,8 @@ pub(crate) enum Param<'a> {
     OptionalInt(Option<i64>),
     /// `INTEGER` on PostgreSQL: counts and attempt numbers, the payload version.
     Int32(i32),
+    /// `DOUBLE PRECISION`: the request budgets' times.
+    Float(f64),
     Bool(bool),
     Text(&'a str),
     OptionalText(Option<&'a str>),
@@ -51,6 +53,12 @@ impl From<Option<i64>> for Param<'_> {
 impl From<i32> for Param<'_> {
     fn from(value: i32) -> Self {
         Param::Int32(value)
+    }
+}
+
+impl From<f64> for Param<'_> {
+    fn from(value: f64) -> Self {
+        Param::Float(value)
     }
 }
 
@@ -196,6 +204,7 @@ where
     i64: Encode<'a, DB> + Type<DB>,
     Option<i64>: Encode<'a, DB> + Type<DB>,
     i32: Encode<'a, DB> + Type<DB>,
+    f64: Encode<'a, DB> + Type<DB>,
     bool: Encode<'a, DB> + Type<DB>,
     &'a str: Encode<'a, DB> + Type<DB>,
     Option<&'a str>: Encode<'a, DB> + Type<DB>,
@@ -209,6 +218,7 @@ where
         Param::Int(value) => query.bind(value),
         Param::OptionalInt(value) => query.bind(value),
         Param::Int32(value) => query.bind(value),
+        Param::Float(value) => query.bind(value),
         Param::Bool(value) => query.bind(value),
         Param::Text(value) => query.bind(value),
         Param::OptionalText(value) => query.bind(value),

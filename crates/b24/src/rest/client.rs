@@ -346,7 +346,7 @@ impl RestClient {
                         // The portal's bucket is fuller than ours says (§5.6): believe it.
                         tracing::warn!(code = %error.code, portal = %self.domain(),
                             "the portal says its request budget is spent; pacing from empty");
-                        self.inner.limiter.saturate();
+                        self.inner.limiter.saturate().await;
                     }
                     tracing::debug!(status, code = %error.code, "call failed");
                     return Err(Error::Api {

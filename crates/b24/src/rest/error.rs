@@ -59,6 +59,14 @@ impl ApiError {
         Some(ApiError { code, description, extra })
     }
 
+    /// Whether this is `event.send`'s "the business process is not found" (protocol §3.3): the
+    /// workflow has finished or was terminated — which is also what a workflow that already took
+    /// the result answers to a second send. Newer portals send `"404"`, older ones `404` or
+    /// `ERROR_CORE` with the same description.
+    pub fn is_workflow_gone(&self) -> bool {
+        self.code == "404" || self.description.to_ascii_lowercase().contains("not found")
+    }
+
     /// `operating_reset_at` (Unix seconds) if the envelope carries one, at the top level or under
     /// `time` (§5.6: when the oldest one-minute `operating` bucket drops).
     fn operating_reset_at(&self) -> Option<SystemTime> {
@@ -109,6 +117,10 @@ pub enum RefreshError {
     /// The auth server says the refresh token is another portal's.
     #[error("the auth server says the refresh token belongs to portal {named}, not {expected}")]
     OtherPortal { expected: String, named: String },
+    /// The tokens the host keeps for every process could not be taken for the refresh (its
+    /// store is unreachable); nothing was sent to the auth server.
+    #[error("cannot take the kept tokens for a refresh")]
+    Keeping(#[source] super::oauth::SinkError),
 }
 
 impl RefreshError {
@@ -117,7 +129,7 @@ impl RefreshError {
     /// which trying again will not mend. Network trouble and 5xx are not.
     pub fn is_credentials_problem(&self) -> bool {
         match self {
-            RefreshError::Transport(_) => false,
+            RefreshError::Transport(_) | RefreshError::Keeping(_) => false,
             RefreshError::Unreadable { status, .. } => {
                 !matches!(classify_status(*status), ErrorClass::Retryable)
             }
@@ -206,7 +218,7 @@ impl Error {
             Error::UnexpectedAnswer { status, .. } => classify_status(*status),
             Error::NoRefreshToken { .. } => ErrorClass::Token,
             Error::Refresh { source, .. } => match source.as_ref() {
-                RefreshError::Transport(_) => ErrorClass::Retryable,
+                RefreshError::Transport(_) | RefreshError::Keeping(_) => ErrorClass::Retryable,
                 RefreshError::Rejected { status, error } => {
                     match classify_api(Some(*status), error) {
                         // An auth server that says "expired" about the refresh token means re-authorize.
@@ -236,6 +248,22 @@ impl Error {
         match self {
             Error::Refresh { source, .. } => source.is_credentials_problem(),
             Error::NoRefreshToken { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the portal may have run the call although no answer says so: the request went
+    /// out and its answer was lost (a dropped connection, a timeout), or the answer was a server
+    /// error that does not say the call was turned away (any 5xx but the rate limits, which
+    /// refuse before running anything, §5.6). A connection never made, or an answer that
+    /// refuses, means the call did not run.
+    pub fn may_have_been_processed(&self) -> bool {
+        match self {
+            Error::Transport { source, .. } => !source.is_connect(),
+            Error::Api { status: Some(status), error, .. } => {
+                *status >= 500 && !RETRYABLE_CODES.contains(&error.code.as_str())
+            }
+            Error::UnexpectedAnswer { status, .. } => *status >= 500,
             _ => false,
         }
     }

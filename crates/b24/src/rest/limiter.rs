@@ -15,11 +15,22 @@
 //! filled the portal's — and a `QUERY_LIMIT_EXCEEDED` or `OPERATION_TIME_LIMIT` answer fills
 //! it again ([`PortalLimiter::saturate`]). Either way the next request waits for the drain, so
 //! one episode costs at most one rejected request instead of a burst of them.
+//!
+//! Several processes calling one portal (the host's nodes) must share one bucket, or each
+//! paces itself at the portal's whole rate. A registry built with [`LimiterRegistry::shared`]
+//! keeps every portal's bucket in a [`SharedBudget`] the processes share (the host's database):
+//! each request reserves its place in the drain there and waits for it, and a rejection fills
+//! the shared bucket. When the shared budget cannot be reached, the in-process bucket paces
+//! alone (the safe side for one process; the portal's answers correct the rest).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::report::ErrorChain;
 
 /// A drain rate and a burst threshold.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,8 +63,13 @@ impl RateLimits {
     /// reach the portal later than the limiter admits them, and unevenly (connection set-up,
     /// scheduling); with no headroom, a late first burst followed by a prompt next request
     /// piles up over the threshold. At 2/s, burst 50 that is 49; at 5/s, burst 250, 247.
-    fn capacity(&self) -> f64 {
+    pub fn capacity(&self) -> f64 {
         f64::from(self.admitted_burst(self.rate()).get())
+    }
+
+    /// How long the bucket takes to drain one request.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate())
     }
 
     /// The burst the limiter itself allows: the threshold minus the jitter headroom.
@@ -81,11 +97,30 @@ impl Default for RateLimits {
     }
 }
 
+/// What a [`SharedBudget`] returns: a boxed future, so the trait stays object-safe.
+pub type BudgetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BudgetError>> + Send + 'a>>;
+
+/// Why a [`SharedBudget`] could not answer.
+pub type BudgetError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where processes that call the same portals keep each portal's bucket together (the host:
+/// its database). `portal` is the key the registry was asked for, lower-cased.
+pub trait SharedBudget: Send + Sync {
+    /// Reserves the next request's place in `portal`'s bucket, which drains at `limits`; resolves
+    /// to how long to wait before sending it. A bucket seen for the first time starts full.
+    fn reserve<'a>(&'a self, portal: &'a str, limits: RateLimits) -> BudgetFuture<'a, Duration>;
+
+    /// Takes `portal`'s bucket as full as of now (the portal said so).
+    fn fill<'a>(&'a self, portal: &'a str, limits: RateLimits) -> BudgetFuture<'a, ()>;
+}
+
 /// The limiter of one portal. Cheap to clone; clones share the bucket.
 #[derive(Clone)]
 pub struct PortalLimiter {
     bucket: Arc<Mutex<Bucket>>,
     limits: RateLimits,
+    /// The portal's key and the budget shared with other processes, when there is one.
+    shared: Option<(String, Arc<dyn SharedBudget>)>,
 }
 
 /// How full the portal's bucket is, as far as this process knows.
@@ -101,7 +136,7 @@ impl PortalLimiter {
     /// documentation): the first request waits one drain interval.
     pub fn new(limits: RateLimits) -> PortalLimiter {
         let full = Bucket { level: limits.capacity(), at: Instant::now() };
-        PortalLimiter { bucket: Arc::new(Mutex::new(full)), limits }
+        PortalLimiter { bucket: Arc::new(Mutex::new(full)), limits, shared: None }
     }
 
     fn bucket(&self) -> std::sync::MutexGuard<'_, Bucket> {
@@ -111,13 +146,34 @@ impl PortalLimiter {
 
     /// Takes the bucket as full as of now: the portal said so (503 `QUERY_LIMIT_EXCEEDED`, 429
     /// `OPERATION_TIME_LIMIT`), whatever this process counted. The next request waits one
-    /// drain interval, and the ones after it the drain rate.
-    pub fn saturate(&self) {
+    /// drain interval, and the ones after it the drain rate. A shared bucket is filled too.
+    pub async fn saturate(&self) {
         *self.bucket() = Bucket { level: self.limits.capacity(), at: Instant::now() };
+        if let Some((portal, budget)) = &self.shared
+            && let Err(error) = budget.fill(portal, self.limits).await
+        {
+            tracing::warn!(portal = %portal, error = %ErrorChain(error.as_ref()),
+                "cannot fill the shared request budget; this process paces alone");
+        }
     }
 
-    /// Waits until one more request fits in the bucket, and counts it.
+    /// Waits until one more request fits in the bucket, and counts it: in the shared budget
+    /// when there is one (falling back to this process's bucket when it cannot be reached).
     pub async fn acquire(&self) {
+        if let Some((portal, budget)) = &self.shared {
+            match budget.reserve(portal, self.limits).await {
+                Ok(wait) => {
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(portal = %portal, error = %ErrorChain(error.as_ref()),
+                        "cannot reach the shared request budget; this process paces alone");
+                }
+            }
+        }
         loop {
             let wait = {
                 let mut bucket = self.bucket();
@@ -145,23 +201,34 @@ impl PortalLimiter {
 
 impl std::fmt::Debug for PortalLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PortalLimiter").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("PortalLimiter")
+            .field("limits", &self.limits)
+            .field("shared", &self.shared.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 /// One limiter per portal, created on first use. The host makes one registry at start-up and
 /// asks it for each portal's limiter; the key is the portal's domain (`host[:port]`, lower-cased)
 /// unless the host chooses another stable key such as `member_id`.
-#[derive(Debug)]
 pub struct LimiterRegistry {
     default: RateLimits,
     portals: Mutex<HashMap<String, PortalLimiter>>,
+    /// Where every portal's bucket is kept with other processes, if anywhere.
+    shared: Option<Arc<dyn SharedBudget>>,
 }
 
 impl LimiterRegistry {
-    /// A registry whose portals get `default` limits unless told otherwise.
+    /// A registry whose portals get `default` limits unless told otherwise; each portal's
+    /// bucket lives in this process.
     pub fn new(default: RateLimits) -> LimiterRegistry {
-        LimiterRegistry { default, portals: Mutex::new(HashMap::new()) }
+        LimiterRegistry { default, portals: Mutex::new(HashMap::new()), shared: None }
+    }
+
+    /// A registry whose portals' buckets live in `budget`, shared with the other processes that
+    /// call the same portals through it.
+    pub fn shared(default: RateLimits, budget: Arc<dyn SharedBudget>) -> LimiterRegistry {
+        LimiterRegistry { default, portals: Mutex::new(HashMap::new()), shared: Some(budget) }
     }
 
     /// The limiter of `portal`, created with the default limits if it is new.
@@ -174,7 +241,23 @@ impl LimiterRegistry {
     pub fn portal_with(&self, portal: &str, limits: RateLimits) -> PortalLimiter {
         let key = portal.to_ascii_lowercase();
         let mut portals = self.portals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        portals.entry(key).or_insert_with(|| PortalLimiter::new(limits)).clone()
+        portals
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let mut limiter = PortalLimiter::new(limits);
+                limiter.shared = self.shared.clone().map(|budget| (key, budget));
+                limiter
+            })
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for LimiterRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimiterRegistry")
+            .field("default", &self.default)
+            .field("shared", &self.shared.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -237,7 +320,7 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(80), "{:?}", started.elapsed());
 
         tokio::time::sleep(Duration::from_millis(600)).await;
-        limiter.saturate();
+        limiter.saturate().await;
         let saturated = Instant::now();
         limiter.acquire().await;
         assert!(saturated.elapsed() >= Duration::from_millis(80), "{:?}", saturated.elapsed());

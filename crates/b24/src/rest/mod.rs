@@ -56,7 +56,11 @@ pub use credentials::{
 };
 pub use envelope::{Response, Time, php_map, php_object};
 pub use error::{ApiError, Error, ErrorClass, RefreshError};
-pub use limiter::{JITTER_ALLOWANCE, LimiterRegistry, PortalLimiter, RateLimits};
+pub use limiter::{
+    BudgetError, BudgetFuture, JITTER_ALLOWANCE, LimiterRegistry, PortalLimiter, RateLimits,
+    SharedBudget,
+};
 pub use oauth::{
-    DiscardTokens, Grant, RefreshedTokens, SinkError, SinkFuture, TokenSink, redeem_refresh_token,
+    CheckOutFuture, CheckedOut, DiscardTokens, Grant, KeptTokens, RefreshedTokens, SinkError,
+    SinkFuture, TokenSink, redeem_refresh_token,
 };

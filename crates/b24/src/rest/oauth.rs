@@ -9,6 +9,13 @@
 //! first one refreshes and bumps a generation counter, the others see the new generation and
 //! reuse its token (or its failure) instead of refreshing again. Every refresh issues a new
 //! refresh token and invalidates the old one, so two refreshes racing would lose one of them.
+//!
+//! Processes that share a portal's tokens (the host's nodes) take turns through the sink: a
+//! sink that keeps the tokens where all of them see it ([`TokenSink::check_out`]) lends them
+//! under a hold no other refresher gets. Under it the client re-reads the tokens as kept: if
+//! they are no longer the ones that expired, another process refreshed them, and the client
+//! takes those instead of spending the rotated refresh token again — one `/oauth/token/`
+//! request per expiry across all of them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,6 +43,38 @@ pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 pub trait TokenSink: Send + Sync {
     /// Persist the tokens of `portal` (its `member_id`).
     fn store<'a>(&'a self, tokens: &'a RefreshedTokens) -> SinkFuture<'a>;
+
+    /// Lends the tokens of portal `member_id` as kept now, under a hold no other refresher —
+    /// in this process or another sharing the keeping — gets until the loan is saved or
+    /// dropped. The default keeps nothing shared (`None`): the client refreshes from the tokens
+    /// it holds and hands the new ones to [`TokenSink::store`].
+    fn check_out<'a>(&'a self, member_id: &'a str) -> CheckOutFuture<'a> {
+        let _ = member_id;
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// What [`TokenSink::check_out`] returns.
+pub type CheckOutFuture<'a> = Pin<
+    Box<dyn Future<Output = Result<Option<Box<dyn CheckedOut<'a> + 'a>>, SinkError>> + Send + 'a>,
+>;
+
+/// A portal's tokens lent by [`TokenSink::check_out`].
+pub trait CheckedOut<'a>: Send {
+    /// The tokens as kept when they were lent; `None` when the portal has none (not installed).
+    fn tokens(&self) -> Option<KeptTokens>;
+
+    /// Keeps a refresh's tokens and ends the loan.
+    fn save(self: Box<Self>, tokens: RefreshedTokens) -> SinkFuture<'a>;
+}
+
+/// A portal's tokens as the host keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptTokens {
+    pub access_token: AccessToken,
+    pub refresh_token: Option<RefreshToken>,
+    /// Unix time the access token expires.
+    pub expires: Option<i64>,
 }
 
 /// A sink that only drops the tokens; for clients whose tokens need not outlive the process.
@@ -144,14 +183,7 @@ impl TokenState {
         refresh_token: Option<RefreshToken>,
         expires: Option<i64>,
     ) {
-        let mut live = self.live();
-        live.access_token = access_token;
-        if refresh_token.is_some() {
-            live.refresh_token = refresh_token;
-        }
-        live.expires = expires;
-        live.generation += 1;
-        live.failure = None;
+        self.adopt(access_token, refresh_token, expires);
     }
 
     /// Renews the token that `stale` was, unless another caller already did: then its result is
@@ -185,6 +217,27 @@ impl TokenState {
             }
             live.refresh_token.clone()
         };
+        let loan = match self.sink.check_out(&self.member_id).await {
+            Ok(loan) => loan,
+            Err(error) => {
+                tracing::warn!(member_id = %self.member_id, error = %ErrorChain(error.as_ref()),
+                    "cannot take the kept tokens for a refresh; not refreshing");
+                let source = Arc::new(RefreshError::Keeping(error));
+                return Err(Error::Refresh { method: method.to_owned(), source });
+            }
+        };
+        let refresh_token = match loan.as_ref().map(|loan| loan.tokens()) {
+            // Nothing shared: refresh what this client holds.
+            None => refresh_token,
+            Some(None) => return Err(Error::NoRefreshToken { method: method.to_owned() }),
+            Some(Some(kept)) if kept.access_token != stale.token => {
+                // Another process (or an install) renewed the tokens since this call took its
+                // own: use theirs.
+                tracing::info!(member_id = %self.member_id, "tokens already renewed elsewhere; taking them");
+                return Ok(self.adopt(kept.access_token, kept.refresh_token, kept.expires));
+            }
+            Some(Some(kept)) => kept.refresh_token,
+        };
         let Some(refresh_token) = refresh_token else {
             return Err(Error::NoRefreshToken { method: method.to_owned() });
         };
@@ -201,21 +254,8 @@ impl TokenState {
             }
         };
 
-        let issued = {
-            let mut live = self.live();
-            live.access_token = fresh.access_token.clone();
-            if fresh.refresh_token.is_some() {
-                live.refresh_token = fresh.refresh_token.clone();
-            }
-            live.expires = fresh.expires;
-            live.generation += 1;
-            live.failure = None;
-            IssuedToken {
-                token: live.access_token.clone(),
-                generation: live.generation,
-                taken_at: Instant::now(),
-            }
-        };
+        let issued =
+            self.adopt(fresh.access_token.clone(), fresh.refresh_token.clone(), fresh.expires);
         let stored = RefreshedTokens {
             member_id: self.member_id.clone(),
             domain: domain.to_owned(),
@@ -225,11 +265,38 @@ impl TokenState {
             scope: fresh.scope,
             user_id: fresh.user_id,
         };
-        if let Err(error) = self.sink.store(&stored).await {
+        let kept = match loan {
+            Some(loan) => loan.save(stored).await,
+            None => self.sink.store(&stored).await,
+        };
+        if let Err(error) = kept {
             tracing::error!(member_id = %self.member_id, error = %ErrorChain(error.as_ref()),
                 "the token sink failed; the new tokens live in memory only");
         }
         Ok(issued)
+    }
+
+    /// Makes `access_token` (and `refresh_token`, when there is one) the live tokens, a new
+    /// generation; returns the token to send now.
+    fn adopt(
+        &self,
+        access_token: AccessToken,
+        refresh_token: Option<RefreshToken>,
+        expires: Option<i64>,
+    ) -> IssuedToken {
+        let mut live = self.live();
+        live.access_token = access_token;
+        if refresh_token.is_some() {
+            live.refresh_token = refresh_token;
+        }
+        live.expires = expires;
+        live.generation += 1;
+        live.failure = None;
+        IssuedToken {
+            token: live.access_token.clone(),
+            generation: live.generation,
+            taken_at: Instant::now(),
+        }
     }
 }
 

@@ -128,6 +128,7 @@ async fn show_prints_every_field_the_payload_the_result_and_every_attempt(op: Op
             "\
 job {id}
   state:            done
+  delivery:         confirmed by the portal
   dead reason:      -
   portal:           p1
   action:           check_credit_limit
@@ -459,7 +460,11 @@ fn arguments_parse_as_documented() {
     );
     assert_eq!(
         parse(&["retry", "7", "--deadline-in", "1h 30m"]),
-        Ok(JobsCommand::Retry { id: 7, deadline_in: Some(Duration::from_secs(5400)) })
+        Ok(JobsCommand::Retry {
+            id: 7,
+            deadline_in: Some(Duration::from_secs(5400)),
+            force: false
+        })
     );
     let unknown_state = parse(&["list", "--state", "stuck"]).unwrap_err();
     assert!(

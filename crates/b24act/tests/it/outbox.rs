@@ -63,10 +63,14 @@ async fn results_go_first_and_log_lines_take_only_the_room_left() {
     assert_eq!(t.work_at(0).await, 3, "their results are stored");
     // A workflow still waiting (its job never runs here) to write the lines into.
     let waiting = t.calls(CHECK, 1, HALF_HOUR_MS, None).await;
-    let token = t.workflow(&waiting[0]).event_token;
+    let waiting_job = t.job(&waiting[0]).await.job.id;
     for line in 0..60 {
-        let event_token = b24::incoming::EventToken::new(token.clone());
-        t.host.progress.push(&t.portal.member_id, event_token, format!("line {line}"));
+        let message = format!("line {line}");
+        t.host
+            .store
+            .add_progress_line(waiting_job, &t.portal.member_id, &message, t.t0)
+            .await
+            .unwrap();
     }
 
     assert_eq!(t.deliver_at(1_000).await, 50, "3 results and 47 lines fill one batch");

@@ -112,6 +112,31 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// The most connections served at once; more wait in the listen backlog until one closes.
     pub max_connections: usize,
+    /// What this node does: take calls and install events (`intake`), run jobs (`worker`),
+    /// send results and register actions (`outbox`). Default all three; nodes sharing a
+    /// PostgreSQL store may split them.
+    pub roles: Vec<Role>,
+    /// On SIGTERM, how long the node keeps answering calls (and says `draining` on `/health`)
+    /// after it stops claiming work, so a load balancer can move traffic away: Bitrix24 never
+    /// sends a refused call again.
+    #[serde(with = "humantime_serde")]
+    pub drain_grace: Duration,
+}
+
+/// One of the things a node does (`server.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Intake,
+    Worker,
+    Outbox,
+}
+
+impl ServerConfig {
+    /// Whether this node plays `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
 }
 
 impl Default for ServerConfig {
@@ -123,6 +148,8 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            roles: vec![Role::Intake, Role::Worker, Role::Outbox],
+            drain_grace: Duration::from_secs(5),
         }
     }
 }

@@ -187,6 +187,16 @@ fn check_server(server: &ServerConfig, found: &mut Problems) {
             format!("must be from 1 to {MAX_CONNECTIONS_CAP}, got {}", server.max_connections),
         );
     }
+    if server.roles.is_empty() {
+        found.add("server.roles", "must name at least one of \"intake\", \"worker\", \"outbox\"");
+    }
+    let distinct: HashSet<_> = server.roles.iter().collect();
+    if distinct.len() != server.roles.len() {
+        found.add("server.roles", "names a role twice");
+    }
+    if server.drain_grace > std::time::Duration::from_secs(600) {
+        found.add("server.drain_grace", "must be at most 10m");
+    }
 }
 
 fn check_action(config: &Config, action: &ActionConfig, key: &str, found: &mut Problems) {

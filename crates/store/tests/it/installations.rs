@@ -1,11 +1,9 @@
 //! Installations: install, update, token refresh, uninstall, and secrets encrypted at rest.
 
 use serde_json::json;
-use store::{
-    AttemptOutcome, Error, Fenced, InstallationStatus, JobState, NewInstallation, StoreKey,
-};
+use store::{AttemptOutcome, Error, Fenced, InstallationStatus, JobState, StoreKey};
 
-use crate::support::{LEASE, T0, TestDb, call, enqueue_new, first_delivery};
+use crate::support::{LEASE, T0, TestDb, call, enqueue_new, first_delivery, install};
 
 store::on_both_stores!(crate::support::run =>
 
@@ -17,19 +15,6 @@ store::on_both_stores!(crate::support::run =>
     an_uninstall_stops_the_portals_work,
     a_removed_portal_stops_its_work_forgets_its_tokens_and_keeps_its_jobs,
 );
-
-fn install(member: &str) -> NewInstallation {
-    NewInstallation {
-        member_id: member.to_owned(),
-        domain: format!("{member}.bitrix24.example"),
-        client_endpoint: format!("https://{member}.bitrix24.example/rest/"),
-        server_endpoint: "https://oauth.bitrix.info/rest/".to_owned(),
-        application_token: format!("app-token-{member}-51f0c"),
-        access_token: format!("access-token-{member}-9a8b7c"),
-        refresh_token: Some(format!("refresh-token-{member}-1d2e3f")),
-        expires_at: T0 + 3_600_000,
-    }
-}
 
 async fn an_install_is_stored_and_read_back(db: TestDb) {
     let store = db.open().await;
@@ -171,8 +156,9 @@ async fn an_uninstall_stops_the_portals_work(db: TestDb) {
     store.upsert_installation(&install("p1"), T0).await.unwrap();
     store.upsert_installation(&install("p2"), T0).await.unwrap();
     let p1 = enqueue_new(&store, &[call("p1", "a"), call("p1", "b"), call("p1", "c")], T0).await;
-    let p2 = enqueue_new(&store, &[call("p2", "d")], T0).await;
     let mut claimed = store.claim_due("w", T0, LEASE, 2).await.unwrap();
+    // Queued after the claim, which would otherwise take one job of each portal.
+    let p2 = enqueue_new(&store, &[call("p2", "d")], T0).await;
     let done = claimed.remove(0);
     let running = claimed.remove(0);
     assert!(store.complete(&done.lease, &json!(1), T0).await.unwrap().is_applied());

@@ -5,6 +5,7 @@
 mod support;
 
 mod claims;
+mod coordination;
 mod enqueue;
 mod installations;
 mod open;

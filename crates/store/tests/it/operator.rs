@@ -32,7 +32,10 @@ async fn a_dead_job_without_a_result_runs_again_on_retry(db: TestDb) {
     );
 
     let new_deadline = T0 + 3_600_000;
-    assert_eq!(store.retry_job(id, Some(new_deadline), T0 + 100).await.unwrap(), Retried::Requeued);
+    assert_eq!(
+        store.retry_job(id, Some(new_deadline), false, T0 + 100).await.unwrap(),
+        Retried::Requeued
+    );
 
     let job = store.job(id).await.unwrap().unwrap().job;
     assert_eq!(
@@ -53,7 +56,7 @@ async fn a_waiting_retry_runs_at_once_on_retry(db: TestDb) {
     assert!(later.await.unwrap().is_applied());
     let deadline = store.job(id).await.unwrap().unwrap().job.call.deadline_at;
 
-    assert_eq!(store.retry_job(id, None, T0 + 2).await.unwrap(), Retried::Requeued);
+    assert_eq!(store.retry_job(id, None, false, T0 + 2).await.unwrap(), Retried::Requeued);
     let again = store.claim_due("w", T0 + 2, LEASE, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].call.deadline_at, deadline, "no new deadline given: the old one stays");
@@ -73,7 +76,7 @@ async fn a_dead_delivery_is_resent_on_retry_without_recomputing(db: TestDb) {
             .is_applied()
     );
 
-    assert_eq!(store.retry_job(id, None, T0 + 10).await.unwrap(), Retried::Redelivering);
+    assert_eq!(store.retry_job(id, None, false, T0 + 10).await.unwrap(), Retried::Redelivering);
 
     assert!(store.claim_due("w", T0 + 10, LEASE, 10).await.unwrap().is_empty(), "not recomputed");
     let resent = first_delivery(&store, "s", T0 + 10).await;
@@ -97,7 +100,7 @@ async fn retry_refuses_pending_and_finished_jobs(db: TestDb) {
             .unwrap()
             .is_applied()
     );
-    assert_eq!(store.retry_job(ids[0], None, T0).await.unwrap(), Retried::Requeued);
+    assert_eq!(store.retry_job(ids[0], None, false, T0).await.unwrap(), Retried::Requeued);
     let done = store.claim_due("w", T0, LEASE, 10).await.unwrap();
     let done = done.iter().find(|j| j.id == ids[2]).unwrap();
     assert!(store.complete(&done.lease, &json!(1), T0).await.unwrap().is_applied());
@@ -109,16 +112,16 @@ async fn retry_refuses_pending_and_finished_jobs(db: TestDb) {
         other => panic!("expected a refusal for {want}, got {other:?}"),
     };
     // ids[0] was claimed again above, so it is running now; so is ids[1].
-    refused(store.retry_job(ids[0], None, T0).await, JobState::Running);
-    refused(store.retry_job(ids[1], None, T0).await, JobState::Running);
-    refused(store.retry_job(ids[2], None, T0).await, JobState::Done);
+    refused(store.retry_job(ids[0], None, false, T0).await, JobState::Running);
+    refused(store.retry_job(ids[1], None, false, T0).await, JobState::Running);
+    refused(store.retry_job(ids[2], None, false, T0).await, JobState::Done);
     let fresh = enqueue_new(&store, &[call("p1", "fresh")], T0).await[0];
-    refused(store.retry_job(fresh, None, T0).await, JobState::Queued);
+    refused(store.retry_job(fresh, None, false, T0).await, JobState::Queued);
     assert!(matches!(
-        store.retry_job(JobId(999_999), None, T0).await,
+        store.retry_job(JobId(999_999), None, false, T0).await,
         Err(Error::JobNotFound(JobId(999_999)))
     ));
-    let message = store.retry_job(ids[2], None, T0).await.unwrap_err().to_string();
+    let message = store.retry_job(ids[2], None, false, T0).await.unwrap_err().to_string();
     assert_eq!(message, format!("cannot retry job {}: it is done", ids[2]));
 }
 

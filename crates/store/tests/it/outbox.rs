@@ -91,6 +91,7 @@ async fn a_crashed_senders_results_are_claimed_again_after_its_lease(db: TestDb)
     let late = store.delivery_retry(
         &stale.lease,
         T0 + 31_000,
+        false,
         AttemptOutcome::Retryable,
         "503",
         T0 + 30_500,
@@ -131,6 +132,7 @@ async fn a_failed_send_is_retried_later_with_the_same_result(db: TestDb) {
     let retry = store.delivery_retry(
         &first.lease,
         T0 + 2_000,
+        false,
         AttemptOutcome::Retryable,
         "QUERY_LIMIT_EXCEEDED",
         T0 + 10,

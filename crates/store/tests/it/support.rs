@@ -10,7 +10,8 @@ use serde_json::json;
 use sqlx::Connection;
 use store::testing::with_scratch_store;
 use store::{
-    Backend, ClaimedJob, Delivery, Enqueued, JobId, NewJob, Store, StoreKey, StoreOptions,
+    Backend, ClaimedJob, Delivery, Enqueued, JobId, NewInstallation, NewJob, Store, StoreKey,
+    StoreOptions,
 };
 
 /// A fixed instant tests count from (Unix ms).
@@ -117,4 +118,19 @@ pub async fn first_delivery(store: &Store, sender: &str, now: i64) -> Delivery {
 #[test]
 fn legs_run_under_ci() {
     store::testing::assert_legs_run_under_ci(cfg!(postgres_tests));
+}
+
+/// An installation of portal `member` with recognisable secrets, its token valid an hour from
+/// [`T0`].
+pub fn install(member: &str) -> NewInstallation {
+    NewInstallation {
+        member_id: member.to_owned(),
+        domain: format!("{member}.bitrix24.example"),
+        client_endpoint: format!("https://{member}.bitrix24.example/rest/"),
+        server_endpoint: "https://oauth.bitrix.info/rest/".to_owned(),
+        application_token: format!("app-token-{member}-51f0c"),
+        access_token: format!("access-token-{member}-9a8b7c"),
+        refresh_token: Some(format!("refresh-token-{member}-1d2e3f")),
+        expires_at: T0 + 3_600_000,
+    }
 }
