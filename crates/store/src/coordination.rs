@@ -93,10 +93,6 @@ impl LocalTokenLocks {
 const SELECT_TOKENS: &str = "SELECT access_token, refresh_token, expires_at, status \
      FROM installations WHERE member_id = $1";
 
-/// Writes a refresh's tokens (`$1` to `$4`) for one installation (`$5`).
-const UPDATE_TOKENS: &str = "UPDATE installations SET access_token = $1, refresh_token = $2, \
-     expires_at = $3, updated_at = $4 WHERE member_id = $5";
-
 impl TokenLock<'_> {
     /// The tokens stored when the lock was taken; `None` when the portal is not installed (or
     /// uninstalled the app).
@@ -113,29 +109,21 @@ impl TokenLock<'_> {
         expires_at: i64,
         now: i64,
     ) -> Result<()> {
-        let cipher = &self.store.cipher;
-        let access = cipher.seal(&self.member_id, "access_token", access_token)?;
-        let refresh = cipher.seal(&self.member_id, "refresh_token", refresh_token)?;
-        let update = Statement::new(UPDATE_TOKENS)
-            .bind(access.as_slice())
-            .bind(refresh.as_slice())
-            .bind(expires_at)
-            .bind(now)
-            .bind(self.member_id.as_str());
+        let sealed = self.store.seal_tokens(
+            &self.member_id,
+            access_token,
+            refresh_token,
+            expires_at,
+            now,
+        )?;
+        let update = sealed.update();
         let operation = "store refreshed tokens";
         match self.hold {
             Hold::Postgres(mut tx) => {
                 Conn::Postgres(&mut tx).execute(update).await.map_err(db(operation))?;
                 tx.commit().await.map_err(db(operation))
             }
-            Hold::Local(_guard) => {
-                self.store
-                    .write(operation, async |conn| {
-                        conn.execute(update).await?;
-                        Ok(())
-                    })
-                    .await
-            }
+            Hold::Local(_guard) => self.store.write_one(operation, update).await.map(drop),
         }
     }
 }
@@ -246,11 +234,7 @@ impl Store {
             .bind(portal)
             .bind(interval_ms)
             .bind(capacity);
-        self.write("fill a portal's request budget", async |conn| {
-            conn.execute(fill).await?;
-            Ok(())
-        })
-        .await
+        self.write_one("fill a portal's request budget", fill).await.map(drop)
     }
 
     /// Records the fingerprint of the registrations just made on portal `member_id`.
@@ -259,11 +243,7 @@ impl Store {
             Statement::new("UPDATE installations SET registrations = $1 WHERE member_id = $2")
                 .bind(fingerprint)
                 .bind(member_id);
-        self.write("record a portal's registrations", async |conn| {
-            conn.execute(update).await?;
-            Ok(())
-        })
-        .await
+        self.write_one("record a portal's registrations", update).await.map(drop)
     }
 
     /// The fingerprint of the registrations last made on portal `member_id`, if any.

@@ -42,6 +42,30 @@ fn installation_from(cipher: &Cipher, row: &Record) -> Result<Installation, Fail
     })
 }
 
+/// A refresh's tokens, encrypted ([`Store::seal_tokens`]).
+pub(crate) struct SealedTokens<'a> {
+    member_id: &'a str,
+    access: Vec<u8>,
+    refresh: Vec<u8>,
+    expires_at: i64,
+    now: i64,
+}
+
+impl SealedTokens<'_> {
+    /// The `UPDATE` that stores them.
+    pub(crate) fn update(&self) -> Statement<'_> {
+        Statement::new(
+            "UPDATE installations SET access_token = $1, refresh_token = $2, \
+             expires_at = $3, updated_at = $4 WHERE member_id = $5",
+        )
+        .bind(self.access.as_slice())
+        .bind(self.refresh.as_slice())
+        .bind(self.expires_at)
+        .bind(self.now)
+        .bind(self.member_id)
+    }
+}
+
 impl Store {
     /// Records an install or an app update: inserts the portal, or replaces its endpoints and
     /// tokens and marks it active again. `installed_at` keeps the first install unless the
@@ -79,11 +103,7 @@ impl Store {
         .bind(refresh_token.as_deref())
         .bind(install.expires_at)
         .bind(now);
-        self.write("store an installation", async |conn| {
-            conn.execute(upsert).await?;
-            Ok(())
-        })
-        .await
+        self.write_one("store an installation", upsert).await.map(drop)
     }
 
     /// The installation of portal `member_id`, whatever its status.
@@ -117,18 +137,26 @@ impl Store {
         expires_at: i64,
         now: i64,
     ) -> Result<bool> {
-        let access = self.cipher.seal(member_id, "access_token", access_token)?;
-        let refresh = self.cipher.seal(member_id, "refresh_token", refresh_token)?;
-        let update = Statement::new(
-            "UPDATE installations SET access_token = $1, refresh_token = $2, \
-             expires_at = $3, updated_at = $4 WHERE member_id = $5",
-        )
-        .bind(access.as_slice())
-        .bind(refresh.as_slice())
-        .bind(expires_at)
-        .bind(now)
-        .bind(member_id);
-        self.write("store refreshed tokens", async |conn| Ok(conn.execute(update).await? > 0)).await
+        let sealed = self.seal_tokens(member_id, access_token, refresh_token, expires_at, now)?;
+        Ok(self.write_one("store refreshed tokens", sealed.update()).await? > 0)
+    }
+
+    /// A refresh's tokens encrypted for portal `member_id`, ready to be written.
+    pub(crate) fn seal_tokens<'a>(
+        &self,
+        member_id: &'a str,
+        access_token: &str,
+        refresh_token: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<SealedTokens<'a>> {
+        Ok(SealedTokens {
+            member_id,
+            access: self.cipher.seal(member_id, "access_token", access_token)?,
+            refresh: self.cipher.seal(member_id, "refresh_token", refresh_token)?,
+            expires_at,
+            now,
+        })
     }
 
     /// ONAPPUNINSTALL: marks the portal uninstalled and stops its work — every job not yet

@@ -255,8 +255,7 @@ impl Store {
             AttemptKind::Deliver => "lease_until = $4, next_delivery_at = $4, updated_at = $5",
         };
         let update = fenced_update(held, set).bind(until).bind(now);
-        let changed =
-            self.write("extend a lease", async |conn| Ok(conn.execute(update).await?)).await?;
+        let changed = self.write_one("extend a lease", update).await?;
         if changed == 0 {
             return Ok(Fenced::LeaseLost);
         }

@@ -37,11 +37,7 @@ impl Store {
         .bind(member_id)
         .bind(message)
         .bind(now);
-        self.write("store a progress line", async |conn| {
-            conn.execute(insert).await?;
-            Ok(())
-        })
-        .await
+        self.write_one("store a progress line", insert).await.map(drop)
     }
 
     /// The portals with lines that no sender holds at `now`.

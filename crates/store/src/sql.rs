@@ -351,6 +351,15 @@ impl Store {
         }
     }
 
+    /// Runs one statement in its own write transaction; returns how many rows it changed.
+    pub(crate) async fn write_one(
+        &self,
+        operation: &'static str,
+        statement: Statement<'_>,
+    ) -> Result<u64> {
+        self.write(operation, async |conn| Ok(conn.execute(statement).await?)).await
+    }
+
     /// Runs `body` on a connection from the read pool (SQLite: the read-only connections).
     /// Errors name `operation`.
     pub(crate) async fn read<T>(
