@@ -54,11 +54,12 @@ pub(crate) fn run(
                 caller: "none".into(),
                 operating: None,
                 processing: std::time::Duration::ZERO,
+                event_token: None,
             },
         };
+        methods::record_outcome(state, portal, &method, &outcome, true);
         match &outcome.result {
             Ok(success) => {
-                methods::record(state, portal, &method, &outcome.caller, Ok(200), true);
                 results.insert(key.clone(), success.result.clone());
                 if let Some(total) = success.total {
                     totals.insert(key.clone(), Param::Num(total.into()));
@@ -72,7 +73,6 @@ pub(crate) fn run(
                 );
             }
             Err(e) => {
-                methods::record(state, portal, &method, &outcome.caller, Err(e), true);
                 errors.insert(key.clone(), error_entry(e));
                 if halt {
                     break;

@@ -80,7 +80,7 @@ pub use app::{App, AppSpec, Installation};
 pub use document::{Document, DocumentSpec};
 pub use engine::{ACTIVITY_NOT_INSTALLED, APP_NOT_FOUND};
 pub use error::EmulatorError;
-pub use faults::{Faults, ServerErrorBurst};
+pub use faults::{AnswerLoss, AnswerLost, Faults, ServerErrorBurst};
 pub use oauth::TokenSet;
 pub use portal::{Portal, PortalSpec, RecordedCall};
 pub use registry::RegistrationInfo;
@@ -298,8 +298,9 @@ impl Emulator {
         Ok(format!("http://{}/rest/{user_id}/{secret}/", p.domain))
     }
 
-    /// Replaces the portal's faults (and restarts any server-error burst).
+    /// Replaces the portal's faults (and restarts any server-error burst and lost-answer count).
     pub fn set_faults(&self, domain: &str, faults: Faults) -> Result<(), EmulatorError> {
+        faults.check()?;
         self.shared.lock().portal_mut(domain)?.set_faults(faults);
         Ok(())
     }

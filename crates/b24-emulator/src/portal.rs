@@ -13,7 +13,7 @@ use crate::app::{App, InstallState};
 use crate::clock;
 use crate::document::Document;
 use crate::error::EmulatorError;
-use crate::faults::Faults;
+use crate::faults::{AnswerLoss, Faults};
 use crate::ids;
 use crate::limits::{LeakyBucket, OperatingLedger};
 use crate::registry::Registry;
@@ -115,6 +115,9 @@ pub struct RecordedCall {
     pub in_batch: bool,
     /// `app:<client_id>`, `webhook:<user_id>` or `none`.
     pub caller: String,
+    /// The `EVENT_TOKEN` of a `bizproc.event.send` or `bizproc.activity.log`, whatever its
+    /// outcome.
+    pub event_token: Option<String>,
 }
 
 /// Everything one portal holds.
@@ -126,6 +129,8 @@ pub(crate) struct PortalState {
     pub(crate) faults: Faults,
     /// Server errors still to answer from the last `Faults::server_errors`.
     pub(crate) server_errors_left: u32,
+    /// Answers still to lose from the last `Faults::answer_lost`.
+    answers_to_lose: u32,
     pub(crate) bucket: LeakyBucket,
     pub(crate) operating: OperatingLedger,
     pub(crate) installs: IndexMap<String, InstallState>,
@@ -153,6 +158,7 @@ impl PortalState {
             spec,
             faults: Faults::default(),
             server_errors_left: 0,
+            answers_to_lose: 0,
             bucket: LeakyBucket::new(),
             operating: OperatingLedger::default(),
             installs: IndexMap::new(),
@@ -223,7 +229,19 @@ impl PortalState {
 
     pub(crate) fn set_faults(&mut self, faults: Faults) {
         self.server_errors_left = faults.server_errors.map_or(0, |b| b.count);
+        self.answers_to_lose = faults.answer_lost.as_ref().map_or(0, |l| l.count);
         self.faults = faults;
+    }
+
+    /// How the answer to this processed request to `method` is lost, if the `answer_lost`
+    /// fault still covers it (and counts it).
+    pub(crate) fn lose_answer(&mut self, method: &str) -> Option<AnswerLoss> {
+        let lost = self.faults.answer_lost.as_ref().filter(|l| l.applies_to(method))?;
+        if self.answers_to_lose == 0 {
+            return None;
+        }
+        self.answers_to_lose -= 1;
+        Some(lost.how)
     }
 }
 
@@ -242,9 +260,10 @@ pub(crate) async fn bind(
 
 /// Serves one domain's listener in the background.
 pub(crate) fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, domain: String) {
-    let app = rest::portal_router(shared.clone(), domain.clone());
+    let app = rest::portal_router(shared.clone(), domain.clone())
+        .into_make_service_with_connect_info::<rest::Connection>();
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = axum::serve(rest::DroppableListener(listener), app).await {
             tracing::error!(domain, error = %e, "portal listener stopped");
         }
     });

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::batch;
 use crate::limits::OperatingStatus;
-use crate::param::{Array, Param};
+use crate::param::{Array, Param, upper_keys};
 use crate::portal::RecordedCall;
 use crate::registry;
 use crate::rest::auth::{self, Caller, Credential, scope_list};
@@ -61,6 +61,8 @@ pub(crate) struct Outcome {
     pub(crate) caller: String,
     pub(crate) operating: Option<OperatingStatus>,
     pub(crate) processing: Duration,
+    /// What the call log records as its `event_token`.
+    pub(crate) event_token: Option<String>,
 }
 
 /// Runs `method` on `portal` for a credential. `in_batch` forbids nesting `batch` (§5.5).
@@ -78,6 +80,7 @@ pub(crate) fn call(
         caller: "none".into(),
         operating: None,
         processing: Duration::ZERO,
+        event_token: event_token(method, &params),
     };
     let caller = match auth::authenticate(state, portal, credential) {
         Ok(c) => c,
@@ -204,7 +207,27 @@ pub(crate) fn app_info(state: &State, portal: usize, caller: &Caller) -> Result<
     ]))
 }
 
-/// Appends a call to the portal's log.
+/// The `EVENT_TOKEN` an event method reads (keys compared as the method compares them).
+fn event_token(method: &str, params: &Array) -> Option<String> {
+    matches!(Method::lookup(method), Some(Method::EventSend | Method::ActivityLog))
+        .then(|| upper_keys(params).get("EVENT_TOKEN").and_then(Param::php_string))
+        .flatten()
+}
+
+/// Appends a call that ran to the portal's log, with its real outcome.
+pub(crate) fn record_outcome(
+    state: &mut State,
+    portal: usize,
+    method: &str,
+    outcome: &Outcome,
+    in_batch: bool,
+) {
+    let result = outcome.result.as_ref().map(|_| 200);
+    let event_token = outcome.event_token.clone();
+    append(state, portal, method, &outcome.caller, result, in_batch, event_token);
+}
+
+/// Appends a request refused before any method ran to the portal's log.
 pub(crate) fn record(
     state: &mut State,
     portal: usize,
@@ -212,6 +235,18 @@ pub(crate) fn record(
     caller: &str,
     result: Result<u16, &RestError>,
     in_batch: bool,
+) {
+    append(state, portal, method, caller, result, in_batch, None);
+}
+
+fn append(
+    state: &mut State,
+    portal: usize,
+    method: &str,
+    caller: &str,
+    result: Result<u16, &RestError>,
+    in_batch: bool,
+    event_token: Option<String>,
 ) {
     let Some(p) = state.portals.get_mut(portal) else {
         return;
@@ -227,5 +262,6 @@ pub(crate) fn record(
         at: SystemTime::now(),
         in_batch,
         caller: caller.to_owned(),
+        event_token,
     });
 }

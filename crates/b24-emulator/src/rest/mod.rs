@@ -1,8 +1,9 @@
 //! The portal's REST endpoint: `/rest/<method>[.json]` and `/rest/<user>/<secret>/<method>`,
 //! request decoding (JSON, PHP form, query, §5.1), the load limits and fault injection that act
-//! on whole HTTP requests, and the domain-move redirect.
+//! on whole HTTP requests (5xx bursts, lost answers), and the domain-move redirect.
 
 mod auth;
+mod connection;
 mod envelope;
 pub(crate) mod methods;
 
@@ -11,13 +12,15 @@ use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State as AxState;
+use axum::extract::{ConnectInfo, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 pub(crate) use auth::{Caller, Credential};
+pub(crate) use connection::{Connection, DroppableListener};
 pub(crate) use envelope::{RestError, Success, time_object};
 
+use crate::faults::AnswerLoss;
 use crate::param::{Array, Param, from_form_array};
 use crate::state::Shared;
 
@@ -98,6 +101,7 @@ fn read_params(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Array, Res
 
 async fn portal_request(
     AxState(l): AxState<Listener>,
+    ConnectInfo(connection): ConnectInfo<Connection>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -158,18 +162,45 @@ async fn portal_request(
     };
     let outcome = methods::call(&mut state, portal, &route.method, params, &credential, false);
     let finish = SystemTime::now();
+    methods::record_outcome(&mut state, portal, &route.method, &outcome, false);
+    if let Some(loss) = state.portals[portal].lose_answer(&route.method) {
+        tracing::info!(?loss, "answer lost after processing (fault)");
+        return lost_answer(loss, &connection);
+    }
     match outcome.result {
         Ok(success) => {
-            methods::record(&mut state, portal, &route.method, &outcome.caller, Ok(200), false);
             let time = time_object(start, finish, outcome.processing, outcome.operating);
             envelope::json_response(200, &envelope::success_body(&success, time))
         }
         Err(e) => {
             tracing::debug!(code = e.code, "REST error");
-            methods::record(&mut state, portal, &route.method, &outcome.caller, Err(&e), false);
             envelope::json_response(e.status, &e.body())
         }
     }
+}
+
+/// What the client gets instead of the answer: a proxy's error page, or nothing at all.
+fn lost_answer(loss: AnswerLoss, connection: &Connection) -> Response {
+    let status = match loss {
+        AnswerLoss::ServerError(status) => {
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+        AnswerLoss::DropConnection => {
+            connection.drop_unanswered();
+            // Never written: the first write fails and hyper closes the connection.
+            return StatusCode::BAD_GATEWAY.into_response();
+        }
+    };
+    // nginx's own page for an upstream failure: HTML, not a REST envelope.
+    let title = format!("{} {}", status.as_str(), status.canonical_reason().unwrap_or(""));
+    let title = title.trim_end();
+    let page = format!(
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n\
+         <center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    );
+    let mut resp = (status, page).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    resp
 }
 
 /// `/rest/app.info` on the OAuth server: the same answer as the portal, for the token's portal.

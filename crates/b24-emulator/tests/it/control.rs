@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use b24_emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
-use crate::support::{Echo, HANDLER_PATH, get_json, post_json};
+use crate::support::{Echo, HANDLER_PATH, World, get_json, post_json};
 
 async fn put_json(http: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
     let resp = http.put(url).json(body).send().await.unwrap();
@@ -144,4 +144,51 @@ async fn faults_tokens_webhooks_and_moves_are_controllable_over_http() {
 
     let (status, body) = get_json(&http, &format!("{c}/portals/nope:1/calls")).await;
     assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test]
+async fn answer_lost_is_set_over_http_and_a_bad_value_is_refused_by_name() {
+    let w = World::new().await;
+    let faults = format!("{}/control/portals/{}/faults", w.emu.control_url(), w.portal.domain);
+    let (status, set) = put_json(
+        &w.http,
+        &faults,
+        &json!({"answer_lost": {"count": 1, "how": {"server_error": 504}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{set}");
+    let expected = json!({"count": 1, "how": {"server_error": 504}, "methods": ["batch"]});
+    assert_eq!(set["answer_lost"], expected);
+    assert_eq!(get_json(&w.http, &faults).await.1["answer_lost"], expected);
+    let (status, body) = w.call("batch", json!({"cmd": {"a": "bizproc.robot.list"}})).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.as_str().unwrap().contains("504 Gateway Timeout"), "{body}");
+    assert_eq!(w.call("batch", json!({"cmd": {"a": "bizproc.robot.list"}})).await.0, 200);
+
+    let drop_list =
+        json!({"count": 1, "how": "drop_connection", "methods": ["bizproc.robot.list"]});
+    let (status, _) = put_json(&w.http, &faults, &json!({ "answer_lost": drop_list })).await;
+    assert_eq!(status, 200);
+    let list =
+        format!("{}bizproc.robot.list?auth={}", w.portal.client_endpoint, w.inst.access_token);
+    let error = w.http.get(&list).send().await.unwrap_err();
+    assert_eq!(error.status(), None, "{error:?}");
+    assert_eq!(get_json(&w.http, &list).await.0, 200);
+
+    for (bad, named) in [
+        (json!({"count": 1, "how": {"server_error": 200}}), "answer_lost.how.server_error"),
+        (json!({"count": 1, "how": "drop_connection", "methods": []}), "answer_lost.methods"),
+        (json!({"count": 1, "how": "explode"}), "unknown variant `explode`"),
+        (json!({"count": 1}), "missing field `how`"),
+        (
+            json!({"count": 1, "how": "drop_connection", "method": ["batch"]}),
+            "unknown field `method`",
+        ),
+    ] {
+        let (status, body) = put_json(&w.http, &faults, &json!({"answer_lost": bad})).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(named), "{named}: {body}");
+    }
+    let kept = get_json(&w.http, &faults).await.1;
+    assert_eq!(kept["answer_lost"], drop_list, "a refused set leaves the last one in place");
 }

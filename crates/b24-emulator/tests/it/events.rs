@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use b24_emulator::{Faults, PortalSpec, StartedWorkflow, WorkflowSpec, WorkflowStatus};
 use serde_json::json;
 
-use crate::support::{World, err, get_json, post_json};
+use crate::support::{World, err, event_send_batch, get_json, post_json};
 
 async fn waiting(w: &World, spec: impl FnOnce(WorkflowSpec) -> WorkflowSpec) -> StartedWorkflow {
     w.register(
@@ -63,6 +63,25 @@ async fn a_finished_workflow_answers_404_and_a_forged_token_403() {
     assert_eq!(state.log, ["done"]);
     let (status, body) = w.call("bizproc.event.send", json!({"EVENT_TOKEN": wf.event_token})).await;
     assert_eq!((status, err(&body)), (400, ("404", "The business process is not found.")));
+}
+
+#[tokio::test]
+async fn every_send_in_a_batch_is_logged_with_its_token_and_outcome_including_404() {
+    let w = World::new().await;
+    let workflows = w.waiting_workflows(1).await;
+    let token = workflows[0].event_token.as_str();
+    let (status, body) = w.call("batch", event_send_batch(&[token])).await;
+    assert_eq!((status, &body["result"]["result"]["e0"]), (200, &json!(true)), "{body}");
+    assert!(w.emu.workflow(&w.portal.domain, &workflows[0].workflow_id).unwrap().finished);
+
+    let (status, body) = w.call("batch", event_send_batch(&[token, token])).await;
+    assert_eq!(status, 200, "{body}");
+    for key in ["e0", "e1"] {
+        let error = &body["result"]["result_error"][key];
+        assert_eq!(err(error), ("404", "The business process is not found."), "{body}");
+    }
+    let not_found = (true, 400, Some("404".to_owned()));
+    assert_eq!(w.sends_of(token), [(true, 200, None), not_found.clone(), not_found]);
 }
 
 #[tokio::test]

@@ -9,8 +9,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use b24_emulator::{
-    App, AppSpec, Emulator, EmulatorConfig, Faults, Installation, Portal, PortalSpec, WorkflowSpec,
-    WorkflowState, WorkflowStatus,
+    App, AppSpec, Emulator, EmulatorConfig, Faults, Installation, Portal, PortalSpec,
+    StartedWorkflow, WorkflowSpec, WorkflowState, WorkflowStatus,
 };
 use serde_json::{Value, json};
 
@@ -192,6 +192,44 @@ impl World {
             ..Default::default()
         }
     }
+
+    /// Starts `n` workflows of a subscribing robot `wait` (registered here), each completing as
+    /// soon as its activity closes.
+    pub async fn waiting_workflows(&self, n: usize) -> Vec<StartedWorkflow> {
+        self.register("bizproc.robot.add", json!({"CODE": "wait", "USE_SUBSCRIPTION": "Y"})).await;
+        let mut started = Vec::new();
+        for _ in 0..n {
+            let spec = WorkflowSpec {
+                finish_after: Some(Duration::ZERO),
+                ..self.workflow("wait", json!({}))
+            };
+            started.push(self.emu.start_workflow(spec).await.unwrap());
+        }
+        started
+    }
+
+    /// The REST log's `bizproc.event.send` entries for `event_token`, oldest first:
+    /// `(in_batch, status, error)`.
+    pub fn sends_of(&self, event_token: &str) -> Vec<(bool, u16, Option<String>)> {
+        self.emu
+            .rest_calls(&self.portal.domain)
+            .into_iter()
+            .filter(|c| {
+                c.method == "bizproc.event.send" && c.event_token.as_deref() == Some(event_token)
+            })
+            .map(|c| (c.in_batch, c.status, c.error))
+            .collect()
+    }
+
+    /// The REST log's outer `batch` requests, oldest first: `(status, error)`.
+    pub fn batches(&self) -> Vec<(u16, Option<String>)> {
+        self.emu
+            .rest_calls(&self.portal.domain)
+            .into_iter()
+            .filter(|c| c.method == "batch" && !c.in_batch)
+            .map(|c| (c.status, c.error))
+            .collect()
+    }
     /// The workflow's state once its call has been delivered (or dropped), within 2 s.
     pub async fn delivered(&self, workflow_id: &str) -> WorkflowState {
         self.wait_until(workflow_id, Duration::from_secs(2), |s| !s.deliveries.is_empty()).await
@@ -239,6 +277,20 @@ pub fn auth_keys(event: &Value) -> Vec<String> {
     let mut keys: Vec<_> = event["auth"].as_object().unwrap().keys().cloned().collect();
     keys.sort();
     keys
+}
+
+/// `batch` parameters sending each event token, as commands `e0`, `e1`, …
+pub fn event_send_batch(event_tokens: &[&str]) -> Value {
+    let cmd: serde_json::Map<String, Value> = event_tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let query = phpform::Value::from_json(&json!({"EVENT_TOKEN": token})).unwrap();
+            let phpform::Value::Array(query) = query else { panic!("object expected") };
+            (format!("e{i}"), json!(format!("bizproc.event.send?{}", phpform::encode(&query))))
+        })
+        .collect();
+    json!({ "cmd": cmd })
 }
 
 /// The error pair of an error envelope.
