@@ -81,7 +81,7 @@ pub use document::{Document, DocumentSpec};
 pub use engine::{ACTIVITY_NOT_INSTALLED, APP_NOT_FOUND};
 pub use error::EmulatorError;
 pub use faults::{AnswerLoss, AnswerLost, Faults, ServerErrorBurst};
-pub use oauth::TokenSet;
+pub use oauth::{TokenRequest, TokenSet};
 pub use portal::{Portal, PortalSpec, RecordedCall};
 pub use registry::RegistrationInfo;
 pub use task::{CompletedBy, TaskCompletion, TaskState, TaskStatus};
@@ -542,6 +542,11 @@ impl Emulator {
     /// Every activity and robot registered on the portal.
     pub fn registrations(&self, domain: &str) -> Result<Vec<RegistrationInfo>, EmulatorError> {
         Ok(self.shared.lock().portal(domain)?.registry.all().map(|r| r.info()).collect())
+    }
+
+    /// Every request the OAuth server received, oldest first.
+    pub fn oauth_requests(&self) -> Vec<TokenRequest> {
+        self.shared.lock().tokens.requests.clone()
     }
 
     /// Every REST request the portal received, oldest first (empty for an unknown domain).

@@ -70,12 +70,26 @@ struct AuthorizationCode {
     expires_at: SystemTime,
 }
 
-/// Every token the OAuth server issued and has not revoked.
+/// Every token the OAuth server issued and has not revoked, and every request it was sent.
 #[derive(Debug, Default)]
 pub(crate) struct TokenStore {
     access: HashMap<String, AccessToken>,
     refresh: HashMap<String, Grant>,
     codes: HashMap<String, AuthorizationCode>,
+    pub(crate) requests: Vec<TokenRequest>,
+}
+
+/// One request to `/oauth/token/`, as tests inspect them: how many refreshes, and whether one
+/// spent a refresh token that was already rotated (`invalid_grant`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    #[serde(with = "clock::unix")]
+    pub at: SystemTime,
+    /// `refresh_token`, `authorization_code`, or what the request said (empty when unreadable).
+    pub grant_type: String,
+    /// The OAuth error answered (`invalid_grant`, `invalid_client`, …); `None` when tokens were
+    /// issued.
+    pub error: Option<String>,
 }
 
 /// What the portal learns from an access token.
@@ -191,39 +205,75 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 }
 
 /// `GET /oauth/token/?grant_type=…` (POST with a form body is accepted too).
+/// Every request is recorded with its grant type and outcome ([`TokenRequest`]).
 pub(crate) async fn token_endpoint(
     AxState(shared): AxState<Arc<Shared>>,
     RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Response {
+    let mut grant_type = String::new();
+    let answer = redeem(&shared, query, &body, &mut grant_type);
+    let error = match &answer {
+        Ok(_) => None,
+        Err(refusal) => Some(refusal.error.to_owned()),
+    };
+    let request = TokenRequest { at: SystemTime::now(), grant_type, error };
+    shared.lock().tokens.requests.push(request);
+    match answer {
+        Ok(tokens) => axum::Json(tokens).into_response(),
+        Err(refusal) => oauth_error(refusal.status, refusal.error, &refusal.description),
+    }
+}
+
+/// Why the OAuth server refused a token request.
+struct Refusal {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+}
+
+/// Answers a token request: the token JSON, or why not. `grant_type` is set as soon as it is
+/// read.
+fn redeem(
+    shared: &Arc<Shared>,
+    query: Option<String>,
+    body: &[u8],
+    grant_type_seen: &mut String,
+) -> Result<Param, Refusal> {
+    let refuse = |status: StatusCode, error: &'static str, description: &str| Refusal {
+        status,
+        error,
+        description: description.to_owned(),
+    };
     let mut params =
         match phpform::decode(query.unwrap_or_default().as_bytes(), &phpform::Limits::default()) {
             Ok(form) => from_form_array(&form),
             Err(e) => {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
+                return Err(refuse(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()));
             }
         };
     if !body.is_empty() {
-        match phpform::decode(&body, &phpform::Limits::default()) {
+        match phpform::decode(body, &phpform::Limits::default()) {
             Ok(form) => params.extend(from_form_array(&form)),
             Err(e) => {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
+                return Err(refuse(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()));
             }
         }
     }
     let get = |k: &str| get_ci(&params, k).and_then(Param::php_string).unwrap_or_default();
     let (grant_type, client_id, client_secret) =
         (get("grant_type"), get("client_id"), get("client_secret"));
+    grant_type_seen.clone_from(&grant_type);
 
     let mut state = shared.lock();
     let app_ok = state.apps.get(&client_id).is_some_and(|app| app.client_secret == client_secret);
     if !app_ok {
         // RFC 6749 §5.2 sends invalid_client with 401; the Bitrix docs give no status (INFERRED).
-        return oauth_error(
+        return Err(refuse(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "Invalid client credentials",
-        );
+        ));
     }
     let grant = match grant_type.as_str() {
         "refresh_token" => {
@@ -248,30 +298,30 @@ pub(crate) async fn token_endpoint(
             }
         }
         _ => {
-            return oauth_error(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "grant_type must be refresh_token or authorization_code",
-            );
+            ));
         }
     };
     let Some((portal, user_id)) = grant else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid grant");
+        return Err(refuse(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid grant"));
     };
     let installed = state.portals.get(portal).is_some_and(|p| p.is_installed(&client_id));
     if !installed {
-        return oauth_error(
+        return Err(refuse(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "Application not installed",
-        );
+        ));
     }
-    match issue(&shared, &mut state, portal, &client_id, user_id) {
+    match issue(shared, &mut state, portal, &client_id, user_id) {
         Ok(set) => {
             tracing::debug!(client_id, user_id, grant_type, "issued tokens");
-            axum::Json(refresh_body(&shared, &set)).into_response()
+            Ok(refresh_body(shared, &set))
         }
-        Err(e) => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &e.to_string()),
+        Err(e) => Err(refuse(StatusCode::BAD_REQUEST, "invalid_grant", &e.to_string())),
     }
 }
 

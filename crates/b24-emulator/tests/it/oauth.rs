@@ -51,6 +51,17 @@ async fn refresh_issues_a_new_pair_and_kills_the_old_refresh_token() {
     let (status, bad) =
         get_json(&w.http, &refresh_url(&w, body["refresh_token"].as_str().unwrap(), "wrong")).await;
     assert_eq!((status, bad["error"].as_str()), (401, Some("invalid_client")));
+
+    // Every request is on record with its grant type and outcome, for tests that count them.
+    let log: Vec<_> = w
+        .emu
+        .oauth_requests()
+        .into_iter()
+        .filter(|request| request.grant_type == "refresh_token")
+        .map(|request| request.error)
+        .collect();
+    let tail = &log[log.len() - 3..];
+    assert_eq!(tail, [None, Some("invalid_grant".into()), Some("invalid_client".into())]);
 }
 
 #[tokio::test]
