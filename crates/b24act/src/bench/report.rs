@@ -46,11 +46,14 @@ pub struct Row {
     pub value: f64,
     pub unit: &'static str,
     pub target: Option<Target>,
+    /// For a figure taken over a sample (a percentile, a maximum): how many measurements it
+    /// had. Over none, `value` is a placeholder and the row has no data.
+    pub samples: Option<usize>,
 }
 
 impl Row {
     pub fn new(measure: impl Into<String>, value: f64, unit: &'static str) -> Row {
-        Row { measure: measure.into(), value, unit, target: None }
+        Row { measure: measure.into(), value, unit, target: None, samples: None }
     }
 
     pub fn target(mut self, target: Target) -> Row {
@@ -58,10 +61,33 @@ impl Row {
         self
     }
 
-    /// `met`, `MISSED by N%`, or empty without a target.
+    /// The figure was taken over `samples` measurements.
+    pub fn over(mut self, samples: usize) -> Row {
+        self.samples = Some(samples);
+        self
+    }
+
+    /// False for a figure taken over an empty sample.
+    pub fn has_data(&self) -> bool {
+        self.samples != Some(0)
+    }
+
+    /// The value with its unit, or `–` without data.
+    fn measured(&self) -> String {
+        if self.has_data() { format!("{} {}", number(self.value), self.unit) } else { "–".into() }
+    }
+
+    /// Whether the target is met; `None` without a target or without data.
+    fn met(&self) -> Option<bool> {
+        self.target.filter(|_| self.has_data()).map(|target| target.met_by(self.value))
+    }
+
+    /// `met`, `MISSED by N%`, `no data` (an empty sample meets no target), or empty without a
+    /// target.
     pub fn verdict(&self) -> String {
         match self.target {
             None => String::new(),
+            Some(_) if !self.has_data() => "no data".to_owned(),
             Some(target) if target.met_by(self.value) => "met".to_owned(),
             Some(target) => match target {
                 Target::AtLeast(b) | Target::AtMost(b) if b > 0.0 => {
@@ -106,7 +132,7 @@ impl ScenarioReport {
             .map(|row| {
                 [
                     row.measure.clone(),
-                    format!("{} {}", number(row.value), row.unit),
+                    row.measured(),
                     row.target.map(|t| t.describe(row.unit)).unwrap_or_default(),
                     row.verdict(),
                 ]
@@ -135,7 +161,8 @@ impl ScenarioReport {
                     "unit": row.unit,
                     "target": kind,
                     "bound": bound,
-                    "met": row.target.map(|t| t.met_by(row.value)),
+                    "met": row.met(),
+                    "samples": row.samples,
                 })
             })
             .collect();
@@ -165,7 +192,7 @@ impl Report {
                     let target = row.target?;
                     Some([
                         format!("{}: {}", scenario.name, row.measure),
-                        format!("{} {}", number(row.value), row.unit),
+                        row.measured(),
                         target.describe(row.unit),
                         row.verdict(),
                     ])
@@ -266,5 +293,29 @@ mod tests {
         assert_eq!(row.verdict(), "met");
         let row = Row::new("errors", 2.0, "").target(Target::AtMost(0.0));
         assert_eq!(row.verdict(), "MISSED");
+    }
+
+    #[test]
+    fn a_target_over_an_empty_sample_has_no_data_never_met() {
+        // No latencies recorded: the p50 reads 0 ms, which would meet any "at most".
+        let empty = Row::new("call → result p50", 0.0, "ms").target(Target::AtMost(20.0)).over(0);
+        assert_eq!(empty.verdict(), "no data");
+        assert_eq!((empty.measured(), empty.met()), ("–".to_owned(), None));
+        let measured =
+            Row::new("call → result p50", 4.1, "ms").target(Target::AtMost(20.0)).over(30);
+        assert_eq!(measured.verdict(), "met");
+        assert_eq!((measured.measured(), measured.met()), ("4.10 ms".to_owned(), Some(true)));
+
+        let mut scenario = ScenarioReport::new("e2e");
+        scenario.row(empty);
+        let json = scenario.to_json();
+        assert_eq!(
+            (&json["rows"][0]["met"], &json["rows"][0]["samples"]),
+            (&Value::Null, &json!(0))
+        );
+        let mut printed = Vec::new();
+        scenario.print(&mut printed).unwrap();
+        let printed = String::from_utf8(printed).unwrap();
+        assert!(printed.contains("no data") && !printed.contains("met"), "{printed}");
     }
 }

@@ -383,12 +383,14 @@ async fn end_to_end(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioR
     let batches = calls.iter().filter(|c| c.method == "batch" && !c.in_batch).count();
 
     let mut report = ScenarioReport::new("e2e");
+    let samples = latencies.len();
     report.row(
         Row::new("call → result p50", latencies.quantile_ms(0.5), "ms")
-            .target(Target::AtMost(CALL_TO_RESULT_P50_MS)),
+            .target(Target::AtMost(CALL_TO_RESULT_P50_MS))
+            .over(samples),
     );
-    report.row(Row::new("call → result p99", latencies.quantile_ms(0.99), "ms"));
-    report.row(Row::new("call → result max", latencies.max_ms(), "ms"));
+    report.row(Row::new("call → result p99", latencies.quantile_ms(0.99), "ms").over(samples));
+    report.row(Row::new("call → result max", latencies.max_ms(), "ms").over(samples));
     report.row(Row::new("results delivered", latencies.len() as f64, "results"));
     report.row(Row::new("calls not accepted by intake", not_accepted(&states) as f64, "calls"));
     report.row(Row::new("batch calls", batches as f64, "calls"));
@@ -529,13 +531,16 @@ fn ack_rows(
     latencies: &Latencies,
     p99_target: Option<Target>,
 ) {
-    report.row(Row::new(format!("{prefix}ack p50"), latencies.quantile_ms(0.5), "ms"));
-    let p99 = Row::new(format!("{prefix}ack p99"), latencies.quantile_ms(0.99), "ms");
+    let row = |figure: &str, ms: f64| {
+        Row::new(format!("{prefix}ack {figure}"), ms, "ms").over(latencies.len())
+    };
+    report.row(row("p50", latencies.quantile_ms(0.5)));
+    let p99 = row("p99", latencies.quantile_ms(0.99));
     report.row(match p99_target {
         Some(target) => p99.target(target),
         None => p99,
     });
-    report.row(Row::new(format!("{prefix}ack max"), latencies.max_ms(), "ms"));
+    report.row(row("max", latencies.max_ms()));
 }
 
 fn cpu_rows(report: &mut ScenarioReport, prefix: &str, share: CpuShare) {

@@ -192,16 +192,20 @@ pub struct CreditSummary {
     pub auto_cycle: Cycle,
     /// Request → stage set, over the requests the CFO decided.
     pub cfo_cycle: Cycle,
-    /// Jobs the host stored (one per check), and those that ended dead.
+    /// Jobs the host stored (one per check), and those that ended dead (must be 0).
     pub jobs: usize,
     pub dead: usize,
+    /// Jobs `done` without the portal's word: a resend after an uncertain send was answered
+    /// "not found" (information, not a problem).
+    pub unconfirmed_deliveries: usize,
     /// Execution attempts beyond the first, over all jobs.
     pub retries: u64,
     pub finance_requests: u64,
     pub finance_unavailable: u64,
     /// `bizproc.event.send` commands the portal accepted.
     pub event_sends: usize,
-    /// Accepted sends beyond one per check (must be 0).
+    /// Results sent more than once: event tokens in two or more `bizproc.event.send` requests,
+    /// whatever the portal answered (must be 0).
     pub duplicate_sends: usize,
     /// Every REST request the portal received, batch sub-commands not counted separately.
     pub rest_requests: usize,
@@ -224,6 +228,7 @@ impl CreditSummary {
                 (self.failed, "workflow(s) failed"),
                 (self.duplicate_sends, "result(s) sent more than once"),
                 (self.wrong, "decision(s) contradict the book"),
+                (self.dead, "job(s) ended dead"),
             ],
             self.query_limit_exceeded,
         )
@@ -271,13 +276,25 @@ impl CreditSummary {
             &mut text,
             "results sent",
             format!(
-                "{} for {} checks; sent twice: {} (must be 0)",
+                "{} accepted for {} checks; sent more than once: {} (must be 0)",
                 self.event_sends,
                 self.auto_approved + self.routed_to_cfo(),
                 self.duplicate_sends
             ),
         );
-        row(&mut text, "jobs stored / dead", format!("{} / {}", self.jobs, self.dead));
+        row(
+            &mut text,
+            "jobs stored / dead",
+            format!("{} / {} (dead must be 0)", self.jobs, self.dead),
+        );
+        row(
+            &mut text,
+            "deliveries unconfirmed",
+            format!(
+                "{} (done: a resend found the workflow already finished)",
+                self.unconfirmed_deliveries
+            ),
+        );
         row(
             &mut text,
             "portal REST requests",
@@ -600,6 +617,7 @@ impl Run<'_> {
             max_wait: s.max_wait,
             jobs: totals.jobs,
             dead: totals.dead,
+            unconfirmed_deliveries: totals.unconfirmed_deliveries,
             retries: totals.retries,
             ..CreditSummary::default()
         };
@@ -686,8 +704,7 @@ impl Run<'_> {
         summary.batches = calls.batches;
         summary.event_sends = calls.event_sends;
         summary.query_limit_exceeded = calls.query_limit_exceeded;
-        let closed = summary.auto_approved + summary.routed_to_cfo();
-        summary.duplicate_sends = summary.event_sends.saturating_sub(closed);
+        summary.duplicate_sends = calls.results_sent_more_than_once;
         let counts = self.api.counts();
         summary.finance_requests = counts.requests;
         summary.finance_unavailable = counts.unavailable;
@@ -767,17 +784,20 @@ mod tests {
     }
 
     #[test]
-    fn a_hang_a_failure_a_second_send_or_a_wrong_decision_fails_the_run() {
+    fn a_hang_a_failure_a_second_send_a_wrong_decision_or_a_dead_job_fails_the_run() {
         assert!(CreditSummary::default().problems().is_empty());
         for summary in [
             CreditSummary { hung: 1, ..CreditSummary::default() },
             CreditSummary { failed: 1, ..CreditSummary::default() },
             CreditSummary { duplicate_sends: 1, ..CreditSummary::default() },
             CreditSummary { wrong: 1, ..CreditSummary::default() },
+            CreditSummary { dead: 1, ..CreditSummary::default() },
             CreditSummary { query_limit_exceeded: 1, ..CreditSummary::default() },
         ] {
             assert_eq!(summary.problems().len(), 1, "{summary:?}");
         }
+        let unconfirmed = CreditSummary { unconfirmed_deliveries: 1, ..CreditSummary::default() };
+        assert!(unconfirmed.problems().is_empty());
     }
 
     #[test]

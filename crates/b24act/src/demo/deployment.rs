@@ -3,7 +3,7 @@
 //! the end (jobs, the portal's REST calls, fallback reasons), the problems that fail a run and
 //! the closing summary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -151,6 +151,9 @@ pub(crate) struct JobTotals {
     pub jobs: usize,
     /// Jobs that ended dead: nothing was sent for them.
     pub dead: usize,
+    /// Jobs `done` without the portal's word: a resend after an uncertain send was answered
+    /// "not found" (information, not a problem).
+    pub unconfirmed_deliveries: usize,
     /// Execution attempts beyond the first, over all jobs.
     pub retries: u64,
 }
@@ -160,6 +163,7 @@ impl JobTotals {
         JobTotals {
             jobs: jobs.len(),
             dead: jobs.iter().filter(|j| j.state == JobState::Dead).count(),
+            unconfirmed_deliveries: jobs.iter().filter(|j| j.delivery_unconfirmed).count(),
             retries: jobs.iter().map(|j| u64::from(j.attempts.saturating_sub(1))).sum(),
         }
     }
@@ -234,6 +238,8 @@ pub(crate) struct PortalCalls {
     pub batches: usize,
     /// `bizproc.event.send` commands the portal accepted.
     pub event_sends: usize,
+    /// Results sent more than once: see [`tokens_sent_more_than_once`].
+    pub results_sent_more_than_once: usize,
     /// `bizproc.activity.log` commands the portal accepted.
     pub activity_log_lines: usize,
     pub query_limit_exceeded: usize,
@@ -251,6 +257,7 @@ impl PortalCalls {
             rest_requests: calls.iter().filter(|c| !c.in_batch).count(),
             batches: calls.iter().filter(|c| c.method == "batch").count(),
             event_sends: accepted("bizproc.event.send"),
+            results_sent_more_than_once: tokens_sent_more_than_once(calls).len(),
             activity_log_lines: accepted("bizproc.activity.log"),
             query_limit_exceeded: calls
                 .iter()
@@ -260,9 +267,71 @@ impl PortalCalls {
     }
 }
 
+/// The event tokens that two or more `bizproc.event.send` records carry, each once, in the
+/// order of their first send. Every send the portal read counts, inside a `batch` or not,
+/// whatever it answered: a second send to a workflow that already took the result answers
+/// "404" and is a second send all the same. (A request the portal refused before reading it —
+/// its rate limit, an injected server error — records no token.)
+pub(crate) fn tokens_sent_more_than_once(calls: &[RecordedCall]) -> Vec<String> {
+    let mut sends: HashMap<&str, usize> = HashMap::new();
+    let mut in_first_send_order = Vec::new();
+    for call in calls.iter().filter(|c| c.method == "bizproc.event.send") {
+        let Some(token) = call.event_token.as_deref() else { continue };
+        let count = sends.entry(token).or_default();
+        *count += 1;
+        if *count == 1 {
+            in_first_send_order.push(token);
+        }
+    }
+    in_first_send_order.into_iter().filter(|token| sends[token] > 1).map(str::to_owned).collect()
+}
+
 /// Reasons with their counts, the most frequent first (ties in the reasons' order).
 pub(crate) fn most_frequent_first(reasons: BTreeMap<String, usize>) -> Vec<(String, usize)> {
     let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
     reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     reasons
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    /// A `bizproc.event.send` the portal answered with `error` (`None`: accepted).
+    fn send(token: &str, in_batch: bool, error: Option<&str>) -> RecordedCall {
+        RecordedCall {
+            method: "bizproc.event.send".into(),
+            status: if error.is_some() { 400 } else { 200 },
+            error: error.map(str::to_owned),
+            at: SystemTime::now(),
+            in_batch,
+            caller: "app:local.b24act.demo".into(),
+            event_token: Some(token.into()),
+        }
+    }
+
+    #[test]
+    fn a_resend_answered_404_after_the_workflow_finished_is_a_second_send() {
+        let calls = [
+            send("a", true, None),
+            send("b", true, None),
+            send("c", false, None),
+            // `b`'s answer was lost; the resend finds the workflow finished.
+            send("b", false, Some("404")),
+        ];
+        assert_eq!(tokens_sent_more_than_once(&calls), ["b"]);
+        let counted = PortalCalls::of(&calls);
+        assert_eq!((counted.event_sends, counted.results_sent_more_than_once), (3, 1));
+    }
+
+    #[test]
+    fn other_methods_and_sends_without_a_token_are_not_sends_of_a_result() {
+        let log = RecordedCall { method: "bizproc.activity.log".into(), ..send("a", false, None) };
+        let refused =
+            RecordedCall { event_token: None, ..send("", false, Some("QUERY_LIMIT_EXCEEDED")) };
+        let calls = [send("a", false, None), log, refused.clone(), refused];
+        assert!(tokens_sent_more_than_once(&calls).is_empty());
+    }
 }

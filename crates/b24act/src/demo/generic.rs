@@ -107,13 +107,17 @@ pub struct DemoSummary {
     pub wrong: usize,
     /// Jobs the host stored (one per call).
     pub jobs: usize,
-    /// Jobs that ended dead: nothing was sent for them.
+    /// Jobs that ended dead: nothing was sent for them (must be 0).
     pub dead: usize,
+    /// Jobs `done` without the portal's word: a resend after an uncertain send was answered
+    /// "not found" (information, not a problem).
+    pub unconfirmed_deliveries: usize,
     /// Execution attempts beyond the first, over all jobs.
     pub retries: u64,
     /// `bizproc.event.send` commands the portal accepted.
     pub event_sends: usize,
-    /// Accepted sends beyond one per closed workflow (must be 0).
+    /// Results sent more than once: event tokens in two or more `bizproc.event.send` requests,
+    /// whatever the portal answered (must be 0).
     pub duplicate_sends: usize,
     pub api_requests: u64,
     pub api_failures: u64,
@@ -137,6 +141,7 @@ impl DemoSummary {
                 (self.hung, "workflow(s) hung"),
                 (self.duplicate_sends, "result(s) sent more than once"),
                 (self.wrong, "workflow(s) closed with a wrong result"),
+                (self.dead, "job(s) ended dead"),
             ],
             self.query_limit_exceeded,
         )
@@ -157,13 +162,25 @@ impl DemoSummary {
             &mut text,
             "results sent",
             format!(
-                "{} for {} closed workflows; sent twice: {} (must be 0)",
+                "{} accepted for {} closed workflows; sent more than once: {} (must be 0)",
                 self.event_sends,
                 self.with_result + self.with_fallback,
                 self.duplicate_sends
             ),
         );
-        row(&mut text, "jobs stored / dead", format!("{} / {}", self.jobs, self.dead));
+        row(
+            &mut text,
+            "jobs stored / dead",
+            format!("{} / {} (dead must be 0)", self.jobs, self.dead),
+        );
+        row(
+            &mut text,
+            "deliveries unconfirmed",
+            format!(
+                "{} (done: a resend found the workflow already finished)",
+                self.unconfirmed_deliveries
+            ),
+        );
         row(&mut text, "retries", self.retries.to_string());
         row(
             &mut text,
@@ -326,7 +343,8 @@ async fn start_workflow(deployment: &Deployment, company_id: u64) -> anyhow::Res
         properties: serde_json::json!({ "company_id": company_id }),
         // The demo measures hanging itself; the portal waits for ever, as it may.
         timeout_duration: 0,
-        // The instance stays, so a second send is a visible no-op rather than a "404".
+        // The instance stays: a second send is accepted as a no-op rather than answered "404"
+        // (the summary counts it either way).
         finish_after: None,
         ..WorkflowSpec::default()
     };
@@ -373,9 +391,15 @@ async fn collect(
     let by_workflow: HashMap<&str, &store::Job> =
         jobs.iter().map(|job| (job.call.workflow_id.as_str(), job)).collect();
 
-    let JobTotals { jobs: stored, dead, retries } = JobTotals::of(&jobs);
-    let mut summary =
-        DemoSummary { started: ids.len(), jobs: stored, dead, retries, ..DemoSummary::default() };
+    let JobTotals { jobs: stored, dead, unconfirmed_deliveries, retries } = JobTotals::of(&jobs);
+    let mut summary = DemoSummary {
+        started: ids.len(),
+        jobs: stored,
+        dead,
+        unconfirmed_deliveries,
+        retries,
+        ..DemoSummary::default()
+    };
     let mut all = Vec::new();
     let mut clean = Vec::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -416,8 +440,7 @@ async fn collect(
     summary.event_sends = calls.event_sends;
     summary.activity_log_lines = calls.activity_log_lines;
     summary.query_limit_exceeded = calls.query_limit_exceeded;
-    summary.duplicate_sends =
-        summary.event_sends.saturating_sub(summary.with_result + summary.with_fallback);
+    summary.duplicate_sends = calls.results_sent_more_than_once;
     let counts = api.counts();
     (summary.api_requests, summary.api_failures) = (counts.requests, counts.failures());
     Ok(summary)
@@ -527,14 +550,18 @@ mod tests {
     }
 
     #[test]
-    fn a_hang_a_second_send_or_a_wrong_value_fails_the_run() {
+    fn a_hang_a_second_send_a_wrong_value_or_a_dead_job_fails_the_run() {
         assert!(DemoSummary::default().problems().is_empty());
         let hung = DemoSummary { hung: 1, ..DemoSummary::default() };
         let twice = DemoSummary { duplicate_sends: 2, ..DemoSummary::default() };
         let wrong = DemoSummary { wrong: 1, ..DemoSummary::default() };
+        let dead = DemoSummary { dead: 3, ..DemoSummary::default() };
         assert_eq!(hung.problems(), ["1 workflow(s) hung"]);
         assert_eq!(twice.problems(), ["2 result(s) sent more than once"]);
         assert_eq!(wrong.problems(), ["1 workflow(s) closed with a wrong result"]);
+        assert_eq!(dead.problems(), ["3 job(s) ended dead"]);
+        let unconfirmed = DemoSummary { unconfirmed_deliveries: 1, ..DemoSummary::default() };
+        assert!(unconfirmed.problems().is_empty());
     }
 
     #[tokio::test]

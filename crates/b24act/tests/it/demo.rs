@@ -60,7 +60,11 @@ async fn the_reference_case_approves_some_automatically_and_routes_the_rest_to_t
     // unreachable ones within it can have gone to the CFO.
     assert!(summary.auto_approved <= summary.within_limit_by_book, "{printed}");
     assert!(summary.retries > 0 && summary.finance_unavailable > 0, "{printed}");
-    assert_eq!((summary.jobs, summary.dead), (40, 0), "{printed}");
+    assert_eq!(
+        (summary.jobs, summary.dead, summary.unconfirmed_deliveries),
+        (40, 0, 0),
+        "{printed}"
+    );
     assert_eq!((summary.event_sends, summary.duplicate_sends), (40, 0), "{printed}");
     assert_eq!(summary.query_limit_exceeded, 0, "{printed}");
     let auto = summary.auto_cycle;
@@ -101,7 +105,11 @@ async fn generic_every_workflow_closes_once_with_a_result_or_the_fallback_throug
     let reasons = reasons_for(&summary.fallback_reasons, summary.with_fallback, &printed);
     assert!(reasons.iter().all(|reason| reason.starts_with("deadline: gave up")), "{printed}");
     assert_eq!(summary.wrong, 0, "{printed}");
-    assert_eq!((summary.jobs, summary.dead), (40, 0), "{printed}");
+    assert_eq!(
+        (summary.jobs, summary.dead, summary.unconfirmed_deliveries),
+        (40, 0, 0),
+        "{printed}"
+    );
     assert_eq!((summary.event_sends, summary.duplicate_sends), (40, 0), "{printed}");
     assert!(summary.retries > 0, "failures were injected: {printed}");
     assert!(summary.api_failures > 0 && summary.api_requests > summary.api_failures);
@@ -132,9 +140,12 @@ fn the_binary_runs_the_generic_demo_prints_the_summary_and_keeps_the_store_when_
     let fallbacks: usize = value_of("finished with the fallback").parse().unwrap();
     assert_eq!(results + fallbacks, 30, "{stdout}");
     assert!(
-        value_of("results sent").starts_with("30 for 30 closed workflows; sent twice: 0"),
+        value_of("results sent")
+            .starts_with("30 accepted for 30 closed workflows; sent more than once: 0"),
         "{stdout}"
     );
+    assert_eq!(value_of("jobs stored / dead"), "30 / 0 (dead must be 0)");
+    assert!(value_of("deliveries unconfirmed").starts_with("0 "), "{stdout}");
     assert!(value_of("call → result, all").starts_with("p50 "), "{stdout}");
     assert!(db.exists(), "--keep-db leaves the store at {}", db.display());
     let config = dir.path().join("kept.db.toml");
@@ -174,7 +185,8 @@ fn the_binary_runs_the_reference_case_and_prints_the_shares_and_the_cycle_time()
     assert_eq!(value_of("hung (must be 0)"), "0");
     assert_eq!(value_of("decisions against the book (must be 0)"), "0");
     assert_eq!(value_of("QUERY_LIMIT_EXCEEDED (must be 0)"), "0");
-    assert!(value_of("results sent").ends_with("sent twice: 0 (must be 0)"), "{stdout}");
+    assert!(value_of("results sent").ends_with("sent more than once: 0 (must be 0)"), "{stdout}");
+    assert_eq!(value_of("jobs stored / dead"), "24 / 0 (dead must be 0)");
     assert!(stdout.contains("unreachable past the max wait (30m)"), "{stdout}");
     assert!(value_of("approved automatically").contains('%'), "{stdout}");
     assert!(stdout.contains("real p50 "), "{stdout}");
