@@ -92,17 +92,19 @@ impl<'a> Claim<'a> {
         Some(Claim { kind, worker, now, until: lease_until(now, lease), limit })
     }
 
-    /// Runs the claiming statement — `pick`, the dialect's lock clause, then `take`, an `UPDATE
-    /// jobs … RETURNING` of the job's `id` and its new attempt count as `number`, reading `$1`
-    /// now, `$2` the limit, `$3` the worker and `$4` the lease's expiry — and opens an attempt
-    /// for each job it took. Returns each row with the lease granted for it.
+    /// Runs the claiming statement — the pieces of `pick`, the dialect's lock clause, then
+    /// `take`, an `UPDATE jobs … RETURNING` of the job's `id` and its new attempt count as
+    /// `number`, reading `$1` now, `$2` the limit, `$3` the worker and `$4` the lease's expiry —
+    /// and opens an attempt for each job it took. Returns each row with the lease granted for it.
     pub(crate) async fn run(
         &self,
         conn: &mut Conn<'_>,
-        pick: &'static str,
+        pick: &[&'static str],
         take: &'static str,
     ) -> Result<Vec<(Record, Lease)>, Failure> {
-        let claim = Statement::new(pick)
+        let claim = pick
+            .iter()
+            .fold(Statement::new(""), |statement, piece| statement.push(piece))
             .push(conn.dialect().skip_locked())
             .push(take)
             .bind(self.now)

@@ -44,6 +44,29 @@ impl Dialect {
         }
     }
 
+    /// The `FROM` clause that gives, for each row of the CTE `portals` (`member_id`), that
+    /// portal's oldest `$2` jobs due at `$1` as `own` (`id`, `member_id`, `next_run_at`), read
+    /// from `jobs_run_due_by_member`. PostgreSQL: a `LATERAL` subquery, run once per portal (a
+    /// join on `IN (correlated subquery)` runs it once per job row there: 250 ms for 1,800
+    /// jobs). SQLite has no `LATERAL`; it runs the correlated `IN` once per portal and looks
+    /// the rows up by id.
+    pub(crate) fn due_of_each_portal(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => {
+                "FROM portals JOIN jobs AS own ON own.id IN (SELECT id FROM jobs \
+                 WHERE jobs.member_id = portals.member_id \
+                 AND jobs.state IN ('queued', 'retry_wait', 'running') AND jobs.next_run_at <= $1 \
+                 ORDER BY jobs.next_run_at, jobs.id LIMIT $2)"
+            }
+            Dialect::Postgres => {
+                "FROM portals CROSS JOIN LATERAL (SELECT id, member_id, next_run_at FROM jobs \
+                 WHERE jobs.member_id = portals.member_id \
+                 AND jobs.state IN ('queued', 'retry_wait', 'running') AND jobs.next_run_at <= $1 \
+                 ORDER BY jobs.next_run_at, jobs.id LIMIT $2) AS own"
+            }
+        }
+    }
+
     /// Ends a `SELECT` of a row the transaction goes on to change: on PostgreSQL the row is
     /// locked until the commit. SQLite's write transaction holds the whole database already.
     pub(crate) fn lock_row(self) -> &'static str {

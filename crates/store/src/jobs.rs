@@ -28,21 +28,22 @@ const MAX_CLAIM: usize = 1_000;
 /// running jobs whose lease expired — round-robin across portals: the oldest due of every
 /// portal first, then the second oldest of each, and so on, so one portal's backlog never
 /// holds up another's few (design.md §3: fairness). The portals are found by a loose index scan
-/// (`jobs_run_due_by_member`, one step per portal) and each gives at most `$2`, so a claim reads
-/// a few rows per portal, never a whole backlog. The dialect's lock clause follows, then
-/// [`CLAIM_DUE_TAKE`].
-const CLAIM_DUE_PICK: &str = "WITH RECURSIVE portals (member_id) AS (\
+/// (`jobs_run_due_by_member`, one step per portal); between this and [`CLAIM_DUE_RANK`] the
+/// dialect's [`Dialect::due_of_each_portal`] gives each portal's oldest `$2` due jobs as `own`,
+/// so a claim reads a few rows per portal, never a whole backlog.
+///
+/// [`Dialect::due_of_each_portal`]: crate::dialect::Dialect::due_of_each_portal
+const CLAIM_DUE_PORTALS: &str = "WITH RECURSIVE portals (member_id) AS (\
      SELECT MIN(member_id) FROM jobs WHERE state IN ('queued', 'retry_wait', 'running') \
      UNION ALL SELECT (SELECT MIN(member_id) FROM jobs \
      WHERE state IN ('queued', 'retry_wait', 'running') AND member_id > portals.member_id) \
      FROM portals WHERE portals.member_id IS NOT NULL), \
-     ranked AS (SELECT jobs.id, jobs.next_run_at, ROW_NUMBER() OVER \
-     (PARTITION BY jobs.member_id ORDER BY jobs.next_run_at, jobs.id) AS position \
-     FROM portals JOIN jobs ON jobs.id IN (SELECT id FROM jobs AS own \
-     WHERE own.member_id = portals.member_id \
-     AND own.state IN ('queued', 'retry_wait', 'running') AND own.next_run_at <= $1 \
-     ORDER BY own.next_run_at, own.id LIMIT $2)), \
-     due AS (SELECT id FROM jobs WHERE id IN \
+     ranked AS (SELECT own.id, own.next_run_at, ROW_NUMBER() OVER \
+     (PARTITION BY own.member_id ORDER BY own.next_run_at, own.id) AS position ";
+
+/// Ranks the picked jobs and keeps the first `$2`. The dialect's lock clause follows, then
+/// [`CLAIM_DUE_TAKE`].
+const CLAIM_DUE_RANK: &str = "), due AS (SELECT id FROM jobs WHERE id IN \
      (SELECT id FROM ranked ORDER BY position, next_run_at, id LIMIT $2) \
      AND state IN ('queued', 'retry_wait', 'running') AND next_run_at <= $1";
 
@@ -141,7 +142,7 @@ impl Store {
     /// or stalled). Each becomes `running` under a lease until `now + lease`, its attempt count
     /// goes up by one and an `execute` attempt is opened; the attempt a dead worker left open
     /// is closed as `lease_expired`. Several claimers (tasks, processes, PostgreSQL nodes) never
-    /// get the same job. Taken round-robin across portals (see [`CLAIM_DUE_PICK`]); returned in
+    /// get the same job. Taken round-robin across portals (see [`CLAIM_DUE_PORTALS`]); returned in
     /// id order.
     pub async fn claim_due(
         &self,
@@ -156,7 +157,9 @@ impl Store {
             return Ok(Vec::new());
         };
         self.write("claim due jobs", async |conn| {
-            let rows = claim.run(conn, CLAIM_DUE_PICK, CLAIM_DUE_TAKE).await?;
+            let per_portal = conn.dialect().due_of_each_portal();
+            let pick = [CLAIM_DUE_PORTALS, per_portal, CLAIM_DUE_RANK];
+            let rows = claim.run(conn, &pick, CLAIM_DUE_TAKE).await?;
             let mut claimed = rows
                 .into_iter()
                 .map(|(row, lease)| claimed_job(&row, lease))

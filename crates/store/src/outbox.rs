@@ -52,7 +52,7 @@ impl Store {
         };
         let mut claimed = self
             .write("claim deliveries", async |conn| {
-                let rows = claim.run(conn, CLAIM_DELIVERIES_PICK, CLAIM_DELIVERIES_TAKE).await?;
+                let rows = claim.run(conn, &[CLAIM_DELIVERIES_PICK], CLAIM_DELIVERIES_TAKE).await?;
                 rows.into_iter()
                     .map(|(row, lease)| {
                         Ok((row.get::<String>("member_id")?, delivery(&row, lease)?))
