@@ -14,6 +14,7 @@ use b24::report::ErrorChain;
 use b24_emulator::{AppSpec, Emulator, EmulatorConfig, PortalSpec};
 
 pub mod host_config;
+mod portal_log;
 
 use host::app::{self, Running};
 use host::config::{Config, WorkersConfig};
@@ -23,6 +24,7 @@ pub use host_config::{
     connector_table, example, finance_credit_connector, reference_action, reference_action_against,
     retry_settings, retry_table, set, toml_escape,
 };
+pub use portal_log::tokens_sent_more_than_once;
 
 /// How long the host may take to register its actions after ONAPPINSTALL.
 pub const REGISTRATION_WITHIN: Duration = Duration::from_secs(30);

@@ -3,7 +3,7 @@
 //! the end (jobs, the portal's REST calls, fallback reasons), the problems that fail a run and
 //! the closing summary.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use store::{JobFilter, JobState};
 
 use super::{DemoArgs, kept_config_path};
 use host::config::{DeliveryConfig, WorkersConfig};
-use sandbox::{AppIdentity, Deployment, HostConfig, TempDir};
+use sandbox::{AppIdentity, Deployment, HostConfig, TempDir, tokens_sent_more_than_once};
 
 /// The demo app's OAuth client id on the emulator, in every scenario.
 pub(crate) const CLIENT_ID: &str = "local.b24act.demo";
@@ -265,25 +265,6 @@ impl PortalCalls {
                 .count(),
         }
     }
-}
-
-/// The event tokens that two or more `bizproc.event.send` records carry, each once, in the
-/// order of their first send. Every send the portal read counts, inside a `batch` or not,
-/// whatever it answered: a second send to a workflow that already took the result answers
-/// "404" and is a second send all the same. (A request the portal refused before reading it —
-/// its rate limit, an injected server error — records no token.)
-pub(crate) fn tokens_sent_more_than_once(calls: &[RecordedCall]) -> Vec<String> {
-    let mut sends: HashMap<&str, usize> = HashMap::new();
-    let mut in_first_send_order = Vec::new();
-    for call in calls.iter().filter(|c| c.method == "bizproc.event.send") {
-        let Some(token) = call.event_token.as_deref() else { continue };
-        let count = sends.entry(token).or_default();
-        *count += 1;
-        if *count == 1 {
-            in_first_send_order.push(token);
-        }
-    }
-    in_first_send_order.into_iter().filter(|token| sends[token] > 1).map(str::to_owned).collect()
 }
 
 /// Reasons with their counts, the most frequent first (ties in the reasons' order).
