@@ -16,6 +16,7 @@ mod outbox;
 mod portal_budget;
 mod portal_cli;
 mod serve;
+mod several_nodes;
 mod support;
 mod worker;
 

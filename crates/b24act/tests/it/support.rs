@@ -130,11 +130,22 @@ pub struct ServeSite {
 
 impl ServeSite {
     pub async fn new(prefix: &str, seed: u64, options: &Options) -> ServeSite {
+        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        ServeSite::at(prefix, seed, options, listen).await
+    }
+
+    /// A site whose host is to listen at `listen` (and whose public URL is there).
+    pub async fn at(
+        prefix: &str,
+        seed: u64,
+        options: &Options,
+        listen: std::net::SocketAddr,
+    ) -> ServeSite {
         let sandbox = Sandbox::start(options.portal.clone()).await.unwrap();
         let api = FinanceApi::start(seed).await.unwrap();
         let dir = TempDir::new(prefix).unwrap();
-        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let store_url = format!("sqlite:{}/b24act.db", dir.path().display());
+        let store_url = (options.store_url.clone())
+            .unwrap_or_else(|| format!("sqlite:{}/b24act.db", dir.path().display()));
         let config_text = config_text(&sandbox.site(listen), &store_url, &api, options);
         let config = dir.path().join("b24act.toml");
         std::fs::write(&config, &config_text).unwrap();
@@ -308,6 +319,17 @@ impl Server {
     pub fn kill(mut self) {
         self.0.kill().unwrap();
         self.0.wait().unwrap();
+    }
+
+    /// Sends SIGTERM, as a service manager stopping the node does.
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        assert!(status.unwrap().success(), "kill -TERM");
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_some()
     }
 }
 
