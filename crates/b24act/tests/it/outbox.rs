@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use b24_emulator::{Faults, PortalSpec, ServerErrorBurst, WorkflowStatus};
+use b24_emulator::{AnswerLoss, AnswerLost, Faults, PortalSpec, ServerErrorBurst, WorkflowStatus};
 use store::{AttemptKind, AttemptOutcome, JobState};
 
 use crate::host_fixture::{CHECK, HALF_HOUR_MS, TestHost};
@@ -240,4 +240,54 @@ async fn a_refused_event_token_makes_the_delivery_dead_with_the_reason() {
         "the genuine result in the same batch went through"
     );
     assert_eq!(t.workflow(&call).status, WorkflowStatus::Closed);
+}
+
+/// The portal ran a batch but its answer was lost (a proxy's 502 page, or the connection
+/// dropped): the results are sent again, and the workflows, which took them the first time and
+/// have finished since, answer "not found". Each job ends `done` with its delivery unconfirmed — never `dead`, never
+/// sent a third time, and an operator's retry is refused without `--force`.
+#[tokio::test]
+async fn a_batch_the_portal_ran_but_whose_answer_was_lost_ends_done_unconfirmed_not_dead() {
+    for how in [AnswerLoss::ServerError(502), AnswerLoss::DropConnection] {
+        let t = TestHost::start().await;
+        let calls = t.calls(CHECK, 3, HALF_HOUR_MS, None).await;
+        assert_eq!(t.work_at(0).await, 3);
+        let lost = Faults { answer_lost: Some(AnswerLost::batches(1, how)), ..Faults::default() };
+        t.emu.set_faults(t.domain(), lost).unwrap();
+
+        assert_eq!(t.deliver_at(1_000).await, 3);
+        for call in &calls {
+            assert_eq!(
+                t.workflow(call).status,
+                WorkflowStatus::Closed,
+                "{how:?}: the portal ran it"
+            );
+            let job = t.job(call).await.job;
+            assert_eq!(job.state, JobState::Delivering, "{how:?}: no answer, so sent again");
+            assert!(job.send_uncertain, "{how:?}: the lost answer is remembered");
+            // The workflow took the result and went on to its end.
+            t.emu.finish_workflow(t.domain(), &t.workflow(call).workflow_id).unwrap();
+        }
+
+        assert_eq!(t.deliver_at(60_000).await, 3);
+        for call in &calls {
+            let detail = t.job(call).await;
+            assert_eq!(detail.job.state, JobState::Done, "{how:?}: {detail:?}");
+            assert!(detail.job.delivery_unconfirmed, "{how:?}");
+            let last = delivery_outcomes(&detail).pop().unwrap();
+            assert_eq!(last.0, AttemptOutcome::Unconfirmed, "{how:?}");
+            let retry = t.host.store.retry_job(detail.job.id, None, false, t.t0 + 61_000).await;
+            assert!(
+                matches!(retry, Err(store::Error::MayBeDelivered { .. })),
+                "{how:?}: {retry:?}"
+            );
+        }
+        assert_eq!(t.deliver_at(120_000).await, 0, "{how:?}: never sent a third time");
+        let accepted: Vec<_> = t
+            .rest_calls("bizproc.event.send")
+            .into_iter()
+            .filter(|send| send.error.is_none())
+            .collect();
+        assert_eq!(accepted.len(), 3, "{how:?}: each workflow took one result");
+    }
 }
