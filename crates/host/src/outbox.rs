@@ -544,10 +544,15 @@ mod tests {
         assert!(!forget_client);
     }
 
+    /// The verdict on a request of one first send that failed as a whole with `code`
+    /// (HTTP `status`).
+    fn whole_request_failed(code: &str, status: u16) -> BatchVerdict {
+        judge(&Err(api(code, Some(status), Map::new())), &first_sends(&[1]), 0, wall_now())
+    }
+
     #[test]
     fn an_expired_token_fails_the_request_and_forgets_the_client() {
-        let sent = Err(api("expired_token", Some(401), Map::new()));
-        let verdict = judge(&sent, &first_sends(&[1]), 0, wall_now());
+        let verdict = whole_request_failed("expired_token", 401);
         assert!(
             matches!(verdict, BatchVerdict::RequestFailed { forget_client: true, .. }),
             "{verdict:?}"
@@ -587,19 +592,12 @@ mod tests {
 
     #[test]
     fn a_request_whose_answer_was_lost_marks_its_results_uncertain() {
-        let lost = Err(api("INTERNAL_SERVER_ERROR", Some(500), Map::new()));
-        let verdict = judge(&lost, &first_sends(&[1]), 0, wall_now());
-        assert!(
-            matches!(verdict, BatchVerdict::RequestFailed { uncertain: true, .. }),
-            "{verdict:?}"
-        );
-        // A rate limit refuses before running anything.
-        let refused = Err(api("QUERY_LIMIT_EXCEEDED", Some(503), Map::new()));
-        let verdict = judge(&refused, &first_sends(&[1]), 0, wall_now());
-        assert!(
-            matches!(verdict, BatchVerdict::RequestFailed { uncertain: false, .. }),
-            "{verdict:?}"
-        );
+        let uncertain = |code: &str, status| match whole_request_failed(code, status) {
+            BatchVerdict::RequestFailed { uncertain, .. } => uncertain,
+            other => panic!("{code}: not a failed request: {other:?}"),
+        };
+        assert!(uncertain("INTERNAL_SERVER_ERROR", 500), "a 5xx after the request may have run it");
+        assert!(!uncertain("QUERY_LIMIT_EXCEEDED", 503), "a rate limit refuses before running");
     }
 
     #[test]

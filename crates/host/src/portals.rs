@@ -361,6 +361,7 @@ impl MoveSink for StoreSinks {
 
 /// Each portal's request budget in the store, shared by every node on the same PostgreSQL
 /// database (see `store::Store::reserve_request`).
+#[derive(Debug)]
 pub struct StoreBudget {
     store: Arc<Store>,
 }

@@ -227,19 +227,10 @@ pub(crate) fn record_outcome(
     append(state, portal, method, &outcome.caller, result, in_batch, event_token);
 }
 
-/// Appends a request refused before any method ran to the portal's log.
-pub(crate) fn record(
-    state: &mut State,
-    portal: usize,
-    method: &str,
-    caller: &str,
-    result: Result<u16, &RestError>,
-    in_batch: bool,
-) {
-    append(state, portal, method, caller, result, in_batch, None);
-}
-
-fn append(
+/// Appends a request to the portal's log: its outcome, and the event token it carried (for
+/// `bizproc.event.send` and `bizproc.activity.log`; `None` for a request refused before any
+/// method ran).
+pub(crate) fn append(
     state: &mut State,
     portal: usize,
     method: &str,

@@ -136,20 +136,20 @@ async fn portal_request(
         } else {
             RestError::new(500, "INTERNAL_SERVER_ERROR", "Internal server error")
         };
-        methods::record(&mut state, portal, &route.method, "none", Err(&error), false);
+        methods::append(&mut state, portal, &route.method, "none", Err(&error), false, None);
         return envelope::json_response(error.status, &error.body());
     }
     let (rate, threshold) = p.spec.rate;
     if !p.spec.unlimited && !p.bucket.admit(rate, threshold) {
         let error = RestError::new(503, "QUERY_LIMIT_EXCEEDED", "Too many requests");
-        methods::record(&mut state, portal, &route.method, "none", Err(&error), false);
+        methods::append(&mut state, portal, &route.method, "none", Err(&error), false, None);
         return envelope::json_response(503, &error.body());
     }
 
     let mut params = match read_params(&uri, &headers, &body) {
         Ok(p) => p,
         Err(e) => {
-            methods::record(&mut state, portal, &route.method, "none", Err(&e), false);
+            methods::append(&mut state, portal, &route.method, "none", Err(&e), false, None);
             return envelope::json_response(e.status, &e.body());
         }
     };

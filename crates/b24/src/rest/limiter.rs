@@ -105,7 +105,7 @@ pub type BudgetError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where processes that call the same portals keep each portal's bucket together (the host:
 /// its database). `portal` is the key the registry was asked for, lower-cased.
-pub trait SharedBudget: Send + Sync {
+pub trait SharedBudget: Send + Sync + std::fmt::Debug {
     /// Reserves the next request's place in `portal`'s bucket, which drains at `limits`; resolves
     /// to how long to wait before sending it. A bucket seen for the first time starts full.
     fn reserve<'a>(&'a self, portal: &'a str, limits: RateLimits) -> BudgetFuture<'a, Duration>;
@@ -115,7 +115,7 @@ pub trait SharedBudget: Send + Sync {
 }
 
 /// The limiter of one portal. Cheap to clone; clones share the bucket.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PortalLimiter {
     bucket: Arc<Mutex<Bucket>>,
     limits: RateLimits,
@@ -199,18 +199,10 @@ impl PortalLimiter {
     }
 }
 
-impl std::fmt::Debug for PortalLimiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PortalLimiter")
-            .field("limits", &self.limits)
-            .field("shared", &self.shared.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
 /// One limiter per portal, created on first use. The host makes one registry at start-up and
 /// asks it for each portal's limiter; the key is the portal's domain (`host[:port]`, lower-cased)
 /// unless the host chooses another stable key such as `member_id`.
+#[derive(Debug)]
 pub struct LimiterRegistry {
     default: RateLimits,
     portals: Mutex<HashMap<String, PortalLimiter>>,
@@ -249,15 +241,6 @@ impl LimiterRegistry {
                 limiter
             })
             .clone()
-    }
-}
-
-impl std::fmt::Debug for LimiterRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LimiterRegistry")
-            .field("default", &self.default)
-            .field("shared", &self.shared.is_some())
-            .finish_non_exhaustive()
     }
 }
 

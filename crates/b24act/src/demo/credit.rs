@@ -39,7 +39,7 @@ use store::ResultKind;
 
 use super::deployment::{
     CLIENT_ID, DemoDeployment, JobTotals, PortalCalls, Settling, all_jobs, most_frequent_first,
-    portal_limit, print_summary, problems,
+    portal_limit, print_summary, problems, store_rows,
 };
 use super::{DemoArgs, Latency, row, seconds};
 use host::config::RetryPolicy;
@@ -282,19 +282,7 @@ impl CreditSummary {
                 self.duplicate_sends
             ),
         );
-        row(
-            &mut text,
-            "jobs stored / dead",
-            format!("{} / {} (dead must be 0)", self.jobs, self.dead),
-        );
-        row(
-            &mut text,
-            "deliveries unconfirmed",
-            format!(
-                "{} (done: a resend found the workflow already finished)",
-                self.unconfirmed_deliveries
-            ),
-        );
+        store_rows(&mut text, self.jobs, self.dead, self.unconfirmed_deliveries);
         row(
             &mut text,
             "portal REST requests",

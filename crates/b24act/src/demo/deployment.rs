@@ -169,6 +169,17 @@ impl JobTotals {
     }
 }
 
+/// The summary rows about the store every scenario prints: jobs and dead ones, unconfirmed
+/// deliveries.
+pub(crate) fn store_rows(text: &mut String, jobs: usize, dead: usize, unconfirmed: usize) {
+    super::row(text, "jobs stored / dead", format!("{jobs} / {dead} (dead must be 0)"));
+    super::row(
+        text,
+        "deliveries unconfirmed",
+        format!("{unconfirmed} (done: a resend found the workflow already finished)"),
+    );
+}
+
 /// No job has anything left to do: none queued, running, waiting to retry or delivering.
 async fn jobs_settled(store: &store::Store) -> anyhow::Result<bool> {
     let counts = store.state_counts().await?;

@@ -17,7 +17,7 @@ use store::{AttemptKind, ResultKind};
 
 use super::deployment::{
     DemoDeployment, JobTotals, PortalCalls, Settling, all_jobs, most_frequent_first, portal_limit,
-    print_summary, problems,
+    print_summary, problems, store_rows,
 };
 use super::{DemoArgs, row, seconds};
 use crate::bench::measure::nearest_rank;
@@ -168,19 +168,7 @@ impl DemoSummary {
                 self.duplicate_sends
             ),
         );
-        row(
-            &mut text,
-            "jobs stored / dead",
-            format!("{} / {} (dead must be 0)", self.jobs, self.dead),
-        );
-        row(
-            &mut text,
-            "deliveries unconfirmed",
-            format!(
-                "{} (done: a resend found the workflow already finished)",
-                self.unconfirmed_deliveries
-            ),
-        );
+        store_rows(&mut text, self.jobs, self.dead, self.unconfirmed_deliveries);
         row(&mut text, "retries", self.retries.to_string());
         row(
             &mut text,
