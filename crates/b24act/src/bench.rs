@@ -1,7 +1,8 @@
 //! `b24act bench`: measures a real `b24act serve` process on SQLite against the numbers of
 //! design.md §6 — intake throughput and ack latency, results per second under the portal's
 //! limit, call-to-result latency without a limit, and memory with a large backlog — and prints
-//! one table (and, with `--json`, the same figures as JSON).
+//! one table (and, with `--json`, the same figures as JSON). `multi-node` runs several `serve`
+//! nodes on one PostgreSQL database and one portal, and measures the same figures per node count.
 //!
 //! The server under test is a child process (this binary's `serve`), so the RSS and CPU reported
 //! for it are its own; the emulator, the JSON API behind the action and the load generator run in
@@ -12,6 +13,7 @@
 mod deployment;
 pub mod load;
 pub(crate) mod measure;
+mod postgres;
 mod report;
 mod scenarios;
 
@@ -39,6 +41,9 @@ pub enum Scenario {
     /// Clients posting worst-case bodies (max_body_bytes of `k[]=1&…`, of 63-deep keys) while
     /// good calls are sent: the good calls' ack latency, and the decoder's own times.
     Hostile,
+    /// Several nodes on one PostgreSQL database and one portal (`--nodes`): `limited`'s results
+    /// per second and `intake`'s accepted calls per second, for each node count.
+    MultiNode,
 }
 
 impl Scenario {
@@ -50,6 +55,7 @@ impl Scenario {
             Scenario::E2e => "e2e",
             Scenario::Rss => "rss",
             Scenario::Hostile => "hostile",
+            Scenario::MultiNode => "multi-node",
         }
     }
 }
@@ -68,7 +74,7 @@ pub struct BenchArgs {
     /// Keep-alive HTTP/1.1 connections of the load generator (intake, latency, rss).
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
-    /// intake: how long the closed loop runs at most.
+    /// intake, multi-node: how long the closed loop runs at most.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub intake_duration: Duration,
     /// intake: the most calls it sends (whichever of the two limits comes first).
@@ -80,8 +86,8 @@ pub struct BenchArgs {
     /// latency: how long each offered load lasts.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub rate_duration: Duration,
-    /// limited: workflows started at once on a portal limited to 2 requests/s, burst 50. The
-    /// first 50 batches ride the burst; give it well over 2,500 to see the steady state.
+    /// limited, multi-node: workflows started at once on a portal limited to 2 requests/s, burst
+    /// 50. The first 50 batches ride the burst; give it well over 2,500 to see the steady state.
     #[arg(long, default_value_t = 6_000)]
     pub limited_workflows: usize,
     /// e2e: workflows started on an unlimited portal.
@@ -99,7 +105,19 @@ pub struct BenchArgs {
     /// hostile: good calls per second sent meanwhile (for `--rate-duration`).
     #[arg(long, default_value_t = 200)]
     pub hostile_good_rate: u32,
-    /// The server's `workers.concurrency`.
+    /// multi-node: the node counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub nodes: Vec<usize>,
+    /// multi-node: the PostgreSQL server the nodes share; each deployment gets a fresh database
+    /// on it, dropped at the end.
+    #[arg(
+        long,
+        env = "B24ACT_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        hide_env_values = true
+    )]
+    pub postgres_url: String,
+    /// Each node's `workers.concurrency`.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
     /// The server's log filter (its `RUST_LOG`); the log goes to a file in its temp dir.
@@ -134,6 +152,14 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         "server: {} serve (child process), store: SQLite in a temp dir",
         server.display()
     )?;
+    if args.scenarios.contains(&Scenario::MultiNode) {
+        writeln!(
+            out,
+            "multi-node: {} serve nodes on a fresh database at {}",
+            args.nodes.iter().map(usize::to_string).collect::<Vec<_>>().join(", "),
+            store::redact_url(&args.postgres_url)
+        )?;
+    }
     writeln!(out)?;
     let mut report = Report::new(machine);
     let mut seen = Vec::new();
@@ -181,6 +207,8 @@ fn check(args: &BenchArgs) -> anyhow::Result<()> {
     ensure!(args.queued >= 1, "--queued must be at least 1");
     ensure!(args.workers >= 1, "--workers must be at least 1");
     ensure!(args.hostile_good_rate >= 1, "--hostile-good-rate must be at least 1");
+    ensure!(!args.nodes.is_empty(), "--nodes names none");
+    ensure!(args.nodes.iter().all(|&n| n >= 1), "--nodes must all be at least 1");
     ensure!(!args.scenarios.is_empty(), "--scenarios names none");
     Ok(())
 }

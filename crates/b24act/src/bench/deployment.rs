@@ -1,6 +1,8 @@
 //! One deployment under test: the emulator (a portal) and the fake finance API in this process,
-//! and `b24act serve` as a child process on a SQLite file in a temp dir, with the app installed
-//! the real way (ONAPPINSTALL → refresh at the emulator's auth server → `bizproc.activity.add`) by [`sandbox`].
+//! and `b24act serve` as child processes — one node on a SQLite file in a temp dir, or several
+//! nodes sharing a fresh PostgreSQL database — with the app installed the real way (ONAPPINSTALL
+//! → refresh at the emulator's auth server → `bizproc.activity.add`) by [`sandbox`] on the first
+//! node, which the portal then calls; the other nodes share the installation through the store.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use serde_json::Value;
 use super::BenchArgs;
 use super::load::Conn;
 use super::measure::{self, Memory};
+use super::postgres::ScratchDatabase;
 use host::config::{DeliveryConfig, RetryPolicy, WorkersConfig};
 use sandbox::{AppIdentity, FinanceCreditCheck, HostConfig, Sandbox, Site, TempDir};
 
@@ -47,21 +50,40 @@ pub struct Setup {
     pub delivery: (f64, u32),
     pub api: Api,
     pub workers: usize,
+    /// How many `serve` nodes share the store, each with every role.
+    pub nodes: usize,
+    pub store: StoreKind,
 }
 
-/// A running deployment. Dropping it kills the server and removes its files.
+/// Where the nodes keep their store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A SQLite file in the deployment's temp dir (one node only).
+    Sqlite,
+    /// A fresh database on the PostgreSQL server at this URL, dropped at the end.
+    Postgres(String),
+}
+
+/// A running deployment. Dropping it kills the servers, then drops their database and removes
+/// their files.
 pub struct Deployment {
-    /// Declared first so it is dropped (killed) first.
-    pub server: ServerProcess,
+    /// Declared first so they are dropped (killed) first. The first node is where the app was
+    /// installed: the portal calls it.
+    servers: Vec<ServerProcess>,
     pub emulator: Emulator,
     pub domain: String,
     /// The API the action calls; held so it answers as long as the deployment runs.
     _api: FinanceApi,
+    /// The nodes' PostgreSQL database; none on SQLite.
+    _database: Option<ScratchDatabase>,
     dir: TempDir,
 }
 
 impl Deployment {
     pub async fn start(setup: &Setup, args: &BenchArgs, server_exe: &Path) -> anyhow::Result<Self> {
+        if setup.store == StoreKind::Sqlite && setup.nodes != 1 {
+            bail!("{} nodes cannot share a SQLite store", setup.nodes);
+        }
         let log_filter = args.server_log.as_str();
         let sandbox = Sandbox::start(setup.portal.clone()).await?;
         let api = FinanceApi::start(1).await.context("starting the fake finance API")?;
@@ -73,22 +95,53 @@ impl Deployment {
             dir.keep();
             eprintln!("keeping the server's files in {}", dir.path().display());
         }
-        // A free port for the server; bound again by the server an instant later.
-        let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let config_path = dir.path().join("b24act.toml");
-        let site = sandbox.site(listen);
-        std::fs::write(&config_path, config_text(setup, &site, &db_path(&dir), &api))?;
-        sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), listen);
-        let server = ServerProcess::spawn(
-            server_exe,
-            &config_path,
-            &dir.path().join("serve.log"),
-            log_filter,
-        )
-        .await?;
+        let (store_url, database) = match &setup.store {
+            StoreKind::Sqlite => (format!("sqlite:{}", db_path(&dir).display()), None),
+            StoreKind::Postgres(server) => {
+                let database = ScratchDatabase::create(server).await?;
+                (database.url().to_owned(), Some(database))
+            }
+        };
+        // Free ports for the nodes; bound again by each node an instant later.
+        let mut listens = Vec::with_capacity(setup.nodes);
+        for _ in 0..setup.nodes {
+            listens.push(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?);
+        }
+        let installed_on = *listens.first().context("a deployment has at least one node")?;
+        // One configuration (the first node's public URL, one encryption key); each node only
+        // listens on its own port.
+        let config = config_text(setup, &sandbox.site(installed_on), &store_url, &api);
+        let mut config: toml::Table = config.parse().context("the bench's own configuration")?;
+        sandbox.register_app(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), installed_on);
+        let mut servers = Vec::with_capacity(setup.nodes);
+        // One after another, so no two nodes run the store's migrations at once.
+        for (node, listen) in listens.iter().enumerate() {
+            // The first node's files keep the single node's names.
+            let suffix = if node == 0 { String::new() } else { format!("-{}", node + 1) };
+            sandbox::set(&mut config, "server.listen", listen.to_string());
+            let config_path = dir.path().join(format!("b24act{suffix}.toml"));
+            std::fs::write(&config_path, config.to_string())?;
+            let log = dir.path().join(format!("serve{suffix}.log"));
+            servers.push(ServerProcess::spawn(server_exe, &config_path, &log, log_filter).await?);
+        }
         sandbox.install(CLIENT_ID, &[CODE], START_TIMEOUT).await?;
         let Sandbox { emulator, domain } = sandbox;
-        Ok(Deployment { server, emulator, domain, _api: api, dir })
+        Ok(Deployment { servers, emulator, domain, _api: api, _database: database, dir })
+    }
+
+    /// The first node: the one the portal calls.
+    pub fn server(&self) -> &ServerProcess {
+        &self.servers[0]
+    }
+
+    /// Every node's address, the first node's first.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.servers.iter().map(|server| server.addr).collect()
+    }
+
+    /// Every node's process id.
+    pub fn pids(&self) -> Vec<u32> {
+        self.servers.iter().map(ServerProcess::pid).collect()
     }
 
     /// Starts a workflow running the action for `company_id` (no timeout); ids past the fake's
@@ -105,9 +158,10 @@ impl Deployment {
         Ok(self.emulator.start_workflow(spec).await?)
     }
 
-    /// The server's jobs by state, from `GET /health`.
+    /// The jobs by state, from the first node's `GET /health` (the store's, which the nodes
+    /// share).
     pub async fn job_counts(&self) -> anyhow::Result<JobCounts> {
-        let mut conn = Conn::open(self.server.addr).await?;
+        let mut conn = Conn::open(self.server().addr).await?;
         let path: Uri = host::routes::HEALTH.parse()?;
         let (status, body) = conn.send(Method::GET, &path, Bytes::new()).await?;
         if status != StatusCode::OK {
@@ -142,7 +196,7 @@ pub struct JobCounts {
     pub total: u64,
 }
 
-fn config_text(setup: &Setup, site: &Site, db: &Path, api: &FinanceApi) -> String {
+fn config_text(setup: &Setup, site: &Site, store_url: &str, api: &FinanceApi) -> String {
     // A hanging API needs attempts that outlast the run; an instant one the product's defaults.
     let (lease, attempt_timeout) = match setup.api {
         Api::Hanging => (Duration::from_secs(3 * 3600), Duration::from_secs(2 * 3600)),
@@ -165,7 +219,7 @@ fn config_text(setup: &Setup, site: &Site, db: &Path, api: &FinanceApi) -> Strin
         workers: WorkersConfig { concurrency: setup.workers, lease },
         delivery: DeliveryConfig { rate_per_second, burst, ..DeliveryConfig::default() },
         actions: vec![check.to_toml()],
-        ..HostConfig::new(&app, site, format!("sqlite:{}", db.display()))
+        ..HostConfig::new(&app, site, store_url)
     }
     .to_toml()
 }

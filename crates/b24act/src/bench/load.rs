@@ -215,9 +215,10 @@ impl LoadResult {
     }
 }
 
-/// Where the load goes: `connections` connections to the host at `addr`, posting `calls`.
+/// Where the load goes: `connections` connections posting `calls`, spread round-robin over the
+/// hosts at `addrs` (connection `i` goes to `addrs[i % addrs.len()]`).
 pub struct Target<'a> {
-    pub addr: SocketAddr,
+    pub addrs: &'a [SocketAddr],
     pub calls: &'a Arc<Calls>,
     pub connections: usize,
 }
@@ -230,8 +231,7 @@ impl Target<'_> {
         max_calls: u64,
         duration: Duration,
     ) -> anyhow::Result<LoadResult> {
-        let addr = self.addr;
-        self.drive_all(move |mut conn, calls, issued, started| async move {
+        self.drive_all(move |mut conn, addr, calls, issued, started| async move {
             let deadline = started + duration;
             let mut seen = LoadResult::default();
             while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_calls {
@@ -248,8 +248,7 @@ impl Target<'_> {
 
     /// Open loop: `total` calls at `rate` per second, spread over the connections.
     pub async fn open_loop(&self, rate: f64, total: u64) -> anyhow::Result<LoadResult> {
-        let addr = self.addr;
-        self.drive_all(move |mut conn, calls, issued, started| async move {
+        self.drive_all(move |mut conn, addr, calls, issued, started| async move {
             let mut seen = LoadResult::default();
             loop {
                 let index = issued.fetch_add(1, Ordering::Relaxed);
@@ -276,20 +275,24 @@ impl Target<'_> {
         .await
     }
 
-    /// Opens the connections, runs `drive` on each in its own task (given the calls, the count of
-    /// calls issued so far, shared by all, and when the run started) and merges what they saw, with
-    /// the run's elapsed time.
+    /// Opens the connections, runs `drive` on each in its own task (given its host's address, the
+    /// calls, the count of calls issued so far, shared by all, and when the run started) and
+    /// merges what they saw, with the run's elapsed time.
     async fn drive_all<Drive, Driven>(&self, drive: Drive) -> anyhow::Result<LoadResult>
     where
-        Drive: Fn(Conn, Arc<Calls>, Arc<AtomicU64>, Instant) -> Driven,
+        Drive: Fn(Conn, SocketAddr, Arc<Calls>, Arc<AtomicU64>, Instant) -> Driven,
         Driven: Future<Output = LoadResult> + Send + 'static,
     {
-        let conns = open_all(self.addr, self.connections).await?;
+        ensure!(!self.addrs.is_empty(), "the load has no host to go to");
+        let mut conns = Vec::with_capacity(self.connections);
+        for addr in self.addrs.iter().copied().cycle().take(self.connections) {
+            conns.push((Conn::open(addr).await?, addr));
+        }
         let issued = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let mut tasks = JoinSet::new();
-        for conn in conns {
-            tasks.spawn(drive(conn, self.calls.clone(), issued.clone(), started));
+        for (conn, addr) in conns {
+            tasks.spawn(drive(conn, addr, self.calls.clone(), issued.clone(), started));
         }
         let mut result = LoadResult::default();
         while let Some(ended) = tasks.join_next().await {
@@ -298,14 +301,6 @@ impl Target<'_> {
         result.elapsed = started.elapsed();
         Ok(result)
     }
-}
-
-async fn open_all(addr: SocketAddr, connections: usize) -> anyhow::Result<Vec<Conn>> {
-    let mut conns = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        conns.push(Conn::open(addr).await?);
-    }
-    Ok(conns)
 }
 
 #[cfg(test)]

@@ -101,8 +101,8 @@ pub fn cpu_seconds(pid: Option<u32>) -> anyhow::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
 }
 
-/// CPU used by the server and by this process (the load generator, the emulator and the API)
-/// over an interval, in cores (1.0 = one core busy the whole time).
+/// CPU used by the servers (all nodes together) and by this process (the load generator, the
+/// emulator and the API) over an interval, in cores (1.0 = one core busy the whole time).
 #[derive(Debug, Clone, Copy)]
 pub struct CpuShare {
     pub server_cores: f64,
@@ -111,18 +111,18 @@ pub struct CpuShare {
 
 /// Starts measuring [`CpuShare`] now.
 pub struct CpuMeter {
-    server_pid: u32,
+    server_pids: Vec<u32>,
     started: Instant,
-    server_at_start: f64,
+    servers_at_start: f64,
     bench_at_start: f64,
 }
 
 impl CpuMeter {
-    pub fn start(server_pid: u32) -> anyhow::Result<CpuMeter> {
+    pub fn start(server_pids: Vec<u32>) -> anyhow::Result<CpuMeter> {
         Ok(CpuMeter {
-            server_pid,
+            servers_at_start: servers_cpu_seconds(&server_pids)?,
+            server_pids,
             started: Instant::now(),
-            server_at_start: cpu_seconds(Some(server_pid))?,
             bench_at_start: cpu_seconds(None)?,
         })
     }
@@ -130,10 +130,15 @@ impl CpuMeter {
     pub fn stop(&self) -> anyhow::Result<CpuShare> {
         let wall = self.started.elapsed().as_secs_f64().max(f64::EPSILON);
         Ok(CpuShare {
-            server_cores: (cpu_seconds(Some(self.server_pid))? - self.server_at_start) / wall,
+            server_cores: (servers_cpu_seconds(&self.server_pids)? - self.servers_at_start) / wall,
             bench_cores: (cpu_seconds(None)? - self.bench_at_start) / wall,
         })
     }
+}
+
+/// The CPU time of the processes `pids`, summed, in seconds.
+fn servers_cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
+    pids.iter().map(|&pid| cpu_seconds(Some(pid))).sum()
 }
 
 /// Latencies, sorted once, read as percentiles in milliseconds.

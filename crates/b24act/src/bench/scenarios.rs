@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::bail;
 use b24_emulator::{PortalSpec, RecordedCall, WorkflowState, WorkflowStatus};
 
-use super::deployment::{Api, CODE, Deployment, Setup};
+use super::deployment::{Api, CODE, Deployment, Setup, StoreKind};
 use super::load::{self, Calls, LoadResult};
 use super::measure::{CpuMeter, CpuShare, Latencies, megabytes};
 use super::report::{Row, ScenarioReport, Target};
@@ -47,6 +47,7 @@ pub async fn run(
         Scenario::E2e => end_to_end(args, server).await,
         Scenario::Rss => rss(args, server).await,
         Scenario::Hostile => hostile(args, server).await,
+        Scenario::MultiNode => multi_node(args, server).await,
     }
 }
 
@@ -82,7 +83,7 @@ fn decode_ms(body: &str, limits: &phpform::Limits, runs: usize) -> f64 {
 async fn hostile(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> {
     let deployment = Deployment::start(&backlog_setup(args), args, server).await?;
     let calls = template_calls(&deployment).await?;
-    let addr = deployment.server.addr;
+    let addr = deployment.server().addr;
     let path: hyper::Uri = host::routes::action_path(CODE).parse()?;
     let bodies = hostile_bodies(HOSTILE_BODY_BYTES);
     let stop = tokio_util::sync::CancellationToken::new();
@@ -112,9 +113,9 @@ async fn hostile(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioRepo
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rate = f64::from(args.hostile_good_rate);
     let total = (rate * args.rate_duration.as_secs_f64()).ceil().max(1.0) as u64;
-    let cpu = CpuMeter::start(deployment.server.pid())?;
+    let cpu = CpuMeter::start(deployment.pids())?;
     let attack_started = Instant::now();
-    let target = load::Target { addr, calls: &calls, connections: args.connections };
+    let target = load::Target { addrs: &[addr], calls: &calls, connections: args.connections };
     let mut result = target.open_loop(rate, total).await?;
     let share = cpu.stop()?;
     stop.cancel();
@@ -160,7 +161,7 @@ async fn hostile(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioRepo
         args.connections
     ));
     report.note("decode times: this process, median of repeated phpform::decode calls");
-    note_problem(&mut report, &result);
+    note_problem(&mut report, "", &result);
     Ok(report)
 }
 
@@ -172,59 +173,120 @@ fn backlog_setup(args: &BenchArgs) -> Setup {
         delivery: PORTAL_RATE,
         api: Api::Hanging,
         workers: args.workers,
+        nodes: 1,
+        store: StoreKind::Sqlite,
+    }
+}
+
+/// A portal limited to [`PORTAL_RATE`], the server's limiter at the same values, an instant API.
+fn limited_setup(args: &BenchArgs) -> Setup {
+    Setup {
+        portal: PortalSpec { rate: PORTAL_RATE, unlimited: false, ..PortalSpec::default() },
+        delivery: PORTAL_RATE,
+        api: Api::Instant,
+        workers: args.workers,
+        nodes: 1,
+        store: StoreKind::Sqlite,
     }
 }
 
 async fn intake(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> {
     let deployment = Deployment::start(&backlog_setup(args), args, server).await?;
-    let calls = template_calls(&deployment).await?;
-    let addr = deployment.server.addr;
-    let target = load::Target { addr, calls: &calls, connections: args.connections };
-    let warmup = (args.intake_calls / 20).min(2_000);
-    if warmup > 0 {
-        target.closed_loop(warmup, args.intake_duration).await?;
-    }
-    let stored_before = deployment.job_counts().await?.total;
-    let cpu = CpuMeter::start(deployment.server.pid())?;
-    let mut result = target.closed_loop(args.intake_calls, args.intake_duration).await?;
-    let share = cpu.stop()?;
-    let stored = deployment.job_counts().await?.total - stored_before;
-    let latencies = Latencies::new(std::mem::take(&mut result.latencies_us));
-
+    let acks = Acks::measure(&deployment, args).await?;
     let mut report = ScenarioReport::new("intake");
-    let rate = result.accepted as f64 / result.elapsed.as_secs_f64();
-    report.row(
-        Row::new("accepted calls/s", rate, "calls/s").target(Target::AtLeast(ACKS_PER_SECOND)),
-    );
-    ack_rows(&mut report, "", &latencies, None);
-    report.row(Row::new("calls accepted (200)", result.accepted as f64, "calls"));
-    report.row(Row::new("jobs stored by them", stored as f64, "jobs"));
-    report.row(Row::new("errors", result.errors() as f64, "calls").target(Target::AtMost(0.0)));
-    cpu_rows(&mut report, "", share);
-    report.note(format!(
-        "closed loop: {} keep-alive connections, {} calls in {:.1} s after {warmup} warm-up calls",
-        args.connections,
-        result.accepted + result.errors(),
-        result.elapsed.as_secs_f64()
-    ));
-    note_problem(&mut report, &result);
+    acks.rows(&mut report, "", Some(Target::AtLeast(ACKS_PER_SECOND)));
     report.note(format!("server log filter: {}", args.server_log));
     Ok(report)
+}
+
+/// Durable acks: `intake`'s closed loop on a deployment whose workers are held (a backlog
+/// setup), its connections spread over every node.
+struct Acks {
+    result: LoadResult,
+    latencies: Latencies,
+    /// Jobs the store gained during the measured loop.
+    stored: u64,
+    share: CpuShare,
+    warmup: u64,
+    connections: usize,
+    nodes: usize,
+}
+
+impl Acks {
+    /// Warm-up calls, then `--intake-calls` calls back to back for at most `--intake-duration`
+    /// on `--connections` connections, round-robin over the nodes.
+    async fn measure(deployment: &Deployment, args: &BenchArgs) -> anyhow::Result<Acks> {
+        let calls = template_calls(deployment).await?;
+        let addrs = deployment.addrs();
+        let target = load::Target { addrs: &addrs, calls: &calls, connections: args.connections };
+        let warmup = (args.intake_calls / 20).min(2_000);
+        if warmup > 0 {
+            target.closed_loop(warmup, args.intake_duration).await?;
+        }
+        let stored_before = deployment.job_counts().await?.total;
+        let cpu = CpuMeter::start(deployment.pids())?;
+        let mut result = target.closed_loop(args.intake_calls, args.intake_duration).await?;
+        let share = cpu.stop()?;
+        let stored = deployment.job_counts().await?.total - stored_before;
+        let latencies = Latencies::new(std::mem::take(&mut result.latencies_us));
+        Ok(Acks {
+            result,
+            latencies,
+            stored,
+            share,
+            warmup,
+            connections: args.connections,
+            nodes: addrs.len(),
+        })
+    }
+
+    /// The rows, each named after `prefix`; accepted calls/s against `target`, if any.
+    fn rows(&self, report: &mut ScenarioReport, prefix: &str, target: Option<Target>) {
+        let Acks { result, latencies, stored, share, warmup, connections, nodes } = self;
+        let rate = result.accepted as f64 / result.elapsed.as_secs_f64();
+        let row = Row::new(format!("{prefix}accepted calls/s"), rate, "calls/s");
+        report.row(match target {
+            Some(target) => row.target(target),
+            None => row,
+        });
+        ack_rows(report, prefix, latencies, None);
+        report.row(Row::new(
+            format!("{prefix}calls accepted (200)"),
+            result.accepted as f64,
+            "calls",
+        ));
+        report.row(Row::new(format!("{prefix}jobs stored by them"), *stored as f64, "jobs"));
+        report.row(
+            Row::new(format!("{prefix}errors"), result.errors() as f64, "calls")
+                .target(Target::AtMost(0.0)),
+        );
+        cpu_rows(report, prefix, *share);
+        report.note(format!(
+            "{prefix}closed loop: {connections} keep-alive connections to {}, {} calls in {:.1} s \
+             after {warmup} warm-up calls",
+            node_count(*nodes),
+            result.accepted + result.errors(),
+            result.elapsed.as_secs_f64()
+        ));
+        note_problem(report, prefix, result);
+    }
+}
+
+/// "1 node", "3 nodes".
+fn node_count(nodes: usize) -> String {
+    format!("{nodes} node{}", if nodes == 1 { "" } else { "s" })
 }
 
 async fn latency(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> {
     let deployment = Deployment::start(&backlog_setup(args), args, server).await?;
     let calls = template_calls(&deployment).await?;
+    let addrs = deployment.addrs();
     let mut report = ScenarioReport::new("latency");
     for &rate in &args.rates {
         let rate = f64::from(rate);
         let total = (rate * args.rate_duration.as_secs_f64()).ceil().max(1.0) as u64;
-        let cpu = CpuMeter::start(deployment.server.pid())?;
-        let target = load::Target {
-            addr: deployment.server.addr,
-            calls: &calls,
-            connections: args.connections,
-        };
+        let cpu = CpuMeter::start(deployment.pids())?;
+        let target = load::Target { addrs: &addrs, calls: &calls, connections: args.connections };
         let mut result = target.open_loop(rate, total).await?;
         let share = cpu.stop()?;
         let latencies = Latencies::new(std::mem::take(&mut result.latencies_us));
@@ -245,7 +307,7 @@ async fn latency(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioRepo
             total as f64 / rate,
             args.connections
         ));
-        note_problem(&mut report, &result);
+        note_problem(&mut report, &at, &result);
     }
     report.note(
         "latency counts from the scheduled send time when the connection was still busy (no \
@@ -255,102 +317,206 @@ async fn latency(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioRepo
 }
 
 async fn limited(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> {
-    let setup = Setup {
-        portal: PortalSpec { rate: PORTAL_RATE, unlimited: false, ..PortalSpec::default() },
-        delivery: PORTAL_RATE,
-        api: Api::Instant,
-        workers: args.workers,
-    };
-    let deployment = Deployment::start(&setup, args, server).await?;
-    // Let the installation's calls drain from the portal's bucket, as they would in real life.
-    let drain = Duration::from_secs_f64(f64::from(PORTAL_RATE.1) / PORTAL_RATE.0);
-    tokio::time::sleep(drain.min(Duration::from_secs(5))).await;
-    let since = SystemTime::now();
-    let dispatch = Instant::now();
-    for i in 0..args.limited_workflows {
-        deployment.start_workflow(i as u64 + 1).await?;
-        if i % 100 == 99 {
-            tokio::task::yield_now().await;
-        }
-    }
-    let dispatched_in = dispatch.elapsed();
-    let states = wait_closed(&deployment, args.limited_workflows).await?;
-    let calls: Vec<RecordedCall> = deployment
-        .emulator
-        .rest_calls(&deployment.domain)
-        .into_iter()
-        .filter(|c| c.at >= since)
-        .collect();
-    let memory = deployment.server.memory()?;
+    let deployment = Deployment::start(&limited_setup(args), args, server).await?;
+    let run = PortalRun::measure(&deployment, args.limited_workflows).await?;
+    let memory = deployment.server().memory()?;
 
-    let closed = closed_times(&states);
     let mut report = ScenarioReport::new("limited");
-    report.row(Row::new("results delivered", closed.len() as f64, "results"));
-    if let (Some(first), Some(last)) = (states.iter().map(|s| s.started_at).min(), closed.last()) {
-        let span = seconds_between(first, *last);
-        report.row(Row::new("overall results/s", closed.len() as f64 / span, "results/s"));
-    }
-    let batches: Vec<SystemTime> = calls
-        .iter()
-        .filter(|c| c.method == "batch" && !c.in_batch && c.status == 200)
-        .map(|c| c.at)
-        .collect();
-    let burst = usize::try_from(PORTAL_RATE.1).unwrap_or(usize::MAX);
-    match (batches.get(burst), batches.last()) {
-        (Some(&from), Some(&to)) if to > from => {
-            // Each batch's results close before the portal records the batch, and after the
-            // batch before it: (from, to] holds exactly the batches after the burst's last one.
-            let results = closed.iter().filter(|&&t| t > from && t <= to).count();
-            let rate = results as f64 / seconds_between(from, to);
-            report.row(
-                Row::new("steady results/s after the burst", rate, "results/s")
-                    .target(Target::AtLeast(RESULTS_PER_SECOND_LIMITED)),
-            );
-            report.note(format!(
-                "steady state: {results} results in the {} batches after the first {burst} (the \
-                 portal's burst), over {:.1} s",
-                batches.len() - burst - 1,
-                seconds_between(from, to)
-            ));
-        }
-        _ => report.note(format!(
-            "no steady state: {} batches, all within the portal's burst of {burst}; raise \
-             --limited-workflows well above {}",
-            batches.len(),
-            burst * 50
-        )),
-    }
-    let sent_in_batches =
-        calls.iter().filter(|c| c.method == "bizproc.event.send" && c.in_batch).count();
-    let sent_alone =
-        calls.iter().filter(|c| c.method == "bizproc.event.send" && !c.in_batch).count();
-    report.row(Row::new("batch calls", batches.len() as f64, "calls"));
-    if !batches.is_empty() {
-        report.row(Row::new(
-            "event.send per batch (mean)",
-            sent_in_batches as f64 / batches.len() as f64,
-            "commands",
-        ));
-    }
-    report.row(Row::new("event.send outside a batch", sent_alone as f64, "calls"));
-    let limited_answers =
-        calls.iter().filter(|c| c.error.as_deref() == Some("QUERY_LIMIT_EXCEEDED")).count();
+    run.rows(&mut report, "");
     report.row(
-        Row::new("QUERY_LIMIT_EXCEEDED answers", limited_answers as f64, "answers")
+        Row::new("QUERY_LIMIT_EXCEEDED answers", run.refusals().len() as f64, "answers")
             .target(Target::AtMost(0.0)),
     );
-    report.row(Row::new("calls not accepted by intake", not_accepted(&states) as f64, "calls"));
     report.row(Row::new("server peak RSS", megabytes(memory.peak_bytes), "MB"));
     report.note(format!(
         "{} workflows started in {:.1} s on a portal limited to {}/s, burst {}; server \
          delivery.rate_per_second = {}, burst = {}; {} workers; instant API",
         args.limited_workflows,
-        dispatched_in.as_secs_f64(),
+        run.dispatched_in.as_secs_f64(),
         PORTAL_RATE.0,
         PORTAL_RATE.1,
         PORTAL_RATE.0,
         PORTAL_RATE.1,
         args.workers
+    ));
+    Ok(report)
+}
+
+/// Workflows run on a portal limited to [`PORTAL_RATE`]: what the portal saw.
+struct PortalRun {
+    /// When the workflows started being dispatched.
+    since: SystemTime,
+    dispatched_in: Duration,
+    states: Vec<WorkflowState>,
+    /// The portal's REST log from `since`.
+    calls: Vec<RecordedCall>,
+}
+
+impl PortalRun {
+    /// Lets the installation's calls drain from the portal's bucket, starts `workflows`
+    /// workflows as fast as the emulator dispatches them and waits until they closed.
+    async fn measure(deployment: &Deployment, workflows: usize) -> anyhow::Result<PortalRun> {
+        // Let the installation's calls drain from the portal's bucket, as they would in real life.
+        let drain = Duration::from_secs_f64(f64::from(PORTAL_RATE.1) / PORTAL_RATE.0);
+        tokio::time::sleep(drain.min(Duration::from_secs(5))).await;
+        let since = SystemTime::now();
+        let dispatch = Instant::now();
+        for i in 0..workflows {
+            deployment.start_workflow(i as u64 + 1).await?;
+            if i % 100 == 99 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let dispatched_in = dispatch.elapsed();
+        let states = wait_closed(deployment, workflows).await?;
+        let calls = deployment
+            .emulator
+            .rest_calls(&deployment.domain)
+            .into_iter()
+            .filter(|c| c.at >= since)
+            .collect();
+        Ok(PortalRun { since, dispatched_in, states, calls })
+    }
+
+    /// The portal's `QUERY_LIMIT_EXCEEDED` answers, in order.
+    fn refusals(&self) -> Vec<&RecordedCall> {
+        self.calls.iter().filter(|c| c.error.as_deref() == Some("QUERY_LIMIT_EXCEEDED")).collect()
+    }
+
+    /// The batches the portal took, in order.
+    fn batches(&self) -> Vec<SystemTime> {
+        self.calls
+            .iter()
+            .filter(|c| c.method == "batch" && !c.in_batch && c.status == 200)
+            .map(|c| c.at)
+            .collect()
+    }
+
+    /// Results delivered, overall and steady results/s (against the target), batching, and calls
+    /// intake did not take; each row named after `prefix`.
+    fn rows(&self, report: &mut ScenarioReport, prefix: &str) {
+        let closed = closed_times(&self.states);
+        report.row(Row::new(format!("{prefix}results delivered"), closed.len() as f64, "results"));
+        if let (Some(first), Some(last)) =
+            (self.states.iter().map(|s| s.started_at).min(), closed.last())
+        {
+            let span = seconds_between(first, *last);
+            let overall = closed.len() as f64 / span;
+            report.row(Row::new(format!("{prefix}overall results/s"), overall, "results/s"));
+        }
+        let batches = self.batches();
+        let burst = usize::try_from(PORTAL_RATE.1).unwrap_or(usize::MAX);
+        match (batches.get(burst), batches.last()) {
+            (Some(&from), Some(&to)) if to > from => {
+                // Each batch's results close before the portal records the batch, and after the
+                // batch before it: (from, to] holds exactly the batches after the burst's last one.
+                let results = closed.iter().filter(|&&t| t > from && t <= to).count();
+                let rate = results as f64 / seconds_between(from, to);
+                report.row(
+                    Row::new(
+                        format!("{prefix}steady results/s after the burst"),
+                        rate,
+                        "results/s",
+                    )
+                    .target(Target::AtLeast(RESULTS_PER_SECOND_LIMITED)),
+                );
+                report.note(format!(
+                    "{prefix}steady state: {results} results in the {} batches after the first \
+                     {burst} (the portal's burst), over {:.1} s",
+                    batches.len() - burst - 1,
+                    seconds_between(from, to)
+                ));
+            }
+            _ => report.note(format!(
+                "{prefix}no steady state: {} batches, all within the portal's burst of {burst}; \
+                 raise --limited-workflows well above {}",
+                batches.len(),
+                burst * 50
+            )),
+        }
+        let sends = |in_batch: bool| {
+            self.calls
+                .iter()
+                .filter(|c| c.method == "bizproc.event.send" && c.in_batch == in_batch)
+                .count()
+        };
+        report.row(Row::new(format!("{prefix}batch calls"), batches.len() as f64, "calls"));
+        if !batches.is_empty() {
+            report.row(Row::new(
+                format!("{prefix}event.send per batch (mean)"),
+                sends(true) as f64 / batches.len() as f64,
+                "commands",
+            ));
+        }
+        report.row(Row::new(
+            format!("{prefix}event.send outside a batch"),
+            sends(false) as f64,
+            "calls",
+        ));
+        report.row(Row::new(
+            format!("{prefix}calls not accepted by intake"),
+            not_accepted(&self.states) as f64,
+            "calls",
+        ));
+    }
+}
+
+/// For each of `--nodes`, several `serve` nodes (every role, each its own port, one
+/// configuration) on a fresh PostgreSQL database and one portal, installed on the first node,
+/// which the portal calls: `limited`'s workflows (results per second once the burst is spent,
+/// `QUERY_LIMIT_EXCEEDED` answers), then, on a fresh deployment of as many nodes with held
+/// workers, `intake`'s closed loop with its connections spread over the nodes.
+async fn multi_node(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> {
+    let store = StoreKind::Postgres(args.postgres_url.clone());
+    let mut report = ScenarioReport::new("multi-node");
+    for &nodes in &args.nodes {
+        let prefix = format!("{}: ", node_count(nodes));
+        let setup = Setup { nodes, store: store.clone(), ..limited_setup(args) };
+        // Dropped at the end of the block: its nodes stop before the next deployment starts.
+        let run = {
+            let deployment = Deployment::start(&setup, args, server).await?;
+            PortalRun::measure(&deployment, args.limited_workflows).await?
+        };
+        run.rows(&mut report, &prefix);
+        let refusals = run.refusals();
+        let refused = refusals.len() as f64;
+        report.row(Row::new(format!("{prefix}QUERY_LIMIT_EXCEEDED answers"), refused, "answers"));
+        report.row(
+            Row::new(
+                format!("{prefix}QUERY_LIMIT_EXCEEDED after the first"),
+                (refused - 1.0).max(0.0),
+                "answers",
+            )
+            .target(Target::AtMost(0.0)),
+        );
+        if !refusals.is_empty() {
+            let batches = run.batches();
+            let when: Vec<String> = refusals
+                .iter()
+                .map(|refusal| {
+                    let taken = batches.iter().filter(|&&at| at < refusal.at).count();
+                    format!(
+                        "{} at +{:.1} s after {taken} batches",
+                        refusal.method,
+                        seconds_between(run.since, refusal.at)
+                    )
+                })
+                .collect();
+            report.note(format!("{prefix}QUERY_LIMIT_EXCEEDED: {}", when.join("; ")));
+        }
+        let setup = Setup { nodes, store: store.clone(), ..backlog_setup(args) };
+        let deployment = Deployment::start(&setup, args, server).await?;
+        Acks::measure(&deployment, args).await?.rows(&mut report, &prefix, None);
+    }
+    report.note(format!(
+        "results: {} workflows started at once on a portal limited to {}/s, burst {}, calling the \
+         first node; each node's delivery limiter at the same values, {} workers, instant API",
+        args.limited_workflows, PORTAL_RATE.0, PORTAL_RATE.1, args.workers
+    ));
+    report.note(format!(
+        "each deployment on a fresh database at {}, dropped after it; server CPU is every node's, \
+         PostgreSQL's own is not counted",
+        store::redact_url(&args.postgres_url)
     ));
     Ok(report)
 }
@@ -362,10 +528,12 @@ async fn end_to_end(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioR
         delivery: (f64::from(unlimited), unlimited),
         api: Api::Instant,
         workers: args.workers,
+        nodes: 1,
+        store: StoreKind::Sqlite,
     };
     let deployment = Deployment::start(&setup, args, server).await?;
     let rate = f64::from(args.e2e_rate);
-    let cpu = CpuMeter::start(deployment.server.pid())?;
+    let cpu = CpuMeter::start(deployment.pids())?;
     let start = Instant::now();
     for i in 0..args.e2e_workflows {
         tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into()).await;
@@ -406,11 +574,11 @@ async fn end_to_end(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioR
 async fn rss(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> {
     let deployment = Deployment::start(&backlog_setup(args), args, server).await?;
     let calls = template_calls(&deployment).await?;
-    let idle = deployment.server.memory()?;
+    let idle = deployment.server().memory()?;
     // The template's job holds one worker slot; the others take the first calls.
     let to_send = args.queued + args.workers as u64 - 1;
-    let target =
-        load::Target { addr: deployment.server.addr, calls: &calls, connections: args.connections };
+    let addrs = deployment.addrs();
+    let target = load::Target { addrs: &addrs, calls: &calls, connections: args.connections };
     let result = target.closed_loop(to_send, args.scenario_timeout).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut counts = deployment.job_counts().await?;
@@ -427,7 +595,7 @@ async fn rss(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> 
     }
     // Let the server settle (no more calls, workers waiting) before reading its memory.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let memory = deployment.server.memory()?;
+    let memory = deployment.server().memory()?;
 
     let mut report = ScenarioReport::new("rss");
     report.row(Row::new("jobs queued", counts.queued as f64, "jobs"));
@@ -454,7 +622,7 @@ async fn rss(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioReport> 
         args.connections,
         args.workers
     ));
-    note_problem(&mut report, &result);
+    note_problem(&mut report, "", &result);
     Ok(report)
 }
 
@@ -471,7 +639,7 @@ async fn template_calls(deployment: &Deployment) -> anyhow::Result<Arc<Calls>> {
                 "the server did not accept the template call: {:?} {:?}; {}",
                 delivery.status,
                 delivery.error,
-                deployment.server.log_tail()
+                deployment.server().log_tail()
             ),
             None if Instant::now() > deadline => bail!("the template call was not delivered"),
             None => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -552,8 +720,8 @@ fn cpu_rows(report: &mut ScenarioReport, prefix: &str, share: CpuShare) {
     ));
 }
 
-fn note_problem(report: &mut ScenarioReport, result: &LoadResult) {
+fn note_problem(report: &mut ScenarioReport, prefix: &str, result: &LoadResult) {
     if let Some(problem) = &result.first_problem {
-        report.note(format!("first error: {problem}"));
+        report.note(format!("{prefix}first error: {problem}"));
     }
 }

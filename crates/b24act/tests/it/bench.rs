@@ -102,3 +102,70 @@ fn bench_runs_every_scenario_with_tiny_sizes_and_reports_each_figure() {
     assert!(value(&rss, "server RSS (VmRSS)") > 0.0);
     assert_eq!(value(&rss, "errors"), 0.0);
 }
+
+/// `--scenarios multi-node` with tiny sizes on two nodes: the workflows' results all reach the
+/// portal with no refused request after the first, the calls spread over both nodes are each
+/// stored once, and the run's databases are gone afterwards. No timing is asserted.
+#[test]
+#[cfg_attr(not(postgres_tests), ignore = "PostgreSQL leg: set B24ACT_TEST_POSTGRES_URL to run it")]
+fn bench_multi_node_runs_two_nodes_on_one_postgres_database_and_drops_it() {
+    let dir = TempDir::new("b24act-it").unwrap();
+    let json = dir.path().join("bench.json");
+    let server = store::testing::postgres_server();
+    let child = Command::new(env!("CARGO_BIN_EXE_b24act"))
+        .args([
+            "bench",
+            "--scenarios",
+            "multi-node",
+            "--nodes",
+            "2",
+            "--postgres-url",
+            &server,
+            "--connections",
+            "8",
+            "--intake-calls",
+            "200",
+            "--limited-workflows",
+            "50",
+            "--workers",
+            "4",
+            "--scenario-timeout",
+            "120s",
+            "--json",
+        ])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run b24act bench");
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let nodes = rows(&report, "multi-node");
+    assert_eq!(value(&nodes, "2 nodes: results delivered"), 50.0);
+    assert_eq!(value(&nodes, "2 nodes: QUERY_LIMIT_EXCEEDED after the first"), 0.0);
+    assert_eq!(value(&nodes, "2 nodes: calls not accepted by intake"), 0.0);
+    assert_eq!(value(&nodes, "2 nodes: calls accepted (200)"), 200.0);
+    assert_eq!(value(&nodes, "2 nodes: jobs stored by them"), 200.0);
+    assert_eq!(value(&nodes, "2 nodes: errors"), 0.0);
+
+    let left = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+        let pattern = format!("b24act_bench_{pid}_%");
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
+            .bind(pattern)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap()
+    });
+    assert_eq!(left, 0, "the bench's databases are dropped at the end");
+}
