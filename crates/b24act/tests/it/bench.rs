@@ -8,6 +8,19 @@ use serde_json::Value;
 
 use crate::support::TempDir;
 
+/// `b24act bench` with `sizes`, four workers, a two-minute bound per scenario and its JSON
+/// report written to `json`; standard input closed.
+fn bench(sizes: &[&str], json: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_b24act"));
+    command
+        .arg("bench")
+        .args(sizes)
+        .args(["--workers", "4", "--scenario-timeout", "120s", "--json"])
+        .arg(json)
+        .stdin(Stdio::null());
+    command
+}
+
 fn rows(report: &Value, scenario: &str) -> Vec<Value> {
     let scenario = report["scenarios"]
         .as_array()
@@ -30,35 +43,25 @@ fn value(rows: &[Value], measure: &str) -> f64 {
 fn bench_runs_every_scenario_with_tiny_sizes_and_reports_each_figure() {
     let dir = TempDir::new("b24act-it").unwrap();
     let json = dir.path().join("bench.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_b24act"))
-        .args([
-            "bench",
-            "--connections",
-            "8",
-            "--intake-calls",
-            "200",
-            "--rates",
-            "200",
-            "--rate-duration",
-            "1s",
-            "--limited-workflows",
-            "50",
-            "--e2e-workflows",
-            "30",
-            "--e2e-rate",
-            "50",
-            "--queued",
-            "2000",
-            "--workers",
-            "4",
-            "--scenario-timeout",
-            "120s",
-            "--json",
-        ])
-        .arg(&json)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run b24act bench");
+    let sizes = [
+        "--connections",
+        "8",
+        "--intake-calls",
+        "200",
+        "--rates",
+        "200",
+        "--rate-duration",
+        "1s",
+        "--limited-workflows",
+        "50",
+        "--e2e-workflows",
+        "30",
+        "--e2e-rate",
+        "50",
+        "--queued",
+        "2000",
+    ];
+    let output = bench(&sizes, &json).output().expect("run b24act bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -112,29 +115,21 @@ fn bench_multi_node_runs_two_nodes_on_one_postgres_database_and_drops_it() {
     let dir = TempDir::new("b24act-it").unwrap();
     let json = dir.path().join("bench.json");
     let server = store::testing::postgres_server();
-    let child = Command::new(env!("CARGO_BIN_EXE_b24act"))
-        .args([
-            "bench",
-            "--scenarios",
-            "multi-node",
-            "--nodes",
-            "2",
-            "--postgres-url",
-            &server,
-            "--connections",
-            "8",
-            "--intake-calls",
-            "200",
-            "--limited-workflows",
-            "50",
-            "--workers",
-            "4",
-            "--scenario-timeout",
-            "120s",
-            "--json",
-        ])
-        .arg(&json)
-        .stdin(Stdio::null())
+    let sizes = [
+        "--scenarios",
+        "multi-node",
+        "--nodes",
+        "2",
+        "--postgres-url",
+        &server,
+        "--connections",
+        "8",
+        "--intake-calls",
+        "200",
+        "--limited-workflows",
+        "50",
+    ];
+    let child = bench(&sizes, &json)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
