@@ -82,10 +82,12 @@ pub async fn run_once(host: &Arc<Host>, now: i64) -> Result<usize, store::Error>
         .store
         .claim_deliveries(&host.node_id, now, host.config.workers.lease, MAX_BATCH_COMMANDS)
         .await?;
-    // Portals with lines but no result due get a batch of lines alone.
-    for member_id in host.store.portals_with_progress(now).await? {
-        if !batches.iter().any(|batch| batch.member_id == member_id) {
-            batches.push(PortalBatch { member_id, jobs: Vec::new() });
+    // Portals with lines but no result due get a batch of lines alone; portals without lines
+    // cost no claim of lines (a write transaction each).
+    let with_lines = host.store.portals_with_progress(now).await?;
+    for member_id in &with_lines {
+        if !batches.iter().any(|batch| &batch.member_id == member_id) {
+            batches.push(PortalBatch { member_id: member_id.clone(), jobs: Vec::new() });
         }
     }
     let mut handled = 0;
@@ -94,7 +96,11 @@ pub async fn run_once(host: &Arc<Host>, now: i64) -> Result<usize, store::Error>
     for batch in batches {
         let room = MAX_BATCH_COMMANDS - batch.jobs.len();
         let lease = host.config.workers.lease;
-        let lines = host.store.claim_progress(&batch.member_id, room, now, lease).await?;
+        let lines = if with_lines.contains(&batch.member_id) {
+            host.store.claim_progress(&batch.member_id, room, now, lease).await?
+        } else {
+            Vec::new()
+        };
         handled += batch.jobs.len() + lines.len();
         let span = tracing::info_span!(
             "delivery",
