@@ -300,31 +300,12 @@ impl TokenSink for StoreSinks {
         })
     }
 
+    /// Tokens refreshed without a loan (the client asks for one first, so this is the
+    /// fallback): stored the same way, under the same lock.
     fn store<'a>(&'a self, tokens: &'a RefreshedTokens) -> SinkFuture<'a> {
         Box::pin(async move {
-            let now = clock::now_ms();
-            // An old auth server may send no new refresh token: the stored one stays valid.
-            let refresh = match &tokens.refresh_token {
-                Some(token) => Some(token.expose().to_owned()),
-                None => self
-                    .store
-                    .installation(&tokens.member_id)
-                    .await?
-                    .and_then(|i| i.portal.refresh_token),
-            };
-            let expires_at = expires_at_ms(tokens, now);
-            let refresh = refresh.unwrap_or_default();
-            self.store
-                .update_tokens(
-                    &tokens.member_id,
-                    tokens.access_token.expose(),
-                    &refresh,
-                    expires_at,
-                    now,
-                )
-                .await?;
-            tracing::info!(portal = %tokens.member_id, "stored refreshed tokens");
-            Ok(())
+            let lock = self.store.lock_tokens(&tokens.member_id).await?;
+            Box::new(StoredLoan(lock)).save(tokens.clone()).await
         })
     }
 }
