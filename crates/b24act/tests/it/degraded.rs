@@ -56,8 +56,19 @@ async fn a_dead_refresh_token_pauses_delivery_shows_in_health_and_a_reinstall_cl
     assert!(degraded["reason"].as_str().unwrap().contains("invalid_grant"), "{shown}");
 
     // Paused: the result waits about a minute, not a retry_base, for its next try.
+    // The portal is marked degraded before the send's outcome is recorded: wait for the record.
     let filter = JobFilter { member_id: Some(member_id.clone()), ..JobFilter::default() };
-    let job = app.store().list_jobs(&filter).await.unwrap().remove(0);
+    let recorded = Instant::now() + Duration::from_secs(5);
+    let job = loop {
+        let job = app.store().list_jobs(&filter).await.unwrap().remove(0);
+        let detail = app.store().job(job.id).await.unwrap().unwrap();
+        if detail.attempts.iter().all(|attempt| attempt.finished_at.is_some())
+            || Instant::now() > recorded
+        {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(job.state, JobState::Delivering);
     let next = job.next_delivery_at.expect("a next delivery");
     assert!(
