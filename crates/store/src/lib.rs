@@ -48,8 +48,8 @@ pub use coordination::{StoredTokens, TokenLock, WAKE_CHANNEL, Wake, WakeUp, next
 pub use error::{Error, Result};
 pub use model::{
     Attempt, AttemptKind, AttemptOutcome, CANCELLED_BY_OPERATOR, ClaimedJob, Delivery, Enqueued,
-    Fenced, Installation, InstallationStatus, Job, JobDetail, JobFilter, JobId, JobState, Lease,
-    NewInstallation, NewJob, PortalBatch, ResultKind, Retried, StateCounts,
+    Fenced, Installation, InstallationStatus, Job, JobCount, JobDetail, JobFilter, JobId, JobState,
+    Lease, NewInstallation, NewJob, PortalBatch, ResultKind, Retried, StateCounts,
 };
 pub use outbox::MAX_BATCH;
 pub use progress::StoredLine;

@@ -278,6 +278,8 @@ pub struct Delivery {
     /// An earlier send may have reached the portal (see [`Job::send_uncertain`]).
     pub send_uncertain: bool,
     pub deadline_at: i64,
+    /// When the call was stored (Unix ms): the start of its call-to-result latency.
+    pub created_at: i64,
     pub lease: Lease,
 }
 
@@ -378,6 +380,16 @@ impl StateCounts {
             JobState::Dead => &mut self.dead,
         }
     }
+}
+
+/// How many jobs of one portal and action are in one state
+/// ([`Store::job_counts`](crate::Store::job_counts)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCount {
+    pub member_id: String,
+    pub action_code: String,
+    pub state: JobState,
+    pub jobs: u64,
 }
 
 /// What an operator's retry did.

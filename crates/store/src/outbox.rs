@@ -32,7 +32,7 @@ const CLAIM_DELIVERIES_TAKE: &str = ") UPDATE jobs SET delivery_attempts = deliv
      send_uncertain = (send_uncertain OR lease_owner IS NOT NULL), lease_owner = $3, lease_until = $4, next_delivery_at = $4, updated_at = $1 \
      WHERE id IN (SELECT id FROM picked) \
      RETURNING id, member_id, action_code, event_token, workflow_id, result, result_kind, \
-     delivery_attempts AS number, send_uncertain, deadline_at";
+     delivery_attempts AS number, send_uncertain, deadline_at, created_at";
 
 impl Store {
     /// Claims the results due for delivery, grouped by portal, at most `max_per_portal` per
@@ -183,6 +183,7 @@ fn delivery(row: &Record, lease: Lease) -> Result<Delivery, Failure> {
         attempt: count(lease.number)?,
         send_uncertain: row.get("send_uncertain")?,
         deadline_at: row.get("deadline_at")?,
+        created_at: row.get("created_at")?,
         lease,
     })
 }

@@ -3,7 +3,8 @@
 
 use serde_json::json;
 use store::{
-    AttemptOutcome, CANCELLED_BY_OPERATOR, Error, Fenced, JobFilter, JobId, JobState, Retried,
+    AttemptOutcome, CANCELLED_BY_OPERATOR, Error, Fenced, JobCount, JobFilter, JobId, JobState,
+    Retried,
 };
 
 use crate::support::{LEASE, T0, TestDb, call, claim_one, enqueue_new, first_delivery};
@@ -18,6 +19,7 @@ store::on_both_stores!(crate::support::run =>
     cancel_refuses_finished_jobs,
     list_filters_by_state_and_portal_newest_first,
     counts_by_state_cover_every_state,
+    counts_by_portal_and_action_add_up_to_the_counts_by_state,
 );
 
 async fn a_dead_job_without_a_result_runs_again_on_retry(db: TestDb) {
@@ -228,4 +230,36 @@ async fn counts_by_state_cover_every_state(db: TestDb) {
             ("dead", 1)
         ]
     );
+}
+
+async fn counts_by_portal_and_action_add_up_to_the_counts_by_state(db: TestDb) {
+    let store = db.open().await;
+    let mut calls: Vec<_> = (0..5).map(|i| call("p1", &format!("c-{i}"))).collect();
+    calls[4].action_code = "notify".to_owned();
+    calls.push(call("p2", "c-5"));
+    let ids = enqueue_new(&store, &calls, T0).await;
+    store.cancel_job(ids[0], T0).await.unwrap();
+    store.cancel_job(ids[5], T0).await.unwrap();
+
+    let counted = store.job_counts().await.unwrap();
+    let count = |member: &str, action: &str, state, jobs| JobCount {
+        member_id: member.to_owned(),
+        action_code: action.to_owned(),
+        state,
+        jobs,
+    };
+    assert_eq!(
+        counted,
+        [
+            count("p1", "check_credit_limit", JobState::Dead, 1),
+            count("p1", "check_credit_limit", JobState::Queued, 3),
+            count("p1", "notify", JobState::Queued, 1),
+            count("p2", "check_credit_limit", JobState::Dead, 1),
+        ]
+    );
+    let totals = store.state_counts().await.unwrap();
+    for state in JobState::ALL {
+        let summed: u64 = counted.iter().filter(|c| c.state == state).map(|c| c.jobs).sum();
+        assert_eq!(summed, totals.get(state), "{state}");
+    }
 }
