@@ -164,7 +164,8 @@ fn run(cli: Cli, loaded: Option<Result<Config, ConfigError>>) -> anyhow::Result<
             Command::Serve { .. } => serve(config()?).await,
             Command::CheckConfig { config: path } => check_config(&path, config()?),
             Command::Jobs { command, .. } => {
-                b24act::operator_cli::run(&config()?, command, &mut std::io::stdout()).await
+                let actor = cli_actor();
+                b24act::operator_cli::run(&config()?, command, &actor, &mut std::io::stdout()).await
             }
             Command::Portals { command, .. } => {
                 b24act::portal_cli::run(&config()?, command, &mut std::io::stdout()).await
@@ -177,6 +178,21 @@ fn run(cli: Cli, loaded: Option<Result<Config, ConfigError>>) -> anyhow::Result<
             }
         }
     })
+}
+
+/// Who runs an operator command, as a job's history records it: `cli:` and the login name
+/// (`USER`, else `LOGNAME`), or the user id when neither is set (a service, a container).
+fn cli_actor() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let login = ["USER", "LOGNAME"]
+        .into_iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()));
+    let who = login.unwrap_or_else(|| {
+        // The owner of this process's /proc entry is its user.
+        std::fs::metadata("/proc/self")
+            .map_or_else(|_| "unknown".to_owned(), |m| m.uid().to_string())
+    });
+    format!("cli:{who}")
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

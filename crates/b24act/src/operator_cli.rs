@@ -1,30 +1,36 @@
-//! `b24act jobs list | show | retry | cancel`: the operator's view of the job store (SQLite or
-//! PostgreSQL, whichever the configuration names), as aligned text or, with `--json`, for scripts.
+//! `b24act jobs list | show | retry | cancel | complete | resend`: the operator's view of the
+//! job store (SQLite or PostgreSQL, whichever the configuration names), as aligned text or,
+//! with `--json`, for scripts.
 //!
-//! The store enforces the rules (a stored result is never recomputed, finished jobs cannot be
-//! cancelled); this module parses the arguments, calls it and says what happened. Nothing
-//! secret is printed: the store URL is redacted, installation data is never read, and an event
-//! token's signature (which alone lets anyone resume the workflow with any result, §3.4) is
-//! shown only with `--reveal`.
+//! The store enforces the rules (a stored result is never recomputed or replaced, finished jobs
+//! cannot be cancelled) and records every change in the job's history with the actor
+//! (`cli:<user>`); `host::operator` builds the fallback and checks values typed in against the
+//! action's declaration. This module parses the arguments, calls them and says what happened.
+//! Nothing secret is printed: the store URL is redacted, installation data is never read, and
+//! an event token's signature (which alone lets anyone resume the workflow with any result,
+//! §3.4) is shown only with `--reveal`.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use serde_json::{Value, json};
 use store::{
-    Attempt, Backend, Job, JobDetail, JobFilter, JobId, JobState, Retried, StateCounts, Store,
-    StoreKey, StoreOptions,
+    Attempt, Backend, HistoryEntry, Job, JobDetail, JobFilter, JobId, JobState, Retried,
+    StateCounts, Store, StoreKey, StoreOptions,
 };
 
+use host::catalog::Catalog;
 use host::clock::{millis, now_ms};
 use host::config::Config;
 
 /// The version of the `--json` output; bumped when a field changes meaning or disappears.
 /// 2: `event_token` hides its signature unless `--reveal` is given.
-pub const JSON_FORMAT_VERSION: u32 = 2;
+/// 3: `result_kind` may be `manual` (completed by hand); jobs gain `outcome` and
+/// `document_id`, `show` gains `history`.
+pub const JSON_FORMAT_VERSION: u32 = 3;
 
 /// What stands for an event token's signature in output without `--reveal`.
 pub const HIDDEN_SIGNATURE: &str = "<signature hidden; --reveal shows it>";
@@ -45,6 +51,22 @@ pub enum JobsCommand {
         /// Only jobs of this portal (its `member_id`).
         #[arg(long, value_name = "MEMBER_ID")]
         portal: Option<String>,
+        /// Only jobs of this action (its code).
+        #[arg(long, value_name = "CODE")]
+        action: Option<String>,
+        /// Only jobs of this workflow (its id, as the portal's workflow log shows it).
+        #[arg(long, value_name = "ID")]
+        workflow: Option<String>,
+        /// Only jobs about this document (its id, such as DEAL_42).
+        #[arg(long, value_name = "ID")]
+        document: Option<String>,
+        /// Only jobs created at or after this time: `2026-11-24 03:10:05Z` (UTC, as the list
+        /// shows it), or a duration ago such as `2h`.
+        #[arg(long, value_name = "TIME", value_parser = moment_parser)]
+        since: Option<Moment>,
+        /// Only jobs created before this time (same forms as --since).
+        #[arg(long, value_name = "TIME", value_parser = moment_parser)]
+        until: Option<Moment>,
         /// At most this many jobs.
         #[arg(long, default_value_t = 50, value_parser = limit_parser())]
         limit: u32,
@@ -97,12 +119,76 @@ pub enum JobsCommand {
     },
     /// Stop a job that has not finished: it becomes dead with the reason "cancelled by
     /// operator" and a worker or sender holding it loses its lease. Nothing is sent to the
-    /// portal. Done and dead jobs are refused.
+    /// portal, so its workflow keeps waiting — unless --fallback. Done and dead jobs are
+    /// refused.
     Cancel {
         /// The job's id.
         #[arg(value_parser = job_id_parser())]
         id: i64,
+        /// Send the action's fallback values instead, as when its deadline passes (with the
+        /// reason "cancelled by operator"), so the workflow moves on. Also for a dead job
+        /// without a result (one cancelled before, or a dead letter). Refused for a job with a
+        /// result already.
+        #[arg(long)]
+        fallback: bool,
     },
+    /// Complete a job by hand: send the workflow the values given, typed per the action's
+    /// return properties (checked as the portal's own values are: an int must be an integer, a
+    /// bool Y or N, a select one of its options, …). For a job without a result that has not
+    /// finished, or died without one. Refused for a job with a result already.
+    Complete {
+        /// The job's id.
+        #[arg(value_parser = job_id_parser())]
+        id: i64,
+        /// A return value, `name=value`; repeat for each property, and for each value of a
+        /// property declared multiple.
+        #[arg(long = "value", value_name = "NAME=VALUE", value_parser = pair_parser)]
+        values: Vec<(String, String)>,
+    },
+    /// Send a delivered job's stored result again (or a dead job's), never recomputed. The
+    /// workflow may have it already: a finished one answers "not found" (the job then ends
+    /// done, unconfirmed), a waiting one takes it. Only with --force.
+    Resend {
+        /// The job's id.
+        #[arg(value_parser = job_id_parser())]
+        id: i64,
+        /// Send it although the workflow may have it already.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// A time a `list` filter names: a moment, or a duration before the command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    At(SystemTime),
+    Ago(Duration),
+}
+
+impl Moment {
+    /// Unix milliseconds, `Ago` counted back from `now`.
+    fn unix_ms(self, now: i64) -> i64 {
+        match self {
+            Moment::At(at) => host::clock::unix_ms(at).unwrap_or(0),
+            Moment::Ago(ago) => now.saturating_sub(millis(ago)),
+        }
+    }
+}
+
+fn moment_parser(text: &str) -> Result<Moment, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(Moment::Ago(ago));
+    }
+    humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).map(Moment::At).map_err(|_| {
+        format!("`{text}` is neither a UTC time (2026-11-24 03:10:05Z) nor a duration (2h)")
+    })
+}
+
+fn pair_parser(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not NAME=VALUE")),
+    }
 }
 
 fn state_parser() -> impl TypedValueParser<Value = JobState> {
@@ -119,16 +205,19 @@ fn job_id_parser() -> clap::builder::RangedI64ValueParser<i64> {
     clap::value_parser!(i64).range(1..)
 }
 
-/// Opens the store the configuration names, runs `command` and writes its report to `out`.
+/// Opens the store the configuration names, runs `command` as `actor` (`cli:<user>`, recorded
+/// in the history of a job it changes) and writes its report to `out`.
 ///
-/// Errors (an unknown job, a retry or cancel the store refuses, an unreachable store) are
-/// returned for the caller to print once; their messages never contain the store's password.
+/// Errors (an unknown job, a command the store refuses, values that do not fit, an unreachable
+/// store) are returned for the caller to print once; their messages never contain the store's
+/// password.
 pub async fn run(
     config: &Config,
     command: JobsCommand,
+    actor: &str,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    with_store(config, async |store| execute(store, command, out).await).await
+    with_store(config, async |store| execute(config, store, command, actor, out).await).await
 }
 
 /// Opens the store `config` names, runs `work` on it, and closes it whatever `work` returned.
@@ -171,10 +260,39 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
     (!rest.is_empty()).then(|| PathBuf::from(rest))
 }
 
-async fn execute(store: &Store, command: JobsCommand, out: &mut impl Write) -> anyhow::Result<()> {
+async fn execute(
+    config: &Config,
+    store: &Store,
+    command: JobsCommand,
+    actor: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     match command {
-        JobsCommand::List { state, portal, limit, before, json, reveal } => {
-            let filter = JobFilter { state, member_id: portal, before: before.map(JobId), limit };
+        JobsCommand::List {
+            state,
+            portal,
+            action,
+            workflow,
+            document,
+            since,
+            until,
+            limit,
+            before,
+            json,
+            reveal,
+        } => {
+            let now = now_ms();
+            let filter = JobFilter {
+                state,
+                member_id: portal,
+                action_code: action,
+                workflow_id: workflow,
+                document_id: document,
+                created_since: since.map(|moment| moment.unix_ms(now)),
+                created_until: until.map(|moment| moment.unix_ms(now)),
+                before: before.map(JobId),
+                limit,
+            };
             let jobs = store.list_jobs(&filter).await?;
             let counts = store.state_counts().await?;
             if json {
@@ -197,7 +315,7 @@ async fn execute(store: &Store, command: JobsCommand, out: &mut impl Write) -> a
             let id = JobId(id);
             let now = now_ms();
             let deadline_at = deadline_in.map(|wait| now.saturating_add(millis(wait)));
-            let retried = store.retry_job(id, deadline_at, force, now).await?;
+            let retried = store.retry_job(id, deadline_at, force, actor, now).await?;
             let job = store.job(id).await?.ok_or(store::Error::JobNotFound(id))?.job;
             match retried {
                 Retried::Requeued => {
@@ -231,18 +349,53 @@ async fn execute(store: &Store, command: JobsCommand, out: &mut impl Write) -> a
             }
             Ok(())
         }
-        JobsCommand::Cancel { id } => {
+        JobsCommand::Cancel { id, fallback: false } => {
             let id = JobId(id);
-            store.cancel_job(id, now_ms()).await?;
+            store.cancel_job(id, actor, now_ms()).await?;
             writeln!(
                 out,
                 "job {id} cancelled: it is dead with the reason \"{}\"; \
-                 nothing was sent to the portal",
+                 nothing was sent to the portal (--fallback sends the action's fallback values)",
                 store::CANCELLED_BY_OPERATOR
             )?;
             Ok(())
         }
+        JobsCommand::Cancel { id, fallback: true } => {
+            let id = JobId(id);
+            let catalog = catalog(config)?;
+            host::operator::cancel_with_fallback(store, &catalog, id, actor, now_ms()).await?;
+            writeln!(
+                out,
+                "job {id} cancelled: its fallback values are sent to the workflow now (reason \
+                 \"{}\")",
+                store::CANCELLED_BY_OPERATOR
+            )?;
+            Ok(())
+        }
+        JobsCommand::Complete { id, values } => {
+            let id = JobId(id);
+            let catalog = catalog(config)?;
+            host::operator::complete_by_hand(store, &catalog, id, &values, actor, now_ms()).await?;
+            writeln!(out, "job {id} completed by hand: its values are sent to the workflow now")?;
+            Ok(())
+        }
+        JobsCommand::Resend { id, force } => {
+            let id = JobId(id);
+            store.resend_result(id, force, actor, now_ms()).await?;
+            writeln!(
+                out,
+                "job {id}: its stored result is sent again now, not recomputed (\"not found\" \
+                 means the workflow had it: the job ends done, unconfirmed)"
+            )?;
+            Ok(())
+        }
     }
+}
+
+/// The configuration's actions, for what needs their declarations (the fallback, the return
+/// properties).
+fn catalog(config: &Config) -> anyhow::Result<Catalog> {
+    Ok(Catalog::build(config, &connectors::Registry::new())?)
 }
 
 fn write_list(
@@ -257,6 +410,7 @@ fn write_list(
         let mut table = Table::new([
             "ID",
             "STATE",
+            "RESULT",
             "PORTAL",
             "CODE",
             "ATTEMPTS",
@@ -268,6 +422,7 @@ fn write_list(
             table.row([
                 job.id.to_string(),
                 job.state.to_string(),
+                optional(job.outcome().map(|outcome| outcome.as_str().to_owned())),
                 job.call.member_id.clone(),
                 job.call.action_code.clone(),
                 job.attempts.to_string(),
@@ -283,8 +438,20 @@ fn write_list(
         if let Some(state) = filter.state {
             command.push_str(&format!(" --state {state}"));
         }
-        if let Some(portal) = &filter.member_id {
-            command.push_str(&format!(" --portal {portal}"));
+        for (flag, value) in [
+            ("--portal", &filter.member_id),
+            ("--action", &filter.action_code),
+            ("--workflow", &filter.workflow_id),
+            ("--document", &filter.document_id),
+        ] {
+            if let Some(value) = value {
+                command.push_str(&format!(" {flag} {}", shell_word(value)));
+            }
+        }
+        for (flag, at) in [("--since", filter.created_since), ("--until", filter.created_until)] {
+            if let Some(at) = at {
+                command.push_str(&format!(" {flag} '{}'", timestamp(at)));
+            }
         }
         if filter.limit != JobFilter::default().limit {
             command.push_str(&format!(" --limit {}", filter.limit));
@@ -295,6 +462,16 @@ fn write_list(
         JobState::ALL.iter().map(|state| format!("{} {state}", counts.get(*state))).collect();
     writeln!(out, "all jobs: {}", summary.join(", "))?;
     Ok(())
+}
+
+/// `value` as one word for a shell: as it is when it is plain, else in single quotes.
+fn shell_word(value: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._-:/@".contains(c);
+    if !value.is_empty() && value.chars().all(plain) {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
 }
 
 /// The `--before` of the next page: the last id of a full page.
@@ -344,13 +521,15 @@ fn delivery_certainty(job: &store::Job) -> &'static str {
 
 fn write_detail(out: &mut impl Write, detail: &JobDetail, reveal: Reveal) -> anyhow::Result<()> {
     let job = &detail.job;
-    let fields: [(&str, String); 20] = [
+    let fields: [(&str, String); 22] = [
         ("state", job.state.to_string()),
+        ("outcome", optional(job.outcome().map(|outcome| outcome.as_str().to_owned()))),
         ("delivery", delivery_certainty(job).to_owned()),
         ("dead reason", optional(job.dead_reason.clone())),
         ("portal", job.call.member_id.clone()),
         ("action", job.call.action_code.clone()),
         ("workflow", job.call.workflow_id.clone()),
+        ("document", optional(job.call.document_id.clone())),
         ("event token", reveal.event_token(&job.call.event_token)),
         ("waits for result", if job.call.waits_for_result { "yes" } else { "no" }.to_owned()),
         ("deadline", timestamp(job.call.deadline_at)),
@@ -381,14 +560,19 @@ fn write_detail(out: &mut impl Write, detail: &JobDetail, reveal: Reveal) -> any
         None => writeln!(out, "  result: -")?,
     }
     writeln!(out)?;
-    if detail.attempts.is_empty() {
+    write_attempts(out, &detail.attempts)?;
+    write_history(out, &detail.history)
+}
+
+fn write_attempts(out: &mut impl Write, attempts: &[Attempt]) -> anyhow::Result<()> {
+    if attempts.is_empty() {
         writeln!(out, "no attempts yet")?;
         return Ok(());
     }
     writeln!(out, "attempts:")?;
     let mut table =
         Table::new(["KIND", "#", "WORKER", "STARTED", "FINISHED", "OUTCOME", "ERROR"]).indent(2);
-    for attempt in &detail.attempts {
+    for attempt in attempts {
         table.row([
             attempt.kind.as_str().to_owned(),
             attempt.number.to_string(),
@@ -397,6 +581,26 @@ fn write_detail(out: &mut impl Write, detail: &JobDetail, reveal: Reveal) -> any
             optional(attempt.finished_at.map(timestamp)),
             attempt.outcome.map_or_else(|| "under way".to_owned(), |o| o.as_str().to_owned()),
             optional(attempt.error.clone()),
+        ]);
+    }
+    table.write(out)?;
+    Ok(())
+}
+
+/// What operators did to the job, oldest first.
+fn write_history(out: &mut impl Write, history: &[HistoryEntry]) -> anyhow::Result<()> {
+    if history.is_empty() {
+        writeln!(out, "no operator actions")?;
+        return Ok(());
+    }
+    writeln!(out, "history:")?;
+    let mut table = Table::new(["AT", "ACTOR", "ACTION", "DETAIL"]).indent(2);
+    for entry in history {
+        table.row([
+            timestamp(entry.at),
+            entry.actor.clone(),
+            entry.action.as_str().to_owned(),
+            optional(entry.detail.clone()),
         ]);
     }
     table.write(out)?;
@@ -435,6 +639,12 @@ fn detail_json(detail: &JobDetail, reveal: Reveal) -> Value {
         "version": JSON_FORMAT_VERSION,
         "job": job_json(&detail.job, reveal),
         "attempts": detail.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
+        "history": detail.history.iter().map(|entry| json!({
+            "at": entry.at,
+            "actor": entry.actor,
+            "action": entry.action.as_str(),
+            "detail": entry.detail,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -443,10 +653,12 @@ fn job_json(job: &Job, reveal: Reveal) -> Value {
     json!({
         "id": job.id.0,
         "state": job.state.as_str(),
+        "outcome": job.outcome().map(|outcome| outcome.as_str()),
         "member_id": job.call.member_id,
         "action_code": job.call.action_code,
         "event_token": reveal.event_token(&job.call.event_token),
         "workflow_id": job.call.workflow_id,
+        "document_id": job.call.document_id,
         "payload": job.call.payload,
         "payload_version": job.call.payload_version,
         "waits_for_result": job.call.waits_for_result,

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::config::{ActionConfig, ActionKind, Config, FailurePolicy, PropertyConfig};
+use crate::payload::JobResult;
 use crate::routes;
 use crate::values::{self, Shape};
 
@@ -131,8 +132,9 @@ impl Action {
 
     /// The result the failure policy returns, with `{reason}` filled in — in the log message
     /// and in string values, so a `reason` return property can carry it to the workflow;
-    /// `None` for dead-letter.
-    pub fn fallback(&self, reason: &str) -> Option<(Map<String, Value>, String)> {
+    /// `None` for dead-letter. What a worker stores when a job fails for good, and what an
+    /// operator's cancel with the fallback sends.
+    pub fn fallback(&self, reason: &str) -> Option<JobResult> {
         match &self.config.on_failure {
             FailurePolicy::Fallback { values, log_message } => {
                 let fill = |value: &Value| match value {
@@ -143,8 +145,9 @@ impl Action {
                     values.iter().map(|(k, v)| (k.clone(), fill(v))).collect();
                 // Validated at start (config::validate), so conversion cannot fail here; an
                 // empty map is the safe answer if it ever did.
-                let converted = self.return_values(&outputs).unwrap_or_default();
-                Some((converted, log_message.replace("{reason}", reason)))
+                let return_values = self.return_values(&outputs).unwrap_or_default();
+                let log_message = Some(log_message.replace("{reason}", reason));
+                Some(JobResult { return_values, log_message })
             }
             FailurePolicy::DeadLetter => None,
         }
@@ -209,10 +212,10 @@ url = "URL"
                values = { why = \"Sent to a person: {reason}\", manual = true }\n";
         let config = Config::from_toml(&text, "test", std::iter::empty()).unwrap();
         let catalog = Catalog::build(&config, &Registry::new()).unwrap();
-        let (values, log) = catalog.get("check").unwrap().fallback("finance API down").unwrap();
-        assert_eq!(log, "failed: finance API down");
-        assert_eq!(values["why"], "Sent to a person: finance API down");
-        assert_eq!(values["manual"], "Y");
+        let result = catalog.get("check").unwrap().fallback("finance API down").unwrap();
+        assert_eq!(result.log_message.as_deref(), Some("failed: finance API down"));
+        assert_eq!(result.return_values["why"], "Sent to a person: finance API down");
+        assert_eq!(result.return_values["manual"], "Y");
     }
 
     #[test]

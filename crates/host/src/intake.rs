@@ -168,6 +168,7 @@ fn new_job(action: &Action, call: &ActivityCall, received_at: i64) -> NewJob {
         action_code: call.code.clone(),
         event_token: call.event_token.as_str().to_owned(),
         workflow_id: call.workflow_id.clone(),
+        document_id: Some(call.document_id.id.clone()),
         payload: serde_json::to_value(JobPayload::from_call(call, typed)).unwrap_or_default(),
         payload_version: PAYLOAD_VERSION,
         waits_for_result: call.waits_for_result,

@@ -16,6 +16,7 @@ pub mod health;
 pub mod install;
 pub mod intake;
 pub mod loops;
+pub mod operator;
 pub mod outbox;
 pub mod payload;
 pub mod portals;

@@ -298,10 +298,9 @@ impl Claim<'_> {
         reason: &str,
         now: i64,
     ) -> Result<(), JobError> {
-        let Some((return_values, log_message)) = action.fallback(reason) else {
+        let Some(result) = action.fallback(reason) else {
             return self.mark_dead(outcome, reason, now).await;
         };
-        let result = JobResult { return_values, log_message: Some(log_message) };
         let fallback = serde_json::to_value(&result)?;
         let fenced = self
             .shared

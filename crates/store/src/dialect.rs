@@ -110,6 +110,7 @@ impl Dialect {
                     include_str!("../migrations/sqlite/0001_init.sql"),
                 ),
                 (2, "several nodes", include_str!("../migrations/sqlite/0002_several_nodes.sql")),
+                (3, "operator", include_str!("../migrations/sqlite/0003_operator.sql")),
             ],
             Dialect::Postgres => &[
                 (
@@ -118,6 +119,7 @@ impl Dialect {
                     include_str!("../migrations/postgres/0001_init.sql"),
                 ),
                 (2, "several nodes", include_str!("../migrations/postgres/0002_several_nodes.sql")),
+                (3, "operator", include_str!("../migrations/postgres/0003_operator.sql")),
             ],
         }
     }

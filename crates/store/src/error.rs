@@ -104,6 +104,33 @@ pub enum Error {
          deliver it twice, so it is refused without --force"
     )]
     MayBeDelivered { job_id: JobId },
+
+    /// An operator's command would send a result to a workflow that waits for none.
+    #[error(
+        "cannot {action} job {job_id}: its action returns nothing (use_subscription is off), so \
+         the workflow does not wait for a result"
+    )]
+    NothingToSend { action: &'static str, job_id: JobId },
+
+    /// An operator's command would store a result for a job that has one: a stored result is
+    /// never replaced.
+    #[error(
+        "cannot {action} job {job_id}: it already has a result, which {whereabouts}; a stored \
+         result is never replaced"
+    )]
+    HasResult { action: &'static str, job_id: JobId, whereabouts: &'static str },
+
+    /// An operator's command needs a stored result the job does not have.
+    #[error("cannot {action} job {job_id}: it has no stored result")]
+    NoResult { action: &'static str, job_id: JobId },
+
+    /// An operator's re-send of a result the workflow may have already, without force.
+    #[error(
+        "job {job_id}: its result was delivered or may have been, so it is sent again only \
+         with force (--force): a workflow that took it answers \"not found\", one still waiting \
+         takes it"
+    )]
+    ResendNeedsForce { job_id: JobId },
 }
 
 /// Short for `Result<T, store::Error>`.

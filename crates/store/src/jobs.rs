@@ -51,8 +51,8 @@ const CLAIM_DUE_RANK: &str = "), due AS (SELECT id FROM jobs WHERE id IN \
 const CLAIM_DUE_TAKE: &str = ") UPDATE jobs SET state = 'running', attempts = attempts + 1, \
      lease_owner = $3, lease_until = $4, next_run_at = $4, updated_at = $1 \
      WHERE id IN (SELECT id FROM due) \
-     RETURNING id, member_id, action_code, event_token, workflow_id, payload, payload_version, \
-     waits_for_result, deadline_at, attempts AS number, created_at";
+     RETURNING id, member_id, action_code, event_token, workflow_id, document_id, payload, \
+     payload_version, waits_for_result, deadline_at, attempts AS number, created_at";
 
 impl Store {
     /// Stores a batch of calls in ONE transaction (group commit: the intake funnels concurrent
@@ -82,8 +82,8 @@ impl Store {
                 for chunk in firsts.chunks(CHUNK) {
                     let insert = Statement::new(
                         "INSERT INTO jobs (member_id, action_code, event_token, workflow_id, \
-                         payload, payload_version, waits_for_result, deadline_at, next_run_at, \
-                         created_at, updated_at) ",
+                         document_id, payload, payload_version, waits_for_result, deadline_at, \
+                         next_run_at, created_at, updated_at) ",
                     )
                     .push_values(chunk, |&index| {
                         let job = &jobs[index];
@@ -92,6 +92,7 @@ impl Store {
                             job.action_code.as_str().into(),
                             job.event_token.as_str().into(),
                             job.workflow_id.as_str().into(),
+                            job.document_id.as_deref().into(),
                             payloads[index].as_str().into(),
                             job.payload_version.into(),
                             job.waits_for_result.into(),
@@ -278,6 +279,25 @@ pub(crate) async fn stop_jobs(
     now: i64,
 ) -> Result<u64, sqlx::Error> {
     // Open attempts exist on unfinished jobs only: close them while the jobs still match.
+    close_open_attempts(conn, which, key, reason, now).await?;
+    let jobs = Statement::new(
+        "UPDATE jobs SET state = 'dead', dead_reason = $2, next_run_at = NULL, \
+         next_delivery_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE ",
+    )
+    .push(which);
+    conn.execute(jobs.bind(now).bind(reason).bind(key)).await
+}
+
+/// Closes the open attempts of the jobs `which` selects — a condition on `jobs` that reads its
+/// key as `$3` — as cancelled with `reason`: whoever holds them has lost the job to an operator
+/// or an uninstall.
+pub(crate) async fn close_open_attempts(
+    conn: &mut Conn<'_>,
+    which: &'static str,
+    key: Param<'_>,
+    reason: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     let attempts = Statement::new(
         "UPDATE attempts SET finished_at = $1, outcome = 'cancelled', error = $2 \
          WHERE finished_at IS NULL AND job_id IN (SELECT id FROM jobs WHERE ",
@@ -285,12 +305,7 @@ pub(crate) async fn stop_jobs(
     .push(which)
     .push(")");
     conn.execute(attempts.bind(now).bind(reason).bind(key)).await?;
-    let jobs = Statement::new(
-        "UPDATE jobs SET state = 'dead', dead_reason = $2, next_run_at = NULL, \
-         next_delivery_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE ",
-    )
-    .push(which);
-    conn.execute(jobs.bind(now).bind(reason).bind(key)).await
+    Ok(())
 }
 
 /// Adds the `event_token` → `id` of each of `rows` to `ids`.
@@ -320,6 +335,7 @@ pub(crate) fn call_from(id: JobId, row: &Record) -> Result<NewJob, Failure> {
         action_code: row.get("action_code")?,
         event_token: row.get("event_token")?,
         workflow_id: row.get("workflow_id")?,
+        document_id: row.get("document_id")?,
         payload: parse_json(id, "payload", row.get("payload")?)?,
         payload_version: row.get("payload_version")?,
         waits_for_result: row.get("waits_for_result")?,

@@ -13,7 +13,9 @@
 //! - `outbox.rs`: stored results claimed in per-portal batches for `bizproc.event.send`.
 //! - `attempts.rs`: every execution and delivery attempt, kept with its outcome, and the
 //!   leases and fences that guard them.
-//! - `operator.rs`: listing, showing, retrying and cancelling jobs; counts; the next wake-up.
+//! - `operator.rs`: listing (filtered, paged) and showing jobs with their history; what an
+//!   operator does to one (retry, cancel, cancel with the fallback, complete by hand, re-send),
+//!   each recorded with its actor; counts; the next wake-up.
 //! - `installations.rs`: portals, their endpoints and their tokens, encrypted at rest
 //!   ([`cipher`]).
 //!
@@ -47,9 +49,10 @@ pub use connect::StoreOptions;
 pub use coordination::{StoredTokens, TokenLock, WAKE_CHANNEL, Wake, WakeUp, next_wake};
 pub use error::{Error, Result};
 pub use model::{
-    Attempt, AttemptKind, AttemptOutcome, CANCELLED_BY_OPERATOR, ClaimedJob, Delivery, Enqueued,
-    Fenced, Installation, InstallationStatus, Job, JobCount, JobDetail, JobFilter, JobId, JobState,
-    Lease, NewInstallation, NewJob, PortalBatch, ResultKind, Retried, StateCounts,
+    Attempt, AttemptKind, AttemptOutcome, CANCELLED_BY_OPERATOR, COMPLETED_BY_OPERATOR, ClaimedJob,
+    Delivery, Enqueued, Fenced, HistoryEntry, Installation, InstallationStatus, Job, JobCount,
+    JobDetail, JobFilter, JobId, JobOutcome, JobState, Lease, NewInstallation, NewJob,
+    OperatorAction, PortalBatch, ResultKind, Retried, StateCounts,
 };
 pub use outbox::MAX_BATCH;
 pub use progress::StoredLine;

@@ -98,11 +98,44 @@ impl fmt::Display for JobState {
 pub enum ResultKind {
     /// The connector's values.
     Success,
-    /// The action's declared fallback values (the deadline passed, or the error was fatal).
+    /// The action's declared fallback values (the deadline passed, the error was fatal, or an
+    /// operator cancelled the job with its fallback).
     Fallback,
+    /// Values an operator typed in (completed by hand).
+    Manual,
 }
 
-stored_as!(ResultKind, "result kind", { Success => "success", Fallback => "fallback" });
+stored_as!(ResultKind, "result kind", {
+    Success => "success",
+    Fallback => "fallback",
+    Manual => "manual",
+});
+
+/// How a job came out, as operators read it: `ok`, `fallback`, `manual` or `dead`
+/// ([`Job::outcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobOutcome {
+    /// The connector's result.
+    Ok,
+    /// The action's fallback values.
+    Fallback,
+    /// Values an operator typed in.
+    Manual,
+    /// Dead: no result reached the workflow (`dead_reason` says why).
+    Dead,
+}
+
+impl JobOutcome {
+    /// The word operators read: `ok`, `fallback`, `manual`, `dead`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Ok => "ok",
+            JobOutcome::Fallback => "fallback",
+            JobOutcome::Manual => "manual",
+            JobOutcome::Dead => "dead",
+        }
+    }
+}
 
 /// A call to store: what the intake decoded, in plain strings and JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +145,9 @@ pub struct NewJob {
     /// The dedupe key: a second job with the same token is not created.
     pub event_token: String,
     pub workflow_id: String,
+    /// The id of the document the call is about (`DEAL_42`), so operators can find its jobs;
+    /// `None` for jobs stored before it was kept.
+    pub document_id: Option<String>,
     /// The call as the host serializes it; `payload_version` says which format.
     pub payload: Value,
     pub payload_version: i32,
@@ -323,19 +359,79 @@ pub struct Job {
     pub updated_at: i64,
 }
 
+impl Job {
+    /// How the job came out: `dead` when it is, else its result's kind; `None` while it has
+    /// neither (and for a finished job that returns nothing).
+    pub fn outcome(&self) -> Option<JobOutcome> {
+        if self.state == JobState::Dead {
+            return Some(JobOutcome::Dead);
+        }
+        self.result_kind.map(|kind| match kind {
+            ResultKind::Success => JobOutcome::Ok,
+            ResultKind::Fallback => JobOutcome::Fallback,
+            ResultKind::Manual => JobOutcome::Manual,
+        })
+    }
+}
+
 /// A job with its whole history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobDetail {
     pub job: Job,
     /// Execute attempts, then deliver attempts, each in number order.
     pub attempts: Vec<Attempt>,
+    /// What operators did to it, oldest first.
+    pub history: Vec<HistoryEntry>,
 }
 
-/// Which jobs [`Store::list_jobs`](crate::Store::list_jobs) returns: newest first.
+/// What an operator did to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OperatorAction {
+    /// Ran it again now, or sent its stored result again ([`Store::retry_job`](crate::Store::retry_job)).
+    Retry,
+    /// Stopped it; nothing was sent.
+    Cancel,
+    /// Stopped it and sent the action's fallback values.
+    CancelWithFallback,
+    /// Sent values typed in by hand.
+    Complete,
+    /// Sent its delivered result again, forced.
+    Resend,
+}
+
+stored_as!(OperatorAction, "operator action", {
+    Retry => "retry",
+    Cancel => "cancel",
+    CancelWithFallback => "cancel_with_fallback",
+    Complete => "complete",
+    Resend => "resend",
+});
+
+/// One line of a job's history: who did what, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub at: i64,
+    /// Who: `cli:<user>` from the command line, the console's user name from the console.
+    pub actor: String,
+    pub action: OperatorAction,
+    /// What came of it, in words (`requeued`, `result sent again, forced`, …).
+    pub detail: Option<String>,
+}
+
+/// Which jobs [`Store::list_jobs`](crate::Store::list_jobs) returns: newest first. Every
+/// condition given must hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobFilter {
     pub state: Option<JobState>,
     pub member_id: Option<String>,
+    pub action_code: Option<String>,
+    pub workflow_id: Option<String>,
+    /// The document's id (`DEAL_42`).
+    pub document_id: Option<String>,
+    /// Only jobs created at or after this time (Unix ms).
+    pub created_since: Option<i64>,
+    /// Only jobs created before this time (Unix ms).
+    pub created_until: Option<i64>,
     /// Only jobs older than this one (paging: pass the last id of the previous page).
     pub before: Option<JobId>,
     pub limit: u32,
@@ -343,7 +439,17 @@ pub struct JobFilter {
 
 impl Default for JobFilter {
     fn default() -> JobFilter {
-        JobFilter { state: None, member_id: None, before: None, limit: 50 }
+        JobFilter {
+            state: None,
+            member_id: None,
+            action_code: None,
+            workflow_id: None,
+            document_id: None,
+            created_since: None,
+            created_until: None,
+            before: None,
+            limit: 50,
+        }
     }
 }
 
@@ -401,8 +507,11 @@ pub enum Retried {
     Redelivering,
 }
 
-/// The reason an operator's cancel leaves on a job.
+/// The reason an operator's cancel leaves on a job, and the reason its fallback is sent with.
 pub const CANCELLED_BY_OPERATOR: &str = "cancelled by operator";
+
+/// What closes the attempt under way when an operator completes a job by hand.
+pub const COMPLETED_BY_OPERATOR: &str = "completed by hand by an operator";
 
 /// Whether the app is installed on a portal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

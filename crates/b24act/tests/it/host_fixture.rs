@@ -240,6 +240,7 @@ impl TestHost {
                 action_code: code.to_owned(),
                 event_token: workflow.event_token.clone(),
                 workflow_id: workflow.workflow_id.clone(),
+                document_id: Some("DEAL_1".into()),
                 payload: serde_json::to_value(&payload).expect("payload encodes"),
                 payload_version: PAYLOAD_VERSION,
                 waits_for_result: true,

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use store::testing::{ScratchStore, with_scratch_store};
 use store::{
     AttemptOutcome, Backend, CANCELLED_BY_OPERATOR, Enqueued, JobId, JobState, Lease, NewJob,
-    Store, StoreKey, StoreOptions,
+    OperatorAction, ResultKind, Store, StoreKey, StoreOptions,
 };
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -45,6 +45,10 @@ store::on_both_stores!(super::with_operator =>
     json_output_carries_every_field_for_scripts,
     event_token_signatures_are_shown_only_with_reveal,
     the_binary_reports_on_stdout_and_fails_with_documented_exit_codes,
+    cancel_with_fallback_stores_the_actions_fallback_and_records_who,
+    complete_checks_values_against_the_return_properties_naming_the_property,
+    unsafe_settlements_and_unforced_resends_are_refused,
+    list_filters_by_action_workflow_document_and_time_and_shows_the_result_kind,
 );
 
 async fn list_shows_jobs_newest_first_with_counts_by_state(op: Operator) {
@@ -55,10 +59,10 @@ async fn list_shows_jobs_newest_first_with_counts_by_state(op: Operator) {
     assert_eq!(
         op.ok(&["list"]).await,
         "\
-ID  STATE   PORTAL  CODE                ATTEMPTS  DELIVERIES  CREATED               UPDATED
-3   queued  p1      check_credit_limit  0         0           2023-11-14 22:13:40Z  2023-11-14 22:13:40Z
-2   dead    p2      check_credit_limit  1         0           2023-11-14 22:13:30Z  2023-11-14 22:13:31Z
-1   done    p1      check_credit_limit  1         1           2023-11-14 22:13:20Z  2023-11-14 22:13:24Z
+ID  STATE   RESULT  PORTAL  CODE                ATTEMPTS  DELIVERIES  CREATED               UPDATED
+3   queued  -       p1      check_credit_limit  0         0           2023-11-14 22:13:40Z  2023-11-14 22:13:40Z
+2   dead    dead    p2      check_credit_limit  1         0           2023-11-14 22:13:30Z  2023-11-14 22:13:31Z
+1   done    ok      p1      check_credit_limit  1         1           2023-11-14 22:13:20Z  2023-11-14 22:13:24Z
 all jobs: 1 queued, 0 running, 0 retry_wait, 0 delivering, 1 done, 1 dead
 "
     );
@@ -128,11 +132,13 @@ async fn show_prints_every_field_the_payload_the_result_and_every_attempt(op: Op
             "\
 job {id}
   state:            done
+  outcome:          ok
   delivery:         confirmed by the portal
   dead reason:      -
   portal:           p1
   action:           check_credit_limit
   workflow:         wf-a
+  document:         DEAL_1
   event token:      wf-a|A1|a.<signature hidden; --reveal shows it>
   waits for result: yes
   deadline:         2023-11-14 22:43:20Z
@@ -173,6 +179,7 @@ attempts:
   execute  1  worker-1  2023-11-14 22:13:21Z  2023-11-14 22:13:22Z  retryable  HTTP 503
   execute  2  worker-2  2023-11-14 22:14:21Z  2023-11-14 22:14:22Z  ok         -
   deliver  1  sender-1  2023-11-14 22:14:23Z  2023-11-14 22:14:24Z  ok         -
+no operator actions
 "
         )
     );
@@ -264,7 +271,7 @@ async fn cancel_ends_a_queued_job(op: Operator) {
         op.ok(&["cancel", &id.to_string()]).await,
         format!(
             "job {id} cancelled: it is dead with the reason \"cancelled by operator\"; nothing \
-             was sent to the portal\n"
+             was sent to the portal (--fallback sends the action's fallback values)\n"
         )
     );
     let job = op.job(id).await;
@@ -316,10 +323,12 @@ async fn json_output_carries_every_field_for_scripts(op: Operator) {
 
     let list: Value = serde_json::from_str(&op.ok(&["list", "--json", "--limit", "1"]).await)
         .expect("list --json prints JSON");
-    assert_eq!(list["version"], 2);
+    assert_eq!(list["version"], 3);
     assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1));
     assert_eq!(list["jobs"][0]["id"], b.0);
     assert_eq!(list["jobs"][0]["state"], "queued");
+    assert_eq!(list["jobs"][0]["outcome"], Value::Null);
+    assert_eq!(list["jobs"][0]["document_id"], "DEAL_1");
     assert_eq!(list["jobs"][0]["member_id"], "p2");
     assert_eq!(list["next_before"], b.0);
     assert_eq!(
@@ -335,6 +344,8 @@ async fn json_output_carries_every_field_for_scripts(op: Operator) {
     assert_eq!(job["dead_reason"], "ACCESS_DENIED: the app was removed");
     assert_eq!(job["result"], result());
     assert_eq!(job["result_kind"], "success");
+    assert_eq!(job["outcome"], "dead");
+    assert_eq!(show["history"], json!([]));
     assert_eq!(job["payload"], payload());
     assert_eq!(job["deadline_at"], DEADLINE);
     assert_eq!(job["created_at"], T0);
@@ -429,6 +440,164 @@ async fn the_binary_reports_on_stdout_and_fails_with_documented_exit_codes(op: O
     }
 }
 
+async fn cancel_with_fallback_stores_the_actions_fallback_and_records_who(op: Operator) {
+    let id = op.dead("p1", "a", T0).await;
+
+    assert_eq!(
+        op.ok(&["cancel", &id.to_string(), "--fallback"]).await,
+        format!(
+            "job {id} cancelled: its fallback values are sent to the workflow now (reason \
+             \"cancelled by operator\")\n"
+        )
+    );
+    let job = op.job(id).await;
+    assert_eq!((job.state, job.result_kind), (JobState::Delivering, Some(ResultKind::Fallback)));
+    assert_eq!(
+        job.result,
+        Some(json!({
+            "return_values": {
+                "approval_required": "Y",
+                "reason": "Manual approval: cancelled by operator",
+            },
+            "log_message": "Credit check failed, sent to manual approval: cancelled by operator",
+        })),
+        "the example's declared fallback, as a worker builds it at the deadline"
+    );
+    let shown = op.ok(&["show", &id.to_string()]).await;
+    assert!(shown.contains("  outcome:          fallback\n"), "{shown}");
+    assert!(shown.contains("history:\n  AT"), "{shown}");
+    assert!(
+        shown.contains("cli:tester  cancel_with_fallback  fallback values sent"),
+        "the history names the actor: {shown}"
+    );
+    let listed = op.ok(&["list"]).await;
+    assert!(
+        listed.lines().nth(1).is_some_and(|line| line.contains("delivering  fallback")),
+        "{listed}"
+    );
+}
+
+async fn complete_checks_values_against_the_return_properties_naming_the_property(op: Operator) {
+    let id = op.queued("p1", "a", T0).await;
+    let job_id = id.to_string();
+    let complete = |values: &[&str]| {
+        let mut args = vec!["complete", job_id.as_str()];
+        for value in values {
+            args.extend(["--value", value]);
+        }
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let refused = async |values: &[&str]| {
+        let args = complete(values);
+        op.err(&args.iter().map(String::as_str).collect::<Vec<_>>()).await
+    };
+    assert_eq!(
+        refused(&["approval_required=maybe"]).await,
+        "`approval_required`: `maybe` is not Y or N"
+    );
+    assert_eq!(
+        refused(&["available_limit=lots"]).await,
+        "`available_limit`: `lots` is not a number"
+    );
+    assert_eq!(
+        refused(&["limit=5"]).await,
+        "`limit` is not a return property of `check_credit_limit` (it returns available_limit, \
+         approval_required, reason)"
+    );
+    assert_eq!(
+        refused(&["reason=a", "reason=b"]).await,
+        "`reason`: expected one value, got a list of 2"
+    );
+    assert!(parse(&["complete", "1", "--value", "no-equals-sign"]).is_err());
+    assert_eq!(op.job(id).await.state, JobState::Queued, "refused values change nothing");
+
+    let args =
+        complete(&["available_limit=8000.5", "approval_required=N", "reason=checked by phone"]);
+    let done = op.ok(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(
+        done,
+        format!("job {id} completed by hand: its values are sent to the workflow now\n")
+    );
+    let job = op.job(id).await;
+    assert_eq!((job.state, job.result_kind), (JobState::Delivering, Some(ResultKind::Manual)));
+    assert_eq!(
+        job.result.unwrap()["return_values"],
+        json!({"available_limit": 8000.5, "approval_required": "N", "reason": "checked by phone"})
+    );
+    let history = op.store.job(id).await.unwrap().unwrap().history;
+    assert_eq!(
+        (history.len(), history[0].actor.as_str(), history[0].action),
+        (1, "cli:tester", OperatorAction::Complete)
+    );
+}
+
+async fn unsafe_settlements_and_unforced_resends_are_refused(op: Operator) {
+    let done = op.done("p1", "a", T0).await;
+    let dead = op.dead_in_delivery("p1", "b", T0 + 10_000).await;
+    let queued = op.queued("p1", "c", T0 + 20_000).await;
+
+    let error = op.err(&["cancel", &done.to_string(), "--fallback"]).await;
+    assert_eq!(
+        error,
+        format!(
+            "cannot cancel with the fallback job {done}: it already has a result, which the \
+             portal accepted; a stored result is never replaced"
+        )
+    );
+    let error = op.err(&["complete", &dead.to_string(), "--value", "reason=x"]).await;
+    assert!(error.contains("which the portal refused (`jobs retry` sends it again)"), "{error}");
+    let error = op.err(&["resend", &done.to_string()]).await;
+    assert!(error.contains("only with force (--force)"), "{error}");
+    let error = op.err(&["resend", &queued.to_string(), "--force"]).await;
+    assert_eq!(
+        error,
+        format!("cannot re-send the result of job {queued}: it has no stored result")
+    );
+    assert_eq!(op.job(done).await.state, JobState::Done, "refusals change nothing");
+
+    let resent = op.ok(&["resend", &done.to_string(), "--force"]).await;
+    assert!(
+        resent.starts_with(&format!("job {done}: its stored result is sent again now")),
+        "{resent}"
+    );
+    let job = op.job(done).await;
+    assert_eq!((job.state, job.result), (JobState::Delivering, Some(result())));
+}
+
+async fn list_filters_by_action_workflow_document_and_time_and_shows_the_result_kind(op: Operator) {
+    let a = op.done("p1", "a", T0).await;
+    let b = op.dead("p1", "b", T0 + 60_000).await;
+    let c = op.queued("p2", "c", T0 + 120_000).await;
+    op.ok(&["complete", &b.to_string(), "--value", "reason=by hand"]).await;
+
+    assert_eq!(ids_listed(&op.ok(&["list", "--workflow", "wf-b"]).await), [b]);
+    assert_eq!(ids_listed(&op.ok(&["list", "--action", "check_credit_limit"]).await), [c, b, a]);
+    assert!(ids_listed(&op.ok(&["list", "--action", "other"]).await).is_empty());
+    assert_eq!(
+        ids_listed(&op.ok(&["list", "--document", "DEAL_1", "--portal", "p1"]).await),
+        [b, a]
+    );
+    let window = ["list", "--since", "2023-11-14 22:14:00Z", "--until", "2023-11-14 22:15:20Z"];
+    assert_eq!(ids_listed(&op.ok(&window).await), [b]);
+    assert_eq!(ids_listed(&op.ok(&["list", "--since", "1h"]).await), Vec::<JobId>::new());
+
+    let listed = op.ok(&["list", "--portal", "p1"]).await;
+    let results: Vec<&str> =
+        listed.lines().skip(1).take(2).filter_map(|line| line.split_whitespace().nth(2)).collect();
+    assert_eq!(results, ["manual", "ok"], "{listed}");
+    let paged = op
+        .ok(&["list", "--document", "DEAL_1", "--since", "2023-11-14 22:13:00Z", "--limit", "1"])
+        .await;
+    assert!(
+        paged.contains(&format!(
+            "more: b24act jobs list --document DEAL_1 --since '2023-11-14 22:13:00Z' --limit 1 \
+             --before {c}"
+        )),
+        "the hint keeps every filter: {paged}"
+    );
+    assert!(parse(&["list", "--since", "yesterday-ish"]).is_err());
+}
+
 // Scenarios that need no database of their own.
 
 #[test]
@@ -452,6 +621,11 @@ fn arguments_parse_as_documented() {
         Ok(JobsCommand::List {
             state: None,
             portal: None,
+            action: None,
+            workflow: None,
+            document: None,
+            since: None,
+            until: None,
             limit: 50,
             before: None,
             json: false,
@@ -635,6 +809,7 @@ fn call(member: &str, token: &str) -> NewJob {
         action_code: "check_credit_limit".to_owned(),
         event_token: format!("wf-{token}|A1|{token}.sig"),
         workflow_id: format!("wf-{token}"),
+        document_id: Some("DEAL_1".to_owned()),
         payload: payload(),
         payload_version: 1,
         waits_for_result: true,
@@ -696,7 +871,7 @@ fn parse(args: &[&str]) -> Result<JobsCommand, String> {
 async fn run(config: &Config, args: &[&str]) -> Result<String, String> {
     let command = parse(args).unwrap_or_else(|usage| panic!("jobs {args:?}: {usage}"));
     let mut out = Vec::new();
-    match operator_cli::run(config, command, &mut out).await {
+    match operator_cli::run(config, command, "cli:tester", &mut out).await {
         Ok(()) => Ok(String::from_utf8(out).expect("UTF-8 output")),
         Err(error) => Err(format!("{error:#}")),
     }

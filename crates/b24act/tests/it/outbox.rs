@@ -191,6 +191,7 @@ async fn results_for_a_portal_that_is_not_installed_are_dead() {
         action_code: CHECK.into(),
         event_token: "wf.1|A1|E1.signature".into(),
         workflow_id: "wf.1".into(),
+        document_id: Some("DEAL_1".into()),
         payload: serde_json::json!({"document_id": ["crm", "CCrmDocumentDeal", "DEAL_1"], "properties": {}}),
         payload_version: host::payload::PAYLOAD_VERSION,
         waits_for_result: true,
@@ -221,6 +222,7 @@ async fn a_refused_event_token_makes_the_delivery_dead_with_the_reason() {
         action_code: CHECK.into(),
         event_token: forged,
         workflow_id: call.workflow_id.clone(),
+        document_id: Some("DEAL_1".into()),
         payload: serde_json::json!({"document_id": ["crm", "CCrmDocumentDeal", "DEAL_1"], "properties": {}}),
         payload_version: host::payload::PAYLOAD_VERSION,
         waits_for_result: true,
@@ -276,7 +278,8 @@ async fn a_batch_the_portal_ran_but_whose_answer_was_lost_ends_done_unconfirmed_
             assert!(detail.job.delivery_unconfirmed, "{how:?}");
             let last = delivery_outcomes(&detail).pop().unwrap();
             assert_eq!(last.0, AttemptOutcome::Unconfirmed, "{how:?}");
-            let retry = t.host.store.retry_job(detail.job.id, None, false, t.t0 + 61_000).await;
+            let retry =
+                t.host.store.retry_job(detail.job.id, None, false, "op", t.t0 + 61_000).await;
             assert!(
                 matches!(retry, Err(store::Error::MayBeDelivered { .. })),
                 "{how:?}: {retry:?}"

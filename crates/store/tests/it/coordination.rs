@@ -181,19 +181,19 @@ async fn an_uncertain_result_is_resent_only_with_force(db: TestDb) {
     let dead = store.delivery_dead(&again.lease, "ACCESS_DENIED", T0 + 2).await.unwrap();
     assert_eq!(dead, Fenced::Applied);
 
-    let refused = store.retry_job(id, None, false, T0 + 3).await.unwrap_err();
+    let refused = store.retry_job(id, None, false, "op", T0 + 3).await.unwrap_err();
     assert!(matches!(refused, Error::MayBeDelivered { job_id } if job_id == id), "{refused:?}");
     assert!(refused.to_string().contains("--force"), "{refused}");
     assert_eq!(store.job(id).await.unwrap().unwrap().job.state, JobState::Dead, "unchanged");
-    assert_eq!(store.retry_job(id, None, true, T0 + 3).await.unwrap(), Retried::Redelivering);
+    assert_eq!(store.retry_job(id, None, true, "op", T0 + 3).await.unwrap(), Retried::Redelivering);
 
     // An unconfirmed delivery is done; --force sends it again.
     let resent = first_delivery(&store, "s", T0 + 4).await;
     let unconfirmed = store.delivery_unconfirmed(&resent.lease, "404", T0 + 5).await.unwrap();
     assert_eq!(unconfirmed, Fenced::Applied);
-    let refused = store.retry_job(id, None, false, T0 + 6).await.unwrap_err();
+    let refused = store.retry_job(id, None, false, "op", T0 + 6).await.unwrap_err();
     assert!(matches!(refused, Error::MayBeDelivered { .. }), "{refused:?}");
-    assert_eq!(store.retry_job(id, None, true, T0 + 6).await.unwrap(), Retried::Redelivering);
+    assert_eq!(store.retry_job(id, None, true, "op", T0 + 6).await.unwrap(), Retried::Redelivering);
     let job = store.job(id).await.unwrap().unwrap().job;
     assert_eq!(
         (job.state, job.delivery_unconfirmed, job.delivered_at),

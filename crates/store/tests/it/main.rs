@@ -10,4 +10,5 @@ mod enqueue;
 mod installations;
 mod open;
 mod operator;
+mod operator_actions;
 mod outbox;

@@ -35,7 +35,7 @@ async fn a_dead_job_without_a_result_runs_again_on_retry(db: TestDb) {
 
     let new_deadline = T0 + 3_600_000;
     assert_eq!(
-        store.retry_job(id, Some(new_deadline), false, T0 + 100).await.unwrap(),
+        store.retry_job(id, Some(new_deadline), false, "op", T0 + 100).await.unwrap(),
         Retried::Requeued
     );
 
@@ -58,7 +58,7 @@ async fn a_waiting_retry_runs_at_once_on_retry(db: TestDb) {
     assert!(later.await.unwrap().is_applied());
     let deadline = store.job(id).await.unwrap().unwrap().job.call.deadline_at;
 
-    assert_eq!(store.retry_job(id, None, false, T0 + 2).await.unwrap(), Retried::Requeued);
+    assert_eq!(store.retry_job(id, None, false, "op", T0 + 2).await.unwrap(), Retried::Requeued);
     let again = store.claim_due("w", T0 + 2, LEASE, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].call.deadline_at, deadline, "no new deadline given: the old one stays");
@@ -78,7 +78,10 @@ async fn a_dead_delivery_is_resent_on_retry_without_recomputing(db: TestDb) {
             .is_applied()
     );
 
-    assert_eq!(store.retry_job(id, None, false, T0 + 10).await.unwrap(), Retried::Redelivering);
+    assert_eq!(
+        store.retry_job(id, None, false, "op", T0 + 10).await.unwrap(),
+        Retried::Redelivering
+    );
 
     assert!(store.claim_due("w", T0 + 10, LEASE, 10).await.unwrap().is_empty(), "not recomputed");
     let resent = first_delivery(&store, "s", T0 + 10).await;
@@ -102,7 +105,7 @@ async fn retry_refuses_pending_and_finished_jobs(db: TestDb) {
             .unwrap()
             .is_applied()
     );
-    assert_eq!(store.retry_job(ids[0], None, false, T0).await.unwrap(), Retried::Requeued);
+    assert_eq!(store.retry_job(ids[0], None, false, "op", T0).await.unwrap(), Retried::Requeued);
     let done = store.claim_due("w", T0, LEASE, 10).await.unwrap();
     let done = done.iter().find(|j| j.id == ids[2]).unwrap();
     assert!(store.complete(&done.lease, &json!(1), T0).await.unwrap().is_applied());
@@ -114,27 +117,27 @@ async fn retry_refuses_pending_and_finished_jobs(db: TestDb) {
         other => panic!("expected a refusal for {want}, got {other:?}"),
     };
     // ids[0] was claimed again above, so it is running now; so is ids[1].
-    refused(store.retry_job(ids[0], None, false, T0).await, JobState::Running);
-    refused(store.retry_job(ids[1], None, false, T0).await, JobState::Running);
-    refused(store.retry_job(ids[2], None, false, T0).await, JobState::Done);
+    refused(store.retry_job(ids[0], None, false, "op", T0).await, JobState::Running);
+    refused(store.retry_job(ids[1], None, false, "op", T0).await, JobState::Running);
+    refused(store.retry_job(ids[2], None, false, "op", T0).await, JobState::Done);
     let fresh = enqueue_new(&store, &[call("p1", "fresh")], T0).await[0];
-    refused(store.retry_job(fresh, None, false, T0).await, JobState::Queued);
+    refused(store.retry_job(fresh, None, false, "op", T0).await, JobState::Queued);
     assert!(matches!(
-        store.retry_job(JobId(999_999), None, false, T0).await,
+        store.retry_job(JobId(999_999), None, false, "op", T0).await,
         Err(Error::JobNotFound(JobId(999_999)))
     ));
-    let message = store.retry_job(ids[2], None, false, T0).await.unwrap_err().to_string();
+    let message = store.retry_job(ids[2], None, false, "op", T0).await.unwrap_err().to_string();
     assert_eq!(message, format!("cannot retry job {}: it is done", ids[2]));
 }
 
 async fn cancel_ends_a_pending_job_and_fences_off_its_worker(db: TestDb) {
     let store = db.open().await;
     let ids = enqueue_new(&store, &[call("p1", "queued"), call("p1", "running")], T0).await;
-    store.cancel_job(ids[0], T0 + 1).await.unwrap();
+    store.cancel_job(ids[0], "op", T0 + 1).await.unwrap();
     let running = store.claim_due("w", T0 + 2, LEASE, 10).await.unwrap().remove(0);
     assert_eq!(running.id, ids[1]);
 
-    store.cancel_job(ids[1], T0 + 3).await.unwrap();
+    store.cancel_job(ids[1], "op", T0 + 3).await.unwrap();
 
     assert_eq!(store.complete(&running.lease, &json!(1), T0 + 4).await.unwrap(), Fenced::LeaseLost);
     for id in &ids {
@@ -157,12 +160,12 @@ async fn cancel_ends_a_pending_job_and_fences_off_its_worker(db: TestDb) {
 async fn cancel_refuses_finished_jobs(db: TestDb) {
     let store = db.open().await;
     let id = enqueue_new(&store, &[call("p1", "a")], T0).await[0];
-    store.cancel_job(id, T0).await.unwrap();
-    match store.cancel_job(id, T0).await {
+    store.cancel_job(id, "op", T0).await.unwrap();
+    match store.cancel_job(id, "op", T0).await {
         Err(Error::NotAllowed { action: "cancel", state: JobState::Dead, .. }) => {}
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert!(matches!(store.cancel_job(JobId(424_242), T0).await, Err(Error::JobNotFound(_))));
+    assert!(matches!(store.cancel_job(JobId(424_242), "op", T0).await, Err(Error::JobNotFound(_))));
 }
 
 async fn list_filters_by_state_and_portal_newest_first(db: TestDb) {
@@ -170,8 +173,8 @@ async fn list_filters_by_state_and_portal_newest_first(db: TestDb) {
     let calls: Vec<_> =
         (0..10).map(|i| call(if i < 6 { "p1" } else { "p2" }, &format!("l-{i}"))).collect();
     let ids = enqueue_new(&store, &calls, T0).await;
-    store.cancel_job(ids[1], T0).await.unwrap();
-    store.cancel_job(ids[7], T0).await.unwrap();
+    store.cancel_job(ids[1], "op", T0).await.unwrap();
+    store.cancel_job(ids[7], "op", T0).await.unwrap();
 
     let listed = |filter: JobFilter| {
         let store = &store;
@@ -215,7 +218,7 @@ async fn counts_by_state_cover_every_state(db: TestDb) {
     assert!(store.complete(&c.lease, &json!(2), T0).await.unwrap().is_applied());
     let sent = store.claim_deliveries("s", T0, LEASE, 1).await.unwrap().remove(0).jobs.remove(0);
     assert_eq!(store.delivered(&[sent.id], T0).await.unwrap(), 1);
-    store.cancel_job(ids[5], T0).await.unwrap();
+    store.cancel_job(ids[5], "op", T0).await.unwrap();
 
     let counts = store.state_counts().await.unwrap();
     let by_state: Vec<_> = JobState::ALL.iter().map(|s| (s.as_str(), counts.get(*s))).collect();
@@ -238,8 +241,8 @@ async fn counts_by_portal_and_action_add_up_to_the_counts_by_state(db: TestDb) {
     calls[4].action_code = "notify".to_owned();
     calls.push(call("p2", "c-5"));
     let ids = enqueue_new(&store, &calls, T0).await;
-    store.cancel_job(ids[0], T0).await.unwrap();
-    store.cancel_job(ids[5], T0).await.unwrap();
+    store.cancel_job(ids[0], "op", T0).await.unwrap();
+    store.cancel_job(ids[5], "op", T0).await.unwrap();
 
     let counted = store.job_counts().await.unwrap();
     let count = |member: &str, action: &str, state, jobs| JobCount {

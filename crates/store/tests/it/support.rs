@@ -79,6 +79,7 @@ pub fn call(member: &str, token: &str) -> NewJob {
         action_code: "check_credit_limit".to_owned(),
         event_token: token.to_owned(),
         workflow_id: format!("wf-{token}"),
+        document_id: Some("DEAL_1".to_owned()),
         payload: json!({ "properties": { "company_id": 42, "amount": "1500.00" }, "token": token }),
         payload_version: 1,
         waits_for_result: true,
