@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use crate::Host;
 use crate::clock;
+use crate::health::Cause;
 use crate::portals::{self, Lookup};
 
 /// How often registration is tried when the portal answers with a retryable error.
@@ -100,8 +101,8 @@ async fn handle_event(installer: &Installer, event: AppEvent) -> Result<&'static
                 .await
                 .map_err(store_down)?;
             host.portals.forget(&member_id);
-            if host.health.clear(&member_id) {
-                tracing::info!("the portal installed again: its paused deliveries resume");
+            if host.health.clear_all(&member_id) {
+                tracing::info!("the portal installed again: it is no longer degraded");
             }
             tracing::info!(domain = %grant.domain, "portal installed the app; registering actions");
             tokio::spawn(register_with_retries(host.clone(), member_id));
@@ -244,13 +245,17 @@ pub fn registrations_fingerprint(host: &Host) -> String {
 
 /// [`register_actions`], tried again with growing pauses while the portal answers with a
 /// retryable error (rate limit, 5xx, unreachable); once all are made, their fingerprint is
-/// stored with the installation.
+/// stored with the installation. When they cannot be made the portal is degraded (`/health`
+/// says why) until a registration succeeds or the app is installed again.
 pub async fn register_with_retries(host: Arc<Host>, member_id: String) {
     let mut pause = Duration::from_secs(1);
     for attempt in 1..=REGISTRATION_ATTEMPTS {
         match register_actions(&host, &member_id).await {
             Ok(count) => {
                 tracing::info!(portal = %member_id, count, "all actions registered");
+                if host.health.clear(&member_id, Cause::Registration) {
+                    tracing::info!(portal = %member_id, "registrations made: the portal is no longer degraded");
+                }
                 let fingerprint = registrations_fingerprint(&host);
                 if let Err(error) = host.store.set_registrations(&member_id, &fingerprint).await {
                     tracing::warn!(portal = %member_id, error = %ErrorChain(&error),
@@ -265,6 +270,11 @@ pub async fn register_with_retries(host: Arc<Host>, member_id: String) {
             }
             Err(error) => {
                 tracing::error!(portal = %member_id, error = %ErrorChain(&error), "ACTIONS NOT REGISTERED on this portal; restart b24act or reinstall the app to try again");
+                let reason = format!(
+                    "actions not registered: {}; restart b24act or reinstall the app to try again",
+                    ErrorChain(&error)
+                );
+                host.health.degrade(&member_id, Cause::Registration, reason);
                 return;
             }
         }

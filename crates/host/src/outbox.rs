@@ -37,6 +37,7 @@ use tracing::Instrument;
 use crate::Host;
 use crate::backoff;
 use crate::clock::{self, ClaimClock};
+use crate::health::Cause;
 use crate::loops::{IDLE_PAUSE, Wakeups, pause_until_due, report_task};
 use crate::payload::JobResult;
 use crate::portals::PortalError;
@@ -303,7 +304,7 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<StoredLine>, cl
             return;
         }
         BatchVerdict::CredentialsRefused { reason, not_before } => {
-            if host.health.degrade(&member_id, reason.clone())
+            if host.health.degrade(&member_id, Cause::Token, reason.clone())
                 && let Err(error) = &sent
             {
                 tracing::error!(error = %ErrorChain(error), pause = ?CREDENTIALS_PAUSE,
@@ -328,7 +329,7 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<StoredLine>, cl
             vec![Verdict::Retry { reason, not_before, uncertain }; sending.len()]
         }
         BatchVerdict::Answered { results, unwritten_lines, forget_client } => {
-            if host.health.clear(&member_id) {
+            if host.health.clear(&member_id, Cause::Token) {
                 tracing::info!("portal recovered: its token renews again and deliveries resume");
             }
             if unwritten_lines > 0 {

@@ -8,8 +8,10 @@ use url::Url;
 pub const ACTION: &str = "/bitrix/actions/{code}";
 /// The app's install handler: `POST` with ONAPPINSTALL, ONAPPUPDATE or ONAPPUNINSTALL.
 pub const INSTALL: &str = "/bitrix/install";
-/// `GET`: jobs by state, and the portals whose deliveries are paused.
+/// `GET`: jobs by state, and the portals that cannot be served (503 while there are any).
 pub const HEALTH: &str = "/health";
+/// `GET`: whether this node takes calls durably, for load balancers (see `health`).
+pub const HEALTH_INTAKE: &str = "/health/intake";
 
 /// The path portals POST calls for `code` to: `/bitrix/actions/<code>`.
 pub fn action_path(code: &str) -> String {
