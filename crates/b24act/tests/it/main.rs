@@ -11,6 +11,7 @@ mod host_fixture;
 mod install;
 mod invariants;
 mod logs;
+mod operator_actions;
 mod operator_cli;
 mod outbox;
 mod portal_budget;
