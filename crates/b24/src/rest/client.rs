@@ -6,7 +6,7 @@
 //! host, and the move reported, because a renamed portal answers 302 at its old address (§5.1).
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -19,6 +19,7 @@ use super::envelope::{self, Envelope, Response};
 use super::error::{ApiError, Error};
 use super::limiter::{LimiterRegistry, PortalLimiter, RateLimits};
 use super::oauth::{DiscardTokens, IssuedToken, TokenSink, TokenState};
+use super::observer::ClientObserver;
 use crate::secret::{AccessToken, RefreshToken};
 
 /// Bitrix24 cuts a REST request off after 60 s (§5.6); waiting longer is pointless.
@@ -88,6 +89,7 @@ pub struct RestClientBuilder {
     limiter: Option<PortalLimiter>,
     token_sink: Arc<dyn TokenSink>,
     move_sink: Option<Arc<dyn MoveSink>>,
+    observer: Option<Arc<dyn ClientObserver>>,
 }
 
 impl RestClientBuilder {
@@ -135,6 +137,13 @@ impl RestClientBuilder {
         self
     }
 
+    /// Who hears how long requests waited for the portal's budget, the portal's refusals for a
+    /// full one and every token refresh (for metrics).
+    pub fn observer(mut self, observer: Arc<dyn ClientObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     pub fn build(self) -> Result<RestClient, Error> {
         let http = match self.http {
             Some(http) => http.0,
@@ -144,7 +153,8 @@ impl RestClientBuilder {
         let (auth, base) = match self.credentials {
             Credentials::OAuth { tokens, app } => {
                 let base = tokens.client_endpoint.clone();
-                (Auth::OAuth(TokenState::new(&tokens, app, self.token_sink)), base)
+                let state = TokenState::new(&tokens, app, self.token_sink, self.observer.clone());
+                (Auth::OAuth(state), base)
             }
             Credentials::Webhook(hook) => (Auth::Webhook, hook.url().clone()),
         };
@@ -162,6 +172,7 @@ impl RestClientBuilder {
                 endpoint: Mutex::new(Endpoint { base, domain, last_move: None }),
                 limiter: self.limiter.unwrap_or_else(|| PortalLimiter::new(RateLimits::default())),
                 move_sink: self.move_sink,
+                observer: self.observer,
             }),
         })
     }
@@ -191,6 +202,7 @@ struct Inner {
     endpoint: Mutex<Endpoint>,
     limiter: PortalLimiter,
     move_sink: Option<Arc<dyn MoveSink>>,
+    observer: Option<Arc<dyn ClientObserver>>,
 }
 
 #[allow(clippy::large_enum_variant, reason = "one per client, behind its Arc")]
@@ -225,6 +237,7 @@ impl RestClient {
             limiter: None,
             token_sink: Arc::new(DiscardTokens),
             move_sink: None,
+            observer: None,
         }
     }
 
@@ -347,6 +360,9 @@ impl RestClient {
                         tracing::warn!(code = %error.code, portal = %self.domain(),
                             "the portal says its request budget is spent; pacing from empty");
                         self.inner.limiter.saturate().await;
+                        if let Some(observer) = &self.inner.observer {
+                            observer.budget_refused(&error.code);
+                        }
                     }
                     tracing::debug!(status, code = %error.code, "call failed");
                     return Err(Error::Api {
@@ -377,7 +393,11 @@ impl RestClient {
         let body = self.body(method, params, token)?;
         for _ in 0..=MAX_MOVES_PER_CALL {
             let url = self.method_url(method);
+            let waiting = Instant::now();
             self.inner.limiter.acquire().await;
+            if let Some(observer) = &self.inner.observer {
+                observer.budget_waited(waiting.elapsed());
+            }
             let mut request = self
                 .inner
                 .http

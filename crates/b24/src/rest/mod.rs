@@ -41,6 +41,7 @@ mod envelope;
 mod error;
 mod limiter;
 mod oauth;
+mod observer;
 
 pub use batch::{BatchCommand, BatchEntry, BatchOutcome, BatchResults, MAX_BATCH_COMMANDS};
 pub use bizproc::{
@@ -64,3 +65,4 @@ pub use oauth::{
     CheckOutFuture, CheckedOut, DiscardTokens, Grant, KeptTokens, RefreshedTokens, SinkError,
     SinkFuture, TokenSink, redeem_refresh_token,
 };
+pub use observer::ClientObserver;

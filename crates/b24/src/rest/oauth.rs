@@ -28,6 +28,7 @@ use url::Url;
 use super::client::HttpClient;
 use super::credentials::{AppCredentials, OAuthTokens, host_of};
 use super::error::{ApiError, Error, RefreshError};
+use super::observer::ClientObserver;
 use crate::report::ErrorChain;
 use crate::secret::{AccessToken, RefreshToken};
 
@@ -125,6 +126,8 @@ pub(crate) struct TokenState {
     app: AppCredentials,
     member_id: String,
     sink: Arc<dyn TokenSink>,
+    /// Told the outcome of every refresh request.
+    observer: Option<Arc<dyn ClientObserver>>,
     live: Mutex<Live>,
     /// Held for the whole refresh, including the sink: refreshes of one portal never overlap.
     gate: tokio::sync::Mutex<()>,
@@ -140,11 +143,17 @@ struct Live {
 }
 
 impl TokenState {
-    pub(crate) fn new(tokens: &OAuthTokens, app: AppCredentials, sink: Arc<dyn TokenSink>) -> Self {
+    pub(crate) fn new(
+        tokens: &OAuthTokens,
+        app: AppCredentials,
+        sink: Arc<dyn TokenSink>,
+        observer: Option<Arc<dyn ClientObserver>>,
+    ) -> Self {
         TokenState {
             app,
             member_id: tokens.member_id.clone(),
             sink,
+            observer,
             live: Mutex::new(Live {
                 access_token: tokens.access_token.clone(),
                 refresh_token: tokens.refresh_token.clone(),
@@ -244,7 +253,11 @@ impl TokenState {
 
         tracing::info!(member_id = %self.member_id, "refreshing the access token");
         let answer = request_refresh(http, timeout, &self.app, &refresh_token).await;
-        let fresh = match answer.and_then(|fresh| fresh.for_portal(&self.member_id)) {
+        let fresh = answer.and_then(|fresh| fresh.for_portal(&self.member_id));
+        if let Some(observer) = &self.observer {
+            observer.token_refreshed(fresh.as_ref().map(|_| ()));
+        }
+        let fresh = match fresh {
             Ok(fresh) => fresh,
             Err(failure) => {
                 tracing::warn!(member_id = %self.member_id, error = %ErrorChain(&failure), "token refresh failed");
