@@ -29,6 +29,8 @@ pub struct Config {
     pub actions: Vec<ActionConfig>,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
 }
 
 /// How the process logs (to stderr; `RUST_LOG` picks the levels).
@@ -151,6 +153,26 @@ impl Default for ServerConfig {
             roles: vec![Role::Intake, Role::Worker, Role::Outbox],
             drain_grace: Duration::from_secs(5),
         }
+    }
+}
+
+/// The operator console and `/metrics`, on a listener of their own (docs/console.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Whether `serve` starts the console.
+    pub enabled: bool,
+    /// Where the console listens; beyond loopback only with a `token`.
+    pub listen: SocketAddr,
+    /// What operators and Prometheus present: `Authorization: Bearer <token>`, or the password
+    /// of HTTP basic auth (the user name is recorded with what they do). Without one the console
+    /// is read-only and loopback-only.
+    pub token: Option<Secret>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 8081)), token: None }
     }
 }
 

@@ -316,3 +316,49 @@ fn the_server_section_has_timeouts_a_connection_cap_and_a_body_cap() {
         ]
     );
 }
+
+#[test]
+fn the_console_listens_on_loopback_by_default_and_takes_its_token_from_the_environment() {
+    let console = load(EXAMPLE, &[]).unwrap().console;
+    assert!(console.enabled);
+    assert_eq!(console.listen.to_string(), "127.0.0.1:8081");
+    assert_eq!(console.token, None, "read-only without a token");
+
+    let token = "0123456789abcdef-from-env";
+    let config = load(
+        EXAMPLE,
+        &[("B24ACT__CONSOLE__TOKEN", token), ("B24ACT__CONSOLE__LISTEN", "0.0.0.0:9090")],
+    )
+    .unwrap();
+    assert_eq!(config.console.token.as_ref().map(Secret::expose), Some(token));
+    assert_eq!(config.console.listen.to_string(), "0.0.0.0:9090");
+    assert!(!format!("{config:?}").contains(token), "the token is never printed");
+}
+
+#[test]
+fn a_console_beyond_loopback_needs_a_token_of_sixteen_characters() {
+    let exposed = [("B24ACT__CONSOLE__LISTEN", "0.0.0.0:8081")];
+    let problems = problems_with(EXAMPLE, &exposed);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("console.listen: `0.0.0.0:8081` is beyond loopback")
+            && problems[0].contains("set console.token (or B24ACT__CONSOLE__TOKEN)"),
+        "{problems:#?}"
+    );
+    let short = [exposed[0], ("B24ACT__CONSOLE__TOKEN", "short")];
+    assert_eq!(
+        problems_with(EXAMPLE, &short),
+        [
+            "console.token: must be at least 16 characters (`openssl rand -hex 32`); remove it for a read-only console on loopback"
+        ]
+    );
+    let disabled = [exposed[0], ("B24ACT__CONSOLE__ENABLED", "false")];
+    assert!(load(EXAMPLE, &disabled).is_ok(), "a console that does not start is not exposed");
+    let same_port = [("B24ACT__CONSOLE__LISTEN", "127.0.0.1:8080")];
+    assert_eq!(
+        problems_with(EXAMPLE, &same_port),
+        [
+            "console.listen: `127.0.0.1:8080` is server.listen too; give the console a port of its own"
+        ]
+    );
+}

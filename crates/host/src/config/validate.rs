@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use b24::rest::{LocalizedText, PropertyType};
 use indexmap::IndexMap;
 
-use super::{ActionConfig, Config, FailurePolicy, Problem, PropertyConfig, ServerConfig};
+use super::{
+    ActionConfig, Config, ConsoleConfig, FailurePolicy, Problem, PropertyConfig, ServerConfig,
+};
 use crate::values::{self, Shape};
 
 /// Bitrix24 rejects longer codes with a save error (§1.2, DB validator).
@@ -23,6 +25,10 @@ pub const MIN_DISTINCT_KEY_BYTES: usize = 12;
 
 /// The most `server.max_connections` accepted (the shutdown waits for all of them at once).
 const MAX_CONNECTIONS_CAP: usize = 65_536;
+
+/// The shortest `console.token` accepted: it is all that stands between the network and the
+/// operator's actions, so it must not be guessable.
+pub const MIN_CONSOLE_TOKEN_CHARS: usize = 16;
 
 /// Property ids the activity constructor sets itself; a property with one of these ids is
 /// silently skipped by the portal (§1.5, "Reserved property IDs").
@@ -134,6 +140,7 @@ fn check_runtime(config: &Config, found: &mut Problems) {
         );
     }
     check_server(&config.server, found);
+    check_console(&config.console, &config.server, found);
     if config.workers.concurrency == 0 {
         found.add("workers.concurrency", "must be at least 1");
     }
@@ -196,6 +203,38 @@ fn check_server(server: &ServerConfig, found: &mut Problems) {
     }
     if server.drain_grace > std::time::Duration::from_secs(600) {
         found.add("server.drain_grace", "must be at most 10m");
+    }
+}
+
+fn check_console(console: &ConsoleConfig, server: &ServerConfig, found: &mut Problems) {
+    if !console.enabled {
+        return;
+    }
+    match &console.token {
+        Some(token) if token.expose().chars().count() < MIN_CONSOLE_TOKEN_CHARS => found.add(
+            "console.token",
+            format!(
+                "must be at least {MIN_CONSOLE_TOKEN_CHARS} characters (`openssl rand -hex 32`); remove it for a read-only console on loopback"
+            ),
+        ),
+        Some(_) => {}
+        None if !console.listen.ip().is_loopback() => found.add(
+            "console.listen",
+            format!(
+                "`{}` is beyond loopback, and without console.token anyone who reaches it would see every job: set console.token (or B24ACT__CONSOLE__TOKEN) to a secret (`openssl rand -hex 32`), or listen on 127.0.0.1",
+                console.listen
+            ),
+        ),
+        None => {}
+    }
+    if console.listen.port() != 0 && console.listen == server.listen {
+        found.add(
+            "console.listen",
+            format!(
+                "`{}` is server.listen too; give the console a port of its own",
+                console.listen
+            ),
+        );
     }
 }
 
