@@ -200,6 +200,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let running = host::app::start(config, &connectors::Registry::new()).await?;
     println!("b24act serving on http://{}", running.addr);
     println!("  install handler: {}", host::routes::install_url(&public_url));
+    if let Some(console) = running.console {
+        let access = match running.host.config.console.token {
+            Some(_) => "console.token required",
+            None => "read-only: no console.token",
+        };
+        println!("  console and /metrics: http://{console}/ ({access})");
+    }
     for action in running.host.catalog.iter() {
         let code = &action.config.code;
         println!("  action {code}: {}", host::routes::handler_url(&public_url, code));

@@ -1,13 +1,13 @@
 //! Assembling and running the host: one HTTP server (intake, install handler, health; its
-//! connections kept in bounds by `edge`), the workers and the outbox — each as `server.roles`
-//! says — in one process. Stopping drains: work stops being claimed at once, calls are still
+//! connections kept in bounds by `edge`), the operator console on a listener of its own (when
+//! `console.enabled`), the workers and the outbox — each as `server.roles` says — in one
+//! process. Stopping drains: work stops being claimed at once, calls are still
 //! answered for `server.drain_grace` (`/health` says `draining`), then the server stops.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use b24::report::ErrorChain;
 use connectors::Registry;
@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Role};
+use crate::console::{self, Console};
 use crate::edge::{self, Edge};
 use crate::health;
 use crate::install::{self, Installer};
@@ -27,10 +28,12 @@ use crate::{outbox, worker};
 pub struct Running {
     /// Where the HTTP server listens (the configured address, with the real port if it was 0).
     pub addr: SocketAddr,
+    /// Where the console listens (with the real port if it was 0); `None` when disabled.
+    pub console: Option<SocketAddr>,
     pub host: Arc<Host>,
     /// Stops the workers, the outbox and the relay of wake-ups.
     stop_work: CancellationToken,
-    /// Stops the HTTP server, after the drain.
+    /// Stops the HTTP servers (calls and console), after the drain.
     stop_serving: CancellationToken,
     work: JoinSet<()>,
     server: JoinSet<()>,
@@ -54,10 +57,7 @@ pub enum RunError {
 /// that does not have this configuration's registrations yet, so a changed configuration
 /// reaches the portals at start.
 pub async fn start(config: Config, registry: &Registry) -> Result<Running, RunError> {
-    let listen = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| RunError::Listen { addr: listen, source })?;
+    let (listener, _) = bind(config.server.listen).await?;
     start_on(listener, config, registry).await
 }
 
@@ -70,6 +70,8 @@ pub async fn start_on(
 ) -> Result<Running, RunError> {
     let listen = config.server.listen;
     let addr = listener.local_addr().map_err(|source| RunError::Listen { addr: listen, source })?;
+    let console_listener =
+        if config.console.enabled { Some(bind(config.console.listen).await?) } else { None };
     let host = Arc::new(Host::open(config, registry).await?);
 
     let stop_work = CancellationToken::new();
@@ -84,12 +86,18 @@ pub async fn start_on(
 
     let mut server = JoinSet::new();
     warn_if_exposed_over_http(addr, &host.config);
-    server.spawn(edge::serve(
-        listener,
-        router,
-        Edge::new(&host.config.server),
-        stop_serving.clone(),
-    ));
+    let edge = Edge::new(&host.config.server);
+    server.spawn(edge::serve(listener, router, edge, stop_serving.clone()));
+    let console = match console_listener {
+        Some((listener, console_addr)) => {
+            let read_only = host.config.console.token.is_none();
+            tracing::info!(addr = %console_addr, read_only, "b24act console serving");
+            let routes = console::router(Console::new(host.clone()));
+            server.spawn(edge::serve(listener, routes, edge, stop_serving.clone()));
+            Some(console_addr)
+        }
+        None => None,
+    };
     let mut work = JoinSet::new();
     if roles.has(Role::Worker) {
         work.spawn(worker::run(host.clone(), wakeups.clone(), stop_work.clone()));
@@ -101,7 +109,15 @@ pub async fn start_on(
     work.spawn(relay_wakeups(host.clone(), wakeups, stop_work.clone()));
     tracing::info!(%addr, node = %host.node_id, roles = ?roles.roles,
         actions = host.catalog.iter().count(), "b24act serving");
-    Ok(Running { addr, host, stop_work, stop_serving, work, server })
+    Ok(Running { addr, console, host, stop_work, stop_serving, work, server })
+}
+
+/// A listener on `addr`, and its address with the real port.
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), RunError> {
+    let listen = |source| RunError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
+    let bound = listener.local_addr().map_err(listen)?;
+    Ok((listener, bound))
 }
 
 impl Running {
@@ -133,7 +149,6 @@ impl Running {
 /// and `/health`. Every body is read whole within `server.body_timeout` and
 /// `server.max_body_bytes` before a handler runs; the protocol routes take forms only.
 pub fn router(host: Arc<Host>, intake: Option<(Arc<Intake>, Arc<Installer>)>) -> Router {
-    let limit = host.config.server.max_body_bytes;
     let forms_only = middleware::from_fn(edge::require_form);
     let mut routes = Router::new();
     if let Some((intake, installer)) = intake {
@@ -141,10 +156,7 @@ pub fn router(host: Arc<Host>, intake: Option<(Arc<Intake>, Arc<Installer>)>) ->
             .merge(intake::router(intake).layer(forms_only.clone()))
             .merge(install::router(installer).layer(forms_only));
     }
-    routes
-        .merge(health::router(host.clone()))
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(Edge::new(&host.config.server), edge::body_deadline))
+    edge::bounded(routes.merge(health::router(host.clone())), Edge::new(&host.config.server))
 }
 
 /// Portals send tokens with every call: a host reachable beyond loopback should be behind

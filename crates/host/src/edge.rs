@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use b24::incoming::quoted;
 use b24::report::ErrorChain;
@@ -319,6 +319,14 @@ impl Drop for RequestEnded {
     fn drop(&mut self) {
         self.0.update(Phase::request_ended);
     }
+}
+
+/// `router` with every body read whole before a handler runs, within `body_timeout` and at most
+/// `max_body_bytes` ([`body_deadline`]): for each listener's routes.
+pub fn bounded(router: Router, edge: Edge) -> Router {
+    router
+        .layer(DefaultBodyLimit::max(edge.max_body_bytes))
+        .layer(middleware::from_fn_with_state(edge, body_deadline))
 }
 
 /// Middleware: reads the whole body within `body_timeout` (408 and close past it) and at most

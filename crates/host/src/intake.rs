@@ -4,6 +4,7 @@
 //! transaction and one fsync acknowledge a whole batch.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,6 +20,7 @@ use tracing::Instrument;
 use crate::Host;
 use crate::catalog::Action;
 use crate::clock;
+use crate::console::metrics::{self, CallAnswer};
 use crate::loops::Wakeups;
 use crate::payload::{self, JobPayload, PAYLOAD_VERSION};
 use crate::portals::{self, Lookup};
@@ -64,11 +66,25 @@ type Refusal = (StatusCode, String);
 /// hold a runtime thread (and the acks of the calls queued behind it) while it is decoded.
 const DECODE_INLINE_BYTES: usize = 16 * 1024;
 
+/// Answers a call, and counts the answer with the time it took.
 async fn take_call(
     State(intake): State<Arc<Intake>>,
     Path(code): Path<String>,
     body: Bytes,
 ) -> Result<&'static str, Refusal> {
+    let arrived = Instant::now();
+    let answer = answer_call(intake, code, body).await;
+    let counted = match &answer {
+        Ok(Enqueued::Created(_)) => CallAnswer::New,
+        Ok(Enqueued::Duplicate(_)) => CallAnswer::Duplicate,
+        Err((status, _)) => CallAnswer::Refused(*status),
+    };
+    metrics::call_answered(counted, arrived.elapsed());
+    answer.map(|_| "OK")
+}
+
+/// Decodes, authenticates and stores a call, or says why not.
+async fn answer_call(intake: Arc<Intake>, code: String, body: Bytes) -> Result<Enqueued, Refusal> {
     let received_at = clock::now_ms();
     // Checked before anything is decoded: a call for an action this host does not run is
     // refused, and nothing is stored (a portal still calling it has a stale registration).
@@ -116,7 +132,7 @@ async fn store_call(
     code: String,
     member_id: String,
     received_at: i64,
-) -> Result<&'static str, Refusal> {
+) -> Result<Enqueued, Refusal> {
     intake
         .host
         .portals
@@ -138,9 +154,8 @@ async fn store_call(
     let (reply, answer) = oneshot::channel();
     let unavailable = || (StatusCode::SERVICE_UNAVAILABLE, "b24act is shutting down".to_owned());
     intake.committer.send(Pending { job, reply }).await.map_err(|_| unavailable())?;
-    match answer.await.map_err(|_| unavailable())? {
-        Ok(Enqueued::Created(id)) => tracing::info!(job = id.0, "call stored"),
-        Ok(Enqueued::Duplicate(id)) => tracing::info!(job = id.0, "duplicate call: already stored"),
+    let enqueued = match answer.await.map_err(|_| unavailable())? {
+        Ok(enqueued) => enqueued,
         Err(chain) => {
             // Bitrix24 does not resend a call (§2.6): this one is lost unless the store recovers
             // and the portal's admin restarts the workflow. Say so loudly.
@@ -150,8 +165,12 @@ async fn store_call(
                 "the call could not be stored".to_owned(),
             ));
         }
+    };
+    match enqueued {
+        Enqueued::Created(id) => tracing::info!(job = id.0, "call stored"),
+        Enqueued::Duplicate(id) => tracing::info!(job = id.0, "duplicate call: already stored"),
     }
-    Ok("OK")
+    Ok(enqueued)
 }
 
 /// The job for a call to a configured action. A call whose properties do not fit the

@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod edge;
 pub mod health;
 pub mod install;

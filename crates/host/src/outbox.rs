@@ -37,6 +37,7 @@ use tracing::Instrument;
 use crate::Host;
 use crate::backoff;
 use crate::clock::{self, ClaimClock};
+use crate::console::metrics;
 use crate::health::Cause;
 use crate::loops::{IDLE_PAUSE, Wakeups, pause_until_due, report_task};
 use crate::payload::JobResult;
@@ -348,7 +349,10 @@ async fn deliver(host: Arc<Host>, batch: PortalBatch, lines: Vec<StoredLine>, cl
     let mut delivered: Vec<JobId> = Vec::with_capacity(sending.len());
     for (job, verdict) in sending.iter().zip(&verdicts) {
         match verdict {
-            Verdict::Delivered => delivered.push(job.id),
+            Verdict::Delivered => {
+                metrics::result_delivered(job.created_at, now);
+                delivered.push(job.id);
+            }
             other => record(&host, job, other, now).await,
         }
     }
@@ -416,7 +420,11 @@ async fn record(host: &Host, job: &Delivery, verdict: &Verdict, now: i64) {
         }
     };
     match recorded {
-        Ok(Fenced::Applied) => {}
+        Ok(Fenced::Applied) => {
+            if let Verdict::Dead { .. } = verdict {
+                metrics::dead_letter(&job.action_code);
+            }
+        }
         Ok(Fenced::LeaseLost) => {
             tracing::debug!(job_id = %job.id, "lease lost before the send was recorded; outcome dropped")
         }

@@ -25,6 +25,7 @@ use subtle::ConstantTimeEq;
 use url::Url;
 
 use crate::clock;
+use crate::console::metrics::PortalMetrics;
 
 /// Why no client could be had for a portal, or a portal's call or event was not taken as its.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +161,7 @@ impl Portals {
                 .limiter_from(&self.inner.limiters)
                 .token_sink(sinks.clone())
                 .move_sink(sinks)
+                .observer(PortalMetrics::new(member_id))
                 .build()
                 .map_err(|e| PortalError::Client(Box::new(e)))?;
         let mut known = self.known();

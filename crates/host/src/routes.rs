@@ -12,6 +12,8 @@ pub const INSTALL: &str = "/bitrix/install";
 pub const HEALTH: &str = "/health";
 /// `GET`: whether this node takes calls durably, for load balancers (see `health`).
 pub const HEALTH_INTAKE: &str = "/health/intake";
+/// `GET`, on the console's listener: Prometheus metrics.
+pub const METRICS: &str = "/metrics";
 
 /// The path portals POST calls for `code` to: `/bitrix/actions/<code>`.
 pub fn action_path(code: &str) -> String {

@@ -28,6 +28,7 @@ use crate::Host;
 use crate::backoff;
 use crate::catalog::Action;
 use crate::clock::{self, ClaimClock};
+use crate::console::metrics;
 use crate::loops::{IDLE_PAUSE, Wakeups, pause_until_due, report_task};
 use crate::payload::{JobPayload, JobResult, PAYLOAD_VERSION};
 
@@ -255,6 +256,7 @@ impl Claim<'_> {
         let result = serde_json::to_value(result)?;
         let fenced = self.shared.host.store.complete(&self.job.lease, &result, now).await?;
         if self.stored(fenced) {
+            metrics::attempt_ended(&self.job.call.action_code, AttemptOutcome::Ok);
             tracing::info!("attempt succeeded; result stored");
         }
         Ok(())
@@ -277,6 +279,7 @@ impl Claim<'_> {
             tracing::debug!("lease lost before the retry was recorded; outcome dropped");
             return Ok(());
         }
+        metrics::attempt_ended(&job.call.action_code, outcome);
         tracing::info!(%reason, retry_in_ms = next - now, "attempt failed; retrying");
         if log_retries && job.call.waits_for_result {
             let line = format!(
@@ -309,6 +312,7 @@ impl Claim<'_> {
             .resolve_with_fallback(&self.job.lease, &fallback, outcome, reason, now)
             .await?;
         if self.stored(fenced) {
+            metrics::attempt_ended(&self.job.call.action_code, outcome);
             tracing::warn!(outcome = outcome.as_str(), %reason, "resolved with the fallback");
         }
         Ok(())
@@ -322,7 +326,12 @@ impl Claim<'_> {
         now: i64,
     ) -> Result<(), JobError> {
         match self.shared.host.store.kill(&self.job.lease, outcome, reason, now).await? {
-            Fenced::Applied => tracing::error!(outcome = outcome.as_str(), %reason, "job is dead"),
+            Fenced::Applied => {
+                let action = &self.job.call.action_code;
+                metrics::attempt_ended(action, outcome);
+                metrics::dead_letter(action);
+                tracing::error!(outcome = outcome.as_str(), %reason, "job is dead");
+            }
             Fenced::LeaseLost => {
                 tracing::debug!("lease lost before the job was killed; outcome dropped")
             }

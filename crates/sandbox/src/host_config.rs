@@ -114,6 +114,8 @@ impl HostConfig {
         set(&mut config, "app.public_url", format!("http://{listen}/"));
         set(&mut config, "app.auth_server", self.auth_server.as_str());
         set(&mut config, "server.listen", listen.to_string());
+        // A free port: local deployments run side by side (tests in parallel, bench nodes).
+        set(&mut config, "console.listen", "127.0.0.1:0");
         set(&mut config, "store.url", self.store_url.as_str());
         set(&mut config, "store.encryption_key", self.encryption_key.as_str());
         set(&mut config, "workers.concurrency", count(workers.concurrency));

@@ -2,6 +2,7 @@
 
 mod bench;
 mod connectors;
+mod console;
 mod crash;
 mod degraded;
 mod demo;
