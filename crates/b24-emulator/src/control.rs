@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::error::error_chain;
 use crate::{AppSpec, Emulator, EmulatorError, Faults, PortalSpec, TaskCompletion, WorkflowSpec};
 
 /// The control routes, relative to `/control`. Most routes are one [`Emulator`] method applied
@@ -172,17 +173,6 @@ impl From<EmulatorError> for ControlError {
         };
         ControlError(status, error_chain(&e))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 impl IntoResponse for ControlError {

@@ -10,7 +10,7 @@ use rand::Rng;
 
 use crate::app::{self, EVENT_TIMEOUT, USER_AGENT};
 use crate::clock;
-use crate::error::EmulatorError;
+use crate::error::{EmulatorError, error_chain};
 use crate::event_token::{self, TokenParts};
 use crate::ids;
 use crate::oauth;
@@ -257,24 +257,31 @@ async fn deliver(shared: &Arc<Shared>, plan: Plan) {
     for _ in 0..plan.copies {
         let mut backoff = RETRY_BASE;
         for attempt in 0..=plan.retries {
-            let sent = shared
-                .http
-                .post(&plan.url)
-                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .header(reqwest::header::USER_AGENT, USER_AGENT)
-                .timeout(EVENT_TIMEOUT)
-                .body(plan.body.clone())
-                .send()
-                .await;
+            let sent = {
+                // Never closed, so acquiring cannot fail (a closed one would mean no bound).
+                let _slot = shared.dispatch_slots.acquire().await.ok();
+                shared
+                    .http
+                    .post(&plan.url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header(reqwest::header::USER_AGENT, USER_AGENT)
+                    .timeout(EVENT_TIMEOUT)
+                    .body(plan.body.clone())
+                    .send()
+                    .await
+            };
             let ok = match sent {
                 Ok(resp) => {
                     let status = resp.status();
+                    // Read to the end so the connection goes back to the pool for the next call.
+                    let _ = resp.bytes().await;
                     record(shared, &plan, Some(status.as_u16()), None);
                     status.is_success()
                 }
                 Err(e) => {
-                    tracing::warn!(workflow_id = plan.workflow_id, error = %e, "activity call failed");
-                    record(shared, &plan, None, Some(e.to_string()));
+                    let error = error_chain(&e);
+                    tracing::warn!(workflow_id = plan.workflow_id, error, "activity call failed");
+                    record(shared, &plan, None, Some(error));
                     false
                 }
             };

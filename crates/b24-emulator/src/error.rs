@@ -51,3 +51,16 @@ impl EmulatorError {
         }
     }
 }
+
+/// `e` and each of its sources, joined with ": " (reqwest's own text stops at "error sending
+/// request", which hides whether the connection was refused, reset or timed out).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -16,11 +16,23 @@ use crate::error::EmulatorError;
 use crate::oauth::TokenStore;
 use crate::portal::PortalState;
 
+/// How many handler calls the emulator has in flight at once, over all portals.
+///
+/// A portal runs workflows on a bounded pool of workers, each waiting for its call's answer
+/// (docs/protocol.md §2.1; the pool's size is not published, so this number is INFERRED).
+/// Without a bound, thousands of workflows started at once would open as many connections in
+/// the same instant: a SYN flood no portal sends, which overflows any server's listen queue and
+/// then measures the kernel's retransmission timers (calls arriving up to a minute late), not
+/// the handler. A call waiting for a slot has not been sent yet; its timeout starts when it is.
+pub(crate) const DISPATCH_CONCURRENCY: usize = 128;
+
 /// What every listener and background task shares.
 pub(crate) struct Shared {
     state: Mutex<State>,
     /// The client for handler calls and install events.
     pub(crate) http: reqwest::Client,
+    /// Handler calls in flight, at most [`DISPATCH_CONCURRENCY`].
+    pub(crate) dispatch_slots: tokio::sync::Semaphore,
     /// `http://127.0.0.1:P`, the OAuth server and control API.
     pub(crate) main_url: String,
     /// The address portal listeners bind on (port 0 each).
@@ -47,6 +59,7 @@ impl Shared {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             http,
+            dispatch_slots: tokio::sync::Semaphore::new(DISPATCH_CONCURRENCY),
             main_url,
             portal_host,
             tasks: Mutex::new(Vec::new()),

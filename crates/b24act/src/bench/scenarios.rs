@@ -1,6 +1,7 @@
 //! The scenarios: each starts its own deployment, drives it, and reports what it measured
 //! against the targets of design.md §6.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -453,11 +454,7 @@ impl PortalRun {
             sends(false) as f64,
             "calls",
         ));
-        report.row(Row::new(
-            format!("{prefix}calls not accepted by intake"),
-            not_accepted(&self.states) as f64,
-            "calls",
-        ));
+        not_accepted_rows(report, prefix, &self.states);
     }
 }
 
@@ -560,7 +557,7 @@ async fn end_to_end(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioR
     report.row(Row::new("call → result p99", latencies.quantile_ms(0.99), "ms").over(samples));
     report.row(Row::new("call → result max", latencies.max_ms(), "ms").over(samples));
     report.row(Row::new("results delivered", latencies.len() as f64, "results"));
-    report.row(Row::new("calls not accepted by intake", not_accepted(&states) as f64, "calls"));
+    not_accepted_rows(&mut report, "", &states);
     report.row(Row::new("batch calls", batches as f64, "calls"));
     cpu_rows(&mut report, "", share);
     report.note(format!(
@@ -683,9 +680,28 @@ fn closed_times(states: &[WorkflowState]) -> Vec<SystemTime> {
     times
 }
 
-/// Workflows whose call the server did not answer 200.
-fn not_accepted(states: &[WorkflowState]) -> usize {
-    states.iter().filter(|s| !s.deliveries.iter().any(|d| d.status == Some(200))).count()
+/// The workflows whose call the server did not answer 200, and a note with why, by cause (the
+/// last delivery's status or the emulator's error chain), most frequent first.
+fn not_accepted_rows(report: &mut ScenarioReport, prefix: &str, states: &[WorkflowState]) {
+    let mut causes: BTreeMap<String, usize> = BTreeMap::new();
+    for state in states.iter().filter(|s| !s.deliveries.iter().any(|d| d.status == Some(200))) {
+        let cause = match state.deliveries.last() {
+            Some(d) => match (&d.error, d.status) {
+                (Some(error), _) => error.clone(),
+                (None, Some(status)) => format!("answered {status}"),
+                (None, None) => "no answer".to_owned(),
+            },
+            None => "not dispatched".to_owned(),
+        };
+        *causes.entry(cause).or_default() += 1;
+    }
+    let total: usize = causes.values().sum();
+    report.row(Row::new(format!("{prefix}calls not accepted by intake"), total as f64, "calls"));
+    let mut by_count: Vec<(String, usize)> = causes.into_iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1));
+    for (cause, count) in by_count.iter().take(3) {
+        report.note(format!("{prefix}{count} calls not accepted: {cause}"));
+    }
 }
 
 fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
