@@ -31,6 +31,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub console: ConsoleConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// How the process logs (to stderr; `RUST_LOG` picks the levels).
@@ -173,6 +175,38 @@ pub struct ConsoleConfig {
 impl Default for ConsoleConfig {
     fn default() -> Self {
         Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 8081)), token: None }
+    }
+}
+
+/// Exporting the process's spans to an OpenTelemetry collector (docs/telemetry.md). The section
+/// always parses; only a binary built with the `otel` feature can act on `enabled = true`, and
+/// one built without refuses to start with it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Whether `serve` exports its spans.
+    pub enabled: bool,
+    /// Where spans are sent, OTLP over HTTP with protobuf bodies: the collector's traces URL,
+    /// path included (`/v1/traces`).
+    pub endpoint: Url,
+    /// The `service.name` the spans carry.
+    pub service_name: String,
+    /// The share of traces kept, from 0 (none) to 1 (all); each call and each job is a trace.
+    pub sample_ratio: f64,
+}
+
+/// The OTLP/HTTP port of a collector on this machine, the protocol's default.
+pub const DEFAULT_TELEMETRY_ENDPOINT: &str = "http://127.0.0.1:4318/v1/traces";
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: Url::parse(DEFAULT_TELEMETRY_ENDPOINT)
+                .unwrap_or_else(|_| unreachable!("a literal URL")),
+            service_name: "b24act".to_owned(),
+            sample_ratio: 1.0,
+        }
     }
 }
 

@@ -362,3 +362,72 @@ fn a_console_beyond_loopback_needs_a_token_of_sixteen_characters() {
         ]
     );
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_turned_on_from_the_environment() {
+    let telemetry = load(EXAMPLE, &[]).unwrap().telemetry;
+    assert!(!telemetry.enabled);
+    assert_eq!(telemetry.endpoint.as_str(), "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(telemetry.service_name, "b24act");
+    assert_eq!(telemetry.sample_ratio, 1.0);
+
+    let telemetry = load(
+        EXAMPLE,
+        &[
+            ("B24ACT__TELEMETRY__ENABLED", "true"),
+            ("B24ACT__TELEMETRY__ENDPOINT", "https://otel.example.com/v1/traces"),
+            ("B24ACT__TELEMETRY__SERVICE_NAME", "b24act-eu"),
+            ("B24ACT__TELEMETRY__SAMPLE_RATIO", "0.25"),
+        ],
+    )
+    .unwrap()
+    .telemetry;
+    assert!(telemetry.enabled);
+    assert_eq!(telemetry.endpoint.as_str(), "https://otel.example.com/v1/traces");
+    assert_eq!(telemetry.service_name, "b24act-eu");
+    assert_eq!(telemetry.sample_ratio, 0.25);
+    let whole = load(EXAMPLE, &[("B24ACT__TELEMETRY__SAMPLE_RATIO", "0")]).unwrap();
+    assert_eq!(whole.telemetry.sample_ratio, 0.0, "an integer is a ratio too");
+}
+
+#[test]
+fn telemetry_settings_are_checked_by_key_even_while_export_is_off() {
+    let with = |key: &str, value: &str| {
+        let variable = format!("B24ACT__TELEMETRY__{}", key.to_ascii_uppercase());
+        problems_with(EXAMPLE, &[(variable.as_str(), value)])
+    };
+    assert_eq!(
+        with("endpoint", "grpc://127.0.0.1:4317"),
+        [
+            "telemetry.endpoint: `grpc://127.0.0.1:4317` is not an http:// or https:// URL (OTLP over HTTP, e.g. http://127.0.0.1:4318/v1/traces)"
+        ]
+    );
+    assert_eq!(
+        with("endpoint", "http://collector.internal:4318"),
+        [
+            "telemetry.endpoint: `http://collector.internal:4318/` has no path; OTLP over HTTP takes traces at http://collector.internal:4318/v1/traces"
+        ]
+    );
+    let with_password =
+        with("endpoint", "https://user:hunter2-password@otel.example.com/v1/traces");
+    assert_eq!(
+        with_password,
+        [
+            "telemetry.endpoint: must not hold credentials (the configuration is logged); give the collector's headers in OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+        ]
+    );
+    assert!(!with_password[0].contains("hunter2"), "the password is not repeated");
+    assert_eq!(with("service_name", " "), ["telemetry.service_name: must not be empty"]);
+    assert_eq!(
+        with("sample_ratio", "1.5"),
+        ["telemetry.sample_ratio: must be from 0 to 1, got 1.5"]
+    );
+    assert_eq!(
+        with("sample_ratio", "-0.1"),
+        ["telemetry.sample_ratio: must be from 0 to 1, got -0.1"]
+    );
+    let unknown = load(EXAMPLE, &[("B24ACT__TELEMETRY__PROTOCOL", "grpc")]).unwrap_err();
+    let ConfigError::Value { key, message } = unknown else { panic!("{unknown:?}") };
+    assert_eq!(key, "telemetry.protocol", "{message}");
+    assert!(message.contains("unknown field `protocol`"), "{message}");
+}

@@ -8,6 +8,7 @@ use indexmap::IndexMap;
 
 use super::{
     ActionConfig, Config, ConsoleConfig, FailurePolicy, Problem, PropertyConfig, ServerConfig,
+    TelemetryConfig,
 };
 use crate::values::{self, Shape};
 
@@ -141,6 +142,7 @@ fn check_runtime(config: &Config, found: &mut Problems) {
     }
     check_server(&config.server, found);
     check_console(&config.console, &config.server, found);
+    check_telemetry(&config.telemetry, found);
     if config.workers.concurrency == 0 {
         found.add("workers.concurrency", "must be at least 1");
     }
@@ -234,6 +236,36 @@ fn check_console(console: &ConsoleConfig, server: &ServerConfig, found: &mut Pro
                 "`{}` is server.listen too; give the console a port of its own",
                 console.listen
             ),
+        );
+    }
+}
+
+/// Checked whether or not export is enabled, so turning it on later meets no surprise.
+fn check_telemetry(telemetry: &TelemetryConfig, found: &mut Problems) {
+    let endpoint = &telemetry.endpoint;
+    if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
+        found.add(
+            "telemetry.endpoint",
+            format!("`{endpoint}` is not an http:// or https:// URL (OTLP over HTTP, e.g. http://127.0.0.1:4318/v1/traces)"),
+        );
+    } else if endpoint.path() == "/" {
+        found.add(
+            "telemetry.endpoint",
+            format!("`{endpoint}` has no path; OTLP over HTTP takes traces at {endpoint}v1/traces"),
+        );
+    } else if !endpoint.username().is_empty() || endpoint.password().is_some() {
+        found.add(
+            "telemetry.endpoint",
+            "must not hold credentials (the configuration is logged); give the collector's headers in OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        );
+    }
+    if telemetry.service_name.trim().is_empty() {
+        found.add("telemetry.service_name", "must not be empty");
+    }
+    if !(0.0..=1.0).contains(&telemetry.sample_ratio) {
+        found.add(
+            "telemetry.sample_ratio",
+            format!("must be from 0 to 1, got {}", telemetry.sample_ratio),
         );
     }
 }
