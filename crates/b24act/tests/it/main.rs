@@ -8,6 +8,7 @@ mod degraded;
 mod demo;
 mod edge;
 mod emulator_command;
+mod fairness;
 mod host_fixture;
 mod install;
 mod invariants;
