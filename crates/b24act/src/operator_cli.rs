@@ -12,7 +12,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -23,7 +23,8 @@ use store::{
 };
 
 use host::catalog::Catalog;
-use host::clock::{millis, now_ms};
+pub use host::clock::timestamp;
+use host::clock::{Moment, millis, now_ms};
 use host::config::Config;
 
 /// The version of the `--json` output; bumped when a field changes meaning or disappears.
@@ -62,10 +63,10 @@ pub enum JobsCommand {
         document: Option<String>,
         /// Only jobs created at or after this time: `2026-11-24 03:10:05Z` (UTC, as the list
         /// shows it), or a duration ago such as `2h`.
-        #[arg(long, value_name = "TIME", value_parser = moment_parser)]
+        #[arg(long, value_name = "TIME", value_parser = Moment::parse)]
         since: Option<Moment>,
         /// Only jobs created before this time (same forms as --since).
-        #[arg(long, value_name = "TIME", value_parser = moment_parser)]
+        #[arg(long, value_name = "TIME", value_parser = Moment::parse)]
         until: Option<Moment>,
         /// At most this many jobs.
         #[arg(long, default_value_t = 50, value_parser = limit_parser())]
@@ -156,32 +157,6 @@ pub enum JobsCommand {
         #[arg(long)]
         force: bool,
     },
-}
-
-/// A time a `list` filter names: a moment, or a duration before the command runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Moment {
-    At(SystemTime),
-    Ago(Duration),
-}
-
-impl Moment {
-    /// Unix milliseconds, `Ago` counted back from `now`.
-    fn unix_ms(self, now: i64) -> i64 {
-        match self {
-            Moment::At(at) => host::clock::unix_ms(at).unwrap_or(0),
-            Moment::Ago(ago) => now.saturating_sub(millis(ago)),
-        }
-    }
-}
-
-fn moment_parser(text: &str) -> Result<Moment, String> {
-    if let Ok(ago) = humantime::parse_duration(text) {
-        return Ok(Moment::Ago(ago));
-    }
-    humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).map(Moment::At).map_err(|_| {
-        format!("`{text}` is neither a UTC time (2026-11-24 03:10:05Z) nor a duration (2h)")
-    })
 }
 
 fn pair_parser(text: &str) -> Result<(String, String), String> {
@@ -696,30 +671,6 @@ fn optional(value: Option<String>) -> String {
     value.unwrap_or_else(|| "-".to_owned())
 }
 
-/// Unix milliseconds as a UTC time to the second: `2026-11-24 03:10:05Z`.
-pub fn timestamp(unix_ms: i64) -> String {
-    let seconds = unix_ms.div_euclid(1000);
-    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
-    let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
-    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}Z")
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 /// Left-aligned columns two spaces apart; the last column is not padded.
 pub(crate) struct Table<const N: usize> {
     indent: usize,
@@ -764,29 +715,6 @@ impl<const N: usize> Table<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_utc_to_the_second() {
-        assert_eq!(timestamp(0), "1970-01-01 00:00:00Z");
-        assert_eq!(timestamp(1_700_000_000_000), "2023-11-14 22:13:20Z");
-        assert_eq!(timestamp(1_795_489_805_999), "2026-11-24 03:10:05Z");
-        assert_eq!(timestamp(951_782_400_000), "2000-02-29 00:00:00Z");
-        assert_eq!(timestamp(-1), "1969-12-31 23:59:59Z");
-    }
-
-    #[test]
-    fn timestamps_agree_with_humantime_over_four_centuries() {
-        let mut ms = 0_i64;
-        while ms < 13_000_000_000_000 {
-            let expected = humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs()),
-            )
-            .to_string()
-            .replace('T', " ");
-            assert_eq!(timestamp(ms), expected);
-            ms += 7_777_777_777;
-        }
-    }
 
     #[test]
     fn sqlite_urls_name_their_file() {
