@@ -15,11 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::{CLIENT_ID, CODE, KEY, Options, ServeSite, Server};
 
 /// A console token long enough for the configuration.
-const TOKEN: &str = "console-token-0123456789";
+pub(crate) const TOKEN: &str = "console-token-0123456789";
 
 /// Starts `b24act serve` on `site` with its console on a free loopback port and `token` (none:
 /// read-only); returns the process and the console's address.
-fn serve_with_console(site: &ServeSite, token: Option<&str>) -> (Server, SocketAddr) {
+pub(crate) fn serve_with_console(site: &ServeSite, token: Option<&str>) -> (Server, SocketAddr) {
     let console = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut config: toml::Table = site.config_text.parse().unwrap();
     sandbox::set(&mut config, "console.listen", console.to_string());
@@ -47,7 +47,7 @@ fn assert_security_headers(response: &reqwest::Response) {
     assert!(!policy.contains("unsafe-inline"), "{policy}");
     assert_eq!(header("x-frame-options"), "DENY");
     assert_eq!(header("x-content-type-options"), "nosniff");
-    assert_eq!(header("referrer-policy"), "no-referrer");
+    assert_eq!(header("referrer-policy"), "same-origin");
     assert_eq!(header("cache-control"), "no-store");
 }
 

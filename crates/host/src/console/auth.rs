@@ -22,7 +22,9 @@
 //! - **Headers.** [`security_headers`] puts a Content-Security-Policy (`default-src 'self'`,
 //!   scripts and styles from the console itself or carrying the request's [`CspNonce`], no
 //!   framing), `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff`,
-//!   `Referrer-Policy: no-referrer` and `Cache-Control: no-store` on every answer.
+//!   `Referrer-Policy: same-origin` (not `no-referrer`: under it a browser sends `Origin: null`
+//!   with its own forms, which the cross-site check must refuse) and `Cache-Control: no-store`
+//!   on every answer.
 
 use std::sync::Arc;
 
@@ -109,7 +111,7 @@ pub struct Refused {
 }
 
 impl Refused {
-    fn forbidden(message: impl Into<String>) -> Refused {
+    pub(crate) fn forbidden(message: impl Into<String>) -> Refused {
         Refused { status: StatusCode::FORBIDDEN, message: message.into() }
     }
 }
@@ -245,7 +247,7 @@ pub async fn security_headers(mut request: Request, next: Next) -> Response {
     for (name, value) in [
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
