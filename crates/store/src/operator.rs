@@ -300,6 +300,29 @@ impl Store {
         .await
     }
 
+    /// The oldest job whose workflow still waits on its run — queued, running or waiting to
+    /// retry — or `None`. Ids grow with arrival, so it is the least id of those states, read
+    /// from `jobs_by_state` (state, id) one state at a time: three index probes, whatever the
+    /// number of jobs.
+    pub async fn oldest_waiting(&self) -> Result<Option<Job>> {
+        self.read("find the oldest waiting job", async |conn| {
+            let mut oldest: Option<i64> = None;
+            for state in [JobState::Queued, JobState::Running, JobState::RetryWait] {
+                let least = Statement::new("SELECT MIN(id) AS id FROM jobs WHERE state = $1")
+                    .bind(state.as_str());
+                let id: Option<i64> = match conn.fetch_optional(least).await? {
+                    Some(row) => row.get("id")?,
+                    None => None,
+                };
+                oldest = [oldest, id].into_iter().flatten().min();
+            }
+            let Some(id) = oldest else { return Ok(None) };
+            let select = Statement::new(SELECT_JOBS).push(" WHERE id = $1").bind(id);
+            conn.fetch_optional(select).await?.as_ref().map(job_from).transpose()
+        })
+        .await
+    }
+
     async fn counts_where(&self, member_id: Option<&str>) -> Result<StateCounts> {
         self.read("count jobs", async |conn| {
             let select = Statement::new(

@@ -40,6 +40,21 @@ impl Store {
         self.write_one("store a progress line", insert).await.map(drop)
     }
 
+    /// Job `job_id`'s lines not yet sent, oldest first, at most `limit` of them, as
+    /// `(created_at, message)` (sent lines are deleted, so these are the ones still to go).
+    pub async fn pending_progress(&self, job_id: JobId, limit: u32) -> Result<Vec<(i64, String)>> {
+        let select = Statement::new(
+            "SELECT created_at, message FROM progress_lines WHERE job_id = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(job_id)
+        .bind(i64::from(limit));
+        self.read("read a job's progress lines", async |conn| {
+            let rows = conn.fetch_all(select).await?;
+            rows.iter().map(|row| Ok((row.get("created_at")?, row.get("message")?))).collect()
+        })
+        .await
+    }
+
     /// The portals with lines that no sender holds at `now`.
     pub async fn portals_with_progress(&self, now: i64) -> Result<Vec<String>> {
         let select = Statement::new(
