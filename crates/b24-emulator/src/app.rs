@@ -155,7 +155,7 @@ pub(crate) async fn update(
         let previous = install.version;
         install.version += 1;
         // onRestAppUpdate calls onRestAppDelete: every activity and robot of the app is gone.
-        p.registry.wipe_app(client_id);
+        p.wipe_app(client_id);
         Ok(Lifecycle::Update { previous })
     })
     .await
@@ -203,7 +203,7 @@ pub(crate) async fn uninstall(
         let install = installed_mut(p, domain, client_id)?;
         install.installed = false;
         let application_token = install.application_token.clone();
-        p.registry.wipe_app(client_id);
+        p.wipe_app(client_id);
         let mut form = Array::new();
         form.insert("event".into(), Param::str("ONAPPUNINSTALL"));
         form.insert(

@@ -1,18 +1,20 @@
 //! `batch`: up to 50 `method?query` commands in one request, each run as its own call with the
 //! outer credential, with `$result[...]` references and PHP `(bool)` `halt` (protocol doc §5.5).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::param::{Array, Param, from_form_array, get_ci};
+use crate::param::{Array, Param, get_ci};
 use crate::rest::methods;
-use crate::rest::{Credential, RestError, Success, time_object};
-use crate::state::State;
+use crate::rest::{Credential, RestError, Success, parse_str, time_object};
+use crate::state::{Shared, State};
 
 /// `CRestUtil::BATCH_MAX_LENGTH`.
 pub(crate) const MAX_COMMANDS: usize = 50;
 
 /// Runs a batch. Always succeeds as a whole: failures go to `result_error` (§5.5).
 pub(crate) fn run(
+    shared: &Arc<Shared>,
     state: &mut State,
     portal: usize,
     params: &Array,
@@ -40,23 +42,12 @@ pub(crate) fn run(
         let method = path.trim_start_matches('/');
         let method = method.strip_suffix(".json").unwrap_or(method).to_lowercase();
         let start = SystemTime::now();
-        let outcome = match phpform::decode(query.as_bytes(), &phpform::Limits::default()) {
-            Ok(form) => {
-                let mut sub = from_form_array(&form);
-                // The outer credential replaces whatever the command carried (§5.5).
-                sub.shift_remove("auth");
-                sub.shift_remove("access_token");
-                let sub = substitute_array(&sub, &results);
-                methods::call(state, portal, &method, sub, credential, true)
-            }
-            Err(e) => methods::Outcome {
-                result: Err(RestError::bad_request("ERROR_ARGUMENT", e.to_string())),
-                caller: "none".into(),
-                operating: None,
-                processing: std::time::Duration::ZERO,
-                event_token: None,
-            },
-        };
+        let mut sub = parse_str(query.as_bytes());
+        // The outer credential replaces whatever the command carried (§5.5).
+        sub.shift_remove("auth");
+        sub.shift_remove("access_token");
+        let sub = substitute_array(&sub, &results);
+        let outcome = methods::call(shared, state, portal, &method, sub, credential, true);
         methods::record_outcome(state, portal, &method, &outcome, true);
         match &outcome.result {
             Ok(success) => {

@@ -17,7 +17,7 @@ use crate::faults::{AnswerLoss, Faults};
 use crate::ids;
 use crate::limits::{LeakyBucket, OperatingLedger};
 use crate::registry::Registry;
-use crate::rest;
+use crate::rest::{self, Bindings};
 use crate::state::Shared;
 use crate::template::{Program, WorkflowTemplate};
 use crate::workflow::Workflow;
@@ -135,6 +135,8 @@ pub(crate) struct PortalState {
     pub(crate) operating: OperatingLedger,
     pub(crate) installs: IndexMap<String, InstallState>,
     pub(crate) registry: Registry,
+    /// Event handlers and placements apps bound.
+    pub(crate) bindings: Bindings,
     pub(crate) webhooks: Vec<Webhook>,
     pub(crate) workflows: IndexMap<String, Workflow>,
     pub(crate) calls: Vec<RecordedCall>,
@@ -163,6 +165,7 @@ impl PortalState {
             operating: OperatingLedger::default(),
             installs: IndexMap::new(),
             registry: Registry::default(),
+            bindings: Bindings::default(),
             webhooks: Vec::new(),
             workflows: IndexMap::new(),
             calls: Vec::new(),
@@ -186,6 +189,12 @@ impl PortalState {
             client_endpoint: self.client_endpoint(),
             signer_key: self.signer_key.clone(),
         }
+    }
+
+    /// What an app update or uninstall removes: its actions, event handlers and placements.
+    pub(crate) fn wipe_app(&mut self, client_id: &str) {
+        self.registry.wipe_app(client_id);
+        self.bindings.wipe_app(client_id);
     }
 
     pub(crate) fn is_installed(&self, client_id: &str) -> bool {

@@ -43,6 +43,24 @@ impl RestError {
         Self::new(403, "ACCESS_DENIED", description)
     }
 
+    /// `ArgumentNullException`: 400 `ERROR_ARGUMENT` naming the argument in `argument` (§5.3).
+    pub(crate) fn argument_null(name: &str) -> Self {
+        let mut e =
+            Self::bad_request("ERROR_ARGUMENT", format!("Argument '{name}' is null or empty"));
+        e.extra.push(("argument".into(), Param::str(name)));
+        e
+    }
+
+    /// 403 `WRONG_AUTH_TYPE`: a method of the `rest` module that needs an app called otherwise
+    /// (by a webhook).
+    pub(crate) fn wrong_auth_type() -> Self {
+        Self::new(
+            403,
+            "WRONG_AUTH_TYPE",
+            "Current authorization type is denied for this method Application context required",
+        )
+    }
+
     pub(crate) fn method_not_found() -> Self {
         Self::new(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
     }
@@ -115,4 +133,99 @@ pub(crate) fn json_response(status: u16, body: &Param) -> Response {
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     resp
+}
+
+/// How a portal writes its answer: JSON, or XML for a method called as `<method>.xml` (§5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Json,
+    Xml,
+}
+
+/// What a portal's REST answer carries besides its status and body (§5.2).
+pub(crate) struct Answer<'a> {
+    pub(crate) transport: Transport,
+    /// The calling app's `client_id` (`X-Bitrix-Rest-Application`), once it is known.
+    pub(crate) application: Option<&'a str>,
+    /// The method's own time (`X-Bitrix-Rest-Time`).
+    pub(crate) processing: Duration,
+}
+
+/// A portal's REST answer: the body in its transport, the CORS headers every answer carries, and
+/// the cloud's `X-Bitrix-Rest-*` timings. The emulator cannot measure one request's CPU time in
+/// a shared process, so it reports the method's time as user time and no system time.
+pub(crate) fn rest_response(status: u16, body: &Param, answer: &Answer<'_>) -> Response {
+    let mut resp = match answer.transport {
+        Transport::Json => json_response(status, body),
+        Transport::Xml => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut resp = (status, xml("response", body)).into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"));
+            resp
+        }
+    };
+    let headers = resp.headers_mut();
+    cors(headers);
+    if let Some(v) = answer.application.and_then(|a| HeaderValue::from_str(a).ok()) {
+        headers.insert("x-bitrix-rest-application", v);
+    }
+    let seconds = |d: Duration| HeaderValue::from_str(&format!("{:.10}", d.as_secs_f64()));
+    for (name, value) in [
+        ("x-bitrix-rest-time", seconds(answer.processing)),
+        ("x-bitrix-rest-user-time", seconds(answer.processing)),
+        ("x-bitrix-rest-system-time", seconds(Duration::ZERO)),
+    ] {
+        if let Ok(value) = value {
+            headers.insert(name, value);
+        }
+    }
+    resp
+}
+
+/// The CORS headers of every REST answer, so a page on any origin can call the portal (§5.2).
+pub(crate) fn cors(headers: &mut axum::http::HeaderMap) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("origin, content-type, accept"),
+    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+}
+
+/// `CRestServer::outputXml`: a tag per key (`item` for a list's), scalars as PHP prints them,
+/// escaped; no XML declaration.
+fn xml(key: &str, value: &Param) -> String {
+    let mut out = String::new();
+    write_xml(key, value, &mut out);
+    out
+}
+
+fn write_xml(key: &str, value: &Param, out: &mut String) {
+    let tag = if key.parse::<i64>().is_ok_and(|n| n.to_string() == key) { "item" } else { key };
+    out.push('<');
+    out.push_str(tag);
+    out.push('>');
+    match value {
+        Param::Array(items) => {
+            for (k, v) in items {
+                write_xml(k, v, out);
+            }
+        }
+        scalar => {
+            for c in scalar.php_string().unwrap_or_default().chars() {
+                match c {
+                    '&' => out.push_str("&amp;"),
+                    '<' => out.push_str("&lt;"),
+                    '>' => out.push_str("&gt;"),
+                    '"' => out.push_str("&quot;"),
+                    '\'' => out.push_str("&apos;"),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+    out.push_str("</");
+    out.push_str(tag);
+    out.push('>');
 }

@@ -1,16 +1,21 @@
-//! The method table and one method call: authenticate, find the method, check its scope and the
-//! operating limit, run it, charge its time.
+//! The method table and one method call: find the method (an unknown one is 404 before any
+//! credential is looked at), authenticate, check its scope and the operating limit, run it,
+//! charge its time. Also the methods about the portal itself: `user.current`, `profile`,
+//! `server.time`, `scope`, `methods`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::batch;
+use crate::clock;
 use crate::limits::OperatingStatus;
-use crate::param::{Array, Param, upper_keys};
-use crate::portal::RecordedCall;
+use crate::param::{Array, Param, get_ci, upper_keys};
+use crate::portal::{PortalState, RecordedCall};
 use crate::registry;
 use crate::rest::auth::{self, Caller, Credential, scope_list};
+use crate::rest::bindings;
 use crate::rest::envelope::{RestError, Success};
-use crate::state::State;
+use crate::state::{Shared, State};
 use crate::workflow;
 
 /// A method the portal serves.
@@ -25,32 +30,75 @@ enum Method {
     AppInfo,
     Profile,
     Batch,
+    UserCurrent,
+    ServerTime,
+    Scope,
+    Methods,
+    EventBind,
+    EventGet,
+    EventUnbind,
+    PlacementBind,
+    PlacementList,
+    PlacementGet,
+    PlacementUnbind,
 }
+
+/// Every method by its lower-case name (aliases included).
+const METHODS: &[(&str, Method)] = &[
+    ("bizproc.activity.add", Method::Add { robot: false }),
+    ("bizproc.activity.update", Method::Update { robot: false }),
+    ("bizproc.activity.delete", Method::Delete { robot: false }),
+    ("bizproc.activity.list", Method::List { robot: false }),
+    ("bizproc.robot.add", Method::Add { robot: true }),
+    ("bizproc.robot.update", Method::Update { robot: true }),
+    ("bizproc.robot.delete", Method::Delete { robot: true }),
+    ("bizproc.robot.list", Method::List { robot: true }),
+    ("bizproc.event.send", Method::EventSend),
+    ("bizproc.activity.log", Method::ActivityLog),
+    ("app.info", Method::AppInfo),
+    ("profile", Method::Profile),
+    ("batch", Method::Batch),
+    ("user.current", Method::UserCurrent),
+    ("server.time", Method::ServerTime),
+    ("scope", Method::Scope),
+    ("methods", Method::Methods),
+    ("event.bind", Method::EventBind),
+    ("event.get", Method::EventGet),
+    ("event.unbind", Method::EventUnbind),
+    ("placement.bind", Method::PlacementBind),
+    ("placement.list", Method::PlacementList),
+    ("placement.get", Method::PlacementGet),
+    ("placement.unbind", Method::PlacementUnbind),
+];
 
 impl Method {
     fn lookup(name: &str) -> Option<Method> {
-        Some(match name {
-            "bizproc.activity.add" => Method::Add { robot: false },
-            "bizproc.activity.update" => Method::Update { robot: false },
-            "bizproc.activity.delete" => Method::Delete { robot: false },
-            "bizproc.activity.list" => Method::List { robot: false },
-            "bizproc.robot.add" => Method::Add { robot: true },
-            "bizproc.robot.update" => Method::Update { robot: true },
-            "bizproc.robot.delete" => Method::Delete { robot: true },
-            "bizproc.robot.list" => Method::List { robot: true },
-            "bizproc.event.send" => Method::EventSend,
-            "bizproc.activity.log" => Method::ActivityLog,
-            "app.info" => Method::AppInfo,
-            "profile" => Method::Profile,
-            "batch" => Method::Batch,
-            _ => return None,
-        })
+        METHODS.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
     }
 
+    /// The scope the method needs; `None` for the basic methods every app and webhook has.
     fn scope(self) -> Option<&'static str> {
         match self {
-            Method::AppInfo | Method::Profile | Method::Batch => None,
-            _ => Some("bizproc"),
+            Method::AppInfo
+            | Method::Profile
+            | Method::Batch
+            | Method::ServerTime
+            | Method::Scope
+            | Method::Methods
+            | Method::EventBind
+            | Method::EventGet
+            | Method::EventUnbind => None,
+            Method::UserCurrent => Some("user"),
+            Method::PlacementBind
+            | Method::PlacementList
+            | Method::PlacementGet
+            | Method::PlacementUnbind => Some("placement"),
+            Method::Add { .. }
+            | Method::Update { .. }
+            | Method::Delete { .. }
+            | Method::List { .. }
+            | Method::EventSend
+            | Method::ActivityLog => Some("bizproc"),
         }
     }
 }
@@ -59,6 +107,8 @@ impl Method {
 pub(crate) struct Outcome {
     pub(crate) result: Result<Success, RestError>,
     pub(crate) caller: String,
+    /// The calling app's `client_id`, once authenticated (`X-Bitrix-Rest-Application`).
+    pub(crate) application: Option<String>,
     pub(crate) operating: Option<OperatingStatus>,
     pub(crate) processing: Duration,
     /// What the call log records as its `event_token`.
@@ -67,6 +117,7 @@ pub(crate) struct Outcome {
 
 /// Runs `method` on `portal` for a credential. `in_batch` forbids nesting `batch` (§5.5).
 pub(crate) fn call(
+    shared: &Arc<Shared>,
     state: &mut State,
     portal: usize,
     method: &str,
@@ -78,9 +129,14 @@ pub(crate) fn call(
     let mut outcome = Outcome {
         result: Err(RestError::method_not_found()),
         caller: "none".into(),
+        application: None,
         operating: None,
         processing: Duration::ZERO,
         event_token: event_token(method, &params),
+    };
+    // The server finds the method before it checks the credential [S:restserver].
+    let Some(m) = Method::lookup(method) else {
+        return outcome;
     };
     let caller = match auth::authenticate(state, portal, credential) {
         Ok(c) => c,
@@ -90,9 +146,7 @@ pub(crate) fn call(
         }
     };
     outcome.caller = caller.label.clone();
-    let Some(m) = Method::lookup(method) else {
-        return outcome;
-    };
+    outcome.application = caller.client_id.clone();
     if in_batch && m == Method::Batch {
         outcome.result = Err(RestError::bad_request(
             "ERROR_BATCH_METHOD_NOT_ALLOWED",
@@ -130,7 +184,7 @@ pub(crate) fn call(
             return outcome;
         }
     }
-    outcome.result = run(state, portal, m, &caller, params, credential);
+    outcome.result = run(shared, state, portal, m, &caller, params, credential);
     outcome.processing = started.elapsed();
     if let Some(p) = state.portals.get_mut(portal)
         && let Some(_limit) = limit
@@ -143,6 +197,7 @@ pub(crate) fn call(
 }
 
 fn run(
+    shared: &Arc<Shared>,
     state: &mut State,
     portal: usize,
     m: Method,
@@ -151,7 +206,7 @@ fn run(
     credential: &Credential,
 ) -> Result<Success, RestError> {
     if m == Method::Batch {
-        return batch::run(state, portal, &params, credential);
+        return batch::run(shared, state, portal, &params, credential);
     }
     if m == Method::AppInfo {
         return app_info(state, portal, caller).map(Success::from);
@@ -166,17 +221,84 @@ fn run(
         Method::List { robot } => registry::list(p, caller, robot),
         Method::EventSend => workflow::external_event(p, &params, false),
         Method::ActivityLog => workflow::external_event(p, &params, true),
-        Method::Profile => Ok(Param::map([
-            ("ID", Param::str(caller.user_id.to_string())),
-            ("ADMIN", Param::Bool(p.is_admin(caller.user_id))),
-            ("NAME", Param::str("Emulated")),
-            ("LAST_NAME", Param::str(format!("User {}", caller.user_id))),
-            ("PERSONAL_GENDER", Param::str("")),
-            ("TIME_ZONE", Param::str("")),
-        ])),
+        Method::Profile => Ok(profile(p, caller.user_id)),
+        Method::UserCurrent => Ok(user_current(p, caller.user_id)),
+        Method::ServerTime => Ok(Param::str(clock::iso8601(SystemTime::now()))),
+        Method::Scope => Ok(scope(caller, &params)),
+        Method::Methods => Ok(methods(caller, &params)),
+        Method::EventBind => bindings::event_bind(p, caller, &params),
+        Method::EventGet => bindings::event_get(p, caller),
+        Method::EventUnbind => bindings::event_unbind(p, caller, &params),
+        Method::PlacementBind => bindings::placement_bind(p, caller, &params),
+        Method::PlacementList => Ok(bindings::placement_list(caller)),
+        Method::PlacementGet => bindings::placement_get(p, caller),
+        Method::PlacementUnbind => bindings::placement_unbind(p, caller, &params),
         Method::AppInfo | Method::Batch => Err(RestError::method_not_found()),
     };
     result.map(Success::from)
+}
+
+/// Every user of the emulator is called "Emulated User N".
+fn names(user_id: u64) -> [(&'static str, Param); 2] {
+    [("NAME", Param::str("Emulated")), ("LAST_NAME", Param::str(format!("User {user_id}")))]
+}
+
+/// `profile`: the caller's basic data and whether they administer the portal.
+fn profile(p: &PortalState, user_id: u64) -> Param {
+    let mut fields = vec![("ID", Param::str(user_id.to_string()))];
+    fields.push(("ADMIN", Param::Bool(p.is_admin(user_id))));
+    fields.extend(names(user_id));
+    fields.push(("PERSONAL_GENDER", Param::str("")));
+    fields.push(("TIME_ZONE", Param::str("")));
+    Param::map(fields)
+}
+
+/// `user.current` (scope `user`): the caller's user record (§5.8).
+fn user_current(p: &PortalState, user_id: u64) -> Param {
+    let mut fields = vec![("ID", Param::str(user_id.to_string())), ("ACTIVE", Param::Bool(true))];
+    fields.extend(names(user_id));
+    fields.extend([
+        ("SECOND_NAME", Param::str("")),
+        ("EMAIL", Param::str(format!("user{user_id}@{}", p.domain))),
+        ("PERSONAL_GENDER", Param::str("")),
+        ("TIME_ZONE", Param::str("")),
+        ("USER_TYPE", Param::str("employee")),
+    ]);
+    Param::map(fields)
+}
+
+/// The scopes the emulator's methods belong to, sorted, without the basic scope.
+fn known_scopes() -> Vec<&'static str> {
+    let mut scopes: Vec<&str> = METHODS.iter().filter_map(|(_, m)| m.scope()).collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    scopes
+}
+
+/// `scope`: the caller's scopes, or every scope of the portal with `full` (read with PHP's
+/// `(bool)`, so the form value `false` asks for the full list, §5.8).
+fn scope(caller: &Caller, params: &Array) -> Param {
+    if get_ci(params, "full").is_some_and(Param::truthy) {
+        return Param::list(known_scopes().into_iter().map(Param::str));
+    }
+    scope_list(&caller.scopes)
+}
+
+/// `methods`: the names of the methods of `scope` when it is given (`""` = the basic methods,
+/// an unknown scope = none), else of every scope with `full`, else of the caller's scopes plus
+/// the basic methods (§5.8).
+fn methods(caller: &Caller, params: &Array) -> Param {
+    let wanted = |m: &Method| -> bool {
+        if let Some(scope) = get_ci(params, "scope") {
+            let scope = scope.php_string().unwrap_or_default();
+            return m.scope().unwrap_or("") == scope;
+        }
+        if get_ci(params, "full").is_some_and(Param::truthy) {
+            return true;
+        }
+        m.scope().is_none_or(|s| caller.scopes.iter().any(|c| c == s))
+    };
+    Param::list(METHODS.iter().filter(|(_, m)| wanted(m)).map(|(name, _)| Param::str(*name)))
 }
 
 /// `app.info` (§4.4): the calling app's installation, or the webhook's scopes.

@@ -1,32 +1,34 @@
-//! The portal's REST endpoint: `/rest/<method>[.json]` and `/rest/<user>/<secret>/<method>`,
-//! request decoding (JSON, PHP form, query, §5.1), the load limits and fault injection that act
-//! on whole HTTP requests (5xx bursts, lost answers), and the domain-move redirect.
+//! The portal's REST endpoint: `/rest/<method>[.json|.xml]` and `/rest/<user>/<secret>/<method>`,
+//! the load limits and fault injection that act on whole HTTP requests (5xx bursts, lost
+//! answers), and the domain-move redirect.
 
 mod auth;
+mod bindings;
 mod connection;
 mod envelope;
 pub(crate) mod methods;
+mod request;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State as AxState};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 pub(crate) use auth::{Caller, Credential};
+pub(crate) use bindings::Bindings;
 pub(crate) use connection::{Connection, DroppableListener};
 pub(crate) use envelope::{RestError, Success, time_object};
+pub(crate) use request::parse_str;
+
+use envelope::{Answer, Transport};
 
 use crate::faults::AnswerLoss;
-use crate::param::{Array, Param, from_form_array};
+use crate::param::Param;
 use crate::state::Shared;
-
-/// The largest request body the portal reads.
-const BODY_LIMITS: phpform::Limits =
-    phpform::Limits { max_body_bytes: 8 * 1024 * 1024, max_depth: 64, max_fields: 100_000 };
 
 /// One portal listener: the domain it was bound as (a moved portal keeps its old listener).
 #[derive(Clone)]
@@ -49,6 +51,7 @@ pub(crate) fn oauth_router() -> Router<Arc<Shared>> {
 struct Route {
     method: String,
     webhook: Option<(String, String)>,
+    transport: Transport,
 }
 
 fn parse_route(path: &str) -> Option<Route> {
@@ -59,56 +62,26 @@ fn parse_route(path: &str) -> Option<Route> {
         [user, secret, name] => (Some(((*user).to_owned(), (*secret).to_owned())), *name),
         _ => return None,
     };
-    // `.json` is the default format; `.xml` is answered in JSON too. Names are lower-cased (§5.1).
-    let name = name.strip_suffix(".json").or_else(|| name.strip_suffix(".xml")).unwrap_or(name);
-    Some(Route { method: name.to_lowercase(), webhook })
-}
-
-/// Query string, then body (JSON when the Content-Type says so, else `parse_str`), merged with
-/// the body winning, like `array_merge($_GET, $body)` (§5.1).
-fn read_params(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Array, RestError> {
-    let query = uri.query().unwrap_or("");
-    let mut params =
-        phpform::decode(query.as_bytes(), &BODY_LIMITS).map(|f| from_form_array(&f)).map_err(
-            |e| RestError::bad_request("ERROR_ARGUMENT", format!("Bad query string: {e}")),
-        )?;
-    if body.is_empty() {
-        return Ok(params);
-    }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
-    let decoded = if is_json {
-        match serde_json::from_slice::<Param>(body) {
-            Ok(Param::Array(a)) => a,
-            Ok(_) => Array::new(),
-            Err(e) => {
-                return Err(RestError::bad_request(
-                    "ERROR_ARGUMENT",
-                    format!("Bad JSON body: {e}"),
-                ));
-            }
-        }
-    } else {
-        phpform::decode(body, &BODY_LIMITS)
-            .map(|f| from_form_array(&f))
-            .map_err(|e| RestError::bad_request("ERROR_ARGUMENT", format!("Bad form body: {e}")))?
+    // `.json` is the default format; `.xml` answers in XML. Names are lower-cased (§5.1).
+    let (name, transport) = match name.strip_suffix(".xml") {
+        Some(name) => (name, Transport::Xml),
+        None => (name.strip_suffix(".json").unwrap_or(name), Transport::Json),
     };
-    params.extend(decoded);
-    Ok(params)
+    Some(Route { method: name.to_lowercase(), webhook, transport })
 }
 
 async fn portal_request(
     AxState(l): AxState<Listener>,
     ConnectInfo(connection): ConnectInfo<Connection>,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let json = Answer { transport: Transport::Json, application: None, processing: Duration::ZERO };
     let mut state = l.shared.lock();
     let Ok(portal) = state.portal_index(&l.domain) else {
-        return envelope::json_response(404, &RestError::method_not_found().body());
+        return envelope::rest_response(404, &RestError::method_not_found().body(), &json);
     };
     let current = state.portals[portal].domain.clone();
     if current != l.domain {
@@ -122,8 +95,15 @@ async fn portal_request(
         return resp;
     }
     let Some(route) = parse_route(uri.path()) else {
-        return envelope::json_response(404, &RestError::method_not_found().body());
+        return envelope::rest_response(404, &RestError::method_not_found().body(), &json);
     };
+    let refused = Answer { transport: route.transport, ..json };
+    if method == Method::OPTIONS {
+        // A browser's preflight: the CORS headers and nothing else (INFERRED, §5.2).
+        let mut resp = StatusCode::OK.into_response();
+        envelope::cors(resp.headers_mut());
+        return resp;
+    }
     let _span = tracing::debug_span!("rest", portal = current, method = route.method).entered();
     let start = SystemTime::now();
 
@@ -137,22 +117,16 @@ async fn portal_request(
             RestError::new(500, "INTERNAL_SERVER_ERROR", "Internal server error")
         };
         methods::append(&mut state, portal, &route.method, "none", Err(&error), false, None);
-        return envelope::json_response(error.status, &error.body());
+        return envelope::rest_response(error.status, &error.body(), &refused);
     }
     let (rate, threshold) = p.spec.rate;
     if !p.spec.unlimited && !p.bucket.admit(rate, threshold) {
         let error = RestError::new(503, "QUERY_LIMIT_EXCEEDED", "Too many requests");
         methods::append(&mut state, portal, &route.method, "none", Err(&error), false, None);
-        return envelope::json_response(503, &error.body());
+        return envelope::rest_response(503, &error.body(), &refused);
     }
 
-    let mut params = match read_params(&uri, &headers, &body) {
-        Ok(p) => p,
-        Err(e) => {
-            methods::append(&mut state, portal, &route.method, "none", Err(&e), false, None);
-            return envelope::json_response(e.status, &e.body());
-        }
-    };
+    let mut params = request::params(&uri, &headers, &body);
     let credential = match route.webhook {
         Some((user_id, secret)) => {
             params.shift_remove("auth");
@@ -160,21 +134,27 @@ async fn portal_request(
         }
         None => auth::take_credential(&headers, &mut params),
     };
-    let outcome = methods::call(&mut state, portal, &route.method, params, &credential, false);
+    let outcome =
+        methods::call(&l.shared, &mut state, portal, &route.method, params, &credential, false);
     let finish = SystemTime::now();
     methods::record_outcome(&mut state, portal, &route.method, &outcome, false);
     if let Some(loss) = state.portals[portal].lose_answer(&route.method) {
         tracing::info!(?loss, "answer lost after processing (fault)");
         return lost_answer(loss, &connection);
     }
-    match outcome.result {
+    let answer = Answer {
+        transport: route.transport,
+        application: outcome.application.as_deref(),
+        processing: outcome.processing,
+    };
+    match &outcome.result {
         Ok(success) => {
             let time = time_object(start, finish, outcome.processing, outcome.operating);
-            envelope::json_response(200, &envelope::success_body(&success, time))
+            envelope::rest_response(200, &envelope::success_body(success, time), &answer)
         }
         Err(e) => {
             tracing::debug!(code = e.code, "REST error");
-            envelope::json_response(e.status, &e.body())
+            envelope::rest_response(e.status, &e.body(), &answer)
         }
     }
 }
@@ -216,10 +196,7 @@ async fn oauth_request(
     if name != "app.info" {
         return envelope::json_response(404, &RestError::method_not_found().body());
     }
-    let mut params = match read_params(&uri, &headers, &body) {
-        Ok(p) => p,
-        Err(e) => return envelope::json_response(e.status, &e.body()),
-    };
+    let mut params = request::params(&uri, &headers, &body);
     let state = shared.lock();
     let credential = auth::take_credential(&headers, &mut params);
     let portal = match &credential {

@@ -10,6 +10,7 @@ mod events;
 mod faults;
 mod limits;
 mod oauth;
+mod portal_methods;
 mod registration;
 mod rest;
 mod templates;

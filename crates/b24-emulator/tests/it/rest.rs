@@ -105,3 +105,103 @@ async fn every_request_is_recorded_with_method_status_and_error() {
     );
     assert_eq!(calls[0].caller, format!("app:{}", w.app.client_id));
 }
+
+#[tokio::test]
+async fn an_unknown_method_is_404_before_any_credential_is_looked_at() {
+    let w = World::new().await;
+    let url = format!("{}no.such.method", w.portal.client_endpoint);
+    let (status, body) = post_json(&w.http, &url, &json!({})).await;
+    assert_eq!((status, err(&body)), (404, ("ERROR_METHOD_NOT_FOUND", "Method not found!")));
+    let (status, body) = w.call_with("forged", "no.such.method", json!({})).await;
+    assert_eq!((status, err(&body).0), (404, "ERROR_METHOD_NOT_FOUND"));
+    let (status, body) =
+        post_json(&w.http, &format!("{}scope", w.portal.client_endpoint), &json!({})).await;
+    assert_eq!((status, err(&body).0), (401, "NO_AUTH_FOUND"));
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_reads_as_no_parameters_and_the_query_still_counts() {
+    let w = World::new().await;
+    let url = format!("{}scope?auth={}&full=1", w.portal.client_endpoint, w.inst.access_token);
+    let resp = w
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["result"], json!(["bizproc", "placement", "user"]));
+}
+
+#[tokio::test]
+async fn a_form_body_is_repaired_as_parse_str_repairs_it() {
+    let w = World::with_scope("bizproc,crm").await;
+    // A bad percent sequence stays literal, an unclosed bracket becomes `_`, a nameless field
+    // is skipped: the request goes through and its fields are read.
+    let body = "=x&event=onappinstall&handler=http%3A%2F%2Fh.example%2F100%zz&a[b=1";
+    let (status, answer) =
+        w.call_raw("event.bind", "application/x-www-form-urlencoded", body).await;
+    assert_eq!((status, &answer["result"]), (200, &json!(true)), "{answer}");
+    let (_, got) = w.call("event.get", json!({})).await;
+    assert_eq!(got["result"][0]["handler"], json!("http://h.example/100%zz"));
+    // A body of another content type is still read by parse_str.
+    let (status, answer) = w.call_raw("scope", "text/plain", "full=false").await;
+    assert_eq!((status, answer["result"].as_array().unwrap().len()), (200, 3));
+}
+
+#[tokio::test]
+async fn the_xml_suffix_answers_in_xml_lists_as_items() {
+    let w = World::new().await;
+    let url = format!("{}scope.xml?auth={}", w.portal.client_endpoint, w.inst.access_token);
+    let resp = w.http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/xml; charset=utf-8");
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.starts_with(
+            "<response><result><item>bizproc</item><item>crm</item></result><time><start>"
+        ),
+        "{text}"
+    );
+    let url = format!("{}bogus.xml", w.portal.client_endpoint);
+    let resp = w.http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "<response><error>ERROR_METHOD_NOT_FOUND</error>\
+         <error_description>Method not found!</error_description></response>"
+    );
+}
+
+#[tokio::test]
+async fn every_answer_carries_cors_and_the_rest_timing_headers() {
+    let w = World::new().await;
+    let url = format!("{}server.time?auth={}", w.portal.client_endpoint, w.inst.access_token);
+    let resp = w.http.get(&url).send().await.unwrap();
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert_eq!(h["access-control-allow-headers"], "origin, content-type, accept");
+    assert_eq!(h["x-bitrix-rest-application"], w.app.client_id.as_str());
+    for name in ["x-bitrix-rest-time", "x-bitrix-rest-user-time", "x-bitrix-rest-system-time"] {
+        let value = h[name].to_str().unwrap();
+        let (_, decimals) = value.split_once('.').unwrap();
+        assert_eq!(decimals.len(), 10, "{name}: {value}");
+    }
+    let resp = w.http.get(format!("{}server.time", w.portal.client_endpoint)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert!(resp.headers().get("x-bitrix-rest-application").is_none());
+    let preflight = w
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}batch", w.portal.client_endpoint))
+        .header("origin", "https://elsewhere.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status().as_u16(), 200);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    assert_eq!(preflight.text().await.unwrap(), "");
+}

@@ -123,12 +123,21 @@ impl World {
     }
 
     pub async fn with_spec(spec: PortalSpec) -> World {
+        World::with(spec, "bizproc,crm").await
+    }
+
+    /// A portal without a bucket and an app granted `scope`.
+    pub async fn with_scope(scope: &str) -> World {
+        World::with(PortalSpec { unlimited: true, ..Default::default() }, scope).await
+    }
+
+    async fn with(spec: PortalSpec, scope: &str) -> World {
         let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
         let echo = Echo::start().await;
         let portal = emu.create_portal(spec).await.unwrap();
         let app = emu.register_app(AppSpec {
             install_url: Some(format!("{}{INSTALL_PATH}", echo.url)),
-            scope: "bizproc,crm".into(),
+            scope: scope.into(),
             ..Default::default()
         });
         let inst = emu.install_app(&portal.domain, &app.client_id).await.unwrap();
@@ -154,6 +163,22 @@ impl World {
     pub async fn call_with(&self, token: &str, method: &str, mut params: Value) -> (u16, Value) {
         params.as_object_mut().unwrap().insert("auth".into(), json!(token));
         post_json(&self.http, &format!("{}{method}", self.portal.client_endpoint), &params).await
+    }
+
+    /// POSTs `body` as a form, untouched, to `/rest/<method>?auth=<install token>`.
+    pub async fn call_raw(&self, method: &str, content_type: &str, body: &str) -> (u16, Value) {
+        let url =
+            format!("{}{method}?auth={}", self.portal.client_endpoint, self.inst.access_token);
+        let resp = self
+            .http
+            .post(url)
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
     }
 
     /// POSTs a PHP form to `/rest/<method>` with the install token as `auth`.
