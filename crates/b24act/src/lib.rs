@@ -6,3 +6,4 @@ pub mod bench;
 pub mod demo;
 pub mod operator_cli;
 pub mod portal_cli;
+pub mod sync_cli;

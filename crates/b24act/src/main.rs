@@ -52,6 +52,10 @@ enum Command {
         #[command(subcommand)]
         command: b24act::portal_cli::PortalsCommand,
     },
+    /// Make every installed portal's registrations match the configuration: print per portal
+    /// what is added, updated and deleted (actions removed from the configuration, unless
+    /// `[app] keep_removed_actions`), then apply it. Exit code 1 when any portal failed.
+    Sync(b24act::sync_cli::SyncArgs),
     /// Run the Bitrix24 emulator in the foreground: a fake OAuth server, portals and workflows,
     /// driven through its JSON control API (see the README). Stops on Ctrl-C or SIGTERM.
     Emulator {
@@ -78,6 +82,7 @@ impl Command {
         match self {
             Command::Serve { config } | Command::CheckConfig { config } => Some(config),
             Command::Jobs { config, .. } | Command::Portals { config, .. } => Some(config),
+            Command::Sync(args) => Some(&args.config),
             Command::Emulator { .. } | Command::Demo(_) | Command::Bench(_) => None,
         }
     }
@@ -90,6 +95,8 @@ fn main() -> std::process::ExitCode {
         Command::Demo(_) => "error",
         // The bench's table is its output; its in-process emulator would log every workflow.
         Command::Bench(_) => "warn",
+        // Sync prints each change itself.
+        Command::Sync(_) => "warn",
         _ => "info",
     };
     // The configuration is read before logging starts, so that its `[log]` table applies to
@@ -169,6 +176,9 @@ fn run(cli: Cli, loaded: Option<Result<Config, ConfigError>>) -> anyhow::Result<
             }
             Command::Portals { command, .. } => {
                 b24act::portal_cli::run(&config()?, command, &mut std::io::stdout()).await
+            }
+            Command::Sync(args) => {
+                b24act::sync_cli::run(config()?, &args, &mut std::io::stdout()).await
             }
             Command::Emulator { listen } => run_emulator(listen).await,
             Command::Bench(args) => b24act::bench::run(args, &mut std::io::stdout()).await,

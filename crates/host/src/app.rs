@@ -171,10 +171,11 @@ fn warn_if_exposed_over_http(addr: SocketAddr, config: &Config) {
     }
 }
 
-/// Registers the actions on every installed portal whose stored registrations are not this
-/// configuration's (a new or changed catalog, a new public URL); portals already current cost
-/// no request. An install or update event registers anew whatever is stored (an update wipes
-/// registrations, §1.1).
+/// Syncs the registrations of every installed portal whose stored registrations are not this
+/// configuration's (a new, changed or removed action, a new public URL, `keep_removed_actions`
+/// switched): actions are added, updated and — unless kept — deleted ([`crate::registrations`]);
+/// portals already current cost no request. An install or update event syncs whatever is
+/// stored (an update wipes registrations, §1.1).
 async fn register_everywhere(host: Arc<Host>) {
     let installations = match host.store.installations().await {
         Ok(installations) => installations,

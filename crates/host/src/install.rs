@@ -1,7 +1,8 @@
 //! The install handler and action registration. ONAPPINSTALL / ONAPPUPDATE: the event's refresh
 //! token is redeemed at the configured auth server, which names the portal (docs/protocol.md
-//! §4.4); the portal that server names and its rotated tokens are stored (encrypted), and every
-//! configured action is registered again — an update wipes registrations (§1.1).
+//! §4.4); the portal that server names and its rotated tokens are stored (encrypted), and the
+//! portal's registrations are synced with the configuration ([`crate::registrations`]) — an
+//! update wipes them (§1.1).
 //! ONAPPUNINSTALL, checked by `application_token` (the only check possible, §4.4), stops work
 //! for that portal.
 
@@ -17,7 +18,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use b24::incoming::{AppEvent, AppEventKind, Limits};
 use b24::report::ErrorChain;
-use b24::rest::{ActivityChanges, ErrorClass, Grant};
+use b24::rest::Grant;
 use store::{InstallationStatus, NewInstallation};
 use subtle::ConstantTimeEq;
 use tracing::Instrument;
@@ -26,6 +27,7 @@ use crate::Host;
 use crate::clock;
 use crate::health::Cause;
 use crate::portals::{self, Lookup};
+use crate::registrations::{self, RegistrationError};
 
 /// How often registration is tried when the portal answers with a retryable error.
 const REGISTRATION_ATTEMPTS: u32 = 8;
@@ -178,88 +180,45 @@ async fn verify(host: &Host, event: &AppEvent) -> Result<Grant, Refusal> {
     Ok(grant)
 }
 
-/// Why registration on a portal failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistrationError {
-    #[error("no client for the portal")]
-    Portal(#[from] crate::portals::PortalError),
-    #[error("registering `{code}`")]
-    Rest {
-        code: String,
-        #[source]
-        source: b24::rest::Error,
-    },
-}
-
-impl RegistrationError {
-    fn is_retryable(&self) -> bool {
-        matches!(self, RegistrationError::Rest { source, .. } if source.class() == ErrorClass::Retryable)
-    }
-}
-
-/// Registers every configured action on one portal: `add`, or `update` when it already exists
-/// (activities and robots share one namespace per app, §1.1). Returns how many.
-pub async fn register_actions(host: &Host, member_id: &str) -> Result<usize, RegistrationError> {
-    let client = host.portals.client(member_id).await?;
-    let mut registered = 0;
-    for action in host.catalog.iter() {
-        let (kind, definition) = action.definition(&host.config.app.public_url);
-        let code = definition.code.clone();
-        let rest = |source| RegistrationError::Rest { code: code.clone(), source };
-        match client.action_add(kind, &definition).await {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("ERROR_ACTIVITY_ALREADY_INSTALLED") => {
-                let changes = ActivityChanges {
-                    handler: Some(definition.handler.clone()),
-                    auth_user_id: definition.auth_user_id,
-                    use_subscription: definition.use_subscription,
-                    name: Some(definition.name.clone()),
-                    description: definition.description.clone(),
-                    properties: definition.properties.clone(),
-                    return_properties: definition.return_properties.clone(),
-                    ..ActivityChanges::default()
-                };
-                client.action_update(kind, &code, &changes).await.map_err(rest)?;
-            }
-            Err(e) => return Err(rest(e)),
-        }
-        tracing::info!(portal = %member_id, %code, ?kind, "action registered");
-        registered += 1;
-    }
-    Ok(registered)
-}
-
 /// What the registrations of this configuration say to a portal, as a hash: every action's
-/// kind and definition (handler URL included), in order. Stored with the installation after
-/// they were all made, so a start with the same catalog knows the portal has them.
+/// [`registrations::fingerprint`] in order, and whether removed actions are kept. Stored with
+/// the installation once a sync made the portal match, so a start with the same configuration
+/// knows the portal has them.
 pub fn registrations_fingerprint(host: &Host) -> String {
     let mut hasher = Sha256::new();
-    for action in host.catalog.iter() {
-        let (kind, definition) = action.definition(&host.config.app.public_url);
-        // A definition always serializes (strings, numbers and maps only).
-        let text = serde_json::to_string(&definition).unwrap_or_default();
-        hasher.update(format!("{kind:?}\n{text}\n").as_bytes());
+    for wanted in registrations::wanted(host) {
+        hasher.update(format!("{}\n", wanted.fingerprint).as_bytes());
     }
-    hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
+    let removed = if host.config.app.keep_removed_actions { "keep" } else { "delete" };
+    hasher.update(format!("removed: {removed}\n").as_bytes());
+    registrations::hex(hasher.finalize().as_slice())
 }
 
-/// [`register_actions`], tried again with growing pauses while the portal answers with a
-/// retryable error (rate limit, 5xx, unreachable); once all are made, their fingerprint is
-/// stored with the installation. When they cannot be made the portal is degraded (`/health`
-/// says why) until a registration succeeds or the app is installed again.
+/// Plans and applies a portal's registrations ([`registrations::plan`]): adds, updates and,
+/// unless `app.keep_removed_actions`, deletes what is no longer configured. Returns how many
+/// changes were made; the error is the planning's, or the first step's that failed (each failed
+/// step is logged).
+async fn sync(host: &Host, member_id: &str) -> Result<usize, RegistrationError> {
+    let planned = registrations::plan(host, member_id).await?;
+    let changes = planned.plan.changes();
+    match planned.apply(host).await.into_iter().find_map(|applied| applied.outcome.err()) {
+        Some(error) => Err(error),
+        None => Ok(changes),
+    }
+}
+
+/// A sync of the portal's registrations ([`registrations::plan`] and its `apply`), tried again
+/// with growing pauses while the portal answers with a retryable error (rate limit, 5xx,
+/// unreachable). When they cannot be made to match the configuration the portal is degraded
+/// (`/health` says why) until a sync succeeds or the app is installed again.
 pub async fn register_with_retries(host: Arc<Host>, member_id: String) {
     let mut pause = Duration::from_secs(1);
     for attempt in 1..=REGISTRATION_ATTEMPTS {
-        match register_actions(&host, &member_id).await {
-            Ok(count) => {
-                tracing::info!(portal = %member_id, count, "all actions registered");
+        match sync(&host, &member_id).await {
+            Ok(changes) => {
+                tracing::info!(portal = %member_id, changes, "registrations match the configuration");
                 if host.health.clear(&member_id, Cause::Registration) {
                     tracing::info!(portal = %member_id, "registrations made: the portal is no longer degraded");
-                }
-                let fingerprint = registrations_fingerprint(&host);
-                if let Err(error) = host.store.set_registrations(&member_id, &fingerprint).await {
-                    tracing::warn!(portal = %member_id, error = %ErrorChain(&error),
-                        "registrations made but not recorded; the next start makes them again");
                 }
                 return;
             }
@@ -269,9 +228,10 @@ pub async fn register_with_retries(host: Arc<Host>, member_id: String) {
                 pause = (pause * 2).min(Duration::from_secs(60));
             }
             Err(error) => {
-                tracing::error!(portal = %member_id, error = %ErrorChain(&error), "ACTIONS NOT REGISTERED on this portal; restart b24act or reinstall the app to try again");
+                tracing::error!(portal = %member_id, error = %ErrorChain(&error), "ACTIONS NOT REGISTERED on this portal; restart b24act, run b24act sync or reinstall the app to try again");
                 let reason = format!(
-                    "actions not registered: {}; restart b24act or reinstall the app to try again",
+                    "actions not registered: {}; restart b24act, run b24act sync or \
+                     reinstall the app to try again",
                     ErrorChain(&error)
                 );
                 host.health.degrade(&member_id, Cause::Registration, reason);

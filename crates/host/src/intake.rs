@@ -83,16 +83,21 @@ async fn take_call(
     answer.map(|_| "OK")
 }
 
+/// What the answer and the log line say about a call for an action this host does not run.
+pub const NOT_CONFIGURED: &str = "it was removed from the configuration (or never in it); \
+    `b24act sync` deletes its registration from the portal, so workflows stop calling it";
+
 /// Decodes, authenticates and stores a call, or says why not.
 async fn answer_call(intake: Arc<Intake>, code: String, body: Bytes) -> Result<Enqueued, Refusal> {
     let received_at = clock::now_ms();
     // Checked before anything is decoded: a call for an action this host does not run is
-    // refused, and nothing is stored (a portal still calling it has a stale registration).
+    // refused, and nothing is stored (a portal still calling it has a stale registration, which
+    // a sync deletes unless `app.keep_removed_actions`).
     let Some(action) = intake.host.catalog.get(&code).cloned() else {
-        tracing::warn!(code = %quoted(&code), "refused a call for an action that is not configured");
+        tracing::warn!(code = %quoted(&code), "refused a call for an action that is not configured: {NOT_CONFIGURED}");
         return Err((
             StatusCode::NOT_FOUND,
-            format!("no action `{}` is configured on this host", quoted(&code)),
+            format!("no action `{}` is configured on this host: {NOT_CONFIGURED}", quoted(&code)),
         ));
     };
     let limits =

@@ -21,6 +21,7 @@ pub mod operator;
 pub mod outbox;
 pub mod payload;
 pub mod portals;
+pub mod registrations;
 pub mod routes;
 pub mod state;
 pub mod values;

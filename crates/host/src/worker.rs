@@ -194,8 +194,9 @@ impl Claim<'_> {
         let job = self.job;
         let Some(action) = self.shared.host.catalog.get(&job.call.action_code).cloned() else {
             let reason = format!(
-                "action `{}` is not configured on this host (the configuration changed after the call arrived)",
-                job.call.action_code
+                "action `{}` is not configured on this host since the call arrived: {}",
+                job.call.action_code,
+                crate::intake::NOT_CONFIGURED
             );
             return self.mark_dead(AttemptOutcome::Fatal, &reason, clock.now()).await;
         };

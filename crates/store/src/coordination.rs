@@ -1,9 +1,9 @@
 //! What the nodes sharing one database coordinate through it: each portal's request budget
 //! (a leaky bucket kept as one row, GCRA-style), the one refresh of a portal's tokens at a time
-//! ([`TokenLock`]), the fingerprint of the registrations made on each portal, and the wake-ups
-//! one node sends the others (PostgreSQL `NOTIFY`). On SQLite there is one node: the budget
-//! works the same (the host keeps its in-process limiter there), a token lock is a lock in this
-//! process, and there is nobody to wake.
+//! ([`TokenLock`]), the fingerprint of the registrations made on each portal and of each
+//! action's there, and the wake-ups one node sends the others (PostgreSQL `NOTIFY`). On SQLite
+//! there is one node: the budget works the same (the host keeps its in-process limiter there), a
+//! token lock is a lock in this process, and there is nobody to wake.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -257,6 +257,48 @@ impl Store {
                 .map(|row| row.get("registrations"))
                 .transpose()?
                 .flatten())
+        })
+        .await
+    }
+
+    /// Records the fingerprint action `code` was just registered with on portal `member_id`,
+    /// or, given `None`, that its registration there was deleted.
+    pub async fn set_action_registration(
+        &self,
+        member_id: &str,
+        code: &str,
+        fingerprint: Option<&str>,
+    ) -> Result<()> {
+        let statement = match fingerprint {
+            Some(fingerprint) => Statement::new(
+                "INSERT INTO action_registrations (member_id, code, fingerprint) \
+                 VALUES ($1, $2, $3) \
+                 ON CONFLICT (member_id, code) DO UPDATE SET fingerprint = excluded.fingerprint",
+            )
+            .bind(member_id)
+            .bind(code)
+            .bind(fingerprint),
+            None => Statement::new(
+                "DELETE FROM action_registrations WHERE member_id = $1 AND code = $2",
+            )
+            .bind(member_id)
+            .bind(code),
+        };
+        self.write_one("record an action's registration", statement).await.map(drop)
+    }
+
+    /// The fingerprint each action was last registered with on portal `member_id`, by code.
+    pub async fn action_registrations(&self, member_id: &str) -> Result<HashMap<String, String>> {
+        let select = Statement::new(
+            "SELECT code, fingerprint FROM action_registrations WHERE member_id = $1",
+        )
+        .bind(member_id);
+        self.read("read a portal's action registrations", async |conn| {
+            let rows = conn.fetch_all(select).await?;
+            Ok(rows
+                .iter()
+                .map(|row| Ok((row.get("code")?, row.get("fingerprint")?)))
+                .collect::<Result<_, sqlx::Error>>()?)
         })
         .await
     }

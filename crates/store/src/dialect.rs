@@ -111,6 +111,11 @@ impl Dialect {
                 ),
                 (2, "several nodes", include_str!("../migrations/sqlite/0002_several_nodes.sql")),
                 (3, "operator", include_str!("../migrations/sqlite/0003_operator.sql")),
+                (
+                    4,
+                    "action registrations",
+                    include_str!("../migrations/sqlite/0004_action_registrations.sql"),
+                ),
             ],
             Dialect::Postgres => &[
                 (
@@ -120,6 +125,11 @@ impl Dialect {
                 ),
                 (2, "several nodes", include_str!("../migrations/postgres/0002_several_nodes.sql")),
                 (3, "operator", include_str!("../migrations/postgres/0003_operator.sql")),
+                (
+                    4,
+                    "action registrations",
+                    include_str!("../migrations/postgres/0004_action_registrations.sql"),
+                ),
             ],
         }
     }

@@ -117,7 +117,10 @@ async fn a_portal_whose_actions_cannot_be_registered_is_degraded_until_they_are(
     let (portal, why) = &degraded[0];
     assert_eq!((portal.as_str(), why.cause), (member_id.as_str(), Cause::Registration));
     assert!(why.reason.starts_with("actions not registered: "), "{why:?}");
-    assert!(why.reason.ends_with("restart b24act or reinstall the app to try again"), "{why:?}");
+    assert!(
+        why.reason.ends_with("restart b24act, run b24act sync or reinstall the app to try again"),
+        "{why:?}"
+    );
 
     // A delivery that gets through says nothing about registrations; a registration does.
     assert!(!t.host.health.clear(&member_id, Cause::Token));

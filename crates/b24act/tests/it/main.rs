@@ -21,6 +21,7 @@ mod portal_cli;
 mod serve;
 mod several_nodes;
 mod support;
+mod sync;
 mod worker;
 
 /// CI runs every PostgreSQL leg: a CI build without the variable fails here instead of

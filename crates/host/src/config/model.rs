@@ -89,6 +89,12 @@ pub struct AppConfig {
     /// Where portals reach this server, e.g. `https://b24act.example.com/`: handler and install
     /// URLs are built under it ([`crate::routes`]).
     pub public_url: Url,
+    /// Whether actions removed from `[[actions]]` stay registered on the portals. By default
+    /// (`false`) `serve` at start and `b24act sync` delete them, so the designer stops offering
+    /// an action whose calls this host would refuse; `true` leaves them for another deployment
+    /// of the same app to serve.
+    #[serde(default)]
+    pub keep_removed_actions: bool,
 }
 
 fn default_auth_server() -> Url {

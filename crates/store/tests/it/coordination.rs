@@ -1,6 +1,6 @@
 //! What several nodes share through the store: the token lock, each portal's request budget,
 //! round-robin claims, stored progress lines, deliveries whose answer was lost, and the
-//! registrations' fingerprint.
+//! registrations' fingerprints (a portal's and each action's there).
 
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ store::on_both_stores!(crate::support::run =>
     a_send_left_unrecorded_is_uncertain_and_not_found_then_is_an_unconfirmed_delivery,
     an_uncertain_result_is_resent_only_with_force,
     the_registrations_fingerprint_is_kept_per_portal,
+    each_actions_registration_is_kept_per_portal_until_deleted,
 );
 
 async fn a_token_lock_keeps_a_second_refresher_out_until_the_first_saved(db: TestDb) {
@@ -214,4 +215,21 @@ async fn the_registrations_fingerprint_is_kept_per_portal(db: TestDb) {
         Some("abc"),
         "an install event's registrations are made (and recorded) by the host again"
     );
+}
+
+async fn each_actions_registration_is_kept_per_portal_until_deleted(db: TestDb) {
+    let store = db.open().await;
+    assert!(store.action_registrations("p1").await.unwrap().is_empty());
+    store.set_action_registration("p1", "a", Some("f1")).await.unwrap();
+    store.set_action_registration("p1", "b", Some("f2")).await.unwrap();
+    store.set_action_registration("p2", "a", Some("other")).await.unwrap();
+    store.set_action_registration("p1", "a", Some("f3")).await.unwrap();
+    let kept = store.action_registrations("p1").await.unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!((kept["a"].as_str(), kept["b"].as_str()), ("f3", "f2"), "the latest one wins");
+    store.set_action_registration("p1", "b", None).await.unwrap();
+    store.set_action_registration("p1", "gone", None).await.unwrap();
+    let kept = store.action_registrations("p1").await.unwrap();
+    assert_eq!(kept.keys().collect::<Vec<_>>(), ["a"]);
+    assert_eq!(store.action_registrations("p2").await.unwrap()["a"], "other");
 }
