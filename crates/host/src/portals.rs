@@ -25,6 +25,7 @@ use subtle::ConstantTimeEq;
 use url::Url;
 
 use crate::clock;
+use crate::console::activity::PortalActivity;
 use crate::console::metrics::PortalMetrics;
 
 /// Why no client could be had for a portal, or a portal's call or event was not taken as its.
@@ -76,6 +77,8 @@ struct Inner {
     app: AppCredentials,
     /// By `member_id`; an entry goes whole ([`Portals::forget`]).
     known: Mutex<HashMap<String, KnownPortal>>,
+    /// What the clients saw lately, for the console.
+    activity: Arc<PortalActivity>,
 }
 
 /// What this node remembers of one portal.
@@ -101,8 +104,14 @@ impl Portals {
                 limiters,
                 app,
                 known: Mutex::new(HashMap::new()),
+                activity: Arc::default(),
             }),
         }
+    }
+
+    /// What every portal's client saw lately (refusals for a spent budget, refreshes, waits).
+    pub fn activity(&self) -> &PortalActivity {
+        &self.inner.activity
     }
 
     /// Asks the configured auth server what an install event's refresh token is: the portal it
@@ -161,7 +170,7 @@ impl Portals {
                 .limiter_from(&self.inner.limiters)
                 .token_sink(sinks.clone())
                 .move_sink(sinks)
-                .observer(PortalMetrics::new(member_id))
+                .observer(PortalMetrics::new(member_id, self.inner.activity.clone()))
                 .build()
                 .map_err(|e| PortalError::Client(Box::new(e)))?;
         let mut known = self.known();

@@ -14,6 +14,23 @@ pub const HEALTH: &str = "/health";
 pub const HEALTH_INTAKE: &str = "/health/intake";
 /// `GET`, on the console's listener: Prometheus metrics.
 pub const METRICS: &str = "/metrics";
+/// `GET`, on the console's listener: the overview.
+pub const CONSOLE_OVERVIEW: &str = "/";
+/// `GET`, on the console's listener: the jobs, filtered and paged by the query.
+pub const CONSOLE_JOBS: &str = "/jobs";
+/// `GET`, on the console's listener: one job.
+pub const CONSOLE_JOB: &str = "/jobs/{id}";
+/// `POST`, on the console's listener: an operator action on a job (`retry`, `cancel`,
+/// `complete`, `resend`).
+pub const CONSOLE_JOB_ACTION: &str = "/jobs/{id}/{action}";
+/// `GET`, on the console's listener: the installations.
+pub const CONSOLE_PORTALS: &str = "/portals";
+/// `POST`, on the console's listener: remove a portal's installation.
+pub const CONSOLE_PORTAL_REMOVE: &str = "/portals/{member_id}/remove";
+/// `GET`, on the console's listener: the pages' stylesheet.
+pub const CONSOLE_STYLESHEET: &str = "/assets/console.css";
+/// `GET`, on the console's listener: the pages' script.
+pub const CONSOLE_SCRIPT: &str = "/assets/console.js";
 
 /// The path portals POST calls for `code` to: `/bitrix/actions/<code>`.
 pub fn action_path(code: &str) -> String {

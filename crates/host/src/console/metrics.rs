@@ -27,6 +27,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use store::{AttemptOutcome, JobCount, JobState};
 
 use super::Console;
+use super::activity::PortalActivity;
 
 const CALL_ACK: &str = "b24act_call_ack_seconds";
 const CALLS: &str = "b24act_calls_total";
@@ -175,25 +176,29 @@ pub fn result_delivered(created_at: i64, now: i64) {
     histogram!(RESULT_LATENCY).record(now.saturating_sub(created_at).max(0) as f64 / 1000.0);
 }
 
-/// What one portal's REST client reports, as metrics labelled with its `member_id`.
+/// What one portal's REST client reports, as metrics labelled with its `member_id`, and to the
+/// node's [`PortalActivity`] for the console's overview.
 #[derive(Debug)]
 pub struct PortalMetrics {
     member_id: String,
+    activity: Arc<PortalActivity>,
 }
 
 impl PortalMetrics {
-    pub fn new(member_id: &str) -> Arc<PortalMetrics> {
-        Arc::new(PortalMetrics { member_id: member_id.to_owned() })
+    pub fn new(member_id: &str, activity: Arc<PortalActivity>) -> Arc<PortalMetrics> {
+        Arc::new(PortalMetrics { member_id: member_id.to_owned(), activity })
     }
 }
 
 impl ClientObserver for PortalMetrics {
     fn budget_waited(&self, waited: Duration) {
         histogram!(LIMITER_WAIT, "portal" => self.member_id.clone()).record(waited.as_secs_f64());
+        self.activity.waited(&self.member_id, waited);
     }
 
     fn budget_refused(&self, _code: &str) {
         counter!(RATE_LIMIT_REJECTIONS, "portal" => self.member_id.clone()).increment(1);
+        self.activity.rate_limited(&self.member_id);
     }
 
     fn token_refreshed(&self, outcome: Result<(), &RefreshError>) {
@@ -204,6 +209,7 @@ impl ClientObserver for PortalMetrics {
         };
         counter!(TOKEN_REFRESHES, "portal" => self.member_id.clone(), "outcome" => outcome)
             .increment(1);
+        self.activity.refreshed(&self.member_id, outcome == "ok");
     }
 }
 

@@ -1,11 +1,16 @@
 //! The operator console: its own listener (`[console] listen`, default `127.0.0.1:8081`),
 //! served by the edge's accept loop with the same connection deadlines, cap and body limits as
 //! the main one, and stopped with it. What it answers is in [`router`]; who may ask, and what
-//! every answer carries, in [`auth`]; Prometheus metrics in [`metrics`]. docs/console.md is the
+//! every answer carries, in [`auth`]; Prometheus metrics in [`metrics`]; the pages in
+//! [`pages`], what they do in [`actions`]. docs/console.md is the
 //! operator's guide.
 
+pub mod actions;
+pub mod activity;
 pub mod auth;
 pub mod metrics;
+pub mod pages;
+pub mod view;
 
 use std::sync::Arc;
 
@@ -42,6 +47,7 @@ pub fn router(console: Arc<Console>) -> Router {
     let access = Arc::new(auth::Access::new(config.console.token.clone()));
     let routes = Router::new()
         .merge(metrics::router(console.clone()))
+        .merge(pages::router(console.clone()))
         .layer(middleware::from_fn_with_state(access, auth::guard));
     edge::bounded(routes, Edge::new(&config.server))
         .layer(middleware::from_fn(auth::security_headers))
