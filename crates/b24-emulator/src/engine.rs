@@ -506,6 +506,15 @@ pub(crate) fn start_single(
     Ok(started)
 }
 
+/// Why a stored template cannot start on a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    UnknownTemplate,
+    UnknownDocument,
+    /// The document is not of the template's type.
+    TypeMismatch,
+}
+
 /// Starts a stored template on a document; returns the workflow ID. The first steps run now.
 pub(crate) fn start_template(
     shared: &Arc<Shared>,
@@ -515,38 +524,86 @@ pub(crate) fn start_template(
 ) -> Result<String, EmulatorError> {
     let mut state = shared.lock();
     let portal = state.portal_index(domain)?;
+    launch(shared, &mut state, portal, template_id, document_id, 0).map_err(|refusal| match refusal
+    {
+        Refusal::UnknownTemplate => {
+            EmulatorError::UnknownTemplate { domain: domain.to_owned(), template_id }
+        }
+        Refusal::UnknownDocument => document::unknown(domain, document_id),
+        Refusal::TypeMismatch => {
+            let p = &state.portals[portal];
+            let of = |t: Option<&Vec<String>>| t.map(|t| t.join("/")).unwrap_or_default();
+            EmulatorError::InvalidSpec(format!(
+                "template {template_id} runs on {} documents, not on {}",
+                of(p.templates.get(&template_id).map(|t| &t.template.document_type)),
+                of(p.documents.get(&key(document_id)).map(|d| &d.document_type)),
+            ))
+        }
+    })
+}
+
+/// Starts template `template_id` on a document for user `started_by` (0 = the control API):
+/// the first steps run now, the rest in the background. Returns the workflow ID.
+pub(crate) fn launch(
+    shared: &Arc<Shared>,
+    state: &mut State,
+    portal: usize,
+    template_id: u64,
+    document_id: &[String],
+    started_by: u64,
+) -> Result<String, Refusal> {
     let p = &mut state.portals[portal];
-    let Some((template, program)) = p.templates.get(&template_id) else {
-        return Err(EmulatorError::UnknownTemplate { domain: domain.to_owned(), template_id });
-    };
-    let Some(document) = p.documents.get(&key(document_id)) else {
-        return Err(document::unknown(domain, document_id));
-    };
-    if document.document_type != template.document_type {
-        return Err(EmulatorError::InvalidSpec(format!(
-            "template {template_id} runs on {} documents, not on {}",
-            template.document_type.join("/"),
-            document.document_type.join("/")
-        )));
+    let stored = p.templates.get(&template_id).ok_or(Refusal::UnknownTemplate)?;
+    let document = p.documents.get(&key(document_id)).ok_or(Refusal::UnknownDocument)?;
+    if document.document_type != stored.template.document_type {
+        return Err(Refusal::TypeMismatch);
     }
-    let wf = Workflow::new(
-        program.clone(),
+    let mut wf = Workflow::new(
+        stored.program.clone(),
         Some(template_id),
         document.document_id.clone(),
         document.document_type.clone(),
         // The instance is gone as soon as the template completes.
         Some(std::time::Duration::ZERO),
     );
+    wf.started_by = started_by;
     let (workflow_id, wake) = (wf.workflow_id.clone(), wf.wake.clone());
     p.workflows.insert(workflow_id.clone(), wf);
     tracing::info!(workflow_id, template_id, "template started");
-    let (plans, next) = drive(shared, &mut state, portal, &workflow_id, Instant::now());
-    drop(state);
+    let (plans, next) = drive(shared, state, portal, &workflow_id, Instant::now());
     dispatch::spawn_deliveries(shared, plans);
     if !matches!(next, Next::Done) {
         spawn_driver(shared, portal, workflow_id.clone(), wake);
     }
     Ok(workflow_id)
+}
+
+/// Ends a workflow now, keeping its record (an admin's "stop"): later `event.send` calls
+/// answer "404" and its open tasks can no longer be completed.
+pub(crate) fn terminate(
+    portal: &mut PortalState,
+    domain: &str,
+    workflow_id: &str,
+    now: Instant,
+) -> Result<(), EmulatorError> {
+    let wf = advanced(portal, domain, workflow_id, now)?;
+    if wf.ended.is_none() {
+        wf.process = ProcessStatus::Terminated;
+        wf.ended = Some(now);
+    }
+    wf.terminated = true;
+    wf.wake.notify_one();
+    Ok(())
+}
+
+/// Deletes a workflow with its tasks, as if it never ran.
+pub(crate) fn kill(portal: &mut PortalState, workflow_id: &str) {
+    if let Some(wf) = portal.workflows.shift_remove(workflow_id) {
+        for task in &wf.tasks {
+            portal.task_index.remove(&task.state.task_id);
+        }
+        wf.wake.notify_one();
+    }
 }
 
 /// Completes an open task and lets its workflow continue.

@@ -427,9 +427,7 @@ impl Emulator {
         let (mut template, program) = template::prepare(template)?;
         let mut state = self.shared.lock();
         let p = state.portal_mut(domain)?;
-        p.next_template += 1;
-        template.id = p.next_template;
-        p.templates.insert(template.id, (template.clone(), Arc::new(program)));
+        template.id = p.add_template(template::StoredTemplate::new(template.clone(), program));
         Ok(template)
     }
 
@@ -441,14 +439,15 @@ impl Emulator {
     ) -> Result<WorkflowTemplate, EmulatorError> {
         let state = self.shared.lock();
         let p = state.portal(domain)?;
-        p.templates.get(&template_id).map(|(t, _)| t.clone()).ok_or_else(|| {
+        p.templates.get(&template_id).map(|t| t.template.clone()).ok_or_else(|| {
             EmulatorError::UnknownTemplate { domain: domain.to_owned(), template_id }
         })
     }
 
     /// Every stored template of the portal.
     pub fn templates(&self, domain: &str) -> Result<Vec<WorkflowTemplate>, EmulatorError> {
-        Ok(self.shared.lock().portal(domain)?.templates.values().map(|(t, _)| t.clone()).collect())
+        let state = self.shared.lock();
+        Ok(state.portal(domain)?.templates.values().map(|t| t.template.clone()).collect())
     }
 
     /// Starts a stored template on a document of its type; returns the workflow ID. The first
@@ -528,15 +527,7 @@ impl Emulator {
     /// `event.send` calls answer "404".
     pub fn finish_workflow(&self, domain: &str, workflow_id: &str) -> Result<(), EmulatorError> {
         let mut state = self.shared.lock();
-        let now = Instant::now();
-        let wf = engine::advanced(state.portal_mut(domain)?, domain, workflow_id, now)?;
-        if wf.ended.is_none() {
-            wf.process = ProcessStatus::Terminated;
-            wf.ended = Some(now);
-        }
-        wf.terminated = true;
-        wf.wake.notify_one();
-        Ok(())
+        engine::terminate(state.portal_mut(domain)?, domain, workflow_id, Instant::now())
     }
 
     /// Every activity and robot registered on the portal.

@@ -19,7 +19,7 @@ use crate::limits::{LeakyBucket, OperatingLedger};
 use crate::registry::Registry;
 use crate::rest::{self, Bindings};
 use crate::state::Shared;
-use crate::template::{Program, WorkflowTemplate};
+use crate::template::StoredTemplate;
 use crate::workflow::Workflow;
 
 /// How a portal behaves. `PortalSpec::default()` is a non-Enterprise cloud portal: a leaky
@@ -143,8 +143,8 @@ pub(crate) struct PortalState {
     /// Documents by `document::key` of their ID.
     pub(crate) documents: IndexMap<String, Document>,
     pub(crate) next_document: u64,
-    /// Stored templates and their compiled programs, by ID.
-    pub(crate) templates: IndexMap<u64, (WorkflowTemplate, Arc<Program>)>,
+    /// Stored templates with their compiled programs, by ID.
+    pub(crate) templates: IndexMap<u64, StoredTemplate>,
     pub(crate) next_template: u64,
     pub(crate) next_task_id: u64,
     /// Which workflow holds each task.
@@ -189,6 +189,14 @@ impl PortalState {
             client_endpoint: self.client_endpoint(),
             signer_key: self.signer_key.clone(),
         }
+    }
+
+    /// Stores a template under the next ID, which it returns.
+    pub(crate) fn add_template(&mut self, mut stored: StoredTemplate) -> u64 {
+        self.next_template += 1;
+        stored.template.id = self.next_template;
+        self.templates.insert(self.next_template, stored);
+        self.next_template
     }
 
     /// What an app update or uninstall removes: its actions, event handlers and placements.

@@ -5,7 +5,8 @@
 //!
 //! Expressions (`{=Document:FIELD}`, `{=step:value}`) are described in [`crate::expr`].
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -185,6 +186,41 @@ pub struct SetFieldStep {
 pub struct LogStep {
     /// May hold expressions.
     pub message: String,
+}
+
+/// A template as the portal keeps it, with what `bizproc.workflow.template.*` shows besides its
+/// steps.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredTemplate {
+    pub(crate) template: WorkflowTemplate,
+    pub(crate) program: Arc<Program>,
+    /// The app that added it through REST; only that app may change or delete it. `None` for
+    /// a template of the control API.
+    pub(crate) owner: Option<String>,
+    /// `rest_app_<app ID>` for an app's template, else empty.
+    pub(crate) system_code: String,
+    pub(crate) description: String,
+    /// When it starts by itself: 0 never, 1 on create, 2 on change, 3 both.
+    pub(crate) auto_execute: i64,
+    /// Who stored it last (0 = the control API).
+    pub(crate) user_id: u64,
+    pub(crate) modified: SystemTime,
+}
+
+impl StoredTemplate {
+    /// A template validated and compiled by [`prepare`], owned by nobody.
+    pub(crate) fn new(template: WorkflowTemplate, program: Program) -> StoredTemplate {
+        StoredTemplate {
+            template,
+            program: Arc::new(program),
+            owner: None,
+            system_code: String::new(),
+            description: String::new(),
+            auto_execute: 0,
+            user_id: 0,
+            modified: SystemTime::now(),
+        }
+    }
 }
 
 /// One instruction of a compiled template.

@@ -325,6 +325,8 @@ pub(crate) enum Wait {
 pub(crate) struct Workflow {
     pub(crate) workflow_id: String,
     pub(crate) template_id: Option<u64>,
+    /// The user who started it through REST; 0 when the control API did.
+    pub(crate) started_by: u64,
     pub(crate) document_id: Vec<String>,
     pub(crate) document_type: Vec<String>,
     pub(crate) program: Arc<Program>,
@@ -356,6 +358,7 @@ impl Workflow {
         Workflow {
             workflow_id: ids::workflow_id(),
             template_id,
+            started_by: 0,
             document_id,
             document_type,
             program,

@@ -13,8 +13,8 @@ use crate::param::{Array, Param, get_ci, upper_keys};
 use crate::portal::{PortalState, RecordedCall};
 use crate::registry;
 use crate::rest::auth::{self, Caller, Credential, scope_list};
-use crate::rest::bindings;
 use crate::rest::envelope::{RestError, Success};
+use crate::rest::{bindings, bizproc};
 use crate::state::{Shared, State};
 use crate::workflow;
 
@@ -41,6 +41,16 @@ enum Method {
     PlacementList,
     PlacementGet,
     PlacementUnbind,
+    WorkflowStart,
+    WorkflowInstances,
+    WorkflowTerminate,
+    WorkflowKill,
+    TemplateList,
+    TemplateAdd,
+    TemplateUpdate,
+    TemplateDelete,
+    TaskList,
+    TaskComplete,
 }
 
 /// Every method by its lower-case name (aliases included).
@@ -69,6 +79,17 @@ const METHODS: &[(&str, Method)] = &[
     ("placement.list", Method::PlacementList),
     ("placement.get", Method::PlacementGet),
     ("placement.unbind", Method::PlacementUnbind),
+    ("bizproc.workflow.start", Method::WorkflowStart),
+    ("bizproc.workflow.instances", Method::WorkflowInstances),
+    ("bizproc.workflow.instance.list", Method::WorkflowInstances),
+    ("bizproc.workflow.terminate", Method::WorkflowTerminate),
+    ("bizproc.workflow.kill", Method::WorkflowKill),
+    ("bizproc.workflow.template.list", Method::TemplateList),
+    ("bizproc.workflow.template.add", Method::TemplateAdd),
+    ("bizproc.workflow.template.update", Method::TemplateUpdate),
+    ("bizproc.workflow.template.delete", Method::TemplateDelete),
+    ("bizproc.task.list", Method::TaskList),
+    ("bizproc.task.complete", Method::TaskComplete),
 ];
 
 impl Method {
@@ -98,7 +119,17 @@ impl Method {
             | Method::Delete { .. }
             | Method::List { .. }
             | Method::EventSend
-            | Method::ActivityLog => Some("bizproc"),
+            | Method::ActivityLog
+            | Method::WorkflowStart
+            | Method::WorkflowInstances
+            | Method::WorkflowTerminate
+            | Method::WorkflowKill
+            | Method::TemplateList
+            | Method::TemplateAdd
+            | Method::TemplateUpdate
+            | Method::TemplateDelete
+            | Method::TaskList
+            | Method::TaskComplete => Some("bizproc"),
         }
     }
 }
@@ -208,9 +239,15 @@ fn run(
     if m == Method::Batch {
         return batch::run(shared, state, portal, &params, credential);
     }
-    if m == Method::AppInfo {
-        return app_info(state, portal, caller).map(Success::from);
+    match m {
+        Method::AppInfo => return app_info(state, portal, caller).map(Success::from),
+        Method::WorkflowStart => {
+            return bizproc::workflow_start(shared, state, portal, caller, &params)
+                .map(Success::from);
+        }
+        _ => {}
     }
+    let app_id = caller.client_id.as_ref().and_then(|c| state.apps.get(c)).map_or(0, |a| a.id);
     let Some(p) = state.portals.get_mut(portal) else {
         return Err(RestError::method_not_found());
     };
@@ -233,7 +270,18 @@ fn run(
         Method::PlacementList => Ok(bindings::placement_list(caller)),
         Method::PlacementGet => bindings::placement_get(p, caller),
         Method::PlacementUnbind => bindings::placement_unbind(p, caller, &params),
-        Method::AppInfo | Method::Batch => Err(RestError::method_not_found()),
+        Method::WorkflowInstances => return bizproc::workflow_instances(p, caller, &params),
+        Method::WorkflowTerminate => bizproc::workflow_terminate(p, caller, &params),
+        Method::WorkflowKill => bizproc::workflow_kill(p, caller, &params),
+        Method::TemplateList => return bizproc::template_list(p, caller, &params),
+        Method::TemplateAdd => bizproc::template_add(p, caller, app_id, &params),
+        Method::TemplateUpdate => bizproc::template_update(p, caller, &params),
+        Method::TemplateDelete => bizproc::template_delete(p, caller, &params),
+        Method::TaskList => return bizproc::task_list(p, caller, &params),
+        Method::TaskComplete => bizproc::task_complete(p, caller, &params),
+        Method::AppInfo | Method::Batch | Method::WorkflowStart => {
+            Err(RestError::method_not_found())
+        }
     };
     result.map(Success::from)
 }

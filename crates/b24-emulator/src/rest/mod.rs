@@ -4,8 +4,10 @@
 
 mod auth;
 mod bindings;
+mod bizproc;
 mod connection;
 mod envelope;
+mod listing;
 pub(crate) mod methods;
 mod request;
 

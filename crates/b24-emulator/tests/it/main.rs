@@ -4,6 +4,7 @@
 mod support;
 
 mod batch;
+mod bizproc_rest;
 mod control;
 mod dispatch;
 mod events;
