@@ -11,7 +11,7 @@ use crate::clock;
 use crate::engine::{self, Refusal};
 use crate::param::{Array, Param, upper_keys};
 use crate::portal::PortalState;
-use crate::rest::listing::Listing;
+use crate::rest::listing::{Listing, OPERATIONS};
 use crate::rest::{Caller, RestError, Success};
 use crate::state::{Shared, State};
 use crate::task::TaskStatus;
@@ -107,7 +107,11 @@ pub(crate) fn workflow_instances(
             ])
         })
         .collect();
-    let listing = Listing { select: &["ID", "MODIFIED", "OWNED_UNTIL"], order: ("MODIFIED", true) };
+    let listing = Listing {
+        select: &["ID", "MODIFIED", "OWNED_UNTIL"],
+        order: ("MODIFIED", true),
+        operations: OPERATIONS,
+    };
     listing.page(rows, &upper_keys(params))
 }
 
@@ -191,7 +195,8 @@ pub(crate) fn template_list(
             ])
         })
         .collect();
-    Listing { select: &["ID"], order: ("ID", false) }.page(rows, &upper_keys(params))
+    let listing = Listing { select: &["ID"], order: ("ID", false), operations: OPERATIONS };
+    listing.page(rows, &upper_keys(params))
 }
 
 /// The caller's app, which adding, changing and deleting templates needs, and an admin.
@@ -420,6 +425,7 @@ pub(crate) fn task_list(
             "DOCUMENT_URL",
         ],
         order: ("ID", true),
+        operations: OPERATIONS,
     };
     listing.page(rows, &params)
 }

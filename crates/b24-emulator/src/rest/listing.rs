@@ -10,21 +10,23 @@ use crate::rest::{RestError, Success};
 /// `IRestService::LIST_LIMIT`.
 pub(crate) const PAGE: usize = 50;
 
-/// The filter prefixes list methods accept.
-const OPERATIONS: &[&str] = &["", "=", "!", "!=", "<", "<=", ">", ">="];
+/// The filter prefixes every list method accepts.
+pub(crate) const OPERATIONS: &[&str] = &["", "=", "!", "!=", "<", "<=", ">", ">="];
 
-/// How one list method lists: the fields its rows answer without a `SELECT`, and its order
-/// without an `ORDER` (`true` = descending).
+/// How one list method lists: the fields its rows answer without a `SELECT` (none = every
+/// field), its order without an `ORDER` (`true` = descending), and the filter prefixes it takes
+/// ([`OPERATIONS`], and for CRM lists also `%` (contains) and `@` (one of)).
 pub(crate) struct Listing<'a> {
     pub(crate) select: &'a [&'a str],
     pub(crate) order: (&'a str, bool),
+    pub(crate) operations: &'a [&'a str],
 }
 
 impl Listing<'_> {
     /// Filters, sorts, pages and selects `rows` (upper-case keys, every field) by `params`
     /// (upper-case keys).
     pub(crate) fn page(&self, mut rows: Vec<Array>, params: &Array) -> Result<Success, RestError> {
-        let filter = filter(params)?;
+        let filter = filter(params, self.operations)?;
         rows.retain(|row| filter.iter().all(|f| f.holds(row)));
         let order = order(params)?;
         let order =
@@ -39,7 +41,7 @@ impl Listing<'_> {
                 .find(|o| o.is_ne())
                 .unwrap_or(Ordering::Equal)
         });
-        let known = |field: &str| rows.first().is_none_or(|row| row.contains_key(field));
+        let known = |field: &str| field == "*" || rows.iter().any(|row| row.contains_key(field));
         let mut select: Vec<String> = match params.get("SELECT") {
             Some(Param::Array(fields)) => fields
                 .values()
@@ -52,6 +54,7 @@ impl Listing<'_> {
         if select.is_empty() {
             select = self.select.iter().map(|f| (*f).to_owned()).collect();
         }
+        let every = select.is_empty() || select.iter().any(|f| f == "*");
         let total = rows.len();
         let start = params.get("START").map_or(0, Param::php_int).max(0) as usize;
         let page: Vec<Param> = rows
@@ -59,6 +62,9 @@ impl Listing<'_> {
             .skip(start)
             .take(PAGE)
             .map(|row| {
+                if every {
+                    return Param::Array(row);
+                }
                 Param::map(
                     select
                         .iter()
@@ -96,6 +102,10 @@ impl Condition {
         };
         match self.op.as_str() {
             "!" | "!=" => !equal(),
+            "%" => {
+                let needle = self.value.php_string().unwrap_or_default().to_lowercase();
+                actual.php_string().unwrap_or_default().to_lowercase().contains(&needle)
+            }
             "<" => compare(Some(actual), Some(&self.value)).is_lt(),
             "<=" => compare(Some(actual), Some(&self.value)).is_le(),
             ">" => compare(Some(actual), Some(&self.value)).is_gt(),
@@ -105,7 +115,7 @@ impl Condition {
     }
 }
 
-fn filter(params: &Array) -> Result<Vec<Condition>, RestError> {
+fn filter(params: &Array, operations: &[&str]) -> Result<Vec<Condition>, RestError> {
     let Some(filter) = params.get("FILTER") else {
         return Ok(Vec::new());
     };
@@ -117,7 +127,7 @@ fn filter(params: &Array) -> Result<Vec<Condition>, RestError> {
         .map(|(key, value)| {
             let split = key.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(key.len());
             let (op, field) = key.split_at(split);
-            if !OPERATIONS.contains(&op) {
+            if !operations.contains(&op) {
                 return Err(RestError::bad_request(
                     "ERROR_ARGUMENT",
                     format!("Filter operation not allowed: {op}"),

@@ -13,6 +13,7 @@ use crate::param::{Array, Param, get_ci, upper_keys};
 use crate::portal::{PortalState, RecordedCall};
 use crate::registry;
 use crate::rest::auth::{self, Caller, Credential, scope_list};
+use crate::rest::crm::{self, Kind};
 use crate::rest::envelope::{RestError, Success};
 use crate::rest::{bindings, bizproc};
 use crate::state::{Shared, State};
@@ -51,6 +52,9 @@ enum Method {
     TemplateDelete,
     TaskList,
     TaskComplete,
+    CrmGet(Kind),
+    CrmList(Kind),
+    CrmUpdate(Kind),
 }
 
 /// Every method by its lower-case name (aliases included).
@@ -90,6 +94,18 @@ const METHODS: &[(&str, Method)] = &[
     ("bizproc.workflow.template.delete", Method::TemplateDelete),
     ("bizproc.task.list", Method::TaskList),
     ("bizproc.task.complete", Method::TaskComplete),
+    ("crm.deal.get", Method::CrmGet(Kind::Deal)),
+    ("crm.deal.list", Method::CrmList(Kind::Deal)),
+    ("crm.deal.update", Method::CrmUpdate(Kind::Deal)),
+    ("crm.lead.get", Method::CrmGet(Kind::Lead)),
+    ("crm.lead.list", Method::CrmList(Kind::Lead)),
+    ("crm.lead.update", Method::CrmUpdate(Kind::Lead)),
+    ("crm.contact.get", Method::CrmGet(Kind::Contact)),
+    ("crm.contact.list", Method::CrmList(Kind::Contact)),
+    ("crm.contact.update", Method::CrmUpdate(Kind::Contact)),
+    ("crm.company.get", Method::CrmGet(Kind::Company)),
+    ("crm.company.list", Method::CrmList(Kind::Company)),
+    ("crm.company.update", Method::CrmUpdate(Kind::Company)),
 ];
 
 impl Method {
@@ -110,6 +126,7 @@ impl Method {
             | Method::EventGet
             | Method::EventUnbind => None,
             Method::UserCurrent => Some("user"),
+            Method::CrmGet(_) | Method::CrmList(_) | Method::CrmUpdate(_) => Some("crm"),
             Method::PlacementBind
             | Method::PlacementList
             | Method::PlacementGet
@@ -279,6 +296,9 @@ fn run(
         Method::TemplateDelete => bizproc::template_delete(p, caller, &params),
         Method::TaskList => return bizproc::task_list(p, caller, &params),
         Method::TaskComplete => bizproc::task_complete(p, caller, &params),
+        Method::CrmGet(kind) => crm::get(p, kind, &params),
+        Method::CrmList(kind) => return crm::list(p, kind, &params),
+        Method::CrmUpdate(kind) => crm::update(p, kind, &params),
         Method::AppInfo | Method::Batch | Method::WorkflowStart => {
             Err(RestError::method_not_found())
         }

@@ -6,6 +6,7 @@ mod auth;
 mod bindings;
 mod bizproc;
 mod connection;
+mod crm;
 mod envelope;
 mod listing;
 pub(crate) mod methods;

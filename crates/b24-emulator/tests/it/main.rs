@@ -6,6 +6,7 @@ mod support;
 mod batch;
 mod bizproc_rest;
 mod control;
+mod crm;
 mod dispatch;
 mod events;
 mod faults;

@@ -19,7 +19,7 @@ async fn server_time_is_iso_8601_with_its_offset() {
 #[tokio::test]
 async fn scope_lists_the_apps_scopes_or_with_full_every_scope_read_as_php_reads_a_bool() {
     let w = World::new().await;
-    let every = json!(["bizproc", "placement", "user"]);
+    let every = json!(["bizproc", "crm", "placement", "user"]);
     let (_, body) = w.call("scope", json!({})).await;
     assert_eq!(body["result"], json!(["bizproc", "crm"]));
     let (_, body) = w.call("scope", json!({"full": false})).await;
