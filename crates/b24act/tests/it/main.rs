@@ -3,6 +3,7 @@
 mod bench;
 mod connectors;
 mod console;
+mod console_pages;
 mod crash;
 mod degraded;
 mod demo;
