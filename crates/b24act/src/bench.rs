@@ -10,6 +10,7 @@
 //! CPU each one used). Everything listens on 127.0.0.1 and lives in temp dirs removed at the end.
 //! Figures are for BENCHMARKS.md; no test asserts a timing.
 
+mod console;
 mod deployment;
 pub mod load;
 pub(crate) mod measure;
@@ -44,6 +45,9 @@ pub enum Scenario {
     /// Several nodes on one PostgreSQL database and one portal (`--nodes`): `limited`'s results
     /// per second and `intake`'s accepted calls per second, for each node count.
     MultiNode,
+    /// `--console-jobs` jobs in the store, in every state, of several portals and actions: how
+    /// long the console's pages take over HTTP (p50, p99).
+    Console,
 }
 
 impl Scenario {
@@ -56,6 +60,7 @@ impl Scenario {
             Scenario::Rss => "rss",
             Scenario::Hostile => "hostile",
             Scenario::MultiNode => "multi-node",
+            Scenario::Console => "console",
         }
     }
 }
@@ -105,6 +110,12 @@ pub struct BenchArgs {
     /// hostile: good calls per second sent meanwhile (for `--rate-duration`).
     #[arg(long, default_value_t = 200)]
     pub hostile_good_rate: u32,
+    /// console: jobs put in the store before the pages are timed.
+    #[arg(long, default_value_t = 100_000)]
+    pub console_jobs: u64,
+    /// console: requests timed per page.
+    #[arg(long, default_value_t = 50)]
+    pub console_requests: usize,
     /// multi-node: the node counts to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub nodes: Vec<usize>,

@@ -116,6 +116,7 @@ impl Dialect {
                     "action registrations",
                     include_str!("../migrations/sqlite/0004_action_registrations.sql"),
                 ),
+                (5, "console", include_str!("../migrations/sqlite/0005_console.sql")),
             ],
             Dialect::Postgres => &[
                 (
@@ -130,6 +131,7 @@ impl Dialect {
                     "action registrations",
                     include_str!("../migrations/postgres/0004_action_registrations.sql"),
                 ),
+                (5, "console", include_str!("../migrations/postgres/0005_console.sql")),
             ],
         }
     }

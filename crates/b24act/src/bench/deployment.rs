@@ -175,6 +175,19 @@ impl Deployment {
         Ok(JobCounts { queued: count("queued"), running: count("running"), total })
     }
 
+    /// The store the nodes share, opened as their configuration names it (with its key).
+    pub async fn open_store(&self) -> anyhow::Result<store::Store> {
+        let config = host::config::Config::load(&self.dir.path().join("b24act.toml"))?;
+        let key = store::StoreKey::from_hex(config.store.encryption_key.expose())?;
+        let options = store::StoreOptions { max_connections: 2, ..store::StoreOptions::new(key) };
+        Ok(store::Store::open(config.store.url.expose(), options).await?)
+    }
+
+    /// The SQLite database's file (on SQLite).
+    pub fn db_path(&self) -> PathBuf {
+        db_path(&self.dir)
+    }
+
     /// The SQLite database with its write-ahead log, in bytes.
     pub fn store_bytes(&self) -> u64 {
         let db = db_path(&self.dir);
@@ -228,6 +241,8 @@ fn config_text(setup: &Setup, site: &Site, store_url: &str, api: &FinanceApi) ->
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// Its console's address (`console.listen` is port 0), when the console is enabled.
+    pub console: Option<SocketAddr>,
     log: PathBuf,
 }
 
@@ -258,22 +273,41 @@ impl ServerProcess {
         let stdout = child.stdout.take().context("the server's stdout")?;
         let (ready, address) = mpsc::channel();
         std::thread::spawn(move || {
-            // Reads every line, so the server never blocks on a full pipe.
+            // Reads every line, so the server never blocks on a full pipe. The server prints its
+            // address, then its install handler, its console's address if it has one, and its
+            // actions: the addresses are known at the console's line or the first action's.
+            let mut serving = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("b24act serving on http://") {
-                    let _ = ready.send(addr.trim().to_owned());
+                    serving = Some(addr.trim().to_owned());
+                    continue;
+                }
+                let line = line.trim_start();
+                let console = line
+                    .strip_prefix("console and /metrics: http://")
+                    .and_then(|rest| rest.split('/').next())
+                    .map(str::to_owned);
+                if (console.is_some() || line.starts_with("action "))
+                    && let Some(addr) = serving.take()
+                {
+                    let _ = ready.send((addr, console));
                 }
             }
         });
         let mut server = ServerProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            console: None,
             log: log.to_path_buf(),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(addr) = address.try_recv() {
+            if let Ok((addr, console)) = address.try_recv() {
                 server.addr = addr.parse().with_context(|| format!("server address `{addr}`"))?;
+                server.console = console
+                    .map(|console| console.parse())
+                    .transpose()
+                    .with_context(|| "the console's address")?;
                 return Ok(server);
             }
             if let Some(status) = server.child.try_wait()? {

@@ -49,6 +49,7 @@ pub async fn run(
         Scenario::Rss => rss(args, server).await,
         Scenario::Hostile => hostile(args, server).await,
         Scenario::MultiNode => multi_node(args, server).await,
+        Scenario::Console => super::console::console(args, server).await,
     }
 }
 
@@ -168,7 +169,7 @@ async fn hostile(args: &BenchArgs, server: &Path) -> anyhow::Result<ScenarioRepo
 
 /// Workers held by an API that never answers: calls pile up as queued jobs, and only the intake
 /// uses the server's CPU.
-fn backlog_setup(args: &BenchArgs) -> Setup {
+pub(super) fn backlog_setup(args: &BenchArgs) -> Setup {
     Setup {
         portal: PortalSpec { unlimited: true, ..PortalSpec::default() },
         delivery: PORTAL_RATE,
@@ -698,7 +699,7 @@ fn not_accepted_rows(report: &mut ScenarioReport, prefix: &str, states: &[Workfl
     let total: usize = causes.values().sum();
     report.row(Row::new(format!("{prefix}calls not accepted by intake"), total as f64, "calls"));
     let mut by_count: Vec<(String, usize)> = causes.into_iter().collect();
-    by_count.sort_by(|a, b| b.1.cmp(&a.1));
+    by_count.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     for (cause, count) in by_count.iter().take(3) {
         report.note(format!("{prefix}{count} calls not accepted: {cause}"));
     }

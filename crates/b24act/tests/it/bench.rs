@@ -164,3 +164,27 @@ fn bench_multi_node_runs_two_nodes_on_one_postgres_database_and_drops_it() {
     });
     assert_eq!(left, 0, "the bench's databases are dropped at the end");
 }
+
+/// `--scenarios console` with a few jobs: every page is asked for and timed.
+#[test]
+fn bench_console_times_every_page() {
+    let dir = TempDir::new("b24act-it").unwrap();
+    let json = dir.path().join("bench.json");
+    let sizes = ["--scenarios", "console", "--console-jobs", "1200", "--console-requests", "3"];
+    let output = bench(&sizes, &json).output().expect("run b24act bench");
+    assert!(
+        output.status.success(),
+        "bench failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let console = rows(&report, "console");
+    for page in
+        ["overview /", "jobs, no filter", "jobs, state=dead", "jobs, workflow", "a job", "portals"]
+    {
+        let (p50, p99) =
+            (value(&console, &format!("{page} p50")), value(&console, &format!("{page} p99")));
+        assert!(0.0 < p50 && p50 <= p99, "{page}: {p50} {p99}");
+    }
+}
