@@ -37,6 +37,12 @@ pub enum EmulatorError {
     TaskClosed { task_id: u64 },
     #[error("invalid specification: {0}")]
     InvalidSpec(String),
+    #[error("cannot set up TLS: {what}")]
+    Tls {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl EmulatorError {

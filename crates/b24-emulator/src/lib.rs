@@ -65,6 +65,7 @@ mod state;
 mod task;
 mod template;
 pub mod templates;
+mod tls;
 mod workflow;
 
 use std::future::Future;
@@ -295,7 +296,7 @@ impl Emulator {
             secret: secret.clone(),
             scope: scope.to_owned(),
         });
-        Ok(format!("http://{}/rest/{user_id}/{secret}/", p.domain))
+        Ok(format!("{}{user_id}/{secret}/", p.client_endpoint()))
     }
 
     /// Replaces the portal's faults (and restarts any server-error burst and lost-answer count).

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
+use tokio_rustls::TlsAcceptor;
 
 use crate::app::{App, InstallState};
 use crate::clock;
@@ -58,6 +59,9 @@ pub struct PortalSpec {
     pub language_id: String,
     /// `app.info`'s `LICENSE`.
     pub license: String,
+    /// Serve HTTPS instead of HTTP, with a certificate from the emulator's own authority
+    /// (`Portal::ca_file`), for clients that insist on `https://`.
+    pub tls: bool,
 }
 
 impl Default for PortalSpec {
@@ -75,6 +79,7 @@ impl Default for PortalSpec {
             signer_key: None,
             language_id: "en".into(),
             license: "en_project".into(),
+            tls: false,
         }
     }
 }
@@ -86,10 +91,12 @@ pub struct Portal {
     pub domain: String,
     /// 32 hex digits.
     pub member_id: String,
-    /// `http://127.0.0.1:Q/rest/`
+    /// `http://127.0.0.1:Q/rest/`, or `https://…` for a TLS portal.
     pub client_endpoint: String,
     /// The portal secret that signs event tokens: HMAC-SHA256 key = `"bizproc" + signer_key`.
     pub signer_key: String,
+    /// For a TLS portal, the PEM file of the authority its certificate comes from.
+    pub ca_file: Option<String>,
 }
 
 /// An incoming webhook (§4.2).
@@ -123,6 +130,8 @@ pub struct RecordedCall {
 /// Everything one portal holds.
 pub(crate) struct PortalState {
     pub(crate) domain: String,
+    /// The authority's PEM file of a TLS portal.
+    pub(crate) ca_file: Option<String>,
     pub(crate) member_id: String,
     pub(crate) signer_key: String,
     pub(crate) spec: PortalSpec,
@@ -152,9 +161,10 @@ pub(crate) struct PortalState {
 }
 
 impl PortalState {
-    fn new(domain: String, spec: PortalSpec) -> Self {
+    fn new(domain: String, spec: PortalSpec, ca_file: Option<String>) -> Self {
         Self {
             domain,
+            ca_file,
             member_id: spec.member_id.clone().unwrap_or_else(ids::member_id),
             signer_key: spec.signer_key.clone().unwrap_or_else(|| ids::secret(64)),
             spec,
@@ -178,8 +188,13 @@ impl PortalState {
         }
     }
 
+    /// `http` or `https`.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.spec.tls { "https" } else { "http" }
+    }
+
     pub(crate) fn client_endpoint(&self) -> String {
-        format!("http://{}/rest/", self.domain)
+        format!("{}://{}/rest/", self.scheme(), self.domain)
     }
 
     pub(crate) fn handle(&self) -> Portal {
@@ -188,6 +203,7 @@ impl PortalState {
             member_id: self.member_id.clone(),
             client_endpoint: self.client_endpoint(),
             signer_key: self.signer_key.clone(),
+            ca_file: self.ca_file.clone(),
         }
     }
 
@@ -275,12 +291,18 @@ pub(crate) async fn bind(
     Ok((listener, local.to_string()))
 }
 
-/// Serves one domain's listener in the background.
-pub(crate) fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, domain: String) {
+/// Serves one domain's listener in the background, with TLS when `tls` is given.
+pub(crate) fn serve(
+    shared: &Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    domain: String,
+    tls: Option<TlsAcceptor>,
+) {
     let app = rest::portal_router(shared.clone(), domain.clone())
         .into_make_service_with_connect_info::<rest::Connection>();
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(rest::DroppableListener(listener), app).await {
+        let listener = rest::DroppableListener { tcp: listener, tls };
+        if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(domain, error = %e, "portal listener stopped");
         }
     });
@@ -304,18 +326,20 @@ pub(crate) async fn create(
     {
         return Err(EmulatorError::InvalidSpec(format!("member_id `{m}` is not 32 hex digits")));
     }
+    let tls = if spec.tls { Some(shared.tls()?) } else { None };
+    let ca_file = tls.as_ref().map(|t| t.ca_file.display().to_string());
     let addr = spec.listen.unwrap_or(SocketAddr::new(host, 0));
     let (listener, domain) = bind(addr).await?;
     let handle = {
         let mut state = shared.lock();
-        let portal = PortalState::new(domain.clone(), spec);
+        let portal = PortalState::new(domain.clone(), spec, ca_file);
         let handle = portal.handle();
         state.portals.push(portal);
         let index = state.portals.len() - 1;
         state.domains.insert(domain.clone(), index);
         handle
     };
-    serve(shared, listener, domain.clone());
+    serve(shared, listener, domain.clone(), tls.map(|t| t.acceptor.clone()));
     tracing::info!(domain, "portal started");
     Ok(handle)
 }
@@ -326,7 +350,7 @@ pub(crate) async fn relocate(
     host: std::net::IpAddr,
     domain: &str,
 ) -> Result<String, EmulatorError> {
-    shared.lock().portal_index(domain)?;
+    let tls = if shared.lock().portal(domain)?.spec.tls { Some(shared.tls()?) } else { None };
     let (listener, new_domain) = bind(SocketAddr::new(host, 0)).await?;
     {
         let mut state = shared.lock();
@@ -334,7 +358,7 @@ pub(crate) async fn relocate(
         state.portals[index].domain = new_domain.clone();
         state.domains.insert(new_domain.clone(), index);
     }
-    serve(shared, listener, new_domain.clone());
+    serve(shared, listener, new_domain.clone(), tls.map(|t| t.acceptor.clone()));
     tracing::info!(from = domain, to = new_domain, "portal moved");
     Ok(new_domain)
 }

@@ -15,6 +15,7 @@ use crate::app::App;
 use crate::error::EmulatorError;
 use crate::oauth::TokenStore;
 use crate::portal::PortalState;
+use crate::tls::Tls;
 
 /// How many handler calls the emulator has in flight at once, over all portals.
 ///
@@ -39,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) portal_host: IpAddr,
     /// Listener tasks, aborted when the emulator is dropped.
     tasks: Mutex<Vec<AbortHandle>>,
+    /// The certificate authority of TLS portals, made for the first one.
+    tls: Mutex<Option<Arc<Tls>>>,
 }
 
 /// The mutable world.
@@ -63,7 +66,19 @@ impl Shared {
             main_url,
             portal_host,
             tasks: Mutex::new(Vec::new()),
+            tls: Mutex::new(None),
         })
+    }
+
+    /// The emulator's TLS authority, made on first use.
+    pub(crate) fn tls(&self) -> Result<Arc<Tls>, EmulatorError> {
+        let mut tls = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tls) = tls.as_ref() {
+            return Ok(tls.clone());
+        }
+        let made = Arc::new(Tls::generate(self.portal_host)?);
+        *tls = Some(made.clone());
+        Ok(made)
     }
 
     /// Locks the state. A panic while holding the lock cannot leave it half-written in a way

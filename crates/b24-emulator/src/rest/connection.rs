@@ -1,6 +1,6 @@
-//! Portal connections a request can drop unanswered (the `answer_lost` fault's
-//! `drop_connection`): once dropped, every write fails, so hyper closes the connection without
-//! sending a byte of the response it was given.
+//! Portal connections, plain or TLS, that a request can drop unanswered (the `answer_lost`
+//! fault's `drop_connection`): once dropped, every write fails, so hyper closes the connection
+//! without sending a byte of the response it was given.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,32 +8,65 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
-/// A portal's TCP listener whose connections can be dropped from inside a request.
-pub(crate) struct DroppableListener(pub(crate) TcpListener);
+/// How long a client has for its TLS handshake; handshakes run one at a time, so one that
+/// stalls must not hold the listener for long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A portal's listener, with TLS when it has an acceptor, whose connections can be dropped
+/// from inside a request.
+pub(crate) struct DroppableListener {
+    pub(crate) tcp: TcpListener,
+    pub(crate) tls: Option<TlsAcceptor>,
+}
 
 impl Listener for DroppableListener {
     type Io = DroppableStream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (DroppableStream, SocketAddr) {
-        let (stream, addr) = Listener::accept(&mut self.0).await;
-        (DroppableStream { stream, dropped: Arc::default() }, addr)
+        loop {
+            let (tcp, addr) = Listener::accept(&mut self.tcp).await;
+            let stream: Box<dyn Io> = match &self.tls {
+                None => Box::new(tcp),
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                            continue;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%addr, "TLS handshake timed out");
+                            continue;
+                        }
+                    }
+                }
+            };
+            return (DroppableStream { stream, dropped: Arc::default() }, addr);
+        }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        Listener::local_addr(&self.0)
+        Listener::local_addr(&self.tcp)
     }
 }
 
+/// A plain or TLS connection.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
 /// One accepted connection: reads pass through; writes fail once it is dropped.
 pub(crate) struct DroppableStream {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     dropped: Arc<AtomicBool>,
 }
 

@@ -87,10 +87,11 @@ async fn portal_request(
         return envelope::rest_response(404, &RestError::method_not_found().body(), &json);
     };
     let current = state.portals[portal].domain.clone();
+    let scheme = state.portals[portal].scheme();
     if current != l.domain {
         // The portal was renamed: every request gets 302 to the same path on the new host (§5.1).
         let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let location = format!("http://{current}{path}");
+        let location = format!("{scheme}://{current}{path}");
         let mut resp = StatusCode::FOUND.into_response();
         if let Ok(v) = HeaderValue::from_str(&location) {
             resp.headers_mut().insert(header::LOCATION, v);

@@ -16,3 +16,4 @@ mod portal_methods;
 mod registration;
 mod rest;
 mod templates;
+mod tls;

@@ -141,8 +141,12 @@ impl World {
             ..Default::default()
         });
         let inst = emu.install_app(&portal.domain, &app.client_id).await.unwrap();
-        let http =
-            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let mut http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if let Some(ca_file) = &portal.ca_file {
+            let pem = std::fs::read(ca_file).unwrap();
+            http = http.tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()]);
+        }
+        let http = http.build().unwrap();
         World { emu, portal, app, inst, echo, http }
     }
 
