@@ -52,6 +52,8 @@ impl Tls {
         let key = KeyPair::generate().map_err(|e| failed("portal key", e))?;
         let mut leaf = CertificateParams::new(names).map_err(|e| failed("portal", e))?;
         leaf.distinguished_name.push(DnType::CommonName, "Bitrix24 emulator portal");
+        // OpenSSL's strict verification (Python 3.13's default) wants the issuer's key ID.
+        leaf.use_authority_key_identifier_extension = true;
         let cert = leaf.signed_by(&key, &issuer).map_err(|e| failed("portal certificate", e))?;
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -48,3 +48,21 @@ async fn portals_are_plain_http_unless_asked_and_the_control_api_returns_the_ca_
     let second = w.emu.create_portal(PortalSpec { tls: true, ..Default::default() }).await.unwrap();
     assert_eq!(second.ca_file.as_deref(), Some(ca_file));
 }
+
+#[tokio::test]
+async fn the_portal_certificate_names_its_issuers_key_as_strict_openssl_requires() {
+    let w = World::with_spec(PortalSpec { tls: true, unlimited: true, ..Default::default() }).await;
+    let pem = std::fs::read(w.portal.ca_file.as_ref().unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .tls_info(true)
+        .build()
+        .unwrap();
+    let resp = client.get(format!("{}server.time", w.portal.client_endpoint)).send().await.unwrap();
+    let info = resp.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
+    let der = info.peer_certificate().unwrap();
+    // OID 2.5.29.35, authorityKeyIdentifier: without it Python 3.13's default context
+    // (VERIFY_X509_STRICT) refuses the certificate.
+    let authority_key_identifier = [0x06, 0x03, 0x55, 0x1d, 0x23];
+    assert!(der.windows(5).any(|w| w == authority_key_identifier));
+}
