@@ -33,9 +33,9 @@ pub(crate) fn params(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Array {
 }
 
 /// PHP's `parse_str` with its repairs: a `%` not followed by two hex digits stays a literal `%`,
-/// bytes that are not UTF-8 are replaced, a `[` that is never closed becomes `_` (`a[b=1` sets
-/// `a_b`), a field with no name or nested too deep is skipped, and a body over the limits is
-/// cut (fields past the limit dropped; a body over the byte limit read as empty).
+/// bytes that are not UTF-8 are replaced, names are mended as [`php_name`] says, a field with no
+/// name or nested too deep is skipped, and a body over the limits is cut (fields past the limit
+/// dropped; a body over the byte limit read as empty).
 pub(crate) fn parse_str(body: &[u8]) -> Array {
     if body.len() > LIMITS.max_body_bytes {
         return Array::new();
@@ -59,7 +59,7 @@ fn repair(pair: &[u8]) -> String {
         None => (pair, None),
     };
     let name = String::from_utf8_lossy(&lenient_decode(name)).into_owned();
-    let name = close_brackets(&name);
+    let name = php_name(&name);
     let mut out = encode_component(&name);
     if let Some(value) = value {
         out.push('=');
@@ -90,15 +90,19 @@ fn lenient_decode(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-/// PHP turns the first `[` of a name into `_` when no `]` follows it, and keeps the rest of the
-/// name as it is (`a[b` is `a_b`). A later bracket left open makes the field unreadable; the
-/// strict decoder refuses it and [`parse_str`] skips it.
-fn close_brackets(name: &str) -> String {
-    match name.find('[') {
-        Some(open) if !name[open..].contains(']') => {
-            format!("{}_{}", &name[..open], &name[open + 1..])
-        }
-        _ => name.to_owned(),
+/// The name PHP registers: leading spaces dropped, a space or `.` before the first `[` turned
+/// into `_` (`a.b` is `a_b`), and that `[` turned into `_` too when no `]` follows it (`a[b` is
+/// `a_b`). A later bracket left open makes the field unreadable; the strict decoder refuses it
+/// and [`parse_str`] skips it.
+fn php_name(name: &str) -> String {
+    let name = name.trim_start_matches(' ');
+    let open = name.find('[').unwrap_or(name.len());
+    let base: String =
+        name[..open].chars().map(|c| if c == ' ' || c == '.' { '_' } else { c }).collect();
+    let rest = &name[open..];
+    match rest.strip_prefix('[') {
+        Some(after) if !after.contains(']') => format!("{base}_{after}"),
+        _ => format!("{base}{rest}"),
     }
 }
 

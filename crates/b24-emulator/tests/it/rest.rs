@@ -147,6 +147,14 @@ async fn a_form_body_is_repaired_as_parse_str_repairs_it() {
     assert_eq!((status, &answer["result"]), (200, &json!(true)), "{answer}");
     let (_, got) = w.call("event.get", json!({})).await;
     assert_eq!(got["result"][0]["handler"], json!("http://h.example/100%zz"));
+    // A dot in a name becomes `_`, as PHP registers it: `event.type` is `event_type`, so this
+    // unbinds only offline handlers, of which there are none.
+    let form = "application/x-www-form-urlencoded";
+    let (_, answer) =
+        w.call_raw("event.unbind", form, "event=ONAPPINSTALL&event.type=offline").await;
+    assert_eq!(answer["result"], json!({"count": 0}));
+    let (_, answer) = w.call_raw("event.unbind", form, "event=ONAPPINSTALL").await;
+    assert_eq!(answer["result"], json!({"count": 1}));
     // A body of another content type is still read by parse_str.
     let (status, answer) = w.call_raw("scope", "text/plain", "full=false").await;
     assert_eq!((status, answer["result"].as_array().unwrap().len()), (200, 4));
