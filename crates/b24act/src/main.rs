@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use b24::report::ErrorChain;
+use b24act::telemetry::Exporter;
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
-use host::config::{Config, ConfigError, LogConfig, LogFormat};
+use host::config::{Config, ConfigError, LogConfig, LogFormat, TelemetryConfig};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Debug, Parser)]
 #[command(name = "b24act", version, about = "Hosts custom Bitrix24 business-process actions")]
@@ -108,8 +112,7 @@ fn main() -> std::process::ExitCode {
         Some(Err(_)) | None => LogConfig::from_env().ok().map(|log| log.format),
     };
     let format = cli.log_format.or(configured).unwrap_or_default();
-    init_logging(format, default_filter);
-    match run(cli, config) {
+    match start_and_run(cli, config, format, default_filter) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The reader went away (`b24act jobs list | head`): nothing is wrong.
         Err(error) if is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
@@ -131,20 +134,55 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs to stderr at `RUST_LOG`'s levels (else `default_filter`), in `format`. Text is coloured
-/// only when stderr is a terminal and `NO_COLOR` is unset or empty (no-color.org), so files,
-/// pipes and journald get plain lines.
-fn init_logging(format: LogFormat, default_filter: &str) {
+/// Starts the runtime and logging (with trace export for `serve`, when configured), runs the
+/// command, and flushes the export.
+fn start_and_run(
+    cli: Cli,
+    config: Option<Result<Config, ConfigError>>,
+    format: LogFormat,
+    default_filter: &str,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let telemetry = match (&cli.command, &config) {
+        (Command::Serve { .. }, Some(Ok(config))) => Some(&config.telemetry),
+        _ => None,
+    };
+    let exporter = {
+        // The export's batch processor is a task on the runtime.
+        let _entered = runtime.enter();
+        init_logging(format, default_filter, telemetry)?
+    };
+    let outcome = run(cli, config, &runtime);
+    // Outside `block_on`, so the batch task can still run while this waits for it.
+    exporter.shutdown();
+    outcome
+}
+
+/// Logs to stderr at `RUST_LOG`'s levels (else `default_filter`), in `format`, and exports the
+/// spans at those levels when `telemetry` enables it. Text is coloured only when stderr is a
+/// terminal and `NO_COLOR` is unset or empty (no-color.org), so files, pipes and journald get
+/// plain lines.
+fn init_logging(
+    format: LogFormat,
+    default_filter: &str,
+    telemetry: Option<&TelemetryConfig>,
+) -> anyhow::Result<Exporter> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
         LogFormat::Text => {
             let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
-            builder.with_ansi(std::io::stderr().is_terminal() && !no_color).init();
+            lines.with_ansi(std::io::stderr().is_terminal() && !no_color).boxed()
         }
-        LogFormat::Json => builder.json().with_ansi(false).init(),
-    }
+        LogFormat::Json => lines.json().with_ansi(false).boxed(),
+    };
+    let (export, exporter) = match telemetry {
+        Some(telemetry) => b24act::telemetry::start(telemetry)?,
+        None => (None, Exporter::default()),
+    };
+    tracing_subscriber::registry().with(filter).with(lines).with(export).init();
+    Ok(exporter)
 }
 
 /// `--log-format`'s parser: the names the configuration uses, listed in `--help`.
@@ -162,10 +200,13 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 /// `loaded` is the command's configuration, read by `main` (`None` for commands without one).
-fn run(cli: Cli, loaded: Option<Result<Config, ConfigError>>) -> anyhow::Result<()> {
+fn run(
+    cli: Cli,
+    loaded: Option<Result<Config, ConfigError>>,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
     let config =
         || loaded.context("this command reads no configuration")?.map_err(anyhow::Error::from);
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         match cli.command {
             Command::Serve { .. } => serve(config()?).await,
@@ -228,6 +269,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn check_config(path: &Path, config: Config) -> anyhow::Result<()> {
+    // What `serve` would refuse at start.
+    b24act::telemetry::ensure_built_in(&config.telemetry)?;
     // Each connector checks its own settings when built (URL templates, pointers, …).
     host::catalog::Catalog::build(&config, &connectors::Registry::new())?;
     let codes: Vec<&str> = config.actions.iter().map(|a| a.code.as_str()).collect();
