@@ -253,10 +253,9 @@ fn run(
     params: Array,
     credential: &Credential,
 ) -> Result<Success, RestError> {
-    if m == Method::Batch {
-        return batch::run(shared, state, portal, &params, credential);
-    }
+    // These need more of the state than one portal.
     match m {
+        Method::Batch => return batch::run(shared, state, portal, &params, credential),
         Method::AppInfo => return app_info(state, portal, caller).map(Success::from),
         Method::WorkflowStart => {
             return bizproc::workflow_start(shared, state, portal, caller, &params)
