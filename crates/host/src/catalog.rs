@@ -182,20 +182,11 @@ fn property_definitions(
 mod tests {
     use super::*;
 
-    const CONFIG: &str = r#"
-[app]
-client_id = "local.x"
-client_secret = "s"
-public_url = "https://b24act.example.com/"
-[store]
-encryption_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
-[[actions]]
-code = "check"
-name = "Check"
-[actions.connector]
-kind = "http"
-url = "URL"
-"#;
+    const CONFIG: &str = concat!(
+        crate::one_http_action_config!(),
+        r#"url = "URL"
+"#
+    );
 
     fn build(url: &str) -> Result<Catalog, CatalogError> {
         let config =

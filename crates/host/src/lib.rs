@@ -27,4 +27,26 @@ pub mod state;
 pub mod values;
 pub mod worker;
 
+/// The start of a test configuration: an app, a store key, and one action `check` whose
+/// `http` connector's table is open for the test to finish (its `url`, then any more tables).
+#[cfg(test)]
+#[macro_export]
+macro_rules! one_http_action_config {
+    () => {
+        r#"
+[app]
+client_id = "local.x"
+client_secret = "s"
+public_url = "https://b24act.example.com/"
+[store]
+encryption_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+[[actions]]
+code = "check"
+name = "Check"
+[actions.connector]
+kind = "http"
+"#
+    };
+}
+
 pub use state::{Host, StartError};

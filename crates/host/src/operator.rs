@@ -150,19 +150,9 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    const CONFIG: &str = r#"
-[app]
-client_id = "local.x"
-client_secret = "s"
-public_url = "https://b24act.example.com/"
-[store]
-encryption_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
-[[actions]]
-code = "check"
-name = "Check"
-[actions.connector]
-kind = "http"
-url = "https://finance.example.com/"
+    const CONFIG: &str = concat!(
+        crate::one_http_action_config!(),
+        r#"url = "https://finance.example.com/"
 [actions.return_properties.limit]
 name = "Limit"
 type = "double"
@@ -181,7 +171,8 @@ type = "date"
 name = "Level"
 type = "select"
 options = { low = "Low", high = "High" }
-"#;
+"#
+    );
 
     fn action() -> std::sync::Arc<Action> {
         let config = Config::from_toml(CONFIG, "test", std::iter::empty()).unwrap();
