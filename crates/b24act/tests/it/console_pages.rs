@@ -394,6 +394,11 @@ async fn post(http: &reqwest::Client, url: &str, fields: &[(&str, &str)]) -> req
         .unwrap()
 }
 
+/// The page at `url`, read as the operator.
+async fn read_page(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).basic_auth(OPERATOR, Some(TOKEN)).send().await.unwrap().text().await.unwrap()
+}
+
 #[tokio::test]
 async fn pages_want_credentials_and_actions_their_form_token() {
     let console = Console::start("b24act-console-forms").await;
@@ -450,15 +455,7 @@ async fn pages_want_credentials_and_actions_their_form_token() {
     assert_eq!(removed.headers()["location"], "/portals?done=removed");
     let installation = console.store.installation(&member_id).await.unwrap().unwrap();
     assert_eq!(installation.status, store::InstallationStatus::Uninstalled);
-    let page = http
-        .get(console.url("/portals?done=removed"))
-        .basic_auth(OPERATOR, Some(TOKEN))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = read_page(&http, &console.url("/portals?done=removed")).await;
     assert!(page.contains("Portal removed") && page.contains("uninstalled"), "{page}");
     assert!(!page.contains(&format!("/portals/{member_id}/remove")), "no second removal form");
     let refused = console.start_workflow(2, 0).await;
@@ -494,15 +491,7 @@ async fn what_a_portal_sent_is_shown_as_text_and_bounded() {
         .await
         .unwrap();
     let id: JobId = created[0].id();
-    let page = client()
-        .get(console.url(&format!("/jobs/{id}")))
-        .basic_auth(OPERATOR, Some(TOKEN))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = read_page(&client(), &console.url(&format!("/jobs/{id}"))).await;
     // askama writes `<`, `>`, `"` and `'` as numeric character references.
     assert!(page.contains("&#60;script&#62;alert(&#39;x&#39;)&#60;/script&#62;"), "shown as text");
     assert!(page.contains("&#60;img src=x onerror=alert(1)&#62;"));
@@ -512,15 +501,11 @@ async fn what_a_portal_sent_is_shown_as_text_and_bounded() {
     }
     assert!(!page.contains(&long), "a long value is cut");
     assert!(page.contains(&format!("{}…", "y".repeat(300))));
-    let list = client()
-        .get(console.url("/jobs?document=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E"))
-        .basic_auth(OPERATOR, Some(TOKEN))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = read_page(
+        &client(),
+        &console.url("/jobs?document=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E"),
+    )
+    .await;
     assert!(list.contains(&format!("href=\"/jobs/{id}\"")), "the filter finds it");
     assert!(!list.contains("<img src=x"));
 }
