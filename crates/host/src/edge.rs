@@ -19,6 +19,14 @@
 //! A connection past its phase's deadline is closed. `max_connections` permits are taken before
 //! `accept`, so past the cap clients wait in the kernel's backlog, costing us nothing; shutdown
 //! takes every permit back, i.e. waits until each connection has finished its request.
+//!
+//! Under pressure — every permit taken and a client waiting — idle connections make room, as
+//! nginx reuses its idle keep-alive connections: a kept-alive one between requests, or a new one
+//! that has sent nothing for [`SHED_AFTER`], is closed at once instead of at its idle timeout.
+//! Otherwise a client keeping a pool of idle connections (any HTTP client library does), or
+//! someone opening connections and sending nothing, would hold the cap for `idle_timeout` while
+//! calls wait in the backlog — and Bitrix24 gives a call 10 s. HTTP lets a server close an idle
+//! connection at any time; clients retry a request on a reused connection closed under them.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -39,7 +47,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -67,17 +75,25 @@ impl Edge {
     }
 }
 
+/// How long a new connection may have sent nothing before it counts as idle under pressure (a
+/// client sends its request as soon as it has connected).
+pub const SHED_AFTER: Duration = Duration::from_secs(1);
+
+/// While every permit is taken, how often idle connections are asked again to make room.
+const SHED_EVERY: Duration = Duration::from_millis(100);
+
 /// Serves `router` on `listener` until `cancel`, then lets every open request finish (idle
 /// connections are closed at once) and returns.
 pub async fn serve(listener: TcpListener, router: Router, edge: Edge, cancel: CancellationToken) {
     let permits = Arc::new(Semaphore::new(edge.max_connections));
+    let pressure = Arc::new(Notify::new());
     let service = TowerToHyperService::new(router);
     loop {
         let permit = tokio::select! {
             _ = cancel.cancelled() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
+            permit = next_permit(&permits, &pressure) => match permit {
+                Some(permit) => permit,
+                None => break,
             },
         };
         let stream = tokio::select! {
@@ -96,8 +112,9 @@ pub async fn serve(listener: TcpListener, router: Router, edge: Edge, cancel: Ca
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let cancel = cancel.clone();
+        let pressure = pressure.clone();
         tokio::spawn(async move {
-            serve_connection(stream, service, edge, cancel).await;
+            serve_connection(stream, service, edge, cancel, &pressure).await;
             drop(permit);
         });
     }
@@ -107,15 +124,36 @@ pub async fn serve(listener: TcpListener, router: Router, edge: Edge, cancel: Ca
     let _ = permits.acquire_many(all).await;
 }
 
+/// A connection permit; while there is none, idle connections are asked to make room (every
+/// [`SHED_EVERY`], since a connection busy when asked may be idle a moment later). `None` once
+/// the semaphore is closed.
+async fn next_permit(
+    permits: &Arc<Semaphore>,
+    pressure: &Notify,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    loop {
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => return Some(permit),
+            Err(TryAcquireError::Closed) => return None,
+            Err(TryAcquireError::NoPermits) => pressure.notify_waiters(),
+        }
+        tokio::select! {
+            permit = permits.clone().acquire_owned() => return permit.ok(),
+            _ = tokio::time::sleep(SHED_EVERY) => {}
+        }
+    }
+}
+
 /// One connection, HTTP/1.1 with keep-alive, under its watchdog.
 async fn serve_connection(
     stream: TcpStream,
     service: TowerToHyperService<Router>,
     edge: Edge,
     cancel: CancellationToken,
+    pressure: &Notify,
 ) {
     let watch = Arc::new(Watch {
-        phase: Mutex::new(Phase::Waiting { since: Instant::now() }),
+        phase: Mutex::new(Phase::Waiting { since: Instant::now(), kept_alive: false }),
         changed: Notify::new(),
     });
     let io = TokioIo::new(Watched { stream, watch: watch.clone() });
@@ -140,6 +178,13 @@ async fn serve_connection(
             }
             // The phase moved on: its deadline is computed again.
             _ = watch.changed.notified() => {}
+            // Every permit is taken and a client waits: an idle connection makes room.
+            _ = pressure.notified() => {
+                if watch.current().may_be_shed() {
+                    tracing::debug!("closing an idle connection to make room for a waiting one");
+                    return;
+                }
+            }
             _ = sleep_until(deadline) => {
                 // Both may be ready at once: close only if the phase's deadline still holds.
                 let phase = watch.current();
@@ -187,6 +232,8 @@ impl Watch {
 enum Phase {
     Waiting {
         since: Instant,
+        /// It has answered a request before (a kept-alive connection between requests).
+        kept_alive: bool,
     },
     ReadingHead {
         since: Instant,
@@ -202,9 +249,18 @@ impl Phase {
     /// in the router (the body deadline and the handlers bound that).
     fn deadline(&self, edge: &Edge) -> Option<Instant> {
         match *self {
-            Phase::Waiting { since } => Some(since + edge.idle_timeout),
+            Phase::Waiting { since, .. } => Some(since + edge.idle_timeout),
             Phase::ReadingHead { since } => Some(since + edge.header_timeout),
             Phase::InRequest { .. } => None,
+        }
+    }
+
+    /// Whether it may be closed to make room for a waiting client: idle between requests, or
+    /// new and silent for [`SHED_AFTER`].
+    fn may_be_shed(&self) -> bool {
+        match *self {
+            Phase::Waiting { kept_alive, since } => kept_alive || since.elapsed() >= SHED_AFTER,
+            _ => false,
         }
     }
 
@@ -232,7 +288,7 @@ impl Phase {
     fn request_ended(&mut self) {
         *self = match *self {
             Phase::InRequest { count } if count > 1 => Phase::InRequest { count: count - 1 },
-            _ => Phase::Waiting { since: Instant::now() },
+            _ => Phase::Waiting { since: Instant::now(), kept_alive: true },
         };
     }
 }
@@ -430,7 +486,7 @@ mod tests {
             max_body_bytes: 1,
         };
         let start = Instant::now();
-        let mut phase = Phase::Waiting { since: start };
+        let mut phase = Phase::Waiting { since: start, kept_alive: false };
         assert_eq!(phase.deadline(&edge), Some(start + Duration::from_secs(3)));
         phase.bytes_arrived();
         let Phase::ReadingHead { since } = phase else { panic!("{phase:?}") };

@@ -154,6 +154,64 @@ async fn idle_connections_are_closed_at_the_idle_timeout() {
     assert!(kept.answer.starts_with("HTTP/1.1 200"), "answered first: {}", kept.answer);
 }
 
+/// Holds a connection to `listen`: sends `request` (if any), reads its whole answer, and keeps
+/// the connection open until the end of the test or the host closes it.
+async fn held_connection(listen: SocketAddr, request: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(listen).await.unwrap();
+    if !request.is_empty() {
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") || !answer.ends_with(b"}") {
+            let read = stream.read(&mut buf).await.unwrap();
+            assert!(read > 0, "closed before answering");
+            answer.extend_from_slice(&buf[..read]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    }
+    stream
+}
+
+/// With every connection of the cap held idle — kept alive after an answer, or new and silent —
+/// a client waiting in the backlog is served at once, not after the 60 s idle timeout: idle
+/// connections make room under pressure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_make_room_when_the_cap_is_reached() {
+    let app = start("idle_timeout = \"60s\"\nmax_connections = 4").await;
+    let health = b"GET /health/intake HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let url = format!("http://{}/health/intake", app.listen);
+    for (what, request, within) in [
+        ("kept alive", &health[..], Duration::from_secs(1)),
+        ("silent", &b""[..], Duration::from_secs(3)),
+    ] {
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(held_connection(app.listen, request).await);
+        }
+        // Every permit is taken now; this one waits in the backlog until an idle one closes. A
+        // new client each round, so it brings a new connection (its pool is dropped with it).
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        let answer = http.get(&url).timeout(Duration::from_secs(10)).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{what}");
+        assert!(started.elapsed() < within, "{what}: answered after {:?}", started.elapsed());
+        // The host closed one of them to make room.
+        let mut closed = 0;
+        for stream in &mut held {
+            let mut buf = [0u8; 16];
+            if let Ok(Ok(0)) =
+                tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await
+            {
+                closed += 1;
+            }
+        }
+        assert!(closed >= 1, "{what}: no idle connection was closed");
+        drop(held);
+        // Let the host see the rest close before the next round.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_a_form_is_415_naming_its_content_type() {
     let app = start("").await;

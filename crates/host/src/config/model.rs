@@ -120,7 +120,8 @@ pub struct ServerConfig {
     /// kept-alive one for its next. Then it is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// The most connections served at once; more wait in the listen backlog until one closes.
+    /// The most connections served at once; more wait in the listen backlog until one closes
+    /// (idle ones are closed at once to make room).
     pub max_connections: usize,
     /// What this node does: take calls and install events (`intake`), run jobs (`worker`),
     /// send results and register actions (`outbox`). Default all three; nodes sharing a
