@@ -20,15 +20,19 @@
 //! `accept`, so past the cap clients wait in the kernel's backlog, costing us nothing; shutdown
 //! takes every permit back, i.e. waits until each connection has finished its request.
 //!
-//! Under pressure — every permit taken and a client waiting — idle connections make room, as
-//! nginx reuses its idle keep-alive connections: a kept-alive one between requests, or a new one
-//! that has sent nothing for [`SHED_AFTER`], is closed at once instead of at its idle timeout.
-//! Otherwise a client keeping a pool of idle connections (any HTTP client library does), or
-//! someone opening connections and sending nothing, would hold the cap for `idle_timeout` while
-//! calls wait in the backlog — and Bitrix24 gives a call 10 s. HTTP lets a server close an idle
-//! connection at any time; clients retry a request on a reused connection closed under them.
+//! Under pressure — every permit taken and a client connecting — one idle connection makes room
+//! for it, as nginx reuses its idle keep-alive connections: a kept-alive one idle for
+//! [`SHED_KEPT_ALIVE_AFTER`], or a new one that has sent nothing for [`SHED_SILENT_AFTER`], is
+//! shut down gracefully (hyper closes it between requests) instead of at its idle timeout. The
+//! loop then accepts that client without a permit and waits for one before serving it, so past
+//! the cap at most one accepted connection waits. Otherwise a client keeping a pool of idle
+//! connections (any HTTP client library does), or someone opening connections and sending
+//! nothing, would hold the cap for `idle_timeout` while calls wait in the backlog — and Bitrix24
+//! gives a call 10 s. Closing an idle connection is what `idle_timeout` does anyway; the grace
+//! times keep a connection that has just answered, or just opened, from being taken.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -47,7 +51,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, TryAcquireError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -75,26 +79,55 @@ impl Edge {
     }
 }
 
-/// How long a new connection may have sent nothing before it counts as idle under pressure (a
+/// How long a new connection may have sent nothing before it may make room for another (a
 /// client sends its request as soon as it has connected).
-pub const SHED_AFTER: Duration = Duration::from_secs(1);
+pub const SHED_SILENT_AFTER: Duration = Duration::from_secs(1);
 
-/// While every permit is taken, how often idle connections are asked again to make room.
+/// How long a kept-alive connection must have been idle before it may make room for another (a
+/// client reusing it sends its next request at once).
+pub const SHED_KEPT_ALIVE_AFTER: Duration = Duration::from_millis(250);
+
+/// While a connection waits for a permit, how often an idle one is asked again (one that was
+/// busy when asked may be idle a moment later).
 const SHED_EVERY: Duration = Duration::from_millis(100);
+
+/// Asks one idle connection to make room: the first sheddable connection to take the request
+/// shuts down; the others, woken too, find it taken.
+#[derive(Default)]
+struct Pressure {
+    wanted: AtomicBool,
+    asked: Notify,
+}
+
+impl Pressure {
+    fn ask_one(&self) {
+        self.wanted.store(true, Ordering::SeqCst);
+        self.asked.notify_waiters();
+    }
+
+    fn withdraw(&self) {
+        self.wanted.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether this connection is the one to go.
+    fn take(&self) -> bool {
+        self.wanted.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+}
 
 /// Serves `router` on `listener` until `cancel`, then lets every open request finish (idle
 /// connections are closed at once) and returns.
 pub async fn serve(listener: TcpListener, router: Router, edge: Edge, cancel: CancellationToken) {
     let permits = Arc::new(Semaphore::new(edge.max_connections));
-    let pressure = Arc::new(Notify::new());
+    let pressure = Arc::new(Pressure::default());
     let service = TowerToHyperService::new(router);
     loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => break,
-            permit = next_permit(&permits, &pressure) => match permit {
-                Some(permit) => permit,
-                None => break,
-            },
+        // Past the cap a client waits in the backlog; once it connects, it is accepted without
+        // a permit and waits for one below, while an idle connection makes room.
+        let reserved = match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => None,
         };
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -109,6 +142,16 @@ pub async fn serve(listener: TcpListener, router: Router, edge: Edge, cancel: Ca
                 }
             },
         };
+        let permit = match reserved {
+            Some(permit) => permit,
+            None => tokio::select! {
+                _ = cancel.cancelled() => break,
+                permit = make_room(&permits, &pressure) => match permit {
+                    Some(permit) => permit,
+                    None => break,
+                },
+            },
+        };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let cancel = cancel.clone();
@@ -118,30 +161,25 @@ pub async fn serve(listener: TcpListener, router: Router, edge: Edge, cancel: Ca
             drop(permit);
         });
     }
+    pressure.withdraw();
     drop(listener);
     // Every permit back means every connection has ended.
     let all = u32::try_from(edge.max_connections).unwrap_or(u32::MAX);
     let _ = permits.acquire_many(all).await;
 }
 
-/// A connection permit; while there is none, idle connections are asked to make room (every
-/// [`SHED_EVERY`], since a connection busy when asked may be idle a moment later). `None` once
-/// the semaphore is closed.
-async fn next_permit(
-    permits: &Arc<Semaphore>,
-    pressure: &Notify,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    loop {
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => return Some(permit),
-            Err(TryAcquireError::Closed) => return None,
-            Err(TryAcquireError::NoPermits) => pressure.notify_waiters(),
-        }
+/// A permit for a client accepted past the cap: one idle connection is asked to make room,
+/// again every [`SHED_EVERY`] until a permit is free. `None` once the semaphore is closed.
+async fn make_room(permits: &Arc<Semaphore>, pressure: &Pressure) -> Option<OwnedSemaphorePermit> {
+    let permit = loop {
+        pressure.ask_one();
         tokio::select! {
-            permit = permits.clone().acquire_owned() => return permit.ok(),
+            permit = permits.clone().acquire_owned() => break permit.ok(),
             _ = tokio::time::sleep(SHED_EVERY) => {}
         }
-    }
+    };
+    pressure.withdraw();
+    permit
 }
 
 /// One connection, HTTP/1.1 with keep-alive, under its watchdog.
@@ -150,7 +188,7 @@ async fn serve_connection(
     service: TowerToHyperService<Router>,
     edge: Edge,
     cancel: CancellationToken,
-    pressure: &Notify,
+    pressure: &Pressure,
 ) {
     let watch = Arc::new(Watch {
         phase: Mutex::new(Phase::Waiting { since: Instant::now(), kept_alive: false }),
@@ -178,11 +216,13 @@ async fn serve_connection(
             }
             // The phase moved on: its deadline is computed again.
             _ = watch.changed.notified() => {}
-            // Every permit is taken and a client waits: an idle connection makes room.
-            _ = pressure.notified() => {
-                if watch.current().may_be_shed() {
+            // A client waits past the cap: an idle connection makes room (hyper closes it
+            // between requests, or after the answer it is still writing).
+            _ = pressure.asked.notified(), if !stopping => {
+                if watch.current().may_be_shed() && pressure.take() {
                     tracing::debug!("closing an idle connection to make room for a waiting one");
-                    return;
+                    stopping = true;
+                    connection.as_mut().graceful_shutdown();
                 }
             }
             _ = sleep_until(deadline) => {
@@ -255,11 +295,12 @@ impl Phase {
         }
     }
 
-    /// Whether it may be closed to make room for a waiting client: idle between requests, or
-    /// new and silent for [`SHED_AFTER`].
+    /// Whether it may make room for a waiting client: idle between requests for
+    /// [`SHED_KEPT_ALIVE_AFTER`], or new and silent for [`SHED_SILENT_AFTER`].
     fn may_be_shed(&self) -> bool {
         match *self {
-            Phase::Waiting { kept_alive, since } => kept_alive || since.elapsed() >= SHED_AFTER,
+            Phase::Waiting { kept_alive: true, since } => since.elapsed() >= SHED_KEPT_ALIVE_AFTER,
+            Phase::Waiting { kept_alive: false, since } => since.elapsed() >= SHED_SILENT_AFTER,
             _ => false,
         }
     }

@@ -172,11 +172,24 @@ async fn held_connection(listen: SocketAddr, request: &[u8]) -> TcpStream {
     stream
 }
 
+/// How many of `held` the host has closed (each read for a moment: end of stream means closed).
+async fn closed_count(held: &mut [TcpStream]) -> usize {
+    let mut closed = 0;
+    for stream in held {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+        if matches!(read, Ok(Ok(0) | Err(_))) {
+            closed += 1;
+        }
+    }
+    closed
+}
+
 /// With every connection of the cap held idle — kept alive after an answer, or new and silent —
-/// a client waiting in the backlog is served at once, not after the 60 s idle timeout: idle
-/// connections make room under pressure.
+/// nothing is closed while nobody waits; a client that connects is served at once, not after
+/// the 60 s idle timeout, because exactly one idle connection makes room for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connections_make_room_when_the_cap_is_reached() {
+async fn one_idle_connection_makes_room_when_a_client_waits_past_the_cap() {
     let app = start("idle_timeout = \"60s\"\nmax_connections = 4").await;
     let health = b"GET /health/intake HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     let url = format!("http://{}/health/intake", app.listen);
@@ -188,25 +201,17 @@ async fn idle_connections_make_room_when_the_cap_is_reached() {
         for _ in 0..4 {
             held.push(held_connection(app.listen, request).await);
         }
-        // Every permit is taken now; this one waits in the backlog until an idle one closes. A
-        // new client each round, so it brings a new connection (its pool is dropped with it).
+        // At the cap with nobody waiting, idle connections stay (past both grace times).
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(closed_count(&mut held).await, 0, "{what}: closed with nobody waiting");
+        // A new client each round brings a new connection (its pool goes with it).
         let http = reqwest::Client::new();
         let started = Instant::now();
         let answer = http.get(&url).timeout(Duration::from_secs(10)).send().await.unwrap();
         assert_eq!(answer.status(), 200, "{what}");
         assert!(started.elapsed() < within, "{what}: answered after {:?}", started.elapsed());
-        // The host closed one of them to make room.
-        let mut closed = 0;
-        for stream in &mut held {
-            let mut buf = [0u8; 16];
-            if let Ok(Ok(0)) =
-                tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await
-            {
-                closed += 1;
-            }
-        }
-        assert!(closed >= 1, "{what}: no idle connection was closed");
-        drop(held);
+        assert_eq!(closed_count(&mut held).await, 1, "{what}: one idle connection makes room");
+        drop((held, http));
         // Let the host see the rest close before the next round.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
