@@ -381,16 +381,28 @@ impl Store {
     }
 }
 
-/// Commits `tx` when the operation that ran in it succeeded with `out`; otherwise drops it,
-/// which rolls it back.
+/// Commits `tx` when the operation that ran in it succeeded with `out`; otherwise rolls it back
+/// before returning. Not by dropping it: sqlx then only queues the `ROLLBACK` on the connection,
+/// which goes back to the pool still holding the transaction's row locks until its next use —
+/// and every `FOR UPDATE SKIP LOCKED` claim meanwhile passes those rows over (on PostgreSQL, a
+/// refused operator action left its job unclaimable by the outbox; a flaky test found it).
 async fn commit_if_ok<DB: Database, T>(
     tx: sqlx::Transaction<'static, DB>,
     out: Result<T, Failure>,
     operation: &'static str,
 ) -> Result<T> {
-    let out = out.map_err(|failure| failure.into_error(operation))?;
-    tx.commit().await.map_err(db(operation))?;
-    Ok(out)
+    match out {
+        Ok(out) => {
+            tx.commit().await.map_err(db(operation))?;
+            Ok(out)
+        }
+        Err(failure) => {
+            if let Err(error) = tx.rollback().await {
+                tracing::warn!(operation, error = %error, "rolling back a failed write failed");
+            }
+            Err(failure.into_error(operation))
+        }
+    }
 }
 
 /// The value of a [`Stored`] vocabulary stored as `text`.
