@@ -270,7 +270,9 @@ impl Store {
 
 /// Stops the jobs `which` selects — a condition on `jobs` that reads its key as `$3` and picks
 /// unfinished jobs only — with `reason`: their open attempts are closed as cancelled, they go
-/// `dead`, and a worker or sender holding one loses its lease. Returns how many were stopped.
+/// `dead`, and a worker or sender holding one loses its lease. A result whose sender held it
+/// may be on its way to the portal, so it is marked `send_uncertain` (before the lease that
+/// says so is cleared): no one sends it again without `--force`. Returns how many were stopped.
 pub(crate) async fn stop_jobs(
     conn: &mut Conn<'_>,
     which: &'static str,
@@ -282,7 +284,9 @@ pub(crate) async fn stop_jobs(
     close_open_attempts(conn, which, key, reason, now).await?;
     let jobs = Statement::new(
         "UPDATE jobs SET state = 'dead', dead_reason = $2, next_run_at = NULL, \
-         next_delivery_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE ",
+         next_delivery_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $1, \
+         send_uncertain = (send_uncertain OR (state = 'delivering' AND lease_owner IS NOT NULL)) \
+         WHERE ",
     )
     .push(which);
     conn.execute(jobs.bind(now).bind(reason).bind(key)).await

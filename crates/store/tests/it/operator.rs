@@ -17,6 +17,7 @@ store::on_both_stores!(crate::support::run =>
     retry_refuses_pending_and_finished_jobs,
     cancel_ends_a_pending_job_and_fences_off_its_worker,
     cancel_refuses_finished_jobs,
+    a_result_cancelled_while_its_send_was_under_way_is_not_resent_without_force,
     list_filters_by_state_and_portal_newest_first,
     counts_by_state_cover_every_state,
     counts_by_portal_and_action_add_up_to_the_counts_by_state,
@@ -155,6 +156,22 @@ async fn cancel_ends_a_pending_job_and_fences_off_its_worker(db: TestDb) {
         (Some(AttemptOutcome::Cancelled), Some(T0 + 3))
     );
     assert!(store.claim_due("w", T0 + 10_000_000, LEASE, 10).await.unwrap().is_empty());
+}
+
+async fn a_result_cancelled_while_its_send_was_under_way_is_not_resent_without_force(db: TestDb) {
+    let store = db.open().await;
+    let (id, claimed) = claim_one(&store).await;
+    assert!(store.complete(&claimed.lease, &json!(1), T0 + 1).await.unwrap().is_applied());
+    // A sender holds the result: its batch may be at the portal when the operator cancels.
+    let sending = store.claim_deliveries("s", T0 + 2, LEASE, 1).await.unwrap();
+    assert_eq!(sending[0].jobs[0].id, id);
+    store.cancel_job(id, "op", T0 + 3).await.unwrap();
+
+    let job = store.job(id).await.unwrap().unwrap().job;
+    assert_eq!((job.state, job.send_uncertain), (JobState::Dead, true));
+    let refused = store.retry_job(id, None, false, "op", T0 + 4).await.unwrap_err();
+    assert!(matches!(refused, store::Error::MayBeDelivered { .. }), "{refused}");
+    assert_eq!(store.retry_job(id, None, true, "op", T0 + 5).await.unwrap(), Retried::Redelivering);
 }
 
 async fn cancel_refuses_finished_jobs(db: TestDb) {
