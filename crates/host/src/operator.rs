@@ -100,7 +100,8 @@ pub fn manual_result(
         if !declared.contains_key(name) {
             let returns = if declared.is_empty() { "nothing".to_owned() } else { names() };
             return Err(OperatorError::Value(format!(
-                "`{name}` is not a return property of `{code}` (it returns {returns})"
+                "`{}` is not a return property of `{code}` (it returns {returns})",
+                b24::incoming::quoted(name)
             )));
         }
         given.entry(name).or_default().push(value.clone());

@@ -21,7 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::Host;
 use crate::edge::{self, Edge};
 
-pub use auth::{CSRF_FIELD, CspNonce, Operator, Refused, csrf_token};
+pub use auth::{CSRF_FIELD, Operator, Refused, csrf_token};
 
 /// What the console's handlers share.
 pub struct Console {
@@ -38,17 +38,17 @@ impl Console {
 }
 
 /// Every route of the console. Route sets are merged here, before the layers, so that each one
-/// is behind them: the security headers on every answer, the body read whole within
-/// `server.body_timeout` and `server.max_body_bytes`, then [`auth::guard`] — credentials, the
-/// read-only rule without a token, and the cross-site checks — before any handler runs.
-/// Handlers read the [`Operator`] and the [`CspNonce`] from the request's extensions.
+/// is behind them: the security headers on every answer, then [`auth::guard`] — credentials,
+/// the read-only rule without a token, and the cross-site checks, on the headers alone — and
+/// only then the body, read whole within `server.body_timeout` and `server.max_body_bytes`
+/// (so no one without the token makes the console buffer a body). Handlers read the
+/// [`Operator`] from the request's extensions.
 pub fn router(console: Arc<Console>) -> Router {
     let config = &console.host.config;
     let access = Arc::new(auth::Access::new(config.console.token.clone()));
-    let routes = Router::new()
-        .merge(metrics::router(console.clone()))
-        .merge(pages::router(console.clone()))
-        .layer(middleware::from_fn_with_state(access, auth::guard));
+    let routes =
+        Router::new().merge(metrics::router(console.clone())).merge(pages::router(console.clone()));
     edge::bounded(routes, Edge::new(&config.server))
+        .layer(middleware::from_fn_with_state(access, auth::guard))
         .layer(middleware::from_fn(auth::security_headers))
 }
