@@ -202,8 +202,12 @@ impl Browser {
     async fn wait_for(&self, css: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(element) = self.client.find(Locator::Css(css)).await {
-                return element.text().await.unwrap();
+            // The element can go stale between finding and reading it while the page still
+            // navigates: look again.
+            if let Ok(element) = self.client.find(Locator::Css(css)).await
+                && let Ok(text) = element.text().await
+            {
+                return text;
             }
             assert!(
                 Instant::now() < deadline,
