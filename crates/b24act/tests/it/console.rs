@@ -20,7 +20,13 @@ pub(crate) const TOKEN: &str = "console-token-0123456789";
 /// Starts `b24act serve` on `site` with its console on a free loopback port and `token` (none:
 /// read-only); returns the process and the console's address.
 pub(crate) fn serve_with_console(site: &ServeSite, token: Option<&str>) -> (Server, SocketAddr) {
-    let console = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // A port just released can be handed out again: the site's own, picked the same way, is
+    // refused as the console's (serve would exit on it).
+    let console = std::iter::repeat_with(|| {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    })
+    .find(|console| *console != site.listen)
+    .unwrap();
     let mut config: toml::Table = site.config_text.parse().unwrap();
     sandbox::set(&mut config, "console.listen", console.to_string());
     if let Some(token) = token {

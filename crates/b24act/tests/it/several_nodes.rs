@@ -14,7 +14,7 @@ use store::testing::with_scratch_store;
 use store::{Backend, JobState, StoreKey, StoreOptions};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{CLIENT_ID, CODE, KEY, Options, ServeSite, Server};
+use crate::support::{CLIENT_ID, CODE, KEY, Options, ServeSite, Server, free_addresses};
 
 /// A loopback TCP load balancer: each connection goes to the next node that accepts it.
 struct RoundRobin {
@@ -85,9 +85,7 @@ impl Cluster {
             server: "drain_grace = \"0s\"",
             ..Options::default()
         };
-        let addresses: Vec<SocketAddr> = (0..nodes)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap())
-            .collect();
+        let addresses = free_addresses(nodes);
         let balancer = RoundRobin::start(addresses.clone()).await;
         // The site's address is the balancer's: it is the app's public URL and install handler.
         let site = ServeSite::at("b24act-nodes", 9, &options, balancer.addr).await;

@@ -128,6 +128,14 @@ pub struct ServeSite {
     pub listen: std::net::SocketAddr,
 }
 
+/// `count` distinct free loopback addresses for processes to listen on: all bound at once, so no
+/// two are the same port, then released for their users.
+pub fn free_addresses(count: usize) -> Vec<std::net::SocketAddr> {
+    let held: Vec<_> =
+        (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|listener| listener.local_addr().unwrap()).collect()
+}
+
 impl ServeSite {
     pub async fn new(prefix: &str, seed: u64, options: &Options) -> ServeSite {
         let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
