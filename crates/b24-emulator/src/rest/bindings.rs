@@ -96,6 +96,18 @@ fn required(params: &Array, key: &str) -> Result<String, RestError> {
     if value.is_empty() { Err(RestError::argument_null(key)) } else { Ok(value) }
 }
 
+/// What every administrators' method starts with: the calling app (an app's token, not a
+/// webhook), the caller an administrator, and the parameters with upper-cased keys.
+fn admin_call(
+    p: &PortalState,
+    caller: &Caller,
+    params: &Array,
+) -> Result<(String, Array), RestError> {
+    let client_id = app(caller)?.to_owned();
+    admin(p, caller)?;
+    Ok((client_id, upper_keys(params)))
+}
+
 /// `event.bind`: `EVENT`*, `HANDLER`*, `AUTH_TYPE` (a user ID; 0 = whoever caused the event),
 /// `EVENT_TYPE` (`online`|`offline`). A non-admin binds only online events for themselves.
 pub(crate) fn event_bind(
@@ -143,9 +155,7 @@ pub(crate) fn event_unbind(
     caller: &Caller,
     params: &Array,
 ) -> Result<Param, RestError> {
-    let client_id = app(caller)?.to_owned();
-    admin(p, caller)?;
-    let params = upper_keys(params);
+    let (client_id, params) = admin_call(p, caller, params)?;
     let event = required(&params, "EVENT")?.to_uppercase();
     let handler = text(&params, "HANDLER");
     let auth_type = params.get("AUTH_TYPE").map(Param::php_int);
@@ -170,9 +180,7 @@ pub(crate) fn placement_bind(
     caller: &Caller,
     params: &Array,
 ) -> Result<Param, RestError> {
-    let client_id = app(caller)?.to_owned();
-    admin(p, caller)?;
-    let params = upper_keys(params);
+    let (client_id, params) = admin_call(p, caller, params)?;
     let placement = required(&params, "PLACEMENT")?.to_uppercase();
     let handler = required(&params, "HANDLER")?;
     if !PLACEMENTS.iter().any(|(code, _)| *code == placement) {
@@ -237,9 +245,7 @@ pub(crate) fn placement_unbind(
     caller: &Caller,
     params: &Array,
 ) -> Result<Param, RestError> {
-    let client_id = app(caller)?.to_owned();
-    admin(p, caller)?;
-    let params = upper_keys(params);
+    let (client_id, params) = admin_call(p, caller, params)?;
     let placement = required(&params, "PLACEMENT")?.to_uppercase();
     let handler = text(&params, "HANDLER");
     let user_id = params.get("USER_ID").map(Param::php_int);
