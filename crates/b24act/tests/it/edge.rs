@@ -187,19 +187,25 @@ async fn closed_count(held: &mut [TcpStream]) -> usize {
 
 /// With every connection of the cap held idle — kept alive after an answer, or new and silent —
 /// nothing is closed while nobody waits; a client that connects is served at once, not after
-/// the 60 s idle timeout, because exactly one idle connection makes room for it.
+/// the 60 s idle timeout, because exactly one idle connection makes room for it. A `serve`
+/// process with the app not installed, so the test's connections are the only ones (the
+/// emulator keeps the one it sent the install event on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_idle_connection_makes_room_when_a_client_waits_past_the_cap() {
-    let app = start("idle_timeout = \"60s\"\nmax_connections = 4").await;
+    let server = "idle_timeout = \"60s\"\nmax_connections = 4";
+    let site =
+        ServeSite::new("b24act-edge-cap", 2, &Options { server, ..Options::default() }).await;
+    let _server = Server::start(&site.config);
+    let listen = site.listen;
     let health = b"GET /health/intake HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-    let url = format!("http://{}/health/intake", app.listen);
+    let url = format!("http://{listen}/health/intake");
     for (what, request, within) in [
         ("kept alive", &health[..], Duration::from_secs(1)),
         ("silent", &b""[..], Duration::from_secs(3)),
     ] {
         let mut held = Vec::new();
         for _ in 0..4 {
-            held.push(held_connection(app.listen, request).await);
+            held.push(held_connection(listen, request).await);
         }
         // At the cap with nobody waiting, idle connections stay (past both grace times).
         tokio::time::sleep(Duration::from_millis(1200)).await;
