@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use b24::report::ErrorChain;
 use connectors::{ConnectorError, ConnectorRequest, DocumentId, Outputs};
-use store::{AttemptOutcome, ClaimedJob, Fenced};
+use store::{AttemptKind, AttemptOutcome, ClaimedJob, Fenced};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -210,9 +210,8 @@ impl Claim<'_> {
             return self.mark_failed(&action, AttemptOutcome::Invalid, invalid, clock.now()).await;
         }
         if clock.now() >= job.call.deadline_at {
-            return self
-                .mark_failed(&action, AttemptOutcome::Deadline, "deadline passed", clock.now())
-                .await;
+            let reason = self.deadline_passed().await;
+            return self.mark_failed(&action, AttemptOutcome::Deadline, &reason, clock.now()).await;
         }
 
         let ran = run_connector(&action, job, payload, clock.now()).await;
@@ -236,12 +235,7 @@ impl Claim<'_> {
                 let next =
                     backoff::next_attempt_at(now, job.attempt, retry, retry_after, rand::random());
                 if next >= job.call.deadline_at {
-                    let attempts = if job.attempt == 1 {
-                        "1 attempt".to_owned()
-                    } else {
-                        format!("{} attempts", job.attempt)
-                    };
-                    let reason = format!("gave up after {attempts}: {reason}");
+                    let reason = format!("gave up after {}: {reason}", attempts(job.attempt));
                     return self.mark_failed(&action, AttemptOutcome::Deadline, &reason, now).await;
                 }
                 self.retry_at(next, outcome, &reason, retry.log_retries, now).await
@@ -249,6 +243,30 @@ impl Claim<'_> {
             Ran::Failed { outcome, reason } => {
                 self.mark_failed(&action, outcome, &reason, now).await
             }
+        }
+    }
+
+    /// Why a job whose deadline passed before this attempt gives up: with earlier attempts, how
+    /// many and the last one's error, so the workflow reads why (a retry can be due before the
+    /// deadline and still be claimed after it when workers are busy); the bare fact otherwise,
+    /// or when the history cannot be read.
+    async fn deadline_passed(&self) -> String {
+        let earlier = self.job.attempt.saturating_sub(1);
+        let last_error = match self.shared.host.store.job(self.job.id).await {
+            Ok(Some(detail)) => detail
+                .attempts
+                .into_iter()
+                .rev()
+                .find(|a| a.kind == AttemptKind::Execute && a.error.is_some())
+                .and_then(|a| a.error),
+            _ => None,
+        };
+        match last_error {
+            Some(error) if earlier > 0 => format!(
+                "gave up after {}: the deadline passed before the next; the last failed: {error}",
+                attempts(earlier)
+            ),
+            _ => "deadline passed".to_owned(),
         }
     }
 
@@ -455,6 +473,11 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
     } else {
         "(no message)".to_owned()
     }
+}
+
+/// "1 attempt", "3 attempts".
+fn attempts(count: u32) -> String {
+    if count == 1 { "1 attempt".to_owned() } else { format!("{count} attempts") }
 }
 
 #[cfg(test)]
