@@ -22,7 +22,7 @@ use crate::install::{self, Installer};
 use crate::intake::{self, Intake};
 use crate::loops::{Wakeups, relay_wakeups};
 use crate::state::{Host, StartError};
-use crate::{outbox, worker};
+use crate::{outbox, settings_form, worker};
 
 /// A started host. Dropping it does not stop it: call [`Running::shutdown`].
 pub struct Running {
@@ -154,7 +154,8 @@ pub fn router(host: Arc<Host>, intake: Option<(Arc<Intake>, Arc<Installer>)>) ->
     if let Some((intake, installer)) = intake {
         routes = routes
             .merge(intake::router(intake).layer(forms_only.clone()))
-            .merge(install::router(installer).layer(forms_only));
+            .merge(install::router(installer).layer(forms_only))
+            .merge(settings_form::router(host.clone()));
     }
     edge::bounded(routes.merge(health::router(host.clone())), Edge::new(&host.config.server))
 }

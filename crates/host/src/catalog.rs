@@ -5,14 +5,17 @@ use std::sync::Arc;
 
 use b24::incoming::PropertyValue;
 use b24::rest::{
-    ActionKind as RestActionKind, ActivityDefinition, OrderedMap, PropertyDefinition, YesNo,
+    ActionKind as RestActionKind, ActivityDefinition, ActivityFilter, FilterRule, OrderedMap,
+    PropertyDefinition, YesNo,
 };
 use connectors::{Connector, Registry};
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::{ActionConfig, ActionKind, Config, FailurePolicy, PropertyConfig};
+use crate::config::{
+    ActionConfig, ActionKind, Config, FailurePolicy, FilterRuleConfig, PropertyConfig,
+};
 use crate::payload::JobResult;
 use crate::routes;
 use crate::values::{self, Shape};
@@ -83,6 +86,29 @@ impl Action {
         definition.use_subscription = Some(YesNo::from(c.use_subscription));
         definition.properties = Some(property_definitions(&c.properties));
         definition.return_properties = Some(property_definitions(&c.return_properties));
+        definition.document_type = c.document_type.clone();
+        definition.filter = c.filter.as_ref().map(|filter| {
+            let rules = |rules: &[FilterRuleConfig]| {
+                rules
+                    .iter()
+                    .map(|rule| match rule {
+                        FilterRuleConfig::Distribution(name) => {
+                            FilterRule::Distribution(name.clone())
+                        }
+                        FilterRuleConfig::DocumentType(prefix) => {
+                            FilterRule::DocumentType(prefix.clone())
+                        }
+                    })
+                    .collect()
+            };
+            ActivityFilter { include: rules(&filter.include), exclude: rules(&filter.exclude) }
+        });
+        if c.settings_form {
+            // The designer opens this page in a frame for the action's settings (§1.8).
+            definition.use_placement = Some(YesNo::Yes);
+            definition.placement_handler =
+                Some(routes::settings_url(public_url, &c.code).to_string());
+        }
         let kind = match c.kind {
             ActionKind::Activity => RestActionKind::Activity,
             ActionKind::Robot => RestActionKind::Robot,

@@ -23,6 +23,7 @@ pub mod payload;
 pub mod portals;
 pub mod registrations;
 pub mod routes;
+pub mod settings_form;
 pub mod state;
 pub mod values;
 pub mod worker;

@@ -15,9 +15,9 @@ use b24::incoming::{ApplicationToken, quoted};
 use b24::report::ErrorChain;
 
 use b24::rest::{
-    AppCredentials, BudgetFuture, CheckOutFuture, CheckedOut, Credentials, DomainMove, Grant,
-    HttpClient, KeptTokens, LimiterRegistry, MoveSink, OAuthTokens, RateLimits, RefreshError,
-    RefreshedTokens, RestClient, SharedBudget, SinkFuture, TokenSink,
+    AppCredentials, BudgetFuture, CheckOutFuture, CheckedOut, Credentials, DomainMove, ErrorClass,
+    Grant, HttpClient, KeptTokens, LimiterRegistry, MoveSink, OAuthTokens, RateLimits,
+    RefreshError, RefreshedTokens, RestClient, SharedBudget, SinkFuture, TokenSink,
 };
 use b24::secret::{AccessToken, RefreshToken};
 use store::{InstallationStatus, NewInstallation, Store, TokenLock};
@@ -44,6 +44,25 @@ pub enum PortalError {
     #[error("building the REST client")]
     Client(#[source] Box<b24::rest::Error>),
 }
+
+/// Why a user's token from a settings-form POST was not taken as this app's on its portal.
+#[derive(Debug, thiserror::Error)]
+pub enum UserTokenError {
+    #[error(transparent)]
+    Portal(#[from] PortalError),
+    /// The portal answered, and not with this app's information.
+    #[error("the portal refused the token")]
+    Refused(#[source] Box<b24::rest::Error>),
+    /// The portal could not be asked now (network trouble, 5xx, its rate limit).
+    #[error("the portal could not be asked about the token")]
+    Unreachable(#[source] Box<b24::rest::Error>),
+    /// `app.info` named another local app.
+    #[error("the token belongs to app `{0}`, not this one")]
+    OtherApp(String),
+}
+
+/// How long the portal may take to say whose a settings form's token is.
+const USER_TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the auth server may take to vouch for an install event's refresh token.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -125,6 +144,55 @@ impl Portals {
             VERIFY_TIMEOUT,
         )
         .await
+    }
+
+    /// Whether `access_token` — a user's, from a settings-form POST, which nothing signs
+    /// (docs/protocol.md §4.4) — is this app's token on the installed portal `member_id`:
+    /// `app.info` with it, sent to the stored `client_endpoint` only, never to an address the
+    /// request named, and paced by the portal's rate budget. The token is used for this one
+    /// call and not kept. A local app's `app.info` names its `client_id` as `CODE`, so another
+    /// local app's token is refused; a Market app's `CODE` is its own name (INFERRED), so there
+    /// the portal's acceptance is the check. Returns the installation.
+    pub async fn check_user_token(
+        &self,
+        member_id: &str,
+        access_token: AccessToken,
+    ) -> Result<NewInstallation, UserTokenError> {
+        let portal = self.installed(member_id).await?;
+        let client_endpoint =
+            Url::parse(&portal.client_endpoint).map_err(|_| PortalError::BadEndpoint {
+                member_id: member_id.to_owned(),
+                url: portal.client_endpoint.clone(),
+            })?;
+        let tokens = OAuthTokens {
+            client_endpoint,
+            access_token,
+            refresh_token: None,
+            expires: None,
+            member_id: portal.member_id.clone(),
+            domain: portal.domain.clone(),
+        };
+        let client =
+            RestClient::builder(Credentials::OAuth { tokens, app: self.inner.app.clone() })
+                .http_client(self.inner.http.clone())
+                .limiter_from(&self.inner.limiters)
+                .timeout(USER_TOKEN_TIMEOUT)
+                .build()
+                .map_err(|e| PortalError::Client(Box::new(e)))?;
+        let info = match client.app_info().await {
+            Ok(response) => response.result,
+            Err(error) if error.class() == ErrorClass::Retryable => {
+                return Err(UserTokenError::Unreachable(Box::new(error)));
+            }
+            Err(error) => return Err(UserTokenError::Refused(Box::new(error))),
+        };
+        let own = &self.inner.app.client_id;
+        match info.code {
+            Some(code) if own.starts_with("local.") && code != *own => {
+                Err(UserTokenError::OtherApp(code))
+            }
+            _ => Ok(portal),
+        }
     }
 
     /// What the stored installation of `member_id` says about the portal, if the app is

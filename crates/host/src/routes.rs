@@ -6,6 +6,13 @@ use url::Url;
 
 /// The handler every action is registered with, as a router pattern: `POST` with the call.
 pub const ACTION: &str = "/bitrix/actions/{code}";
+/// An action's settings form in the BP designer (placement, docs/protocol.md §1.8): `POST`
+/// from the portal's frame.
+pub const SETTINGS: &str = "/bitrix/settings/{code}";
+/// `GET`: the settings form's script.
+pub const SETTINGS_SCRIPT: &str = "/bitrix/settings-assets/form.js";
+/// `GET`: the settings form's stylesheet.
+pub const SETTINGS_STYLESHEET: &str = "/bitrix/settings-assets/form.css";
 /// The app's install handler: `POST` with ONAPPINSTALL, ONAPPUPDATE or ONAPPUNINSTALL.
 pub const INSTALL: &str = "/bitrix/install";
 /// `GET`: jobs by state, and the portals that cannot be served (503 while there are any).
@@ -42,9 +49,21 @@ pub fn handler_url(public_url: &Url, code: &str) -> Url {
     under(public_url, &action_path(code))
 }
 
+/// The settings form's URL an action is registered with (`PLACEMENT_HANDLER`):
+/// `<public_url>bitrix/settings/<code>`.
+pub fn settings_url(public_url: &Url, code: &str) -> Url {
+    under(public_url, &SETTINGS.replace("{code}", code))
+}
+
 /// The install handler's URL: `<public_url>bitrix/install`.
 pub fn install_url(public_url: &Url) -> Url {
     under(public_url, INSTALL)
+}
+
+/// `path` as a browser addresses it: below `[app] public_url`'s own path (behind a proxy that
+/// strips a prefix, the prefix is kept).
+pub fn public_path(public_url: &Url, path: &str) -> String {
+    under(public_url, path).path().to_owned()
 }
 
 /// `path` (absolute, as the router mounts it) below `base`'s own path.

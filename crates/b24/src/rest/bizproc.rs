@@ -30,6 +30,21 @@ pub enum LocalizedText {
     ByLanguage(BTreeMap<String, String>),
 }
 
+impl LocalizedText {
+    /// The text for `language` as the portal looks it up: that language, else `en`, else the
+    /// first one given; a plain string in every language.
+    pub fn in_language(&self, language: &str) -> &str {
+        match self {
+            LocalizedText::Text(text) => text,
+            LocalizedText::ByLanguage(by) => by
+                .get(language)
+                .or_else(|| by.get("en"))
+                .or_else(|| by.values().next())
+                .map_or("", String::as_str),
+        }
+    }
+}
+
 impl From<&str> for LocalizedText {
     fn from(text: &str) -> Self {
         LocalizedText::Text(text.to_owned())

@@ -20,6 +20,7 @@ mod outbox;
 mod portal_budget;
 mod portal_cli;
 mod serve;
+mod settings_form;
 mod several_nodes;
 mod support;
 mod sync;

@@ -33,7 +33,52 @@ pub struct Options {
     pub attempt_timeout: &'static str,
     /// Lines added to the `[server]` table (its deadlines and limits).
     pub server: &'static str,
+    /// The credit check gets the settings form and a property of every checked type
+    /// ([`SETTINGS_PROPERTIES`]).
+    pub settings_form: bool,
 }
+
+/// The credit check's extra properties when it has the settings form: one of each type the form
+/// checks, besides its own `company_id` (int, required).
+pub const SETTINGS_PROPERTIES: &str = r#"
+[actions.properties.amount]
+name = { en = "Amount", ru = "Сумма" }
+type = "double"
+
+[actions.properties.priority]
+name = "Priority"
+type = "select"
+default = "normal"
+options = { normal = "Normal", urgent = { en = "Urgent", ru = "Срочно" } }
+
+[actions.properties.confirmed]
+name = "Confirmed"
+type = "bool"
+
+[actions.properties.due]
+name = "Due"
+type = "date"
+
+[actions.properties.remind_at]
+name = "Remind at"
+type = "datetime"
+
+[actions.properties.approver]
+name = "Approver"
+type = "user"
+
+[actions.properties.contract]
+name = "Contract"
+type = "file"
+
+[actions.properties.note]
+name = "Note"
+type = "text"
+
+[actions.properties.tags]
+name = "Tags"
+multiple = true
+"#;
 
 impl Default for Options {
     fn default() -> Self {
@@ -44,6 +89,7 @@ impl Default for Options {
             lease: "3s",
             attempt_timeout: "1s",
             server: "",
+            settings_form: false,
         }
     }
 }
@@ -106,6 +152,18 @@ type = "int"
         ..HostConfig::new(&AppIdentity::new(CLIENT_ID, CLIENT_SECRET), site, store_url)
     }
     .to_toml();
+    let text = if options.settings_form {
+        let first = "[actions.properties.company_id]";
+        assert!(text.contains(first), "the credit check declares company_id");
+        let returns = "[actions.return_properties.limit]";
+        text.replacen(first, &format!("settings_form = true\n\n{first}"), 1).replacen(
+            returns,
+            &format!("{SETTINGS_PROPERTIES}\n{returns}"),
+            1,
+        )
+    } else {
+        text
+    };
     if options.server.is_empty() {
         return text;
     }

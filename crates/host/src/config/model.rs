@@ -310,6 +310,18 @@ pub struct ActionConfig {
     pub properties: IndexMap<String, PropertyConfig>,
     #[serde(default)]
     pub return_properties: IndexMap<String, PropertyConfig>,
+    /// Whether the action gets b24act's settings form in the BP designer: registered with
+    /// `USE_PLACEMENT=Y` and `PLACEMENT_HANDLER` = `<public_url>bitrix/settings/<code>`
+    /// (docs/protocol.md §1.8, docs/settings-form.md).
+    #[serde(default)]
+    pub settings_form: bool,
+    /// `[module, entity, type]` the action is offered for, e.g.
+    /// `["crm", "CCrmDocumentDeal", "DEAL"]` (`DOCUMENT_TYPE`, §1.2).
+    #[serde(default)]
+    pub document_type: Option<[String; 3]>,
+    /// Where the designer lists the action (`FILTER`, §1.6). Hides it; not a permission.
+    #[serde(default)]
+    pub filter: Option<FilterConfig>,
     pub connector: ConnectorConfig,
     #[serde(default)]
     pub retry: RetryPolicy,
@@ -323,6 +335,23 @@ fn default_auth_user_id() -> u64 {
 
 fn default_true() -> bool {
     true
+}
+
+/// `FILTER` (§1.6): `include` and `exclude` rules, each a distribution name (`"b24"` for the
+/// cloud, `"box"` on-premise) or a document-type prefix (`["crm", "CCrmDocumentDeal"]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    pub include: Vec<FilterRuleConfig>,
+    pub exclude: Vec<FilterRuleConfig>,
+}
+
+/// One `FILTER` rule (§1.6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FilterRuleConfig {
+    Distribution(String),
+    DocumentType(Vec<String>),
 }
 
 /// An input or return property (§1.5).

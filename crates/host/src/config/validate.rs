@@ -7,8 +7,8 @@ use b24::rest::{LocalizedText, PropertyType};
 use indexmap::IndexMap;
 
 use super::{
-    ActionConfig, Config, ConsoleConfig, FailurePolicy, Problem, PropertyConfig, ServerConfig,
-    TelemetryConfig,
+    ActionConfig, Config, ConsoleConfig, FailurePolicy, FilterRuleConfig, Problem, PropertyConfig,
+    ServerConfig, TelemetryConfig,
 };
 use crate::values::{self, Shape};
 
@@ -321,6 +321,38 @@ fn check_action(config: &Config, action: &ActionConfig, key: &str, found: &mut P
     }
     if let FailurePolicy::Fallback { values, .. } = &action.on_failure {
         check_fallback(action, values, &format!("{key}.on_failure.values"), found);
+    }
+    if action.settings_form && action.properties.is_empty() {
+        found.add(
+            format!("{key}.settings_form"),
+            "the settings form shows the action's properties, and it declares none",
+        );
+    }
+    if let Some(document_type) = &action.document_type
+        && document_type.iter().any(|part| part.trim().is_empty())
+    {
+        found.add(
+            format!("{key}.document_type"),
+            "must be [module, entity, type] with none empty, e.g. [\"crm\", \"CCrmDocumentDeal\", \"DEAL\"]",
+        );
+    }
+    if let Some(filter) = &action.filter {
+        for (side, rules) in [("include", &filter.include), ("exclude", &filter.exclude)] {
+            for (index, rule) in rules.iter().enumerate() {
+                let empty = match rule {
+                    FilterRuleConfig::Distribution(name) => name.trim().is_empty(),
+                    FilterRuleConfig::DocumentType(prefix) => {
+                        prefix.is_empty() || prefix.iter().any(|part| part.trim().is_empty())
+                    }
+                };
+                if empty {
+                    found.add(
+                        format!("{key}.filter.{side}[{index}]"),
+                        "must be a distribution name (\"b24\" or \"box\") or a document-type prefix such as [\"crm\", \"CCrmDocumentDeal\"], not empty (§1.6)",
+                    );
+                }
+            }
+        }
     }
 }
 

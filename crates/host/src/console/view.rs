@@ -71,12 +71,7 @@ pub fn until(deadline: i64, now: i64) -> String {
 
 /// A label in English when it has one, else in its first language.
 pub fn label(text: &LocalizedText) -> String {
-    match text {
-        LocalizedText::Text(text) => text.clone(),
-        LocalizedText::ByLanguage(by) => {
-            by.get("en").or_else(|| by.values().next()).cloned().unwrap_or_default()
-        }
-    }
+    text.in_language("en").to_owned()
 }
 
 /// A job's document as the portal names it (`DEAL_42`), or `-`.
