@@ -186,6 +186,33 @@ fn a_key_in_both_maps_and_a_long_code_are_refused() {
 }
 
 #[test]
+fn a_settings_form_needs_properties_and_where_it_is_offered_must_be_named_fully() {
+    let config = load(EXAMPLE, &[]).unwrap();
+    assert!(config.actions[0].settings_form, "the example's action has the form");
+    let text = EXAMPLE
+        .replace(
+            "# document_type = [\"crm\", \"CCrmDocumentDeal\", \"DEAL\"]",
+            "document_type = [\"crm\", \"\", \"DEAL\"]",
+        )
+        .replace("# filter = { include = [[\"crm\"]] }", "filter = { include = [\"b24\", []] }");
+    assert_eq!(
+        problems_of(&text),
+        [
+            "actions[0].document_type: must be [module, entity, type] with none empty, e.g. [\"crm\", \"CCrmDocumentDeal\", \"DEAL\"]",
+            "actions[0].filter.include[1]: must be a distribution name (\"b24\" or \"box\") or a document-type prefix such as [\"crm\", \"CCrmDocumentDeal\"], not empty (§1.6)",
+        ]
+    );
+    let bare = concat!(crate::one_http_action_config!(), "url = \"https://x.example.com/\"\n")
+        .replace("name = \"Check\"\n", "name = \"Check\"\nsettings_form = true\n");
+    assert_eq!(
+        problems_of(&bare),
+        [
+            "actions[0].settings_form: the settings form shows the action's properties, and it declares none"
+        ]
+    );
+}
+
+#[test]
 fn fallback_values_must_fit_their_declared_types() {
     let text = EXAMPLE.replace("approval_required = true", "approval_required = \"perhaps\"");
     assert_eq!(
