@@ -2,24 +2,20 @@
 //! emulator: in a headless Chromium (chromedriver, driven with fantoccini) — the overview's
 //! figures, the jobs page's filters, a job's page, and settling two stuck workflows through the
 //! forms — and over plain HTTP: credentials, the form token, and escaping of what a portal sent.
-//!
-//! The browser is `B24ACT_CHROMIUM` (default `/usr/bin/chromium`) driven by
-//! `B24ACT_CHROMEDRIVER` (default `/usr/bin/chromedriver`); `.ci/run` installs Debian's
-//! packages and sets both. Without them the browser test says it skips, except under `CI`,
-//! where a missing browser fails. `B24ACT_SCREENSHOTS=1` saves the overview and a job page as
+//! The browser is [`Browser`]'s; `B24ACT_SCREENSHOTS=1` saves the overview and a job page as
 //! `docs/console-overview.png` and `docs/console-job.png`.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use b24_emulator::{WorkflowSpec, WorkflowStatus};
 use fakes::finance::Behaviour;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use reqwest::StatusCode;
 use serde_json::json;
 use store::{Job, JobFilter, JobId, JobOutcome, JobState, NewJob, Store, StoreKey, StoreOptions};
 
+use crate::browser::Browser;
 use crate::console::{TOKEN, serve_with_console};
 use crate::support::{CLIENT_ID, CODE, KEY, Options, ServeSite, number};
 
@@ -106,144 +102,9 @@ impl Console {
     }
 }
 
-/// The browser and its driver, or why the test cannot have them.
-struct Browser {
-    client: Client,
-    driver: Child,
-}
-
-impl Browser {
-    /// Starts chromedriver on a free port and a headless Chromium session through it; `None`
-    /// (said on stderr) when either is missing outside CI.
-    async fn start() -> Option<Browser> {
-        let chromium =
-            std::env::var("B24ACT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-        let chromedriver = std::env::var("B24ACT_CHROMEDRIVER")
-            .unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
-        let missing: Vec<&str> = [chromium.as_str(), chromedriver.as_str()]
-            .into_iter()
-            .filter(|path| !std::path::Path::new(path).exists())
-            .collect();
-        if !missing.is_empty() {
-            let under_ci = std::env::var("CI").is_ok_and(|ci| !ci.is_empty() && ci != "false");
-            assert!(
-                !under_ci,
-                "CI must run the browser test, but {missing:?} is missing: .ci/run installs chromium and chromium-driver"
-            );
-            eprintln!(
-                "SKIPPED console_pages browser test: {missing:?} missing (apt-get install chromium chromium-driver, or set B24ACT_CHROMIUM and B24ACT_CHROMEDRIVER)"
-            );
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let driver = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1400,1100", "--lang=en-US"],
-            }),
-        );
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let client = loop {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector)
-                .capabilities(capabilities.clone())
-                .connect(&url)
-                .await
-            {
-                Ok(client) => break client,
-                Err(error) => {
-                    assert!(Instant::now() < deadline, "no WebDriver session: {error}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        };
-        Some(Browser { client, driver })
-    }
-
-    async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// Ticks the confirmation box of form `form` and submits it.
-    async fn confirm_and_submit(&self, form: &str) {
-        let c = &self.client;
-        c.find(Locator::Css(&format!("{form} input[name=confirm]")))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.find(Locator::Css(&format!("{form} button[type=submit]")))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-    }
-
-    /// Waits for an element to appear (after a form's submission loads the next page).
-    async fn wait_for(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            // The element can go stale between finding and reading it while the page still
-            // navigates: look again.
-            if let Ok(element) = self.client.find(Locator::Css(css)).await
-                && let Ok(text) = element.text().await
-            {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{css} never appeared on {}: {}",
-                self.client.current_url().await.unwrap(),
-                self.client.source().await.unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Saves the page as `docs/<name>` when `B24ACT_SCREENSHOTS=1`.
-    async fn screenshot(&self, name: &str) {
-        if std::env::var("B24ACT_SCREENSHOTS").as_deref() != Ok("1") {
-            return;
-        }
-        let png = self.client.screenshot().await.unwrap();
-        let path = format!("{}/../../docs/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::write(&path, png).unwrap();
-    }
-
-    async fn close(self) {
-        self.client.clone().close().await.unwrap();
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
 #[tokio::test]
 async fn an_operator_reads_the_pages_and_settles_stuck_workflows_in_a_browser() {
-    let Some(browser) = Browser::start().await else { return };
+    let Some(browser) = Browser::start("console_pages browser test").await else { return };
     let console = Console::start("b24act-console-pages").await;
     let api = &console.site.api;
 
@@ -329,7 +190,7 @@ async fn an_operator_reads_the_pages_and_settles_stuck_workflows_in_a_browser() 
     browser.screenshot("console-job.png").await;
     c.find(Locator::Css("#value-limit")).await.unwrap().send_keys("lots").await.unwrap();
     c.find(Locator::Css("#value-debt")).await.unwrap().send_keys("1250.5").await.unwrap();
-    browser.confirm_and_submit("#form-complete").await;
+    confirm_and_submit(&browser, "#form-complete").await;
     let refused = browser.wait_for("#complete-error").await;
     assert_eq!(refused, "`limit`: `lots` is not a number");
     let kept = c.find(Locator::Css("#value-debt")).await.unwrap().prop("value").await.unwrap();
@@ -343,7 +204,7 @@ async fn an_operator_reads_the_pages_and_settles_stuck_workflows_in_a_browser() 
         .set_by_name("value.unavailable", "N")
         .await
         .unwrap();
-    browser.confirm_and_submit("#form-complete").await;
+    confirm_and_submit(&browser, "#form-complete").await;
     assert_eq!(
         browser.wait_for("#flash").await,
         "Completed by hand: the values are sent to the workflow now."
@@ -363,7 +224,7 @@ async fn an_operator_reads_the_pages_and_settles_stuck_workflows_in_a_browser() 
     // Cancel the dead job with its fallback: the waiting workflow moves on with it.
     c.goto(&console.url(&format!("/jobs/{}", dead_job.id))).await.unwrap();
     assert_eq!(browser.text("#state").await, "dead");
-    browser.confirm_and_submit("#form-cancel").await;
+    confirm_and_submit(&browser, "#form-cancel").await;
     assert_eq!(
         browser.wait_for("#flash").await,
         "Cancelled: the action's fallback values are sent to the workflow now."
@@ -512,4 +373,21 @@ async fn what_a_portal_sent_is_shown_as_text_and_bounded() {
     .await;
     assert!(list.contains(&format!("href=\"/jobs/{id}\"")), "the filter finds it");
     assert!(!list.contains("<img src=x"));
+}
+
+/// Ticks the confirmation box of form `form` and submits it.
+async fn confirm_and_submit(browser: &Browser, form: &str) {
+    let c = &browser.client;
+    c.find(Locator::Css(&format!("{form} input[name=confirm]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css(&format!("{form} button[type=submit]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
