@@ -19,7 +19,22 @@
 //! timeout = "10s"                       # per request; the host's attempt timeout applies too
 //! base_url = "https://api.telegram.org" # the default; a fake or a local Bot API server in tests
 //! message_id_property = "message_id"    # the return property that gets the message id
+//! too_long = "fail"                     # or "truncate" (plain text only): over 4,096 characters
 //! ```
+//!
+//! # Length
+//!
+//! Telegram takes at most 4,096 characters of text after its markup is taken out. The rendered
+//! message is measured before it is sent ([`visible_length`]): over the limit, the job fails
+//! for good with a reason that says by how much (`too_long = "fail"`, the default), or, for
+//! plain text, the text is cut to the limit and ends with `…` (`too_long = "truncate"`; cutting
+//! marked-up text could break its formatting, so a parse mode refuses it).
+//!
+//! # A group that became a supergroup
+//!
+//! Telegram refuses messages to a group upgraded to a supergroup, naming the new chat
+//! (`migrate_to_chat_id`). The connector sends the message there once, logs an error that says
+//! to change `chat_id`, and says so in the workflow's log line; it does not remember the new id.
 //!
 //! # Escaping
 //!
@@ -88,6 +103,20 @@ impl ParseMode {
     }
 }
 
+/// What to do with a message over Telegram's length limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TooLong {
+    /// Fail the job for good, naming the length.
+    #[default]
+    Fail,
+    /// Cut plain text to the limit, ending it with `…`.
+    Truncate,
+}
+
+/// Telegram's limit on a message's text after its markup is taken out.
+const MAX_TEXT_LENGTH: usize = 4096;
+
 /// A chat id as written in config: a number, or text (`@username`, or a template).
 #[derive(Clone, Deserialize)]
 #[serde(untagged)]
@@ -126,6 +155,9 @@ pub struct TelegramConfig {
     /// The return property that gets the message id. Default `message_id`.
     #[serde(default = "default_message_id_property")]
     pub message_id_property: String,
+    /// Over 4,096 characters: fail (the default) or, for plain text, truncate.
+    #[serde(default)]
+    pub too_long: TooLong,
 }
 
 fn default_base_url() -> String {
@@ -153,6 +185,7 @@ impl std::fmt::Debug for TelegramConfig {
             .field("base_url", &self.base_url)
             .field("timeout", &self.timeout)
             .field("message_id_property", &self.message_id_property)
+            .field("too_long", &self.too_long)
             .finish()
     }
 }
@@ -171,6 +204,13 @@ pub enum TelegramError {
     /// `chat_id` rendered to nothing.
     #[error("chat_id rendered empty")]
     EmptyChatId,
+    /// The rendered text is over Telegram's limit (`too_long = "fail"`).
+    #[error(
+        "the message is {length} characters after formatting, over Telegram's {MAX_TEXT_LENGTH}: \
+         shorten the template or its values{}",
+        if *.plain { ", or set too_long = \"truncate\"" } else { "" }
+    )]
+    TooLong { length: usize, plain: bool },
     /// The exchange failed below the Bot API: timeout, connection, a status without Telegram's
     /// JSON (the front end's HTML error page).
     #[error(transparent)]
@@ -247,6 +287,7 @@ pub struct TelegramConnector {
     message_thread_id: Option<i64>,
     timeout: Option<Duration>,
     message_id_property: String,
+    too_long: TooLong,
 }
 
 impl std::fmt::Debug for TelegramConnector {
@@ -302,6 +343,13 @@ impl WithClient for TelegramConnector {
             return Err(ConfigError::new("text", "empty: Telegram refuses empty messages"));
         }
         crate::http::check_timeout(config.timeout)?;
+        if config.too_long == TooLong::Truncate && config.parse_mode.is_some() {
+            return Err(ConfigError::new(
+                "too_long",
+                "\"truncate\" works on plain text only (parse_mode unset): cutting marked-up text \
+                 could break its formatting",
+            ));
+        }
         if !is_property_id(&config.message_id_property) {
             return Err(ConfigError::new(
                 "message_id_property",
@@ -320,6 +368,7 @@ impl WithClient for TelegramConnector {
             message_thread_id: config.message_thread_id,
             timeout: config.timeout,
             message_id_property: config.message_id_property,
+            too_long: config.too_long,
         })
     }
 }
@@ -332,6 +381,14 @@ impl TelegramConnector {
             .text
             .render(request, escape)
             .map_err(|source| TelegramError::Render { template: "text", source })?;
+        let length = visible_length(&text, self.parse_mode);
+        let text = match (length > MAX_TEXT_LENGTH, self.too_long) {
+            (false, _) => text,
+            (true, TooLong::Truncate) => truncated(&text),
+            (true, TooLong::Fail) => {
+                return Err(TelegramError::TooLong { length, plain: self.parse_mode.is_none() });
+            }
+        };
         let chat = self
             .chat_id
             .render(request, Escape::Text)
@@ -362,14 +419,41 @@ impl TelegramConnector {
         Ok((Value::Object(body), chat))
     }
 
-    /// One attempt: renders the message and sends it.
+    /// One attempt: renders the message and sends it; to the new supergroup, once, when the
+    /// chat was a group that has been upgraded.
     async fn attempt(
         &self,
         request: &ConnectorRequest,
         timeout: Duration,
     ) -> Result<Outputs, TelegramError> {
-        let (body, chat) = self.message(request)?;
-        let request = self.client.post(self.send_url.clone()).json(&body).timeout(timeout);
+        let (mut body, chat) = self.message(request)?;
+        match self.send(&body, timeout).await {
+            Err(TelegramError::Api { migrate_to_chat_id: Some(supergroup), .. }) => {
+                tracing::error!(
+                    chat = %chat,
+                    supergroup,
+                    "the Telegram group was upgraded to a supergroup: sending there; set the connector's chat_id to {supergroup}"
+                );
+                body["chat_id"] = supergroup.into();
+                let message_id = self.send(&body, timeout).await?;
+                Ok(self.sent(message_id, &supergroup.to_string()).with_log(format!(
+                    "Telegram message {message_id} sent to chat {supergroup}: chat {chat} became that supergroup; set chat_id to {supergroup}"
+                )))
+            }
+            Err(error) => Err(error),
+            Ok(message_id) => Ok(self.sent(message_id, &chat)),
+        }
+    }
+
+    fn sent(&self, message_id: i64, chat: &str) -> Outputs {
+        Outputs::new()
+            .with(self.message_id_property.clone(), message_id)
+            .with_log(format!("Telegram message {message_id} sent to chat {chat}"))
+    }
+
+    /// One `sendMessage`: the sent message's id.
+    async fn send(&self, body: &Value, timeout: Duration) -> Result<i64, TelegramError> {
+        let request = self.client.post(self.send_url.clone()).json(body).timeout(timeout);
         let http_answer = http::Answer::fetch(request, "Telegram", MAX_ANSWER_BYTES, timeout)
             .await
             .map_err(TelegramError::Http)?;
@@ -413,9 +497,7 @@ impl TelegramConnector {
                 });
             }
         };
-        Ok(Outputs::new()
-            .with(self.message_id_property.clone(), message_id)
-            .with_log(format!("Telegram message {message_id} sent to chat {chat}")))
+        Ok(message_id)
     }
 }
 
@@ -449,6 +531,63 @@ impl TelegramConnector {
 }
 
 crate::http::impl_http_connector!(TelegramConnector, "telegram");
+
+/// The text's length as Telegram counts it for its limit: after the markup is taken out, in
+/// UTF-16 code units (INFERRED: the Bot API says "1-4096 characters after entities parsing",
+/// and counts entity offsets in UTF-16). HTML tags count nothing and an entity (`&lt;`) one;
+/// in MarkdownV2 an escaped character counts one, the markup characters and a link's
+/// `(address)` nothing. Telegram's own parser decides; a message it still finds too long is
+/// refused with "message is too long", which is fatal too.
+fn visible_length(text: &str, mode: Option<ParseMode>) -> usize {
+    let mut length = 0;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (mode, c) {
+            (None, _) => length += c.len_utf16(),
+            (Some(ParseMode::Html), '<') => {
+                chars.by_ref().find(|&c| c == '>');
+            }
+            (Some(ParseMode::Html), '&') => {
+                // An entity is `&name;` or `&#digits;`, short; a lone `&` is a character.
+                let entity: String = chars.clone().take(10).take_while(|&c| c != ';').collect();
+                let closed = chars.clone().nth(entity.chars().count()) == Some(';');
+                if closed
+                    && !entity.is_empty()
+                    && entity.chars().all(|c| c.is_ascii_alphanumeric() || c == '#')
+                {
+                    chars.nth(entity.chars().count());
+                }
+                length += 1;
+            }
+            (Some(ParseMode::MarkdownV2), '\\') => {
+                length += chars.next().map_or(0, char::len_utf16);
+            }
+            (Some(ParseMode::MarkdownV2), '*' | '_' | '~' | '|' | '`' | '[') => {}
+            (Some(ParseMode::MarkdownV2), ']') => {
+                if chars.peek() == Some(&'(') {
+                    chars.by_ref().find(|&c| c == ')');
+                }
+            }
+            _ => length += c.len_utf16(),
+        }
+    }
+    length
+}
+
+/// Plain text cut to [`MAX_TEXT_LENGTH`] UTF-16 code units, the last of them `…`.
+fn truncated(text: &str) -> String {
+    let mut out = String::new();
+    let mut length = 0;
+    for c in text.chars() {
+        if length + c.len_utf16() > MAX_TEXT_LENGTH - 1 {
+            break;
+        }
+        length += c.len_utf16();
+        out.push(c);
+    }
+    out.push('…');
+    out
+}
 
 /// `<digits>:<letters, digits, _ and ->`, as @BotFather issues them. Checked so that a token
 /// cannot change the URL's path or query.

@@ -7,7 +7,9 @@
 //! `POST /bot<token>/sendMessage` (also `GET`; parameters in the query string, a JSON body or a
 //! form body, method names case-insensitive as on the real API), with `chat_id` (an integer id
 //! or `@username`), `text`, optional `parse_mode` (`MarkdownV2`, `HTML`, or the legacy
-//! `Markdown`, which this fake treats as plain text) and `disable_notification`.
+//! `Markdown`, which this fake treats as plain text), `disable_notification`,
+//! `link_preview_options` (an object, or its JSON as a string in a form) and
+//! `message_thread_id` (a forum topic of a supergroup: [`Chat::with_topics`]).
 //!
 //! | case | status | body |
 //! |---|---|---|
@@ -15,6 +17,9 @@
 //! | wrong token | 401 | `{"ok":false,"error_code":401,"description":"Unauthorized"}` |
 //! | no such path or method | 404 | `{"ok":false,"error_code":404,"description":"Not Found"}` |
 //! | unknown chat | 400 | `{"ok":false,"error_code":400,"description":"Bad Request: chat not found"}` |
+//! | a group that became a supergroup ([`Chat::migrated_to`]) | 400 | `… "description":"Bad Request: group chat was upgraded to a supergroup chat","parameters":{"migrate_to_chat_id":-100…}}` |
+//! | a topic the chat does not have | 400 | `Bad Request: message thread not found` |
+//! | `link_preview_options` not an object | 400 | `Bad Request: can't parse link preview options JSON object` |
 //! | broken markup | 400 | `… "description":"Bad Request: can't parse entities: Can't find end of Bold entity at byte offset 6"}` |
 //! | empty text / over 4096 characters | 400 | `Bad Request: message text is empty` / `Bad Request: message is too long` |
 //! | rate limited | 429 | `{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 3","parameters":{"retry_after":3}}` |
@@ -79,11 +84,35 @@ pub struct Chat {
     pub title: String,
     /// Without `@`; a chat with one can be addressed as `@username`.
     pub username: Option<String>,
+    /// The supergroup this group was upgraded to: messages to the old id are refused with
+    /// `migrate_to_chat_id`.
+    pub migrated_to: Option<i64>,
+    /// The forum topics of a supergroup (`message_thread_id`s).
+    pub topics: Vec<i64>,
 }
 
 impl Chat {
     pub fn new(id: i64, kind: ChatKind, title: impl Into<String>) -> Chat {
-        Chat { id, kind, title: title.into(), username: None }
+        Chat {
+            id,
+            kind,
+            title: title.into(),
+            username: None,
+            migrated_to: None,
+            topics: Vec::new(),
+        }
+    }
+
+    /// A group that was upgraded to the supergroup `id` (which must exist too to be written to).
+    pub fn migrated_to(mut self, id: i64) -> Chat {
+        self.migrated_to = Some(id);
+        self
+    }
+
+    /// A forum supergroup with these topics.
+    pub fn with_topics(mut self, topics: impl IntoIterator<Item = i64>) -> Chat {
+        self.topics = topics.into_iter().collect();
+        self
     }
 
     pub fn with_username(mut self, username: impl Into<String>) -> Chat {
@@ -130,6 +159,9 @@ pub struct SentMessage {
     pub parse_mode: Option<String>,
     pub entities: Vec<Entity>,
     pub disable_notification: bool,
+    /// `link_preview_options.is_disabled`.
+    pub link_preview_disabled: bool,
+    pub message_thread_id: Option<i64>,
 }
 
 /// A running fake Bot API on 127.0.0.1; stops when dropped.
@@ -219,12 +251,13 @@ impl BotApi {
 struct ApiError {
     code: u16,
     description: String,
-    retry_after: Option<u64>,
+    /// `parameters`: `retry_after` on a 429, `migrate_to_chat_id` for an upgraded group.
+    parameters: Option<Value>,
 }
 
 impl ApiError {
     fn new(code: u16, description: impl Into<String>) -> ApiError {
-        ApiError { code, description: description.into(), retry_after: None }
+        ApiError { code, description: description.into(), parameters: None }
     }
 
     fn bad_request(what: impl std::fmt::Display) -> ApiError {
@@ -237,8 +270,8 @@ impl IntoResponse for ApiError {
         let mut body = json!({
             "ok": false, "error_code": self.code, "description": self.description,
         });
-        if let Some(after) = self.retry_after {
-            body["parameters"] = json!({ "retry_after": after });
+        if let Some(parameters) = self.parameters {
+            body["parameters"] = parameters;
         }
         let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::BAD_REQUEST);
         (status, axum::Json(body)).into_response()
@@ -268,7 +301,7 @@ fn rate_limited(after: std::time::Duration) -> Response {
     ApiError {
         code: 429,
         description: format!("Too Many Requests: retry after {seconds}"),
-        retry_after: Some(seconds),
+        parameters: Some(json!({ "retry_after": seconds })),
     }
     .into_response()
 }
@@ -355,6 +388,43 @@ fn send_message(state: &BotState, params: &Map<String, Value>) -> Result<Value, 
         }
         Some(id) => find_chat(state, id).ok_or_else(|| ApiError::bad_request("chat not found"))?,
     };
+    if let Some(supergroup) = chat.migrated_to {
+        let mut error = ApiError::bad_request("group chat was upgraded to a supergroup chat");
+        error.parameters = Some(json!({ "migrate_to_chat_id": supergroup }));
+        return Err(error);
+    }
+    let message_thread_id = match params.get("message_thread_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+        Some(_) => None,
+    };
+    if let Some(thread) = message_thread_id
+        && !chat.topics.contains(&thread)
+    {
+        return Err(ApiError::bad_request("message thread not found"));
+    }
+    let link_preview_disabled = match params.get("link_preview_options") {
+        None | Some(Value::Null) => false,
+        Some(options) => {
+            let options = match options {
+                // A form or query carries the object as JSON text.
+                Value::String(text) => serde_json::from_str::<Value>(text).ok(),
+                other => Some(other.clone()),
+            };
+            match options {
+                Some(Value::Object(options)) => match options.get("is_disabled") {
+                    Some(Value::Bool(disabled)) => *disabled,
+                    _ => false,
+                },
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "can't parse link preview options JSON object",
+                    ));
+                }
+            }
+        }
+    };
     let raw_text = match params.get("text") {
         Some(Value::String(text)) => text.clone(),
         Some(Value::Number(n)) => n.to_string(),
@@ -405,6 +475,10 @@ fn send_message(state: &BotState, params: &Map<String, Value>) -> Result<Value, 
     }
     result.insert("chat".into(), chat.to_json());
     result.insert("date".into(), date.into());
+    if let Some(thread) = message_thread_id {
+        result.insert("message_thread_id".into(), thread.into());
+        result.insert("is_topic_message".into(), true.into());
+    }
     result.insert("text".into(), parsed.text.clone().into());
     if !parsed.entities.is_empty() {
         let entities = parsed
@@ -428,6 +502,8 @@ fn send_message(state: &BotState, params: &Map<String, Value>) -> Result<Value, 
         parse_mode,
         entities: parsed.entities,
         disable_notification,
+        link_preview_disabled,
+        message_thread_id,
     });
     Ok(Value::Object(result))
 }

@@ -122,6 +122,74 @@ async fn plain_text_goes_as_is_with_options() {
     assert_eq!(sent[0].chat_id, -1_002_000_000_002);
     assert_eq!(sent[0].text, "Deal DEAL_7: *1500.5*");
     assert!(sent[0].disable_notification);
+    assert!(sent[0].link_preview_disabled, "link_preview_options reached Telegram");
+}
+
+#[tokio::test]
+async fn a_forum_topic_gets_the_message_and_a_missing_one_is_fatal() {
+    let bot = start().await;
+    bot.add_chat(Chat::new(-1_003_000_000_003, ChatKind::Supergroup, "Forum").with_topics([5]));
+    let to_topic = |thread: i64| {
+        with_settings(
+            &settings(&bot),
+            json!({ "chat_id": -1_003_000_000_003_i64, "message_thread_id": thread }),
+        )
+    };
+    connector(&to_topic(5)).run(&call()).await.expect("sent to the topic");
+    assert_eq!(bot.sent()[0].message_thread_id, Some(5));
+    let error = fatal_error(&connector(&to_topic(6)), &call()).await;
+    assert!(error.reason().ends_with("Bad Request: message thread not found"), "{error}");
+}
+
+#[tokio::test]
+async fn a_group_upgraded_to_a_supergroup_gets_the_message_there_once_and_says_so() {
+    let bot = start().await;
+    let (group, supergroup) = (-4_000_000_004_i64, -1_004_000_000_004_i64);
+    bot.add_chat(Chat::new(group, ChatKind::Group, "Sales").migrated_to(supergroup));
+    bot.add_chat(Chat::new(supergroup, ChatKind::Supergroup, "Sales"));
+    let to_group = with_setting(&settings(&bot), "chat_id", json!(group));
+    let outputs = connector(&to_group).run(&call()).await.expect("sent to the supergroup");
+    let sent = bot.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].chat_id, supergroup);
+    let log = outputs.log.unwrap_or_default();
+    assert!(log.contains(&format!("set chat_id to {supergroup}")), "{log}");
+    assert_eq!(bot.requests(), 2, "one refused send, one to the supergroup");
+
+    // A supergroup that moved again is not chased further.
+    bot.add_chat(Chat::new(-5, ChatKind::Group, "Old").migrated_to(-6));
+    bot.add_chat(Chat::new(-6, ChatKind::Group, "Older").migrated_to(-7));
+    let error = fatal_with(&settings(&bot), "chat_id", json!(-5), &call()).await;
+    assert!(error.reason().contains("the chat is now -7"), "{error}");
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_fails_naming_its_length_or_is_cut_when_configured() {
+    let bot = start().await;
+    // Markup does not count: 4,096 characters of text in bold pass.
+    let bold = with_setting(&settings(&bot), "text", json!("*{{properties.company_name}}*"));
+    let exactly = call().with_property("company_name", "я".repeat(4096));
+    connector(&bold).run(&exactly).await.expect("4,096 characters after formatting pass");
+    let over = call().with_property("company_name", "я".repeat(4097));
+    let error = fatal_error(&connector(&bold), &over).await;
+    assert_reason_contains(
+        &error,
+        "the message is 4097 characters after formatting, over Telegram's 4096",
+    );
+    assert_eq!(bot.sent().len(), 1, "the long one was never sent");
+
+    // Plain text can be cut instead; a parse mode cannot.
+    let mut plain = with_settings(
+        &settings(&bot),
+        json!({ "text": "{{properties.company_name}}", "too_long": "truncate" }),
+    );
+    plain.as_object_mut().unwrap().remove("parse_mode");
+    let long = call().with_property("company_name", "😀".repeat(3000));
+    connector(&plain).run(&long).await.expect("cut and sent");
+    let cut = &bot.sent()[1].text;
+    // 2,047 emoji of two UTF-16 units each and the ellipsis: an emoji is never split.
+    assert_eq!(cut.encode_utf16().count(), 4095, "cut to the limit in UTF-16 units");
+    assert!(cut.ends_with('…'));
 }
 
 #[tokio::test]
@@ -260,6 +328,12 @@ fn config_errors_name_the_key_and_not_the_token() {
     assert!(with("base_url", json!("ftp://x")).starts_with("connector.base_url: expected an http"));
     assert!(with("timeout", json!("0s")).starts_with("connector.timeout: must be longer"));
     assert!(with("message_id_property", json!("1x")).starts_with("connector.message_id_property"));
+    let marked_up = with_setting(&base, "parse_mode", json!("HTML"));
+    let error = rejected_with(&marked_up, "too_long", json!("truncate"));
+    assert!(
+        error.starts_with("connector.too_long: \"truncate\" works on plain text only"),
+        "{error}"
+    );
     assert!(
         with("chat", json!(1)).starts_with("connector.chat: unknown field `chat`"),
         "{}",
