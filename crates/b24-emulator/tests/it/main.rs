@@ -1,6 +1,7 @@
 //! Integration tests of the Bitrix24 emulator: real HTTP on 127.0.0.1 with reqwest and phpform,
 //! checked against the protocol document (never against the `b24` client).
 
+mod handler;
 mod support;
 
 mod batch;
