@@ -1,6 +1,6 @@
 //! What list methods share: `SELECT`, `FILTER` (with the operator prefixes `=`, `!`, `!=`, `<`,
 //! `<=`, `>`, `>=` or none), `ORDER`, and pages of 50 from `start`, answered with `total` and,
-//! while rows remain, `next` (§5.2, §5.9).
+//! while rows remain, `next`; `start=-1` answers the first page uncounted (§5.2, §5.9).
 
 use std::cmp::Ordering;
 
@@ -56,7 +56,11 @@ impl Listing<'_> {
         }
         let every = select.is_empty() || select.iter().any(|f| f == "*");
         let total = rows.len();
-        let start = params.get("START").map_or(0, Param::php_int).max(0) as usize;
+        let start = params.get("START").map_or(0, Param::php_int);
+        // `start=-1` switches the count off: the first page, `total` 0 and no `next`; a client
+        // pages on by filtering `>ID` the last ID it saw (§5.2, [D:huge-data]).
+        let uncounted = start == -1;
+        let start = start.max(0) as usize;
         let page: Vec<Param> = rows
             .into_iter()
             .skip(start)
@@ -75,8 +79,8 @@ impl Listing<'_> {
         let end = start.saturating_add(page.len());
         Ok(Success {
             result: Param::list(page),
-            total: Some(total as u64),
-            next: (end < total).then_some(end as u64),
+            total: Some(if uncounted { 0 } else { total as u64 }),
+            next: (!uncounted && end < total).then_some(end as u64),
         })
     }
 }

@@ -55,6 +55,13 @@ async fn crm_deal_list_pages_by_fifty_filters_orders_and_selects() {
     let (_, page) = w.call("crm.deal.list", json!({"start": 50})).await;
     assert_eq!(ids(&page), ["51", "52", "53"]);
     assert!(page.get("next").is_none(), "{page}");
+    // `start=-1`: no count (total 0, no next); the client pages on with `>ID` (§5.2).
+    let (_, page) = w.call("crm.deal.list", json!({"start": -1})).await;
+    assert_eq!((ids(&page).len(), &page["total"]), (50, &json!(0)));
+    assert!(page.get("next").is_none(), "{page}");
+    let uncounted = json!({"start": -1, "filter": {">ID": 50}, "order": {"ID": "ASC"}});
+    let (_, page) = w.call("crm.deal.list", uncounted).await;
+    assert_eq!((ids(&page), &page["total"]), (vec!["51", "52", "53"], &json!(0)));
     let (_, page) = w
         .call("crm.deal.list", json!({"select": ["ID", "TITLE"], "filter": {">OPPORTUNITY": 5000}, "order": {"OPPORTUNITY": "DESC"}}))
         .await;
