@@ -14,6 +14,7 @@ mod faults;
 mod limits;
 mod oauth;
 mod portal_methods;
+mod python_sdks;
 mod registration;
 mod rest;
 mod templates;
