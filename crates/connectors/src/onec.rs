@@ -54,9 +54,13 @@
 //!
 //! Config errors name the key. At run time ([`OneCError`], classified in one place):
 //! timeouts, connection failures and 5xx/408/429 (with `Retry-After`) are retryable, as in the
-//! `http` connector, and so is a 5xx carrying 1C's `odata.error` (its message is in the reason);
+//! `http` connector. A 5xx carrying 1C's `odata.error` is retryable when its message names
+//! something that passes (a lock, a timeout, licences, a restart, [`is_passing`]); any other
+//! (1C answers 500 with code `-1` for a broken query or event handler as for a passing fault) is
+//! retried until `internal_error_attempts` attempts (default 3) have ended so, then fatal.
 //! 401 is fatal ("1C refused the credentials"); another 4xx `odata.error` (an unknown entity or
-//! field, a bad condition) is fatal with 1C's message; no item is fatal unless
+//! field, a bad condition) is fatal with 1C's message, and an unknown or unpublished entity set
+//! (code 9) says to publish it in the standard OData interface's settings; no item is fatal unless
 //! `not_found = "empty"`, which skips the registers and lets the mapping's defaults answer; two
 //! items matching is fatal; a body that is not JSON, or without the `value` array or a GUID
 //! `Ref_Key`, is fatal naming what is missing. The password is never logged or put in a reason.
@@ -140,6 +144,15 @@ pub struct OneCConfig {
     /// Larger answers are refused (fatal). Default 1 MiB.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// How many attempts may end in a 5xx `odata.error` that is not a lock or a timeout
+    /// before the job fails for good (default 3). 1C answers 500 with code `-1` for errors in
+    /// a query or an event handler that never go away as well as for passing ones.
+    #[serde(default = "default_internal_error_attempts")]
+    pub internal_error_attempts: u32,
+}
+
+fn default_internal_error_attempts() -> u32 {
+    3
 }
 
 fn default_max_response_bytes() -> usize {
@@ -278,12 +291,41 @@ impl OneCError {
     /// the reason. Failures below 1C (timeouts, connections, statuses without 1C's error body)
     /// are classified by the `http` connector's rule and keep its [`HttpError`] as the source;
     /// the others keep this error.
-    pub fn classify(self, entity: &str) -> ConnectorError {
+    pub fn classify(self, entity: &str, attempt: Attempt) -> ConnectorError {
         let endpoint = format!("1C {entity}");
-        let retryable = match self {
+        let error = match self {
             // Below 1C, the `http` connector's rule decides, and its error stays the source.
             OneCError::Http(error) => return StatusPolicy::default().classify(&endpoint, error),
-            OneCError::OData { status, .. } => status.is_server_error(),
+            other => other,
+        };
+        let mut note = String::new();
+        let retryable = match &error {
+            OneCError::OData { status, message, .. } if status.is_server_error() => {
+                if is_passing(message) {
+                    true
+                } else if attempt.number < attempt.internal_error_attempts {
+                    note = format!(
+                        " (attempt {} of {} that may end in an internal error)",
+                        attempt.number, attempt.internal_error_attempts
+                    );
+                    true
+                } else {
+                    note = format!(
+                        "; {} attempts ended in 1C's internal errors, so it is taken as permanent",
+                        attempt.number
+                    );
+                    false
+                }
+            }
+            OneCError::OData { code, .. } if code == SEGMENT_NOT_FOUND => {
+                note = format!(
+                    "; check that `{entity}` is among the published objects of 1C's standard OData \
+                     interface (Администрирование → Настройка стандартного интерфейса OData), and \
+                     that a register subordinate to a recorder is read as `…_RecordType`"
+                );
+                false
+            }
+            OneCError::OData { .. } => false,
             OneCError::MissingProperty { .. }
             | OneCError::BadProperty { .. }
             | OneCError::Unauthorized { .. }
@@ -292,16 +334,54 @@ impl OneCError {
             | OneCError::InvalidJson { .. }
             | OneCError::Malformed { .. }
             | OneCError::Mapping(_)
-            | OneCError::FlagNotNumber { .. } => false,
+            | OneCError::FlagNotNumber { .. }
+            // Classified above.
+            | OneCError::Http(_) => false,
         };
-        let reason = format!("{endpoint}: {self}");
-        let error = if retryable {
+        let reason = format!("{endpoint}: {error}{note}");
+        let decided = if retryable {
             ConnectorError::retryable(reason)
         } else {
             ConnectorError::fatal(reason)
         };
-        error.with_source(self)
+        decided.with_source(error)
     }
+}
+
+/// The code of 1C's answer for a path segment it does not publish: an unknown or unpublished
+/// entity set or virtual table.
+const SEGMENT_NOT_FOUND: &str = "9";
+
+/// Which attempt this is, and how many may end in 1C's internal errors.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// 1 for the first.
+    pub number: u32,
+    pub internal_error_attempts: u32,
+}
+
+/// Whether a 5xx `odata.error` message names something that passes: a lock conflict or wait,
+/// a timeout, a shortage of licences, a server that is starting or stopping (1C's Russian and
+/// English wordings). Anything else may be permanent (INFERRED from 1C's messages; the
+/// bounded retries cover a passing error this list misses).
+fn is_passing(message: &str) -> bool {
+    let message = message.to_lowercase();
+    [
+        "блокиров",
+        "lock",
+        "тайм-аут",
+        "таймаут",
+        "timeout",
+        "превышено время ожидания",
+        "лицензи",
+        "licen",
+        "недоступен",
+        "unavailable",
+        "перезапуск",
+        "restart",
+    ]
+    .iter()
+    .any(|word| message.contains(word))
 }
 
 /// One prepared read.
@@ -333,6 +413,7 @@ pub struct OneCConnector {
     flags: Vec<(String, Flag)>,
     not_found: NotFound,
     max_response_bytes: usize,
+    internal_error_attempts: u32,
 }
 
 impl fmt::Debug for OneCConnector {
@@ -389,6 +470,9 @@ impl WithClient for OneCConnector {
             return Err(ConfigError::new("username", "basic auth cannot carry a `:` in the user"));
         }
         crate::http::check_timeout(config.timeout)?;
+        if config.internal_error_attempts == 0 {
+            return Err(ConfigError::new("internal_error_attempts", "must be at least 1"));
+        }
         if config.max_response_bytes == 0 {
             return Err(ConfigError::new("max_response_bytes", "must be at least 1"));
         }
@@ -490,6 +574,7 @@ impl WithClient for OneCConnector {
             flags,
             not_found: config.not_found,
             max_response_bytes: config.max_response_bytes,
+            internal_error_attempts: config.internal_error_attempts,
         })
     }
 }
@@ -630,7 +715,11 @@ impl OneCConnector {
     ) -> Result<Outputs, ConnectorError> {
         let entity = &self.item.entity;
         tracing::Span::current().record("entity", tracing::field::display(entity));
-        let filter = self.item_filter(request).map_err(|e| e.classify(entity))?;
+        let attempt = Attempt {
+            number: request.attempt,
+            internal_error_attempts: self.internal_error_attempts,
+        };
+        let filter = self.item_filter(request).map_err(|e| e.classify(entity, attempt))?;
         let mut query = vec![("$filter", filter.clone())];
         if !self.item.select.is_empty() {
             let mut select = self.item.select.clone();
@@ -642,7 +731,7 @@ impl OneCConnector {
         // Two, to tell "one item" from "several".
         query.push(("$top", "2".to_owned()));
         let url = self.url(&utf8_percent_encode(entity, SEGMENT).to_string(), &query);
-        let mut items = self.read(&url, timeout).await.map_err(|e| e.classify(entity))?;
+        let mut items = self.read(&url, timeout).await.map_err(|e| e.classify(entity, attempt))?;
 
         let mut document = Map::new();
         let log;
@@ -654,7 +743,7 @@ impl OneCConnector {
                 }
                 log = format!("1C: no item where {filter}");
             }
-            0 => return Err(OneCError::NotFound { filter }.classify(entity)),
+            0 => return Err(OneCError::NotFound { filter }.classify(entity, attempt)),
             1 => {
                 let item = items.remove(0);
                 let reference = item
@@ -666,7 +755,7 @@ impl OneCConnector {
                             field: "item's `Ref_Key`".to_owned(),
                             problem: "is missing or not a GUID",
                         }
-                        .classify(entity)
+                        .classify(entity, attempt)
                     })?
                     .to_owned();
                 log = match item.get("Description").and_then(Value::as_str) {
@@ -680,17 +769,19 @@ impl OneCConnector {
                         .read(&url, timeout)
                         .instrument(span)
                         .await
-                        .map_err(|e| e.classify(&register.entity))?;
+                        .map_err(|e| e.classify(&register.entity, attempt))?;
                     document.insert(register.name.clone(), Value::Array(rows));
                 }
                 document.insert("item".to_owned(), item);
             }
-            _ => return Err(OneCError::Ambiguous { filter }.classify(entity)),
+            _ => return Err(OneCError::Ambiguous { filter }.classify(entity, attempt)),
         }
 
         let document = Value::Object(document);
-        let mut values =
-            self.response.apply(&document).map_err(|e| OneCError::from(e).classify(entity))?;
+        let mut values = self
+            .response
+            .apply(&document)
+            .map_err(|e| OneCError::from(e).classify(entity, attempt))?;
         for (id, flag) in &self.flags {
             let set = match document.pointer(&flag.pointer) {
                 None | Some(Value::Null) => false,
@@ -700,7 +791,7 @@ impl OneCConnector {
                         flag: id.clone(),
                         pointer: flag.pointer.clone(),
                     }
-                    .classify(entity));
+                    .classify(entity, attempt));
                 }
             };
             values.insert(id.clone(), Value::Bool(set));

@@ -29,7 +29,9 @@
 //!
 //! Errors are 1C's `{"odata.error": {"code": "…", "message": {"lang": "ru", "value": "…"}}}`:
 //! 401 for missing or wrong credentials (with `WWW-Authenticate: Basic`), 400 for an unknown
-//! entity set, field or a bad query, 405 for a method other than GET.
+//! entity set, field or a bad query, 405 for a method other than GET. Which objects the
+//! interface publishes is set with [`OneC::set_published`]; an unpublished one is answered as
+//! an unknown one (400, code 9), as 1C does.
 //!
 //! # Faults
 //!
@@ -151,6 +153,9 @@ struct Data {
     user: String,
     password: String,
     tables: BTreeMap<String, Table>,
+    /// The objects published in the standard OData interface's settings (`Catalog_X`,
+    /// `InformationRegister_X`, `AccumulationRegister_X`); `None`: all of them.
+    published: Option<std::collections::BTreeSet<String>>,
 }
 
 #[derive(Default)]
@@ -189,6 +194,7 @@ impl OneC {
                 user: USER.to_owned(),
                 password: PASSWORD.to_owned(),
                 tables: seed(),
+                published: None,
             }),
             faults: Mutex::new(Faults::default()),
             received: Mutex::new(Vec::new()),
@@ -220,6 +226,16 @@ impl OneC {
         let mut data = lock(&self.server.state.data);
         data.user = user.into();
         data.password = password.into();
+    }
+
+    /// Publishes only these objects in the standard OData interface, as its settings in 1C
+    /// ("Настройка стандартного интерфейса OData") would: `Catalog_Номенклатура`,
+    /// `InformationRegister_ЦеныНоменклатуры`, `AccumulationRegister_ТоварыНаСкладах`. An
+    /// unpublished object is answered as 1C answers an unknown one (400, code 9). `None`
+    /// publishes everything, the default.
+    pub fn set_published<S: Into<String>>(&self, objects: Option<impl IntoIterator<Item = S>>) {
+        lock(&self.server.state.data).published =
+            objects.map(|objects| objects.into_iter().map(Into::into).collect());
     }
 
     /// Queues faults, one per coming request, before any already queued are used up.
@@ -518,7 +534,16 @@ async fn handle(
     if let Some(resource) = rest.strip_prefix("odata/standard.odata/") {
         let data = lock(&shared.data);
         let url = format!("{}/odata/standard.odata", shared.base);
-        match odata(&data.tables, resource, &params) {
+        // An entity set, its `_RecordType` records or a virtual table all belong to one object.
+        let segment = resource.split('/').next().unwrap_or_default();
+        let object = segment.strip_suffix("_RecordType").unwrap_or(segment);
+        let published = data.published.as_ref().is_none_or(|objects| objects.contains(object));
+        let answer = if published {
+            odata(&data.tables, resource, &params)
+        } else {
+            Err(query_error("9", format!("Не найден сегмент ресурса '{segment}'")))
+        };
+        match answer {
             Ok((set, rows)) if format_is_json(&params) => {
                 let body = json!({
                     "odata.metadata": format!("http://localhost/{url}/$metadata#{set}"),

@@ -270,6 +270,57 @@ async fn a_1c_server_error_is_retryable_with_1cs_message() {
 }
 
 #[tokio::test]
+async fn an_internal_error_that_persists_is_fatal_after_the_configured_attempts() {
+    // 1C's answer to a query naming a field the configuration lacks: 500, code -1, every time.
+    let broken =
+        "Ошибка при вызове метода контекста (Выполнить): Поле объекта не обнаружено (Цвет)";
+    let fake = failing(std::iter::repeat_n(Fault::internal(broken), 3)).await;
+    let three = connector(&with_setting(&settings(&fake), "internal_error_attempts", json!(3)));
+    let mut request = sku("SKU-1");
+    for attempt in 1..=2 {
+        request.attempt = attempt;
+        let error = retryable_error(&three, &request).await;
+        assert!(
+            error.reason().ends_with(&format!(
+                "(code -1) (attempt {attempt} of 3 that may end in an internal error)"
+            )),
+            "{error}"
+        );
+    }
+    request.attempt = 3;
+    let error = fatal_error(&three, &request).await;
+    assert!(
+        error
+            .reason()
+            .ends_with("; 3 attempts ended in 1C's internal errors, so it is taken as permanent"),
+        "{error}"
+    );
+
+    // A lock conflict passes: retried however many attempts there were.
+    let fake = failing([Fault::internal("Конфликт блокировок при выполнении транзакции")]).await;
+    request.attempt = 10;
+    retryable_error(&connector(&settings(&fake)), &request).await;
+}
+
+#[tokio::test]
+async fn an_unpublished_object_is_fatal_and_says_how_to_publish_it() {
+    let fake = start().await;
+    fake.set_published(Some(["Catalog_Номенклатура", "InformationRegister_ЦеныНоменклатуры"]));
+    let error = fatal_error(&connector(&settings(&fake)), &sku("SKU-1")).await;
+    let reason = error.reason();
+    assert!(
+        reason.starts_with("1C AccumulationRegister_ТоварыНаСкладах: 1C answered 400"),
+        "{reason}"
+    );
+    assert!(reason.contains("published objects of 1C's standard OData interface"), "{reason}");
+    assert!(reason.contains("Настройка стандартного интерфейса OData"), "{reason}");
+
+    // Published, the same settings work.
+    fake.set_published(None::<Vec<String>>);
+    connector(&settings(&fake)).run(&sku("SKU-1")).await.expect("read once published");
+}
+
+#[tokio::test]
 async fn an_unavailable_1c_is_retryable_and_the_next_attempt_succeeds() {
     let fake = start().await;
     let connector = connector(&settings(&fake));
@@ -375,6 +426,10 @@ async fn config_errors_name_the_key() {
             "connector.url: credentials belong in `username` and `password`, not in the URL",
         ),
         (Box::new(|s| s["username"] = json!("")), "connector.username: must not be empty"),
+        (
+            Box::new(|s| s["internal_error_attempts"] = json!(0)),
+            "connector.internal_error_attempts: must be at least 1",
+        ),
         (Box::new(|s| s["item"]["filter"] = json!({})), "connector.item.filter: give at least one"),
         (
             Box::new(|s| s["item"]["entity"] = json!("Catalog Номенклатура")),
