@@ -356,6 +356,8 @@ struct FieldsRequest {
 #[serde(default, deny_unknown_fields)]
 struct StartRequest {
     document_id: Vec<String>,
+    /// Values of the template's parameters, by ID.
+    parameters: serde_json::Map<String, serde_json::Value>,
 }
 
 async fn start_template(
@@ -363,7 +365,8 @@ async fn start_template(
     Path((domain, template_id)): Path<(String, u64)>,
     Body(req): Body<StartRequest>,
 ) -> Reply {
-    let workflow_id = emu.start_template(&domain, template_id, &req.document_id).await?;
+    let workflow_id =
+        emu.start_template_with(&domain, template_id, &req.document_id, &req.parameters).await?;
     ok(json!({ "workflow_id": workflow_id }))
 }
 

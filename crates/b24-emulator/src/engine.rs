@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use indexmap::IndexMap;
 use serde_json::Value;
 
 use crate::dispatch::{self, CallContext, Plan};
@@ -26,7 +27,7 @@ use crate::ids;
 use crate::portal::PortalState;
 use crate::state::{Shared, State};
 use crate::task::{CompletedBy, Task, TaskState, TaskStatus};
-use crate::template::{ActivityStep, Op, Program};
+use crate::template::{ActivityStep, Op, Program, TemplateField};
 use crate::workflow::{
     ProcessStatus, StartedWorkflow, StepKind, StepRecord, StepStatus, Wait, Workflow, WorkflowSpec,
     WorkflowStatus,
@@ -47,7 +48,8 @@ enum Next {
     Idle,
 }
 
-/// Values for expressions: the document's fields and earlier steps' values.
+/// Values for expressions: the document's fields, the template's parameters, variables and
+/// constants, and earlier steps' values.
 struct Values<'a> {
     workflow: &'a Workflow,
     document: Option<&'a Document>,
@@ -55,21 +57,32 @@ struct Values<'a> {
 
 impl Scope for Values<'_> {
     fn lookup(&self, source: &str, name: &str) -> Value {
-        if source == DOCUMENT {
-            let fields = self.document.map(|d| &d.fields);
-            let exact = fields.and_then(|f| f.get(name));
-            let any_case =
-                || fields?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-            return exact.or_else(any_case).cloned().unwrap_or(Value::Null);
+        let wf = self.workflow;
+        let default_of = |fields: &IndexMap<String, TemplateField>| {
+            fields.get(name).map_or(Value::Null, |field| field.default.clone())
+        };
+        match source {
+            DOCUMENT => {
+                let fields = self.document.map(|d| &d.fields);
+                let exact = fields.and_then(|f| f.get(name));
+                let any_case =
+                    || fields?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+                exact.or_else(any_case).cloned().unwrap_or(Value::Null)
+            }
+            expr::TEMPLATE => wf.parameters.get(name).cloned().unwrap_or(Value::Null),
+            expr::VARIABLE => default_of(&wf.program.variables),
+            expr::CONSTANT => default_of(&wf.program.constants),
+            step => {
+                if let Some(run) = wf.activities.iter().rev().find(|r| r.activity_name == step) {
+                    return run.value(name);
+                }
+                wf.tasks
+                    .iter()
+                    .rev()
+                    .find(|t| t.state.step == step)
+                    .map_or(Value::Null, |task| task_value(&task.state, name))
+            }
         }
-        if let Some(run) = self.workflow.activities.iter().rev().find(|r| r.activity_name == source)
-        {
-            return run.value(name);
-        }
-        if let Some(task) = self.workflow.tasks.iter().rev().find(|t| t.state.step == source) {
-            return task_value(&task.state, name);
-        }
-        Value::Null
     }
 }
 
@@ -507,25 +520,36 @@ pub(crate) fn start_single(
 }
 
 /// Why a stored template cannot start on a document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
     UnknownTemplate,
     UnknownDocument,
     /// The document is not of the template's type.
     TypeMismatch,
+    /// A required parameter has no value: the loader's message (§5.9).
+    MissingParameter(String),
+}
+
+/// What a workflow starts on and with.
+pub(crate) struct Start<'a> {
+    pub(crate) template_id: u64,
+    pub(crate) document_id: &'a [String],
+    /// Parameter values by ID (`PARAMETERS`).
+    pub(crate) parameters: &'a serde_json::Map<String, Value>,
+    /// The user who starts it; 0 = the control API.
+    pub(crate) started_by: u64,
 }
 
 /// Starts a stored template on a document; returns the workflow ID. The first steps run now.
 pub(crate) fn start_template(
     shared: &Arc<Shared>,
     domain: &str,
-    template_id: u64,
-    document_id: &[String],
+    start: &Start<'_>,
 ) -> Result<String, EmulatorError> {
     let mut state = shared.lock();
     let portal = state.portal_index(domain)?;
-    launch(shared, &mut state, portal, template_id, document_id, 0).map_err(|refusal| match refusal
-    {
+    let (template_id, document_id) = (start.template_id, start.document_id);
+    launch(shared, &mut state, portal, start).map_err(|refusal| match refusal {
         Refusal::UnknownTemplate => {
             EmulatorError::UnknownTemplate { domain: domain.to_owned(), template_id }
         }
@@ -539,25 +563,27 @@ pub(crate) fn start_template(
                 of(p.documents.get(&key(document_id)).map(|d| &d.document_type)),
             ))
         }
+        Refusal::MissingParameter(message) => EmulatorError::InvalidSpec(message),
     })
 }
 
-/// Starts template `template_id` on a document for user `started_by` (0 = the control API):
-/// the first steps run now, the rest in the background. Returns the workflow ID.
+/// Starts a template on a document: the first steps run now, the rest in the background.
+/// Returns the workflow ID.
 pub(crate) fn launch(
     shared: &Arc<Shared>,
     state: &mut State,
     portal: usize,
-    template_id: u64,
-    document_id: &[String],
-    started_by: u64,
+    start: &Start<'_>,
 ) -> Result<String, Refusal> {
+    let template_id = start.template_id;
     let p = &mut state.portals[portal];
     let stored = p.templates.get(&template_id).ok_or(Refusal::UnknownTemplate)?;
-    let document = p.documents.get(&key(document_id)).ok_or(Refusal::UnknownDocument)?;
+    let document = p.documents.get(&key(start.document_id)).ok_or(Refusal::UnknownDocument)?;
     if document.document_type != stored.template.document_type {
         return Err(Refusal::TypeMismatch);
     }
+    let parameters =
+        stored.program.start_parameters(start.parameters).map_err(Refusal::MissingParameter)?;
     let mut wf = Workflow::new(
         stored.program.clone(),
         Some(template_id),
@@ -566,7 +592,8 @@ pub(crate) fn launch(
         // The instance is gone as soon as the template completes.
         Some(std::time::Duration::ZERO),
     );
-    wf.started_by = started_by;
+    wf.started_by = start.started_by;
+    wf.parameters = parameters;
     let (workflow_id, wake) = (wf.workflow_id.clone(), wf.wake.clone());
     p.workflows.insert(workflow_id.clone(), wf);
     tracing::info!(workflow_id, template_id, "template started");

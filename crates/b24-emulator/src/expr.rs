@@ -1,6 +1,10 @@
-//! Template expressions and conditions, a small subset of the BP designer's:
+//! Template expressions and conditions, a small subset of the BP designer's, in its own syntax:
 //!
 //! * `{=Document:FIELD}`: a field of the workflow's document;
+//! * `{=Template:ID}`: a parameter of the template, as the workflow was started with it
+//!   (`PARAMETERS` of `bizproc.workflow.start`), or its `Default`;
+//! * `{=Variable:ID}` and `{=Constant:ID}`: a variable or a constant of the template, which
+//!   reads as its `Default` (no step sets variables yet);
 //! * `{=step:value}`: a value of an earlier step, by the step's name: an activity's return value
 //!   (matched case-insensitively, as `event.send` matches them, §3.1) or its built-in `IsTimeout`
 //!   (`1` after the timeout, else `0`, §2.7); a task's `outcome` (`approved`/`rejected`),
@@ -19,6 +23,14 @@ use crate::template::CompareOp;
 
 /// The source name of document fields.
 pub(crate) const DOCUMENT: &str = "Document";
+/// The source name of template parameters.
+pub(crate) const TEMPLATE: &str = "Template";
+/// The source name of template variables.
+pub(crate) const VARIABLE: &str = "Variable";
+/// The source name of template constants.
+pub(crate) const CONSTANT: &str = "Constant";
+/// The sources that are not steps, so no step may take their names.
+pub(crate) const SOURCES: [&str; 4] = [DOCUMENT, TEMPLATE, VARIABLE, CONSTANT];
 
 /// One `{=source:name}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +82,8 @@ fn spans(text: &str) -> Result<Vec<(usize, usize, Expression)>, EmulatorError> {
         let parsed = inner.split_once(':').filter(|(s, n)| is_identifier(s) && is_identifier(n));
         let Some((source, name)) = parsed else {
             return Err(EmulatorError::InvalidSpec(format!(
-                "`{{={inner}}}` is not `{{=Document:FIELD}}` or `{{=step:value}}`"
+                "`{{={inner}}}` is not `{{=Document:FIELD}}`, `{{=Template:ID}}`, \
+                 `{{=Variable:ID}}`, `{{=Constant:ID}}` or `{{=step:value}}`"
             )));
         };
         out.push((start, end, Expression { source: source.to_owned(), name: name.to_owned() }));
@@ -143,6 +156,11 @@ pub(crate) fn as_text(value: &Value) -> String {
     }
 }
 
+/// No value: what reads as the empty string (`null`, `""`, `[]`).
+pub(crate) fn is_empty(value: &Value) -> bool {
+    as_text(value).is_empty()
+}
+
 fn as_number(value: &Value) -> Option<f64> {
     match value {
         Value::Number(n) => n.as_f64(),
@@ -166,8 +184,8 @@ pub(crate) fn compare(left: &Value, op: CompareOp, right: &Value) -> bool {
     let numbers = as_number(left).zip(as_number(right));
     match op {
         CompareOp::IsTrue => is_true(left),
-        CompareOp::Empty => as_text(left).is_empty(),
-        CompareOp::NotEmpty => !as_text(left).is_empty(),
+        CompareOp::Empty => is_empty(left),
+        CompareOp::NotEmpty => !is_empty(left),
         CompareOp::Eq | CompareOp::Ne => {
             let equal = match numbers {
                 Some((l, r)) => l == r,

@@ -88,7 +88,7 @@ pub use registry::RegistrationInfo;
 pub use task::{CompletedBy, TaskCompletion, TaskState, TaskStatus};
 pub use template::{
     ActivityStep, CompareOp, Condition, IfElseStep, LogStep, SetFieldStep, Step, TaskOutcome,
-    TaskStep, WorkflowTemplate,
+    TaskStep, TemplateField, WorkflowTemplate,
 };
 pub use workflow::{
     ActivityState, DEFAULT_LOG_MESSAGE, Delivery, ProcessStatus, StartedWorkflow, StepKind,
@@ -460,7 +460,21 @@ impl Emulator {
         template_id: u64,
         document_id: &[String],
     ) -> Result<String, EmulatorError> {
-        engine::start_template(&self.shared, domain, template_id, document_id)
+        self.start_template_with(domain, template_id, document_id, &serde_json::Map::new()).await
+    }
+
+    /// [`Emulator::start_template`] with values for the template's parameters, by ID (what
+    /// `PARAMETERS` of `bizproc.workflow.start` carries); a parameter not given takes its
+    /// `Default`, and a required one left empty refuses the start.
+    pub async fn start_template_with(
+        &self,
+        domain: &str,
+        template_id: u64,
+        document_id: &[String],
+        parameters: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, EmulatorError> {
+        let start = engine::Start { template_id, document_id, parameters, started_by: 0 };
+        engine::start_template(&self.shared, domain, &start)
     }
 
     /// Every task of the portal's workflows, oldest first.

@@ -1,14 +1,17 @@
 //! Workflow templates as the BP designer builds them, in a small subset: a REST activity,
-//! If-Then-Else, a task for a user, setting a document field, and a log line. A template is
-//! validated when it is stored and compiled into a flat program (branches become jumps) that
-//! [`crate::engine`] runs.
+//! If-Then-Else, a task for a user, setting a document field, and a log line, with the
+//! template's parameters, variables and constants. A template is validated when it is stored
+//! and compiled into a flat program (branches become jumps) that [`crate::engine`] runs.
 //!
-//! Expressions (`{=Document:FIELD}`, `{=step:value}`) are described in [`crate::expr`].
+//! Expressions (`{=Document:FIELD}`, `{=Template:Param}`, `{=Variable:X}`, `{=Constant:X}`,
+//! `{=step:value}`) are described in [`crate::expr`].
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::clock;
 use crate::error::EmulatorError;
@@ -26,12 +29,59 @@ pub struct WorkflowTemplate {
     /// `[module, entity, type]`, e.g. `["crm", "CCrmDocumentDeal", "DEAL"]`; the template runs
     /// only on documents of this type.
     pub document_type: Vec<String>,
+    /// What a workflow is started with (`PARAMETERS` of `bizproc.workflow.start`), by ID;
+    /// `{=Template:ID}` reads them.
+    pub parameters: IndexMap<String, TemplateField>,
+    /// `{=Variable:ID}`; no step sets a variable, so each reads as its `Default`.
+    pub variables: IndexMap<String, TemplateField>,
+    /// `{=Constant:ID}`: each reads as its `Default`.
+    pub constants: IndexMap<String, TemplateField>,
     pub steps: Vec<Step>,
 }
 
 impl Default for WorkflowTemplate {
     fn default() -> Self {
-        Self { id: 0, name: String::new(), document_type: deal_type(), steps: Vec::new() }
+        Self {
+            id: 0,
+            name: String::new(),
+            document_type: deal_type(),
+            parameters: IndexMap::new(),
+            variables: IndexMap::new(),
+            constants: IndexMap::new(),
+            steps: Vec::new(),
+        }
+    }
+}
+
+/// A template parameter, variable or constant, in the designer's own shape (the keys of
+/// `PARAMETERS`, `VARIABLES` and `CONSTANTS` in `bizproc.workflow.template.list`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+pub struct TemplateField {
+    pub name: String,
+    /// A property type (§1.5): `string`, `int`, `user`, … (default `string`).
+    #[serde(rename = "Type")]
+    pub field_type: String,
+    pub description: String,
+    /// A required parameter must have a value (or a `Default`) when a workflow starts.
+    pub required: bool,
+    pub multiple: bool,
+    /// For `select`: `{value: label}`.
+    pub options: Value,
+    pub default: Value,
+}
+
+impl Default for TemplateField {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            field_type: "string".into(),
+            description: String::new(),
+            required: false,
+            multiple: false,
+            options: Value::Null,
+            default: Value::Null,
+        }
     }
 }
 
@@ -240,16 +290,20 @@ pub(crate) enum Op {
     Log(LogStep),
 }
 
-/// A template flattened into instructions; the program counter is an index into `ops`.
+/// A template flattened into instructions; the program counter is an index into `ops`. It
+/// keeps the template's declarations, which expressions read at run time.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Program {
     pub(crate) ops: Vec<Op>,
+    pub(crate) parameters: IndexMap<String, TemplateField>,
+    pub(crate) variables: IndexMap<String, TemplateField>,
+    pub(crate) constants: IndexMap<String, TemplateField>,
 }
 
 impl Program {
     /// A one-activity program (what [`crate::Emulator::start_workflow`] runs).
     pub(crate) fn single(step: ActivityStep) -> Program {
-        Program { ops: vec![Op::Activity(step)] }
+        Program { ops: vec![Op::Activity(step)], ..Program::default() }
     }
 
     fn emit(&mut self, steps: &[Step]) -> Result<(), EmulatorError> {
@@ -281,26 +335,69 @@ impl Program {
         }
         Ok(())
     }
+
+    /// The parameters a workflow starts with: each declared one from `given` (by ID), or its
+    /// `Default` when `given` has none or an empty one. Keys that are not declared are ignored.
+    /// A required parameter left empty is refused with the loader's message
+    /// (`BPCGWTL_INVALID8`, protocol §5.9), naming the parameter's `Name`.
+    pub(crate) fn start_parameters(
+        &self,
+        given: &serde_json::Map<String, Value>,
+    ) -> Result<serde_json::Map<String, Value>, String> {
+        let mut values = serde_json::Map::new();
+        for (id, field) in &self.parameters {
+            let value = given.get(id).filter(|v| !expr::is_empty(v)).unwrap_or(&field.default);
+            if field.required && expr::is_empty(value) {
+                let name = if field.name.is_empty() { id } else { &field.name };
+                return Err(format!("The '{name}' field is required."));
+            }
+            values.insert(id.clone(), value.clone());
+        }
+        Ok(values)
+    }
 }
 
-/// Names activity and task steps that have none, checks names, codes and expressions, and
-/// compiles the template. The returned template is what gets stored.
+/// Names activity and task steps that have none, checks names, codes, declarations and
+/// expressions, and compiles the template. The returned template is what gets stored.
 pub(crate) fn prepare(
     mut template: WorkflowTemplate,
 ) -> Result<(WorkflowTemplate, Program), EmulatorError> {
     if template.document_type.len() != 3 {
         return Err(invalid("document_type must be [module, entity, type]"));
     }
+    let declared = [&template.parameters, &template.variables, &template.constants];
+    if let Some(id) = declared.iter().flat_map(|d| d.keys()).find(|id| !expr::is_identifier(id)) {
+        return Err(invalid(format!(
+            "parameter, variable or constant `{id}` must be letters, digits and `_`"
+        )));
+    }
     let mut names = Vec::new();
     name_steps(&mut template.steps, &mut names)?;
-    check_steps(&template.steps, &names)?;
-    let mut program = Program::default();
+    check_steps(&template.steps, &Known::new(&template))?;
+    let mut program = Program {
+        ops: Vec::new(),
+        parameters: template.parameters.clone(),
+        variables: template.variables.clone(),
+        constants: template.constants.clone(),
+    };
     program.emit(&template.steps)?;
     Ok((template, program))
 }
 
 fn invalid(message: impl Into<String>) -> EmulatorError {
     EmulatorError::InvalidSpec(message.into())
+}
+
+/// Calls `f` on every step, a branch before its `then` steps and those before its `otherwise`
+/// steps.
+fn each_step<'s>(steps: &'s [Step], f: &mut dyn FnMut(&'s Step)) {
+    for step in steps {
+        f(step);
+        if let Step::IfElse(b) = step {
+            each_step(&b.then, f);
+            each_step(&b.otherwise, f);
+        }
+    }
 }
 
 fn name_steps(steps: &mut [Step], names: &mut Vec<String>) -> Result<(), EmulatorError> {
@@ -318,9 +415,10 @@ fn name_steps(steps: &mut [Step], names: &mut Vec<String>) -> Result<(), Emulato
         if name.is_empty() {
             *name = ids::activity_name();
         }
-        if !expr::is_identifier(name) || name == expr::DOCUMENT {
+        if !expr::is_identifier(name) || expr::SOURCES.contains(&name.as_str()) {
             return Err(invalid(format!(
-                "step name `{name}` must be letters, digits and `_`, and not `Document`"
+                "step name `{name}` must be letters, digits and `_`, and not one of {}",
+                expr::SOURCES.join(", ")
             )));
         }
         if names.contains(name) {
@@ -331,15 +429,52 @@ fn name_steps(steps: &mut [Step], names: &mut Vec<String>) -> Result<(), Emulato
     Ok(())
 }
 
-fn check_steps(steps: &[Step], names: &[String]) -> Result<(), EmulatorError> {
-    let known = |text: &str| -> Result<(), EmulatorError> {
+/// What the expressions of a template may name: the document, its parameters, variables and
+/// constants, and its (named) activity and task steps.
+pub(crate) struct Known<'t> {
+    template: &'t WorkflowTemplate,
+    steps: Vec<&'t str>,
+}
+
+impl<'t> Known<'t> {
+    pub(crate) fn new(template: &'t WorkflowTemplate) -> Known<'t> {
+        let mut steps = Vec::new();
+        each_step(&template.steps, &mut |step| match step {
+            Step::Activity(a) => steps.push(a.name.as_str()),
+            Step::Task(t) => steps.push(t.name.as_str()),
+            Step::IfElse(_) | Step::SetField(_) | Step::Log(_) => {}
+        });
+        Known { template, steps }
+    }
+
+    /// Checks that every expression in `text` is well-formed and names something declared.
+    pub(crate) fn check(&self, text: &str) -> Result<(), EmulatorError> {
         for e in expr::parse_all(text)? {
-            if e.source != expr::DOCUMENT && !names.contains(&e.source) {
-                return Err(invalid(format!("`{text}` refers to no step named `{}`", e.source)));
+            let (declared, kind) = match e.source.as_str() {
+                expr::DOCUMENT => continue,
+                expr::TEMPLATE => (self.template.parameters.contains_key(&e.name), "parameter"),
+                expr::VARIABLE => (self.template.variables.contains_key(&e.name), "variable"),
+                expr::CONSTANT => (self.template.constants.contains_key(&e.name), "constant"),
+                step => {
+                    if self.steps.contains(&step) {
+                        continue;
+                    }
+                    return Err(invalid(format!("`{text}` refers to no step named `{step}`")));
+                }
+            };
+            if !declared {
+                return Err(invalid(format!(
+                    "`{text}` refers to no {kind} named `{}`: declare it in the template's \
+                     {kind}s",
+                    e.name
+                )));
             }
         }
         Ok(())
-    };
+    }
+}
+
+fn check_steps(steps: &[Step], known: &Known<'_>) -> Result<(), EmulatorError> {
     for step in steps {
         match step {
             Step::Activity(a) => {
@@ -347,26 +482,26 @@ fn check_steps(steps: &[Step], names: &[String]) -> Result<(), EmulatorError> {
                     return Err(invalid(format!("activity step `{}` has no code", a.name)));
                 }
                 for value in a.properties.values() {
-                    expr::each_string(value, &mut |s| known(s))?;
+                    expr::each_string(value, &mut |s| known.check(s))?;
                 }
             }
             Step::IfElse(b) => {
                 Expression::single(&b.condition.operand)?;
-                known(&b.condition.operand)?;
-                check_steps(&b.then, names)?;
-                check_steps(&b.otherwise, names)?;
+                known.check(&b.condition.operand)?;
+                check_steps(&b.then, known)?;
+                check_steps(&b.otherwise, known)?;
             }
             Step::Task(t) => {
-                known(&t.title)?;
-                known(&t.description)?;
+                known.check(&t.title)?;
+                known.check(&t.description)?;
             }
             Step::SetField(s) => {
                 if s.field.is_empty() {
                     return Err(invalid("set_field step has no field"));
                 }
-                expr::each_string(&s.value, &mut |text| known(text))?;
+                expr::each_string(&s.value, &mut |text| known.check(text))?;
             }
-            Step::Log(l) => known(&l.message)?,
+            Step::Log(l) => known.check(&l.message)?,
         }
     }
     Ok(())

@@ -3,17 +3,24 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use indexmap::IndexMap;
+use serde_json::{Value, json};
 
 use crate::template::{
     ActivityStep, CompareOp, Condition, IfElseStep, LogStep, SetFieldStep, Step, TaskOutcome,
-    TaskStep, WorkflowTemplate,
+    TaskStep, TemplateField, WorkflowTemplate,
 };
 
 /// The name of the credit-limit activity step (`{=check_credit_limit:available_limit}`).
 pub const CHECK_STEP: &str = "check_credit_limit";
 /// The name of the CFO's task step (`{=cfo_approval:outcome}`).
 pub const CFO_TASK_STEP: &str = "cfo_approval";
+/// The constant holding the approved stage (`{=Constant:ApprovedStage}`).
+pub const APPROVED_STAGE: &str = "ApprovedStage";
+/// The constant holding the rejected stage.
+pub const REJECTED_STAGE: &str = "RejectedStage";
+/// The variable naming the CFO (`{=Variable:Approver}`, `user_<cfo_user_id>`).
+pub const APPROVER: &str = "Approver";
 
 /// The credit-approval process, with its knobs. [`CreditApproval::template`] builds:
 ///
@@ -24,6 +31,10 @@ pub const CFO_TASK_STEP: &str = "cfo_approval";
 /// 3. otherwise (`Y`, or no answer at all, e.g. after the activity's timeout: the process fails
 ///    closed): a log line with the reason, a task `cfo_approval` for the CFO, then `STAGE_ID` =
 ///    the approved or the rejected stage by the task's outcome, and a log line.
+///
+/// The stages are the template's constants `ApprovedStage` and `RejectedStage`
+/// (`{=Constant:ApprovedStage}`), and the CFO is also its variable `Approver` (`user_7`), so
+/// the action's settings form has a constant and a variable to offer besides document fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreditApproval {
     /// The registered CODE of the credit-limit action.
@@ -61,9 +72,28 @@ impl CreditApproval {
 
     /// The template for deals (`["crm", "CCrmDocumentDeal", "DEAL"]`).
     pub fn template(&self) -> WorkflowTemplate {
-        let set_stage = |stage: &str| {
-            Step::SetField(SetFieldStep { field: "STAGE_ID".into(), value: json!(stage) })
+        let set_stage = |constant: &str| {
+            let value = json!(format!("{{=Constant:{constant}}}"));
+            Step::SetField(SetFieldStep { field: "STAGE_ID".into(), value })
         };
+        let field = |name: &str, field_type: &str, default: Value| TemplateField {
+            name: name.into(),
+            field_type: field_type.into(),
+            default,
+            ..TemplateField::default()
+        };
+        let constants = IndexMap::from([
+            (
+                APPROVED_STAGE.to_owned(),
+                field("Approved stage", "string", json!(self.approved_stage)),
+            ),
+            (
+                REJECTED_STAGE.to_owned(),
+                field("Rejected stage", "string", json!(self.rejected_stage)),
+            ),
+        ]);
+        let approver = field("Approver", "user", json!(format!("user_{}", self.cfo_user_id)));
+        let variables = IndexMap::from([(APPROVER.to_owned(), approver)]);
         let log = |message: &str| Step::Log(LogStep { message: message.into() });
         let mut properties = serde_json::Map::new();
         properties.insert("company_id".into(), json!("{=Document:COMPANY_ID}"));
@@ -91,18 +121,15 @@ impl CreditApproval {
             "cfo_decision",
             "{=cfo_approval:outcome}",
             "approved",
-            vec![set_stage(&self.approved_stage), log("Approved by the CFO")],
-            vec![
-                set_stage(&self.rejected_stage),
-                log("Rejected by the CFO: {=cfo_approval:comment}"),
-            ],
+            vec![set_stage(APPROVED_STAGE), log("Approved by the CFO")],
+            vec![set_stage(REJECTED_STAGE), log("Rejected by the CFO: {=cfo_approval:comment}")],
         );
         let decision = if_equals(
             "approval_required",
             "{=check_credit_limit:approval_required}",
             "N",
             vec![
-                set_stage(&self.approved_stage),
+                set_stage(APPROVED_STAGE),
                 log(
                     "Approved automatically: available limit {=check_credit_limit:available_limit}",
                 ),
@@ -110,10 +137,12 @@ impl CreditApproval {
             vec![log("Approval required: {=check_credit_limit:reason}"), cfo_task, cfo_decision],
         );
         WorkflowTemplate {
-            id: 0,
             name: "Credit approval".into(),
             document_type: crate::template::deal_type(),
+            variables,
+            constants,
             steps: vec![check, decision],
+            ..WorkflowTemplate::default()
         }
     }
 }

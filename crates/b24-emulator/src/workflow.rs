@@ -330,6 +330,8 @@ pub(crate) struct Workflow {
     pub(crate) document_id: Vec<String>,
     pub(crate) document_type: Vec<String>,
     pub(crate) program: Arc<Program>,
+    /// The template's parameters as the workflow was started with them (`{=Template:ID}`).
+    pub(crate) parameters: serde_json::Map<String, serde_json::Value>,
     pub(crate) pc: usize,
     pub(crate) wait: Wait,
     pub(crate) process: ProcessStatus,
@@ -362,6 +364,7 @@ impl Workflow {
             document_id,
             document_type,
             program,
+            parameters: serde_json::Map::new(),
             pc: 0,
             wait: Wait::Nothing,
             process: ProcessStatus::Running,

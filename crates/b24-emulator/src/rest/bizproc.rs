@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use base64::Engine as _;
+use indexmap::IndexMap;
 
 use crate::clock;
 use crate::engine::{self, Refusal};
@@ -15,7 +16,7 @@ use crate::rest::listing::{Listing, OPERATIONS};
 use crate::rest::{Caller, RestError, Success};
 use crate::state::{Shared, State};
 use crate::task::TaskStatus;
-use crate::template::{self, Step, StoredTemplate, TaskOutcome, WorkflowTemplate};
+use crate::template::{self, Step, StoredTemplate, TaskOutcome, TemplateField, WorkflowTemplate};
 
 const WRONG_WORKFLOW: &str = "ERROR_WRONG_WORKFLOW_ID";
 const TEMPLATE_INVALID: &str = "ERROR_TEMPLATE_VALIDATION_FAILURE";
@@ -40,7 +41,7 @@ fn id(n: u64) -> Param {
 }
 
 /// `bizproc.workflow.start`: `TEMPLATE_ID`*, `DOCUMENT_ID`* `[module, entity, id]`,
-/// `PARAMETERS` (accepted; the emulator's templates declare none). Answers the workflow ID.
+/// `PARAMETERS` (the template's parameters by ID). Answers the workflow ID.
 pub(crate) fn workflow_start(
     shared: &Arc<Shared>,
     state: &mut State,
@@ -64,17 +65,25 @@ pub(crate) fn workflow_start(
     if document_id.len() != 3 || document_id.iter().any(String::is_empty) {
         return Err(RestError::bad_request("", "Wrong DOCUMENT_ID!"));
     }
-    engine::launch(shared, state, portal, template_id, &document_id, caller.user_id)
-        .map(Param::Str)
-        .map_err(|refusal| match refusal {
-            Refusal::UnknownTemplate => {
-                RestError::bad_request(WRONG_WORKFLOW, "Template not found")
-            }
-            Refusal::UnknownDocument => RestError::bad_request("", "Incorrect document type!"),
-            Refusal::TypeMismatch => {
-                RestError::bad_request("", "Template type and DOCUMENT_ID mismatch!")
-            }
-        })
+    let parameters = match params.get("PARAMETERS") {
+        Some(p @ Param::Array(_)) => p.to_json().as_object().cloned().unwrap_or_default(),
+        _ => serde_json::Map::new(),
+    };
+    let start = engine::Start {
+        template_id,
+        document_id: &document_id,
+        parameters: &parameters,
+        started_by: caller.user_id,
+    };
+    engine::launch(shared, state, portal, &start).map(Param::Str).map_err(|refusal| match refusal {
+        Refusal::UnknownTemplate => RestError::bad_request(WRONG_WORKFLOW, "Template not found"),
+        Refusal::UnknownDocument => RestError::bad_request("", "Incorrect document type!"),
+        Refusal::TypeMismatch => {
+            RestError::bad_request("", "Template type and DOCUMENT_ID mismatch!")
+        }
+        // `startWorkflow` throws the core's first error message with no code (§5.9).
+        Refusal::MissingParameter(message) => RestError::bad_request("", message),
+    })
 }
 
 /// `bizproc.workflow.instances` (administrators): the workflows still running.
@@ -186,9 +195,9 @@ pub(crate) fn template_list(
                 ("NAME".to_owned(), Param::str(&t.template.name)),
                 ("DESCRIPTION".to_owned(), Param::str(&t.description)),
                 ("TEMPLATE".to_owned(), Param::from_json(&steps)),
-                ("PARAMETERS".to_owned(), Param::Array(Array::new())),
-                ("VARIABLES".to_owned(), Param::Array(Array::new())),
-                ("CONSTANTS".to_owned(), Param::Array(Array::new())),
+                ("PARAMETERS".to_owned(), declared(&t.template.parameters)),
+                ("VARIABLES".to_owned(), declared(&t.template.variables)),
+                ("CONSTANTS".to_owned(), declared(&t.template.constants)),
                 ("MODIFIED".to_owned(), iso(t.modified)),
                 ("USER_ID".to_owned(), id(t.user_id)),
                 ("SYSTEM_CODE".to_owned(), Param::str(&t.system_code)),
@@ -197,6 +206,12 @@ pub(crate) fn template_list(
         .collect();
     let listing = Listing { select: &["ID"], order: ("ID", false), operations: OPERATIONS };
     listing.page(rows, &upper_keys(params))
+}
+
+/// A template's parameters, variables or constants as `template.list` shows them: by ID, each
+/// `{Name, Type, Description, Required, Multiple, Options, Default}`; none is `[]` (§5.2).
+fn declared(fields: &IndexMap<String, TemplateField>) -> Param {
+    Param::from_json(&serde_json::to_value(fields).unwrap_or_default())
 }
 
 /// The caller's app, which adding, changing and deleting templates needs, and an admin.
@@ -236,8 +251,13 @@ fn compile(
     data: &Param,
 ) -> Result<(WorkflowTemplate, template::Program), RestError> {
     let steps = template_steps(data).ok_or_else(|| invalid("Incorrect field TEMPLATE_DATA!"))?;
-    template::prepare(WorkflowTemplate { id: 0, name, document_type, steps })
-        .map_err(|_| invalid("Incorrect field TEMPLATE_DATA!"))
+    template::prepare(WorkflowTemplate {
+        name,
+        document_type,
+        steps,
+        ..WorkflowTemplate::default()
+    })
+    .map_err(|_| invalid("Incorrect field TEMPLATE_DATA!"))
 }
 
 /// `bizproc.workflow.template.add` (an app's admin): `DOCUMENT_TYPE`*, `NAME`*, `DESCRIPTION`,

@@ -577,6 +577,8 @@ async fn templates_refuse_bad_names_and_expressions() {
     let bad = [
         w(vec![activity("same"), activity("same")]),
         w(vec![activity("Document")]),
+        w(vec![activity("Variable")]),
+        w(vec![Step::Log(LogStep { message: "{=Constant:Missing}".into() })]),
         w(vec![activity("with space")]),
         w(vec![Step::Log(LogStep { message: "{=Document:TITLE".into() })]),
         w(vec![Step::IfElse(IfElseStep {
@@ -614,4 +616,86 @@ async fn terminating_a_template_workflow_withdraws_its_task() {
     let done = TaskCompletion { outcome: TaskOutcome::Approved, comment: String::new() };
     assert!(w.emu.complete_task(&w.portal.domain, task_id, done).is_err());
     assert_eq!(stage(&w, &deal), json!("NEW"));
+}
+
+#[tokio::test]
+async fn parameters_variables_and_constants_evaluate_and_undeclared_ones_are_refused() {
+    let w = World::new().await;
+    let base = format!("{}/control/portals/{}", w.emu.control_url(), w.portal.domain);
+    let template = json!({
+        "name": "declarations",
+        "parameters": {
+            "Reason": {"Name": "Reason", "Required": true},
+            "Limit": {"Name": "Limit", "Type": "int", "Default": 100}
+        },
+        "variables": {"Note": {"Name": "Note", "Default": "from a variable"}},
+        "constants": {"Stage": {"Name": "Stage", "Default": "WON"}},
+        "steps": [
+            {"type": "log", "message": "{=Template:Reason}, limit {=Template:Limit}, {=Variable:Note}"},
+            {"type": "set_field", "field": "STAGE_ID", "value": "{=Constant:Stage}"},
+            {"type": "set_field", "field": "LIMIT", "value": "{=Template:Limit}"}
+        ]
+    });
+    let (status, stored) = post_json(&w.http, &format!("{base}/templates"), &template).await;
+    assert_eq!(status, 200, "{stored}");
+    let template_id = stored["id"].as_u64().unwrap();
+    assert_eq!(stored["parameters"]["Limit"]["Type"], "int");
+
+    // Over the control API: a parameter not given takes its Default, a whole expression keeps
+    // the value's type.
+    let first = deal(&w, 10.0);
+    let start = format!("{base}/templates/{template_id}/start");
+    let (status, body) = post_json(
+        &w.http,
+        &start,
+        &json!({"document_id": first, "parameters": {"Reason": "by hand"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let state = until(&w, body["workflow_id"].as_str().unwrap(), ended).await;
+    assert_eq!(state.log, ["by hand, limit 100, from a variable"]);
+    let fields = w.emu.document(&w.portal.domain, &first).unwrap().fields;
+    assert_eq!((&fields["STAGE_ID"], &fields["LIMIT"]), (&json!("WON"), &json!(100)));
+
+    // Over REST: PARAMETERS by ID.
+    let second = deal(&w, 20.0);
+    let (status, body) = w
+        .call(
+            "bizproc.workflow.start",
+            json!({"TEMPLATE_ID": template_id, "DOCUMENT_ID": second,
+                   "PARAMETERS": {"Reason": "by REST", "Limit": "250"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let state = until(&w, body["result"].as_str().unwrap(), ended).await;
+    assert_eq!(state.log, ["by REST, limit 250, from a variable"]);
+
+    // A required parameter left out: the loader's message, with no code over REST.
+    let (status, body) = w
+        .call(
+            "bizproc.workflow.start",
+            json!({"TEMPLATE_ID": template_id, "DOCUMENT_ID": second, "PARAMETERS": {"Reason": ""}}),
+        )
+        .await;
+    assert_eq!((status, err(&body)), (400, ("", "The 'Reason' field is required.")), "{body}");
+    let (status, body) = post_json(&w.http, &start, &json!({"document_id": second})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("The 'Reason' field is required."), "{body}");
+
+    // template.list shows the declarations as the designer stores them.
+    let (_, list) = w
+        .call(
+            "bizproc.workflow.template.list",
+            json!({"SELECT": ["ID", "PARAMETERS", "CONSTANTS"]}),
+        )
+        .await;
+    assert_eq!(list["result"][0]["PARAMETERS"]["Reason"]["Required"], json!(true), "{list}");
+    assert_eq!(list["result"][0]["CONSTANTS"]["Stage"]["Default"], "WON", "{list}");
+
+    // Naming something undeclared is refused when the template is created.
+    let mut bad = template.clone();
+    bad["steps"][0]["message"] = json!("{=Variable:Missing}");
+    let (status, body) = post_json(&w.http, &format!("{base}/templates"), &bad).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("no variable named `Missing`"), "{body}");
 }
