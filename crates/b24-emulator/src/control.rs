@@ -8,13 +8,14 @@ use std::pin::Pin;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::designer::{self, PropertiesRequest};
 use crate::error::error_chain;
 use crate::{AppSpec, Emulator, EmulatorError, Faults, PortalSpec, TaskCompletion, WorkflowSpec};
 
@@ -130,6 +131,30 @@ pub(crate) fn router(emu: Emulator) -> Router {
             })),
         )
         .route("/portals/{domain}/templates/{template_id}/start", post(start_template))
+        .route(
+            "/portals/{domain}/templates/{template_id}/designer/{step}",
+            get(|State(emu): State<Emulator>, Path((domain, template_id, step)): StepPath| {
+                ready(emu.designer_url(&domain, template_id, &step).map_or_else(
+                    |e| ControlError::from(e).into_response(),
+                    |url| Redirect::to(&url).into_response(),
+                ))
+            }),
+        )
+        .route(
+            "/portals/{domain}/templates/{template_id}/steps/{step}/properties",
+            put(
+                |State(emu): State<Emulator>,
+                 Path((domain, template_id, step)): StepPath,
+                 Body(req): Body<PropertiesRequest>| {
+                    ready(designer::save_answer(emu.set_step_properties(
+                        &domain,
+                        template_id,
+                        &step,
+                        &req.properties,
+                    )))
+                },
+            ),
+        )
         .route("/portals/{domain}/tasks", get(list_tasks))
         .route(
             "/portals/{domain}/tasks/{task_id}",
@@ -153,24 +178,16 @@ pub(crate) fn router(emu: Emulator) -> Router {
 /// `{domain}/{module}/{entity}/{id}`: a document's portal and `[module, entity, id]`.
 type DocumentPath = (String, String, String, String);
 
-/// A control error: `{"error": "<message>"}` with 404 for unknown things, 400 otherwise.
-struct ControlError(StatusCode, String);
+/// `{domain}/…/{template_id}/…/{step}`: an activity step of a template.
+type StepPath = Path<(String, u64, String)>;
+
+/// A control error: `{"error": "<message>"}` with the error's status (404 for unknown things).
+pub(crate) struct ControlError(StatusCode, String);
 
 impl From<EmulatorError> for ControlError {
     fn from(e: EmulatorError) -> Self {
-        let status = match e {
-            EmulatorError::UnknownPortal(_)
-            | EmulatorError::UnknownApp(_)
-            | EmulatorError::UnknownCode { .. }
-            | EmulatorError::UnknownWorkflow { .. }
-            | EmulatorError::UnknownDocument { .. }
-            | EmulatorError::UnknownTemplate { .. }
-            | EmulatorError::UnknownTask { .. } => StatusCode::NOT_FOUND,
-            EmulatorError::Bind { .. } | EmulatorError::HttpClient(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            _ => StatusCode::BAD_REQUEST,
-        };
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         ControlError(status, error_chain(&e))
     }
 }

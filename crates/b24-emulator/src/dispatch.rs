@@ -16,7 +16,7 @@ use crate::ids;
 use crate::oauth;
 use crate::param::{Array, Param, php_number, to_form_array};
 use crate::portal::PortalState;
-use crate::registry::Registration;
+use crate::registry::{self, Registration};
 use crate::state::{Shared, State};
 use crate::template::ActivityStep;
 use crate::workflow::{ActivityRun, Delivery, WorkflowStatus};
@@ -198,26 +198,11 @@ fn properties(reg: &Registration, given: &serde_json::Value) -> Param {
     Param::Array(out)
 }
 
-/// CBPHelper::getBool as the designer reads `Multiple`/`Required`.
-fn php_bool_flag(v: Option<&Param>) -> bool {
-    match v {
-        Some(Param::Str(s)) => matches!(s.as_str(), "Y" | "y" | "1" | "true"),
-        Some(Param::Bool(b)) => *b,
-        Some(Param::Num(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        _ => false,
-    }
-}
-
 /// §2.4: converts the designer's value the way the handler receives it. Truthy values are
 /// externalized by type; a multiple property wraps a scalar into a list; `null` becomes `''`.
 fn externalize(definition: &Array, value: Param) -> Param {
-    let ty = definition
-        .get("TYPE")
-        .and_then(Param::php_string)
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| "string".to_owned())
-        .to_lowercase();
-    let multiple = php_bool_flag(definition.get("MULTIPLE"));
+    let ty = registry::property_type(definition);
+    let multiple = registry::property_flag(definition, "MULTIPLE");
     match value {
         Param::Array(items) => Param::list(items.into_values().map(|v| scalar(&ty, v))),
         v if multiple && v.truthy() => Param::list([scalar(&ty, v)]),

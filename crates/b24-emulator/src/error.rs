@@ -1,5 +1,7 @@
 //! The emulator's own errors (set-up and control operations; REST errors are wire data instead).
 
+use crate::designer::PropertyError;
+
 /// Why an emulator operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
@@ -33,6 +35,11 @@ pub enum EmulatorError {
     UnknownTemplate { domain: String, template_id: u64 },
     #[error("no task {task_id} on `{domain}`")]
     UnknownTask { domain: String, task_id: u64 },
+    #[error("workflow template {template_id} on `{domain}` has no activity step `{step}`")]
+    UnknownStep { domain: String, template_id: u64, step: String },
+    /// The settings dialog's values do not validate; nothing was stored.
+    #[error("the settings do not validate: {}", describe(.0))]
+    InvalidProperties(Vec<PropertyError>),
     #[error("task {task_id} is not open: it is completed or its workflow has ended")]
     TaskClosed { task_id: u64 },
     #[error("invalid specification: {0}")]
@@ -46,6 +53,23 @@ pub enum EmulatorError {
 }
 
 impl EmulatorError {
+    /// The HTTP status an answer about this error has: 404 for an unknown thing, 500 for the
+    /// emulator's own trouble, 400 for anything else.
+    pub(crate) fn http_status(&self) -> u16 {
+        match self {
+            EmulatorError::UnknownPortal(_)
+            | EmulatorError::UnknownApp(_)
+            | EmulatorError::UnknownCode { .. }
+            | EmulatorError::UnknownWorkflow { .. }
+            | EmulatorError::UnknownDocument { .. }
+            | EmulatorError::UnknownTemplate { .. }
+            | EmulatorError::UnknownTask { .. }
+            | EmulatorError::UnknownStep { .. } => 404,
+            EmulatorError::Bind { .. } | EmulatorError::HttpClient(_) => 500,
+            _ => 400,
+        }
+    }
+
     pub(crate) fn not_installed(domain: &str, client_id: &str) -> EmulatorError {
         EmulatorError::NotInstalled { domain: domain.to_owned(), client_id: client_id.to_owned() }
     }
@@ -56,6 +80,11 @@ impl EmulatorError {
             workflow_id: workflow_id.to_owned(),
         }
     }
+}
+
+fn describe(errors: &[PropertyError]) -> String {
+    let each = errors.iter().map(|e| format!("{} {}: {}", e.code, e.parameter, e.message));
+    each.collect::<Vec<_>>().join("; ")
 }
 
 /// `e` and each of its sources, joined with ": " (reqwest's own text stops at "error sending

@@ -47,6 +47,7 @@ mod app;
 mod batch;
 mod clock;
 mod control;
+mod designer;
 mod dispatch;
 mod document;
 mod engine;
@@ -78,6 +79,7 @@ use axum::routing::any;
 use serde::{Deserialize, Serialize};
 
 pub use app::{App, AppSpec, Installation};
+pub use designer::PropertyError;
 pub use document::{Document, DocumentSpec};
 pub use engine::{ACTIVITY_NOT_INSTALLED, APP_NOT_FOUND};
 pub use error::EmulatorError;
@@ -449,6 +451,33 @@ impl Emulator {
     pub fn templates(&self, domain: &str) -> Result<Vec<WorkflowTemplate>, EmulatorError> {
         let state = self.shared.lock();
         Ok(state.portal(domain)?.templates.values().map(|t| t.template.clone()).collect())
+    }
+
+    /// The BP designer's settings dialog of an activity step, an HTML page on the portal's own
+    /// listener (`{scheme}://{domain}/designer/{template_id}/{step}`): the frame protocol
+    /// checks origins, so the app's form can only talk to a page of the portal's origin.
+    pub fn designer_url(
+        &self,
+        domain: &str,
+        template_id: u64,
+        step: &str,
+    ) -> Result<String, EmulatorError> {
+        designer::page_url(self.shared.lock().portal(domain)?, template_id, step)
+    }
+
+    /// The dialog's Save (`getPropertiesDialogValues`): parses `properties` (by property ID,
+    /// strings or lists of strings as a form sends them) by the registered types and replaces
+    /// the step's properties, so the next workflow run sends them. Returns what was stored;
+    /// [`EmulatorError::InvalidProperties`] when a value does not pass, and then nothing is
+    /// stored.
+    pub fn set_step_properties(
+        &self,
+        domain: &str,
+        template_id: u64,
+        step: &str,
+        properties: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, EmulatorError> {
+        designer::save(self.shared.lock().portal_mut(domain)?, template_id, step, properties)
     }
 
     /// Starts a stored template on a document of its type; returns the workflow ID. The first

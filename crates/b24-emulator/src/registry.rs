@@ -84,6 +84,41 @@ impl Registration {
     }
 }
 
+/// A PROPERTY's `TYPE`, lower-cased; `string` when it has none (§1.5).
+pub(crate) fn property_type(definition: &Array) -> String {
+    definition
+        .get("TYPE")
+        .and_then(Param::php_string)
+        .filter(|t| !t.is_empty())
+        .map_or_else(|| "string".to_owned(), |t| t.to_lowercase())
+}
+
+/// A PROPERTY's `REQUIRED` or `MULTIPLE`, read as `CBPHelper::getBool` reads them (§1.5).
+pub(crate) fn property_flag(definition: &Array, key: &str) -> bool {
+    match definition.get(key) {
+        Some(Param::Str(s)) => matches!(s.as_str(), "Y" | "y" | "1" | "true"),
+        Some(Param::Bool(b)) => *b,
+        Some(Param::Num(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+        _ => false,
+    }
+}
+
+/// A NAME or DESCRIPTION in the portal's language: a plain string as it is, a language map by
+/// the exact language, then `RU` for `UA`, then `EN`, then `*` (§1.2, `getLocalization`).
+pub(crate) fn localized(text: &Param, language: &str) -> String {
+    let Param::Array(map) = text else {
+        return text.php_string().unwrap_or_default();
+    };
+    let language = language.to_uppercase();
+    let fallback = (language == "UA").then_some("RU");
+    [Some(language.as_str()), fallback, Some("EN"), Some("*")]
+        .into_iter()
+        .flatten()
+        .find_map(|key| map.get(key))
+        .and_then(Param::php_string)
+        .unwrap_or_default()
+}
+
 /// Every registration on a portal, in insertion order.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {

@@ -53,6 +53,25 @@ impl Default for WorkflowTemplate {
     }
 }
 
+impl WorkflowTemplate {
+    /// The activity steps, in the order the designer shows them (a branch's `then` before its
+    /// `otherwise`).
+    pub(crate) fn activity_steps(&self) -> Vec<&ActivityStep> {
+        let mut out = Vec::new();
+        each_step(&self.steps, &mut |step| {
+            if let Step::Activity(a) = step {
+                out.push(a);
+            }
+        });
+        out
+    }
+
+    /// The activity step named `name`.
+    pub(crate) fn activity_step_mut(&mut self, name: &str) -> Option<&mut ActivityStep> {
+        find_activity_mut(&mut self.steps, name)
+    }
+}
+
 /// A template parameter, variable or constant, in the designer's own shape (the keys of
 /// `PARAMETERS`, `VARIABLES` and `CONSTANTS` in `bizproc.workflow.template.list`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -398,6 +417,21 @@ fn each_step<'s>(steps: &'s [Step], f: &mut dyn FnMut(&'s Step)) {
             each_step(&b.otherwise, f);
         }
     }
+}
+
+fn find_activity_mut<'s>(steps: &'s mut [Step], name: &str) -> Option<&'s mut ActivityStep> {
+    for step in steps {
+        let found = match step {
+            Step::Activity(a) if a.name == name => Some(a),
+            Step::IfElse(b) => find_activity_mut(&mut b.then, name)
+                .or_else(|| find_activity_mut(&mut b.otherwise, name)),
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }
 
 fn name_steps(steps: &mut [Step], names: &mut Vec<String>) -> Result<(), EmulatorError> {

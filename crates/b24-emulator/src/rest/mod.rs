@@ -31,6 +31,7 @@ use envelope::{Answer, Transport};
 
 use crate::faults::AnswerLoss;
 use crate::param::Param;
+use crate::portal::PortalState;
 use crate::state::Shared;
 
 /// One portal listener: the domain it was bound as (a moved portal keeps its old listener).
@@ -40,9 +41,13 @@ struct Listener {
     domain: String,
 }
 
-/// The router a portal listener serves.
+/// The router a portal listener serves: the designer's settings dialog (on the portal's own
+/// origin, as the frame protocol needs) and REST for everything else.
 pub(crate) fn portal_router(shared: Arc<Shared>, domain: String) -> Router {
-    Router::new().fallback(portal_request).with_state(Listener { shared, domain })
+    let rest = Router::new()
+        .fallback(portal_request)
+        .with_state(Listener { shared: shared.clone(), domain: domain.clone() });
+    crate::designer::router(shared, domain).merge(rest)
 }
 
 /// The REST routes of the OAuth server (`/rest/app.info` for the trusted check, §4.4).
@@ -86,18 +91,10 @@ async fn portal_request(
     let Ok(portal) = state.portal_index(&l.domain) else {
         return envelope::rest_response(404, &RestError::method_not_found().body(), &json);
     };
-    let current = state.portals[portal].domain.clone();
-    let scheme = state.portals[portal].scheme();
-    if current != l.domain {
-        // The portal was renamed: every request gets 302 to the same path on the new host (§5.1).
-        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let location = format!("{scheme}://{current}{path}");
-        let mut resp = StatusCode::FOUND.into_response();
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            resp.headers_mut().insert(header::LOCATION, v);
-        }
-        return resp;
+    if let Some(redirect) = moved(&state.portals[portal], &l.domain, &uri) {
+        return redirect;
     }
+    let current = state.portals[portal].domain.clone();
     let Some(route) = parse_route(uri.path()) else {
         return envelope::rest_response(404, &RestError::method_not_found().body(), &json);
     };
@@ -161,6 +158,21 @@ async fn portal_request(
             envelope::rest_response(e.status, &e.body(), &answer)
         }
     }
+}
+
+/// When the portal was renamed since this listener was bound as `listener`: 302 to the same
+/// path on the new host, as every request there gets (§5.1).
+pub(crate) fn moved(p: &PortalState, listener: &str, uri: &Uri) -> Option<Response> {
+    if p.domain == listener {
+        return None;
+    }
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("{}://{}{path}", p.scheme(), p.domain);
+    let mut resp = StatusCode::FOUND.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Some(resp)
 }
 
 /// What the client gets instead of the answer: a proxy's error page, or nothing at all.

@@ -8,6 +8,7 @@ mod batch;
 mod bizproc_rest;
 mod control;
 mod crm;
+mod designer;
 mod dispatch;
 mod events;
 mod faults;
