@@ -86,16 +86,71 @@ pub struct ExampleRun {
     pub values: Value,
     /// The workflow's log lines.
     pub log: Vec<String>,
+    /// What the run should have returned: `(return property, expectation)`.
+    pub expected: Vec<(&'static str, Want)>,
+}
+
+/// What one return value should be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Want {
+    /// This value: numbers compare as numbers (`12500` is `12500.0`), the rest as text.
+    Is(&'static str),
+    /// Text containing this.
+    Contains(&'static str),
+    /// Any value but an empty one.
+    Present,
+    /// No value.
+    Absent,
+}
+
+impl Want {
+    fn accepts(&self, got: Option<&Value>) -> bool {
+        let text = got.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+        let text = text.filter(|t| !t.is_empty() && t != "null");
+        match (self, text) {
+            (Want::Absent, text) => text.is_none(),
+            (_, None) => false,
+            (Want::Present, Some(_)) => true,
+            (Want::Contains(part), Some(text)) => text.contains(part),
+            (Want::Is(want), Some(text)) => match (want.parse::<f64>(), text.parse::<f64>()) {
+                (Ok(want), Ok(got)) => want == got,
+                _ => text == *want,
+            },
+        }
+    }
+}
+
+impl ExampleRun {
+    /// The return values that are not what [`ExampleRun::expected`] says.
+    fn unexpected(&self) -> Vec<String> {
+        self.expected
+            .iter()
+            .filter(|(key, want)| !want.accepts(self.values.get(*key)))
+            .map(|(key, want)| {
+                format!(
+                    "{key} = {} (expected {want:?})",
+                    self.values.get(*key).unwrap_or(&Value::Null)
+                )
+            })
+            .collect()
+    }
 }
 
 impl Example {
-    /// Why the example counts as failed, if it does.
+    /// Why the example counts as failed, if it does: a workflow that hung, or one that returned
+    /// other values than its case expects.
     pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         let hung = self.runs.iter().filter(|r| !r.closed).count();
-        if hung == 0 {
-            return Vec::new();
+        if hung > 0 {
+            problems.push(format!("{hung} `{}` example workflow(s) hung", self.connector));
         }
-        vec![format!("{hung} `{}` example workflow(s) hung", self.connector)]
+        for run in self.runs.iter().filter(|r| r.closed) {
+            for unexpected in run.unexpected() {
+                problems.push(format!("`{}` {}: returned {unexpected}", self.connector, run.input));
+            }
+        }
+        problems
     }
 
     fn render(&self) -> String {
@@ -108,6 +163,9 @@ impl Example {
                 continue;
             }
             let _ = writeln!(text, "    returned {}", run.values);
+            for unexpected in run.unexpected() {
+                let _ = writeln!(text, "    UNEXPECTED: {unexpected}");
+            }
             for line in &run.log {
                 let _ = writeln!(text, "    log: {line}");
             }
@@ -137,20 +195,45 @@ pub async fn run(_seed: u64, out: &mut impl std::io::Write) -> anyhow::Result<Ve
 async fn onec_example() -> anyhow::Result<Example> {
     let onec = OneC::start().await.context("starting the fake 1C")?;
     let (deployment, _temp) = deploy(&ONEC, &onec_connector(&onec.base_url())).await?;
-    let cases: [(&str, Option<Fault>); 5] = [
-        ("SKU-1", None),
-        ("SKU-2", None),
-        ("SKU-3", None),
-        ("SKU-404", None),
-        ("SKU-1", Some(Fault::Unavailable)),
+    let desk = [
+        ("name", Want::Is("Стол письменный «Альфа»")),
+        ("price", Want::Is("12500")),
+        ("available", Want::Is("12")),
+        ("in_stock", Want::Is("Y")),
+        ("error", Want::Absent),
+    ];
+    let cases: [(&str, Option<Fault>, Vec<(&'static str, Want)>); 5] = [
+        ("SKU-1", None, desk.to_vec()),
+        (
+            "SKU-2",
+            None,
+            vec![
+                ("price", Want::Is("8990")),
+                ("available", Want::Is("0")),
+                ("in_stock", Want::Is("N")),
+            ],
+        ),
+        (
+            "SKU-3",
+            None,
+            vec![
+                ("name", Want::Is("Шкаф-купе «Гамма»")),
+                ("price", Want::Is("0")),
+                ("in_stock", Want::Is("N")),
+            ],
+        ),
+        ("SKU-404", None, vec![("error", Want::Contains("no item where")), ("name", Want::Absent)]),
+        ("SKU-1", Some(Fault::Unavailable), desk.to_vec()),
     ];
     let mut runs = Vec::new();
-    for (sku, fault) in cases {
+    for (sku, fault, expected) in cases {
         let described = fault.as_ref().map(|f| format!("1C {f:?} twice"));
         if let Some(fault) = fault {
             onec.fail_next_n(2, fault);
         }
-        runs.push(run_one(&deployment, ONEC.code, json!({ "sku": sku }), described).await?);
+        let mut run = run_one(&deployment, ONEC.code, json!({ "sku": sku }), described).await?;
+        run.expected = expected;
+        runs.push(run);
     }
     deployment.running.shutdown().await;
     Ok(Example { connector: "onec".into(), runs })
@@ -162,12 +245,27 @@ async fn telegram_example() -> anyhow::Result<Example> {
     let bot = BotApi::start().await.context("starting the fake Telegram Bot API")?;
     let (deployment, _temp) = deploy(&TELEGRAM, &telegram_connector(&bot)).await?;
     let cases = [
-        ("ООО \"Ромашка\"", 1500.5, None),
-        ("snake_case & Co.", 42.0, Some("429 with retry_after 1")),
-        ("АО Лютик", 7.0, Some("a revoked bot token")),
+        (
+            "ООО \"Ромашка\"",
+            1500.5,
+            None,
+            vec![("message_id", Want::Is("1")), ("error", Want::Absent)],
+        ),
+        (
+            "snake_case & Co.",
+            42.0,
+            Some("429 with retry_after 1"),
+            vec![("message_id", Want::Is("2")), ("error", Want::Absent)],
+        ),
+        (
+            "АО Лютик",
+            7.0,
+            Some("a revoked bot token"),
+            vec![("message_id", Want::Absent), ("error", Want::Contains("refused the bot token"))],
+        ),
     ];
     let mut runs = Vec::new();
-    for (company, amount, fault) in cases {
+    for (company, amount, fault, expected) in cases {
         match fault {
             Some("429 with retry_after 1") => {
                 bot.update(|b| b.fail_next.push_back(Failure::RateLimited(Duration::from_secs(1))))
@@ -179,6 +277,7 @@ async fn telegram_example() -> anyhow::Result<Example> {
         let properties = json!({ "company_name": company, "amount": amount });
         let mut run =
             run_one(&deployment, TELEGRAM.code, properties, fault.map(str::to_owned)).await?;
+        run.expected = expected;
         if let Some(message) = bot.sent().last().filter(|_| run.values.get("message_id").is_some())
         {
             run.log.push(format!("the chat shows: {:?}", message.text));
@@ -195,13 +294,32 @@ async fn telegram_example() -> anyhow::Result<Example> {
 async fn sharepoint_example() -> anyhow::Result<Example> {
     let graph = GraphApi::start().await.context("starting the fake Microsoft Graph")?;
     let (deployment, _temp) = deploy(&SHAREPOINT, &sharepoint_connector(&graph)).await?;
+    let created = |file: &'static str| {
+        vec![
+            ("document_id", Want::Present),
+            ("document_url", Want::Contains(file)),
+            ("error", Want::Absent),
+        ]
+    };
     let cases = [
-        ("Ромашка", 1500.5, "DEAL_1", None),
-        ("Лютик", 42.0, "DEAL_2", Some("Graph 503 with Retry-After 1")),
-        ("Василёк", 7.0, "DEAL_3", Some("a wrong client secret")),
+        ("Ромашка", 1500.5, "DEAL_1", None, created("credit-check-DEAL_1.md")),
+        (
+            "Лютик",
+            42.0,
+            "DEAL_2",
+            Some("Graph 503 with Retry-After 1"),
+            created("credit-check-DEAL_2.md"),
+        ),
+        (
+            "Василёк",
+            7.0,
+            "DEAL_3",
+            Some("a wrong client secret"),
+            vec![("document_id", Want::Absent), ("error", Want::Contains("client"))],
+        ),
     ];
     let mut runs = Vec::new();
-    for (company, amount, deal, fault) in cases {
+    for (company, amount, deal, fault, expected) in cases {
         match fault {
             Some("Graph 503 with Retry-After 1") => {
                 let failure = Failure::RetryAfter(503, Duration::from_secs(1));
@@ -219,6 +337,7 @@ async fn sharepoint_example() -> anyhow::Result<Example> {
             ..workflow(&deployment, SHAREPOINT.code, properties)
         };
         let mut run = run_spec(&deployment, spec, fault.map(str::to_owned)).await?;
+        run.expected = expected;
         let path = format!("Approvals/{deal}/credit-check-{deal}.md");
         if let Some(bytes) = graph.file(&path).filter(|_| run.values.get("document_id").is_some()) {
             run.log.push(format!("the library has {path}: {:?}", String::from_utf8_lossy(&bytes)));
@@ -306,6 +425,7 @@ async fn run_spec(
         closed: state.status == WorkflowStatus::Closed,
         values: state.return_values,
         log: state.log,
+        expected: Vec::new(),
     })
 }
 
@@ -384,4 +504,41 @@ pub fn sharepoint_connector(graph: &GraphApi) -> String {
                    Amount: {{properties.amount}} RUB, requested in {{document.id}}.\n";
     set(&mut settings, "content", content);
     connector_table("sharepoint", settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(values: Value) -> Example {
+        let run = ExampleRun {
+            input: "sku = SKU-1".into(),
+            fault: None,
+            closed: true,
+            values,
+            log: Vec::new(),
+            expected: vec![
+                ("price", Want::Is("12500")),
+                ("in_stock", Want::Is("Y")),
+                ("name", Want::Contains("Альфа")),
+                ("error", Want::Absent),
+            ],
+        };
+        Example { connector: "onec".into(), runs: vec![run] }
+    }
+
+    #[test]
+    fn a_run_that_returned_other_values_is_a_problem() {
+        let right = json!({ "price": 12500.0, "in_stock": "Y", "name": "Стол «Альфа»" });
+        assert_eq!(example(right).problems(), Vec::<String>::new());
+        let wrong = json!({ "price": "0", "in_stock": "Y", "name": "Стол", "error": "1C down" });
+        assert_eq!(
+            example(wrong).problems(),
+            [
+                "`onec` sku = SKU-1: returned price = \"0\" (expected Is(\"12500\"))",
+                "`onec` sku = SKU-1: returned name = \"Стол\" (expected Contains(\"Альфа\"))",
+                "`onec` sku = SKU-1: returned error = \"1C down\" (expected Absent)",
+            ]
+        );
+    }
 }
