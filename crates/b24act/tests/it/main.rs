@@ -1,6 +1,7 @@
 //! The `b24act` binary, driven as a user drives it: a real process, real HTTP on loopback.
 
 mod bench;
+mod browser;
 mod connectors;
 mod console;
 mod console_pages;
@@ -21,6 +22,7 @@ mod portal_budget;
 mod portal_cli;
 mod serve;
 mod settings_form;
+mod settings_form_browser;
 mod several_nodes;
 mod support;
 mod sync;
