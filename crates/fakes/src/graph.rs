@@ -1,10 +1,12 @@
 //! A fake of the Microsoft identity platform's token endpoint and of Microsoft Graph's
-//! SharePoint document libraries: client-credentials tokens that expire, and simple uploads with
-//! conflict behaviour, in the real request and response shapes, with fault injection.
+//! SharePoint document libraries: client-credentials tokens that expire, simple uploads, upload
+//! sessions with conflict behaviour, in the real request and response shapes, with fault
+//! injection.
 //!
-//! Two servers, as in real life two hosts: [`GraphApi::identity_url`] stands for
-//! `https://login.microsoftonline.com`, [`GraphApi::graph_url`] for `https://graph.microsoft.com`.
-//! Each has its own [`Behaviour`] (so a test can rate-limit Graph while tokens still come).
+//! Three servers, as in real life three hosts: [`GraphApi::identity_url`] stands for
+//! `https://login.microsoftonline.com`, [`GraphApi::graph_url`] for `https://graph.microsoft.com`,
+//! [`GraphApi::upload_host_url`] for the SharePoint host an upload session's `uploadUrl` points
+//! at. Each has its own [`Behaviour`] (so a test can rate-limit Graph while tokens still come).
 //!
 //! # Identity platform
 //!
@@ -22,12 +24,13 @@
 //! Tokens live [`GraphApi::set_token_lifetime`] (default 3599 s, as Entra ID says in
 //! `expires_in`); [`GraphApi::expire_tokens`] ends every token issued so far at once.
 //!
-//! # Graph
+//! # Graph: simple upload
 //!
 //! `PUT /v1.0/sites/{site-id}/drives/{drive-id}/root:/{folder}/{file-name}:/content` with the
-//! bytes as the body (up to 4 MB, a simple upload) and `Authorization: Bearer <token>`;
-//! `?@microsoft.graph.conflictBehavior=fail|replace|rename` (default `replace`). Missing folders
-//! are created; names compare case-insensitively, as in SharePoint.
+//! bytes as the body (up to [`MAX_SIMPLE_UPLOAD`], 250 MiB, as Graph's documentation says) and
+//! `Authorization: Bearer <token>`; `?@microsoft.graph.conflictBehavior=fail|replace|rename`
+//! (default `replace`). Missing folders are created; names compare case-insensitively, as in
+//! SharePoint.
 //!
 //! | case | status | body |
 //! |---|---|---|
@@ -37,9 +40,35 @@
 //! | exists, `fail` | 409 | `{"error":{"code":"nameAlreadyExists","message":"The specified item name already exists. Name: report.md",…}}` |
 //! | no, unknown or expired token | 401, `WWW-Authenticate` | `{"error":{"code":"InvalidAuthenticationToken","message":"…"}}` |
 //! | unknown site or drive | 404 | `itemNotFound` |
-//! | over 4 MB | 413 | `invalidRequest` |
+//! | over 250 MiB | 413 | `invalidRequest` |
 //! | rate limited | 429, `Retry-After` | `activityLimitReached` |
 //! | unavailable | 503 (or as set) | `serviceNotAvailable` |
+//!
+//! # Graph: upload sessions
+//!
+//! `POST …/root:/{folder}/{file-name}:/createUploadSession` with the token and, optionally, a
+//! JSON body `{"item": {"@microsoft.graph.conflictBehavior": "fail|replace|rename"}}` (default
+//! `replace`, as observed on SharePoint, whatever the documentation says; the annotation outside
+//! `item` is ignored, as Graph ignores it) answers 200 with
+//! `{"uploadUrl", "expirationDateTime", "nextExpectedRanges": ["0-"]}`, or 409
+//! `nameAlreadyExists` at once when the file exists and the behaviour is `fail`. The `uploadUrl`
+//! is on the upload host and pre-authenticated (a `tempauth` in its query): it takes requests
+//! *without* `Authorization` — one that carries it is answered 401, as Graph's documentation
+//! warns — and the session is its only state:
+//!
+//! | request | status | body |
+//! |---|---|---|
+//! | `PUT` with `Content-Range: bytes {start}-{end}/{total}`, more to come | 202 | `{"expirationDateTime","nextExpectedRanges":["{received}-"]}` |
+//! | `PUT` of the last bytes | 201 or 200 | the `driveItem`, stored with the session's behaviour (409 `nameAlreadyExists` if `fail` and the file appeared meanwhile) |
+//! | `PUT` not starting where the session is | 416 | `invalidRange` |
+//! | `PUT` of a fragment not a multiple of 320 KiB (but the last), a bad `Content-Range`, a body of another length, another total | 400 | `invalidRequest` |
+//! | `PUT` of 60 MiB or more | 413 | `invalidRequest` |
+//! | `GET` | 200 | `{"expirationDateTime","nextExpectedRanges":["{received}-{total - 1}"]}` |
+//! | an unknown or finished session | 404 | `itemNotFound` |
+//!
+//! Fragments are taken in order only, so `nextExpectedRanges` always holds one range. Sessions do
+//! not expire. [`GraphApi::lose_next_fragment_answers`] makes fragments be stored and then
+//! answered 504, as when a gateway gives up on an upload the back end took.
 //!
 //! Every accepted upload is kept ([`GraphApi::uploads`]), and the library's current files can be
 //! read back ([`GraphApi::file`]).
@@ -51,10 +80,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -78,8 +108,14 @@ pub const DRIVE_ID: &str = "b!BCZxLHATvUOh9UJlcwBf1w0S7ZVrYmRLk6g50f1Czls0nCFRvc
 /// … and the web address of its root folder.
 pub const LIBRARY_WEB_URL: &str =
     "https://contoso.sharepoint.com/sites/approvals/Shared%20Documents";
-/// The largest body a simple upload takes.
-pub const MAX_SIMPLE_UPLOAD: usize = 4 * 1024 * 1024;
+/// The largest body a simple upload takes: 250 MiB.
+pub const MAX_SIMPLE_UPLOAD: usize = 250 * 1024 * 1024;
+/// An upload session's fragments are multiples of this (320 KiB), but the last.
+pub const FRAGMENT_MULTIPLE: usize = 320 * 1024;
+/// A fragment must be smaller than this (60 MiB).
+pub const MAX_FRAGMENT: usize = 60 * 1024 * 1024;
+/// Where an upload session's `uploadUrl` points on the upload host.
+const UPLOAD_SESSION_PATH: &str = "/_api/v2.0/uploadSession";
 /// What `expires_in` says by default.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
 
@@ -101,12 +137,15 @@ pub struct Upload {
     pub status: u16,
     /// The `driveItem` id answered.
     pub item_id: String,
+    /// How many fragments an upload session took; `None` for a simple upload.
+    pub fragments: Option<u32>,
 }
 
 /// A running fake identity platform and Graph on 127.0.0.1; both stop when dropped.
 #[derive(Debug)]
 pub struct GraphApi {
     identity_addr: SocketAddr,
+    upload_addr: SocketAddr,
     /// Graph's address and both servers' state and stop token.
     server: Served<GraphState>,
 }
@@ -114,6 +153,9 @@ pub struct GraphApi {
 struct GraphState {
     identity_faults: Arc<Faults>,
     graph_faults: Arc<Faults>,
+    upload_faults: Arc<Faults>,
+    /// `http://127.0.0.1:PORT` of the upload host, for the `uploadUrl`s.
+    upload_base: String,
     client_secret: Mutex<String>,
     token_lifetime: Mutex<Duration>,
     /// Access token → when it expires.
@@ -121,7 +163,33 @@ struct GraphState {
     /// `(site id, drive id)` → the library.
     libraries: Mutex<BTreeMap<(String, String), Library>>,
     uploads: Mutex<Vec<Upload>>,
+    /// `guid` of an upload session → the session.
+    sessions: Mutex<BTreeMap<String, Session>>,
+    /// How many of the next fragments are stored and then answered 504.
+    lost_fragment_answers: Mutex<u32>,
     next_id: AtomicU64,
+}
+
+/// An upload session: where its file goes and the bytes received so far.
+struct Session {
+    target: Target,
+    /// The pre-authentication its `uploadUrl` carries.
+    tempauth: String,
+    /// `fail`, `replace` or `rename`.
+    conflict: String,
+    received: Vec<u8>,
+    /// The size the first fragment announced.
+    total: Option<usize>,
+    fragments: u32,
+}
+
+/// Where an item request points: the library and the path in it, decoded.
+#[derive(Clone)]
+struct Target {
+    site_id: String,
+    drive_id: String,
+    /// Without a leading `/`: `Approvals/DEAL_7.md`.
+    path: String,
 }
 
 struct Library {
@@ -142,29 +210,20 @@ struct Item {
 }
 
 impl GraphApi {
-    /// Starts both servers on 127.0.0.1 on free ports, with the tenant [`TENANT`], the app
+    /// Starts the three servers on 127.0.0.1 on free ports, with the tenant [`TENANT`], the app
     /// [`CLIENT_ID`]/[`DEFAULT_CLIENT_SECRET`] and the library [`SITE_ID`]/[`DRIVE_ID`].
     pub async fn start() -> std::io::Result<GraphApi> {
         let (identity, identity_addr) = listen(("127.0.0.1", 0)).await?;
         let (graph, graph_addr) = listen(("127.0.0.1", 0)).await?;
-        let library = Library { web_url: LIBRARY_WEB_URL.to_owned(), files: BTreeMap::new() };
-        let state = Arc::new(GraphState {
-            identity_faults: Arc::new(Faults::new()),
-            graph_faults: Arc::new(Faults::new()),
-            client_secret: Mutex::new(DEFAULT_CLIENT_SECRET.to_owned()),
-            token_lifetime: Mutex::new(DEFAULT_TOKEN_LIFETIME),
-            tokens: Mutex::new(BTreeMap::new()),
-            libraries: Mutex::new(BTreeMap::from([(
-                (SITE_ID.to_owned(), DRIVE_ID.to_owned()),
-                library,
-            )])),
-            uploads: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(1),
-        });
+        let (upload, upload_addr) = listen(("127.0.0.1", 0)).await?;
+        let state = Arc::new(GraphState::new(format!("http://{upload_addr}")));
         let identity_router = Router::new().fallback(token).with_state(state.clone());
         let graph_router = Router::new().fallback(graph_request).with_state(state.clone());
-        let (identity_faults, graph_faults) =
-            (state.identity_faults.clone(), state.graph_faults.clone());
+        let upload_router = Router::new()
+            .route(UPLOAD_SESSION_PATH, any(upload_host_request))
+            .with_state(state.clone());
+        let faults = [&state.identity_faults, &state.graph_faults, &state.upload_faults];
+        let [identity_faults, graph_faults, upload_faults] = faults.map(Arc::clone);
         let server = Served::new(graph_addr, state);
         server.spawn_with_faults(
             "entra-id",
@@ -174,8 +233,9 @@ impl GraphApi {
             identity_faults,
         );
         server.spawn_with_faults("graph", graph, graph_addr, graph_router, graph_faults);
-        tracing::debug!(%identity_addr, %graph_addr, "fake identity platform and Graph started");
-        Ok(GraphApi { identity_addr, server })
+        server.spawn_with_faults("sharepoint", upload, upload_addr, upload_router, upload_faults);
+        tracing::debug!(%identity_addr, %graph_addr, %upload_addr, "fake identity platform and Graph started");
+        Ok(GraphApi { identity_addr, upload_addr, server })
     }
 
     /// `http://127.0.0.1:PORT`, the connector's `authority` (really
@@ -187,6 +247,12 @@ impl GraphApi {
     /// `http://127.0.0.1:PORT`, the connector's `graph_url` (really `https://graph.microsoft.com`).
     pub fn graph_url(&self) -> String {
         format!("http://{}", self.server.addr)
+    }
+
+    /// `http://127.0.0.1:PORT`, where upload sessions' `uploadUrl`s point (really the tenant's
+    /// SharePoint host, `https://contoso.sharepoint.com`).
+    pub fn upload_host_url(&self) -> String {
+        format!("http://{}", self.upload_addr)
     }
 
     /// The secret the app registration accepts now.
@@ -270,6 +336,22 @@ impl GraphApi {
         self.server.state.graph_faults.requests()
     }
 
+    /// Requests to the upload host (fragments, status reads) so far, whatever their answer.
+    pub fn upload_host_requests(&self) -> u64 {
+        self.server.state.upload_faults.requests()
+    }
+
+    /// Changes the upload host's behaviour in place.
+    pub async fn update_upload_host(&self, change: impl FnOnce(&mut Behaviour)) {
+        self.server.state.upload_faults.update(change).await;
+    }
+
+    /// The next `n` fragments an upload session takes are stored and then answered 504, as when
+    /// a gateway gives up on an upload the back end took.
+    pub fn lose_next_fragment_answers(&self, n: u32) {
+        *lock(&self.server.state.lost_fragment_answers) = n;
+    }
+
     /// Replaces Graph's behaviour; returns once its port matches it.
     pub async fn set(&self, behaviour: Behaviour) {
         self.server.state.graph_faults.update(|b| *b = behaviour).await;
@@ -297,6 +379,28 @@ impl GraphApi {
 }
 
 impl GraphState {
+    /// The tenant, the app and the default library, no token issued yet.
+    fn new(upload_base: String) -> GraphState {
+        let library = Library { web_url: LIBRARY_WEB_URL.to_owned(), files: BTreeMap::new() };
+        GraphState {
+            identity_faults: Arc::new(Faults::new()),
+            graph_faults: Arc::new(Faults::new()),
+            upload_faults: Arc::new(Faults::new()),
+            upload_base,
+            client_secret: Mutex::new(DEFAULT_CLIENT_SECRET.to_owned()),
+            token_lifetime: Mutex::new(DEFAULT_TOKEN_LIFETIME),
+            tokens: Mutex::new(BTreeMap::new()),
+            libraries: Mutex::new(BTreeMap::from([(
+                (SITE_ID.to_owned(), DRIVE_ID.to_owned()),
+                library,
+            )])),
+            uploads: Mutex::new(Vec::new()),
+            sessions: Mutex::new(BTreeMap::new()),
+            lost_fragment_answers: Mutex::new(0),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
     /// A SharePoint-looking item id: `01` and 32 base-32 characters.
     fn item_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -536,17 +640,91 @@ fn graph_failure(status: u16, retry_after: Option<Duration>) -> Response {
     response
 }
 
-/// The parts of `/v1.0/sites/{site}/drives/{drive}/root:/{path}:/content`, decoded.
-fn content_path(path: &str) -> Option<(String, String, String)> {
+/// An item request's target and what it asks for: the last segment after the path, `content`
+/// or `createUploadSession`.
+fn item_request(path: &str) -> Option<(Target, &str)> {
     let rest = path.strip_prefix("/v1.0/sites/")?;
     let (site, rest) = rest.split_once("/drives/")?;
     let (drive, rest) = rest.split_once("/root:/")?;
-    let item = rest.strip_suffix(":/content")?;
-    Some((percent_decode(site)?, percent_decode(drive)?, percent_decode(item)?))
+    let (item, action) = rest.rsplit_once(":/")?;
+    let target = Target {
+        site_id: percent_decode(site)?,
+        drive_id: percent_decode(drive)?,
+        path: percent_decode(item)?,
+    };
+    Some((target, action))
 }
 
 /// Characters SharePoint does not allow in a file or folder name.
 const INVALID_NAME_CHARACTERS: &[char] = &['"', '*', ':', '<', '>', '?', '\\', '|'];
+
+/// Graph's 400 for a path with a name SharePoint refuses, if it has one.
+fn refused_name(path: &str) -> Option<Response> {
+    let invalid = path.split('/').any(|s| {
+        s.is_empty() || s.trim() != s || s.ends_with('.') || s.contains(INVALID_NAME_CHARACTERS)
+    });
+    invalid.then(|| {
+        graph_error(
+            StatusCode::BAD_REQUEST,
+            "invalidRequest",
+            "The provided name contains invalid characters.",
+        )
+    })
+}
+
+/// Graph's 401 when the token in `headers` is missing, unknown or expired.
+fn authentication_refused(state: &GraphState, headers: &HeaderMap) -> Option<Response> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty());
+    let Some(bearer) = bearer else { return Some(unauthenticated("Access token is empty.")) };
+    match lock(&state.tokens).get(bearer) {
+        None => Some(unauthenticated(
+            "IDX14100: JWT is not well formed, there are no dots (.).\nThe token needs to be in JWS or JWE Compact Serialization Format.",
+        )),
+        Some(expiry) if *expiry <= Instant::now() => {
+            Some(unauthenticated("Lifetime validation failed, the token is expired."))
+        }
+        Some(_) => None,
+    }
+}
+
+/// The body, or Graph's 413 when it is over `limit` bytes (or breaks off).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        graph_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalidRequest",
+            &format!("The request body is larger than the {limit} bytes this request takes."),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+}
+
+/// `fail`, `replace` or `rename` (`replace` when not given); `None` for another value.
+fn conflict_behavior(value: Option<&str>) -> Option<String> {
+    match value.unwrap_or("replace") {
+        known @ ("fail" | "replace" | "rename") => Some(known.to_owned()),
+        _ => None,
+    }
+}
+
+fn invalid_conflict_behavior() -> Response {
+    graph_error(
+        StatusCode::BAD_REQUEST,
+        "invalidRequest",
+        "Invalid value for @microsoft.graph.conflictBehavior.",
+    )
+}
 
 async fn graph_request(
     State(state): State<Arc<GraphState>>,
@@ -554,145 +732,351 @@ async fn graph_request(
     uri: Uri,
     query: Query<BTreeMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     if let Err(answer) = state.graph_faults.admit(graph_failure).await {
         return answer;
     }
     // Authentication comes before routing, as on Graph.
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| !t.is_empty());
-    let Some(bearer) = bearer else { return unauthenticated("Access token is empty.") };
-    match lock(&state.tokens).get(bearer) {
-        None => {
-            return unauthenticated(
-                "IDX14100: JWT is not well formed, there are no dots (.).\nThe token needs to be in JWS or JWE Compact Serialization Format.",
-            );
-        }
-        Some(expiry) if *expiry <= Instant::now() => {
-            return unauthenticated("Lifetime validation failed, the token is expired.");
-        }
-        Some(_) => {}
+    if let Some(refused) = authentication_refused(&state, &headers) {
+        return refused;
     }
-    let Some((site_id, drive_id, path)) = content_path(uri.path()) else {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "invalidRequest",
-            "Invalid request: this fake knows PUT …/root:/{path}:/content only",
-        );
-    };
-    if method != Method::PUT {
-        return graph_error(
+    let answer = match (item_request(uri.path()), method) {
+        (Some((target, "content")), Method::PUT) => {
+            simple_upload(&state, target, &query, &headers, body).await
+        }
+        (Some((target, "createUploadSession")), Method::POST) => {
+            create_session(&state, target, &headers, body).await
+        }
+        (Some(_), _) => Err(graph_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "invalidRequest",
             "The method is not allowed for this resource.",
-        );
-    }
-    let conflict = query.get("@microsoft.graph.conflictBehavior").cloned();
-    if conflict.as_deref().is_some_and(|c| !matches!(c, "fail" | "replace" | "rename")) {
-        return graph_error(
+        )),
+        (None, _) => Err(graph_error(
             StatusCode::BAD_REQUEST,
             "invalidRequest",
-            "Invalid value for @microsoft.graph.conflictBehavior.",
-        );
-    }
-    if body.len() > MAX_SIMPLE_UPLOAD {
-        return graph_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalidRequest",
-            "The request body is larger than a simple upload takes (4 MB); use an upload session.",
-        );
-    }
-    let segments: Vec<&str> = path.split('/').collect();
-    if segments.iter().any(|s| {
-        s.is_empty() || s.trim() != *s || s.ends_with('.') || s.contains(INVALID_NAME_CHARACTERS)
-    }) {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "invalidRequest",
-            "The provided name contains invalid characters.",
-        );
-    }
+            "Invalid request: this fake knows …/root:/{path}:/content and :/createUploadSession only",
+        )),
+    };
+    answer.unwrap_or_else(|error| error)
+}
 
-    let mut libraries = lock(&state.libraries);
-    let Some(library) = libraries.get_mut(&(site_id.clone(), drive_id.clone())) else {
+/// `PUT …:/content`: the body becomes the file.
+async fn simple_upload(
+    state: &GraphState,
+    target: Target,
+    query: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Response> {
+    let raw_conflict = query.get("@microsoft.graph.conflictBehavior").cloned();
+    let conflict =
+        conflict_behavior(raw_conflict.as_deref()).ok_or_else(invalid_conflict_behavior)?;
+    let bytes = read_body(headers, body, MAX_SIMPLE_UPLOAD).await?;
+    if let Some(refused) = refused_name(&target.path) {
+        return Err(refused);
+    }
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let stored = Stored { bytes: bytes.to_vec(), content_type, fragments: None };
+    Ok(state.store(&target, &conflict, raw_conflict, stored))
+}
+
+/// `POST …:/createUploadSession`: a session on the upload host for the file at `target`.
+async fn create_session(
+    state: &GraphState,
+    target: Target,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Response> {
+    let bytes = read_body(headers, body, 64 * 1024).await?;
+    let request: Value = if bytes.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&bytes).map_err(|_| {
+            graph_error(
+                StatusCode::BAD_REQUEST,
+                "invalidRequest",
+                "Invalid JSON in the request body.",
+            )
+        })?
+    };
+    let annotation = request["item"]["@microsoft.graph.conflictBehavior"].as_str();
+    let conflict = conflict_behavior(annotation).ok_or_else(invalid_conflict_behavior)?;
+    if let Some(refused) = refused_name(&target.path) {
+        return Err(refused);
+    }
+    {
+        let libraries = lock(&state.libraries);
+        let library = libraries.get(&target.library()).ok_or_else(no_library)?;
+        if conflict == "fail" && library.files.contains_key(&target.path.to_lowercase()) {
+            return Err(name_exists(&target.path));
+        }
+    }
+    let guid = uuid_like(state.next_id.fetch_add(1, Ordering::Relaxed));
+    let tempauth = format!("eyJ0eXAiOiJKV1Qi.tempauth.{}", guid.replace('-', ""));
+    let upload_url = format!(
+        "{}{UPLOAD_SESSION_PATH}?guid={guid}&overwrite={}&rename={}&tempauth={tempauth}",
+        state.upload_base,
+        conflict == "replace",
+        conflict == "rename",
+    );
+    let session =
+        Session { target, tempauth, conflict, received: Vec::new(), total: None, fragments: 0 };
+    lock(&state.sessions).insert(guid, session);
+    let answer = json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.uploadSession",
+        "expirationDateTime": session_expiry(),
+        "nextExpectedRanges": ["0-"],
+        "uploadUrl": upload_url,
+    });
+    Ok((StatusCode::OK, axum::Json(answer)).into_response())
+}
+
+/// When a session would expire (not enforced): 15 minutes from now, as SharePoint gives.
+fn session_expiry() -> String {
+    rfc3339(SystemTime::now() + Duration::from_secs(15 * 60))
+}
+
+fn no_library() -> Response {
+    graph_error(StatusCode::NOT_FOUND, "itemNotFound", "Requested site or drive could not be found")
+}
+
+fn name_exists(path: &str) -> Response {
+    let (_, name) = split_path(path);
+    graph_error(
+        StatusCode::CONFLICT,
+        "nameAlreadyExists",
+        &format!("The specified item name already exists. Name: {name}"),
+    )
+}
+
+/// What an accepted upload stores, beside where and how.
+struct Stored {
+    bytes: Vec<u8>,
+    content_type: Option<String>,
+    fragments: Option<u32>,
+}
+
+impl Target {
+    fn library(&self) -> (String, String) {
+        (self.site_id.clone(), self.drive_id.clone())
+    }
+}
+
+impl GraphState {
+    /// Stores an upload at `target` as `conflict` says and answers with its `driveItem`, or
+    /// Graph's error; `annotation` is the conflict behaviour as sent, for [`Upload`].
+    fn store(
+        &self,
+        target: &Target,
+        conflict: &str,
+        annotation: Option<String>,
+        stored: Stored,
+    ) -> Response {
+        let mut libraries = lock(&self.libraries);
+        let Some(library) = libraries.get_mut(&target.library()) else { return no_library() };
+        let now = SystemTime::now();
+        let path = &target.path;
+        let key = path.to_lowercase();
+        let exists = library.files.contains_key(&key);
+        let free_path = match (exists, conflict) {
+            (true, "fail") => return name_exists(path),
+            (true, "rename") => {
+                let (folder, name) = split_path(path);
+                let (stem, extension) = match name.rfind('.') {
+                    Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
+                    _ => (name, ""),
+                };
+                (1..)
+                    .map(|n| join_path(folder, &format!("{stem} {n}{extension}")))
+                    .find(|candidate| !library.files.contains_key(&candidate.to_lowercase()))
+                    .unwrap_or_else(|| path.clone())
+            }
+            _ => path.clone(),
+        };
+        let (status, item) = match library.files.get_mut(&free_path.to_lowercase()) {
+            Some(existing) => {
+                existing.bytes = stored.bytes;
+                existing.modified = now;
+                existing.version += 1;
+                (StatusCode::OK, existing.clone())
+            }
+            None => {
+                let item = Item {
+                    id: self.item_id(),
+                    path: free_path.clone(),
+                    bytes: stored.bytes,
+                    created: now,
+                    modified: now,
+                    version: 1,
+                };
+                library.files.insert(free_path.to_lowercase(), item.clone());
+                (StatusCode::CREATED, item)
+            }
+        };
+        let answer = drive_item(&item, &target.site_id, &target.drive_id, &library.web_url);
+        drop(libraries);
+        lock(&self.uploads).push(Upload {
+            site_id: target.site_id.clone(),
+            drive_id: target.drive_id.clone(),
+            path: path.clone(),
+            stored_as: item.path.clone(),
+            bytes: item.bytes.clone(),
+            content_type: stored.content_type,
+            conflict_behavior: annotation,
+            status: status.as_u16(),
+            item_id: item.id.clone(),
+            fragments: stored.fragments,
+        });
+        (status, axum::Json(answer)).into_response()
+    }
+}
+
+// ---- the upload host ----
+
+/// Requests to an upload session's `uploadUrl`: fragments (`PUT`) and its state (`GET`).
+async fn upload_host_request(
+    State(state): State<Arc<GraphState>>,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+    method: Method,
+    body: Body,
+) -> Response {
+    if let Err(answer) = state.upload_faults.admit(graph_failure).await {
+        return answer;
+    }
+    if headers.contains_key(header::AUTHORIZATION) {
+        return graph_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "The upload URL is pre-authenticated; a request to it must not carry an Authorization header.",
+        );
+    }
+    let guid = query.get("guid").cloned().unwrap_or_default();
+    let tempauth = query.get("tempauth").map(String::as_str);
+    let known = lock(&state.sessions).get(&guid).is_some_and(|s| Some(&*s.tempauth) == tempauth);
+    if !known {
         return graph_error(
             StatusCode::NOT_FOUND,
             "itemNotFound",
-            "Requested site or drive could not be found",
+            "The upload session was not found: it expired, was cancelled or is complete.",
         );
+    }
+    let answer = match method {
+        Method::GET => Ok(session_state(&state, &guid)),
+        Method::PUT => take_fragment(&state, &guid, &headers, body).await,
+        _ => Err(graph_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalidRequest",
+            "The method is not allowed for this resource.",
+        )),
     };
-    let now = SystemTime::now();
-    let key = path.to_lowercase();
-    let (status, item) = match (library.files.get_mut(&key), conflict.as_deref()) {
-        (Some(_), Some("fail")) => {
-            let name = segments.last().copied().unwrap_or_default();
-            return graph_error(
-                StatusCode::CONFLICT,
-                "nameAlreadyExists",
-                &format!("The specified item name already exists. Name: {name}"),
-            );
-        }
-        (Some(existing), None | Some("replace")) => {
-            existing.bytes = body.to_vec();
-            existing.modified = now;
-            existing.version += 1;
-            (StatusCode::OK, existing.clone())
-        }
-        (Some(_), Some(_)) => {
-            let (folder, name) = split_path(&path);
-            let (stem, extension) = match name.rfind('.') {
-                Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
-                _ => (name, ""),
-            };
-            let free = (1..)
-                .map(|n| join_path(folder, &format!("{stem} {n}{extension}")))
-                .find(|candidate| !library.files.contains_key(&candidate.to_lowercase()))
-                .unwrap_or_else(|| path.clone());
-            let item = Item {
-                id: state.item_id(),
-                path: free.clone(),
-                bytes: body.to_vec(),
-                created: now,
-                modified: now,
-                version: 1,
-            };
-            library.files.insert(free.to_lowercase(), item.clone());
-            (StatusCode::CREATED, item)
-        }
-        (None, _) => {
-            let item = Item {
-                id: state.item_id(),
-                path: path.clone(),
-                bytes: body.to_vec(),
-                created: now,
-                modified: now,
-                version: 1,
-            };
-            library.files.insert(key, item.clone());
-            (StatusCode::CREATED, item)
-        }
+    answer.unwrap_or_else(|error| error)
+}
+
+/// `GET {uploadUrl}`: what the session still expects.
+fn session_state(state: &GraphState, guid: &str) -> Response {
+    let sessions = lock(&state.sessions);
+    let Some(session) = sessions.get(guid) else { return no_session() };
+    let received = session.received.len();
+    let range = match session.total {
+        Some(total) => format!("{received}-{}", total.saturating_sub(1)),
+        None => format!("{received}-"),
     };
-    let answer = drive_item(&item, &site_id, &drive_id, &library.web_url);
-    drop(libraries);
-    lock(&state.uploads).push(Upload {
-        site_id,
-        drive_id,
-        path: path.clone(),
-        stored_as: item.path.clone(),
-        bytes: item.bytes.clone(),
-        content_type: headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        conflict_behavior: conflict,
-        status: status.as_u16(),
-        item_id: item.id.clone(),
-    });
-    (status, axum::Json(answer)).into_response()
+    let answer = json!({ "expirationDateTime": session_expiry(), "nextExpectedRanges": [range] });
+    (StatusCode::OK, axum::Json(answer)).into_response()
+}
+
+fn no_session() -> Response {
+    graph_error(StatusCode::NOT_FOUND, "itemNotFound", "The upload session was not found.")
+}
+
+fn bad_fragment(message: &str) -> Response {
+    graph_error(StatusCode::BAD_REQUEST, "invalidRequest", message)
+}
+
+/// `bytes {start}-{end}/{total}`, with `start <= end < total`.
+fn content_range(headers: &HeaderMap) -> Option<(usize, usize, usize)> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let [start, end, total] = [start, end, total].map(|n| n.trim().parse::<usize>().ok());
+    let (start, end, total) = (start?, end?, total?);
+    (start <= end && end < total).then_some((start, end, total))
+}
+
+/// `PUT {uploadUrl}`: one fragment; the last one stores the file.
+async fn take_fragment(
+    state: &GraphState,
+    guid: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Response> {
+    let Some((start, end, total)) = content_range(headers) else {
+        return Err(bad_fragment("The Content-Range header is missing or malformed."));
+    };
+    let length = end - start + 1;
+    if length >= MAX_FRAGMENT {
+        return Err(graph_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalidRequest",
+            "A fragment must be smaller than 60 MiB.",
+        ));
+    }
+    let bytes = read_body(headers, body, MAX_FRAGMENT).await?;
+    if bytes.len() != length {
+        return Err(bad_fragment(
+            "The Content-Range header length does not match the provided number of bytes.",
+        ));
+    }
+    let mut sessions = lock(&state.sessions);
+    let session = sessions.get_mut(guid).ok_or_else(no_session)?;
+    if session.total.is_some_and(|known| known != total) {
+        return Err(bad_fragment("The Content-Range total does not match the session's."));
+    }
+    if start != session.received.len() {
+        return Err(graph_error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "invalidRange",
+            &format!(
+                "The uploaded fragment does not start where the session is: expected {}.",
+                session.received.len()
+            ),
+        ));
+    }
+    if end + 1 < total && length % FRAGMENT_MULTIPLE != 0 {
+        return Err(bad_fragment("A fragment but the last must be a multiple of 320 KiB."));
+    }
+    session.total = Some(total);
+    session.received.extend_from_slice(&bytes);
+    session.fragments += 1;
+    let lost = {
+        let mut lost = lock(&state.lost_fragment_answers);
+        let now = *lost > 0;
+        *lost = lost.saturating_sub(1);
+        now
+    };
+    let answer = if session.received.len() < total {
+        let next = format!("{}-", session.received.len());
+        let body = json!({ "expirationDateTime": session_expiry(), "nextExpectedRanges": [next] });
+        Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+    } else {
+        let finished = sessions.remove(guid).ok_or_else(no_session)?;
+        drop(sessions);
+        let stored = Stored {
+            bytes: finished.received,
+            content_type: None,
+            fragments: Some(finished.fragments),
+        };
+        let annotation = Some(finished.conflict.clone());
+        Ok(state.store(&finished.target, &finished.conflict, annotation, stored))
+    };
+    if lost {
+        return Err(graph_failure(504, None));
+    }
+    answer
 }
 
 fn split_path(path: &str) -> (&str, &str) {
@@ -803,31 +1187,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_paths_decode() {
-        let (site, drive, item) =
-            content_path("/v1.0/sites/a.sharepoint.com,1,2/drives/b!x/root:/Approvals/%D0%A1%D0%B4%20x.md:/content")
-                .unwrap();
+    fn item_requests_decode() {
+        let (target, action) = item_request(
+            "/v1.0/sites/a.sharepoint.com,1,2/drives/b!x/root:/Approvals/%D0%A1%D0%B4%20x.md:/content",
+        )
+        .unwrap();
         assert_eq!(
-            (site.as_str(), drive.as_str(), item.as_str()),
-            ("a.sharepoint.com,1,2", "b!x", "Approvals/Сд x.md")
+            (target.site_id.as_str(), target.drive_id.as_str(), target.path.as_str(), action),
+            ("a.sharepoint.com,1,2", "b!x", "Approvals/Сд x.md", "content")
         );
+        let (_, action) =
+            item_request("/v1.0/sites/s/drives/d/root:/a.md:/createUploadSession").unwrap();
+        assert_eq!(action, "createUploadSession");
+    }
+
+    #[test]
+    fn content_ranges_parse() {
+        let range = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(value).unwrap());
+            content_range(&headers)
+        };
+        assert_eq!(range("bytes 0-25/128"), Some((0, 25, 128)));
+        assert_eq!(range("bytes 127-127/128"), Some((127, 127, 128)));
+        for bad in ["bytes 5-4/10", "bytes 0-10/10", "bytes 0-1/*", "0-1/2", "bytes -1/2"] {
+            assert_eq!(range(bad), None, "{bad}");
+        }
     }
 
     #[test]
     fn item_ids_look_like_sharepoints() {
         let state_ids: Vec<String> = (0..3)
             .map(|n| {
-                let a = GraphState {
-                    identity_faults: Arc::new(Faults::new()),
-                    graph_faults: Arc::new(Faults::new()),
-                    client_secret: Mutex::new(String::new()),
-                    token_lifetime: Mutex::new(DEFAULT_TOKEN_LIFETIME),
-                    tokens: Mutex::new(BTreeMap::new()),
-                    libraries: Mutex::new(BTreeMap::new()),
-                    uploads: Mutex::new(Vec::new()),
-                    next_id: AtomicU64::new(n),
-                };
-                a.item_id()
+                let state = GraphState::new(String::new());
+                state.next_id.store(n, Ordering::Relaxed);
+                state.item_id()
             })
             .collect();
         assert!(state_ids.iter().all(|id| id.len() == 34 && id.starts_with("01")));

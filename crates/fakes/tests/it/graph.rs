@@ -1,16 +1,18 @@
 //! The fake identity platform and Graph: client-credentials tokens, simple uploads with each
-//! conflict behaviour, their error shapes, token expiry and fault injection.
+//! conflict behaviour, upload sessions on their own host, their error shapes, token expiry and
+//! fault injection.
 
 use std::time::Duration;
 
 use fakes::faults::{Down, Failure};
 use fakes::graph::{
-    CLIENT_ID, DEFAULT_CLIENT_SECRET, DRIVE_ID, GRAPH_SCOPE, GraphApi, LIBRARY_WEB_URL, SITE_ID,
-    TENANT, TENANT_ID,
+    CLIENT_ID, DEFAULT_CLIENT_SECRET, DRIVE_ID, FRAGMENT_MULTIPLE, GRAPH_SCOPE, GraphApi,
+    LIBRARY_WEB_URL, MAX_SIMPLE_UPLOAD, SITE_ID, TENANT, TENANT_ID,
 };
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use serde_json::Value;
+use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{answer, assert_refused, client, json_body, percent_encode};
 
@@ -191,7 +193,7 @@ async fn unknown_and_expired_tokens_are_invalid_authentication_tokens() {
 }
 
 #[tokio::test]
-async fn unknown_libraries_and_big_bodies_are_refused() {
+async fn unknown_libraries_and_bodies_over_250_mib_are_refused() {
     let api = start().await;
     let token = access_token(&api).await;
     let request = client()
@@ -202,12 +204,174 @@ async fn unknown_libraries_and_big_bodies_are_refused() {
     let body = json_body(response, StatusCode::NOT_FOUND).await;
     assert_eq!(body["error"]["code"], "itemNotFound");
 
-    let big = vec![b'x'; 4 * 1024 * 1024 + 1];
-    assert_eq!(
-        upload(&api, &token, "big.txt", None, &big).await.status(),
-        StatusCode::PAYLOAD_TOO_LARGE
+    // The declared length is refused before a byte of the body is read.
+    let address = api.graph_url().replace("http://", "");
+    let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connects");
+    let head = format!(
+        "PUT /v1.0/sites/{SITE_ID}/drives/{DRIVE_ID}/root:/big.txt:/content HTTP/1.1\r\n\
+         Host: {address}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        MAX_SIMPLE_UPLOAD + 1
     );
+    stream.write_all(head.as_bytes()).await.expect("sent");
+    let mut answer = vec![0; 4096];
+    let read = stream.read(&mut answer).await.expect("answered");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("invalidRequest"), "{answer}");
     assert!(api.uploads().is_empty());
+}
+
+/// `POST …:/createUploadSession` for `path` with this request body; the answer.
+async fn create_session(api: &GraphApi, token: &str, path: &str, body: Value) -> reqwest::Response {
+    let url = format!(
+        "{}/v1.0/sites/{SITE_ID}/drives/{DRIVE_ID}/root:/{path}:/createUploadSession",
+        api.graph_url()
+    );
+    answer(client().post(url).bearer_auth(token).json(&body)).await
+}
+
+/// The `uploadUrl` of a new session for `path` with this conflict behaviour.
+async fn session(api: &GraphApi, token: &str, path: &str, conflict: &str) -> String {
+    let body = json!({ "item": { "@microsoft.graph.conflictBehavior": conflict } });
+    let session = json_body(create_session(api, token, path, body).await, StatusCode::OK).await;
+    session["uploadUrl"].as_str().expect("an upload URL").to_owned()
+}
+
+/// `PUT`s `bytes[start..end]` of `bytes` to the session, without a token.
+async fn fragment(url: &str, bytes: &[u8], start: usize, end: usize) -> reqwest::Response {
+    let range = format!("bytes {start}-{}/{}", end - 1, bytes.len());
+    let request = client().put(url).header(CONTENT_RANGE, range).body(bytes[start..end].to_vec());
+    answer(request).await
+}
+
+async fn next_expected(response: reqwest::Response, status: StatusCode) -> Value {
+    json_body(response, status).await["nextExpectedRanges"].clone()
+}
+
+#[tokio::test]
+async fn an_upload_session_takes_fragments_in_order_on_the_upload_host() {
+    let api = start().await;
+    let token = access_token(&api).await;
+    let body = json!({ "item": { "@microsoft.graph.conflictBehavior": "replace" } });
+    let created =
+        json_body(create_session(&api, &token, "Big/blob.bin", body).await, StatusCode::OK).await;
+    assert_eq!(created["nextExpectedRanges"], json!(["0-"]));
+    assert!(created["expirationDateTime"].as_str().is_some_and(|d| d.ends_with('Z')));
+    let url = created["uploadUrl"].as_str().expect("an upload URL");
+    assert!(
+        url.starts_with(&format!("{}/_api/v2.0/uploadSession?", api.upload_host_url())),
+        "{url}"
+    );
+    assert!(url.contains("tempauth="), "pre-authenticated: {url}");
+
+    let blob: Vec<u8> = (0..700_000u32).map(|n| (n % 251) as u8).collect();
+    let first = fragment(url, &blob, 0, FRAGMENT_MULTIPLE).await;
+    assert_eq!(next_expected(first, StatusCode::ACCEPTED).await, json!(["327680-"]));
+    let state = answer(client().get(url)).await;
+    assert_eq!(next_expected(state, StatusCode::OK).await, json!(["327680-699999"]));
+    let second = fragment(url, &blob, FRAGMENT_MULTIPLE, 2 * FRAGMENT_MULTIPLE).await;
+    assert_eq!(second.status(), StatusCode::ACCEPTED);
+    assert!(api.file("Big/blob.bin").is_none(), "nothing stored before the last byte");
+    let last = fragment(url, &blob, 2 * FRAGMENT_MULTIPLE, blob.len()).await;
+    let item = json_body(last, StatusCode::CREATED).await;
+    assert_eq!(item["name"], "blob.bin");
+    assert_eq!(item["size"], 700_000);
+    assert_eq!(api.file("Big/blob.bin").as_deref(), Some(&blob[..]));
+    let upload = &api.uploads()[0];
+    assert_eq!((upload.fragments, upload.conflict_behavior.as_deref()), (Some(3), Some("replace")));
+    assert_eq!(upload.content_type, None);
+    let finished = answer(client().get(url)).await;
+    assert_eq!(json_body(finished, StatusCode::NOT_FOUND).await["error"]["code"], "itemNotFound");
+    assert_eq!(api.upload_host_requests(), 5);
+}
+
+#[tokio::test]
+async fn fragments_out_of_place_misshapen_or_with_a_token_are_refused() {
+    let api = start().await;
+    let token = access_token(&api).await;
+    let url = session(&api, &token, "blob.bin", "replace").await;
+    let blob = vec![7u8; 2 * FRAGMENT_MULTIPLE];
+
+    let ahead = fragment(&url, &blob, FRAGMENT_MULTIPLE, blob.len()).await;
+    let refused = json_body(ahead, StatusCode::RANGE_NOT_SATISFIABLE).await;
+    assert_eq!(refused["error"]["code"], "invalidRange");
+    let odd = fragment(&url, &blob, 0, 1000).await;
+    assert_eq!(json_body(odd, StatusCode::BAD_REQUEST).await["error"]["code"], "invalidRequest");
+    let short = client()
+        .put(&url)
+        .header(CONTENT_RANGE, format!("bytes 0-{}/{}", FRAGMENT_MULTIPLE - 1, blob.len()))
+        .body(vec![7u8; 10]);
+    assert_eq!(answer(short).await.status(), StatusCode::BAD_REQUEST);
+    let no_range = client().put(&url).body(vec![7u8; 10]);
+    assert_eq!(answer(no_range).await.status(), StatusCode::BAD_REQUEST);
+    let with_token =
+        client().put(&url).bearer_auth(&token).header(CONTENT_RANGE, "bytes 0-0/1").body("x");
+    let refused = json_body(answer(with_token).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(refused["error"]["code"], "unauthenticated");
+    let forged = url.replace("tempauth=", "tempauth=x");
+    assert_eq!(answer(client().get(forged)).await.status(), StatusCode::NOT_FOUND);
+
+    let state = answer(client().get(&url)).await;
+    assert_eq!(next_expected(state, StatusCode::OK).await, json!(["0-"]), "nothing taken");
+    let first = fragment(&url, &blob, 0, FRAGMENT_MULTIPLE).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let again = fragment(&url, &blob, 0, FRAGMENT_MULTIPLE).await;
+    assert_eq!(again.status(), StatusCode::RANGE_NOT_SATISFIABLE, "a fragment taken twice");
+    let other_total = client()
+        .put(&url)
+        .header(CONTENT_RANGE, format!("bytes {FRAGMENT_MULTIPLE}-{FRAGMENT_MULTIPLE}/999999"))
+        .body("x");
+    assert_eq!(answer(other_total).await.status(), StatusCode::BAD_REQUEST);
+    assert!(api.uploads().is_empty());
+}
+
+#[tokio::test]
+async fn a_session_applies_its_conflict_behaviour_when_created_and_at_the_last_byte() {
+    let api = start().await;
+    let token = access_token(&api).await;
+    api.put_file("r/report.md", b"one");
+    let body = json!({ "item": { "@microsoft.graph.conflictBehavior": "fail" } });
+    let refused =
+        json_body(create_session(&api, &token, "r/report.md", body).await, StatusCode::CONFLICT)
+            .await;
+    assert_eq!(refused["error"]["code"], "nameAlreadyExists");
+
+    let url = session(&api, &token, "r/late.md", "fail").await;
+    api.put_file("r/late.md", b"someone else's");
+    let late = json_body(fragment(&url, b"mine", 0, 4).await, StatusCode::CONFLICT).await;
+    assert_eq!(late["error"]["message"], "The specified item name already exists. Name: late.md");
+    assert_eq!(api.file("r/late.md").as_deref(), Some(&b"someone else's"[..]));
+
+    let url = session(&api, &token, "r/report.md", "rename").await;
+    let renamed = json_body(fragment(&url, b"two", 0, 3).await, StatusCode::CREATED).await;
+    assert_eq!(renamed["name"], "report 1.md");
+
+    // Outside `item` the annotation is ignored: the file is replaced.
+    let top_level = json!({ "@microsoft.graph.conflictBehavior": "fail" });
+    let created =
+        json_body(create_session(&api, &token, "r/report.md", top_level).await, StatusCode::OK)
+            .await;
+    let url = created["uploadUrl"].as_str().expect("an upload URL");
+    assert_eq!(fragment(url, b"three", 0, 5).await.status(), StatusCode::OK);
+    assert_eq!(api.file("r/report.md").as_deref(), Some(&b"three"[..]));
+}
+
+#[tokio::test]
+async fn a_lost_fragment_answer_leaves_the_fragment_taken() {
+    let api = start().await;
+    let token = access_token(&api).await;
+    let url = session(&api, &token, "blob.bin", "replace").await;
+    let blob = vec![1u8; FRAGMENT_MULTIPLE + 10];
+    api.lose_next_fragment_answers(1);
+    let lost = fragment(&url, &blob, 0, FRAGMENT_MULTIPLE).await;
+    assert_eq!(
+        json_body(lost, StatusCode::GATEWAY_TIMEOUT).await["error"]["code"],
+        "serviceNotAvailable"
+    );
+    let state = answer(client().get(&url)).await;
+    assert_eq!(next_expected(state, StatusCode::OK).await, json!(["327680-327689"]));
+    let last = fragment(&url, &blob, FRAGMENT_MULTIPLE, blob.len()).await;
+    assert_eq!(last.status(), StatusCode::CREATED);
 }
 
 #[tokio::test]
