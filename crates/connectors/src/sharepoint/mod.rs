@@ -1,6 +1,7 @@
 //! The `sharepoint` connector: creates a document in a SharePoint document library through
 //! Microsoft Graph — an app token from the client-credentials flow, then a simple upload of
-//! content rendered from a template — and returns the item's id and web URL.
+//! content rendered from a template, or an upload session ([`session`]) for larger content —
+//! and returns the item's id and web URL.
 //!
 //! # Config
 //!
@@ -22,6 +23,9 @@
 //! Amount: {{properties.amount}} RUB, requested in {{document.id}}.
 //! """
 //! timeout = "30s"                        # per attempt; the host's attempt timeout applies too
+//! simple_upload_max_bytes = 4194304      # larger content goes through an upload session
+//! max_content_bytes = 262144000          # larger content is a fatal error
+//! chunk_bytes = 5242880                  # an upload session's fragments, multiples of 320 KiB
 //! document_id_property = "document_id"   # the return property that gets the item id
 //! document_url_property = "document_url" # … and its web URL
 //! # authority = "https://login.microsoftonline.com"   # defaults; other clouds or a fake
@@ -39,8 +43,15 @@
 //! the template's own `/` separate folders. Leading and trailing spaces and trailing dots of each
 //! name are dropped, as SharePoint would refuse them. `content` is a template whose values are
 //! escaped for `format` ([`Escape::Markdown`], [`Escape::Html`], [`Escape::CsvField`], as is for
-//! `text`), sent as `text/plain`, `text/markdown`, `text/html` or `text/csv` in UTF-8. A simple
-//! upload takes up to 4 MB; larger content is a fatal error.
+//! `text`), sent as `text/plain`, `text/markdown`, `text/html` or `text/csv` in UTF-8.
+//!
+//! # Sizes
+//!
+//! Graph's simple upload takes up to 250 MiB, but Microsoft recommends upload sessions above
+//! 4 MiB: content up to `simple_upload_max_bytes` (default 4 MiB) goes in one `PUT`, larger
+//! content through an upload session in fragments of `chunk_bytes`, resumed where the session
+//! says after a failed fragment ([`session`]). Content over `max_content_bytes` (default
+//! 250 MiB) is a fatal error before any request.
 //!
 //! # Conflicts, and running twice
 //!
@@ -64,7 +75,8 @@
 //! (the file is locked) are retryable, after `Retry-After` when given; the identity platform
 //! refusing the credentials (`invalid_client`, an unknown tenant or app), 403, 404 (site or
 //! drive), 409 `nameAlreadyExists` with `conflict = "fail"` and other 4xx are fatal, with the
-//! service's code and message in the reason. The client secret and tokens are never logged or
+//! service's code and message in the reason. An upload session whose URL answers 404 is
+//! retryable: the next attempt starts a new one. The client secret and tokens are never logged or
 //! put in reasons; `Debug` shows `<redacted>`.
 
 use std::collections::BTreeSet;
@@ -73,7 +85,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
@@ -85,8 +97,19 @@ use crate::http::{Answer, HttpError, WithClient, excerpt_of, required_properties
 use crate::secret::Secret;
 use crate::template::{Escape, RenderError, Template, is_property_id};
 
-/// The largest body of a simple upload.
-pub const MAX_SIMPLE_UPLOAD: usize = 4 * 1024 * 1024;
+mod session;
+
+/// The largest body of a simple upload Graph takes: 250 MiB.
+pub const MAX_SIMPLE_UPLOAD: usize = 250 * 1024 * 1024;
+
+/// `max_content_bytes` when not set: 250 MiB.
+pub const DEFAULT_MAX_CONTENT_BYTES: usize = 250 * 1024 * 1024;
+
+/// An upload session's fragments are multiples of this (320 KiB), but the last.
+pub const FRAGMENT_MULTIPLE: usize = 320 * 1024;
+
+/// A fragment must be smaller than this (60 MiB).
+pub const MAX_FRAGMENT: usize = 60 * 1024 * 1024;
 
 /// Answers (tokens, driveItems, errors) are small; anything bigger is not one.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -185,6 +208,18 @@ pub struct SharePointConfig {
     /// For the whole attempt (token and upload); the host's attempt timeout applies too.
     #[serde(default, deserialize_with = "crate::config::optional_duration")]
     pub timeout: Option<Duration>,
+    /// Content up to this many bytes goes in one `PUT`, larger content through an upload
+    /// session. Default 4 MiB, above which Microsoft recommends sessions; at most
+    /// [`MAX_SIMPLE_UPLOAD`].
+    #[serde(default = "default_simple_upload_max_bytes")]
+    pub simple_upload_max_bytes: usize,
+    /// Larger content is a fatal error. Default [`DEFAULT_MAX_CONTENT_BYTES`].
+    #[serde(default = "default_max_content_bytes")]
+    pub max_content_bytes: usize,
+    /// The size of an upload session's fragments: a multiple of [`FRAGMENT_MULTIPLE`], under
+    /// [`MAX_FRAGMENT`]. Default 5 MiB.
+    #[serde(default = "default_chunk_bytes")]
+    pub chunk_bytes: usize,
     /// The return property that gets the item id. Default `document_id`.
     #[serde(default = "default_id_property")]
     pub document_id_property: String,
@@ -203,6 +238,18 @@ fn default_graph_url() -> String {
 
 fn default_scope() -> String {
     "https://graph.microsoft.com/.default".to_owned()
+}
+
+fn default_simple_upload_max_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+fn default_max_content_bytes() -> usize {
+    DEFAULT_MAX_CONTENT_BYTES
+}
+
+fn default_chunk_bytes() -> usize {
+    16 * FRAGMENT_MULTIPLE
 }
 
 fn default_id_property() -> String {
@@ -227,11 +274,17 @@ pub enum SharePointError {
     /// A folder or file name rendered to nothing usable.
     #[error("{template} renders an empty name{}", if .path.is_empty() { String::new() } else { format!(" in `{}`", .path) })]
     EmptyName { template: &'static str, path: String },
-    /// The content is over a simple upload's limit.
-    #[error("the content is {size} bytes; a simple upload takes up to {MAX_SIMPLE_UPLOAD}")]
-    TooLarge { size: usize },
+    /// The content is over `max_content_bytes`.
+    #[error(
+        "the content is {size} bytes; max_content_bytes allows {max} (raise it, or make the content smaller)"
+    )]
+    TooLarge { size: usize, max: usize },
+    /// The upload session's URL answers 404: it expired, was cancelled, or finished while its
+    /// answer was lost. The next attempt starts a new session.
+    #[error("the upload session is gone (its URL answered 404); the next attempt starts a new one")]
+    SessionGone,
     /// The exchange failed below the service: timeout, connection, a status without its JSON
-    /// error. `service` is `token endpoint` or `Graph`.
+    /// error. `service` is `token endpoint`, `Graph` or `upload session`.
     #[error("{service}: {source}")]
     Http {
         service: &'static str,
@@ -283,7 +336,15 @@ impl SharePointError {
             }
             other => other,
         };
-        let retry = match &error {
+        let retry = error.retry();
+        let reason = format!("SharePoint: {error}");
+        crate::http::error::decided(reason, retry).with_source(error)
+    }
+
+    /// `None` when fatal, `Some(retry_after)` when another try may succeed.
+    fn retry(&self) -> Option<Option<Duration>> {
+        match self {
+            SharePointError::Http { source, .. } => StatusPolicy::default().retry_delay(source),
             SharePointError::Token { status, retry_after, .. }
                 if *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() =>
             {
@@ -296,10 +357,9 @@ impl SharePointError {
             {
                 Some(*retry_after)
             }
+            SharePointError::SessionGone => Some(None),
             _ => None,
-        };
-        let reason = format!("SharePoint: {error}");
-        crate::http::error::decided(reason, retry).with_source(error)
+        }
     }
 }
 
@@ -324,6 +384,9 @@ pub struct SharePointConnector {
     format: Format,
     conflict: Conflict,
     timeout: Option<Duration>,
+    simple_upload_max_bytes: usize,
+    max_content_bytes: usize,
+    chunk_bytes: usize,
     document_id_property: String,
     document_url_property: String,
     /// Held while a token is fetched, so concurrent calls wait for one fetch.
@@ -386,6 +449,7 @@ impl WithClient for SharePointConnector {
         check_literal_names("file_name", &file_name, false)?;
         let content = Template::parse(&config.content).map_err(|e| template_error("content", e))?;
         crate::http::check_timeout(config.timeout)?;
+        check_sizes(&config)?;
         for (key, id) in [
             ("document_id_property", &config.document_id_property),
             ("document_url_property", &config.document_url_property),
@@ -413,6 +477,9 @@ impl WithClient for SharePointConnector {
             format: config.format,
             conflict: config.conflict,
             timeout: config.timeout,
+            simple_upload_max_bytes: config.simple_upload_max_bytes,
+            max_content_bytes: config.max_content_bytes,
+            chunk_bytes: config.chunk_bytes,
             document_id_property: config.document_id_property,
             document_url_property: config.document_url_property,
             token: Mutex::new(None),
@@ -532,65 +599,67 @@ impl SharePointConnector {
         })
     }
 
-    /// PUTs the content; `Ok(None)` on a 401 `InvalidAuthenticationToken`.
-    async fn upload(
+    /// Sends `call` with `token`; `Ok(None)` on a 401 `InvalidAuthenticationToken`.
+    async fn send(
         &self,
-        url: &Url,
+        call: GraphCall<'_>,
+        names: &[String],
         token: &Secret,
-        content: &str,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Option<(StatusCode, Value)>, SharePointError> {
         const SERVICE: &str = "Graph";
-        let request = self
-            .client
-            .put(url.clone())
+        let request = match call {
+            GraphCall::Put(content) => self
+                .client
+                .put(self.item_url(names, "content"))
+                .header(CONTENT_TYPE, self.format.content_type())
+                .body(content.to_vec()),
+            GraphCall::CreateSession => {
+                let item = json!({ "@microsoft.graph.conflictBehavior": self.conflict.as_str() });
+                self.client
+                    .post(self.item_url(names, "createUploadSession"))
+                    .json(&json!({ "item": item }))
+            }
+        };
+        let request = request
             .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
-            .header(CONTENT_TYPE, self.format.content_type())
-            .body(content.to_owned())
             .timeout(remaining(deadline));
         let answer = Answer::fetch(request, SERVICE, MAX_ANSWER_BYTES, timeout)
             .await
             .map_err(|e| http_error(SERVICE, e))?;
-        let status = answer.status;
-        if !status.is_success() {
-            let Ok(GraphErrorAnswer { error }) = serde_json::from_slice(&answer.bytes) else {
-                return Err(http_error(SERVICE, answer.status_error(excerpt_of(&answer.bytes))));
-            };
-            if status == StatusCode::UNAUTHORIZED && error.code == "InvalidAuthenticationToken" {
+        if !answer.status.is_success() {
+            let error = answer_error(SERVICE, &answer, Some(token));
+            if let SharePointError::Graph { status: StatusCode::UNAUTHORIZED, code, .. } = &error
+                && code == "InvalidAuthenticationToken"
+            {
                 return Ok(None);
             }
-            return Err(SharePointError::Graph {
-                status,
-                code: error.code,
-                message: token.scrub(&error.message).into_owned(),
-                retry_after: answer.retry_after,
-            });
+            return Err(error);
         }
-        let item =
-            serde_json::from_slice(&answer.bytes).map_err(|e| SharePointError::Malformed {
-                service: SERVICE,
-                problem: format!("not a driveItem: {e}"),
-            })?;
-        Ok(Some((status, item)))
+        let what = match call {
+            GraphCall::Put(_) => "a driveItem",
+            GraphCall::CreateSession => "an upload session",
+        };
+        Ok(Some((answer.status, json_answer(SERVICE, what, &answer.bytes)?)))
     }
 
-    /// Uploads with the cached token; on a 401 `InvalidAuthenticationToken`, once more with a
-    /// new one.
-    async fn upload_with_token(
+    /// Sends `call` with the cached token; on a 401 `InvalidAuthenticationToken`, once more with
+    /// a new one.
+    async fn with_token(
         &self,
-        url: &Url,
-        content: &str,
+        call: GraphCall<'_>,
+        names: &[String],
         deadline: Instant,
         timeout: Duration,
     ) -> Result<(StatusCode, Value), SharePointError> {
         let token = self.token(None, deadline, timeout).await?;
-        if let Some(answer) = self.upload(url, &token, content, deadline, timeout).await? {
+        if let Some(answer) = self.send(call, names, &token, deadline, timeout).await? {
             return Ok(answer);
         }
         tracing::debug!("Graph refused the token; fetching a new one, once");
         let fresh = self.token(Some(&token), deadline, timeout).await?;
-        match self.upload(url, &fresh, content, deadline, timeout).await? {
+        match self.send(call, names, &fresh, deadline, timeout).await? {
             Some(answer) => Ok(answer),
             None => Err(SharePointError::Graph {
                 status: StatusCode::UNAUTHORIZED,
@@ -601,7 +670,8 @@ impl SharePointConnector {
         }
     }
 
-    /// One attempt: takes a token, makes the folders and uploads the file.
+    /// One attempt: takes a token, makes the folders and uploads the file, in one `PUT` or
+    /// through an upload session.
     async fn attempt(
         &self,
         request: &ConnectorRequest,
@@ -614,21 +684,27 @@ impl SharePointConnector {
             .content
             .render(request, self.format.escape())
             .map_err(|source| SharePointError::Render { template: "content", source })?;
-        if content.len() > MAX_SIMPLE_UPLOAD {
-            return Err(SharePointError::TooLarge { size: content.len() });
+        if content.len() > self.max_content_bytes {
+            return Err(SharePointError::TooLarge {
+                size: content.len(),
+                max: self.max_content_bytes,
+            });
         }
-        let url = self.content_url(&names);
-        let (status, item) = self
-            .upload_with_token(&url, &content, deadline, timeout)
-            .await
-            .map_err(|error| match error {
-                SharePointError::Graph { status: StatusCode::CONFLICT, code, .. }
-                    if code == "nameAlreadyExists" =>
-                {
-                    SharePointError::Exists { path: path.clone() }
-                }
-                other => other,
-            })?;
+        let content = content.as_bytes();
+        let uploaded = if content.len() > self.simple_upload_max_bytes {
+            self.session_upload(&names, content, deadline, timeout).await
+        } else {
+            let put = self.with_token(GraphCall::Put(content), &names, deadline, timeout).await;
+            put.map(|(status, item)| (status, item, String::new()))
+        };
+        let (status, item, how) = uploaded.map_err(|error| match error {
+            SharePointError::Graph { status: StatusCode::CONFLICT, code, .. }
+                if code == "nameAlreadyExists" =>
+            {
+                SharePointError::Exists { path: path.clone() }
+            }
+            other => other,
+        })?;
         let field = |name: &str| {
             item.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
                 SharePointError::Malformed {
@@ -650,26 +726,38 @@ impl SharePointConnector {
             .with(self.document_id_property.clone(), id)
             .with(self.document_url_property.clone(), web_url.clone())
             .with_log(format!(
-                "SharePoint: {done} `{path}`{renamed} ({} bytes): {web_url}",
+                "SharePoint: {done} `{path}`{renamed} ({} bytes{how}): {web_url}",
                 content.len()
             )))
     }
 
-    /// `…/drives/{drive}/root:/{folder…}/{name}:/content?@microsoft.graph.conflictBehavior=…`
-    fn content_url(&self, names: &[String]) -> Url {
+    /// `…/drives/{drive}/root:/{folder…}/{name}:/{action}`; the simple upload (`content`)
+    /// carries `?@microsoft.graph.conflictBehavior=…`.
+    fn item_url(&self, names: &[String], action: &str) -> Url {
         let mut url = self.drive_url.clone();
         let last = names.len().saturating_sub(1);
         let mut segments: Vec<String> = vec!["root:".to_owned()];
         for (index, name) in names.iter().enumerate() {
             segments.push(if index == last { format!("{name}:") } else { name.clone() });
         }
-        segments.push("content".to_owned());
+        segments.push(action.to_owned());
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         push_segments(&mut url, &segments);
-        url.query_pairs_mut()
-            .append_pair("@microsoft.graph.conflictBehavior", self.conflict.as_str());
+        if action == "content" {
+            url.query_pairs_mut()
+                .append_pair("@microsoft.graph.conflictBehavior", self.conflict.as_str());
+        }
         url
     }
+}
+
+/// A request to Graph that carries the token.
+#[derive(Clone, Copy)]
+enum GraphCall<'a> {
+    /// A simple upload: `PUT …:/content` with the content.
+    Put(&'a [u8]),
+    /// `POST …:/createUploadSession`.
+    CreateSession,
 }
 
 impl SharePointConnector {
@@ -742,6 +830,30 @@ fn http_error(service: &'static str, source: HttpError) -> SharePointError {
     SharePointError::Http { service, source }
 }
 
+/// A non-2xx answer as Graph's error, its message with `token` scrubbed; as a status error when
+/// the body is not in Graph's shape.
+fn answer_error(service: &'static str, answer: &Answer, token: Option<&Secret>) -> SharePointError {
+    let Ok(GraphErrorAnswer { error }) = serde_json::from_slice(&answer.bytes) else {
+        return http_error(service, answer.status_error(excerpt_of(&answer.bytes)));
+    };
+    let message = match token {
+        Some(token) => token.scrub(&error.message).into_owned(),
+        None => error.message,
+    };
+    SharePointError::Graph {
+        status: answer.status,
+        code: error.code,
+        message,
+        retry_after: answer.retry_after,
+    }
+}
+
+/// A 2xx answer's JSON body, which should be `what`.
+fn json_answer(service: &'static str, what: &str, bytes: &[u8]) -> Result<Value, SharePointError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| SharePointError::Malformed { service, problem: format!("not {what}: {e}") })
+}
+
 fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
 }
@@ -768,6 +880,29 @@ fn push_segments(url: &mut Url, segments: &[&str]) {
     if let Ok(mut path) = url.path_segments_mut() {
         path.pop_if_empty().extend(segments);
     }
+}
+
+/// `simple_upload_max_bytes`, `max_content_bytes` and `chunk_bytes` within what Graph takes.
+fn check_sizes(config: &SharePointConfig) -> Result<(), ConfigError> {
+    if config.simple_upload_max_bytes > MAX_SIMPLE_UPLOAD {
+        return Err(ConfigError::new(
+            "simple_upload_max_bytes",
+            format!("Graph's simple upload takes at most {MAX_SIMPLE_UPLOAD} bytes (250 MiB)"),
+        ));
+    }
+    if config.max_content_bytes == 0 {
+        return Err(ConfigError::new("max_content_bytes", "must be at least 1"));
+    }
+    let chunk = config.chunk_bytes;
+    if chunk == 0 || !chunk.is_multiple_of(FRAGMENT_MULTIPLE) || chunk >= MAX_FRAGMENT {
+        return Err(ConfigError::new(
+            "chunk_bytes",
+            format!(
+                "must be a multiple of {FRAGMENT_MULTIPLE} (320 KiB) under {MAX_FRAGMENT} (60 MiB), as Graph's upload sessions require"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The template's own text may not hold characters SharePoint refuses in names (`/` separates

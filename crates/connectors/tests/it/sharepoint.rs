@@ -364,14 +364,111 @@ async fn a_wrong_library_and_denied_access_are_fatal() {
     assert_reason_contains(&error, "Sites.ReadWrite.All");
 }
 
+/// Settings whose content is the property `blob` as is, with `changes` on top.
+fn blob_settings(graph: &GraphApi, changes: Value) -> Value {
+    let blob =
+        json!({ "format": "text", "file_name": "blob.txt", "content": "{{properties.blob}}" });
+    with_settings(&with_settings(&settings(graph), blob), changes)
+}
+
+/// `len` bytes of text that differ along the way, so a fragment in the wrong place shows.
+fn blob(len: usize) -> String {
+    (0..len).map(|n| char::from(b'a' + (n % 26) as u8)).collect()
+}
+
+const BLOB_PATH: &str = "Approvals/DEAL_7/blob.txt";
+
 #[tokio::test]
-async fn content_over_four_megabytes_is_fatal_before_any_request() {
+async fn content_over_four_mebibytes_goes_through_an_upload_session_without_the_token() {
     let graph = start().await;
-    let blob = json!({ "format": "text", "content": "{{properties.blob}}" });
-    let settings = with_settings(&settings(&graph), blob);
-    let request = call().with_property("blob", "x".repeat(4 * 1024 * 1024 + 1));
-    let error = fatal_error(&connector(&settings), &request).await;
-    assert_reason_contains(&error, "a simple upload takes up to 4194304");
+    let connector = connector(&blob_settings(&graph, json!({ "chunk_bytes": 2 * 327_680 })));
+    let at_the_limit = blob(4 * 1024 * 1024);
+    connector.run(&call().with_property("blob", at_the_limit.as_str())).await.expect("stored");
+    assert_eq!(graph.uploads()[0].fragments, None, "4 MiB goes in one request");
+
+    let over = blob(4 * 1024 * 1024 + 1);
+    let outputs =
+        connector.run(&call().with_property("blob", over.as_str())).await.expect("stored");
+    let upload = &graph.uploads()[1];
+    assert_eq!(upload.fragments, Some(7), "4 MiB + 1 in fragments of 640 KiB");
+    assert_eq!(graph.file(BLOB_PATH).as_deref(), Some(over.as_bytes()));
+    assert_eq!(outputs.values["document_id"], upload.item_id.as_str());
+    assert!(
+        outputs.log.as_deref().is_some_and(|l| l.starts_with(
+            "SharePoint: replaced `Approvals/DEAL_7/blob.txt` (4194305 bytes, through an upload session in 7 fragments): https://"
+        )),
+        "{:?}",
+        outputs.log
+    );
+    // The simple upload, then createUploadSession; the fragments went to the upload host, which
+    // refuses any request that carries the bearer token.
+    assert_eq!((graph.graph_requests(), graph.upload_host_requests()), (2, 7));
+    assert_eq!(graph.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_fragment_goes_on_where_the_session_says() {
+    let graph = start().await;
+    let settings = json!({ "simple_upload_max_bytes": 0, "chunk_bytes": 327_680 });
+    let connector = connector(&blob_settings(&graph, settings));
+    let content = blob(700_000);
+    let request = call().with_property("blob", content.as_str());
+
+    // The second fragment is refused before it is taken: asked, the session says to send it again.
+    graph
+        .update_upload_host(|b| {
+            b.fail_next.extend([Failure::Slow(Duration::ZERO), Failure::Status(503)])
+        })
+        .await;
+    connector.run(&request).await.expect("stored");
+    assert_eq!(graph.file(BLOB_PATH).as_deref(), Some(content.as_bytes()));
+    assert_eq!(graph.uploads()[0].fragments, Some(3));
+    assert_eq!(graph.upload_host_requests(), 5, "3 fragments, 1 refused, 1 question");
+
+    // The first fragment is taken but its answer lost: asked, the session says to go on after it,
+    // so nothing is sent twice (sent again, it would be answered 416).
+    graph.lose_next_fragment_answers(1);
+    connector.run(&request).await.expect("stored");
+    assert_eq!(graph.uploads()[1].fragments, Some(3));
+    assert_eq!(graph.upload_host_requests(), 5 + 4, "3 fragments and 1 question");
+}
+
+#[tokio::test]
+async fn a_session_that_keeps_failing_or_is_gone_leaves_it_to_the_next_attempt() {
+    let graph = start().await;
+    let settings = json!({ "simple_upload_max_bytes": 0, "chunk_bytes": 327_680 });
+    let connector = connector(&blob_settings(&graph, settings));
+    let request = call().with_property("blob", blob(1000));
+    let answered = Failure::Slow(Duration::ZERO);
+    graph
+        .update_upload_host(|b| {
+            b.fail_next.extend([Failure::Status(503), answered, Failure::Status(503), answered]);
+            b.fail_next.extend([Failure::Status(503), answered, Failure::Status(503)]);
+        })
+        .await;
+    let error = retryable_error(&connector, &request).await;
+    assert!(error.reason().starts_with("SharePoint: Graph answered 503"), "{error}");
+    assert_eq!(graph.upload_host_requests(), 7, "the fragment 4 times, 3 questions in between");
+
+    graph.update_upload_host(|b| b.fail_next.push_back(Failure::Status(404))).await;
+    let error = retryable_error(&connector, &request).await;
+    assert_eq!(
+        error.reason(),
+        "SharePoint: the upload session is gone (its URL answered 404); the next attempt starts a new one"
+    );
+    connector.run(&request).await.expect("a new session");
+    assert!(graph.uploads().iter().all(|u| u.fragments == Some(1)));
+}
+
+#[tokio::test]
+async fn content_over_max_content_bytes_is_fatal_before_any_request() {
+    let graph = start().await;
+    let settings = blob_settings(&graph, json!({ "max_content_bytes": 1000 }));
+    let error = fatal_error(&connector(&settings), &call().with_property("blob", blob(1001))).await;
+    assert_eq!(
+        error.reason(),
+        "SharePoint: the content is 1001 bytes; max_content_bytes allows 1000 (raise it, or make the content smaller)"
+    );
     assert_eq!(graph.token_requests() + graph.graph_requests(), 0);
 }
 
@@ -421,6 +518,18 @@ fn config_errors_name_the_key() {
     );
     assert!(with("format", json!("pdf")).starts_with("connector.format: unknown variant"));
     assert!(with("authority", json!("not a url")).starts_with("connector.authority:"));
+    assert!(
+        with("simple_upload_max_bytes", json!(250 * 1024 * 1024 + 1))
+            .starts_with("connector.simple_upload_max_bytes: Graph's simple upload takes at most")
+    );
+    assert!(with("max_content_bytes", json!(0)).starts_with("connector.max_content_bytes:"));
+    for chunk in [0, 327_681, 192 * 327_680] {
+        assert!(
+            with("chunk_bytes", json!(chunk))
+                .starts_with("connector.chunk_bytes: must be a multiple of 327680"),
+            "{chunk}"
+        );
+    }
     assert!(
         with("document_url_property", json!("document_id"))
             .starts_with("connector.document_url_property: same")
