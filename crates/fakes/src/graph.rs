@@ -28,16 +28,21 @@
 //!
 //! `PUT /v1.0/sites/{site-id}/drives/{drive-id}/root:/{folder}/{file-name}:/content` with the
 //! bytes as the body (up to [`MAX_SIMPLE_UPLOAD`], 250 MiB, as Graph's documentation says) and
-//! `Authorization: Bearer <token>`; `?@microsoft.graph.conflictBehavior=fail|replace|rename`
-//! (default `replace`). Missing folders are created; names compare case-insensitively, as in
-//! SharePoint.
+//! `Authorization: Bearer <token>`. Missing folders are created; names compare
+//! case-insensitively, as in SharePoint.
+//!
+//! A simple upload always replaces an existing file: `?@microsoft.graph.conflictBehavior=` is
+//! checked (`fail|replace|rename`) but not honoured, as a Microsoft maintainer says of this API
+//! (msgraph-sdk-php#186: "always replaces … use upload session to change that behavior") and as
+//! some deployments do. Only `If-None-Match: *` keeps an existing file: the answer is then 412
+//! (with `resourceModified`, the code Graph's error list gives to a failed precondition), as a
+//! OneDrive engineer describes it (onedrive-api-docs#607).
 //!
 //! | case | status | body |
 //! |---|---|---|
 //! | created | 201 | a `driveItem`: `id`, `name`, `webUrl`, `size`, `createdDateTime`, `file.mimeType`, `parentReference`, … |
-//! | replaced | 200 | the same item (same `id`), new content |
-//! | renamed | 201 | a new item named `report 1.md` |
-//! | exists, `fail` | 409 | `{"error":{"code":"nameAlreadyExists","message":"The specified item name already exists. Name: report.md",…}}` |
+//! | replaced, whatever the conflict behaviour | 200 | the same item (same `id`), new content |
+//! | exists, `If-None-Match: *` | 412 | `{"error":{"code":"resourceModified","message":"…"}}` |
 //! | no, unknown or expired token | 401, `WWW-Authenticate` | `{"error":{"code":"InvalidAuthenticationToken","message":"…"}}` |
 //! | unknown site or drive | 404 | `itemNotFound` |
 //! | over 250 MiB | 413 | `invalidRequest` |
@@ -50,8 +55,9 @@
 //! JSON body `{"item": {"@microsoft.graph.conflictBehavior": "fail|replace|rename"}}` (default
 //! `replace`, as observed on SharePoint, whatever the documentation says; the annotation outside
 //! `item` is ignored, as Graph ignores it) answers 200 with
-//! `{"uploadUrl", "expirationDateTime", "nextExpectedRanges": ["0-"]}`, or 409
-//! `nameAlreadyExists` at once when the file exists and the behaviour is `fail`. The `uploadUrl`
+//! `{"uploadUrl", "expirationDateTime", "nextExpectedRanges": ["0-"]}`; when the file exists,
+//! 412 `resourceModified` if the request has `If-None-Match: *`, else 409 `nameAlreadyExists`
+//! if the behaviour is `fail`. A session honours `fail` and `rename`. The `uploadUrl`
 //! is on the upload host and pre-authenticated (a `tempauth` in its query): it takes requests
 //! *without* `Authorization` — one that carries it is answered 401, as Graph's documentation
 //! warns — and the session is its only state:
@@ -133,6 +139,9 @@ pub struct Upload {
     pub content_type: Option<String>,
     /// `@microsoft.graph.conflictBehavior` as sent, if any.
     pub conflict_behavior: Option<String>,
+    /// The `If-None-Match` header of the request that stored it, if any (a session's fragments
+    /// carry none).
+    pub if_none_match: Option<String>,
     /// 201 (created) or 200 (replaced).
     pub status: u16,
     /// The `driveItem` id answered.
@@ -771,16 +780,23 @@ async fn simple_upload(
     body: Body,
 ) -> Result<Response, Response> {
     let raw_conflict = query.get("@microsoft.graph.conflictBehavior").cloned();
-    let conflict =
-        conflict_behavior(raw_conflict.as_deref()).ok_or_else(invalid_conflict_behavior)?;
+    if conflict_behavior(raw_conflict.as_deref()).is_none() {
+        return Err(invalid_conflict_behavior());
+    }
     let bytes = read_body(headers, body, MAX_SIMPLE_UPLOAD).await?;
     if let Some(refused) = refused_name(&target.path) {
         return Err(refused);
     }
-    let content_type =
-        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let stored = Stored { bytes: bytes.to_vec(), content_type, fragments: None };
-    Ok(state.store(&target, &conflict, raw_conflict, stored))
+    let header_text =
+        |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
+    let stored = Stored {
+        bytes: bytes.to_vec(),
+        content_type: header_text(header::CONTENT_TYPE),
+        if_none_match: header_text(header::IF_NONE_MATCH),
+        fragments: None,
+    };
+    // A simple upload replaces, whatever the conflict behaviour says (see the module docs).
+    Ok(state.store(&target, "replace", raw_conflict, stored))
 }
 
 /// `POST …:/createUploadSession`: a session on the upload host for the file at `target`.
@@ -810,8 +826,13 @@ async fn create_session(
     {
         let libraries = lock(&state.libraries);
         let library = libraries.get(&target.library()).ok_or_else(no_library)?;
-        if conflict == "fail" && library.files.contains_key(&target.path.to_lowercase()) {
-            return Err(name_exists(&target.path));
+        if library.files.contains_key(&target.path.to_lowercase()) {
+            if if_none_match_any(headers) {
+                return Err(precondition_failed());
+            }
+            if conflict == "fail" {
+                return Err(name_exists(&target.path));
+            }
         }
     }
     let guid = uuid_like(state.next_id.fetch_add(1, Ordering::Relaxed));
@@ -843,6 +864,19 @@ fn no_library() -> Response {
     graph_error(StatusCode::NOT_FOUND, "itemNotFound", "Requested site or drive could not be found")
 }
 
+/// `If-None-Match: *`: the request is only for an item that does not exist.
+fn if_none_match_any(headers: &HeaderMap) -> bool {
+    headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == b"*")
+}
+
+fn precondition_failed() -> Response {
+    graph_error(
+        StatusCode::PRECONDITION_FAILED,
+        "resourceModified",
+        "The item already exists: If-None-Match: * does not hold.",
+    )
+}
+
 fn name_exists(path: &str) -> Response {
     let (_, name) = split_path(path);
     graph_error(
@@ -856,6 +890,8 @@ fn name_exists(path: &str) -> Response {
 struct Stored {
     bytes: Vec<u8>,
     content_type: Option<String>,
+    /// `*` keeps an existing file (412).
+    if_none_match: Option<String>,
     fragments: Option<u32>,
 }
 
@@ -881,6 +917,9 @@ impl GraphState {
         let path = &target.path;
         let key = path.to_lowercase();
         let exists = library.files.contains_key(&key);
+        if exists && stored.if_none_match.as_deref() == Some("*") {
+            return precondition_failed();
+        }
         let free_path = match (exists, conflict) {
             (true, "fail") => return name_exists(path),
             (true, "rename") => {
@@ -926,6 +965,7 @@ impl GraphState {
             bytes: item.bytes.clone(),
             content_type: stored.content_type,
             conflict_behavior: annotation,
+            if_none_match: stored.if_none_match,
             status: status.as_u16(),
             item_id: item.id.clone(),
             fragments: stored.fragments,
@@ -1068,6 +1108,7 @@ async fn take_fragment(
         let stored = Stored {
             bytes: finished.received,
             content_type: None,
+            if_none_match: None,
             fragments: Some(finished.fragments),
         };
         let annotation = Some(finished.conflict.clone());

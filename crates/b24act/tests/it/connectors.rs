@@ -706,6 +706,25 @@ mod sharepoint {
         assert!(state.log.iter().all(|l| !l.contains(secret)), "{:?}", state.log);
     }
 
+    /// The example's `[actions.connector]` table with `keys` (TOML lines) added at its end.
+    fn connector_with(graph: &GraphApi, keys: &str) -> String {
+        format!("{}{keys}\n", sharepoint_connector(graph))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_existing_file_with_conflict_fail_is_kept_and_the_workflow_falls_back_at_once() {
+        let graph = GraphApi::start().await.unwrap();
+        let connector = connector_with(&graph, "conflict = \"fail\"");
+        let harness = Harness::example(&SHAREPOINT, &connector).await;
+        graph.put_file(PATH, b"someone else's");
+        let (state, job) = harness.run("DEAL_7", request(), ResultKind::Fallback).await;
+        assert_no_retries(&state, &job);
+        let reason = format!("`{PATH}` already exists in the library and conflict = \"fail\"");
+        assert!(fallback_line(&state).contains(&reason), "{:?}", state.log);
+        assert!(state.return_values["error"].as_str().is_some_and(|e| e.contains(&reason)));
+        assert_eq!(graph.file(PATH).as_deref(), Some(&b"someone else's"[..]));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_expired_token_is_fetched_again_and_the_upload_succeeds() {
         let (harness, graph) = start().await;

@@ -56,10 +56,19 @@
 //! # Conflicts, and running twice
 //!
 //! `replace` (Graph's default) overwrites a file of the same name and keeps its id; `rename`
-//! stores the new one as `name 1.md`; `fail` makes an existing file a fatal error. Jobs run at
-//! least once: after a crash between Graph's answer and the host's record the upload runs
-//! again, which `replace` makes harmless, `rename` turns into a second file, and `fail` into a
-//! failed job.
+//! stores the new one as `name 1.md`; `fail` makes an existing file a fatal error.
+//!
+//! A simple upload (`PUT …:/content`) replaces an existing file on some Graph deployments
+//! whatever `@microsoft.graph.conflictBehavior` says (a Microsoft maintainer in
+//! msgraph-sdk-php#186: it "always replaces"). So `fail` also sends `If-None-Match: *`, which
+//! Graph answers 412 when the file exists (taken as "exists", like 409 `nameAlreadyExists`), and
+//! `rename` always goes through an upload session, which honours the behaviour in its `item`;
+//! an empty file cannot (a session takes no empty content), so `rename` with empty content is a
+//! fatal error. A session checks `fail` when it is created and again at its last byte.
+//!
+//! Jobs run at least once: after a crash between Graph's answer and the host's record the upload
+//! runs again, which `replace` makes harmless, `rename` turns into a second file, and `fail`
+//! into a failed job.
 //!
 //! # Tokens
 //!
@@ -83,7 +92,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, IF_NONE_MATCH};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -155,9 +164,9 @@ pub enum Conflict {
     /// Overwrite it, keeping its id (Graph's default; harmless when a job runs twice).
     #[default]
     Replace,
-    /// Store the new file as `name 1.ext`.
+    /// Store the new file as `name 1.ext` (always through an upload session).
     Rename,
-    /// A fatal error.
+    /// A fatal error (`If-None-Match: *` sent as well).
     Fail,
 }
 
@@ -297,12 +306,19 @@ pub enum SharePointError {
     /// Graph's error answer (`{"error": {"code", "message"}}`).
     #[error("Graph answered {status} {code}: {message}{}", graph_hint(*.status, .code))]
     Graph { status: StatusCode, code: String, message: String, retry_after: Option<Duration> },
-    /// The file exists and `conflict = "fail"`.
+    /// The file exists and `conflict = "fail"` (Graph answered 409 `nameAlreadyExists`, or 412
+    /// to `If-None-Match: *`).
     #[error(
-        "`{path}` already exists in the library and conflict = \"fail\" (Graph: nameAlreadyExists); \
+        "`{path}` already exists in the library and conflict = \"fail\"; \
          set conflict to \"replace\" or \"rename\", or make file_name unique"
     )]
     Exists { path: String },
+    /// `conflict = "rename"` needs an upload session, which takes no empty content.
+    #[error(
+        "the content renders empty, and conflict = \"rename\" needs an upload session, which takes no empty file; \
+         use \"replace\" or \"fail\", or give the file content"
+    )]
+    EmptyRename,
     /// A 2xx that is not what the service promises.
     #[error("{service} answered in an unexpected shape: {problem}")]
     Malformed { service: &'static str, problem: String },
@@ -622,6 +638,11 @@ impl SharePointConnector {
                     .json(&json!({ "item": item }))
             }
         };
+        let request = if self.conflict == Conflict::Fail {
+            request.header(IF_NONE_MATCH, "*")
+        } else {
+            request
+        };
         let request = request
             .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
             .timeout(remaining(deadline));
@@ -691,7 +712,11 @@ impl SharePointConnector {
             });
         }
         let content = content.as_bytes();
-        let uploaded = if content.len() > self.simple_upload_max_bytes {
+        let session = self.conflict == Conflict::Rename;
+        if session && content.is_empty() {
+            return Err(SharePointError::EmptyRename);
+        }
+        let uploaded = if session || content.len() > self.simple_upload_max_bytes {
             self.session_upload(&names, content, deadline, timeout).await
         } else {
             let put = self.with_token(GraphCall::Put(content), &names, deadline, timeout).await;
@@ -700,6 +725,11 @@ impl SharePointConnector {
         let (status, item, how) = uploaded.map_err(|error| match error {
             SharePointError::Graph { status: StatusCode::CONFLICT, code, .. }
                 if code == "nameAlreadyExists" =>
+            {
+                SharePointError::Exists { path: path.clone() }
+            }
+            SharePointError::Graph { status: StatusCode::PRECONDITION_FAILED, .. }
+                if self.conflict == Conflict::Fail =>
             {
                 SharePointError::Exists { path: path.clone() }
             }

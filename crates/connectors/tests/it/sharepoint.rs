@@ -197,31 +197,75 @@ async fn an_unknown_tenant_is_fatal() {
     assert_reason_contains(&error, "AADSTS90002: Tenant 'fabrikam.onmicrosoft.com' not found");
 }
 
+const PATH: &str = "Approvals/DEAL_7/credit-check-DEAL_7.md";
+
 #[tokio::test]
-async fn conflict_fail_is_fatal_and_names_the_path() {
+async fn conflict_fail_keeps_an_existing_file_where_a_simple_upload_would_replace_it() {
     let graph = start().await;
-    graph.put_file("Approvals/DEAL_7/credit-check-DEAL_7.md", b"someone else's");
-    let error = fatal_with(&settings(&graph), "conflict", json!("fail"), &call()).await;
+    let fail = connector(&with_setting(&settings(&graph), "conflict", json!("fail")));
+    fail.run(&call()).await.expect("created, as there was no such file");
+    let created = &graph.uploads()[0];
+    assert_eq!(created.if_none_match.as_deref(), Some("*"));
+    assert_eq!(created.conflict_behavior.as_deref(), Some("fail"));
+
+    // Graph's simple upload replaces whatever conflictBehavior says; If-None-Match: * is 412.
+    graph.put_file(PATH, b"someone else's");
+    let error = fatal_error(&fail, &call()).await;
     assert_eq!(
         error.reason(),
         "SharePoint: `Approvals/DEAL_7/credit-check-DEAL_7.md` already exists in the library and \
-         conflict = \"fail\" (Graph: nameAlreadyExists); set conflict to \"replace\" or \"rename\", \
-         or make file_name unique"
+         conflict = \"fail\"; set conflict to \"replace\" or \"rename\", or make file_name unique"
     );
-    assert_eq!(
-        graph.file("Approvals/DEAL_7/credit-check-DEAL_7.md").as_deref(),
-        Some(&b"someone else's"[..])
-    );
+    assert_eq!(graph.file(PATH).as_deref(), Some(&b"someone else's"[..]));
+    assert_eq!(graph.uploads().len(), 1);
 }
 
 #[tokio::test]
-async fn conflict_replace_keeps_the_id_and_rename_makes_a_second_file() {
+async fn conflict_fail_through_an_upload_session_is_checked_when_created_and_at_the_last_byte() {
+    let graph = start().await;
+    let settings = blob_settings(
+        &graph,
+        json!({ "conflict": "fail", "simple_upload_max_bytes": 0, "chunk_bytes": 327_680 }),
+    );
+    let fail = connector(&settings);
+    graph.put_file(BLOB_PATH, b"someone else's");
+    let error = fatal_error(&fail, &call().with_property("blob", blob(1000))).await;
+    assert_reason_contains(&error, "`Approvals/DEAL_7/blob.txt` already exists");
+    assert_eq!(graph.upload_host_requests(), 0, "refused when the session was asked for");
+
+    // The file appears while the session runs (its first fragment held back): the last
+    // fragment is refused.
+    let mut request = call().with_property("blob", blob(700_000));
+    request.document.id = "DEAL_8".to_owned();
+    let slow = Failure::Slow(Duration::from_millis(300));
+    graph.update_upload_host(|b| b.fail_next.push_back(slow)).await;
+    let racing = {
+        let fail = fail.clone();
+        tokio::spawn(async move { fail.run(&request).await })
+    };
+    for _ in 0..200 {
+        if graph.upload_host_requests() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    graph.put_file("Approvals/DEAL_8/blob.txt", b"faster");
+    let error = racing.await.expect("ran").expect_err("refused at the last byte");
+    assert!(!error.is_retryable());
+    assert_reason_contains(&error, "`Approvals/DEAL_8/blob.txt` already exists");
+    assert_eq!(graph.upload_host_requests(), 3, "every fragment sent");
+    assert_eq!(graph.file("Approvals/DEAL_8/blob.txt").as_deref(), Some(&b"faster"[..]));
+}
+
+#[tokio::test]
+async fn conflict_replace_keeps_the_id_and_rename_makes_a_second_file_through_a_session() {
     let graph = start().await;
     let replace = connector(&settings(&graph));
     let first = replace.run(&call()).await.expect("created");
     let again = replace.run(&call()).await.expect("replaced");
     assert_eq!(first.values["document_id"], again.values["document_id"]);
     assert!(again.log.as_deref().is_some_and(|l| l.starts_with("SharePoint: replaced")));
+    assert!(graph.uploads().iter().all(|u| u.if_none_match.is_none() && u.fragments.is_none()));
 
     let settings = with_setting(&settings(&graph), "conflict", json!("rename"));
     let renamed = connector(&settings).run(&call()).await.expect("renamed");
@@ -237,6 +281,12 @@ async fn conflict_replace_keeps_the_id_and_rename_makes_a_second_file() {
         renamed.log
     );
     assert_eq!(graph.paths().len(), 2);
+    let upload = graph.uploads().pop().expect("the renamed upload");
+    assert_eq!((upload.fragments, upload.conflict_behavior.as_deref()), (Some(1), Some("rename")));
+
+    let empty = with_settings(&settings, json!({ "content": "{{properties.note?}}" }));
+    let error = fatal_error(&connector(&empty), &call()).await;
+    assert_reason_contains(&error, "conflict = \"rename\" needs an upload session");
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use fakes::graph::{
     LIBRARY_WEB_URL, MAX_SIMPLE_UPLOAD, SITE_ID, TENANT, TENANT_ID,
 };
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, IF_NONE_MATCH, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -146,28 +146,41 @@ async fn an_upload_creates_a_drive_item_and_keeps_the_bytes() {
 }
 
 #[tokio::test]
-async fn conflict_behaviour_fail_replace_rename() {
+async fn a_simple_upload_replaces_whatever_the_conflict_behaviour_unless_if_none_match() {
     let api = start().await;
     let token = access_token(&api).await;
     let first: Value =
         upload(&api, &token, "r/report.md", None, b"one").await.json().await.expect("JSON");
+    for (conflict, bytes) in [("fail", &b"two"[..]), ("rename", b"three"), ("replace", b"four")] {
+        let response = upload(&api, &token, "r/REPORT.md", Some(conflict), bytes).await;
+        let replaced = json_body(response, StatusCode::OK).await;
+        assert_eq!(replaced["id"], first["id"], "{conflict}");
+        assert_eq!(api.file("r/report.md").as_deref(), Some(bytes), "{conflict}");
+    }
+    assert_eq!(api.paths(), ["r/report.md"]);
 
-    let response = upload(&api, &token, "r/report.md", Some("fail"), b"two").await;
-    let body = json_body(response, StatusCode::CONFLICT).await;
-    assert_eq!(body["error"]["code"], "nameAlreadyExists");
-    assert_eq!(body["error"]["message"], "The specified item name already exists. Name: report.md");
-    assert_eq!(api.file("r/report.md").as_deref(), Some(&b"one"[..]));
+    let guarded = |path: &str, bytes: &'static [u8]| {
+        let url = format!(
+            "{}/v1.0/sites/{SITE_ID}/drives/{DRIVE_ID}/root:/{path}:/content",
+            api.graph_url()
+        );
+        client().put(url).bearer_auth(&token).header(IF_NONE_MATCH, "*").body(bytes)
+    };
+    let refused =
+        json_body(answer(guarded("r/report.md", b"five")).await, StatusCode::PRECONDITION_FAILED)
+            .await;
+    assert_eq!(refused["error"]["code"], "resourceModified");
+    assert_eq!(api.file("r/report.md").as_deref(), Some(&b"four"[..]));
+    assert_eq!(answer(guarded("r/new.md", b"six")).await.status(), StatusCode::CREATED);
+    assert_eq!(api.uploads().last().and_then(|u| u.if_none_match.clone()).as_deref(), Some("*"));
 
-    let response = upload(&api, &token, "r/REPORT.md", Some("replace"), b"three").await;
-    let replaced = json_body(response, StatusCode::OK).await;
-    assert_eq!(replaced["id"], first["id"]);
-    assert_eq!(api.file("r/report.md").as_deref(), Some(&b"three"[..]));
-
-    let response = upload(&api, &token, "r/report.md", Some("rename"), b"four").await;
-    let renamed = json_body(response, StatusCode::CREATED).await;
-    assert_eq!(renamed["name"], "report 1.md");
-    assert_ne!(renamed["id"], first["id"]);
-    assert_eq!(api.file("r/report 1.md").as_deref(), Some(&b"four"[..]));
+    let url = format!(
+        "{}/v1.0/sites/{SITE_ID}/drives/{DRIVE_ID}/root:/r/report.md:/createUploadSession",
+        api.graph_url()
+    );
+    let body = json!({ "item": { "@microsoft.graph.conflictBehavior": "replace" } });
+    let request = client().post(url).bearer_auth(&token).header(IF_NONE_MATCH, "*").json(&body);
+    assert_eq!(answer(request).await.status(), StatusCode::PRECONDITION_FAILED);
 }
 
 #[tokio::test]
