@@ -154,7 +154,7 @@ pub enum Escape {
 }
 
 /// RFC 3986 unreserved characters stay; everything else is encoded.
-const URL_COMPONENT: &AsciiSet =
+pub(crate) const URL_COMPONENT: &AsciiSet =
     &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 impl Template {

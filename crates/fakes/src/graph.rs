@@ -76,6 +76,18 @@
 //! not expire. [`GraphApi::lose_next_fragment_answers`] makes fragments be stored and then
 //! answered 504, as when a gateway gives up on an upload the back end took.
 //!
+//! # Names
+//!
+//! Both requests refuse, with 400 `invalidRequest`, what SharePoint refuses (Microsoft's
+//! "Restrictions and limitations in OneDrive and SharePoint"): an empty name, `" * : < > ? \ |`
+//! or a control character, leading or trailing spaces, a trailing dot; `.lock`, `desktop.ini`,
+//! `CON`, `PRN`, `AUX`, `NUL`, `COM0`–`COM9`, `LPT0`–`LPT9` (with or without an extension), a
+//! name starting with `~$` or containing `_vti_`, a folder `forms` at the library's root; and a
+//! decoded path over [`MAX_PATH_CHARS`] with the library's own path (`/sites/approvals/Shared
+//! Documents` for the default library) counted in. A literal `+` in the request's path is read
+//! as a space, as some of Graph's front ends do (onedrive-api-docs#1432): a `+` must come as
+//! `%2B`.
+//!
 //! Every accepted upload is kept ([`GraphApi::uploads`]), and the library's current files can be
 //! read back ([`GraphApi::file`]).
 
@@ -120,6 +132,8 @@ pub const MAX_SIMPLE_UPLOAD: usize = 250 * 1024 * 1024;
 pub const FRAGMENT_MULTIPLE: usize = 320 * 1024;
 /// A fragment must be smaller than this (60 MiB).
 pub const MAX_FRAGMENT: usize = 60 * 1024 * 1024;
+/// The most characters a decoded path may have, the library's own path included.
+pub const MAX_PATH_CHARS: usize = 400;
 /// Where an upload session's `uploadUrl` points on the upload host.
 const UPLOAD_SESSION_PATH: &str = "/_api/v2.0/uploadSession";
 /// What `expires_in` says by default.
@@ -203,8 +217,31 @@ struct Target {
 
 struct Library {
     web_url: String,
+    /// The library's own path on its host, decoded: `/sites/approvals/Shared Documents`.
+    root_path: String,
     /// Lower-cased path → the file.
     files: BTreeMap<String, Item>,
+}
+
+impl Library {
+    fn new(web_url: &str) -> Library {
+        let after_scheme = web_url.split_once("://").map_or(web_url, |(_, rest)| rest);
+        let path = after_scheme.find('/').map_or("", |at| &after_scheme[at..]);
+        let root_path = percent_decode(path).unwrap_or_else(|| path.to_owned());
+        Library { web_url: web_url.to_owned(), root_path, files: BTreeMap::new() }
+    }
+
+    /// Graph's 400 when `path`, with the library's own path, is over 400 characters.
+    fn refuses_length(&self, path: &str) -> Option<Response> {
+        let chars = self.root_path.chars().count() + 1 + path.chars().count();
+        (chars > MAX_PATH_CHARS).then(|| {
+            graph_error(
+                StatusCode::BAD_REQUEST,
+                "invalidRequest",
+                &format!("The path is {chars} characters long with the library's; at most {MAX_PATH_CHARS} are allowed."),
+            )
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -288,10 +325,8 @@ impl GraphApi {
 
     /// Adds an empty document library.
     pub fn add_library(&self, site_id: &str, drive_id: &str, web_url: &str) {
-        lock(&self.server.state.libraries).insert(
-            (site_id.to_owned(), drive_id.to_owned()),
-            Library { web_url: web_url.to_owned(), files: BTreeMap::new() },
-        );
+        lock(&self.server.state.libraries)
+            .insert((site_id.to_owned(), drive_id.to_owned()), Library::new(web_url));
     }
 
     /// Puts a file in the default library, as if someone had uploaded it (to test conflicts).
@@ -390,7 +425,7 @@ impl GraphApi {
 impl GraphState {
     /// The tenant, the app and the default library, no token issued yet.
     fn new(upload_base: String) -> GraphState {
-        let library = Library { web_url: LIBRARY_WEB_URL.to_owned(), files: BTreeMap::new() };
+        let library = Library::new(LIBRARY_WEB_URL);
         GraphState {
             identity_faults: Arc::new(Faults::new()),
             graph_faults: Arc::new(Faults::new()),
@@ -659,7 +694,8 @@ fn item_request(path: &str) -> Option<(Target, &str)> {
     let target = Target {
         site_id: percent_decode(site)?,
         drive_id: percent_decode(drive)?,
-        path: percent_decode(item)?,
+        // A literal `+` is read as a space, as some of Graph's front ends do.
+        path: percent_decode(&item.replace('+', " "))?,
     };
     Some((target, action))
 }
@@ -667,18 +703,41 @@ fn item_request(path: &str) -> Option<(Target, &str)> {
 /// Characters SharePoint does not allow in a file or folder name.
 const INVALID_NAME_CHARACTERS: &[char] = &['"', '*', ':', '<', '>', '?', '\\', '|'];
 
-/// Graph's 400 for a path with a name SharePoint refuses, if it has one.
+/// Graph's 400 for a path with a name SharePoint refuses (see the module docs), if it has one.
 fn refused_name(path: &str) -> Option<Response> {
-    let invalid = path.split('/').any(|s| {
-        s.is_empty() || s.trim() != s || s.ends_with('.') || s.contains(INVALID_NAME_CHARACTERS)
-    });
-    invalid.then(|| {
-        graph_error(
-            StatusCode::BAD_REQUEST,
-            "invalidRequest",
-            "The provided name contains invalid characters.",
-        )
-    })
+    for (index, segment) in path.split('/').enumerate() {
+        let folder_at_root = index == 0 && path.contains('/');
+        let message = if segment.is_empty()
+            || segment.trim() != segment
+            || segment.ends_with('.')
+            || segment.contains(INVALID_NAME_CHARACTERS)
+            || segment.chars().any(char::is_control)
+        {
+            "The provided name contains invalid characters.".to_owned()
+        } else if reserved(segment, folder_at_root) {
+            format!("The name '{segment}' is reserved by SharePoint.")
+        } else {
+            continue;
+        };
+        return Some(graph_error(StatusCode::BAD_REQUEST, "invalidRequest", &message));
+    }
+    None
+}
+
+/// Names SharePoint keeps for itself, for Office's lock files or for Windows' devices.
+fn reserved(name: &str, folder_at_root: bool) -> bool {
+    let lower = name.to_lowercase();
+    let base = lower.split_once('.').map_or(lower.as_str(), |(base, _)| base);
+    let numbered_device = base.len() == 4
+        && (base.starts_with("com") || base.starts_with("lpt"))
+        && base.ends_with(|c: char| c.is_ascii_digit());
+    ["con", "prn", "aux", "nul"].contains(&base)
+        || numbered_device
+        || lower == ".lock"
+        || lower == "desktop.ini"
+        || lower.starts_with("~$")
+        || lower.contains("_vti_")
+        || (folder_at_root && lower == "forms")
 }
 
 /// Graph's 401 when the token in `headers` is missing, unknown or expired.
@@ -826,6 +885,9 @@ async fn create_session(
     {
         let libraries = lock(&state.libraries);
         let library = libraries.get(&target.library()).ok_or_else(no_library)?;
+        if let Some(refused) = library.refuses_length(&target.path) {
+            return Err(refused);
+        }
         if library.files.contains_key(&target.path.to_lowercase()) {
             if if_none_match_any(headers) {
                 return Err(precondition_failed());
@@ -913,6 +975,9 @@ impl GraphState {
     ) -> Response {
         let mut libraries = lock(&self.libraries);
         let Some(library) = libraries.get_mut(&target.library()) else { return no_library() };
+        if let Some(refused) = library.refuses_length(&target.path) {
+            return refused;
+        }
         let now = SystemTime::now();
         let path = &target.path;
         let key = path.to_lowercase();

@@ -726,6 +726,20 @@ mod sharepoint {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_name_sharepoint_refuses_falls_back_at_once_naming_the_rule() {
+        let (harness, graph) = start().await;
+        // The example's folder is `Approvals/{{document.id}}`: a deal `CON` makes a device name.
+        let (state, job) = harness.run("CON", request(), ResultKind::Fallback).await;
+        assert_no_retries(&state, &job);
+        let line = fallback_line(&state);
+        assert!(
+            line.contains("folder renders `CON`, which SharePoint refuses: CON, PRN, AUX, NUL"),
+            "{line}"
+        );
+        assert_eq!(graph.token_requests() + graph.graph_requests(), 0, "nothing sent");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_expired_token_is_fetched_again_and_the_upload_succeeds() {
         let (harness, graph) = start().await;
         let (first, _) = harness.run("DEAL_7", request(), ResultKind::Success).await;

@@ -41,7 +41,10 @@
 //! `folder` and `file_name` are templates; values put in are made safe as names
 //! ([`Escape::FileName`]: `/`, `:`, `*`, `?`… become `_`), so a value cannot add a folder;
 //! the template's own `/` separate folders. Leading and trailing spaces and trailing dots of each
-//! name are dropped, as SharePoint would refuse them. `content` is a template whose values are
+//! name are dropped, as SharePoint would refuse them. The names SharePoint refuses (`CON`,
+//! `desktop.ini`, `~$…`, `…_vti_…`, a path over 400 characters, …: [`names`]) are a config error
+//! naming the key when the templates' fixed text makes them, and a fatal error naming the rule
+//! when values do. Names go percent-encoded, `+` as `%2B`. `content` is a template whose values are
 //! escaped for `format` ([`Escape::Markdown`], [`Escape::Html`], [`Escape::CsvField`], as is for
 //! `text`), sent as `text/plain`, `text/markdown`, `text/html` or `text/csv` in UTF-8.
 //!
@@ -106,6 +109,7 @@ use crate::http::{Answer, HttpError, WithClient, excerpt_of, required_properties
 use crate::secret::Secret;
 use crate::template::{Escape, RenderError, Template, is_property_id};
 
+mod names;
 mod session;
 
 /// The largest body of a simple upload Graph takes: 250 MiB.
@@ -283,6 +287,15 @@ pub enum SharePointError {
     /// A folder or file name rendered to nothing usable.
     #[error("{template} renders an empty name{}", if .path.is_empty() { String::new() } else { format!(" in `{}`", .path) })]
     EmptyName { template: &'static str, path: String },
+    /// A rendered name SharePoint refuses; `rule` says which.
+    #[error("{template} renders `{name}`, which SharePoint refuses: {rule}")]
+    Name { template: &'static str, name: String, rule: &'static str },
+    /// The path is over [`names::MAX_PATH_CHARS`] characters.
+    #[error(
+        "the path `{path}` is {chars} characters; SharePoint takes at most {}, the library's own path included",
+        names::MAX_PATH_CHARS
+    )]
+    PathTooLong { path: String, chars: usize },
     /// The content is over `max_content_bytes`.
     #[error(
         "the content is {size} bytes; max_content_bytes allows {max} (raise it, or make the content smaller)"
@@ -456,13 +469,14 @@ impl WithClient for SharePointConnector {
         }
 
         let folder = Template::parse(&config.folder).map_err(|e| template_error("folder", e))?;
-        check_literal_names("folder", &folder, true)?;
+        names::check_template("folder", &folder, true)?;
         let file_name =
             Template::parse(&config.file_name).map_err(|e| template_error("file_name", e))?;
         if config.file_name.trim().is_empty() {
             return Err(ConfigError::new("file_name", "empty"));
         }
-        check_literal_names("file_name", &file_name, false)?;
+        names::check_template("file_name", &file_name, false)?;
+        names::check_fixed_length(&folder, &file_name)?;
         let content = Template::parse(&config.content).map_err(|e| template_error("content", e))?;
         crate::http::check_timeout(config.timeout)?;
         check_sizes(&config)?;
@@ -505,33 +519,37 @@ impl WithClient for SharePointConnector {
 
 impl SharePointConnector {
     /// The item's path in the library, as names: folders then the file.
+    /// Each name cleaned and checked against SharePoint's rules ([`names`]), and the path's
+    /// length.
     fn item_path(&self, request: &ConnectorRequest) -> Result<Vec<String>, SharePointError> {
         let folder = self
             .folder
             .render(request, Escape::FileName)
             .map_err(|source| SharePointError::Render { template: "folder", source })?;
-        let mut names = Vec::new();
-        for raw in folder.split('/').filter(|segment| !segment.trim().is_empty()) {
-            match clean_name(raw) {
-                Some(name) => names.push(name),
-                None => {
-                    return Err(SharePointError::EmptyName {
-                        template: "folder",
-                        path: names.join("/"),
-                    });
-                }
-            }
-        }
         let file = self
             .file_name
             .render(request, Escape::FileName)
             .map_err(|source| SharePointError::Render { template: "file_name", source })?;
-        let file = clean_name(&file).ok_or_else(|| SharePointError::EmptyName {
-            template: "file_name",
-            path: names.join("/"),
-        })?;
-        names.push(file);
-        Ok(names)
+        let folders = folder.split('/').filter(|segment| !segment.trim().is_empty());
+        let segments = folders.map(|raw| ("folder", raw)).chain([("file_name", file.as_str())]);
+        let mut path = Vec::new();
+        for (template, raw) in segments {
+            let shown_path = || names::shown(&path.join("/"));
+            let name = names::clean(raw)
+                .ok_or_else(|| SharePointError::EmptyName { template, path: shown_path() })?;
+            let root_folder = template == "folder" && path.is_empty();
+            if let Some(rule) = names::refusal(&name, root_folder) {
+                return Err(SharePointError::Name { template, name: names::shown(&name), rule });
+            }
+            path.push(name);
+        }
+        if let Some(chars) = names::too_long(&path) {
+            return Err(SharePointError::PathTooLong {
+                path: names::shown(&path.join("/")),
+                chars,
+            });
+        }
+        Ok(path)
     }
 
     /// A valid token: the cached one unless it is `stale` (refused by Graph) or due, else a new
@@ -761,18 +779,13 @@ impl SharePointConnector {
             )))
     }
 
-    /// `…/drives/{drive}/root:/{folder…}/{name}:/{action}`; the simple upload (`content`)
-    /// carries `?@microsoft.graph.conflictBehavior=…`.
-    fn item_url(&self, names: &[String], action: &str) -> Url {
+    /// `…/drives/{drive}/root:/{folder…}/{name}:/{action}`, the names percent-encoded
+    /// ([`names::url_path`]); the simple upload (`content`) carries
+    /// `?@microsoft.graph.conflictBehavior=…`.
+    fn item_url(&self, path: &[String], action: &str) -> Url {
         let mut url = self.drive_url.clone();
-        let last = names.len().saturating_sub(1);
-        let mut segments: Vec<String> = vec!["root:".to_owned()];
-        for (index, name) in names.iter().enumerate() {
-            segments.push(if index == last { format!("{name}:") } else { name.clone() });
-        }
-        segments.push(action.to_owned());
-        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        push_segments(&mut url, &segments);
+        let encoded = format!("{}/root:{}:/{action}", url.path(), names::url_path(path));
+        url.set_path(&encoded);
         if action == "content" {
             url.query_pairs_mut()
                 .append_pair("@microsoft.graph.conflictBehavior", self.conflict.as_str());
@@ -888,13 +901,6 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
 }
 
-/// A name as SharePoint takes it: no surrounding spaces, no trailing dots; `None` if nothing
-/// is left, or `.`/`..`.
-fn clean_name(raw: &str) -> Option<String> {
-    let name = raw.trim().trim_end_matches('.').trim_end();
-    (!name.is_empty()).then(|| name.to_owned())
-}
-
 /// An absolute http(s) URL without query or fragment, trailing `/` dropped.
 fn base_url(key: &str, text: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(text.trim().trim_end_matches('/'))
@@ -933,22 +939,4 @@ fn check_sizes(config: &SharePointConfig) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
-}
-
-/// The template's own text may not hold characters SharePoint refuses in names (`/` separates
-/// folders in `folder`).
-fn check_literal_names(key: &str, template: &Template, folders: bool) -> Result<(), ConfigError> {
-    let literal = template.literal_text();
-    let bad: &[char] = if folders {
-        &['"', '*', ':', '<', '>', '?', '\\', '|']
-    } else {
-        &['"', '*', ':', '<', '>', '?', '\\', '|', '/']
-    };
-    match literal.chars().find(|c| bad.contains(c) || c.is_control()) {
-        Some(c) => Err(ConfigError::new(
-            key,
-            format!("`{}` is not allowed in a SharePoint name", c.escape_default()),
-        )),
-        None => Ok(()),
-    }
 }

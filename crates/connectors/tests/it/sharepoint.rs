@@ -312,6 +312,66 @@ async fn names_are_made_safe_and_folders_cannot_be_added_by_values() {
 }
 
 #[tokio::test]
+async fn a_plus_in_a_name_is_stored_as_a_plus() {
+    let graph = start().await;
+    let names = json!({ "folder": "Deals/{{properties.company_name}}", "file_name": "Q1+Q2 {{document.id}}.md" });
+    let settings = with_settings(&settings(&graph), names);
+    let request = call().with_property("company_name", "A+B");
+    connector(&settings).run(&request).await.expect("uploaded");
+    assert_eq!(graph.uploads()[0].path, "Deals/A+B/Q1+Q2 DEAL_7.md");
+}
+
+#[tokio::test]
+async fn names_sharepoint_refuses_are_fatal_before_any_request_naming_the_rule() {
+    let graph = start().await;
+    let names = json!({ "folder": "{{properties.area?}}", "file_name": "{{properties.title}}" });
+    let settings = with_settings(&settings(&graph), names);
+    let connector = connector(&settings);
+    for (area, title, shown, rule) in [
+        ("", "CON.md", "file_name renders `CON.md`", "are device names"),
+        ("", "lpt1", "file_name renders `lpt1`", "are device names"),
+        ("", "desktop.ini", "file_name renders `desktop.ini`", "reserved names"),
+        ("", "~$offer.docx", "file_name renders `~$offer.docx`", "start with `~$`"),
+        ("x", "a_vti_b.md", "file_name renders `a_vti_b.md`", "`_vti_` may not appear"),
+        ("Forms", "a.md", "folder renders `Forms`", "the library's own"),
+        ("Aux ", "a.md", "folder renders `Aux`", "are device names"),
+    ] {
+        let request = call().with_property("area", area).with_property("title", title);
+        let error = fatal_error(&connector, &request).await;
+        let reason = error.reason();
+        assert!(
+            reason.starts_with(&format!("SharePoint: {shown}, which SharePoint refuses: ")),
+            "{reason}"
+        );
+        assert!(reason.contains(rule), "{reason}");
+    }
+    assert_eq!(graph.token_requests() + graph.graph_requests(), 0);
+}
+
+#[tokio::test]
+async fn a_path_over_400_characters_is_fatal_and_graph_counts_the_library_in() {
+    let graph = start().await;
+    let settings = with_setting(&settings(&graph), "file_name", json!("{{properties.title}}"));
+    let connector = connector(&settings);
+    // `Approvals/DEAL_7/` is 17 characters.
+    let error = fatal_error(&connector, &call().with_property("title", "я".repeat(384))).await;
+    assert!(
+        error.reason().starts_with("SharePoint: the path `Approvals/DEAL_7/яяя")
+            && error.reason().ends_with(
+                "…` is 401 characters; SharePoint takes at most 400, the library's own path included"
+            ),
+        "{error}"
+    );
+    assert_eq!(graph.graph_requests(), 0);
+
+    // Under 400 here, over it with `/sites/approvals/Shared Documents/`: Graph refuses.
+    let error = fatal_error(&connector, &call().with_property("title", "я".repeat(383))).await;
+    assert_reason_contains(&error, "Graph answered 400 Bad Request invalidRequest");
+    assert_reason_contains(&error, "with the library's");
+    connector.run(&call().with_property("title", "я".repeat(400 - 34 - 17))).await.expect("fits");
+}
+
+#[tokio::test]
 async fn html_and_csv_values_are_escaped() {
     let graph = start().await;
     let html = json!({
@@ -563,6 +623,18 @@ fn config_errors_name_the_key() {
         with("file_name", json!("a/b.md")).starts_with("connector.file_name: `/` is not allowed")
     );
     assert!(with("folder", json!("a:b")).starts_with("connector.folder: `:` is not allowed"));
+    assert!(
+        with("folder", json!("Approvals/CON/{{document.id}}"))
+            .starts_with("connector.folder: SharePoint refuses `CON`: CON, PRN, AUX, NUL")
+    );
+    assert!(with("file_name", json!("~$check-{{document.id}}.md")).starts_with(
+        "connector.file_name: SharePoint refuses `~$check-{{…}}.md`: a name may not start with `~$`"
+    ));
+    assert!(with("file_name", json!("Desktop.ini")).contains("reserved names"));
+    assert!(with("folder", json!("Forms")).contains("the library's own"));
+    assert!(with("file_name", json!("x".repeat(401))).starts_with(
+        "connector.file_name: with folder, the path's fixed text alone is 401 characters"
+    ));
     assert!(
         with("conflict", json!("overwrite")).starts_with("connector.conflict: unknown variant")
     );

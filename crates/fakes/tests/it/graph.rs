@@ -184,6 +184,57 @@ async fn a_simple_upload_replaces_whatever_the_conflict_behaviour_unless_if_none
 }
 
 #[tokio::test]
+async fn names_sharepoint_refuses_are_invalid_requests_and_a_plus_must_be_encoded() {
+    let api = start().await;
+    let token = access_token(&api).await;
+    for path in [
+        "CON.md",
+        "r/lpt9",
+        "r/Com0.tar.gz",
+        "~%24draft.docx",
+        "r/a_VTI_b.md",
+        "desktop.ini",
+        "r/.lock",
+        "Forms/x.md",
+        "r/x%3Ay.md",
+        "r/x.",
+        "r/%20x.md",
+    ] {
+        let response = upload(&api, &token, path, None, b"x").await;
+        let body = json_body(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(body["error"]["code"], "invalidRequest", "{path}");
+    }
+    for path in ["CONSOLE.md", "r/com10.md", "r/Forms/x.md", "r/forms.md", "r/~draft.md"] {
+        assert_eq!(
+            upload(&api, &token, path, None, b"x").await.status(),
+            StatusCode::CREATED,
+            "{path}"
+        );
+    }
+
+    // `/sites/approvals/Shared Documents/` is 34 characters of the 400.
+    let longest = "x".repeat(400 - 34);
+    assert_eq!(upload(&api, &token, &longest, None, b"x").await.status(), StatusCode::CREATED);
+    let over = format!("{longest}y");
+    let body =
+        json_body(upload(&api, &token, &over, None, b"x").await, StatusCode::BAD_REQUEST).await;
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| m.contains("401 characters")),
+        "{body}"
+    );
+    let body = json!({ "item": { "@microsoft.graph.conflictBehavior": "replace" } });
+    let refused = create_session(&api, &token, &over, body).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+
+    let plain =
+        json_body(upload(&api, &token, "2+2.md", None, b"x").await, StatusCode::CREATED).await;
+    assert_eq!(plain["name"], "2 2.md", "a literal + is read as a space");
+    let encoded =
+        json_body(upload(&api, &token, "2%2B2.md", None, b"x").await, StatusCode::CREATED).await;
+    assert_eq!(encoded["name"], "2+2.md");
+}
+
+#[tokio::test]
 async fn unknown_and_expired_tokens_are_invalid_authentication_tokens() {
     let api = start().await;
     let response = upload(&api, "eyJnot-issued", "x.md", None, b"x").await;
