@@ -726,6 +726,23 @@ mod sharepoint {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_session_whose_host_is_down_is_retried_until_it_is_back() {
+        let graph = GraphApi::start().await.unwrap();
+        let connector = connector_with(&graph, "simple_upload_max_bytes = 0");
+        let harness = Harness::example(&SHAREPOINT, &connector).await;
+        graph.update_upload_host(|b| b.down = Some(Down::Status(503))).await;
+        let recover = graph.update_upload_host(|b| b.down = None);
+        let (state, job) =
+            harness.run_recovering("DEAL_7", request(), 2, recover, ResultKind::Success).await;
+        assert!(job.attempts >= 3, "{job:?}");
+        assert_logged(&state, "Graph answered 503");
+        assert_eq!(graph.file(PATH).as_deref(), Some(CONTENT.as_bytes()));
+        let upload = graph.uploads().pop().expect("stored");
+        assert_eq!(upload.fragments, Some(1), "through an upload session");
+        assert_eq!(state.return_values["document_id"], json!(upload.item_id), "{state:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_name_sharepoint_refuses_falls_back_at_once_naming_the_rule() {
         let (harness, graph) = start().await;
         // The example's folder is `Approvals/{{document.id}}`: a deal `CON` makes a device name.

@@ -33,8 +33,9 @@
 //! # scope = "https://graph.microsoft.com/.default"
 //! ```
 //!
-//! The app registration needs the `Sites.ReadWrite.All` (or `Sites.Selected` with write on the
-//! site) application permission, with admin consent.
+//! The app registration needs the `Sites.ReadWrite.All` application permission with admin
+//! consent, or `Sites.Selected` and a `write` grant on the site (`POST /sites/{site-id}/permissions`
+//! by an admin with `Sites.FullControl.All`; without it Graph answers 403): see the README.
 //!
 //! # Names and content
 //!
@@ -341,7 +342,7 @@ fn graph_hint(status: StatusCode, code: &str) -> &'static str {
     match (status.as_u16(), code) {
         (401, _) => " (a freshly issued token was refused too)",
         (403, _) => {
-            " (the app needs the Sites.ReadWrite.All or Sites.Selected application permission, with admin consent)"
+            " (the app needs the Sites.ReadWrite.All application permission with admin consent, or Sites.Selected and a write grant on this site: POST /v1.0/sites/{site-id}/permissions)"
         }
         (404, _) => " (check site_id and drive_id)",
         _ => "",

@@ -472,6 +472,7 @@ async fn a_wrong_library_and_denied_access_are_fatal() {
     graph.update(|b| b.fail_next.push_back(Failure::Status(403))).await;
     let error = fatal_error(&connector(&settings(&graph)), &call()).await;
     assert_reason_contains(&error, "Sites.ReadWrite.All");
+    assert_reason_contains(&error, "Sites.Selected and a write grant on this site");
 }
 
 /// Settings whose content is the property `blob` as is, with `changes` on top.
