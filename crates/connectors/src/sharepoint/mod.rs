@@ -874,19 +874,21 @@ fn http_error(service: &'static str, source: HttpError) -> SharePointError {
     SharePointError::Http { service, source }
 }
 
-/// A non-2xx answer as Graph's error, its message with `token` scrubbed; as a status error when
-/// the body is not in Graph's shape.
+/// A non-2xx answer as Graph's error, its code and message cut to one short line and `token`
+/// scrubbed from the message; as a status error when the body is not in Graph's shape.
 fn answer_error(service: &'static str, answer: &Answer, token: Option<&Secret>) -> SharePointError {
     let Ok(GraphErrorAnswer { error }) = serde_json::from_slice(&answer.bytes) else {
         return http_error(service, answer.status_error(excerpt_of(&answer.bytes)));
     };
+    // Scrubbed whole, before it is cut: a cut could leave part of the token.
     let message = match token {
-        Some(token) => token.scrub(&error.message).into_owned(),
-        None => error.message,
+        Some(token) => token.scrub(&error.message),
+        None => error.message.as_str().into(),
     };
+    let message = excerpt_of(message.as_bytes());
     SharePointError::Graph {
         status: answer.status,
-        code: error.code,
+        code: excerpt_of(error.code.as_bytes()),
         message,
         retry_after: answer.retry_after,
     }
@@ -940,4 +942,29 @@ fn check_sizes(config: &SharePointConfig) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_messages_are_scrubbed_then_cut_to_one_short_line() {
+        let token = Secret::new("eyJ0eXAi.secret-token");
+        let message = format!("{}\n{} tail", "x".repeat(195), token.expose());
+        let body = json!({ "error": { "code": "generalException", "message": message } });
+        let answer = Answer {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            retry_after: None,
+            bytes: body.to_string().into_bytes(),
+        };
+        let SharePointError::Graph { message, code, .. } =
+            answer_error("Graph", &answer, Some(&token))
+        else {
+            panic!("Graph's error shape");
+        };
+        assert_eq!(code, "generalException");
+        assert!(!message.contains("eyJ") && !message.contains('\n'), "{message}");
+        assert_eq!(message.chars().count(), 201, "200 characters and `…`: {message}");
+    }
 }
