@@ -87,8 +87,11 @@ pub struct ExampleRun {
     /// The workflow's log lines.
     pub log: Vec<String>,
     /// What the run should have returned: `(return property, expectation)`.
-    pub expected: Vec<(&'static str, Want)>,
+    pub expected: Expected,
 }
+
+/// A run's expectations: `(return property, what it should be)`.
+type Expected = Vec<(&'static str, Want)>;
 
 /// What one return value should be.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,7 +205,7 @@ async fn onec_example() -> anyhow::Result<Example> {
         ("in_stock", Want::Is("Y")),
         ("error", Want::Absent),
     ];
-    let cases: [(&str, Option<Fault>, Vec<(&'static str, Want)>); 5] = [
+    let cases: [(&str, Option<Fault>, Expected); 5] = [
         ("SKU-1", None, desk.to_vec()),
         (
             "SKU-2",
