@@ -29,6 +29,7 @@
 //! a test with a paused clock controls them too.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -178,7 +179,7 @@ pub struct Received {
     pub status: u16,
 }
 
-/// A running fake finance API on 127.0.0.1; stops when dropped.
+/// A running fake finance API (on 127.0.0.1 unless started elsewhere); stops when dropped.
 #[derive(Debug)]
 pub struct FinanceApi {
     server: Served<ApiState>,
@@ -211,7 +212,12 @@ impl FinanceApi {
     /// Starts on 127.0.0.1 on a free port. `seed` fixes the book of companies, the token and the
     /// random failures, so a run can be repeated.
     pub async fn start(seed: u64) -> std::io::Result<FinanceApi> {
-        let (listener, addr) = listen(("127.0.0.1", 0)).await?;
+        FinanceApi::start_on(seed, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// As [`start`](FinanceApi::start), on this address (`b24act fake finance --listen`).
+    pub async fn start_on(seed: u64, address: SocketAddr) -> std::io::Result<FinanceApi> {
+        let (listener, addr) = listen(address).await?;
         let now = Instant::now();
         let state = Arc::new(ApiState {
             started: now,

@@ -164,7 +164,8 @@ pub struct Upload {
     pub fragments: Option<u32>,
 }
 
-/// A running fake identity platform and Graph on 127.0.0.1; both stop when dropped.
+/// A running fake identity platform and Graph (on 127.0.0.1 unless started elsewhere); both stop
+/// when dropped.
 #[derive(Debug)]
 pub struct GraphApi {
     identity_addr: SocketAddr,
@@ -259,9 +260,17 @@ impl GraphApi {
     /// Starts the three servers on 127.0.0.1 on free ports, with the tenant [`TENANT`], the app
     /// [`CLIENT_ID`]/[`DEFAULT_CLIENT_SECRET`] and the library [`SITE_ID`]/[`DRIVE_ID`].
     pub async fn start() -> std::io::Result<GraphApi> {
-        let (identity, identity_addr) = listen(("127.0.0.1", 0)).await?;
-        let (graph, graph_addr) = listen(("127.0.0.1", 0)).await?;
-        let (upload, upload_addr) = listen(("127.0.0.1", 0)).await?;
+        let free = SocketAddr::from(([127, 0, 0, 1], 0));
+        GraphApi::start_on(free, free).await
+    }
+
+    /// As [`start`](GraphApi::start), Graph on `graph` and the identity platform on `identity`
+    /// (`b24act fake graph --listen`); the upload sessions' host takes a free port on Graph's
+    /// address.
+    pub async fn start_on(graph: SocketAddr, identity: SocketAddr) -> std::io::Result<GraphApi> {
+        let (identity, identity_addr) = listen(identity).await?;
+        let (graph, graph_addr) = listen(graph).await?;
+        let (upload, upload_addr) = listen(SocketAddr::new(graph_addr.ip(), 0)).await?;
         let state = Arc::new(GraphState::new(format!("http://{upload_addr}")));
         let identity_router = Router::new().fallback(token).with_state(state.clone());
         let graph_router = Router::new().fallback(graph_request).with_state(state.clone());

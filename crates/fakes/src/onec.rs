@@ -172,7 +172,7 @@ struct Shared {
     received: Mutex<Vec<Received>>,
 }
 
-/// A running fake 1C publication on 127.0.0.1; stops when dropped.
+/// A running fake 1C publication (on 127.0.0.1 unless started elsewhere); stops when dropped.
 #[derive(Debug)]
 pub struct OneC {
     server: Served<Shared>,

@@ -33,6 +33,7 @@
 //! the queued failures, the rate limit, and only then the token and the request itself.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -164,7 +165,7 @@ pub struct SentMessage {
     pub message_thread_id: Option<i64>,
 }
 
-/// A running fake Bot API on 127.0.0.1; stops when dropped.
+/// A running fake Bot API (on 127.0.0.1 unless started elsewhere); stops when dropped.
 #[derive(Debug)]
 pub struct BotApi {
     server: Served<BotState>,
@@ -183,7 +184,12 @@ impl BotApi {
     /// Starts on 127.0.0.1 on a free port, accepting [`DEFAULT_TOKEN`], with one chat
     /// ([`DEFAULT_CHAT_ID`], `@b24act_approvals`).
     pub async fn start() -> std::io::Result<BotApi> {
-        let (listener, addr) = listen(("127.0.0.1", 0)).await?;
+        BotApi::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// As [`start`](BotApi::start), on this address (`b24act fake telegram --listen`).
+    pub async fn start_on(address: SocketAddr) -> std::io::Result<BotApi> {
+        let (listener, addr) = listen(address).await?;
         let chat = Chat::new(DEFAULT_CHAT_ID, ChatKind::Supergroup, "Approvals")
             .with_username("b24act_approvals");
         let state = Arc::new(BotState {

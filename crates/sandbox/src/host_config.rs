@@ -35,13 +35,22 @@ pub fn reference_action_against(api: &FinanceApi) -> toml::Table {
     let mut action = reference_action();
     let url = action.get("connector").and_then(|c| c.get("url")).and_then(toml::Value::as_str);
     // The example's finance API has the fake's paths; only the origin differs.
-    let path = url
-        .and_then(|url| url.split_once("://"))
-        .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_owned()))
-        .unwrap_or_else(|| unreachable!("the example's connector URL has a path"));
-    set(&mut action, "connector.url", format!("{}{path}", api.url()));
+    let url = url
+        .and_then(|url| on_origin(url, &api.url()))
+        .unwrap_or_else(|| unreachable!("the example's connector URL is absolute"));
+    set(&mut action, "connector.url", url);
     set(&mut action, "connector.auth.bearer", api.token());
     action
+}
+
+/// `url` on another origin (`http://127.0.0.1:P`), its path, query and placeholders kept:
+/// `https://finance.example.com/api/{{properties.id}}` → `http://127.0.0.1:P/api/{{properties.id}}`.
+/// Templated URLs are not parsed as URLs (a placeholder is not valid in one), hence by hand.
+/// `None` when `url` has no `scheme://`.
+pub fn on_origin(url: &str, origin: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let path = rest.find(['/', '?']).map_or("", |at| &rest[at..]);
+    Some(format!("{}{path}", origin.trim_end_matches('/')))
 }
 
 /// Sets `value` at `path`, keys joined by dots (`store.url`), creating the tables on the way.
@@ -90,8 +99,7 @@ impl HostConfig {
     /// A host at `site` with its store at `store_url`, a fresh random encryption key, the
     /// default workers and delivery, and no actions yet.
     pub fn new(app: &AppIdentity, site: &Site, store_url: impl Into<String>) -> HostConfig {
-        let encryption_key =
-            rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+        let encryption_key = fresh_encryption_key();
         HostConfig {
             app: app.clone(),
             listen: site.listen,
@@ -130,6 +138,11 @@ impl HostConfig {
         }
         text
     }
+}
+
+/// A new random `store.encryption_key`: 32 bytes as 64 hex characters.
+pub fn fresh_encryption_key() -> String {
+    rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The `http` action the demo's generic scenario, the bench and the tests run: it asks the fake

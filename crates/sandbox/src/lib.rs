@@ -21,8 +21,8 @@ use host::config::{Config, WorkersConfig};
 
 pub use host_config::{
     ActionTable, EXAMPLE, FinanceCreditCheck, HostConfig, action_toml, config_duration,
-    connector_table, example, finance_credit_connector, reference_action, reference_action_against,
-    retry_settings, retry_table, set, toml_escape,
+    connector_table, example, finance_credit_connector, fresh_encryption_key, on_origin,
+    reference_action, reference_action_against, retry_settings, retry_table, set, toml_escape,
 };
 pub use portal_log::tokens_sent_more_than_once;
 
