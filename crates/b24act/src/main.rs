@@ -30,6 +30,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Write a starter configuration, DIR/b24act.toml: the documented example with a fresh
+    /// store key, every key explained. Refuses to replace an existing file unless --force.
+    Init(b24act::init::InitArgs),
     /// Run the host: take calls from portals, run the actions, return the results. Stops on
     /// Ctrl-C or SIGTERM, letting running attempts finish.
     Serve {
@@ -87,7 +90,9 @@ impl Command {
             Command::Serve { config } | Command::CheckConfig { config } => Some(config),
             Command::Jobs { config, .. } | Command::Portals { config, .. } => Some(config),
             Command::Sync(args) => Some(&args.config),
-            Command::Emulator { .. } | Command::Demo(_) | Command::Bench(_) => None,
+            Command::Init(_) | Command::Emulator { .. } | Command::Demo(_) | Command::Bench(_) => {
+                None
+            }
         }
     }
 }
@@ -99,8 +104,8 @@ fn main() -> std::process::ExitCode {
         Command::Demo(_) => "error",
         // The bench's table is its output; its in-process emulator would log every workflow.
         Command::Bench(_) => "warn",
-        // Sync prints each change itself.
-        Command::Sync(_) => "warn",
+        // Sync prints each change itself; init prints all there is to say.
+        Command::Sync(_) | Command::Init(_) => "warn",
         _ => "info",
     };
     // The configuration is read before logging starts, so that its `[log]` table applies to
@@ -221,6 +226,7 @@ fn run(
             Command::Sync(args) => {
                 b24act::sync_cli::run(config()?, &args, &mut std::io::stdout()).await
             }
+            Command::Init(args) => b24act::init::run(&args, &mut std::io::stdout()),
             Command::Emulator { listen } => run_emulator(listen).await,
             Command::Bench(args) => b24act::bench::run(args, &mut std::io::stdout()).await,
             Command::Demo(args) => {
