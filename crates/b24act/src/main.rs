@@ -33,6 +33,11 @@ enum Command {
     /// Write a starter configuration, DIR/b24act.toml: the documented example with a fresh
     /// store key, every key explained. Refuses to replace an existing file unless --force.
     Init(b24act::init::InitArgs),
+    /// Try a configuration on the Bitrix24 emulator: a portal, the app installed the real way,
+    /// the host running the configuration; prints a curl line per action that starts a
+    /// workflow, and where to watch. --fake starts fakes of the systems connectors reach and
+    /// points the connectors at them (in memory). Stops on Ctrl-C or SIGTERM.
+    Dev(b24act::dev::DevArgs),
     /// Run the host: take calls from portals, run the actions, return the results. Stops on
     /// Ctrl-C or SIGTERM, letting running attempts finish.
     Serve {
@@ -71,6 +76,10 @@ enum Command {
         #[arg(long, env = "B24ACT_EMULATOR_LISTEN", default_value = "127.0.0.1:8024")]
         listen: SocketAddr,
     },
+    /// Run one fake of a system connectors reach (finance, onec, telegram, graph) in the
+    /// foreground, printing its URL and the connector settings that reach it. Stops on Ctrl-C
+    /// or SIGTERM.
+    Fake(b24act::dev::fake::FakeArgs),
     /// Run a self-contained demo: the emulator, the host on a temporary SQLite file and a fake
     /// finance system in this process, running the reference case (shipment requests through
     /// a credit check, the CFO for the rest) with time compressed; a summary. Fails if a
@@ -90,9 +99,12 @@ impl Command {
             Command::Serve { config } | Command::CheckConfig { config } => Some(config),
             Command::Jobs { config, .. } | Command::Portals { config, .. } => Some(config),
             Command::Sync(args) => Some(&args.config),
-            Command::Init(_) | Command::Emulator { .. } | Command::Demo(_) | Command::Bench(_) => {
-                None
-            }
+            Command::Dev(args) => Some(&args.config),
+            Command::Init(_)
+            | Command::Fake(_)
+            | Command::Emulator { .. }
+            | Command::Demo(_)
+            | Command::Bench(_) => None,
         }
     }
 }
@@ -104,8 +116,8 @@ fn main() -> std::process::ExitCode {
         Command::Demo(_) => "error",
         // The bench's table is its output; its in-process emulator would log every workflow.
         Command::Bench(_) => "warn",
-        // Sync prints each change itself; init prints all there is to say.
-        Command::Sync(_) | Command::Init(_) => "warn",
+        // Sync prints each change itself; init and fake print all there is to say.
+        Command::Sync(_) | Command::Init(_) | Command::Fake(_) => "warn",
         _ => "info",
     };
     // The configuration is read before logging starts, so that its `[log]` table applies to
@@ -227,6 +239,12 @@ fn run(
                 b24act::sync_cli::run(config()?, &args, &mut std::io::stdout()).await
             }
             Command::Init(args) => b24act::init::run(&args, &mut std::io::stdout()),
+            Command::Dev(args) => {
+                b24act::dev::run(&args, config()?, &mut std::io::stdout(), shutdown_signal()).await
+            }
+            Command::Fake(args) => {
+                b24act::dev::fake::run_alone(&args, &mut std::io::stdout(), shutdown_signal()).await
+            }
             Command::Emulator { listen } => run_emulator(listen).await,
             Command::Bench(args) => b24act::bench::run(args, &mut std::io::stdout()).await,
             Command::Demo(args) => {

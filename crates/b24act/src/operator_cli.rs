@@ -208,8 +208,6 @@ pub(crate) async fn with_store<T>(
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let url = config.store.url.expose();
-    let key =
-        StoreKey::from_hex(config.store.encryption_key.expose()).context("store.encryption_key")?;
     if Backend::from_url(url)? == Backend::Sqlite
         && let Some(path) = sqlite_path(url)
         && !path.exists()
@@ -221,9 +219,16 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
             path.display()
         );
     }
+    connect_store(config).await
+}
+
+/// Opens the store `config` names with two connections, creating and migrating it if needed.
+pub(crate) async fn connect_store(config: &Config) -> anyhow::Result<Store> {
+    let key =
+        StoreKey::from_hex(config.store.encryption_key.expose()).context("store.encryption_key")?;
     let options = StoreOptions { max_connections: 2, ..StoreOptions::new(key) };
     // The store's errors name the URL already, without its password.
-    Ok(Store::open(url, options).await?)
+    Ok(Store::open(config.store.url.expose(), options).await?)
 }
 
 /// The file a `sqlite:` URL names (`sqlite:/abs`, `sqlite:///abs`, `sqlite:rel.db`, with an
