@@ -1,6 +1,6 @@
 //! The control API: JSON over HTTP under `/control/...`, mirroring the Rust API of
 //! [`crate::Emulator`] so tests in other languages and the CLI can drive the emulator
-//! (documented route by route in the README's "Control API" section).
+//! (documented route by route in docs/emulator.md, "Control API").
 
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;

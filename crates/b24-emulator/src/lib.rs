@@ -3,7 +3,7 @@
 //!
 //! [`Emulator::start`] binds one listener that is both the OAuth server (the `oauth.bitrix.info`
 //! stand-in: `/oauth/token/`, `/rest/app.info`) and the JSON control API under `/control/...`
-//! (see the README's "Control API" section). Every portal gets its own listener, so its domain is
+//! (see docs/emulator.md, "Control API"). Every portal gets its own listener, so its domain is
 //! `127.0.0.1:PORT` and its REST endpoint `http://127.0.0.1:PORT/rest/`.
 //!
 //! ```no_run

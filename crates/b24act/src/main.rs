@@ -69,7 +69,7 @@ enum Command {
     /// `[app] keep_removed_actions`), then apply it. Exit code 1 when any portal failed.
     Sync(b24act::sync_cli::SyncArgs),
     /// Run the Bitrix24 emulator in the foreground: a fake OAuth server, portals and workflows,
-    /// driven through its JSON control API (see the README). Stops on Ctrl-C or SIGTERM.
+    /// driven through its JSON control API (docs/emulator.md). Stops on Ctrl-C or SIGTERM.
     Emulator {
         /// Address of the OAuth server and control API. Portals get their own ports on the
         /// same host.

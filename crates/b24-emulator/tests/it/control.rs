@@ -1,4 +1,4 @@
-//! The control API: the newcomer flow from the README's tour, driven over HTTP only.
+//! The control API: the newcomer flow from docs/emulator.md's tour, driven over HTTP only.
 
 use std::time::{Duration, Instant};
 

@@ -432,7 +432,7 @@ async fn run_spec(
     })
 }
 
-/// The fixed part of README's `onec` connector table: the item by SKU, its retail price (the
+/// The fixed part of docs/connectors.md's `onec` table: the item by SKU, its retail price (the
 /// price register's condition names the price kind) and its stock, and what comes back.
 const ONEC_MAPPING: &str = r#"
 [item]
@@ -457,7 +457,7 @@ available = { pointer = "/stock/0/ВНаличииBalance", default = 0 }
 in_stock = { pointer = "/stock/0/ВНаличииBalance", above = 0 }
 "#;
 
-/// README's `onec` connector table against the fake 1C at `base_url`: price and stock by SKU.
+/// docs/connectors.md's `onec` table against the fake 1C at `base_url`: price and stock by SKU.
 pub fn onec_connector(base_url: &str) -> String {
     let mut settings = toml::Table::new();
     set(&mut settings, "url", base_url);

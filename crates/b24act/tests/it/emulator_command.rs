@@ -1,4 +1,4 @@
-//! `b24act emulator`: the README's newcomer flow, step by step, against the real process —
+//! `b24act emulator`: docs/emulator.md's newcomer flow, step by step, against the real process —
 //! start it, create a portal, register and install an app, register an activity with the
 //! install token, start a workflow, see the call arrive at a handler, answer it.
 

@@ -26,7 +26,8 @@ async fn failing(faults: impl IntoIterator<Item = Fault>) -> OneC {
     fake
 }
 
-/// The README's example: retail price (latest), stock summed over warehouses, name, in-stock flag.
+/// docs/connectors.md's example: retail price (latest), stock summed over warehouses, name,
+/// in-stock flag.
 fn settings(fake: &OneC) -> Value {
     json!({
         "kind": "onec",
@@ -65,8 +66,8 @@ fn sku(sku: &str) -> ConnectorRequest {
     .with_property("sku", sku)
 }
 
-/// Looks up an SKU that 1C has with the README example on a fresh fake: the fake (to see what
-/// it received) and the outputs.
+/// Looks up an SKU that 1C has with docs/connectors.md's example on a fresh fake: the fake (to see
+/// what it received) and the outputs.
 async fn found(sku_value: &str) -> (OneC, Outputs) {
     let fake = start().await;
     let outputs = connector(&settings(&fake)).run(&sku(sku_value)).await.expect("found");
@@ -410,7 +411,7 @@ async fn the_contract_names_the_inputs_and_outputs() {
     );
 }
 
-/// An edit of the README example's settings.
+/// An edit of docs/connectors.md's example settings.
 type Change = Box<dyn Fn(&mut Value)>;
 
 #[tokio::test]

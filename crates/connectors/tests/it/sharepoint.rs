@@ -24,7 +24,7 @@ async fn start() -> GraphApi {
     GraphApi::start().await.expect("the fake Graph starts")
 }
 
-/// The README's example, pointed at the fake.
+/// The example of docs/connectors.md, pointed at the fake.
 fn settings(graph: &GraphApi) -> Value {
     json!({
         "kind": "sharepoint",

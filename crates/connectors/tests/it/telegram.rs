@@ -20,7 +20,7 @@ async fn start() -> BotApi {
     BotApi::start().await.expect("the fake Bot API starts")
 }
 
-/// The README's example, pointed at the fake.
+/// The example of docs/connectors.md, pointed at the fake.
 fn settings(bot: &BotApi) -> Value {
     json!({
         "kind": "telegram",
