@@ -20,6 +20,8 @@ mod operator_cli;
 mod outbox;
 mod portal_budget;
 mod portal_cli;
+mod process;
+mod quickstart;
 mod serve;
 mod settings_form;
 mod settings_form_browser;
