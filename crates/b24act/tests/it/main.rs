@@ -21,6 +21,7 @@ mod outbox;
 mod portal_budget;
 mod portal_cli;
 mod process;
+mod production;
 mod quickstart;
 mod serve;
 mod settings_form;
