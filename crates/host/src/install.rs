@@ -102,6 +102,14 @@ async fn handle_event(installer: &Installer, event: AppEvent) -> Result<&'static
                 .upsert_installation(&installation, clock::now_ms())
                 .await
                 .map_err(store_down)?;
+            if let Some(language) = &event.language_id {
+                // The language of the log lines b24act writes; a failure costs only that.
+                let bounded: String = language.chars().take(8).collect();
+                if let Err(error) = host.store.set_installation_language(&member_id, &bounded).await
+                {
+                    tracing::warn!(error = %ErrorChain(&error), "the portal's language not stored");
+                }
+            }
             host.portals.forget(&member_id);
             if host.health.clear_all(&member_id) {
                 tracing::info!("the portal installed again: it is no longer degraded");

@@ -16,6 +16,7 @@ pub mod edge;
 pub mod health;
 pub mod install;
 pub mod intake;
+pub mod language;
 pub mod loops;
 pub mod operator;
 pub mod outbox;

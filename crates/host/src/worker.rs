@@ -29,6 +29,7 @@ use crate::backoff;
 use crate::catalog::Action;
 use crate::clock::{self, ClaimClock};
 use crate::console::metrics;
+use crate::language::Lang;
 use crate::loops::{IDLE_PAUSE, Wakeups, pause_until_due, report_task};
 use crate::payload::{JobPayload, JobResult, PAYLOAD_VERSION};
 
@@ -219,9 +220,10 @@ impl Claim<'_> {
         match ran {
             Ran::Outputs(outputs) => match action.return_values(&outputs.values) {
                 Ok(return_values) => {
-                    let log_message = outputs
-                        .log
-                        .unwrap_or_else(|| format!("b24act: {} done", job.call.action_code));
+                    let log_message = match outputs.log {
+                        Some(log) => log,
+                        None => self.language().await.done(&job.call.action_code),
+                    };
                     let result = JobResult { return_values, log_message: Some(log_message) };
                     self.mark_succeeded(&result, now).await
                 }
@@ -301,11 +303,8 @@ impl Claim<'_> {
         metrics::attempt_ended(&job.call.action_code, outcome);
         tracing::info!(%reason, retry_in_ms = next - now, "attempt failed; retrying");
         if log_retries && job.call.waits_for_result {
-            let line = format!(
-                "Attempt {} failed: {reason}; retrying at {}",
-                job.attempt,
-                clock::utc_time_of_day(next)
-            );
+            let at = clock::utc_time_of_day(next);
+            let line = self.language().await.retrying(job.attempt, reason, &at);
             self.progress_line(&line).await;
         }
         Ok(())
@@ -377,6 +376,13 @@ impl Claim<'_> {
     /// Stores `line` for the workflow's log; the outbox sends it in the room results leave in
     /// its batches, so lines never cost results their place. A line that cannot be stored is
     /// only logged: it is best effort.
+    /// The language of the job's portal, for the lines b24act writes to its workflow's log;
+    /// English when the store does not know it or does not answer.
+    async fn language(&self) -> Lang {
+        let stored = self.shared.host.store.installation_language(&self.job.call.member_id).await;
+        Lang::from_portal(stored.ok().flatten().as_deref())
+    }
+
     async fn progress_line(&self, line: &str) {
         let job = self.job;
         let stored = self.shared.host.store.add_progress_line(

@@ -239,24 +239,50 @@ impl Store {
 
     /// Records the fingerprint of the registrations just made on portal `member_id`.
     pub async fn set_registrations(&self, member_id: &str, fingerprint: &str) -> Result<()> {
-        let update =
-            Statement::new("UPDATE installations SET registrations = $1 WHERE member_id = $2")
-                .bind(fingerprint)
-                .bind(member_id);
-        self.write_one("record a portal's registrations", update).await.map(drop)
+        self.set_installation_note(member_id, InstallationNote::Registrations, fingerprint).await
     }
 
     /// The fingerprint of the registrations last made on portal `member_id`, if any.
     pub async fn registrations(&self, member_id: &str) -> Result<Option<String>> {
-        let select = Statement::new("SELECT registrations FROM installations WHERE member_id = $1")
+        self.installation_note(member_id, InstallationNote::Registrations).await
+    }
+
+    /// Records portal `member_id`'s language (`data[LANGUAGE_ID]` of its install or update
+    /// event), which the workflow-log lines b24act writes itself are in.
+    pub async fn set_installation_language(&self, member_id: &str, language: &str) -> Result<()> {
+        self.set_installation_note(member_id, InstallationNote::Language, language).await
+    }
+
+    /// Portal `member_id`'s language, if an install or update event gave one.
+    pub async fn installation_language(&self, member_id: &str) -> Result<Option<String>> {
+        self.installation_note(member_id, InstallationNote::Language).await
+    }
+
+    async fn set_installation_note(
+        &self,
+        member_id: &str,
+        note: InstallationNote,
+        value: &str,
+    ) -> Result<()> {
+        let update = Statement::new("UPDATE installations SET ")
+            .push(note.column())
+            .push(" = $1 WHERE member_id = $2")
+            .bind(value)
             .bind(member_id);
-        self.read("read a portal's registrations", async |conn| {
-            Ok(conn
-                .fetch_optional(select)
-                .await?
-                .map(|row| row.get("registrations"))
-                .transpose()?
-                .flatten())
+        self.write_one(note.writing(), update).await.map(drop)
+    }
+
+    async fn installation_note(
+        &self,
+        member_id: &str,
+        note: InstallationNote,
+    ) -> Result<Option<String>> {
+        let select = Statement::new("SELECT ")
+            .push(note.column())
+            .push(" AS note FROM installations WHERE member_id = $1")
+            .bind(member_id);
+        self.read(note.reading(), async |conn| {
+            Ok(conn.fetch_optional(select).await?.map(|row| row.get("note")).transpose()?.flatten())
         })
         .await
     }
@@ -342,4 +368,37 @@ pub async fn next_wake(listener: &mut PgListener) -> Result<WakeUp> {
         }
     };
     Ok(WakeUp { wake, from: from.to_owned() })
+}
+
+/// A column of `installations` that is a note about the portal rather than its identity: kept
+/// apart from what an install event replaces.
+#[derive(Debug, Clone, Copy)]
+enum InstallationNote {
+    /// The fingerprint of the registrations last made there.
+    Registrations,
+    /// Its language.
+    Language,
+}
+
+impl InstallationNote {
+    fn column(self) -> &'static str {
+        match self {
+            InstallationNote::Registrations => "registrations",
+            InstallationNote::Language => "language_id",
+        }
+    }
+
+    fn writing(self) -> &'static str {
+        match self {
+            InstallationNote::Registrations => "record a portal's registrations",
+            InstallationNote::Language => "record a portal's language",
+        }
+    }
+
+    fn reading(self) -> &'static str {
+        match self {
+            InstallationNote::Registrations => "read a portal's registrations",
+            InstallationNote::Language => "read a portal's language",
+        }
+    }
 }

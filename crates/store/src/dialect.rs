@@ -117,6 +117,7 @@ impl Dialect {
                     include_str!("../migrations/sqlite/0004_action_registrations.sql"),
                 ),
                 (5, "console", include_str!("../migrations/sqlite/0005_console.sql")),
+                (6, "language", include_str!("../migrations/sqlite/0006_language.sql")),
             ],
             Dialect::Postgres => &[
                 (
@@ -132,6 +133,7 @@ impl Dialect {
                     include_str!("../migrations/postgres/0004_action_registrations.sql"),
                 ),
                 (5, "console", include_str!("../migrations/postgres/0005_console.sql")),
+                (6, "language", include_str!("../migrations/postgres/0006_language.sql")),
             ],
         }
     }

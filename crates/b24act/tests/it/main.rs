@@ -14,6 +14,7 @@ mod fairness;
 mod host_fixture;
 mod install;
 mod invariants;
+mod languages;
 mod logs;
 mod operator_actions;
 mod operator_cli;

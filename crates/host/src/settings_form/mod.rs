@@ -207,7 +207,7 @@ async fn form(
     let stylesheet_url = asset_path(host, routes::SETTINGS_STYLESHEET);
     let page = FormPage {
         lang: lang.code(),
-        words: lang.words(),
+        words: page::words(lang),
         action_name: action.config.name.in_language(lang.code()).to_owned(),
         script_data: form.script_data(lang).to_string(),
         fields: form.fields,

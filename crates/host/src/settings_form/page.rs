@@ -10,41 +10,18 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::{ActionConfig, PropertyConfig};
+pub use crate::language::Lang;
 
 /// At most this many expressions in one group, and characters in one label: the options come
 /// from the portal and are shown in every field's menu.
 const MAX_EXPRESSIONS_PER_GROUP: usize = 500;
 const MAX_LABEL_CHARS: usize = 200;
 
-/// The languages the form speaks; anything else gets English.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Lang {
-    En,
-    Ru,
-}
-
-impl Lang {
-    /// The portal's `LANG` (`en`, `ru`, `de`, …): Russian for `ru`, English otherwise.
-    pub fn from_portal(lang: Option<&str>) -> Lang {
-        match lang.map(str::to_ascii_lowercase).as_deref() {
-            Some("ru") => Lang::Ru,
-            _ => Lang::En,
-        }
-    }
-
-    pub fn code(self) -> &'static str {
-        match self {
-            Lang::En => "en",
-            Lang::Ru => "ru",
-        }
-    }
-
-    pub fn words(self) -> &'static Words {
-        match self {
-            Lang::En => &EN,
-            Lang::Ru => &RU,
-        }
+/// The form's words in `lang`.
+pub fn words(lang: Lang) -> &'static Words {
+    match lang {
+        Lang::En => &EN,
+        Lang::Ru => &RU,
     }
 }
 
@@ -200,7 +177,7 @@ impl Form {
             .iter()
             .map(|(id, property)| field(id, property, current_value(current, id), lang))
             .collect();
-        Form { fields, expressions: expressions(options, lang.words()) }
+        Form { fields, expressions: expressions(options, words(lang)) }
     }
 
     /// What the script needs besides the fields it finds in the page: each field's type, its
@@ -220,7 +197,7 @@ impl Form {
                 })
             })
             .collect();
-        serde_json::json!({ "fields": fields, "problems": lang.words().problems })
+        serde_json::json!({ "fields": fields, "problems": words(lang).problems })
     }
 }
 
@@ -234,7 +211,7 @@ fn current_value<'a>(current: Option<&'a Map<String, Value>>, id: &str) -> Optio
 }
 
 fn field(id: &str, property: &PropertyConfig, current: Option<&Value>, lang: Lang) -> Field {
-    let words = lang.words();
+    let words = words(lang);
     let text = |t: &LocalizedText| t.in_language(lang.code()).to_owned();
     let (widget, choices) = match &property.kind {
         PropertyType::Text => (Widget::Text, Vec::new()),

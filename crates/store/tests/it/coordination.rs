@@ -18,6 +18,7 @@ store::on_both_stores!(crate::support::run =>
     a_send_left_unrecorded_is_uncertain_and_not_found_then_is_an_unconfirmed_delivery,
     an_uncertain_result_is_resent_only_with_force,
     the_registrations_fingerprint_is_kept_per_portal,
+    a_portals_language_is_kept_apart_from_its_registrations,
     each_actions_registration_is_kept_per_portal_until_deleted,
 );
 
@@ -215,6 +216,23 @@ async fn the_registrations_fingerprint_is_kept_per_portal(db: TestDb) {
         Some("abc"),
         "an install event's registrations are made (and recorded) by the host again"
     );
+}
+
+async fn a_portals_language_is_kept_apart_from_its_registrations(db: TestDb) {
+    let store = db.open().await;
+    store.upsert_installation(&install("p1"), T0).await.unwrap();
+    assert_eq!(store.installation_language("p1").await.unwrap(), None);
+    store.set_installation_language("p1", "ru").await.unwrap();
+    store.set_registrations("p1", "abc").await.unwrap();
+    assert_eq!(store.installation_language("p1").await.unwrap().as_deref(), Some("ru"));
+    assert_eq!(store.registrations("p1").await.unwrap().as_deref(), Some("abc"));
+    store.upsert_installation(&install("p1"), T0 + 1).await.unwrap();
+    assert_eq!(
+        store.installation_language("p1").await.unwrap().as_deref(),
+        Some("ru"),
+        "an install event replaces the identity, not the notes"
+    );
+    assert_eq!(store.installation_language("ghost").await.unwrap(), None);
 }
 
 async fn each_actions_registration_is_kept_per_portal_until_deleted(db: TestDb) {

@@ -1,0 +1,6 @@
+-- b24act store, PostgreSQL dialect: each portal's language.
+-- Keep in step with ../sqlite/0006_language.sql.
+
+-- data[LANGUAGE_ID] of the portal's last install or update event (Store::set_installation_language):
+-- the workflow-log lines b24act writes itself are in it. NULL until an event gives one.
+ALTER TABLE installations ADD COLUMN language_id TEXT;
