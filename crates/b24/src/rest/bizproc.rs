@@ -269,7 +269,7 @@ macro_rules! with_shared_activity_fields {
             $($own)*
             #[serde(skip_serializing_if = "Option::is_none")]
             pub description: Option<LocalizedText>,
-            /// Input properties: id (`^[a-z][a-z0-9_]*$`) → definition.
+            /// Input properties: id (`[A-Za-z][A-Za-z0-9_]*`) → definition.
             #[serde(skip_serializing_if = "Option::is_none")]
             pub properties: Option<OrderedMap<PropertyDefinition>>,
             /// Output properties, set by `bizproc.event.send`'s RETURN_VALUES.
@@ -293,7 +293,7 @@ with_shared_activity_fields! {
     #[derive(Debug, Clone, PartialEq, Serialize)]
     #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
     pub struct ActivityDefinition {
-        /// `^[a-z0-9.\-_]+$`, at most 128 characters, unique per app across activities and robots.
+        /// `[A-Za-z0-9._-]+`, at most 128 characters, unique per app across activities and robots.
         pub code: String,
         /// The public HTTPS URL the portal calls.
         pub handler: String,

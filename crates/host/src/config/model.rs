@@ -291,7 +291,7 @@ pub enum ActionKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionConfig {
-    /// The registered `CODE`: `[a-z0-9.\-_]`, at most 128 characters (§1.2).
+    /// The registered `CODE`: `[A-Za-z0-9._-]`, at most 128 characters (§1.2).
     pub code: String,
     #[serde(default)]
     pub kind: ActionKind,

@@ -158,8 +158,8 @@ fn portal_registration_rules_are_checked_locally() {
         .replace("[actions.properties.amount]", "[actions.properties.2amount]")
         .replace("[actions.return_properties.reason]", "[actions.return_properties.Title]");
     let problems = problems_of(&text);
-    assert!(problems.contains(&"actions[0].code: `check credit limit!` has characters outside [a-z0-9.-_] (\"Wrong activity code!\", §1.2)".to_owned()), "{problems:#?}");
-    assert!(problems.contains(&"actions[0].properties.2amount: `2amount` is not a valid property id [a-z][a-z0-9_]* (\"Wrong property key\", §1.2)".to_owned()), "{problems:#?}");
+    assert!(problems.contains(&"actions[0].code: `check credit limit!` has characters outside [A-Za-z0-9._-] (\"Wrong activity code!\", §1.2)".to_owned()), "{problems:#?}");
+    assert!(problems.contains(&"actions[0].properties.2amount: `2amount` is not a valid property id [A-Za-z][A-Za-z0-9_]* (\"Wrong property key\", §1.2)".to_owned()), "{problems:#?}");
     assert!(problems.contains(&"actions[0].return_properties.Title: `Title` is reserved by the activity itself; the portal would skip it (§1.5)".to_owned()), "{problems:#?}");
     // The fallback names `reason`, which is now gone.
     assert!(
@@ -167,6 +167,20 @@ fn portal_registration_rules_are_checked_locally() {
             &"actions[0].on_failure.values.reason: is not a declared return property".to_owned()
         ),
         "{problems:#?}"
+    );
+}
+
+#[test]
+fn codes_take_letters_of_either_case_digits_dots_underscores_and_dashes() {
+    let text =
+        EXAMPLE.replace("code = \"check_credit_limit\"", "code = \"Finance.Check_Credit-2\"");
+    assert_eq!(load(&text, &[]).unwrap().actions[0].code, "Finance.Check_Credit-2");
+    let text = EXAMPLE.replace("code = \"check_credit_limit\"", "code = \"check/credit\"");
+    assert_eq!(
+        problems_of(&text),
+        [
+            "actions[0].code: `check/credit` has characters outside [A-Za-z0-9._-] (\"Wrong activity code!\", §1.2)"
+        ]
     );
 }
 

@@ -362,7 +362,9 @@ fn check_code(code: &str, key: &str, found: &mut Problems) {
     } else if !code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
         found.add(
             key,
-            format!("`{code}` has characters outside [a-z0-9.-_] (\"Wrong activity code!\", §1.2)"),
+            format!(
+                "`{code}` has characters outside [A-Za-z0-9._-] (\"Wrong activity code!\", §1.2)"
+            ),
         );
     } else if code.len() > MAX_CODE_LENGTH {
         found.add(
@@ -383,7 +385,7 @@ fn check_properties(
         let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !well_formed {
-            found.add(&at, format!("`{id}` is not a valid property id [a-z][a-z0-9_]* (\"Wrong property key\", §1.2)"));
+            found.add(&at, format!("`{id}` is not a valid property id [A-Za-z][A-Za-z0-9_]* (\"Wrong property key\", §1.2)"));
         }
         if RESERVED_PROPERTY_IDS.iter().any(|reserved| reserved.eq_ignore_ascii_case(id)) {
             found.add(
