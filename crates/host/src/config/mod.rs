@@ -5,13 +5,16 @@
 //! `B24ACT__<SECTION>__<KEY>=value`, path segments joined by `__`, array elements by index:
 //! `B24ACT__APP__CLIENT_SECRET=…`, `B24ACT__ACTIONS__0__CONNECTOR__URL=…`. A value keeps the type
 //! of the file's value at that path; a new value is a boolean, integer or float when it reads as
-//! one, and a string otherwise (write `'"123"'` for a string of digits).
+//! one, and a string otherwise (write `'"123"'` for a string of digits). A variable whose key
+//! is not known is refused by name, with the variable probably meant; a misspelt key in the
+//! file gets the closest known one ([`suggest`]).
 //!
 //! Built on `toml` and `serde_path_to_error` rather than the `config` crate: the latter folds
 //! key case, and Bitrix24 property ids keep theirs (§1.2); and this way every deserialization
 //! error carries its exact path.
 
 mod model;
+pub mod suggest;
 mod validate;
 
 use std::fmt;
@@ -100,19 +103,43 @@ impl Config {
             path: origin.to_owned(),
             source: Box::new(source),
         })?;
-        let mut overrides: Vec<(String, String)> =
+        let mut variables: Vec<(String, String)> =
             env.into_iter().filter(|(name, _)| name.starts_with(ENV_PREFIX)).collect();
-        overrides.sort();
-        for (variable, value) in overrides {
-            apply_override(&mut tree, &variable, &value)
-                .map_err(|problem| ConfigError::Environment { variable, problem })?;
-        }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
-                ConfigError::Value { key: e.path().to_string(), message: e.inner().to_string() }
+        variables.sort();
+        let mut overrides = Vec::with_capacity(variables.len());
+        for (variable, value) in variables {
+            let path = apply_override(&mut tree, &variable, &value).map_err(|problem| {
+                ConfigError::Environment { variable: variable.clone(), problem }
             })?;
+            overrides.push(EnvOverride { variable, path });
+        }
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
+            .map_err(|e| {
+                let (key, message) = (e.path().to_string(), e.inner().to_string());
+                match overriding(&overrides, &key, &message) {
+                    Some(set) => ConfigError::Environment {
+                        variable: set.variable.clone(),
+                        problem: set.problem(&key, &message),
+                    },
+                    None => ConfigError::Value { message: suggest::with_suggestion(&message), key },
+                }
+            })?;
+        config.overrides = overrides;
         let problems = validate::problems(&config);
         if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+    }
+
+    /// What to say about a connector's refusal of its settings at `key`
+    /// (`actions[0].connector.url`): `message` with the closest expected name suggested, or,
+    /// when an environment variable set that key, naming the variable (and the one probably
+    /// meant).
+    pub fn explain(&self, key: &str, message: &str) -> String {
+        match overriding(&self.overrides, key, message) {
+            Some(set) => {
+                format!("{message} (set by {}{})", set.variable, set.did_you_mean(key, message))
+            }
+            None => suggest::with_suggestion(message),
+        }
     }
 }
 
@@ -135,13 +162,99 @@ impl LogConfig {
         let log = tree.remove("log").unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
         serde_path_to_error::deserialize(log).map_err(|e| ConfigError::Value {
             key: format!("log.{}", e.path()),
-            message: e.inner().to_string(),
+            message: suggest::with_suggestion(&e.inner().to_string()),
         })
     }
 }
 
-/// Sets `B24ACT__A__B__0__C=value` at `a.b[0].c`, creating tables on the way.
-fn apply_override(tree: &mut toml::Table, variable: &str, raw: &str) -> Result<(), String> {
+/// One `B24ACT__…` variable applied to the file, by name and the key path it set (its value is
+/// not kept: it may be a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvOverride {
+    pub variable: String,
+    /// The key's segments, lower-cased as applied: `["actions", "0", "retry", "max_wait"]`.
+    pub path: Vec<String>,
+}
+
+impl EnvOverride {
+    /// The key as errors name it: `actions[0].retry.max_wait`.
+    fn key(&self, depth: usize) -> String {
+        let mut key = String::new();
+        for segment in self.path.iter().take(depth) {
+            if segment.bytes().all(|b| b.is_ascii_digit()) {
+                key.push_str(&format!("[{segment}]"));
+            } else {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(segment);
+            }
+        }
+        key
+    }
+
+    /// How many of its segments make `key`, if `key` is this variable's key or one above it.
+    fn depth_of(&self, key: &str) -> Option<usize> {
+        (1..=self.path.len()).find(|&depth| self.key(depth) == key)
+    }
+
+    /// `"; did you mean B24ACT__…?"` when `message` refuses an unknown name at `key` and a
+    /// known one is close: this variable with the misspelt segment replaced.
+    fn did_you_mean(&self, key: &str, message: &str) -> String {
+        let meant = suggest::unknown_name(message).and_then(|(wrong, expected)| {
+            let depth = self.depth_of(&unknown_key(key, message))?;
+            let name = suggest::closest(wrong, expected)?;
+            let mut path = self.path.clone();
+            path[depth - 1] = name.to_owned();
+            let segments: Vec<String> = path.iter().map(|s| s.to_ascii_uppercase()).collect();
+            Some(format!("{ENV_PREFIX}{}", segments.join("__")))
+        });
+        meant.map(|variable| format!("; did you mean {variable}?")).unwrap_or_default()
+    }
+
+    /// A deserialization error at `key` as this variable's problem.
+    fn problem(&self, key: &str, message: &str) -> String {
+        let shown = unknown_key(key, message);
+        let meant = self.did_you_mean(key, message);
+        match suggest::unknown_name(message) {
+            Some(_) => format!("sets `{shown}`, which is not a known key: {message}{meant}"),
+            None => format!("`{shown}`: {message}"),
+        }
+    }
+}
+
+/// The key a deserialization error is about: for an unknown field, the field itself below `key`
+/// (serde names the table that holds it, or the field, depending on the format).
+fn unknown_key(key: &str, message: &str) -> String {
+    match suggest::unknown_name(message) {
+        Some((field, _)) if !key.ends_with(&format!(".{field}")) && key != field => {
+            if key.is_empty() || key == "." { field.to_owned() } else { format!("{key}.{field}") }
+        }
+        _ => key.to_owned(),
+    }
+}
+
+/// The override an error at `key` is about: the one that set that key, or for an unknown name,
+/// the one that set a key at or below it.
+fn overriding<'a>(
+    overrides: &'a [EnvOverride],
+    key: &str,
+    message: &str,
+) -> Option<&'a EnvOverride> {
+    let key = unknown_key(key, message);
+    let unknown = suggest::unknown_name(message).is_some();
+    overrides.iter().find(|o| match o.depth_of(&key) {
+        Some(depth) => unknown || depth == o.path.len(),
+        None => false,
+    })
+}
+
+/// Sets `B24ACT__A__B__0__C=value` at `a.b[0].c`, creating tables on the way; returns the path.
+fn apply_override(
+    tree: &mut toml::Table,
+    variable: &str,
+    raw: &str,
+) -> Result<Vec<String>, String> {
     let path: Vec<String> =
         variable[ENV_PREFIX.len()..].split("__").map(str::to_ascii_lowercase).collect();
     if path.iter().any(String::is_empty) {
@@ -152,7 +265,7 @@ fn apply_override(tree: &mut toml::Table, variable: &str, raw: &str) -> Result<(
     if let toml::Value::Table(table) = root {
         *tree = table;
     }
-    outcome
+    outcome.map(|()| path)
 }
 
 fn set_path(node: &mut toml::Value, path: &[String], raw: &str) -> Result<(), String> {

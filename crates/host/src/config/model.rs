@@ -33,6 +33,10 @@ pub struct Config {
     pub console: ConsoleConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The environment overrides applied to the file, so that a key they set is blamed on its
+    /// variable (a connector's settings are checked after loading).
+    #[serde(skip)]
+    pub overrides: Vec<super::EnvOverride>,
 }
 
 /// How the process logs (to stderr; `RUST_LOG` picks the levels).

@@ -227,6 +227,17 @@ fn a_settings_form_needs_properties_and_where_it_is_offered_must_be_named_fully(
 }
 
 #[test]
+fn a_fallback_value_for_an_undeclared_return_property_names_the_one_probably_meant() {
+    let text = EXAMPLE.replace("approval_required = true", "aproval_required = true");
+    assert_eq!(
+        problems_of(&text),
+        [
+            "actions[0].on_failure.values.aproval_required: is not a declared return property; did you mean `approval_required`?"
+        ]
+    );
+}
+
+#[test]
 fn fallback_values_must_fit_their_declared_types() {
     let text = EXAMPLE.replace("approval_required = true", "approval_required = \"perhaps\"");
     assert_eq!(
@@ -468,7 +479,68 @@ fn telemetry_settings_are_checked_by_key_even_while_export_is_off() {
         ["telemetry.sample_ratio: must be from 0 to 1, got -0.1"]
     );
     let unknown = load(EXAMPLE, &[("B24ACT__TELEMETRY__PROTOCOL", "grpc")]).unwrap_err();
-    let ConfigError::Value { key, message } = unknown else { panic!("{unknown:?}") };
-    assert_eq!(key, "telemetry.protocol", "{message}");
-    assert!(message.contains("unknown field `protocol`"), "{message}");
+    let ConfigError::Environment { variable, problem } = unknown else { panic!("{unknown:?}") };
+    assert_eq!(variable, "B24ACT__TELEMETRY__PROTOCOL", "{problem}");
+    assert!(
+        problem.starts_with(
+            "sets `telemetry.protocol`, which is not a known key: unknown field `protocol`"
+        ),
+        "{problem}"
+    );
+}
+
+#[test]
+fn an_override_of_no_known_key_names_its_variable_and_the_one_probably_meant() {
+    let problem = |variable: &str, value: &str| match load(EXAMPLE, &[(variable, value)]) {
+        Err(ConfigError::Environment { variable: named, problem }) => {
+            assert_eq!(named, variable, "{problem}");
+            problem
+        }
+        other => panic!("{variable}: {other:?}"),
+    };
+    let secret = problem("B24ACT__APP__CLIENT_SECRT", "s3cret");
+    assert!(
+        secret.starts_with(
+            "sets `app.client_secrt`, which is not a known key: unknown field `client_secrt`"
+        ) && secret.ends_with("; did you mean B24ACT__APP__CLIENT_SECRET?"),
+        "{secret}"
+    );
+    assert!(!secret.contains("s3cret"), "the value is not repeated: {secret}");
+    let section = problem("B24ACT__TELEMTRY__ENABLED", "true");
+    assert!(
+        section.starts_with("sets `telemtry`, which is not a known key: unknown field `telemtry`")
+            && section.ends_with("; did you mean B24ACT__TELEMETRY__ENABLED?"),
+        "{section}"
+    );
+    let in_action = problem("B24ACT__ACTIONS__0__RETRY__MAX_WAITT", "5m");
+    assert!(
+        in_action.starts_with("sets `actions[0].retry.max_waitt`, which is not a known key")
+            && in_action.ends_with("; did you mean B24ACT__ACTIONS__0__RETRY__MAX_WAIT?"),
+        "{in_action}"
+    );
+    let typed = problem("B24ACT__WORKERS__CONCURRENCY", "many");
+    assert!(typed.starts_with("`workers.concurrency`: invalid type: string \"many\""), "{typed}");
+    // A variable that sets a known key is not blamed for a problem elsewhere.
+    let text = EXAMPLE.replace("[workers]", "[workers]\nthreads = 2");
+    let elsewhere = load(&text, &[("B24ACT__WORKERS__CONCURRENCY", "2")]).unwrap_err();
+    assert!(matches!(elsewhere, ConfigError::Value { .. }), "{elsewhere:?}");
+}
+
+#[test]
+fn a_misspelt_key_or_variant_in_the_file_gets_the_closest_known_one() {
+    let text = EXAMPLE.replace("[workers]", "[workers]\nleese = \"1m\"");
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("unknown field `leese`") && err.ends_with("; did you mean `lease`?"),
+        "{err}"
+    );
+    let text = EXAMPLE.replace("mode = \"fallback\"", "mode = \"fallbak\"");
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("unknown variant `fallbak`") && err.ends_with("; did you mean `fallback`?"),
+        "{err}"
+    );
+    let text = EXAMPLE.replace("[actions.retry]", "[actions.retyr]");
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(err.starts_with("actions[0]") && err.ends_with("; did you mean `retry`?"), "{err}");
 }

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use b24::rest::{LocalizedText, PropertyType};
 use indexmap::IndexMap;
 
+use super::suggest;
 use super::{
     ActionConfig, Config, ConsoleConfig, FailurePolicy, FilterRuleConfig, Problem, PropertyConfig,
     ServerConfig, TelemetryConfig,
@@ -427,7 +428,9 @@ fn check_fallback(
 ) {
     for (id, value) in fallback {
         let Some(property) = action.return_properties.get(id) else {
-            found.add(format!("{key}.{id}"), "is not a declared return property");
+            let declared = action.return_properties.keys().map(String::as_str);
+            let meant = suggest::did_you_mean(id, declared);
+            found.add(format!("{key}.{id}"), format!("is not a declared return property{meant}"));
             continue;
         };
         if let Err(problem) = values::to_return_value(Shape::of(property), value) {
