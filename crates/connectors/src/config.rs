@@ -55,6 +55,43 @@ pub fn from_value<T: DeserializeOwned>(settings: Value) -> Result<T, ConfigError
     })
 }
 
+/// Parses an absolute URL from a connector's settings at `key`; one written without a scheme
+/// (`1c.example.com/trade`) is refused saying so ([`missing_scheme`]).
+pub fn absolute_url(key: &str, text: &str) -> Result<url::Url, ConfigError> {
+    if let Some(problem) = missing_scheme(text) {
+        return Err(ConfigError::new(key, problem));
+    }
+    url::Url::parse(text).map_err(|e| ConfigError::new(key, e.to_string()).with_source(e))
+}
+
+/// Why `text` is no absolute URL when it was written without a scheme — `1c.example.com/trade`,
+/// `localhost:8080` (which would read as the scheme `localhost`) —, with the URL to write:
+/// "`1c.example.com/trade` has no scheme: write https://1c.example.com/trade". `None` for
+/// anything else, which the URL parser judges. Since a URL may hold a secret, only what comes
+/// before a query or fragment and after any `user:password@` is repeated, at most 100
+/// characters of it.
+pub fn missing_scheme(text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Some("is empty: write an absolute URL, https://…".to_owned());
+    }
+    let missing = match url::Url::parse(text) {
+        Err(url::ParseError::RelativeUrlWithoutBase) => true,
+        Ok(url) => !text.contains("://") && url.path().starts_with(|c: char| c.is_ascii_digit()),
+        Err(_) => false,
+    };
+    if !missing {
+        return None;
+    }
+    let before_query = text.split(['?', '#']).next().unwrap_or_default();
+    let address = before_query.rsplit_once('@').map_or(before_query, |(_, address)| address);
+    let shown: String = address.chars().take(100).collect();
+    if shown.starts_with('/') {
+        return Some(format!("`{shown}` has no scheme or host: write https://<host>{shown}"));
+    }
+    Some(format!("`{shown}` has no scheme: write https://{shown}"))
+}
+
 /// Parses a duration as written in config: `"500ms"`, `"10s"`, `"2m"`, `"1h 30m"`, or a bare number of
 /// seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -104,4 +141,42 @@ pub fn optional_duration<'de, D: Deserializer<'de>>(
     }
 
     deserializer.deserialize_any(DurationVisitor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_without_a_scheme_says_so_and_what_to_write() {
+        let missing = |text| missing_scheme(text).unwrap_or_default();
+        assert_eq!(
+            missing("1c.example.com/trade"),
+            "`1c.example.com/trade` has no scheme: write https://1c.example.com/trade"
+        );
+        assert_eq!(
+            missing("localhost:8080/x"),
+            "`localhost:8080/x` has no scheme: write https://localhost:8080/x",
+            "read by the parser as the scheme `localhost`"
+        );
+        assert_eq!(
+            missing("finance.example.com:8443"),
+            "`finance.example.com:8443` has no scheme: write https://finance.example.com:8443"
+        );
+        assert_eq!(
+            missing("/api/v1/x"),
+            "`/api/v1/x` has no scheme or host: write https://<host>/api/v1/x"
+        );
+        assert_eq!(missing(" "), "is empty: write an absolute URL, https://…");
+        let secret = missing("b24act@api.example.com/x?token=s3cret");
+        assert_eq!(secret, "`api.example.com/x` has no scheme: write https://api.example.com/x");
+        for fine in ["https://1c.example.com/trade", "http://127.0.0.1:8080", "mailto:x@y.z"] {
+            assert_eq!(missing_scheme(fine), None, "{fine}");
+        }
+        let error = absolute_url("base_url", "api.telegram.org").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "connector.base_url: `api.telegram.org` has no scheme: write https://api.telegram.org"
+        );
+    }
 }

@@ -74,7 +74,6 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tracing::Instrument;
-use url::Url;
 
 use crate::config::ConfigError;
 use crate::connector::{ConnectorError, ConnectorRequest, Contract, Outputs};
@@ -444,8 +443,7 @@ impl WithClient for OneCConnector {
     type Config = OneCConfig;
 
     fn with_client(config: Self::Config, client: reqwest::Client) -> Result<Self, ConfigError> {
-        let url = Url::parse(&config.url)
-            .map_err(|e| ConfigError::new("url", e.to_string()).with_source(e))?;
+        let url = crate::config::absolute_url("url", &config.url)?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ConfigError::new(
                 "url",

@@ -309,8 +309,7 @@ impl WithClient for TelegramConnector {
                 "not a bot token: expected `<bot id>:<secret>` as @BotFather gives it",
             ));
         }
-        let base = Url::parse(config.base_url.trim_end_matches('/'))
-            .map_err(|e| ConfigError::new("base_url", e.to_string()).with_source(e))?;
+        let base = crate::config::absolute_url("base_url", config.base_url.trim_end_matches('/'))?;
         if !matches!(base.scheme(), "http" | "https") || base.query().is_some() {
             return Err(ConfigError::new("base_url", "expected an http(s) URL without a query"));
         }

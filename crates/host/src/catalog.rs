@@ -238,7 +238,10 @@ mod tests {
     #[test]
     fn connector_errors_name_the_full_key() {
         let error = build("/relative").err().unwrap();
-        assert_eq!(error.to_string(), "actions[0].connector.url: relative URL without a base");
+        assert_eq!(
+            error.to_string(),
+            "actions[0].connector.url: `/relative` has no scheme or host: write https://<host>/relative"
+        );
         assert!(build("https://finance.example.com/{{properties.company_id}}").is_ok());
     }
 }

@@ -40,7 +40,8 @@
 //!
 //! # Errors
 //!
-//! Config errors name the key (`connector.url: relative URL without a base`). At run time,
+//! Config errors name the key (``connector.url: `finance.example.com/x` has no scheme: write
+//! https://finance.example.com/x``). At run time,
 //! [`HttpError`] is classified by one function, `StatusPolicy::classify`:
 //! timeouts, connection failures, 408, 429 and 5xx are retryable (with `Retry-After` as the delay);
 //! other 4xx and 3xx (redirects are not followed), a missing mapped value, a property the
@@ -364,6 +365,9 @@ pub(crate) fn debug_endpoint_only(
 
 /// Parses the URL template: absolute http(s), placeholders only after the host.
 pub(crate) fn parse_url(source: &str) -> Result<Template, ConfigError> {
+    if let Some(problem) = crate::config::missing_scheme(source) {
+        return Err(ConfigError::new("url", problem));
+    }
     let template = Template::parse(source).map_err(|e| template_error("url", e))?;
     if let Some(at) = template.first_placeholder_at() {
         // Everything before the path: `scheme://authority`.

@@ -906,8 +906,7 @@ fn remaining(deadline: Instant) -> Duration {
 
 /// An absolute http(s) URL without query or fragment, trailing `/` dropped.
 fn base_url(key: &str, text: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(text.trim().trim_end_matches('/'))
-        .map_err(|e| ConfigError::new(key, e.to_string()).with_source(e))?;
+    let url = crate::config::absolute_url(key, text.trim().trim_end_matches('/'))?;
     if !matches!(url.scheme(), "http" | "https") || url.query().is_some() || url.cannot_be_a_base()
     {
         return Err(ConfigError::new(key, "expected an http(s) URL without a query"));

@@ -10,7 +10,14 @@ use crate::{config_error, http};
 #[test]
 fn url_errors_name_the_url_key() {
     for (url, expected) in [
-        ("/api/{{properties.company_id}}", "connector.url: relative URL without a base"),
+        (
+            "/api/{{properties.company_id}}",
+            "connector.url: `/api/{{properties.company_id}}` has no scheme or host: write https://<host>/api/{{properties.company_id}}",
+        ),
+        (
+            "finance.example.com/api/{{properties.company_id}}",
+            "connector.url: `finance.example.com/api/{{properties.company_id}}` has no scheme: write https://finance.example.com/api/{{properties.company_id}}",
+        ),
         ("ftp://files.example.com/x", "connector.url: `ftp` is not http or https"),
         (
             "https://{{properties.host}}/api",

@@ -423,6 +423,10 @@ async fn config_errors_name_the_key() {
             "connector.url: `ftp` is not http or https",
         ),
         (
+            Box::new(|s| s["url"] = json!("1c.example.com/trade")),
+            "connector.url: `1c.example.com/trade` has no scheme: write https://1c.example.com/trade",
+        ),
+        (
             Box::new(|s| s["url"] = json!("http://user:pw@1c/trade")),
             "connector.url: credentials belong in `username` and `password`, not in the URL",
         ),

@@ -115,7 +115,7 @@ impl Config {
         }
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
             .map_err(|e| {
-                let (key, message) = (e.path().to_string(), e.inner().to_string());
+                let (key, message) = (e.path().to_string(), e.inner().message().to_owned());
                 match overriding(&overrides, &key, &message) {
                     Some(set) => ConfigError::Environment {
                         variable: set.variable.clone(),
@@ -162,7 +162,7 @@ impl LogConfig {
         let log = tree.remove("log").unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
         serde_path_to_error::deserialize(log).map_err(|e| ConfigError::Value {
             key: format!("log.{}", e.path()),
-            message: suggest::with_suggestion(&e.inner().to_string()),
+            message: suggest::with_suggestion(e.inner().message()),
         })
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use b24::rest::{LocalizedText, PropertyType};
 use indexmap::IndexMap;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use url::Url;
 
 use super::Secret;
@@ -88,10 +88,11 @@ pub struct AppConfig {
     /// The OAuth server that refreshes tokens and vouches for install events
     /// (docs/protocol.md §4.4). Nothing an event says overrides it. The cloud's is the default;
     /// a box portal or the emulator names its own.
-    #[serde(default = "default_auth_server")]
+    #[serde(default = "default_auth_server", deserialize_with = "absolute_url")]
     pub auth_server: Url,
     /// Where portals reach this server, e.g. `https://b24act.example.com/`: handler and install
     /// URLs are built under it ([`crate::routes`]).
+    #[serde(deserialize_with = "absolute_url")]
     pub public_url: Url,
     /// Whether actions removed from `[[actions]]` stay registered on the portals. By default
     /// (`false`) `serve` at start and `b24act sync` delete them, so the designer stops offering
@@ -99,6 +100,16 @@ pub struct AppConfig {
     /// of the same app to serve.
     #[serde(default)]
     pub keep_removed_actions: bool,
+}
+
+/// An absolute URL; one written without a scheme (`b24act.example.com/`) is refused saying so,
+/// with the URL to write, as the connectors' URLs are.
+fn absolute_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if let Some(problem) = connectors::config::missing_scheme(&text) {
+        return Err(serde::de::Error::custom(problem));
+    }
+    Url::parse(&text).map_err(serde::de::Error::custom)
 }
 
 fn default_auth_server() -> Url {
@@ -199,6 +210,7 @@ pub struct TelemetryConfig {
     pub enabled: bool,
     /// Where spans are sent, OTLP over HTTP with protobuf bodies: the collector's traces URL,
     /// path included (`/v1/traces`).
+    #[serde(deserialize_with = "absolute_url")]
     pub endpoint: Url,
     /// The `service.name` the spans carry.
     pub service_name: String,

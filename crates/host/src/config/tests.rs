@@ -264,6 +264,42 @@ fn runtime_settings_are_checked() {
 }
 
 #[test]
+fn a_url_without_a_scheme_says_so_and_what_to_write() {
+    let text = EXAMPLE.replace(
+        "public_url = \"https://b24act.example.com/\"",
+        "public_url = \"b24act.example.com/\"",
+    );
+    assert_eq!(
+        load(&text, &[]).unwrap_err().to_string(),
+        "app.public_url: `b24act.example.com/` has no scheme: write https://b24act.example.com/"
+    );
+    let err = load(EXAMPLE, &[("B24ACT__TELEMETRY__ENDPOINT", "127.0.0.1:4318/v1/traces")])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "environment variable B24ACT__TELEMETRY__ENDPOINT: `telemetry.endpoint`: `127.0.0.1:4318/v1/traces` has no scheme: write https://127.0.0.1:4318/v1/traces"
+    );
+    let text = EXAMPLE.replace(
+        "[actions.connector]\n",
+        "[actions.connector]\nurl = \"finance.example.com/api/{{properties.company_id}}\"\n",
+    );
+    let text = text.replacen(
+        "url = \"https://finance.example.com/api/v1/companies/{{properties.company_id}}/credit\"\n",
+        "",
+        1,
+    );
+    let config = load(&text, &[]).unwrap();
+    let refused = crate::catalog::Catalog::build(&config, &connectors::Registry::new()).err();
+    assert_eq!(
+        refused.map(|e| e.to_string()).as_deref(),
+        Some(
+            "actions[0].connector.url: `finance.example.com/api/{{properties.company_id}}` has no scheme: write https://finance.example.com/api/{{properties.company_id}}"
+        )
+    );
+}
+
+#[test]
 fn the_auth_server_is_https_or_loopback_only() {
     let with = |url: &str| {
         EXAMPLE.replace(
