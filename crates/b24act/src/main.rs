@@ -299,6 +299,8 @@ fn check_config(path: &Path, config: Config) -> anyhow::Result<()> {
     host::catalog::Catalog::build(&config, &connectors::Registry::new())?;
     let codes: Vec<&str> = config.actions.iter().map(|a| a.code.as_str()).collect();
     println!("{}: valid; {} action(s): {}", path.display(), codes.len(), codes.join(", "));
+    let scopes = host::portals::REQUIRED_SCOPES.join(", ");
+    println!("the app needs the scopes: {scopes} (set them on the app's page in the portal)");
     Ok(())
 }
 

@@ -8,13 +8,14 @@ use b24::rest::{
     ActionKind as RestActionKind, ActivityDefinition, ActivityFilter, FilterRule, OrderedMap,
     PropertyDefinition, YesNo,
 };
-use connectors::{Connector, Registry};
+use connectors::{Connector, Contract, Registry};
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 use url::Url;
 
 use crate::config::{
-    ActionConfig, ActionKind, Config, FailurePolicy, FilterRuleConfig, PropertyConfig,
+    ActionConfig, ActionKind, Config, FailurePolicy, FilterRuleConfig, Problem, PropertyConfig,
+    suggest,
 };
 use crate::payload::JobResult;
 use crate::routes;
@@ -31,35 +32,60 @@ pub struct Action {
     pub connector: Arc<dyn Connector>,
 }
 
-/// A connector's settings were refused; `key` is the full path (`actions[0].connector.url`).
+/// Connectors' settings were refused, or do not fit their actions' declared properties: every
+/// problem, each naming the full key (`actions[0].connector.url`).
 #[derive(Debug, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct CatalogError {
-    pub key: String,
-    pub message: String,
+#[error("{}", describe(.0))]
+pub struct CatalogError(pub Vec<Problem>);
+
+fn describe(problems: &[Problem]) -> String {
+    match problems {
+        [one] => one.to_string(),
+        many => format!(
+            "{} problem(s) in the actions' connectors:\n{}",
+            many.len(),
+            many.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+        ),
+    }
 }
 
 impl Catalog {
-    /// Builds every action's connector from its `[actions.connector]` table.
+    /// Builds every action's connector from its `[actions.connector]` table, and checks what
+    /// the connector says it reads and fills ([`connectors::Contract`]) against the action's
+    /// declared properties, so a misspelt id fails here rather than in every job.
     pub fn build(config: &Config, registry: &Registry) -> Result<Catalog, CatalogError> {
         let mut actions = IndexMap::new();
+        let mut problems = Vec::new();
         for (index, action) in config.actions.iter().enumerate() {
             let mut table = action.connector.settings.clone();
             table.insert("kind".to_owned(), Value::String(action.connector.kind.clone()));
             // The connector names keys inside its own table; the full path starts at the action.
-            let connector = registry.build(&Value::Object(table)).map_err(|e| CatalogError {
-                key: match e.key() {
-                    "" => format!("actions[{index}].connector"),
-                    key => format!("actions[{index}].connector.{key}"),
-                },
-                message: e.message().to_owned(),
-            })?;
+            let connector = match registry.build(&Value::Object(table)) {
+                Ok(connector) => connector,
+                Err(e) => {
+                    let key = match e.key() {
+                        "" => format!("actions[{index}].connector"),
+                        key => format!("actions[{index}].connector.{key}"),
+                    };
+                    let message = config.explain(&key, e.message());
+                    problems.push(Problem { key, message });
+                    continue;
+                }
+            };
+            if let Some(contract) = connector.contract() {
+                check_contract(
+                    action,
+                    &contract,
+                    &format!("actions[{index}].connector"),
+                    &mut problems,
+                );
+            }
             actions.insert(
                 action.code.clone(),
                 Arc::new(Action { config: action.clone(), connector }),
             );
         }
-        Ok(Catalog { actions })
+        if problems.is_empty() { Ok(Catalog { actions }) } else { Err(CatalogError(problems)) }
     }
 
     pub fn get(&self, code: &str) -> Option<&Arc<Action>> {
@@ -180,6 +206,38 @@ impl Action {
     }
 }
 
+/// What a connector reads and fills against what `action` declares: every input it reads must
+/// be a declared property, and every value it fills a declared return property when the
+/// workflow waits for them (else the portal drops it, and the workflow never sees it).
+fn check_contract(action: &ActionConfig, contract: &Contract, key: &str, found: &mut Vec<Problem>) {
+    let mut undeclared = |id: &str, declared: &IndexMap<String, PropertyConfig>, what: &str| {
+        if declared.contains_key(id) {
+            return;
+        }
+        let ids = declared.keys().map(String::as_str);
+        let listed = if declared.is_empty() {
+            "it declares none".to_owned()
+        } else {
+            format!("it declares {}", ids.clone().collect::<Vec<_>>().join(", "))
+        };
+        found.push(Problem {
+            key: key.to_owned(),
+            message: format!(
+                "{what} `{id}`, which the action does not declare ({listed}){}",
+                suggest::did_you_mean(id, ids)
+            ),
+        });
+    };
+    for id in &contract.inputs {
+        undeclared(id, &action.properties, "reads the input property");
+    }
+    if action.use_subscription {
+        for id in &contract.outputs {
+            undeclared(id, &action.return_properties, "fills the return property");
+        }
+    }
+}
+
 fn property_definitions(
     properties: &IndexMap<String, PropertyConfig>,
 ) -> OrderedMap<PropertyDefinition> {
@@ -242,6 +300,6 @@ mod tests {
             error.to_string(),
             "actions[0].connector.url: `/relative` has no scheme or host: write https://<host>/relative"
         );
-        assert!(build("https://finance.example.com/{{properties.company_id}}").is_ok());
+        assert!(build("https://finance.example.com/{{document.id}}").is_ok());
     }
 }

@@ -61,6 +61,13 @@ pub enum UserTokenError {
     OtherApp(String),
 }
 
+/// The scopes the app must be granted on a portal for everything this host calls there:
+/// `bizproc` for registrations (`bizproc.activity.*`, `bizproc.robot.*`, with the settings
+/// form's placement), `bizproc.event.send` and `bizproc.activity.log`; `batch` and `app.info`
+/// are basic methods every app has. No connector calls the portal. Every end-to-end deployment
+/// (`sandbox`) registers its app with exactly these, so a call needing more fails there.
+pub const REQUIRED_SCOPES: &[&str] = &["bizproc"];
+
 /// How long the portal may take to say whose a settings form's token is.
 const USER_TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 

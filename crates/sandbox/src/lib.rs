@@ -82,7 +82,8 @@ impl Sandbox {
             client_id: Some(app.client_id.clone()),
             client_secret: Some(app.client_secret.clone()),
             install_url: Some(format!("http://{host}{}", host::routes::INSTALL)),
-            scope: "bizproc,crm".into(),
+            // Only what the host needs: a call needing more fails in every end-to-end test.
+            scope: host::portals::REQUIRED_SCOPES.join(","),
             ..AppSpec::default()
         });
     }

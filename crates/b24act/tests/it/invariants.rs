@@ -309,6 +309,12 @@ fn check_config_passes_the_example_and_names_what_is_wrong() {
     };
     let ok = check(std::path::Path::new(example));
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let printed = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        printed.contains("valid; 1 action(s): check_credit_limit")
+            && printed.contains("the app needs the scopes: bizproc (set them"),
+        "{printed}"
+    );
 
     let dir = TempDir::new("b24act-check").unwrap();
     let broken = dir.path().join("b24act.toml");
@@ -320,4 +326,39 @@ fn check_config_passes_the_example_and_names_what_is_wrong() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("workers.concurrency"), "names the key: {stderr}");
+
+    // What used to fail only at run time: a placeholder and a mapping naming undeclared
+    // properties, all listed, each with the id probably meant.
+    let misspelt = text
+        .replace("{{properties.company_id}}", "{{properties.compny_id}}")
+        .replace("# company_id = \"company_id\"", "company_id = \"compny_id\"")
+        .replace("# reason = \"reason\"", "reason = \"reson\"");
+    std::fs::write(&broken, misspelt).unwrap();
+    let refused = check(&broken);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "2 problem(s) in the actions' connectors:",
+        "  - actions[0].connector: reads the input property `compny_id`, which the action does not declare (it declares company_id, amount); did you mean `company_id`?",
+        "  - actions[0].connector: fills the return property `reson`, which the action does not declare",
+        "did you mean `reason`?",
+    ] {
+        assert!(stderr.contains(expected), "{expected}\n{stderr}");
+    }
+    // A variable of no known key is named, with the one probably meant.
+    let misnamed = std::process::Command::new(env!("CARGO_BIN_EXE_b24act"))
+        .args(["check-config", "--config", example])
+        .env("B24ACT__STORE__ENCRYPTION_KEY", crate::support::KEY)
+        .env("B24ACT__APP__CLIENT_SECRT", "from-the-vault")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&misnamed.stderr);
+    assert_eq!(misnamed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("environment variable B24ACT__APP__CLIENT_SECRT: sets `app.client_secrt`, which is not a known key")
+            && stderr.contains("did you mean B24ACT__APP__CLIENT_SECRET?")
+            && !stderr.contains("from-the-vault"),
+        "{stderr}"
+    );
 }

@@ -580,3 +580,78 @@ fn a_misspelt_key_or_variant_in_the_file_gets_the_closest_known_one() {
     let err = load(&text, &[]).unwrap_err().to_string();
     assert!(err.starts_with("actions[0]") && err.ends_with("; did you mean `retry`?"), "{err}");
 }
+
+/// What `Catalog::build` (check-config, and `serve` at start) refuses in `text`, one line each.
+fn catalog_problems(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let config = load(text, env).unwrap();
+    match crate::catalog::Catalog::build(&config, &connectors::Registry::new()) {
+        Err(refused) => refused.0.iter().map(ToString::to_string).collect(),
+        Ok(_) => panic!("the catalog was built"),
+    }
+}
+
+#[test]
+fn a_placeholder_or_mapping_naming_an_undeclared_property_is_refused_with_the_one_probably_meant() {
+    let price = concat!(
+        crate::one_http_action_config!(),
+        "url = \"https://erp.example.com/prices/{{properties.artcle}}\"\n",
+        "[actions.connector.response]\n",
+        "pric = \"/price\"\n",
+        "available = \"/stock\"\n",
+    )
+    .replace(
+        "[actions.connector]",
+        "[actions.properties.article]\nname = \"Article\"\n\
+         [actions.return_properties.price]\nname = \"Price\"\ntype = \"double\"\n\
+         [actions.return_properties.available]\nname = \"Available\"\ntype = \"bool\"\n\
+         [actions.connector]",
+    );
+    assert_eq!(
+        catalog_problems(&price, &[]),
+        [
+            "actions[0].connector: reads the input property `artcle`, which the action does not declare (it declares article); did you mean `article`?",
+            "actions[0].connector: fills the return property `pric`, which the action does not declare (it declares price, available); did you mean `price`?",
+        ]
+    );
+    // The credit check's own input table and the example's URL.
+    let text = EXAMPLE
+        .replace("{{properties.company_id}}", "{{properties.compny_id}}")
+        .replace("# company_id = \"company_id\"", "company_id = \"compny_id\"");
+    assert_eq!(
+        catalog_problems(&text, &[]),
+        [
+            "actions[0].connector: reads the input property `compny_id`, which the action does not declare (it declares company_id, amount); did you mean `company_id`?"
+        ]
+    );
+    // A workflow that does not wait gets no values, so what the connector fills is not checked.
+    let fire_and_forget = concat!(
+        crate::one_http_action_config!(),
+        "url = \"https://erp.example.com/notify\"\n",
+        "[actions.connector.response]\n",
+        "ticket = \"/id\"\n",
+    )
+    .replace("name = \"Check\"\n", "name = \"Check\"\nuse_subscription = false\n");
+    let config = load(&fire_and_forget, &[]).unwrap();
+    assert!(crate::catalog::Catalog::build(&config, &connectors::Registry::new()).is_ok());
+}
+
+#[test]
+fn a_connector_key_misspelt_in_the_file_or_the_environment_names_the_key_and_the_variable() {
+    let text = EXAMPLE.replace("# timeout = \"10s\"", "timeuot = \"10s\"");
+    let problems = catalog_problems(&text, &[]);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("actions[0].connector.timeuot: unknown field `timeuot`")
+            && problems[0].ends_with("; did you mean `timeout`?"),
+        "{problems:#?}"
+    );
+    let problems = catalog_problems(EXAMPLE, &[("B24ACT__ACTIONS__0__CONNECTOR__TIMEUOT", "10s")]);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("actions[0].connector.timeuot: unknown field `timeuot`")
+            && problems[0].ends_with(
+                "(set by B24ACT__ACTIONS__0__CONNECTOR__TIMEUOT; did you mean B24ACT__ACTIONS__0__CONNECTOR__TIMEOUT?)"
+            ),
+        "{problems:#?}"
+    );
+}
