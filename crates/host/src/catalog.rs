@@ -168,6 +168,9 @@ impl Action {
 
     /// The connector's outputs as the portal should store them, by declared return property.
     /// Outputs that are not declared are dropped: the portal would ignore them anyway (§3.1).
+    /// The failure's reason property, when the action has one, is sent empty unless given,
+    /// so a workflow reads an empty reason as "not a fallback" (even in a loop that ran the
+    /// action before).
     pub fn return_values(
         &self,
         outputs: &Map<String, Value>,
@@ -179,29 +182,35 @@ impl Action {
                 .map_err(|problem| format!("return value `{id}`: {problem}"))?;
             values.insert(id.clone(), converted);
         }
+        if let Some(id) = self.config.on_failure.reason_property() {
+            values.entry(id).or_insert_with(|| Value::String(String::new()));
+        }
         Ok(values)
     }
 
-    /// The result the failure policy returns, with `{reason}` filled in — in the log message
-    /// and in string values, so a `reason` return property can carry it to the workflow;
-    /// `None` for dead-letter. What a worker stores when a job fails for good, and what an
-    /// operator's cancel with the fallback sends.
+    /// The result the failure policy returns: its values with `{reason}` filled in string
+    /// values, the reason itself in the `reason_property` when there is one, and the log
+    /// message with `{reason}` filled; `None` for dead-letter. What a worker stores when a job
+    /// fails for good, and what an operator's cancel with the fallback sends.
     pub fn fallback(&self, reason: &str) -> Option<JobResult> {
         match &self.config.on_failure {
-            FailurePolicy::Fallback { values, log_message } => {
+            FailurePolicy::Fallback { values, log_message, reason_property } => {
                 let fill = |value: &Value| match value {
                     Value::String(text) => Value::String(text.replace("{reason}", reason)),
                     other => other.clone(),
                 };
-                let outputs: Map<String, Value> =
+                let mut outputs: Map<String, Value> =
                     values.iter().map(|(k, v)| (k.clone(), fill(v))).collect();
+                if let Some(id) = reason_property {
+                    outputs.insert(id.clone(), Value::String(reason.to_owned()));
+                }
                 // Validated at start (config::validate), so conversion cannot fail here; an
                 // empty map is the safe answer if it ever did.
                 let return_values = self.return_values(&outputs).unwrap_or_default();
                 let log_message = Some(log_message.replace("{reason}", reason));
                 Some(JobResult { return_values, log_message })
             }
-            FailurePolicy::DeadLetter => None,
+            FailurePolicy::DeadLetter {} => None,
         }
     }
 }
@@ -235,6 +244,17 @@ fn check_contract(action: &ActionConfig, contract: &Contract, key: &str, found: 
         for id in &contract.outputs {
             undeclared(id, &action.return_properties, "fills the return property");
         }
+    }
+    if let Some(id) = action.on_failure.reason_property()
+        && contract.outputs.contains(id)
+    {
+        found.push(Problem {
+            key: key.to_owned(),
+            message: format!(
+                "fills the return property `{id}`, which on_failure.reason_property keeps for \
+                 the reason of a failure (empty on success); give the reason another property"
+            ),
+        });
     }
 }
 
@@ -291,6 +311,25 @@ mod tests {
         assert_eq!(result.log_message.as_deref(), Some("failed: finance API down"));
         assert_eq!(result.return_values["why"], "Sent to a person: finance API down");
         assert_eq!(result.return_values["manual"], "Y");
+    }
+
+    #[test]
+    fn the_reason_property_gets_the_reason_in_a_fallback_and_is_empty_otherwise() {
+        let text = CONFIG.replace("URL", "https://finance.example.com/")
+            + "[actions.return_properties.limit]\nname = \"Limit\"\ntype = \"double\"\n\
+               [actions.return_properties.error]\nname = \"Error\"\n\
+               [actions.on_failure]\nmode = \"fallback\"\nreason_property = \"error\"\n\
+               values = { limit = 0 }\n";
+        let config = Config::from_toml(&text, "test", std::iter::empty()).unwrap();
+        let catalog = Catalog::build(&config, &Registry::new()).unwrap();
+        let action = catalog.get("check").unwrap();
+        let fallback = action.fallback("finance API down").unwrap();
+        assert_eq!(fallback.return_values["error"], "finance API down");
+        assert_eq!(fallback.return_values["limit"], 0);
+        let success = action
+            .return_values(&serde_json::json!({"limit": 5}).as_object().cloned().unwrap())
+            .unwrap();
+        assert_eq!(success, *serde_json::json!({"limit": 5, "error": ""}).as_object().unwrap());
     }
 
     #[test]

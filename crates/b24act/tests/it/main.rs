@@ -19,6 +19,7 @@ mod logs;
 mod operator_actions;
 mod operator_cli;
 mod outbox;
+mod outcomes;
 mod portal_budget;
 mod portal_cli;
 mod process;

@@ -458,6 +458,7 @@ async fn cancel_with_fallback_stores_the_actions_fallback_and_records_who(op: Op
             "return_values": {
                 "approval_required": "Y",
                 "reason": "Manual approval: cancelled by operator",
+                "error": "cancelled by operator",
             },
             "log_message": "Credit check failed, sent to manual approval: cancelled by operator",
         })),
@@ -502,7 +503,7 @@ async fn complete_checks_values_against_the_return_properties_naming_the_propert
     assert_eq!(
         refused(&["limit=5"]).await,
         "`limit` is not a return property of `check_credit_limit` (it returns available_limit, \
-         approval_required, reason)"
+         approval_required, reason, error)"
     );
     assert_eq!(
         refused(&["reason=a", "reason=b"]).await,
@@ -522,7 +523,12 @@ async fn complete_checks_values_against_the_return_properties_naming_the_propert
     assert_eq!((job.state, job.result_kind), (JobState::Delivering, Some(ResultKind::Manual)));
     assert_eq!(
         job.result.unwrap()["return_values"],
-        json!({"available_limit": 8000.5, "approval_required": "N", "reason": "checked by phone"})
+        json!({
+            "available_limit": 8000.5,
+            "approval_required": "N",
+            "reason": "checked by phone",
+            "error": "",
+        })
     );
     let history = op.store.job(id).await.unwrap().unwrap().history;
     assert_eq!(

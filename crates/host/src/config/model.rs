@@ -455,17 +455,37 @@ pub enum FailurePolicy {
         values: IndexMap<String, serde_json::Value>,
         #[serde(default = "default_fallback_message")]
         log_message: String,
+        /// A declared string return property that gets why the work failed when the fallback
+        /// answers, and is sent empty with every other result: how a workflow tells a fallback
+        /// from a success (`[actions.on_failure] reason_property = "error"`).
+        #[serde(default)]
+        reason_property: Option<String>,
     },
     /// Keep the job as dead for an operator (`b24act jobs retry`); nothing is sent, so the
-    /// workflow waits until its own timeout.
-    DeadLetter,
+    /// workflow waits until its own timeout. A table variant, so that a fallback's keys given
+    /// with it (`values`, `reason_property`) are refused rather than ignored.
+    DeadLetter {},
 }
 
 impl Default for FailurePolicy {
     /// A fallback with no values: the workflow goes on with the return properties' defaults
     /// and learns why from the log, rather than hanging.
     fn default() -> Self {
-        FailurePolicy::Fallback { values: IndexMap::new(), log_message: default_fallback_message() }
+        FailurePolicy::Fallback {
+            values: IndexMap::new(),
+            log_message: default_fallback_message(),
+            reason_property: None,
+        }
+    }
+}
+
+impl FailurePolicy {
+    /// The return property that carries the failure's reason, if the action declares one.
+    pub fn reason_property(&self) -> Option<&str> {
+        match self {
+            FailurePolicy::Fallback { reason_property, .. } => reason_property.as_deref(),
+            FailurePolicy::DeadLetter {} => None,
+        }
     }
 }
 

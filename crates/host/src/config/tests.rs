@@ -44,7 +44,11 @@ fn the_complete_example_loads_with_defaults_filled_in() {
     assert!(action.use_subscription);
     assert_eq!(action.auth_user_id, 1);
     let ids: Vec<&str> = action.return_properties.keys().map(String::as_str).collect();
-    assert_eq!(ids, ["available_limit", "approval_required", "reason"], "declared order is kept");
+    assert_eq!(
+        ids,
+        ["available_limit", "approval_required", "reason", "error"],
+        "declared order is kept"
+    );
     assert_eq!(action.properties["company_id"].kind, PropertyType::Int);
     assert_eq!(action.return_properties["reason"].kind, PropertyType::String);
     assert_eq!(action.retry.max_wait, Duration::from_secs(1800));
@@ -54,9 +58,11 @@ fn the_complete_example_loads_with_defaults_filled_in() {
         action.connector.settings["url"],
         json!("https://finance.example.com/api/v1/companies/{{properties.company_id}}/credit")
     );
-    let FailurePolicy::Fallback { values, log_message } = &action.on_failure else {
+    let FailurePolicy::Fallback { values, log_message, reason_property } = &action.on_failure
+    else {
         panic!("fallback")
     };
+    assert_eq!(reason_property.as_deref(), Some("error"));
     assert_eq!(values["approval_required"], json!(true));
     assert_eq!(log_message, "Credit check failed, sent to manual approval: {reason}");
 }
@@ -653,5 +659,59 @@ fn a_connector_key_misspelt_in_the_file_or_the_environment_names_the_key_and_the
                 "(set by B24ACT__ACTIONS__0__CONNECTOR__TIMEUOT; did you mean B24ACT__ACTIONS__0__CONNECTOR__TIMEOUT?)"
             ),
         "{problems:#?}"
+    );
+}
+
+#[test]
+fn the_reason_property_is_a_declared_single_string_return_property_of_a_fallback() {
+    let with = |policy: &str| {
+        let text = EXAMPLE.replace("reason_property = \"error\"", policy);
+        assert_ne!(text, EXAMPLE, "the example names its reason property");
+        text
+    };
+    let config = load(&with("reason_property = \"reason\""), &[]).unwrap_err();
+    // `reason` has a fallback value in the example: the reason would overwrite it.
+    let ConfigError::Invalid(problems) = config else { panic!("{config:?}") };
+    assert_eq!(
+        problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "actions[0].on_failure.values.reason: is the reason_property, which gets the reason; give it no fallback value"
+        ]
+    );
+    assert_eq!(
+        problems_of(&with("reason_property = \"failure\"")),
+        [
+            "actions[0].on_failure.reason_property: `failure` is not a declared return property; declare it as a string"
+        ]
+    );
+    assert_eq!(
+        problems_of(&with("reason_property = \"aproval_required\"")),
+        [
+            "actions[0].on_failure.reason_property: `aproval_required` is not a declared return property; declare it as a string; did you mean `approval_required`?"
+        ]
+    );
+    assert_eq!(
+        problems_of(&with("reason_property = \"available_limit\"")),
+        [
+            "actions[0].on_failure.reason_property: `available_limit` must be a single string (or text) return property to carry the reason, not double"
+        ]
+    );
+    let dead = EXAMPLE
+        .replace("mode = \"fallback\"", "mode = \"dead_letter\"")
+        .replace("log_message = \"Credit check failed, sent to manual approval: {reason}\"\n", "")
+        .replace(
+            "values = { approval_required = true, reason = \"Manual approval: {reason}\" }\n",
+            "",
+        );
+    let err = load(&dead, &[]).unwrap_err().to_string();
+    assert!(err.starts_with("actions[0].on_failure") && err.contains("reason_property"), "{err}");
+    // A connector that fills the reason property itself would hide a failure.
+    let text = with("reason_property = \"reason\"")
+        .replace(", reason = \"Manual approval: {reason}\"", "");
+    assert_eq!(
+        catalog_problems(&text, &[]),
+        [
+            "actions[0].connector: fills the return property `reason`, which on_failure.reason_property keeps for the reason of a failure (empty on success); give the reason another property"
+        ]
     );
 }

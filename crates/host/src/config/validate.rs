@@ -320,8 +320,11 @@ fn check_action(config: &Config, action: &ActionConfig, key: &str, found: &mut P
             ),
         );
     }
-    if let FailurePolicy::Fallback { values, .. } = &action.on_failure {
+    if let FailurePolicy::Fallback { values, reason_property, .. } = &action.on_failure {
         check_fallback(action, values, &format!("{key}.on_failure.values"), found);
+        if let Some(id) = reason_property {
+            check_reason_property(action, id, values, &format!("{key}.on_failure"), found);
+        }
     }
     if action.settings_form && action.properties.is_empty() {
         found.add(
@@ -436,6 +439,43 @@ fn check_fallback(
         if let Err(problem) = values::to_return_value(Shape::of(property), value) {
             found.add(format!("{key}.{id}"), problem);
         }
+    }
+}
+
+/// The fallback's `reason_property`: a declared single string return property, which no fallback
+/// value fills too (the reason would overwrite it).
+fn check_reason_property(
+    action: &ActionConfig,
+    id: &str,
+    values: &IndexMap<String, serde_json::Value>,
+    key: &str,
+    found: &mut Problems,
+) {
+    let at = format!("{key}.reason_property");
+    let Some(property) = action.return_properties.get(id) else {
+        let declared = action.return_properties.keys().map(String::as_str);
+        let meant = suggest::did_you_mean(id, declared);
+        found.add(
+            at,
+            format!("`{id}` is not a declared return property; declare it as a string{meant}"),
+        );
+        return;
+    };
+    if !matches!(property.kind, PropertyType::String | PropertyType::Text) || property.multiple {
+        found.add(
+            at,
+            format!(
+                "`{id}` must be a single string (or text) return property to carry the reason, not {}{}",
+                if property.multiple { "multiple " } else { "" },
+                property.kind.as_str()
+            ),
+        );
+    }
+    if values.contains_key(id) {
+        found.add(
+            format!("{key}.values.{id}"),
+            "is the reason_property, which gets the reason; give it no fallback value",
+        );
     }
 }
 
