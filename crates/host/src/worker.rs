@@ -373,9 +373,6 @@ impl Claim<'_> {
         }
     }
 
-    /// Stores `line` for the workflow's log; the outbox sends it in the room results leave in
-    /// its batches, so lines never cost results their place. A line that cannot be stored is
-    /// only logged: it is best effort.
     /// The language of the job's portal, for the lines b24act writes to its workflow's log;
     /// English when the store does not know it or does not answer.
     async fn language(&self) -> Lang {
@@ -383,6 +380,9 @@ impl Claim<'_> {
         Lang::from_portal(stored.ok().flatten().as_deref())
     }
 
+    /// Stores `line` for the workflow's log; the outbox sends it in the room results leave in
+    /// its batches, so lines never cost results their place. A line that cannot be stored is
+    /// only logged: it is best effort.
     async fn progress_line(&self, line: &str) {
         let job = self.job;
         let stored = self.shared.host.store.add_progress_line(
