@@ -5,6 +5,7 @@
 
 use crate::param::{Array, Param, upper_keys};
 use crate::portal::PortalState;
+use crate::rest::request::{admin, text};
 use crate::rest::{Caller, RestError};
 
 /// The events `event.bind` accepts: the app's life cycle and the CRM document kinds'.
@@ -80,15 +81,6 @@ impl Bindings {
 /// The caller's app; a webhook has none.
 fn app(caller: &Caller) -> Result<&str, RestError> {
     caller.client_id.as_deref().ok_or_else(RestError::wrong_auth_type)
-}
-
-fn admin(p: &PortalState, caller: &Caller) -> Result<(), RestError> {
-    if p.is_admin(caller.user_id) { Ok(()) } else { Err(RestError::access_denied(None)) }
-}
-
-/// A string parameter; empty when missing.
-fn text(params: &Array, key: &str) -> String {
-    params.get(key).and_then(Param::php_string).unwrap_or_default()
 }
 
 fn required(params: &Array, key: &str) -> Result<String, RestError> {

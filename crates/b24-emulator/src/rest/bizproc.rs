@@ -13,6 +13,7 @@ use crate::engine::{self, Refusal};
 use crate::param::{Array, Param, upper_keys};
 use crate::portal::PortalState;
 use crate::rest::listing::{Listing, OPERATIONS};
+use crate::rest::request::{admin, positive_id, text};
 use crate::rest::{Caller, RestError, Success};
 use crate::state::{Shared, State};
 use crate::task::TaskStatus;
@@ -23,14 +24,6 @@ const TEMPLATE_INVALID: &str = "ERROR_TEMPLATE_VALIDATION_FAILURE";
 const TEMPLATE_NOT_FOUND: &str = "ERROR_TEMPLATE_NOT_FOUND";
 const TEMPLATE_NOT_OWNER: &str = "ERROR_TEMPLATE_NOT_OWNER";
 const TASK_INVALID: &str = "ERROR_TASK_VALIDATION";
-
-fn text(params: &Array, key: &str) -> String {
-    params.get(key).and_then(Param::php_string).unwrap_or_default()
-}
-
-fn admin(p: &PortalState, caller: &Caller) -> Result<(), RestError> {
-    if p.is_admin(caller.user_id) { Ok(()) } else { Err(RestError::access_denied(None)) }
-}
 
 fn iso(t: SystemTime) -> Param {
     Param::str(clock::iso8601(t))
@@ -50,11 +43,9 @@ pub(crate) fn workflow_start(
     params: &Array,
 ) -> Result<Param, RestError> {
     let params = upper_keys(params);
-    let template_id = params.get("TEMPLATE_ID").map_or(0, Param::php_int);
-    if template_id <= 0 {
+    let Some(template_id) = positive_id(&params, "TEMPLATE_ID") else {
         return Err(RestError::bad_request(WRONG_WORKFLOW, "Empty TEMPLATE_ID"));
-    }
-    let template_id = template_id as u64;
+    };
     if !state.portals[portal].templates.contains_key(&template_id) {
         return Err(RestError::bad_request(WRONG_WORKFLOW, "Template not found"));
     }
@@ -300,7 +291,7 @@ fn own_template<'p>(
     params: &Array,
     verb: &str,
 ) -> Result<&'p mut StoredTemplate, RestError> {
-    let template_id = params.get("ID").map_or(0, Param::php_int).max(0) as u64;
+    let template_id = positive_id(params, "ID").unwrap_or(0);
     let stored = p.templates.get_mut(&template_id).ok_or_else(|| {
         RestError::bad_request(TEMPLATE_NOT_FOUND, "Workflow template not found.")
     })?;
@@ -458,10 +449,9 @@ pub(crate) fn task_complete(
     params: &Array,
 ) -> Result<Param, RestError> {
     let params = upper_keys(params);
-    let task_id = params.get("TASK_ID").map_or(0, Param::php_int);
-    if task_id <= 0 {
+    let Some(task_id) = positive_id(&params, "TASK_ID") else {
         return Err(RestError::bad_request(TASK_INVALID, "empty TASK_ID"));
-    }
+    };
     let status = text(&params, "STATUS").to_lowercase();
     let outcome = match status.as_str() {
         "1" | "yes" => Some(TaskOutcome::Approved),
@@ -469,7 +459,6 @@ pub(crate) fn task_complete(
         "3" | "ok" | "4" | "cancel" => None,
         _ => return Err(RestError::bad_request(TASK_INVALID, "incorrect STATUS")),
     };
-    let task_id = task_id as u64;
     let now = Instant::now();
     engine::advance_all(p, now);
     let not_found = || RestError::bad_request("ERROR_TASK_NOT_FOUND", "Task not found");

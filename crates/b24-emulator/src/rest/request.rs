@@ -6,11 +6,29 @@
 use axum::http::{HeaderMap, Uri, header};
 
 use crate::param::{Array, Param, from_form_array};
+use crate::portal::PortalState;
+use crate::rest::{Caller, RestError};
 
 /// The most bytes and fields the portal reads; what is past them is dropped, as PHP drops a
 /// body over `post_max_size` and fields past `max_input_vars`.
 const LIMITS: phpform::Limits =
     phpform::Limits { max_body_bytes: 8 * 1024 * 1024, max_depth: 64, max_fields: 100_000 };
+
+/// A string parameter; empty when missing.
+pub(super) fn text(params: &Array, key: &str) -> String {
+    params.get(key).and_then(Param::php_string).unwrap_or_default()
+}
+
+/// An ID parameter: a positive integer as PHP's `(int)` reads it; `None` when it is missing,
+/// zero, negative or not a number.
+pub(super) fn positive_id(params: &Array, key: &str) -> Option<u64> {
+    u64::try_from(params.get(key).map_or(0, Param::php_int)).ok().filter(|id| *id > 0)
+}
+
+/// The methods only administrators may call refuse anyone else with `ACCESS_DENIED`.
+pub(super) fn admin(p: &PortalState, caller: &Caller) -> Result<(), RestError> {
+    if p.is_admin(caller.user_id) { Ok(()) } else { Err(RestError::access_denied(None)) }
+}
 
 /// `array_merge($_GET, $body)`.
 pub(crate) fn params(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Array {

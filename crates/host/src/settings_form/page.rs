@@ -230,18 +230,12 @@ fn field(id: &str, property: &PropertyConfig, current: Option<&Value>, lang: Lan
         }
         _ => (Widget::Line, Vec::new()),
     };
-    let default = property
-        .default
-        .as_ref()
-        .map(|d| shown_values(d, &property.kind))
-        .and_then(|values| (!values.is_empty()).then(|| values.join(", ")));
+    let defaults =
+        property.default.as_ref().map(|d| shown_values(d, &property.kind)).unwrap_or_default();
+    let default = (!defaults.is_empty()).then(|| defaults.join(", "));
     let held = current.map(|v| shown_values(v, &property.kind)).unwrap_or_default();
     let from_default = held.is_empty() && property.default.is_some();
-    let mut values = if from_default {
-        property.default.as_ref().map(|d| shown_values(d, &property.kind)).unwrap_or_default()
-    } else {
-        held
-    };
+    let mut values = if from_default { defaults } else { held };
     if !property.multiple {
         values.truncate(1);
     }
