@@ -57,7 +57,7 @@ pub async fn run(
     let mut changes = point_connectors(&mut config, &fakes);
     let portal = PortalSpec { member_id: Some(DEV_MEMBER_ID.to_owned()), ..PortalSpec::default() };
     let sandbox = Sandbox::start(portal).await?;
-    let (listener, addr) = bind_host(config.server.listen).await?;
+    let (listener, addr) = bind_host(config.server.listen)?;
     changes.extend(run_locally(&mut config, addr, &sandbox)?);
 
     for fake in &fakes {
@@ -149,13 +149,13 @@ fn point_connectors(config: &mut Config, fakes: &[Fake]) -> Vec<String> {
 }
 
 /// Binds the host's listener at `listen`, on loopback (the emulator is on this machine).
-async fn bind_host(listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+fn bind_host(listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
     let listen = if listen.ip().is_loopback() {
         listen
     } else {
         SocketAddr::from((Ipv4Addr::LOCALHOST, listen.port()))
     };
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+    let listener = host::edge::listen(listen).with_context(|| {
         format!(
             "binding the host's server.listen, {listen} (in use? B24ACT__SERVER__LISTEN=127.0.0.1:0 \
              takes a free port)"

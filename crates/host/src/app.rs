@@ -42,8 +42,9 @@ pub struct Running {
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// Boxed: it is large, and every `Result` of this module carries it.
     #[error(transparent)]
-    Start(#[from] StartError),
+    Start(Box<StartError>),
     #[error("listening on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -52,12 +53,18 @@ pub enum RunError {
     },
 }
 
+impl From<StartError> for RunError {
+    fn from(error: StartError) -> Self {
+        RunError::Start(Box::new(error))
+    }
+}
+
 /// Opens the store, builds the connectors, binds `server.listen`, and starts the server, the
 /// workers and the outbox. Actions are registered in the background on every installed portal
 /// that does not have this configuration's registrations yet, so a changed configuration
 /// reaches the portals at start.
 pub async fn start(config: Config, registry: &Registry) -> Result<Running, RunError> {
-    let (listener, _) = bind(config.server.listen).await?;
+    let (listener, _) = bind(config.server.listen)?;
     start_on(listener, config, registry).await
 }
 
@@ -71,7 +78,7 @@ pub async fn start_on(
     let listen = config.server.listen;
     let addr = listener.local_addr().map_err(|source| RunError::Listen { addr: listen, source })?;
     let console_listener =
-        if config.console.enabled { Some(bind(config.console.listen).await?) } else { None };
+        if config.console.enabled { Some(bind(config.console.listen)?) } else { None };
     let host = Arc::new(Host::open(config, registry).await?);
 
     let stop_work = CancellationToken::new();
@@ -113,9 +120,9 @@ pub async fn start_on(
 }
 
 /// A listener on `addr`, and its address with the real port.
-async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), RunError> {
+fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), RunError> {
     let listen = |source| RunError::Listen { addr, source };
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
+    let listener = edge::listen(addr).map_err(listen)?;
     let bound = listener.local_addr().map_err(listen)?;
     Ok((listener, bound))
 }

@@ -20,6 +20,13 @@
 //! `accept`, so past the cap clients wait in the kernel's backlog, costing us nothing; shutdown
 //! takes every permit back, i.e. waits until each connection has finished its request.
 //!
+//! The listen backlog is [`LISTEN_BACKLOG`], not the 128 of `TcpListener::bind`: a burst of
+//! connections larger than the backlog, while the accept loop is short of CPU, overflows the
+//! kernel's queues, and past the SYN queue Linux answers with syncookies — then a client whose
+//! handshake ACK meets a full accept queue believes it is connected while this side has no
+//! trace of it. A client that sends at once retransmits and gets in; the connection is only
+//! late. 1024 (capped by `net.core.somaxconn`) is what nginx-sized servers use for bursts.
+//!
 //! Under pressure — every permit taken and a client connecting — one idle connection makes room
 //! for it, as nginx reuses its idle keep-alive connections: a kept-alive one idle for
 //! [`SHED_KEPT_ALIVE_AFTER`], or a new one that has sent nothing for [`SHED_SILENT_AFTER`], is
@@ -31,6 +38,7 @@
 //! gives a call 10 s. Closing an idle connection is what `idle_timeout` does anyway; the grace
 //! times keep a connection that has just answered, or just opened, from being taken.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,7 +58,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -113,6 +121,19 @@ impl Pressure {
     fn take(&self) -> bool {
         self.wanted.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
+}
+
+/// The listen backlog of [`listen`]; Linux caps it at `net.core.somaxconn` (4096 by default).
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (`TcpListener::bind` gives 128; see the module
+/// documentation for why that is too few) and `SO_REUSEADDR`, so a restart can bind at once
+/// while the old process's connections sit in `TIME_WAIT`.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `router` on `listener` until `cancel`, then lets every open request finish (idle
