@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use b24::incoming::quoted;
 use b24::report::ErrorChain;
 use host::Host;
 use host::config::Config;
@@ -57,9 +58,14 @@ impl PortalSync {
     }
 
     fn name(&self) -> String {
-        let portal = &self.installation.portal;
-        format!("{} (member_id {})", portal.domain, portal.member_id)
+        portal_name(&self.installation)
     }
+}
+
+/// `DOMAIN (member_id M)`, escaped: both came in an install event.
+fn portal_name(installation: &Installation) -> String {
+    let portal = &installation.portal;
+    format!("{} (member_id {})", quoted(&portal.domain), quoted(&portal.member_id))
 }
 
 /// Runs `b24act sync` with `config`, printing to `out`.
@@ -128,8 +134,7 @@ fn write_plan(
     installation: &Installation,
     plan: &Plan,
 ) -> anyhow::Result<()> {
-    let portal = &installation.portal;
-    writeln!(out, "portal {} (member_id {})", portal.domain, portal.member_id)?;
+    writeln!(out, "portal {}", portal_name(installation))?;
     if plan.steps.is_empty() {
         writeln!(out, "  nothing configured and nothing registered")?;
     }
@@ -157,12 +162,12 @@ fn write_text(out: &mut impl Write, portal: &PortalSync) -> anyhow::Result<()> {
             }
             for Applied { step, outcome } in changes {
                 match outcome {
-                    Ok(()) => writeln!(out, "  done: {} {}", step.verb(), step.code())?,
+                    Ok(()) => writeln!(out, "  done: {} {}", step.verb(), quoted(step.code()))?,
                     Err(error) => writeln!(
                         out,
                         "  FAILED: {} {} on {}: {}",
                         step.verb(),
-                        step.code(),
+                        quoted(step.code()),
                         portal.name(),
                         ErrorChain(error)
                     )?,

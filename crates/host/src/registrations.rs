@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use b24::incoming::quoted;
 use b24::report::ErrorChain;
 use b24::rest::{ActionKind, ActivityChanges, ActivityDefinition, ErrorClass, RestClient};
 use sha2::{Digest, Sha256};
@@ -172,7 +173,8 @@ impl Step {
 /// the configuration)`.
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} ({}", self.verb(), self.code(), kind_name(self.kind()))?;
+        // A code to delete comes from the portal's own list: escaped, as any input shown.
+        write!(f, "{} {} ({}", self.verb(), quoted(self.code()), kind_name(self.kind()))?;
         if let Some(note) = self.note() {
             write!(f, "; {note}")?;
         }

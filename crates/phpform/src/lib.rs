@@ -24,5 +24,5 @@ mod value;
 
 pub use decode::{DecodeError, Limits, decode};
 pub use encode::encode;
-pub use quote::{QUOTE_LIMIT, Quoted, quoted};
+pub use quote::{QUOTE_LIMIT, Quoted, one_line, quoted};
 pub use value::{Array, Value};

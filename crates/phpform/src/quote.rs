@@ -15,22 +15,35 @@ pub const QUOTE_LIMIT: usize = 64;
 /// the invisible Unicode characters that reorder or split lines are written as escapes
 /// (`\n`, `\"`, `\u{1b}`), so the result is one printable line.
 pub fn quoted(text: &str) -> Quoted<'_> {
-    Quoted(text)
+    Quoted { text, limit: QUOTE_LIMIT, quotes: true }
 }
 
-/// See [`quoted`]. Formats without allocating.
+/// `text` as one printable line of at most `limit` characters (then `…`), for prose a server
+/// sent (an error's description, the start of an answer): control and line-reordering
+/// characters are escaped as [`quoted`] does, quotes are left as they are so the prose reads as
+/// written.
+pub fn one_line(text: &str, limit: usize) -> Quoted<'_> {
+    Quoted { text, limit, quotes: false }
+}
+
+/// See [`quoted`] and [`one_line`]. Formats without allocating.
 #[derive(Clone, Copy)]
-pub struct Quoted<'a>(&'a str);
+pub struct Quoted<'a> {
+    text: &'a str,
+    limit: usize,
+    /// Whether backslashes, quotes and backticks are escaped too.
+    quotes: bool,
+}
 
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut chars = self.0.chars();
-        for c in chars.by_ref().take(QUOTE_LIMIT) {
+        let mut chars = self.text.chars();
+        for c in chars.by_ref().take(self.limit) {
             match c {
                 '\n' => f.write_str("\\n")?,
                 '\r' => f.write_str("\\r")?,
                 '\t' => f.write_str("\\t")?,
-                '\\' | '"' | '\'' | '`' => write!(f, "\\{c}")?,
+                '\\' | '"' | '\'' | '`' if self.quotes => write!(f, "\\{c}")?,
                 c if needs_escape(c) => write!(f, "\\u{{{:x}}}", u32::from(c))?,
                 c => fmt::Write::write_char(f, c)?,
             }
@@ -74,6 +87,13 @@ mod tests {
         let exact = "é".repeat(QUOTE_LIMIT);
         assert_eq!(quoted(&exact).to_string(), exact, "counted in characters, not bytes");
         assert_eq!(quoted("").to_string(), "");
+    }
+
+    #[test]
+    fn one_line_keeps_quotes_and_its_own_limit_but_escapes_line_breaks_and_escapes() {
+        let shown = one_line("Argument 'ID' is \"bad\"\n\u{1b}[2Jforged", 200).to_string();
+        assert_eq!(shown, "Argument 'ID' is \"bad\"\\n\\u{1b}[2Jforged");
+        assert_eq!(one_line(&"x".repeat(300), 200).to_string(), format!("{}…", "x".repeat(200)));
     }
 
     #[test]

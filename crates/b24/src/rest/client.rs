@@ -90,6 +90,7 @@ pub struct RestClientBuilder {
     token_sink: Arc<dyn TokenSink>,
     move_sink: Option<Arc<dyn MoveSink>>,
     observer: Option<Arc<dyn ClientObserver>>,
+    follow_moves: bool,
 }
 
 impl RestClientBuilder {
@@ -137,6 +138,14 @@ impl RestClientBuilder {
         self
     }
 
+    /// Whether a portal's 302 is followed (the default) or is an [`Error::BadRedirect`]. A
+    /// client checking a token that someone else handed us does not follow: the token would go
+    /// wherever the answer points.
+    pub fn follow_moves(mut self, follow: bool) -> Self {
+        self.follow_moves = follow;
+        self
+    }
+
     /// Who hears how long requests waited for the portal's budget, the portal's refusals for a
     /// full one and every token refresh (for metrics).
     pub fn observer(mut self, observer: Arc<dyn ClientObserver>) -> Self {
@@ -173,6 +182,7 @@ impl RestClientBuilder {
                 limiter: self.limiter.unwrap_or_else(|| PortalLimiter::new(RateLimits::default())),
                 move_sink: self.move_sink,
                 observer: self.observer,
+                follow_moves: self.follow_moves,
             }),
         })
     }
@@ -203,6 +213,7 @@ struct Inner {
     limiter: PortalLimiter,
     move_sink: Option<Arc<dyn MoveSink>>,
     observer: Option<Arc<dyn ClientObserver>>,
+    follow_moves: bool,
 }
 
 #[allow(clippy::large_enum_variant, reason = "one per client, behind its Arc")]
@@ -238,6 +249,7 @@ impl RestClient {
             token_sink: Arc::new(DiscardTokens),
             move_sink: None,
             observer: None,
+            follow_moves: true,
         }
     }
 
@@ -477,7 +489,7 @@ impl RestClient {
             location: location.as_deref().map(redact),
         };
         let target = location.as_deref().and_then(|l| from.join(l).ok()).ok_or_else(bad)?;
-        if host_of(&target).is_empty() || host_of(&target) == host_of(from) {
+        if !self.inner.follow_moves || !is_a_move(from, &target) {
             return Err(bad());
         }
         let (change, first) = {
@@ -560,12 +572,34 @@ fn read_answer(method: &str, status: u16, bytes: &[u8]) -> Result<Answer, Error>
     }
 }
 
-/// The start of a body, for error messages.
+/// The start of a body, for error messages: one line, escaped.
 fn snippet(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut cut: String = text.chars().take(200).collect();
-    if text.chars().count() > 200 {
-        cut.push('…');
+    phpform::one_line(&String::from_utf8_lossy(bytes), 200).to_string()
+}
+
+/// Whether a 302 from `from` to `target` is a portal's move this client may follow: to another
+/// host, and never from https to http, where the token would cross the network in clear.
+fn is_a_move(from: &Url, target: &Url) -> bool {
+    let downgrade = from.scheme() == "https" && target.scheme() != "https";
+    !downgrade && !host_of(target).is_empty() && host_of(target) != host_of(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
     }
-    cut
+
+    #[test]
+    fn a_move_goes_to_another_host_and_never_from_https_to_http() {
+        let from = url("https://old.bitrix24.com/rest/app.info");
+        assert!(is_a_move(&from, &url("https://new.bitrix24.com/rest/app.info")));
+        assert!(!is_a_move(&from, &url("http://new.bitrix24.com/rest/app.info")), "downgrade");
+        assert!(!is_a_move(&from, &url("https://old.bitrix24.com/other")), "same host");
+        let plain = url("http://127.0.0.1:8080/rest/app.info");
+        assert!(is_a_move(&plain, &url("http://127.0.0.1:8081/rest/app.info")));
+        assert!(is_a_move(&plain, &url("https://127.0.0.1:8081/rest/app.info")), "upgrade");
+    }
 }

@@ -83,12 +83,19 @@ impl ApiError {
     }
 }
 
+/// How much of a portal's error description a message shows.
+const DESCRIPTION_LIMIT: usize = 500;
+
+/// The code and description as the portal sent them, as one bounded line: they end up in logs,
+/// job reasons and a terminal, and a portal (a self-hosted one, or a proxy in front of it) can
+/// put anything there.
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = phpform::quoted(&self.code);
         if self.description.is_empty() {
-            write!(f, "{}", self.code)
+            write!(f, "{code}")
         } else {
-            write!(f, "{}: {}", self.code, self.description)
+            write!(f, "{code}: {}", phpform::one_line(&self.description, DESCRIPTION_LIMIT))
         }
     }
 }

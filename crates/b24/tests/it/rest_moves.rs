@@ -103,3 +103,15 @@ async fn concurrent_calls_to_a_moved_portal_report_the_move_once() {
     assert_eq!(seen[0].old_domain, old);
     assert_eq!(client.domain(), new);
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_follow_moves_refuses_the_redirect_and_stays() {
+    let t = TestPortal::start().await;
+    let client = t.oauth().follow_moves(false).build().unwrap();
+    let new = t.emu.move_portal(&t.portal.domain).await.unwrap();
+    let error = client.activity_list().await.unwrap_err();
+    assert!(matches!(error, b24::rest::Error::BadRedirect { .. }), "{error:?}");
+    assert_eq!(error.class(), b24::rest::ErrorClass::Permanent);
+    assert_eq!(client.domain(), t.portal.domain, "the client stays where it was");
+    assert!(client.last_move().is_none(), "and reports no move to {new}");
+}
