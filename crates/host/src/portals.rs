@@ -59,6 +59,10 @@ pub enum UserTokenError {
     /// `app.info` named another local app.
     #[error("the token belongs to app `{0}`, not this one")]
     OtherApp(String),
+    /// The portal's allowance of checks is spent ([`USER_TOKEN_CHECKS_BURST`]); nothing was
+    /// sent.
+    #[error("too many sign-ins to check on this portal; the next in {} s", retry_in.as_secs().max(1))]
+    TooMany { retry_in: Duration },
 }
 
 /// The scopes the app must be granted on a portal for everything this host calls there:
@@ -70,6 +74,15 @@ pub const REQUIRED_SCOPES: &[&str] = &["bizproc"];
 
 /// How long the portal may take to say whose a settings form's token is.
 const USER_TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many settings-form sign-ins one portal may have checked back to back, and how fast the
+/// allowance comes back ([`USER_TOKEN_CHECK_EVERY`]). Each check is an `app.info` paid from the
+/// portal's REST budget, which delivering results shares, and anyone who knows a `member_id`
+/// can send a POST with a made-up token: without this, a flood of them would starve the
+/// portal's workflows of their results. A person opening settings dialogs needs far less.
+pub const USER_TOKEN_CHECKS_BURST: u32 = 10;
+/// One more settings-form check per portal is allowed this often.
+pub const USER_TOKEN_CHECK_EVERY: Duration = Duration::from_secs(6);
 
 /// How long the auth server may take to vouch for an install event's refresh token.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -105,6 +118,15 @@ struct Inner {
     known: Mutex<HashMap<String, KnownPortal>>,
     /// What the clients saw lately, for the console.
     activity: Arc<PortalActivity>,
+    /// Each installed portal's allowance of settings-form checks, by `member_id`.
+    user_token_checks: Mutex<HashMap<String, Allowance>>,
+}
+
+/// A token bucket: `left` checks at `at`, regaining one per [`USER_TOKEN_CHECK_EVERY`] up to
+/// [`USER_TOKEN_CHECKS_BURST`].
+struct Allowance {
+    left: f64,
+    at: Instant,
 }
 
 /// What this node remembers of one portal.
@@ -131,6 +153,7 @@ impl Portals {
                 app,
                 known: Mutex::new(HashMap::new()),
                 activity: Arc::default(),
+                user_token_checks: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -166,6 +189,9 @@ impl Portals {
         access_token: AccessToken,
     ) -> Result<NewInstallation, UserTokenError> {
         let portal = self.installed(member_id).await?;
+        // After the lookup: only installed portals get an allowance, so their number bounds
+        // the map.
+        self.take_user_token_check(member_id)?;
         let client_endpoint =
             Url::parse(&portal.client_endpoint).map_err(|_| PortalError::BadEndpoint {
                 member_id: member_id.to_owned(),
@@ -184,6 +210,7 @@ impl Portals {
                 .http_client(self.inner.http.clone())
                 .limiter_from(&self.inner.limiters)
                 .timeout(USER_TOKEN_TIMEOUT)
+                .follow_moves(false)
                 .build()
                 .map_err(|e| PortalError::Client(Box::new(e)))?;
         let info = match client.app_info().await {
@@ -199,6 +226,29 @@ impl Portals {
                 Err(UserTokenError::OtherApp(code))
             }
             _ => Ok(portal),
+        }
+    }
+
+    /// Takes one settings-form check from `member_id`'s allowance, or says when the next one
+    /// comes.
+    fn take_user_token_check(&self, member_id: &str) -> Result<(), UserTokenError> {
+        let burst = f64::from(USER_TOKEN_CHECKS_BURST);
+        let now = Instant::now();
+        let mut checks =
+            self.inner.user_token_checks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let allowance =
+            checks.entry(member_id.to_owned()).or_insert(Allowance { left: burst, at: now });
+        let regained =
+            now.duration_since(allowance.at).as_secs_f64() / USER_TOKEN_CHECK_EVERY.as_secs_f64();
+        allowance.left = (allowance.left + regained).min(burst);
+        allowance.at = now;
+        if allowance.left >= 1.0 {
+            allowance.left -= 1.0;
+            Ok(())
+        } else {
+            Err(UserTokenError::TooMany {
+                retry_in: USER_TOKEN_CHECK_EVERY.mul_f64(1.0 - allowance.left),
+            })
         }
     }
 

@@ -204,3 +204,64 @@ async fn forged_and_foreign_posts_are_refused_and_say_why() {
     let response = post(&app, CODE, &query, &borrowed(&good)).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_flood_of_forged_posts_costs_the_portal_a_bounded_number_of_requests() {
+    use host::portals::USER_TOKEN_CHECKS_BURST;
+
+    let app = app().await;
+    let query = format!("DOMAIN={}&PROTOCOL=0&LANG=en&APP_SID=abc", app.domain);
+    let mut forged = genuine(&app, &json!({ "code": CODE }));
+    forged.retain(|(name, _)| *name != "AUTH_ID");
+    forged.push(("AUTH_ID", "made-up-token".into()));
+
+    let before = app_info_calls(&app);
+    let burst = usize::try_from(USER_TOKEN_CHECKS_BURST).unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..burst + 15 {
+        statuses.push(post(&app, CODE, &query, &borrowed(&forged)).await.status());
+    }
+    let asked = app_info_calls(&app) - before;
+    assert!(
+        (burst..=burst + 1).contains(&asked),
+        "the portal was asked {asked} times for {} POSTs",
+        statuses.len()
+    );
+    assert!(statuses[..burst].iter().all(|s| *s == StatusCode::FORBIDDEN), "{statuses:?}");
+    assert!(
+        statuses[burst + 1..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "the rest are refused without asking the portal: {statuses:?}"
+    );
+    let refused = post(&app, CODE, &query, &borrowed(&forged)).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.text().await.unwrap().contains("try again in"), "and say when to come back");
+}
+
+#[tokio::test]
+async fn a_post_holding_more_values_than_the_form_shows_is_refused_before_the_portal_is_asked() {
+    use host::settings_form::page::MAX_VALUES_PER_FIELD;
+
+    let app = app().await;
+    let query = format!("DOMAIN={}&PROTOCOL=0&LANG=en&APP_SID=abc", app.domain);
+    let too_many: Vec<String> = (0..=MAX_VALUES_PER_FIELD).map(|n| n.to_string()).collect();
+    let fields = genuine(&app, &json!({ "code": CODE, "current_values": { "tags": too_many } }));
+    let before = app_info_calls(&app);
+    let response = post(&app, CODE, &query, &borrowed(&fields)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("`tags` holds 101 values"), "{page}");
+    assert_eq!(app_info_calls(&app), before, "no request was spent on it");
+
+    let at_most: Vec<String> = (0..MAX_VALUES_PER_FIELD).map(|n| n.to_string()).collect();
+    let options = json!({
+        "code": CODE,
+        "current_values": { "tags": at_most },
+        "document_fields": { "TITLE": { "Name": "Title" } },
+    });
+    let response = post(&app, CODE, &query, &borrowed(&genuine(&app, &options))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert_eq!(page.matches("name=\"tags\"").count(), MAX_VALUES_PER_FIELD);
+    assert_eq!(page.matches("<template id=\"insert-menu\">").count(), 1, "one menu for all");
+    assert_eq!(page.matches("{=Document:TITLE}").count(), 1, "its expressions written once");
+}

@@ -32,7 +32,7 @@ use crate::Host;
 use crate::edge;
 use crate::portals::{PortalError, UserTokenError};
 use crate::routes;
-use page::{ExpressionGroup, Field, Form, Lang, Widget, Words};
+use page::{ExpressionGroup, Field, Form, FormError, Lang, MAX_VALUES_PER_FIELD, Widget, Words};
 
 /// The placement a settings-form POST names (§1.8).
 const PLACEMENT: &str = "BIZPROC_ACTIVITY_PROPERTIES_DIALOG";
@@ -180,6 +180,20 @@ async fn form(
         ));
     }
 
+    // Built before the portal is asked anything: what cannot be shown costs it no request.
+    let form = Form::build(&action.config, &options, lang).map_err(|error| {
+        let en = format!("{error}.");
+        match error {
+            FormError::TooManyValues { property, count } => Refusal::bad_request(
+                en,
+                format!(
+                    "Свойство `{property}` содержит значений: {count}; форма показывает не больше \
+                     {MAX_VALUES_PER_FIELD}."
+                ),
+            ),
+        }
+    })?;
+
     let installation = host
         .portals
         .check_user_token(member_id, AccessToken::new(auth_id.to_owned()))
@@ -202,7 +216,6 @@ async fn form(
         ));
     }
 
-    let form = Form::build(&action.config, &options, lang);
     let script_url = asset_path(host, routes::SETTINGS_SCRIPT);
     let stylesheet_url = asset_path(host, routes::SETTINGS_STYLESHEET);
     let page = FormPage {
@@ -234,6 +247,19 @@ fn token_refusal(member_id: &str, error: &UserTokenError) -> Refusal {
             Refusal::forbidden(
                 "The portal did not confirm this sign-in (AUTH_ID). Reopen the action's settings.",
                 "Портал не подтвердил вход (AUTH_ID). Откройте настройки действия заново.",
+            )
+        }
+        UserTokenError::TooMany { retry_in } => {
+            tracing::warn!(portal = %quoted(member_id), "settings-form sign-ins arrive faster than the portal's allowance of checks; refused without asking it");
+            let seconds = retry_in.as_secs().max(1);
+            Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many settings forms were opened on this portal just now; try again in {seconds} s."
+                ),
+                format!(
+                    "На этом портале только что открыли слишком много форм настроек; попробуйте через {seconds} с."
+                ),
             )
         }
         UserTokenError::Unreachable(_) | UserTokenError::Portal(_) => {

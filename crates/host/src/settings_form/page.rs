@@ -16,6 +16,10 @@ pub use crate::language::Lang;
 /// from the portal and are shown in every field's menu.
 const MAX_EXPRESSIONS_PER_GROUP: usize = 500;
 const MAX_LABEL_CHARS: usize = 200;
+/// At most this many values of one multiple property: each is a control of its own on the
+/// page, so a POST holding more is refused rather than rendered (or cut, which Save would
+/// store).
+pub const MAX_VALUES_PER_FIELD: usize = 100;
 
 /// The form's words in `lang`.
 pub fn words(lang: Lang) -> &'static Words {
@@ -141,8 +145,9 @@ pub struct Field {
     pub multiple: bool,
     /// The values shown, at least one (an empty one for an unset field).
     pub values: Vec<String>,
-    /// For a choice: `(key, label)`, in declared order, the empty "not set" first, then any
-    /// held value that is not an option (an expression).
+    /// For a choice: `(key, label)`, in declared order, the empty "not set" first. A held value
+    /// that is none of them (an expression) is added to its own list only ([`Field::is_choice`]),
+    /// so the page grows with the number of values, not with its square.
     pub choices: Vec<(String, String)>,
     /// For `select`: the declared option keys, what a value must be one of.
     pub options: Vec<String>,
@@ -150,6 +155,22 @@ pub struct Field {
     /// The shown values are the default, not what the designer holds: the script sends them
     /// once the form has loaded, as the designer would store them.
     pub from_default: bool,
+}
+
+impl Field {
+    /// Whether `value` is one of the field's choices.
+    pub fn is_choice(&self, value: &str) -> bool {
+        self.choices.iter().any(|(key, _)| key == value)
+    }
+}
+
+/// Why the designer's `PLACEMENT_OPTIONS` cannot be shown as a form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormError {
+    #[error(
+        "property `{property}` holds {count} values; the form shows at most {MAX_VALUES_PER_FIELD}"
+    )]
+    TooManyValues { property: String, count: usize },
 }
 
 /// A group of expressions the designer offers, e.g. the document's fields.
@@ -170,14 +191,14 @@ pub struct Form {
 impl Form {
     /// The form of `action`, filled from the designer's `PLACEMENT_OPTIONS` (`Null` when the
     /// portal sent none).
-    pub fn build(action: &ActionConfig, options: &Value, lang: Lang) -> Form {
+    pub fn build(action: &ActionConfig, options: &Value, lang: Lang) -> Result<Form, FormError> {
         let current = options.get("current_values").and_then(Value::as_object);
         let fields = action
             .properties
             .iter()
             .map(|(id, property)| field(id, property, current_value(current, id), lang))
-            .collect();
-        Form { fields, expressions: expressions(options, words(lang)) }
+            .collect::<Result<_, _>>()?;
+        Ok(Form { fields, expressions: expressions(options, words(lang)) })
     }
 
     /// What the script needs besides the fields it finds in the page: each field's type, its
@@ -210,7 +231,12 @@ fn current_value<'a>(current: Option<&'a Map<String, Value>>, id: &str) -> Optio
         .or_else(|| current.iter().find(|(key, _)| key.eq_ignore_ascii_case(id)).map(|(_, v)| v))
 }
 
-fn field(id: &str, property: &PropertyConfig, current: Option<&Value>, lang: Lang) -> Field {
+fn field(
+    id: &str,
+    property: &PropertyConfig,
+    current: Option<&Value>,
+    lang: Lang,
+) -> Result<Field, FormError> {
     let words = words(lang);
     let text = |t: &LocalizedText| t.in_language(lang.code()).to_owned();
     let (widget, choices) = match &property.kind {
@@ -239,19 +265,13 @@ fn field(id: &str, property: &PropertyConfig, current: Option<&Value>, lang: Lan
     if !property.multiple {
         values.truncate(1);
     }
+    if values.len() > MAX_VALUES_PER_FIELD {
+        return Err(FormError::TooManyValues { property: id.to_owned(), count: values.len() });
+    }
     if values.is_empty() {
         values.push(String::new());
     }
-    let mut choices = choices;
-    if widget == Widget::Choice {
-        // A held expression (or a value no longer among the options) stays choosable as is.
-        for value in &values {
-            if !choices.iter().any(|(key, _)| key == value) {
-                choices.push((value.clone(), value.clone()));
-            }
-        }
-    }
-    Field {
+    Ok(Field {
         id: id.to_owned(),
         label: text(&property.name),
         description: property.description.as_ref().map(text).filter(|d| !d.is_empty()),
@@ -264,7 +284,7 @@ fn field(id: &str, property: &PropertyConfig, current: Option<&Value>, lang: Lan
         options: property.options.keys().cloned().collect(),
         default,
         from_default,
-    }
+    })
 }
 
 /// A stored or default value as the field shows it: one string per value. Booleans become
@@ -409,7 +429,7 @@ multiple = true
     #[test]
     fn fields_follow_the_declaration_with_the_designers_values() {
         let options = json!({ "current_values": { "AMOUNT": "{=Document:OPPORTUNITY}", "tags": ["a", "", "b"] } });
-        let form = Form::build(&action(), &options, Lang::Ru);
+        let form = Form::build(&action(), &options, Lang::Ru).unwrap();
         let amount = form.fields.iter().find(|f| f.id == "amount").unwrap();
         assert_eq!(amount.label, "Сумма");
         assert_eq!(amount.values, ["{=Document:OPPORTUNITY}"]);
@@ -421,6 +441,34 @@ multiple = true
         assert!(mode.choices.contains(&("careful".into(), "Осторожно".into())));
         let tags = form.fields.iter().find(|f| f.id == "tags").unwrap();
         assert_eq!(tags.values, ["a", "b"], "empty entries of a list are dropped");
+    }
+
+    #[test]
+    fn a_multiple_property_holding_too_many_values_is_refused_naming_it() {
+        let at_most: Vec<String> = (0..MAX_VALUES_PER_FIELD).map(|n| n.to_string()).collect();
+        let options = json!({ "current_values": { "tags": at_most } });
+        let form = Form::build(&action(), &options, Lang::En).unwrap();
+        let tags = form.fields.iter().find(|f| f.id == "tags").unwrap();
+        assert_eq!(tags.values.len(), MAX_VALUES_PER_FIELD);
+
+        let one_more: Vec<String> = (0..=MAX_VALUES_PER_FIELD).map(|n| n.to_string()).collect();
+        let options = json!({ "current_values": { "tags": one_more } });
+        let error = Form::build(&action(), &options, Lang::En).unwrap_err();
+        assert_eq!(
+            error,
+            FormError::TooManyValues { property: "tags".into(), count: MAX_VALUES_PER_FIELD + 1 }
+        );
+        assert!(error.to_string().contains("`tags` holds 101 values"), "{error}");
+    }
+
+    #[test]
+    fn a_held_expression_is_not_added_to_the_declared_choices() {
+        let options = json!({ "current_values": { "mode": "{=Variable:Mode}" } });
+        let form = Form::build(&action(), &options, Lang::En).unwrap();
+        let mode = form.fields.iter().find(|f| f.id == "mode").unwrap();
+        assert_eq!(mode.values, ["{=Variable:Mode}"]);
+        assert!(!mode.is_choice("{=Variable:Mode}") && mode.is_choice("careful"));
+        assert_eq!(mode.choices.len(), 3, "not set, fast, careful");
     }
 
     #[test]
@@ -436,7 +484,7 @@ multiple = true
                 ]
             }
         });
-        let form = Form::build(&action(), &options, Lang::En);
+        let form = Form::build(&action(), &options, Lang::En).unwrap();
         let all: Vec<(&str, &str)> = form
             .expressions
             .iter()

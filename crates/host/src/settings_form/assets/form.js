@@ -285,8 +285,22 @@
     resize();
   }
 
+  // The expression menu is in the page once; each field gets a copy, labelled with its name.
+  var menu = document.getElementById('insert-menu');
+
+  function addMenu(fieldset) {
+    if (!menu) {
+      return;
+    }
+    var copy = menu.content.firstElementChild.cloneNode(true);
+    var legend = fieldset.querySelector('legend');
+    copy.setAttribute('aria-label', copy.options[0].text + ': ' + legend.firstChild.textContent);
+    fieldset.querySelector('.tools').appendChild(copy);
+  }
+
   Array.prototype.forEach.call(form.querySelectorAll('fieldset.field'), function (fieldset) {
     var field = fieldsById[fieldset.getAttribute('data-id')];
+    addMenu(fieldset);
     fieldset.addEventListener('focusin', function (event) {
       if (event.target.closest('.values')) {
         fieldset.lastFocused = event.target;
