@@ -31,6 +31,11 @@ const BUCKET_FULL_CODES: &[&str] = &["QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIM
 /// How many 302 hops one call follows. A rename is one hop; a chain of them is a loop.
 const MAX_MOVES_PER_CALL: usize = 3;
 
+/// The most of an answer a call reads. A portal's largest answers — a `batch` of 50 list pages
+/// of 50 items — are a few MiB; past this the answer is not read on, so no server can make the
+/// host hold as much memory as it cares to send.
+pub const MAX_ANSWER_BYTES: usize = 32 << 20;
+
 /// An HTTP client set up the way Bitrix24 needs it: rustls on `ring`, and no automatic redirects
 /// (§5.1). Cheap to clone; share one between all portals so connections are pooled.
 #[derive(Debug, Clone)]
@@ -435,10 +440,7 @@ impl RestClient {
                 *moved = Some(self.follow_move(method, &url, location)?);
                 continue;
             }
-            let bytes = response.bytes().await.map_err(|source| Error::Transport {
-                method: method.to_owned(),
-                source: source.without_url(),
-            })?;
+            let bytes = read_capped(method, response).await?;
             return read_answer(method, status.as_u16(), &bytes);
         }
         Err(Error::BadRedirect { method: method.to_owned(), location: None })
@@ -570,6 +572,33 @@ fn read_answer(method: &str, status: u16, bytes: &[u8]) -> Result<Answer, Error>
         Ok(_) => Err(unexpected(None)),
         Err(source) => Err(unexpected(Some(source))),
     }
+}
+
+/// An answer's body, up to [`MAX_ANSWER_BYTES`]; a longer one is an unexpected answer, as an
+/// unreadable one is.
+async fn read_capped(method: &str, mut response: reqwest::Response) -> Result<Vec<u8>, Error> {
+    let status = response.status().as_u16();
+    let too_large = || Error::UnexpectedAnswer {
+        method: method.to_owned(),
+        status,
+        snippet: format!("an answer over {MAX_ANSWER_BYTES} bytes, not read"),
+        source: None,
+    };
+    let declared = response.content_length().and_then(|n| usize::try_from(n).ok());
+    if declared.is_some_and(|n| n > MAX_ANSWER_BYTES) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = response.chunk().await.map_err(|source| Error::Transport {
+        method: method.to_owned(),
+        source: source.without_url(),
+    })? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The start of a body, for error messages: one line, escaped.

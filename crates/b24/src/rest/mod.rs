@@ -50,7 +50,8 @@ pub use bizproc::{
     PropertyType, YesNo,
 };
 pub use client::{
-    DEFAULT_TIMEOUT, DomainMove, HttpClient, MoveSink, RestClient, RestClientBuilder,
+    DEFAULT_TIMEOUT, DomainMove, HttpClient, MAX_ANSWER_BYTES, MoveSink, RestClient,
+    RestClientBuilder,
 };
 pub use credentials::{
     AppCredentials, BITRIX_AUTH_SERVER, Credentials, OAuthTokens, TokenPlacement, WebhookUrl,

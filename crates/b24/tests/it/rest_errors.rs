@@ -201,3 +201,58 @@ async fn a_portal_that_does_not_answer_times_out_and_is_retryable() {
     assert!(error.is_retryable());
     silent.abort();
 }
+
+/// A server on loopback that answers every request with `head` and then `body_bytes` spaces.
+async fn endless_answer(head: &'static str, body_bytes: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        // Bounded: at most four requests, each answered once.
+        for _ in 0..4 {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 1 << 20];
+                let mut left = body_bytes;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if socket.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
+    format!("http://{addr}/rest/1/secret/")
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_the_cap_is_not_read_to_its_end() {
+    use b24::rest::MAX_ANSWER_BYTES;
+
+    // No length announced: the client stops reading at the cap.
+    let url = endless_answer(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+        MAX_ANSWER_BYTES + (1 << 20),
+    )
+    .await;
+    let error = webhook_builder(&url).build().unwrap().app_info().await.unwrap_err();
+    assert!(matches!(error, Error::UnexpectedAnswer { status: 200, .. }), "{error:?}");
+    assert!(error.to_string().contains("not read"), "{error}");
+    assert_eq!(error.class(), ErrorClass::Permanent, "as an unreadable answer is");
+
+    // A length over the cap, announced: refused before any of the body is read.
+    let url = endless_answer(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1099511627776\r\n\r\n",
+        1 << 20,
+    )
+    .await;
+    let error = webhook_builder(&url).build().unwrap().app_info().await.unwrap_err();
+    assert!(error.to_string().contains("not read"), "{error}");
+}
