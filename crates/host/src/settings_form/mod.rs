@@ -324,12 +324,15 @@ fn html(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
          base-uri 'none'; form-action 'none'{ancestors}"
     );
+    // A page without its policy would be framable by anyone: none is served then.
+    let Ok(policy) = HeaderValue::from_str(&policy) else {
+        tracing::error!(policy = %quoted(&policy), "the settings form's policy is not a header value");
+        return (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be served").into_response();
+    };
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    if let Ok(policy) = HeaderValue::from_str(&policy) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
