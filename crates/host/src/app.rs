@@ -45,12 +45,42 @@ pub enum RunError {
     /// Boxed: it is large, and every `Result` of this module carries it.
     #[error(transparent)]
     Start(Box<StartError>),
-    #[error("listening on {addr}")]
+    #[error(
+        "listening on {addr}, the {key} (in use? {variable}=127.0.0.1:0 takes a free port)",
+        key = listener.key(),
+        variable = listener.variable()
+    )]
     Listen {
+        listener: Listener,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Which of the host's listeners an address is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Server,
+    Console,
+}
+
+impl Listener {
+    /// Its configuration key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Listener::Server => "server.listen",
+            Listener::Console => "console.listen",
+        }
+    }
+
+    /// The environment variable that overrides it.
+    pub fn variable(self) -> &'static str {
+        match self {
+            Listener::Server => "B24ACT__SERVER__LISTEN",
+            Listener::Console => "B24ACT__CONSOLE__LISTEN",
+        }
+    }
 }
 
 impl From<StartError> for RunError {
@@ -64,7 +94,7 @@ impl From<StartError> for RunError {
 /// that does not have this configuration's registrations yet, so a changed configuration
 /// reaches the portals at start.
 pub async fn start(config: Config, registry: &Registry) -> Result<Running, RunError> {
-    let (listener, _) = bind(config.server.listen)?;
+    let (listener, _) = bind(Listener::Server, config.server.listen)?;
     start_on(listener, config, registry).await
 }
 
@@ -76,9 +106,16 @@ pub async fn start_on(
     registry: &Registry,
 ) -> Result<Running, RunError> {
     let listen = config.server.listen;
-    let addr = listener.local_addr().map_err(|source| RunError::Listen { addr: listen, source })?;
-    let console_listener =
-        if config.console.enabled { Some(bind(config.console.listen)?) } else { None };
+    let addr = listener.local_addr().map_err(|source| RunError::Listen {
+        listener: Listener::Server,
+        addr: listen,
+        source,
+    })?;
+    let console_listener = if config.console.enabled {
+        Some(bind(Listener::Console, config.console.listen)?)
+    } else {
+        None
+    };
     let host = Arc::new(Host::open(config, registry).await?);
 
     let stop_work = CancellationToken::new();
@@ -119,9 +156,12 @@ pub async fn start_on(
     Ok(Running { addr, console, host, stop_work, stop_serving, work, server })
 }
 
-/// A listener on `addr`, and its address with the real port.
-fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), RunError> {
-    let listen = |source| RunError::Listen { addr, source };
+/// The `which` listener on `addr`, and its address with the real port.
+fn bind(
+    which: Listener,
+    addr: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), RunError> {
+    let listen = |source| RunError::Listen { listener: which, addr, source };
     let listener = edge::listen(addr).map_err(listen)?;
     let bound = listener.local_addr().map_err(listen)?;
     Ok((listener, bound))
@@ -209,5 +249,22 @@ async fn register_everywhere(host: Arc<Host>) {
                 tokio::spawn(install::register_with_retries(host.clone(), member_id));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_names_the_listener_and_how_to_take_a_free_one() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let error = bind(Listener::Console, addr).unwrap_err();
+        let shown = error.to_string();
+        assert!(shown.starts_with(&format!("listening on {addr}, the console.listen ")), "{shown}");
+        assert!(shown.contains("B24ACT__CONSOLE__LISTEN=127.0.0.1:0"), "{shown}");
+        let error = bind(Listener::Server, addr).unwrap_err();
+        assert!(error.to_string().contains("server.listen"), "{error}");
     }
 }
