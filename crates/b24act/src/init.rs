@@ -92,7 +92,7 @@ pub fn run(args: &InitArgs, out: &mut impl Write) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "  3. For a real portal: your app's client_id, client_secret and public_url in [app], then b24act check-config and b24act serve --config {shown}."
+        "  3. For a real portal: your app's client_id, client_secret and public_url in [app], then b24act check-config --config {shown} and b24act serve --config {shown}."
     )?;
     Ok(())
 }

@@ -20,8 +20,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 #[command(name = "b24act", version, about = "Hosts custom Bitrix24 business-process actions")]
 struct Cli {
     /// Log lines on stderr as `text` (for people; coloured only on a terminal without
-    /// NO_COLOR) or `json` (one object per line, for collectors). Wins over the configuration's
-    /// `[log] format` and B24ACT__LOG__FORMAT.
+    /// NO_COLOR) or `json` (one object per line, for collectors). For a command that reads a
+    /// configuration, wins over its `[log] format` and B24ACT__LOG__FORMAT.
     #[arg(long, global = true, value_name = "FORMAT", value_parser = log_format_parser())]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
