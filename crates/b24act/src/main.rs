@@ -299,6 +299,14 @@ fn check_config(path: &Path, config: Config) -> anyhow::Result<()> {
     host::catalog::Catalog::build(&config, &connectors::Registry::new())?;
     let codes: Vec<&str> = config.actions.iter().map(|a| a.code.as_str()).collect();
     println!("{}: valid; {} action(s): {}", path.display(), codes.len(), codes.join(", "));
+    // Valid as a file, but a real portal or service would refuse it (`dev` fills in the app's).
+    for unfilled in &config.unfilled {
+        println!(
+            "warning: {} still holds the example's placeholder: fill it in, or set {}, before a \
+             real portal or service sees this file",
+            unfilled.key, unfilled.variable
+        );
+    }
     let scopes = host::portals::REQUIRED_SCOPES.join(", ");
     println!("the app needs the scopes: {scopes} (set them on the app's page in the portal)");
     Ok(())

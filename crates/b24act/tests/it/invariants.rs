@@ -303,6 +303,7 @@ fn check_config_passes_the_example_and_names_what_is_wrong() {
             .args(["check-config", "--config"])
             .arg(path)
             .env("B24ACT__STORE__ENCRYPTION_KEY", crate::support::KEY)
+            .env_remove("B24ACT__APP__CLIENT_SECRET")
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap()
@@ -314,6 +315,13 @@ fn check_config_passes_the_example_and_names_what_is_wrong() {
         printed.contains("valid; 1 action(s): check_credit_limit")
             && printed.contains("the app needs the scopes: bizproc (set them"),
         "{printed}"
+    );
+    assert!(
+        printed.contains(
+            "warning: app.client_secret still holds the example's placeholder: fill it in, or set \
+             B24ACT__APP__CLIENT_SECRET,"
+        ),
+        "a placeholder left in is valid but said: {printed}"
     );
 
     let dir = TempDir::new("b24act-check").unwrap();

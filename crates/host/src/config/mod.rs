@@ -23,6 +23,55 @@ use std::path::Path;
 pub use model::*;
 use serde::Deserialize;
 
+/// A key still holding one of the example's `<…>` placeholders, and the variable that sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfilled {
+    /// As errors name keys: `actions[0].connector.password`.
+    pub key: String,
+    /// `B24ACT__ACTIONS__0__CONNECTOR__PASSWORD`.
+    pub variable: String,
+}
+
+/// Collects into `found` the keys under `node` (reached by `path`) whose value is a placeholder
+/// of the example: a whole string between `<` and `>`, such as `<the 1C user's password>`.
+fn placeholders(node: &toml::Value, path: &mut Vec<String>, found: &mut Vec<Unfilled>) {
+    let mut descend = |segment: String, value: &toml::Value, path: &mut Vec<String>| {
+        path.push(segment);
+        placeholders(value, path, found);
+        path.pop();
+    };
+    match node {
+        toml::Value::String(text)
+            if text.len() > 2 && text.starts_with('<') && text.ends_with('>') =>
+        {
+            let key = path.iter().fold(String::new(), |mut key, segment| {
+                if segment.bytes().all(|b| b.is_ascii_digit()) {
+                    key.push_str(&format!("[{segment}]"));
+                } else {
+                    if !key.is_empty() {
+                        key.push('.');
+                    }
+                    key.push_str(segment);
+                }
+                key
+            });
+            let variable = format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase());
+            found.push(Unfilled { key, variable });
+        }
+        toml::Value::Table(table) => {
+            for (name, value) in table {
+                descend(name.clone(), value, path);
+            }
+        }
+        toml::Value::Array(items) => {
+            for (index, value) in items.iter().enumerate() {
+                descend(index.to_string(), value, path);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "B24ACT__";
 
@@ -113,18 +162,21 @@ impl Config {
             })?;
             overrides.push(EnvOverride { variable, path });
         }
-        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
-            .map_err(|e| {
-                let (key, message) = (e.path().to_string(), e.inner().message().to_owned());
-                match overriding(&overrides, &key, &message) {
-                    Some(set) => ConfigError::Environment {
-                        variable: set.variable.clone(),
-                        problem: set.problem(&key, &message),
-                    },
-                    None => ConfigError::Value { message: suggest::with_suggestion(&message), key },
-                }
-            })?;
+        let tree = toml::Value::Table(tree);
+        let mut unfilled = Vec::new();
+        placeholders(&tree, &mut Vec::new(), &mut unfilled);
+        let mut config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let (key, message) = (e.path().to_string(), e.inner().message().to_owned());
+            match overriding(&overrides, &key, &message) {
+                Some(set) => ConfigError::Environment {
+                    variable: set.variable.clone(),
+                    problem: set.problem(&key, &message),
+                },
+                None => ConfigError::Value { message: suggest::with_suggestion(&message), key },
+            }
+        })?;
         config.overrides = overrides;
+        config.unfilled = unfilled;
         let problems = validate::problems(&config);
         if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
     }

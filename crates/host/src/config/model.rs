@@ -37,6 +37,11 @@ pub struct Config {
     /// variable (a connector's settings are checked after loading).
     #[serde(skip)]
     pub overrides: Vec<super::EnvOverride>,
+    /// The keys that still hold one of the example's `<…>` placeholders (`app.client_secret`),
+    /// environment overrides applied: check-config warns about them, since they would only fail
+    /// on a real portal or service.
+    #[serde(skip)]
+    pub unfilled: Vec<super::Unfilled>,
 }
 
 /// How the process logs (to stderr; `RUST_LOG` picks the levels).

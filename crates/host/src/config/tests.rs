@@ -113,6 +113,34 @@ fn environment_overrides_keep_types_and_reach_into_lists() {
 }
 
 #[test]
+fn keys_still_holding_the_examples_placeholders_are_named_with_their_variables() {
+    let keys = |config: &Config| -> Vec<(String, String)> {
+        config.unfilled.iter().map(|u| (u.key.clone(), u.variable.clone())).collect()
+    };
+    let config = load(EXAMPLE, &[]).unwrap();
+    assert_eq!(
+        keys(&config),
+        [
+            ("app.client_secret".to_owned(), "B24ACT__APP__CLIENT_SECRET".to_owned()),
+            (
+                "actions[0].connector.auth.bearer".to_owned(),
+                "B24ACT__ACTIONS__0__CONNECTOR__AUTH__BEARER".to_owned()
+            ),
+        ],
+        "the encryption key is set by the test, commented keys are not read"
+    );
+    let filled = load(
+        EXAMPLE,
+        &[
+            ("B24ACT__APP__CLIENT_SECRET", "a-real-secret"),
+            ("B24ACT__ACTIONS__0__CONNECTOR__AUTH__BEARER", "a-real-token"),
+        ],
+    )
+    .unwrap();
+    assert!(filled.unfilled.is_empty(), "{:?}", filled.unfilled);
+}
+
+#[test]
 fn a_digit_only_secret_from_the_environment_stays_a_string() {
     let config = load(EXAMPLE, &[("B24ACT__APP__CLIENT_SECRET", "123456")]).unwrap();
     assert_eq!(config.app.client_secret.expose(), "123456");
