@@ -23,6 +23,22 @@ use std::path::Path;
 pub use model::*;
 use serde::Deserialize;
 
+/// A key's segments as errors name the key: `["actions", "0", "url"]` is `actions[0].url`.
+fn key_of(segments: &[String]) -> String {
+    let mut key = String::new();
+    for segment in segments {
+        if segment.bytes().all(|b| b.is_ascii_digit()) {
+            key.push_str(&format!("[{segment}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(segment);
+        }
+    }
+    key
+}
+
 /// A key still holding one of the example's `<…>` placeholders, and the variable that sets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unfilled {
@@ -44,17 +60,7 @@ fn placeholders(node: &toml::Value, path: &mut Vec<String>, found: &mut Vec<Unfi
         toml::Value::String(text)
             if text.len() > 2 && text.starts_with('<') && text.ends_with('>') =>
         {
-            let key = path.iter().fold(String::new(), |mut key, segment| {
-                if segment.bytes().all(|b| b.is_ascii_digit()) {
-                    key.push_str(&format!("[{segment}]"));
-                } else {
-                    if !key.is_empty() {
-                        key.push('.');
-                    }
-                    key.push_str(segment);
-                }
-                key
-            });
+            let key = key_of(path);
             let variable = format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase());
             found.push(Unfilled { key, variable });
         }
@@ -231,18 +237,7 @@ pub struct EnvOverride {
 impl EnvOverride {
     /// The key as errors name it: `actions[0].retry.max_wait`.
     fn key(&self, depth: usize) -> String {
-        let mut key = String::new();
-        for segment in self.path.iter().take(depth) {
-            if segment.bytes().all(|b| b.is_ascii_digit()) {
-                key.push_str(&format!("[{segment}]"));
-            } else {
-                if !key.is_empty() {
-                    key.push('.');
-                }
-                key.push_str(segment);
-            }
-        }
-        key
+        key_of(&self.path[..depth.min(self.path.len())])
     }
 
     /// How many of its segments make `key`, if `key` is this variable's key or one above it.
