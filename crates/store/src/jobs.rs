@@ -27,7 +27,10 @@ const MAX_CLAIM: usize = 1_000;
 /// Picks the due jobs to claim — queued or waiting-to-retry jobs whose time has come, and
 /// running jobs whose lease expired — round-robin across portals: the oldest due of every
 /// portal first, then the second oldest of each, and so on, so one portal's backlog never
-/// holds up another's few (design.md §3: fairness). The portals are found by a loose index scan
+/// holds up another's few (design.md §3: fairness). A portal's jobs running now count as its
+/// first turns: workers claim a slot or two at a time as attempts end, and by age alone the
+/// big portal's oldest job would win every such claim, leaving a small portal's first job
+/// behind its whole backlog; counted this way, the portal with the fewest running goes first. The portals are found by a loose index scan
 /// (`jobs_run_due_by_member`, one step per portal); between this and [`CLAIM_DUE_RANK`] the
 /// dialect's [`Dialect::due_of_each_portal`] gives each portal's oldest `$2` due jobs as `own`,
 /// so a claim reads a few rows per portal, never a whole backlog.
@@ -39,7 +42,9 @@ const CLAIM_DUE_PORTALS: &str = "WITH RECURSIVE portals (member_id) AS (\
      WHERE state IN ('queued', 'retry_wait', 'running') AND member_id > portals.member_id) \
      FROM portals WHERE portals.member_id IS NOT NULL), \
      ranked AS (SELECT own.id, own.next_run_at, ROW_NUMBER() OVER \
-     (PARTITION BY own.member_id ORDER BY own.next_run_at, own.id) AS position ";
+     (PARTITION BY own.member_id ORDER BY own.next_run_at, own.id) \
+     + (SELECT COUNT(*) FROM jobs AS busy WHERE busy.member_id = portals.member_id \
+     AND busy.state = 'running' AND busy.lease_until > $1) AS position ";
 
 /// Ranks the picked jobs and keeps the first `$2`. The dialect's lock clause follows, then
 /// [`CLAIM_DUE_TAKE`].

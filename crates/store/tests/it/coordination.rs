@@ -14,6 +14,7 @@ store::on_both_stores!(crate::support::run =>
     the_shared_budget_starts_full_and_spaces_requests_at_the_drain_rate,
     a_filled_budget_makes_the_next_request_wait_a_whole_bucket,
     claims_take_the_oldest_of_every_portal_before_the_second_of_any,
+    a_claim_of_one_goes_to_the_portal_with_the_fewest_jobs_running,
     progress_lines_go_oldest_first_one_sender_at_a_time_and_once,
     a_send_left_unrecorded_is_uncertain_and_not_found_then_is_an_unconfirmed_delivery,
     an_uncertain_result_is_resent_only_with_force,
@@ -105,6 +106,26 @@ async fn claims_take_the_oldest_of_every_portal_before_the_second_of_any(db: Tes
 
     let rest = store.claim_due("w", T0 + 10, LEASE, 1000).await.unwrap();
     assert_eq!(rest.len(), 198, "the big portal's backlog follows");
+}
+
+async fn a_claim_of_one_goes_to_the_portal_with_the_fewest_jobs_running(db: TestDb) {
+    let store = db.open().await;
+    let big: Vec<_> = (0..20).map(|i| call("big", &format!("big-{i}"))).collect();
+    enqueue_new(&store, &big, T0).await;
+    // Workers busy with the big portal's oldest, as when its backlog came first.
+    let running = store.claim_due("w", T0 + 1, LEASE, 3).await.unwrap();
+    assert!(running.iter().all(|job| job.call.member_id == "big"));
+    let small = enqueue_new(&store, &[call("small", "s-0"), call("small", "s-1")], T0 + 5).await;
+
+    // A slot frees: by age the big portal's next job would take it; the small portal has
+    // nothing running, so its oldest goes first, and the next single slot as well (one running
+    // against three).
+    let first = store.claim_due("w", T0 + 10, LEASE, 1).await.unwrap();
+    assert_eq!(first.iter().map(|job| job.id).collect::<Vec<_>>(), [small[0]]);
+    let second = store.claim_due("w", T0 + 10, LEASE, 1).await.unwrap();
+    assert_eq!(second.iter().map(|job| job.id).collect::<Vec<_>>(), [small[1]]);
+    let third = store.claim_due("w", T0 + 10, LEASE, 1).await.unwrap();
+    assert_eq!(third[0].call.member_id, "big", "then the big portal's backlog");
 }
 
 async fn progress_lines_go_oldest_first_one_sender_at_a_time_and_once(db: TestDb) {
