@@ -250,6 +250,23 @@ async fn three_nodes_share_one_portals_budget_tokens_and_queue() {
 /// answered 200 ends with exactly one result the workflow took (a call that reached no node is
 /// the portal's to lose: Bitrix24 never sends it again), no workflow takes two, no job is dead,
 /// and each restart costs at most one refused request.
+/// Starts a killed node again on its port. The port was free when the cluster started, but
+/// while the node was down the kernel may have handed it to an outgoing connection of this
+/// busy test run as its local port (ports picked with port 0 and ephemeral ports share a
+/// range); the start is tried again while that connection lasts, at most a few seconds.
+async fn restart(config: &std::path::Path) -> Server {
+    let mut said = String::new();
+    for _ in 0..20 {
+        match Server::try_start(config) {
+            Ok(server) => return server,
+            Err(stderr) if stderr.contains("Address already in use") => said = stderr,
+            Err(stderr) => panic!("the node did not start again:\n{stderr}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the node's port stayed taken:\n{said}")
+}
+
 async fn kill_storm(store_url: &str, nodes: usize) {
     let mut cluster = Cluster::start(store_url, nodes, Duration::from_secs(600)).await;
     let since = SystemTime::now();
@@ -269,7 +286,7 @@ async fn kill_storm(store_url: &str, nodes: usize) {
             server.kill();
         }
         tokio::time::sleep(Duration::from_millis(300 + 100 * (round % 3))).await;
-        cluster.servers[victim] = Some(Server::start(&cluster.configs[victim]));
+        cluster.servers[victim] = Some(restart(&cluster.configs[victim]).await);
         restarts += 1;
     }
     let emulator = &cluster.site.sandbox.emulator;

@@ -353,26 +353,41 @@ pub struct Server(Child);
 
 impl Server {
     pub fn start(config: &std::path::Path) -> Server {
+        Server::try_start(config).unwrap_or_else(|stderr| {
+            panic!("b24act serve exited before printing its address; it said:\n{stderr}")
+        })
+    }
+
+    /// Starts `serve` and waits for its address; if it exits first, what it wrote on stderr.
+    pub fn try_start(config: &std::path::Path) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_b24act"))
             .args(["serve", "--config"])
             .arg(config)
+            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn b24act serve");
         let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
         let mut lines = BufReader::new(stdout).lines();
         loop {
-            let line =
-                lines.next().expect("b24act serve printed its address before exiting").unwrap();
-            if line.starts_with("b24act serving on") {
-                break;
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("b24act serving on") => break,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    let mut said = String::new();
+                    let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+                    let _ = child.wait();
+                    return Err(said);
+                }
             }
         }
-        // Keep draining stdout so the process never blocks on a full pipe.
+        // Keep draining both pipes so the process never blocks on a full one.
         std::thread::spawn(move || for _ in lines {});
-        Server(child)
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Ok(Server(child))
     }
 
     /// The process's resident set (`VmRSS` in `/proc/<pid>/status`), in KiB.
