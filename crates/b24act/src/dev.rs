@@ -155,14 +155,7 @@ fn bind_host(listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, Soc
     } else {
         SocketAddr::from((Ipv4Addr::LOCALHOST, listen.port()))
     };
-    let listener = host::edge::listen(listen).with_context(|| {
-        format!(
-            "binding the host's server.listen, {listen} (in use? B24ACT__SERVER__LISTEN=127.0.0.1:0 \
-             takes a free port)"
-        )
-    })?;
-    let addr = listener.local_addr().context("reading the host's address")?;
-    Ok((listener, addr))
+    Ok(host::app::bind(host::app::Listener::Server, listen)?)
 }
 
 /// Sets what running on this machine against the emulator needs: the host's address and

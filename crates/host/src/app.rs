@@ -156,8 +156,9 @@ pub async fn start_on(
     Ok(Running { addr, console, host, stop_work, stop_serving, work, server })
 }
 
-/// The `which` listener on `addr`, and its address with the real port.
-fn bind(
+/// The `which` listener on `addr`, and its address with the real port; a refusal names the
+/// listener's key and how to take a free port.
+pub fn bind(
     which: Listener,
     addr: SocketAddr,
 ) -> Result<(tokio::net::TcpListener, SocketAddr), RunError> {

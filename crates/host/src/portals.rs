@@ -15,8 +15,8 @@ use b24::incoming::{ApplicationToken, quoted};
 use b24::report::ErrorChain;
 
 use b24::rest::{
-    AppCredentials, BudgetFuture, CheckOutFuture, CheckedOut, Credentials, DomainMove, ErrorClass,
-    Grant, HttpClient, KeptTokens, LimiterRegistry, MoveSink, OAuthTokens, RateLimits,
+    AppCredentials, Bucket, BudgetFuture, CheckOutFuture, CheckedOut, Credentials, DomainMove,
+    ErrorClass, Grant, HttpClient, KeptTokens, LimiterRegistry, MoveSink, OAuthTokens, RateLimits,
     RefreshError, RefreshedTokens, RestClient, SharedBudget, SinkFuture, TokenSink,
 };
 use b24::secret::{AccessToken, RefreshToken};
@@ -119,14 +119,7 @@ struct Inner {
     /// What the clients saw lately, for the console.
     activity: Arc<PortalActivity>,
     /// Each installed portal's allowance of settings-form checks, by `member_id`.
-    user_token_checks: Mutex<HashMap<String, Allowance>>,
-}
-
-/// A token bucket: `left` checks at `at`, regaining one per [`USER_TOKEN_CHECK_EVERY`] up to
-/// [`USER_TOKEN_CHECKS_BURST`].
-struct Allowance {
-    left: f64,
-    at: Instant,
+    user_token_checks: Mutex<HashMap<String, Bucket>>,
 }
 
 /// What this node remembers of one portal.
@@ -232,24 +225,13 @@ impl Portals {
     /// Takes one settings-form check from `member_id`'s allowance, or says when the next one
     /// comes.
     fn take_user_token_check(&self, member_id: &str) -> Result<(), UserTokenError> {
-        let burst = f64::from(USER_TOKEN_CHECKS_BURST);
-        let now = Instant::now();
         let mut checks =
             self.inner.user_token_checks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let allowance =
-            checks.entry(member_id.to_owned()).or_insert(Allowance { left: burst, at: now });
-        let regained =
-            now.duration_since(allowance.at).as_secs_f64() / USER_TOKEN_CHECK_EVERY.as_secs_f64();
-        allowance.left = (allowance.left + regained).min(burst);
-        allowance.at = now;
-        if allowance.left >= 1.0 {
-            allowance.left -= 1.0;
-            Ok(())
-        } else {
-            Err(UserTokenError::TooMany {
-                retry_in: USER_TOKEN_CHECK_EVERY.mul_f64(1.0 - allowance.left),
-            })
-        }
+        checks
+            .entry(member_id.to_owned())
+            .or_insert_with(Bucket::empty)
+            .admit(1.0 / USER_TOKEN_CHECK_EVERY.as_secs_f64(), f64::from(USER_TOKEN_CHECKS_BURST))
+            .map_err(|retry_in| UserTokenError::TooMany { retry_in })
     }
 
     /// What the stored installation of `member_id` says about the portal, if the app is

@@ -125,10 +125,33 @@ pub struct PortalLimiter {
 
 /// How full the portal's bucket is, as far as this process knows.
 #[derive(Debug)]
-struct Bucket {
+pub struct Bucket {
     /// Requests in the bucket as of `at`.
     level: f64,
     at: Instant,
+}
+
+impl Bucket {
+    /// An empty bucket: `capacity` requests fit at once.
+    pub fn empty() -> Bucket {
+        Bucket { level: 0.0, at: Instant::now() }
+    }
+
+    /// Drains the bucket at `rate` requests a second up to now, then counts one more request
+    /// if it fits under `capacity`; otherwise says how long until it would.
+    pub fn admit(&mut self, rate: f64, capacity: f64) -> Result<(), Duration> {
+        let now = Instant::now();
+        let drained = now.saturating_duration_since(self.at).as_secs_f64() * rate;
+        self.level = (self.level - drained).max(0.0);
+        self.at = now;
+        let over = self.level + 1.0 - capacity;
+        if over <= 0.0 {
+            self.level += 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(over / rate))
+        }
+    }
 }
 
 impl PortalLimiter {
@@ -175,21 +198,11 @@ impl PortalLimiter {
             }
         }
         loop {
-            let wait = {
-                let mut bucket = self.bucket();
-                let now = Instant::now();
-                let drained =
-                    now.saturating_duration_since(bucket.at).as_secs_f64() * self.limits.rate();
-                bucket.level = (bucket.level - drained).max(0.0);
-                bucket.at = now;
-                let over = bucket.level + 1.0 - self.limits.capacity();
-                if over <= 0.0 {
-                    bucket.level += 1.0;
-                    return;
-                }
-                Duration::from_secs_f64(over / self.limits.rate())
-            };
-            tokio::time::sleep(wait).await;
+            let admitted = self.bucket().admit(self.limits.rate(), self.limits.capacity());
+            match admitted {
+                Ok(()) => return,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
         }
     }
 

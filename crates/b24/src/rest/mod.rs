@@ -59,8 +59,8 @@ pub use credentials::{
 pub use envelope::{Response, Time, php_map, php_object};
 pub use error::{ApiError, Error, ErrorClass, RefreshError};
 pub use limiter::{
-    BudgetError, BudgetFuture, JITTER_ALLOWANCE, LimiterRegistry, PortalLimiter, RateLimits,
-    SharedBudget,
+    Bucket, BudgetError, BudgetFuture, JITTER_ALLOWANCE, LimiterRegistry, PortalLimiter,
+    RateLimits, SharedBudget,
 };
 pub use oauth::{
     CheckOutFuture, CheckedOut, DiscardTokens, Grant, KeptTokens, RefreshedTokens, SinkError,
